@@ -1,0 +1,23 @@
+"""cprl_fast: fast, adversarially robust no-reference image quality assessment (CPRL).
+
+Importing the package loads the native extension ``cprl_fast._C``, which registers the
+``torch.ops.cprl_fast`` operators; :mod:`cprl_fast.ops` adds their autograd and fake kernels.
+"""
+
+import torch
+
+from cprl_fast import (
+    _C,  # noqa: F401  (registers torch.ops.cprl_fast)
+    ops,
+    reference,
+)
+from cprl_fast.ops import get_backend, set_backend
+
+__version__ = "0.1.0"
+
+__all__ = ["get_backend", "has_cuda_kernels", "ops", "reference", "set_backend"]
+
+
+def has_cuda_kernels() -> bool:
+    """Whether the extension was built with its CUDA kernels (``CPRL_FAST_CUDA``)."""
+    return bool(torch.ops.cprl_fast.cuda_built())

@@ -1,0 +1,142 @@
+"""Input checks for the fake (meta) kernels and the Python entry points.
+
+They mirror ``csrc/checks.h`` message for message, so that a bad call fails the same way under
+``torch.compile`` tracing as in eager mode: ``ValueError`` for a wrong shape, device or value,
+``TypeError`` for a wrong dtype or a non-tensor.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Op-math dtype: float64 for float64 inputs, float32 for float32/float16/bfloat16."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def dense_format(x: torch.Tensor) -> torch.memory_format:
+    """Memory format the kernels compute in and return: channels_last for a dense
+    channels_last 4-D tensor that is not also contiguous, else contiguous."""
+    if (
+        x.dim() == 4
+        and not x.is_contiguous()
+        and x.is_contiguous(memory_format=torch.channels_last)
+    ):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def check_tensor(x: object, name: str) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+
+
+def check_float(x: torch.Tensor, name: str) -> None:
+    check_tensor(x, name)
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float16, bfloat16, float32 or float64, got {x.dtype}")
+
+
+def check_feature(x: torch.Tensor, name: str) -> None:
+    check_tensor(x, name)
+    if x.dim() != 4:
+        raise ValueError(
+            f"{name} must have shape [N, C, H, W], "
+            f"got a {x.dim()}-d tensor of shape {list(x.shape)}"
+        )
+    if min(x.shape[1:]) < 1:
+        raise ValueError(f"{name} must have C, H, W >= 1, got shape {list(x.shape)}")
+    check_float(x, name)
+
+
+def check_same_device(a: torch.Tensor, an: str, b: torch.Tensor, bn: str) -> None:
+    if a.device != b.device:
+        raise ValueError(f"{bn} must be on the same device as {an} ({a.device}), got {b.device}")
+
+
+def check_same_shape(a: torch.Tensor, an: str, b: torch.Tensor, bn: str) -> None:
+    if a.shape != b.shape:
+        raise ValueError(f"{bn} must have the shape of {an} {list(a.shape)}, got {list(b.shape)}")
+
+
+def check_same_dtype(a: torch.Tensor, an: str, b: torch.Tensor, bn: str) -> None:
+    if a.dtype != b.dtype:
+        raise TypeError(f"{bn} must have the dtype of {an} ({a.dtype}), got {b.dtype}")
+
+
+def check_mask(f: torch.Tensor, mask: torch.Tensor, name: str) -> None:
+    check_tensor(mask, name)
+    if mask.dim() != 2 or tuple(mask.shape) != tuple(f.shape[:2]):
+        raise ValueError(
+            f"{name} must have shape [N, C] = {list(f.shape[:2])}, got {list(mask.shape)}"
+        )
+    check_float(mask, name)
+    check_same_device(f, "f", mask, name)
+
+
+def check_offset(f: torch.Tensor, b: torch.Tensor) -> None:
+    check_tensor(b, "b")
+    if b.numel() != 1:
+        raise ValueError(f"b must be a tensor with one element, got shape {list(b.shape)}")
+    check_float(b, "b")
+    check_same_device(f, "f", b, "b")
+
+
+def check_rank_mask_args(
+    f: torch.Tensor, b: torch.Tensor, temperature: float, soft: bool, tau: float
+) -> None:
+    check_feature(f, "f")
+    check_offset(f, b)
+    if not (temperature > 0 and math.isfinite(temperature)):
+        raise ValueError(f"temperature must be a positive finite number, got {temperature}")
+    if soft and not (tau > 0 and math.isfinite(tau)):
+        raise ValueError(f"tau must be a positive finite number for the soft rank, got {tau}")
+
+
+def check_intervene_args(f: torch.Tensor, t: torch.Tensor, mask: torch.Tensor, mode: str) -> None:
+    check_feature(f, "f")
+    check_tensor(t, "t")
+    check_same_device(f, "f", t, "t")
+    check_same_shape(f, "f", t, "t")
+    check_same_dtype(f, "f", t, "t")
+    check_mask(f, mask, "mask")
+    if mode not in ("sf", "nc"):
+        raise ValueError(f"mode must be 'sf' or 'nc', got '{mode}'")
+
+
+def check_attack_step_args(
+    x: torch.Tensor,
+    grad: torch.Tensor,
+    x0: torch.Tensor,
+    alpha: float,
+    eps: float,
+    lo: float,
+    hi: float,
+) -> None:
+    check_float(x, "x")
+    check_tensor(grad, "grad")
+    check_tensor(x0, "x0")
+    check_same_device(x, "x", grad, "grad")
+    check_same_device(x, "x", x0, "x0")
+    check_same_shape(x, "x", grad, "grad")
+    check_same_shape(x, "x", x0, "x0")
+    check_same_dtype(x, "x", grad, "grad")
+    check_same_dtype(x, "x", x0, "x0")
+    if not math.isfinite(alpha):
+        raise ValueError(f"alpha must be finite, got {alpha}")
+    if not (eps >= 0 and math.isfinite(eps)):
+        raise ValueError(f"eps must be finite and >= 0, got {eps}")
+    if not lo <= hi:
+        raise ValueError(f"lo must be <= hi, got lo={lo} hi={hi}")
+
+
+def check_out(x: torch.Tensor, out: torch.Tensor) -> None:
+    check_tensor(out, "out")
+    check_same_device(x, "x", out, "out")
+    check_same_shape(x, "x", out, "out")
+    check_same_dtype(x, "x", out, "out")

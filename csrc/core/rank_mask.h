@@ -1,0 +1,110 @@
+// Rank mask (the CA activation), SPEC section 1: the torch-independent maths.
+//
+//   s[n,c] = mean_p f[n,c,p]                              (channel score, p over H*W)
+//   hard:  r[n,c] = #{j : s_j < s_c} + #{j < c : s_j == s_c}   (stable ascending, NaN last)
+//   soft:  r[n,c] = sum_{j != c} sigmoid((s_c - s_j) / tau)
+//   M[n,c] = sigmoid((r - C/2 + b*C) / T)
+//   y      = relu(f * M)
+//
+// Backward, with gy = dL/dy and gM = dL/dM from any other use of the returned mask:
+//   gate = 1[f*M > 0],  A[n,c] = sum_p gy * gate * f,   D[n,c] = A + gM
+//   df   = gy * gate * M                    (+ soft: ds_k / HW, below)
+//   db   = sum_{n,c} D * M (1 - M) * C / T
+//   soft: G = D * M (1 - M) / T,
+//         ds_k = sum_{j != k} (G_k - G_j) * sigmoid'((s_k - s_j)/tau) / tau
+//
+// Precision: everything per (n, c) is computed in the accumulation type acc_t (float for
+// float/half/bfloat16 inputs, double for double); channel sums are accumulated in double on
+// the CPU and in acc_t on the GPU.
+#pragma once
+
+#include "common.h"
+
+#ifndef __CUDA_ARCH__
+#include <algorithm>
+#include <numeric>
+#endif
+
+namespace cprl {
+
+// Strict "sorts before" of the stable ascending order with NaN after +inf (torch.sort's order).
+template <typename T>
+CPRL_HD bool score_less(T a, T b) {
+  return a < b || (b != b && a == a);
+}
+
+// True iff channel i (score a) comes before channel j (score b) in the stable ascending sort.
+template <typename T>
+CPRL_HD bool rank_before(T a, int64_t i, T b, int64_t j) {
+  if (score_less(a, b)) return true;
+  if (score_less(b, a)) return false;
+  return i < j;
+}
+
+// Hard rank of channel c by counting: O(C). The GPU kernel uses it for every channel in
+// parallel; the CPU uses the O(C log C) sort below, and the unit tests check they agree.
+template <typename T>
+CPRL_HD int64_t hard_rank_count(const T* s, int64_t C, int64_t c) {
+  const T sc = s[c];
+  int64_t r = 0;
+  for (int64_t j = 0; j < C; ++j) r += rank_before(s[j], j, sc, c) ? 1 : 0;
+  return r;
+}
+
+// Soft rank of channel c: sum over j != c of sigmoid((s_c - s_j) / tau).
+template <typename T>
+CPRL_HD T soft_rank(const T* s, int64_t C, int64_t c, T tau) {
+  const T sc = s[c];
+  T r = T(0);
+  for (int64_t j = 0; j < C; ++j) {
+    if (j != c) r += sigmoid((sc - s[j]) / tau);
+  }
+  return r;
+}
+
+// dL/ds_k of the soft rank, given G_j = dL/dr_j for every channel.
+template <typename T>
+CPRL_HD T soft_rank_backward(const T* s, const T* G, int64_t C, int64_t k, T tau) {
+  const T sk = s[k];
+  const T gk = G[k];
+  T acc = T(0);
+  for (int64_t j = 0; j < C; ++j) {
+    if (j == k) continue;
+    const T sig = sigmoid((sk - s[j]) / tau);
+    acc += (gk - G[j]) * sig * (T(1) - sig);
+  }
+  return acc / tau;
+}
+
+// M = sigmoid((r - C/2 + b*C) / T), in the order the reference evaluates it.
+template <typename T>
+CPRL_HD T mask_value(T rank, int64_t C, T b, T temperature) {
+  const T c = static_cast<T>(C);
+  return sigmoid((rank - c / T(2) + b * c) / temperature);
+}
+
+// dM/db / M(1-M) = C / T, and dM/dr / M(1-M) = 1 / T.
+template <typename T>
+CPRL_HD T mask_slope(T m) {
+  return m * (T(1) - m);
+}
+
+// Forward value of one element: relu(f * M), with f*M evaluated in the type of f (scalar_t
+// for float/double) as the reference does.
+template <typename T>
+CPRL_HD T rank_mask_apply(T f, T m) {
+  return relu(f * m);
+}
+
+#ifndef __CUDA_ARCH__
+// Stable ascending ranks of one sample's C scores by sorting: O(C log C).
+// idx: scratch of C entries. rank: output, C entries (as T so it feeds mask_value directly).
+template <typename T>
+inline void hard_ranks_sorted(const T* s, int64_t C, int64_t* idx, T* rank) {
+  std::iota(idx, idx + C, int64_t(0));
+  std::stable_sort(idx, idx + C, [s](int64_t a, int64_t b) { return score_less(s[a], s[b]); });
+  for (int64_t k = 0; k < C; ++k) rank[idx[k]] = static_cast<T>(k);
+}
+#endif
+
+}  // namespace cprl

@@ -1,0 +1,227 @@
+// rank_mask on CUDA: glue and kernels around the maths of core/rank_mask.h.
+// Forward: channel sums (nc_reduce), one block per sample ranks its C channels by pairwise
+// counting in shared memory (C <= 6144 float / 3072 double; global memory beyond) and writes
+// M, then the apply pass relu(f * M) (nc_map). Backward: one nc_reduce pass writes grad_f and
+// reduces A (and the channel sums for the soft rank); one block reduces grad_b in a fixed
+// order (deterministic); the soft rank adds a per-sample pass and an elementwise pass.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include "../checks.h"
+#include "../core/rank_mask.h"
+#include "nc_loops.cuh"
+
+namespace cprl_fast {
+namespace {
+
+constexpr int kRankThreads = 256;
+constexpr size_t kMaxSmem = 48 * 1024;
+
+template <typename scalar_t, typename acc_t>
+struct ChannelSum {
+  const scalar_t* f;
+  __device__ void operator()(int64_t i, int64_t, acc_t& s0, acc_t&) const { s0 += acc_t(f[i]); }
+};
+
+template <typename scalar_t, typename acc_t>
+struct ApplyMask {
+  const scalar_t* f;
+  const acc_t* mask;
+  scalar_t* y;
+  __device__ void operator()(int64_t i, int64_t nc) const {
+    y[i] = static_cast<scalar_t>(cprl::rank_mask_apply(acc_t(f[i]), mask[nc]));
+  }
+};
+
+template <typename scalar_t, typename acc_t>
+struct MaskBackward {
+  const scalar_t* f;
+  const scalar_t* g;
+  const acc_t* mask;
+  scalar_t* grad_f;
+  __device__ void operator()(int64_t i, int64_t nc, acc_t& a, acc_t& s) const {
+    const acc_t m = mask[nc];
+    const acc_t fv = acc_t(f[i]);
+    const acc_t gv = acc_t(g[i]);
+    const bool gate = fv * m > acc_t(0);
+    grad_f[i] = static_cast<scalar_t>(gate ? gv * m : acc_t(0));
+    a += gate ? gv * fv : acc_t(0);
+    s += fv;
+  }
+};
+
+template <typename scalar_t, typename acc_t>
+struct AddChannelTerm {
+  const acc_t* term;
+  scalar_t* grad_f;
+  __device__ void operator()(int64_t i, int64_t nc) const {
+    grad_f[i] = static_cast<scalar_t>(acc_t(grad_f[i]) + term[nc]);
+  }
+};
+
+inline size_t smem_for(int64_t C, int arrays, size_t elem) {
+  const size_t bytes = size_t(C) * arrays * elem;
+  return bytes <= kMaxSmem ? bytes : 0;
+}
+
+// One block per sample: sums -> means (in place), then the mask of every channel.
+template <typename acc_t>
+__global__ void mask_kernel(int64_t C, int64_t HW, acc_t* scores, const acc_t* b,
+                            acc_t temperature, bool soft, acc_t tau, bool use_smem, acc_t* mask) {
+  extern __shared__ unsigned char smem_raw[];
+  acc_t* sh = reinterpret_cast<acc_t*>(smem_raw);
+  acc_t* s = scores + int64_t(blockIdx.x) * C;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+    const acc_t mean = s[c] / acc_t(HW);
+    s[c] = mean;
+    if (use_smem) sh[c] = mean;
+  }
+  __syncthreads();
+  const acc_t* sp = use_smem ? sh : s;
+  const acc_t bv = *b;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+    const acc_t r = soft ? cprl::soft_rank(sp, C, c, tau) : acc_t(cprl::hard_rank_count(sp, C, c));
+    mask[int64_t(blockIdx.x) * C + c] = cprl::mask_value(r, C, bv, temperature);
+  }
+}
+
+// One block: G = D * M(1-M) / T per channel and grad_b = C/T * sum D * M(1-M), in a fixed order.
+template <typename acc_t>
+__global__ void offset_grad_kernel(int64_t NC, int64_t C, const acc_t* A, const acc_t* grad_mask,
+                                   const acc_t* mask, acc_t temperature, acc_t* G,
+                                   acc_t* grad_b) {
+  __shared__ acc_t partial[1024];
+  acc_t acc = acc_t(0);
+  for (int64_t nc = threadIdx.x; nc < NC; nc += blockDim.x) {
+    const acc_t D = A[nc] + (grad_mask ? grad_mask[nc] : acc_t(0));
+    const acc_t ds = D * cprl::mask_slope(mask[nc]);
+    G[nc] = ds / temperature;
+    acc += ds;
+  }
+  partial[threadIdx.x] = acc;
+  __syncthreads();
+  for (int stride = blockDim.x / 2; stride > 0; stride /= 2) {
+    if (threadIdx.x < stride) partial[threadIdx.x] += partial[threadIdx.x + stride];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) *grad_b = partial[0] * acc_t(C) / temperature;
+}
+
+// One block per sample: ds[n, k] = dL/ds_k / HW of the soft rank (S holds channel sums).
+template <typename acc_t>
+__global__ void soft_rank_grad_kernel(int64_t C, int64_t HW, const acc_t* S, const acc_t* G,
+                                      acc_t tau, bool use_smem, acc_t* scratch, acc_t* ds) {
+  extern __shared__ unsigned char smem_raw[];
+  const int64_t n = blockIdx.x;
+  acc_t* s = use_smem ? reinterpret_cast<acc_t*>(smem_raw) : scratch + n * 2 * C;
+  acc_t* g = s + C;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+    s[c] = S[n * C + c] / acc_t(HW);
+    g[c] = G[n * C + c];
+  }
+  __syncthreads();
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x)
+    ds[n * C + c] = cprl::soft_rank_backward(s, g, C, c, tau) / acc_t(HW);
+}
+
+std::tuple<at::Tensor, at::Tensor> rank_mask_cuda(const at::Tensor& f, const at::Tensor& b,
+                                                  double temperature, bool soft, double tau) {
+  check_rank_mask_args(f, b, temperature, soft, tau);
+  const c10::cuda::CUDAGuard guard(f.device());
+  const cprl::Layout layout = choose_layout(f);
+  const at::Tensor fd = dense(f, layout);
+  const cprl::NCHWSizes sz = sizes_of(fd, layout);
+  const at::ScalarType acc_type = acc_dtype(f.scalar_type());
+  at::Tensor y = at::empty_like(fd);
+  at::Tensor mask = at::empty({sz.N, sz.C}, f.options().dtype(acc_type));
+  if (sz.N == 0) return {y, mask};
+  const at::Tensor bd = b.reshape({1}).to(acc_type);
+  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, f.scalar_type(), "rank_mask_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const auto acc_options = f.options().dtype(acc_type);
+    at::Tensor sums = at::empty({2, sz.N * sz.C}, acc_options);
+    acc_t* s0 = sums.data_ptr<acc_t>();
+    const scalar_t* fp = fd.const_data_ptr<scalar_t>();
+    cuda::nc_reduce<acc_t>(sz, s0, s0 + sz.N * sz.C, ChannelSum<scalar_t, acc_t>{fp}, acc_options);
+    const size_t smem = smem_for(sz.C, 1, sizeof(acc_t));
+    mask_kernel<acc_t><<<sz.N, kRankThreads, smem, stream>>>(
+        sz.C, sz.HW, s0, bd.const_data_ptr<acc_t>(), acc_t(temperature), soft, acc_t(tau),
+        smem > 0, mask.data_ptr<acc_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    cuda::nc_map(sz, ApplyMask<scalar_t, acc_t>{fp, mask.const_data_ptr<acc_t>(),
+                                                y.data_ptr<scalar_t>()});
+  });
+  return {y, mask};
+}
+
+std::tuple<at::Tensor, at::Tensor> rank_mask_backward_cuda(
+    const at::Tensor& grad_y, const std::optional<at::Tensor>& grad_mask, const at::Tensor& f,
+    const at::Tensor& mask, const at::Tensor& b, double temperature, bool soft, double tau) {
+  check_rank_mask_args(f, b, temperature, soft, tau);
+  check_same_shape(f, "f", grad_y, "grad_y");
+  check_same_dtype(f, "f", grad_y, "grad_y");
+  check_same_device(f, "f", grad_y, "grad_y");
+  check_mask(f, mask, "mask");
+  const c10::cuda::CUDAGuard guard(f.device());
+  const cprl::Layout layout = choose_layout(f);
+  const at::Tensor fd = dense(f, layout);
+  const at::Tensor gd = dense(grad_y, layout);
+  const cprl::NCHWSizes sz = sizes_of(fd, layout);
+  const at::ScalarType acc_type = acc_dtype(f.scalar_type());
+  const at::Tensor md = mask.to(acc_type).contiguous();
+  at::Tensor grad_f = at::empty_like(fd);
+  if (sz.N == 0) return {grad_f, at::zeros_like(b)};
+  at::Tensor gmd;
+  if (grad_mask.has_value() && grad_mask->defined()) {
+    check_mask(f, *grad_mask, "grad_mask");
+    gmd = grad_mask->to(acc_type).contiguous();
+  }
+  at::Tensor grad_b = at::empty({1}, f.options().dtype(acc_type));
+  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const int64_t NC = sz.N * sz.C;
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, f.scalar_type(), "rank_mask_backward_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const auto acc_options = f.options().dtype(acc_type);
+    at::Tensor work = at::empty({4, NC}, acc_options);  // A, S, G, ds
+    acc_t* A = work.data_ptr<acc_t>();
+    acc_t* S = A + NC;
+    acc_t* G = S + NC;
+    acc_t* ds = G + NC;
+    const acc_t* mp = md.const_data_ptr<acc_t>();
+    scalar_t* gfp = grad_f.data_ptr<scalar_t>();
+    cuda::nc_reduce<acc_t>(
+        sz, A, S,
+        MaskBackward<scalar_t, acc_t>{fd.const_data_ptr<scalar_t>(), gd.const_data_ptr<scalar_t>(),
+                                      mp, gfp},
+        acc_options);
+    offset_grad_kernel<acc_t><<<1, 1024, 0, stream>>>(
+        NC, sz.C, A, gmd.defined() ? gmd.const_data_ptr<acc_t>() : nullptr, mp,
+        acc_t(temperature), G, grad_b.data_ptr<acc_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    if (!soft) return;
+    const size_t smem = smem_for(sz.C, 2, sizeof(acc_t));
+    at::Tensor scratch = smem > 0 ? at::Tensor() : at::empty({2 * NC}, acc_options);
+    soft_rank_grad_kernel<acc_t><<<sz.N, kRankThreads, smem, stream>>>(
+        sz.C, sz.HW, S, G, acc_t(tau), smem > 0,
+        scratch.defined() ? scratch.data_ptr<acc_t>() : nullptr, ds);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    cuda::nc_map(sz, AddChannelTerm<scalar_t, acc_t>{ds, gfp});
+  });
+  return {grad_f, grad_b.to(b.scalar_type()).reshape(b.sizes())};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(cprl_fast, CUDA, m) {
+  m.impl("rank_mask", &rank_mask_cuda);
+  m.impl("rank_mask_backward", &rank_mask_backward_cuda);
+}
+
+}  // namespace cprl_fast

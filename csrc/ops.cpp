@@ -1,0 +1,44 @@
+// The one place the cprl_fast operator schemas are declared. Each backend registers its
+// kernels in its own file (cpu/*_cpu.cpp, cuda/*_cuda.cu) with TORCH_LIBRARY_IMPL; autograd and
+// the fake (meta) kernels are registered from Python (cprl_fast/ops/).
+#include <Python.h>
+#include <torch/library.h>
+
+// Importing cprl_fast._C runs the static TORCH_LIBRARY registrations below. The module itself
+// has no Python functions, so it needs neither pybind11 nor libtorch_python.
+PyMODINIT_FUNC PyInit__C(void) {
+  static struct PyModuleDef module_def = {
+      PyModuleDef_HEAD_INIT, "_C", "cprl_fast native operators (see torch.ops.cprl_fast)", -1,
+      nullptr};
+  return PyModule_Create(&module_def);
+}
+
+namespace cprl_fast {
+
+bool cuda_built() {
+#ifdef CPRL_FAST_WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+TORCH_LIBRARY(cprl_fast, m) {
+  m.def("rank_mask(Tensor f, Tensor b, float temperature, bool soft, float tau) -> (Tensor, Tensor)");
+  m.def(
+      "rank_mask_backward(Tensor grad_y, Tensor? grad_mask, Tensor f, Tensor mask, Tensor b, "
+      "float temperature, bool soft, float tau) -> (Tensor, Tensor)");
+  m.def("intervene(Tensor f, Tensor t, Tensor mask, str mode) -> Tensor");
+  m.def(
+      "intervene_backward(Tensor grad, Tensor f, Tensor t, Tensor mask, str mode) -> "
+      "(Tensor, Tensor, Tensor)");
+  m.def(
+      "attack_step(Tensor x, Tensor grad, Tensor x0, float alpha, float eps, float lo, "
+      "float hi) -> Tensor");
+  m.def(
+      "attack_step_out(Tensor x, Tensor grad, Tensor x0, float alpha, float eps, float lo, "
+      "float hi, Tensor(a!) out) -> ()");
+  m.def("cuda_built() -> bool", &cuda_built);
+}
+
+}  // namespace cprl_fast

@@ -1,0 +1,216 @@
+// Unit tests of the torch-independent kernel core (csrc/core), built by CMakeLists.txt and run
+// by ctest, optionally under AddressSanitizer and UBSan (-DCPRL_SANITIZE=ON).
+// Usage: cprl_core_tests <test name> ; with no argument, runs every test.
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/attack_step.h"
+#include "core/common.h"
+#include "core/intervene.h"
+#include "core/rank_mask.h"
+
+namespace {
+
+int g_failures = 0;
+
+#define EXPECT(cond)                                                        \
+  do {                                                                      \
+    if (!(cond)) {                                                          \
+      std::fprintf(stderr, "%s:%d: expectation failed: %s\n", __FILE__, __LINE__, #cond); \
+      ++g_failures;                                                         \
+    }                                                                       \
+  } while (0)
+
+#define EXPECT_NEAR(a, b, tol)                                                              \
+  do {                                                                                      \
+    const double _a = (a), _b = (b);                                                        \
+    if (!(std::fabs(_a - _b) <= (tol))) {                                                   \
+      std::fprintf(stderr, "%s:%d: %s = %.17g, %s = %.17g, |diff| > %g\n", __FILE__, __LINE__, \
+                   #a, _a, #b, _b, double(tol));                                           \
+      ++g_failures;                                                                         \
+    }                                                                                       \
+  } while (0)
+
+const double kNaN = std::numeric_limits<double>::quiet_NaN();
+const double kInf = std::numeric_limits<double>::infinity();
+
+// The sorting rank (CPU) and the counting rank (GPU) agree, ties and NaN included.
+void test_hard_rank_sort_equals_count() {
+  std::mt19937 rng(123);
+  for (int trial = 0; trial < 200; ++trial) {
+    const int64_t C = 1 + rng() % 70;
+    std::vector<double> s(C);
+    for (auto& v : s) {
+      const int kind = rng() % 10;
+      v = kind == 0 ? kNaN : kind == 1 ? kInf : kind == 2 ? -kInf : double(rng() % 7) - 3.0;
+    }
+    std::vector<int64_t> idx(C);
+    std::vector<double> rank(C);
+    cprl::hard_ranks_sorted(s.data(), C, idx.data(), rank.data());
+    std::vector<bool> seen(C, false);
+    for (int64_t c = 0; c < C; ++c) {
+      EXPECT(rank[c] == double(cprl::hard_rank_count(s.data(), C, c)));
+      const auto r = static_cast<int64_t>(rank[c]);
+      EXPECT(r >= 0 && r < C && !seen[r]);  // a permutation of 0..C-1
+      if (r >= 0 && r < C) seen[r] = true;
+    }
+  }
+}
+
+// SPEC's definition: r = #{s_j < s_c} + #{j < c : s_j == s_c}; NaN after +inf.
+void test_hard_rank_definition() {
+  const std::vector<double> s = {0.5, -1.0, 0.5, kNaN, kInf, 0.5, -kInf, kNaN};
+  const std::vector<int64_t> want = {2, 1, 3, 6, 5, 4, 0, 7};
+  for (int64_t c = 0; c < int64_t(s.size()); ++c)
+    EXPECT(cprl::hard_rank_count(s.data(), int64_t(s.size()), c) == want[c]);
+}
+
+void test_soft_rank_limit() {
+  const std::vector<double> s = {0.3, -1.2, 2.0, 0.31, -0.4};
+  const int64_t C = int64_t(s.size());
+  for (int64_t c = 0; c < C; ++c) {
+    const double hard = double(cprl::hard_rank_count(s.data(), C, c));
+    EXPECT_NEAR(cprl::soft_rank(s.data(), C, c, 1e-5), hard, 1e-9);
+  }
+  // a tie counts one half
+  const std::vector<double> t = {1.0, 1.0};
+  EXPECT_NEAR(cprl::soft_rank(t.data(), 2, 0, 0.1), 0.5, 1e-15);
+}
+
+// soft_rank_backward is the gradient of L = sum_c G_c * r_c(s).
+void test_soft_rank_backward_finite_difference() {
+  std::mt19937 rng(7);
+  std::normal_distribution<double> normal;
+  const int64_t C = 9;
+  const double tau = 0.7;
+  std::vector<double> s(C), G(C);
+  for (auto& v : s) v = normal(rng);
+  for (auto& v : G) v = normal(rng);
+  auto loss = [&](const std::vector<double>& x) {
+    double l = 0;
+    for (int64_t c = 0; c < C; ++c) l += G[c] * cprl::soft_rank(x.data(), C, c, tau);
+    return l;
+  };
+  for (int64_t k = 0; k < C; ++k) {
+    std::vector<double> up = s, down = s;
+    up[k] += 1e-6;
+    down[k] -= 1e-6;
+    const double fd = (loss(up) - loss(down)) / 2e-6;
+    EXPECT_NEAR(cprl::soft_rank_backward(s.data(), G.data(), C, k, tau), fd, 1e-6);
+  }
+}
+
+void test_mask_value() {
+  // M = sigmoid((r - C/2 + b*C) / T)
+  EXPECT_NEAR(cprl::mask_value(3.0, 10, 0.4, 1.0), 1.0 / (1.0 + std::exp(-2.0)), 1e-15);
+  EXPECT_NEAR(cprl::mask_value(5.0, 10, 0.0, 1.0), 0.5, 1e-15);
+  EXPECT_NEAR(cprl::mask_value(0.0, 10, 0.4, 0.5), 1.0 / (1.0 + std::exp(2.0)), 1e-15);
+  EXPECT(cprl::sigmoid(-1000.0) == 0.0);
+  EXPECT(cprl::sigmoid(1000.0) == 1.0);
+  EXPECT(cprl::sigmoid(-200.0f) == 0.0f);
+}
+
+void test_scalar_helpers() {
+  EXPECT(std::isnan(cprl::relu(kNaN)));
+  EXPECT(cprl::relu(-2.0) == 0.0 && cprl::relu(3.0) == 3.0);
+  EXPECT(std::isnan(cprl::nan_max(kNaN, 1.0)) && std::isnan(cprl::nan_max(1.0, kNaN)));
+  EXPECT(std::isnan(cprl::nan_min(kNaN, 1.0)) && std::isnan(cprl::nan_min(1.0, kNaN)));
+  EXPECT(cprl::nan_max(1.0, 2.0) == 2.0 && cprl::nan_min(1.0, 2.0) == 1.0);
+  EXPECT(cprl::sign(0.0) == 0.0 && cprl::sign(-0.0) == 0.0 && cprl::sign(kNaN) == 0.0);
+  EXPECT(cprl::sign(-3.0) == -1.0 && cprl::sign(1e-300) == 1.0);
+}
+
+void test_intervene() {
+  using cprl::InterveneMode;
+  const double f = 1.5, t = -0.5;
+  // mask 1: SF keeps f, NC takes t; mask 0: the opposite
+  EXPECT(cprl::intervene_value(f, t, cprl::intervene_weights(1.0, InterveneMode::kSF)) == f);
+  EXPECT(cprl::intervene_value(f, t, cprl::intervene_weights(1.0, InterveneMode::kNC)) == 0.0);
+  EXPECT(cprl::intervene_value(f, t, cprl::intervene_weights(0.0, InterveneMode::kNC)) == f);
+  EXPECT(cprl::intervene_value(f, 2.0, cprl::intervene_weights(0.0, InterveneMode::kSF)) == 2.0);
+  const double m = 0.3;
+  EXPECT_NEAR(cprl::intervene_value(f, t, cprl::intervene_weights(m, InterveneMode::kSF)),
+              t * (1 - m) + f * m, 0);
+  EXPECT_NEAR(cprl::intervene_value(f, t, cprl::intervene_weights(m, InterveneMode::kNC)),
+              t * m + f * (1 - m), 0);
+  EXPECT(cprl::intervene_mask_sign(InterveneMode::kSF) == 1);
+  EXPECT(cprl::intervene_mask_sign(InterveneMode::kNC) == -1);
+}
+
+void test_attack_step() {
+  std::mt19937 rng(99);
+  std::uniform_real_distribution<float> u(0.f, 1.f);
+  std::normal_distribution<float> normal;
+  const float eps = 2.f / 255.f, alpha = 1.5f / 255.f;
+  for (int i = 0; i < 10000; ++i) {
+    const float x0 = u(rng);
+    float x = x0;
+    for (int k = 0; k < 5; ++k) {
+      const float g = normal(rng);
+      const float next = cprl::attack_step_value(x, g, x0, alpha, eps, 0.f, 1.f);
+      // within the ball and the range, and never further than one step from x (the clamps
+      // project onto an interval that contains x); 1e-6 absorbs float rounding near 1
+      EXPECT(std::fabs(next - x0) <= eps + 1e-6f);
+      EXPECT(next >= 0.f && next <= 1.f);
+      EXPECT(std::fabs(next - x) <= alpha + 1e-6f);
+      x = next;
+    }
+  }
+  EXPECT(cprl::attack_step_value(0.5, 0.0, 0.5, 0.1, 0.2, 0.0, 1.0) == 0.5);
+  EXPECT(cprl::attack_step_value(0.5, 1.0, 0.5, 0.1, 0.05, 0.0, 1.0) == 0.55);
+  EXPECT(cprl::attack_step_value(0.99, 1.0, 0.99, 0.1, 0.2, 0.0, 1.0) == 1.0);
+  EXPECT(std::isnan(cprl::attack_step_value(kNaN, 1.0, 0.5, 0.1, 0.2, 0.0, 1.0)));
+  EXPECT(std::isnan(cprl::attack_step_value(0.5, 1.0, kNaN, 0.1, 0.2, 0.0, 1.0)));
+}
+
+void test_layout_indexing() {
+  for (auto layout : {cprl::Layout::kNCHW, cprl::Layout::kNHWC}) {
+    const cprl::NCHWSizes sz{3, 5, 7, layout};
+    std::vector<int> hits(sz.numel(), 0);
+    for (int64_t n = 0; n < sz.N; ++n)
+      for (int64_t c = 0; c < sz.C; ++c)
+        for (int64_t p = 0; p < sz.HW; ++p) {
+          const int64_t i = sz.offset(n, c, p);
+          EXPECT(i >= 0 && i < sz.numel());
+          if (i < 0 || i >= sz.numel()) continue;
+          ++hits[i];
+          EXPECT(sz.nc_of(i) == n * sz.C + c);
+        }
+    for (int h : hits) EXPECT(h == 1);
+  }
+}
+
+const std::vector<std::pair<std::string, std::function<void()>>> kTests = {
+    {"hard_rank_sort_equals_count", test_hard_rank_sort_equals_count},
+    {"hard_rank_definition", test_hard_rank_definition},
+    {"soft_rank_limit", test_soft_rank_limit},
+    {"soft_rank_backward", test_soft_rank_backward_finite_difference},
+    {"mask_value", test_mask_value},
+    {"scalar_helpers", test_scalar_helpers},
+    {"intervene", test_intervene},
+    {"attack_step", test_attack_step},
+    {"layout_indexing", test_layout_indexing},
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int ran = 0;
+  for (const auto& [name, fn] : kTests) {
+    if (argc > 1 && name != argv[1]) continue;
+    fn();
+    ++ran;
+  }
+  if (ran == 0) {
+    std::fprintf(stderr, "no test named %s\n", argc > 1 ? argv[1] : "");
+    return 2;
+  }
+  if (g_failures) std::fprintf(stderr, "%d expectation(s) failed\n", g_failures);
+  return g_failures ? 1 : 0;
+}

@@ -1,0 +1,46 @@
+"""Shared fixtures: which devices and backends the op tests run on."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+import cprl_fast
+
+
+def _backends() -> list[tuple[str, str]]:
+    """(device, backend) pairs to test: native CPU always; CUDA ones where a GPU is present."""
+    pairs = [("cpu", "native")]
+    if torch.cuda.is_available():
+        if cprl_fast.has_cuda_kernels():
+            pairs.append(("cuda", "native"))
+        pairs.append(("cuda", "triton"))
+    return pairs
+
+
+BACKENDS = _backends()
+BACKEND_IDS = [f"{d}-{b}" for d, b in BACKENDS]
+
+
+@pytest.fixture(params=BACKENDS, ids=BACKEND_IDS)
+def device_backend(request):
+    """Runs the test once per (device, backend), with that backend selected."""
+    device, backend = request.param
+    previous = cprl_fast.get_backend()
+    cprl_fast.set_backend(backend)
+    yield torch.device(device), backend
+    cprl_fast.set_backend(previous)
+
+
+@pytest.fixture
+def device(device_backend):
+    return device_backend[0]
+
+
+def pytest_report_header(config):
+    return (
+        f"torch {torch.__version__}, cprl_fast CUDA kernels built: {cprl_fast.has_cuda_kernels()}, "
+        f"GPU: {torch.cuda.is_available()}, TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET')}"
+    )

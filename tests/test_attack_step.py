@@ -1,0 +1,156 @@
+"""attack_step: every backend against the reference, the out/in-place forms, random starts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from op_testing import LAYOUTS, in_layout, seed_of, tol
+
+from cprl_fast import ops, reference
+from cprl_fast.ops import _backend
+
+SHAPES = [(2, 3, 17, 9), (1, 1, 1, 1), (3, 3, 4, 5), (2, 3, 32, 32)]
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+
+
+def _inputs(shape, device, seed, layout="contiguous", dtype=torch.float32, zeros=True):
+    g = torch.Generator().manual_seed(seed)
+    x0 = torch.rand(shape, generator=g, dtype=torch.float64)
+    x = (x0 + (torch.rand(shape, generator=g, dtype=torch.float64) - 0.5) * 0.02).clamp(0, 1)
+    grad = torch.randn(shape, generator=g, dtype=torch.float64)
+    if zeros:
+        grad[grad.abs() < 0.2] = 0.0  # sign(0) = 0: those pixels stay put
+    return tuple(in_layout(v.to(dtype=dtype, device=device), layout) for v in (x, grad, x0))
+
+
+class TestAttackStep:
+    @pytest.mark.parametrize("shape", SHAPES, ids=str)
+    @pytest.mark.parametrize("layout", LAYOUTS)
+    def test_matches_reference(self, device, shape, layout):
+        x, g, x0 = _inputs(shape, device, seed_of(shape, layout), layout)
+        for alpha, eps in [(1 / 255, 2 / 255), (0.5 / 255, 1 / 255), (0.1, 0.03)]:
+            out = ops.attack_step(x, g, x0, alpha, eps)
+            torch.testing.assert_close(
+                out, reference.attack_step(x, g, x0, alpha, eps), rtol=0, atol=0
+            )
+
+    @pytest.mark.parametrize("dtype", DTYPES, ids=str)
+    def test_dtypes(self, device, dtype):
+        x, g, x0 = _inputs((2, 3, 9, 11), device, 3, dtype=dtype)
+        out = ops.attack_step(x, g, x0, 2 / 255, 4 / 255, lo=0.1, hi=0.9)
+        assert out.dtype == dtype
+        ref = reference.attack_step(x, g, x0, 2 / 255, 4 / 255, lo=0.1, hi=0.9)
+        torch.testing.assert_close(out, ref, **tol(dtype))
+
+    def test_any_rank(self, device):
+        x, g, x0 = (v.reshape(-1) for v in _inputs((2, 3, 5, 7), device, 4))
+        torch.testing.assert_close(
+            ops.attack_step(x, g, x0, 0.01, 0.02), reference.attack_step(x, g, x0, 0.01, 0.02)
+        )
+
+    def test_invariants(self, device):
+        x, g, x0 = _inputs((4, 3, 16, 16), device, 5)
+        eps = 3 / 255
+        for _ in range(5):
+            x = ops.attack_step(x, g, x0, 2 / 255, eps)
+            g = torch.randn_like(g)
+        assert (x - x0).abs().max() <= eps + 1e-7
+        assert x.min() >= 0 and x.max() <= 1
+
+    def test_sign_zero_and_nan(self, device):
+        x, g, x0 = _inputs((1, 1, 2, 3), device, 6, zeros=False)
+        g = g.clone()
+        g[0, 0, 0, 0] = 0.0
+        g[0, 0, 0, 1] = float("nan")
+        x0 = x0.clone()
+        x0[0, 0, 1, 2] = float("nan")
+        x = x0.clone()
+        out = ops.attack_step(x, g, x0, 0.1, 0.2)
+        torch.testing.assert_close(out, reference.attack_step(x, g, x0, 0.1, 0.2), equal_nan=True)
+        assert out[0, 0, 0, 0] == x[0, 0, 0, 0] and out[0, 0, 0, 1] == x[0, 0, 0, 1]
+        assert torch.isnan(out[0, 0, 1, 2])
+
+    @pytest.mark.parametrize("layout", LAYOUTS)
+    def test_in_place(self, device, layout):
+        x, g, x0 = _inputs((2, 3, 6, 5), device, 7, layout)
+        want = reference.attack_step(x, g, x0, 0.01, 0.02)
+        storage = x.data_ptr()
+        got = ops.attack_step_(x, g, x0, 0.01, 0.02)
+        assert got is x and x.data_ptr() == storage
+        torch.testing.assert_close(x, want, rtol=0, atol=0)
+
+    def test_out(self, device):
+        x, g, x0 = _inputs((2, 3, 6, 5), device, 8)
+        out = torch.full_like(x, -1.0)
+        res = ops.attack_step(x, g, x0, 0.01, 0.02, out=out)
+        assert res is out
+        torch.testing.assert_close(out, reference.attack_step(x, g, x0, 0.01, 0.02), rtol=0, atol=0)
+
+    def test_inputs_that_require_grad(self, device):
+        x, g, x0 = _inputs((1, 3, 4, 4), device, 9)
+        out = ops.attack_step(x.requires_grad_(True), g, x0, 0.01, 0.02)
+        assert not out.requires_grad
+
+    def test_opcheck(self, device_backend):
+        device, backend = device_backend
+        if backend == "triton" and device.type == "cpu":
+            pytest.skip("triton_op fails opcheck's fake check under the interpreter")
+        for layout in ("contiguous", "channels_last"):
+            x, g, x0 = _inputs((2, 3, 5, 4), device, 10, layout)
+            args = (x, g, x0, 0.01, 0.02, 0.0, 1.0)
+            torch.library.opcheck(_backend.op("attack_step", x), args)
+            torch.library.opcheck(_backend.op("attack_step_out", x), (*args, torch.empty_like(x)))
+
+
+class TestRandomStart:
+    def test_reproducible_with_generator(self):
+        x = torch.rand(2, 3, 8, 8)
+        a = ops.random_start(x, 8 / 255, generator=torch.Generator().manual_seed(1))
+        b = ops.random_start(x, 8 / 255, generator=torch.Generator().manual_seed(1))
+        c = ops.random_start(x, 8 / 255, generator=torch.Generator().manual_seed(2))
+        assert torch.equal(a, b) and not torch.equal(a, c)
+
+    def test_inside_ball_and_range(self):
+        x = torch.rand(4, 3, 16, 16)
+        eps = 8 / 255
+        x1 = ops.random_start(x, eps, generator=torch.Generator().manual_seed(3))
+        assert (x1 - x).abs().max() <= eps + 1e-7 and x1.min() >= 0 and x1.max() <= 1
+        assert (x1 - x).abs().mean() > eps / 4  # it moved: uniform noise has mean |u| = eps/2
+
+    def test_generator_on_wrong_device(self):
+        if not torch.cuda.is_available():
+            pytest.skip("needs a GPU to make a CUDA generator")
+        with pytest.raises(ValueError, match="generator must be on the device of x"):
+            ops.random_start(torch.rand(2, device="cuda"), 0.1, generator=torch.Generator())
+
+
+class TestAttackStepErrors:
+    def test_shape_mismatch(self):
+        x = torch.rand(2, 3, 4, 4)
+        with pytest.raises(ValueError, match="grad must have the shape of x"):
+            ops.attack_step(x, torch.rand(2, 3, 4), x, 0.1, 0.1)
+
+    def test_dtype_mismatch(self):
+        x = torch.rand(2, 3, 4, 4)
+        with pytest.raises(TypeError, match="x0 must have the dtype of x"):
+            ops.attack_step(x, x, x.double(), 0.1, 0.1)
+
+    def test_negative_eps(self):
+        x = torch.rand(2, 3)
+        with pytest.raises(ValueError, match="eps must be finite and >= 0"):
+            ops.attack_step(x, x, x, 0.1, -0.1)
+
+    def test_lo_above_hi(self):
+        x = torch.rand(2, 3)
+        with pytest.raises(ValueError, match="lo must be <= hi"):
+            ops.attack_step(x, x, x, 0.1, 0.1, lo=1.0, hi=0.0)
+
+    def test_out_of_wrong_shape(self):
+        x = torch.rand(2, 3)
+        with pytest.raises(ValueError, match="out must have the shape of x"):
+            ops.attack_step(x, x, x, 0.1, 0.1, out=torch.empty(3, 2))
+
+    def test_integer_input(self):
+        x = torch.ones(2, 3, dtype=torch.uint8)
+        with pytest.raises(TypeError, match="x must be float16, bfloat16, float32 or float64"):
+            ops.attack_step(x, x, x, 0.1, 0.1)
