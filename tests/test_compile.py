@@ -18,7 +18,10 @@ def ca_block(f, t, b, x, g):
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-def test_compiled_matches_eager(device, layout):
+def test_compiled_matches_eager(device_backend, layout):
+    device, backend = device_backend
+    if backend == "triton" and device.type == "cpu":
+        pytest.skip("triton_op fails fake-tensor tracing under the interpreter (GPU runs it)")
     torch._dynamo.reset()
     f = feature((2, 8, 5, 4), device=device, seed=1, layout=layout)
     t = like(f, 2).relu()

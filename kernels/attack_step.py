@@ -1,0 +1,129 @@
+"""Triton kernel of ``attack_step`` (SPEC section 5), wrapped as
+``cprl_fast::attack_step_triton`` and ``cprl_fast::attack_step_out_triton``.
+
+``x' = min(max(min(max(x + alpha*sign(g), x0 - eps), x0 + eps), lo), hi)`` in one elementwise
+pass; sign(0) = sign(NaN) = 0 (torch.sign); max/min propagate NaN (torch.maximum/minimum).
+"""
+
+import torch
+import triton
+import triton.language as tl
+from torch.library import triton_op, wrap_triton
+
+from cprl_fast.ops._checks import check_attack_step_args, check_out, dense_format
+
+from ._common import ELEMENTWISE_BLOCK, scalar, scalar_args, tl_acc
+
+
+@triton.jit
+def _attack_step(
+    x_ptr,
+    g_ptr,
+    x0_ptr,
+    out_ptr,
+    numel,
+    alpha,
+    eps,
+    lo,
+    hi,
+    scal_ptr,
+    FROM_PTR: tl.constexpr,
+    ACC: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    im = i < numel
+    x = tl.load(x_ptr + i, mask=im, other=0.0).to(ACC)
+    g = tl.load(g_ptr + i, mask=im, other=0.0).to(ACC)
+    x0 = tl.load(x0_ptr + i, mask=im, other=0.0).to(ACC)
+    sign = tl.where(g > 0, 1.0, tl.where(g < 0, -1.0, 0.0)).to(ACC)
+    alpha = scalar(scal_ptr, 0, alpha, FROM_PTR)
+    eps = scalar(scal_ptr, 1, eps, FROM_PTR)
+    lo = scalar(scal_ptr, 2, lo, FROM_PTR)
+    hi = scalar(scal_ptr, 3, hi, FROM_PTR)
+    v = x + alpha * sign
+    v = tl.maximum(v, x0 - eps, propagate_nan=tl.PropagateNan.ALL)
+    v = tl.minimum(v, x0 + eps, propagate_nan=tl.PropagateNan.ALL)
+    v = tl.maximum(v, lo, propagate_nan=tl.PropagateNan.ALL)
+    v = tl.minimum(v, hi, propagate_nan=tl.PropagateNan.ALL)
+    tl.store(out_ptr + i, v.to(out_ptr.dtype.element_ty), mask=im)
+
+
+def _launch(x, grad, x0, alpha, eps, lo, hi, out):
+    numel = x.numel()
+    if numel == 0:
+        return
+    scal, from_ptr = scalar_args(x, alpha, eps, lo, hi)
+    wrap_triton(_attack_step)[(triton.cdiv(numel, ELEMENTWISE_BLOCK),)](
+        x,
+        grad,
+        x0,
+        out,
+        numel,
+        alpha,
+        eps,
+        lo,
+        hi,
+        scal,
+        FROM_PTR=from_ptr,
+        ACC=tl_acc(x.dtype),
+        BLOCK=ELEMENTWISE_BLOCK,
+    )
+
+
+@triton_op("cprl_fast::attack_step_triton", mutates_args=())
+def attack_step_triton(
+    x: torch.Tensor,
+    grad: torch.Tensor,
+    x0: torch.Tensor,
+    alpha: float,
+    eps: float,
+    lo: float,
+    hi: float,
+) -> torch.Tensor:
+    check_attack_step_args(x, grad, x0, alpha, eps, lo, hi)
+    fmt = dense_format(x)
+    xd = x.contiguous(memory_format=fmt)
+    out = torch.empty_like(xd)
+    _launch(
+        xd,
+        grad.contiguous(memory_format=fmt),
+        x0.contiguous(memory_format=fmt),
+        alpha,
+        eps,
+        lo,
+        hi,
+        out,
+    )
+    return out
+
+
+@triton_op("cprl_fast::attack_step_out_triton", mutates_args=("out",))
+def attack_step_out_triton(
+    x: torch.Tensor,
+    grad: torch.Tensor,
+    x0: torch.Tensor,
+    alpha: float,
+    eps: float,
+    lo: float,
+    hi: float,
+    out: torch.Tensor,
+) -> None:
+    check_attack_step_args(x, grad, x0, alpha, eps, lo, hi)
+    check_out(x, out)
+    fmt = dense_format(x)
+    args = (
+        x.contiguous(memory_format=fmt),
+        grad.contiguous(memory_format=fmt),
+        x0.contiguous(memory_format=fmt),
+        alpha,
+        eps,
+        lo,
+        hi,
+    )
+    if out.is_contiguous(memory_format=fmt):
+        _launch(*args, out)
+    else:
+        tmp = torch.empty_like(args[0])
+        _launch(*args, tmp)
+        out.copy_(tmp)

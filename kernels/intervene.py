@@ -1,0 +1,155 @@
+"""Triton kernels of ``intervene`` (SPEC section 2), wrapped as ``cprl_fast::intervene_triton``
+and ``cprl_fast::intervene_backward_triton`` with ``torch.library.triton_op``.
+
+``out = relu(t * kt + f * kf)`` with ``(kf, kt) = (M, 1 - M)`` for ``"sf"`` and ``(1 - M, M)``
+for ``"nc"``. Forward: one elementwise pass. Backward: one program per (n, block of channels)
+loops over the pixels, writes ``grad_f = g*gate*kf`` and ``grad_t = g*gate*kt`` and reduces
+``grad_mask = sgn * sum g*gate*(f - t)`` (sgn = +1 for sf, -1 for nc) without atomics.
+"""
+
+import torch
+import triton
+import triton.language as tl
+from torch.library import triton_op, wrap_triton
+
+from cprl_fast.ops._checks import acc_dtype, check_intervene_args
+from cprl_fast.ops.intervene import _backward, _setup_context
+
+from ._common import ELEMENTWISE_BLOCK, Geometry, channel_row, relu, tl_acc
+
+
+@triton.jit
+def _weights(m, NC: tl.constexpr):
+    if NC:
+        return 1.0 - m, m
+    else:
+        return m, 1.0 - m
+
+
+@triton.jit
+def _forward(
+    f_ptr,
+    t_ptr,
+    mask_ptr,
+    out_ptr,
+    numel,
+    C,
+    HW,
+    NC: tl.constexpr,
+    CHANNELS_LAST: tl.constexpr,
+    ACC: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    im = i < numel
+    m = tl.load(mask_ptr + channel_row(i, C, HW, CHANNELS_LAST), mask=im, other=0.0)
+    kf, kt = _weights(m, NC)
+    f = tl.load(f_ptr + i, mask=im, other=0.0).to(ACC)
+    t = tl.load(t_ptr + i, mask=im, other=0.0).to(ACC)
+    tl.store(out_ptr + i, relu(t * kt + f * kf).to(out_ptr.dtype.element_ty), mask=im)
+
+
+@triton.jit
+def _backward_pass(
+    g_ptr,
+    f_ptr,
+    t_ptr,
+    mask_ptr,
+    gf_ptr,
+    gt_ptr,
+    gm_ptr,
+    C,
+    HW,
+    sn,
+    sc,
+    sp,
+    NC: tl.constexpr,
+    ACC: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+):
+    n = tl.program_id(0).to(tl.int64)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    cm = c < C
+    m = tl.load(mask_ptr + n * C + c, mask=cm, other=0.0)[:, None]
+    kf, kt = _weights(m, NC)
+    acc = tl.zeros((BLOCK_C, BLOCK_P), dtype=ACC)
+    for p0 in range(0, HW, BLOCK_P):
+        p = p0 + tl.arange(0, BLOCK_P)
+        valid = cm[:, None] & (p < HW)[None, :]
+        offs = n * sn + c[:, None].to(tl.int64) * sc + p[None, :].to(tl.int64) * sp
+        f = tl.load(f_ptr + offs, mask=valid, other=0.0).to(ACC)
+        t = tl.load(t_ptr + offs, mask=valid, other=0.0).to(ACC)
+        g = tl.load(g_ptr + offs, mask=valid, other=0.0).to(ACC)
+        g = tl.where(t * kt + f * kf > 0, g, 0.0)
+        tl.store(gf_ptr + offs, (g * kf).to(gf_ptr.dtype.element_ty), mask=valid)
+        tl.store(gt_ptr + offs, (g * kt).to(gt_ptr.dtype.element_ty), mask=valid)
+        acc += g * (f - t)
+    total = tl.sum(acc, axis=1)
+    if NC:
+        total = -total
+    tl.store(gm_ptr + n * C + c, total, mask=cm)
+
+
+@triton_op("cprl_fast::intervene_triton", mutates_args=())
+def intervene_triton(
+    f: torch.Tensor, t: torch.Tensor, mask: torch.Tensor, mode: str
+) -> torch.Tensor:
+    check_intervene_args(f, t, mask, mode)
+    geo = Geometry(f)
+    out = torch.empty_like(geo.x)
+    if geo.N == 0:
+        return out
+    numel = geo.x.numel()
+    wrap_triton(_forward)[(triton.cdiv(numel, ELEMENTWISE_BLOCK),)](
+        geo.x,
+        geo.dense(t),
+        mask.to(acc_dtype(f.dtype)).contiguous(),
+        out,
+        numel,
+        geo.C,
+        geo.HW,
+        NC=mode == "nc",
+        CHANNELS_LAST=geo.channels_last,
+        ACC=tl_acc(f.dtype),
+        BLOCK=ELEMENTWISE_BLOCK,
+    )
+    return out
+
+
+@triton_op("cprl_fast::intervene_backward_triton", mutates_args=())
+def intervene_backward_triton(
+    grad: torch.Tensor, f: torch.Tensor, t: torch.Tensor, mask: torch.Tensor, mode: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    check_intervene_args(f, t, mask, mode)
+    geo = Geometry(f)
+    acc = acc_dtype(f.dtype)
+    grad_f = torch.empty_like(geo.x)
+    grad_t = torch.empty_like(geo.x)
+    grad_m = torch.zeros((geo.N, geo.C), dtype=acc, device=f.device)
+    if geo.N > 0:
+        block_c, block_p = geo.reduce_blocks()
+        wrap_triton(_backward_pass)[(geo.N, triton.cdiv(geo.C, block_c))](
+            geo.dense(grad),
+            geo.x,
+            geo.dense(t),
+            mask.to(acc).contiguous(),
+            grad_f,
+            grad_t,
+            grad_m,
+            geo.C,
+            geo.HW,
+            geo.sn,
+            geo.sc,
+            geo.sp,
+            NC=mode == "nc",
+            ACC=tl_acc(f.dtype),
+            BLOCK_C=block_c,
+            BLOCK_P=block_p,
+        )
+    return grad_f, grad_t, grad_m.to(mask.dtype)
+
+
+torch.library.register_autograd(
+    "cprl_fast::intervene_triton", _backward, setup_context=_setup_context
+)

@@ -1,0 +1,350 @@
+"""Triton kernels of ``rank_mask`` (SPEC section 1), wrapped as ``cprl_fast::rank_mask_triton``
+and ``cprl_fast::rank_mask_backward_triton`` with ``torch.library.triton_op``.
+
+Forward: ``_channel_sums`` (one program per (n, block of channels), looping over pixels),
+``_masks`` (one program per (n, block of channels): pairwise comparison against every channel,
+tiled [BLOCK_I x BLOCK_J]; the soft rank sums sigmoids instead), ``_apply`` (elementwise
+``relu(f * M)``). Backward: ``_backward_pass`` writes ``grad_f`` and reduces
+``A = sum gy*gate*f`` (and the channel sums), the [N, C] epilogue gives ``grad_b`` (a fixed-order
+torch sum: deterministic) and the soft rank adds ``_soft_rank_grad`` and ``_add_channel_term``.
+Shapes: ``f`` [N, C, H, W] in float16/bfloat16/float32/float64; mask [N, C] in float32 (float64
+for float64 ``f``); all per-channel arithmetic in that op-math type.
+"""
+
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+from torch.library import triton_op, wrap_triton
+
+from cprl_fast.ops._checks import acc_dtype, check_mask, check_rank_mask_args
+from cprl_fast.ops.rank_mask import _backward, _setup_context
+
+from ._common import (
+    ELEMENTWISE_BLOCK,
+    RANK_BLOCK_I,
+    RANK_BLOCK_J,
+    Geometry,
+    channel_row,
+    relu,
+    scalar,
+    scalar_args,
+    sigmoid,
+    tl_acc,
+)
+
+
+@triton.jit
+def _channel_sums(
+    f_ptr,
+    out_ptr,
+    C,
+    HW,
+    sn,
+    sc,
+    sp,
+    ACC: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+):
+    n = tl.program_id(0).to(tl.int64)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    cm = c < C
+    acc = tl.zeros((BLOCK_C, BLOCK_P), dtype=ACC)
+    for p0 in range(0, HW, BLOCK_P):
+        p = p0 + tl.arange(0, BLOCK_P)
+        m = cm[:, None] & (p < HW)[None, :]
+        offs = n * sn + c[:, None].to(tl.int64) * sc + p[None, :].to(tl.int64) * sp
+        acc += tl.load(f_ptr + offs, mask=m, other=0.0).to(ACC)
+    tl.store(out_ptr + n * C + c, tl.sum(acc, axis=1), mask=cm)
+
+
+@triton.jit
+def _score_less(a, b):
+    """Strict order of the stable ascending sort with NaN after +inf."""
+    return (a < b) | ((b != b) & (a == a))
+
+
+@triton.jit
+def _masks(
+    sum_ptr,
+    b_ptr,
+    mask_ptr,
+    C,
+    HW,
+    temperature,
+    tau,
+    scal_ptr,
+    FROM_PTR: tl.constexpr,
+    SOFT: tl.constexpr,
+    ACC: tl.constexpr,
+    BLOCK_I: tl.constexpr,
+    BLOCK_J: tl.constexpr,
+):
+    temperature = scalar(scal_ptr, 0, temperature, FROM_PTR)
+    tau = scalar(scal_ptr, 1, tau, FROM_PTR)
+    n = tl.program_id(0).to(tl.int64)
+    c = tl.program_id(1) * BLOCK_I + tl.arange(0, BLOCK_I)
+    cm = c < C
+    sc = tl.load(sum_ptr + n * C + c, mask=cm, other=0.0) / HW
+    rank = tl.zeros((BLOCK_I,), dtype=ACC)
+    for j0 in range(0, C, BLOCK_J):
+        j = j0 + tl.arange(0, BLOCK_J)
+        jm = j < C
+        sj = tl.load(sum_ptr + n * C + j, mask=jm, other=0.0) / HW
+        a = sj[None, :]
+        b = sc[:, None]
+        valid = jm[None, :] & (j[None, :] != c[:, None])
+        if SOFT:
+            term = tl.where(valid, sigmoid((b - a) / tau), 0.0)
+        else:
+            before = _score_less(a, b) | ((~_score_less(b, a)) & (j[None, :] < c[:, None]))
+            term = tl.where(valid & before, 1.0, 0.0)
+        rank += tl.sum(term.to(ACC), axis=1)
+    bv = tl.load(b_ptr).to(ACC)
+    cf = C * 1.0
+    mask = sigmoid((rank - cf / 2.0 + bv * cf) / temperature)
+    tl.store(mask_ptr + n * C + c, mask, mask=cm)
+
+
+@triton.jit
+def _apply(
+    f_ptr,
+    mask_ptr,
+    y_ptr,
+    numel,
+    C,
+    HW,
+    CHANNELS_LAST: tl.constexpr,
+    ACC: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    im = i < numel
+    m = tl.load(mask_ptr + channel_row(i, C, HW, CHANNELS_LAST), mask=im, other=0.0)
+    f = tl.load(f_ptr + i, mask=im, other=0.0).to(ACC)
+    tl.store(y_ptr + i, relu(f * m).to(y_ptr.dtype.element_ty), mask=im)
+
+
+@triton.jit
+def _backward_pass(
+    f_ptr,
+    g_ptr,
+    mask_ptr,
+    gf_ptr,
+    a_ptr,
+    s_ptr,
+    C,
+    HW,
+    sn,
+    sc,
+    sp,
+    ACC: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+):
+    n = tl.program_id(0).to(tl.int64)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    cm = c < C
+    m = tl.load(mask_ptr + n * C + c, mask=cm, other=0.0)[:, None]
+    acc_a = tl.zeros((BLOCK_C, BLOCK_P), dtype=ACC)
+    acc_s = tl.zeros((BLOCK_C, BLOCK_P), dtype=ACC)
+    for p0 in range(0, HW, BLOCK_P):
+        p = p0 + tl.arange(0, BLOCK_P)
+        valid = cm[:, None] & (p < HW)[None, :]
+        offs = n * sn + c[:, None].to(tl.int64) * sc + p[None, :].to(tl.int64) * sp
+        f = tl.load(f_ptr + offs, mask=valid, other=0.0).to(ACC)
+        g = tl.load(g_ptr + offs, mask=valid, other=0.0).to(ACC)
+        gate = f * m > 0
+        tl.store(gf_ptr + offs, tl.where(gate, g * m, 0.0).to(gf_ptr.dtype.element_ty), mask=valid)
+        acc_a += tl.where(gate, g * f, 0.0)
+        acc_s += f
+    tl.store(a_ptr + n * C + c, tl.sum(acc_a, axis=1), mask=cm)
+    tl.store(s_ptr + n * C + c, tl.sum(acc_s, axis=1), mask=cm)
+
+
+@triton.jit
+def _soft_rank_grad(
+    s_ptr,
+    g_ptr,
+    ds_ptr,
+    C,
+    HW,
+    tau,
+    scal_ptr,
+    FROM_PTR: tl.constexpr,
+    ACC: tl.constexpr,
+    BLOCK_I: tl.constexpr,
+    BLOCK_J: tl.constexpr,
+):
+    """ds_k = sum_{j != k} (G_k - G_j) sigmoid'((s_k - s_j)/tau) / tau / HW (S holds sums)."""
+    tau = scalar(scal_ptr, 1, tau, FROM_PTR)
+    n = tl.program_id(0).to(tl.int64)
+    k = tl.program_id(1) * BLOCK_I + tl.arange(0, BLOCK_I)
+    km = k < C
+    sk = tl.load(s_ptr + n * C + k, mask=km, other=0.0) / HW
+    gk = tl.load(g_ptr + n * C + k, mask=km, other=0.0)
+    acc = tl.zeros((BLOCK_I,), dtype=ACC)
+    for j0 in range(0, C, BLOCK_J):
+        j = j0 + tl.arange(0, BLOCK_J)
+        jm = j < C
+        sj = tl.load(s_ptr + n * C + j, mask=jm, other=0.0) / HW
+        gj = tl.load(g_ptr + n * C + j, mask=jm, other=0.0)
+        sig = sigmoid((sk[:, None] - sj[None, :]) / tau)
+        term = (gk[:, None] - gj[None, :]) * sig * (1.0 - sig)
+        valid = jm[None, :] & (j[None, :] != k[:, None])
+        acc += tl.sum(tl.where(valid, term, 0.0).to(ACC), axis=1)
+    tl.store(ds_ptr + n * C + k, acc / tau / HW, mask=km)
+
+
+@triton.jit
+def _add_channel_term(
+    gf_ptr,
+    term_ptr,
+    numel,
+    C,
+    HW,
+    CHANNELS_LAST: tl.constexpr,
+    ACC: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    im = i < numel
+    t = tl.load(term_ptr + channel_row(i, C, HW, CHANNELS_LAST), mask=im, other=0.0)
+    g = tl.load(gf_ptr + i, mask=im, other=0.0).to(ACC)
+    tl.store(gf_ptr + i, (g + t).to(gf_ptr.dtype.element_ty), mask=im)
+
+
+@triton_op("cprl_fast::rank_mask_triton", mutates_args=())
+def rank_mask_triton(
+    f: torch.Tensor, b: torch.Tensor, temperature: float, soft: bool, tau: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    check_rank_mask_args(f, b, temperature, soft, tau)
+    geo = Geometry(f)
+    acc = acc_dtype(f.dtype)
+    y = torch.empty_like(geo.x)
+    mask = torch.empty((geo.N, geo.C), dtype=acc, device=f.device)
+    if geo.N == 0:
+        return y, mask
+    sums = torch.empty((geo.N, geo.C), dtype=acc, device=f.device)
+    block_c, block_p = geo.reduce_blocks()
+    ACC = tl_acc(f.dtype)
+    scal, from_ptr = scalar_args(f, temperature, tau)
+    wrap_triton(_channel_sums)[(geo.N, triton.cdiv(geo.C, block_c))](
+        geo.x,
+        sums,
+        geo.C,
+        geo.HW,
+        geo.sn,
+        geo.sc,
+        geo.sp,
+        ACC=ACC,
+        BLOCK_C=block_c,
+        BLOCK_P=block_p,
+    )
+    wrap_triton(_masks)[(geo.N, triton.cdiv(geo.C, RANK_BLOCK_I))](
+        sums,
+        b.reshape(1).to(acc),
+        mask,
+        geo.C,
+        geo.HW,
+        temperature,
+        tau,
+        scal,
+        FROM_PTR=from_ptr,
+        SOFT=soft,
+        ACC=ACC,
+        BLOCK_I=RANK_BLOCK_I,
+        BLOCK_J=RANK_BLOCK_J,
+    )
+    numel = geo.x.numel()
+    wrap_triton(_apply)[(triton.cdiv(numel, ELEMENTWISE_BLOCK),)](
+        geo.x,
+        mask,
+        y,
+        numel,
+        geo.C,
+        geo.HW,
+        CHANNELS_LAST=geo.channels_last,
+        ACC=ACC,
+        BLOCK=ELEMENTWISE_BLOCK,
+    )
+    return y, mask
+
+
+@triton_op("cprl_fast::rank_mask_backward_triton", mutates_args=())
+def rank_mask_backward_triton(
+    grad_y: torch.Tensor,
+    grad_mask: Optional[torch.Tensor],  # noqa: UP045 (schema inference)
+    f: torch.Tensor,
+    mask: torch.Tensor,
+    b: torch.Tensor,
+    temperature: float,
+    soft: bool,
+    tau: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    check_rank_mask_args(f, b, temperature, soft, tau)
+    check_mask(f, mask, "mask")
+    geo = Geometry(f)
+    acc = acc_dtype(f.dtype)
+    grad_f = torch.empty_like(geo.x)
+    if geo.N == 0:
+        return grad_f, torch.zeros_like(b)
+    g = geo.dense(grad_y)
+    m = mask.to(acc).contiguous()
+    a_sum = torch.empty((geo.N, geo.C), dtype=acc, device=f.device)
+    s_sum = torch.empty_like(a_sum)
+    block_c, block_p = geo.reduce_blocks()
+    ACC = tl_acc(f.dtype)
+    wrap_triton(_backward_pass)[(geo.N, triton.cdiv(geo.C, block_c))](
+        geo.x,
+        g,
+        m,
+        grad_f,
+        a_sum,
+        s_sum,
+        geo.C,
+        geo.HW,
+        geo.sn,
+        geo.sc,
+        geo.sp,
+        ACC=ACC,
+        BLOCK_C=block_c,
+        BLOCK_P=block_p,
+    )
+    d = a_sum if grad_mask is None else a_sum + grad_mask.to(acc)
+    slope = d * m * (1 - m)
+    grad_b = (slope.sum() * (geo.C / temperature)).to(b.dtype).reshape(b.shape)
+    if soft:
+        big_g = (slope / temperature).contiguous()
+        ds = torch.empty_like(a_sum)
+        wrap_triton(_soft_rank_grad)[(geo.N, triton.cdiv(geo.C, RANK_BLOCK_I))](
+            s_sum,
+            big_g,
+            ds,
+            geo.C,
+            geo.HW,
+            tau,
+            *scalar_args(f, temperature, tau),
+            ACC=ACC,
+            BLOCK_I=RANK_BLOCK_I,
+            BLOCK_J=RANK_BLOCK_J,
+        )
+        numel = grad_f.numel()
+        wrap_triton(_add_channel_term)[(triton.cdiv(numel, ELEMENTWISE_BLOCK),)](
+            grad_f,
+            ds,
+            numel,
+            geo.C,
+            geo.HW,
+            CHANNELS_LAST=geo.channels_last,
+            ACC=ACC,
+            BLOCK=ELEMENTWISE_BLOCK,
+        )
+    return grad_f, grad_b
+
+
+torch.library.register_autograd(
+    "cprl_fast::rank_mask_triton", _backward, setup_context=_setup_context
+)
