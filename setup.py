@@ -90,7 +90,10 @@ def _nvidia_wheel_includes() -> list[str]:
 def _extension():
     debug = os.environ.get("CPRL_FAST_DEBUG") == "1"
     opt = ["-O0", "-g"] if debug else ["-O3"]
-    cxx = [*opt, "-fopenmp-simd", "-fvisibility=hidden"]
+    # at::parallel_for is an OpenMP pragma in ATen's headers: without -fopenmp it runs serially.
+    # The OpenMP runtime is the libgomp.so.1 torch has already loaded (same soname).
+    cxx = [*opt, "-fopenmp", "-fvisibility=hidden"]
+    link = ["-fopenmp"]
     sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
     include_dirs = [str(ROOT / "csrc")]
     if not _want_cuda():
@@ -99,7 +102,7 @@ def _extension():
             sources,
             include_dirs=include_dirs,
             extra_compile_args={"cxx": cxx},
-            py_limited_api=False,
+            extra_link_args=link,
         )
     if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
         os.environ["TORCH_CUDA_ARCH_LIST"] = "9.0"
@@ -108,6 +111,7 @@ def _extension():
         "cprl_fast._C",
         sources + sorted(glob.glob("csrc/cuda/*.cu")),
         include_dirs=include_dirs + _nvidia_wheel_includes(),
+        extra_link_args=link,
         extra_compile_args={
             "cxx": [*cxx, "-DCPRL_FAST_WITH_CUDA"],
             "nvcc": [*nvcc, "-DCPRL_FAST_WITH_CUDA"],

@@ -156,9 +156,9 @@ def _backward_pass(
         offs = n * sn + c[:, None].to(tl.int64) * sc + p[None, :].to(tl.int64) * sp
         f = tl.load(f_ptr + offs, mask=valid, other=0.0).to(ACC)
         g = tl.load(g_ptr + offs, mask=valid, other=0.0).to(ACC)
-        gate = f * m > 0
-        tl.store(gf_ptr + offs, tl.where(gate, g * m, 0.0).to(gf_ptr.dtype.element_ty), mask=valid)
-        acc_a += tl.where(gate, g * f, 0.0)
+        gg = tl.where(f * m > 0, g, 0.0)  # relu's gate on the incoming gradient
+        tl.store(gf_ptr + offs, (gg * m).to(gf_ptr.dtype.element_ty), mask=valid)
+        acc_a += gg * f
         acc_s += f
     tl.store(a_ptr + n * C + c, tl.sum(acc_a, axis=1), mask=cm)
     tl.store(s_ptr + n * C + c, tl.sum(acc_s, axis=1), mask=cm)

@@ -28,9 +28,15 @@ CPRL_HD InterveneWeights<T> intervene_weights(T m, InterveneMode mode) {
                                     : InterveneWeights<T>{T(1) - m, m};
 }
 
+// The combination before the ReLU; the backward's gate is intervene_preact(...) > 0.
+template <typename T>
+CPRL_HD T intervene_preact(T f, T t, InterveneWeights<T> w) {
+  return t * w.kt + f * w.kf;
+}
+
 template <typename T>
 CPRL_HD T intervene_value(T f, T t, InterveneWeights<T> w) {
-  return relu(t * w.kt + f * w.kf);
+  return relu(intervene_preact(f, t, w));
 }
 
 // Sign of dout/dM relative to (f - t).

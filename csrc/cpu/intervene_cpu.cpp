@@ -15,6 +15,16 @@
 namespace cprl_fast {
 namespace {
 
+// (kf, kt) of every channel, computed once so the element loops carry no branch on the mode.
+template <typename acc_t>
+std::vector<cprl::InterveneWeights<acc_t>> channel_weights(const at::Tensor& mask,
+                                                           cprl::InterveneMode mode) {
+  const acc_t* mp = mask.const_data_ptr<acc_t>();
+  std::vector<cprl::InterveneWeights<acc_t>> w(mask.numel());
+  for (int64_t i = 0; i < mask.numel(); ++i) w[i] = cprl::intervene_weights(mp[i], mode);
+  return w;
+}
+
 at::Tensor intervene_cpu(const at::Tensor& f, const at::Tensor& t, const at::Tensor& mask,
                          c10::string_view mode_name) {
   check_intervene_args(f, t, mask);
@@ -30,11 +40,11 @@ at::Tensor intervene_cpu(const at::Tensor& f, const at::Tensor& t, const at::Ten
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* fp = fd.const_data_ptr<scalar_t>();
     const scalar_t* tp = td.const_data_ptr<scalar_t>();
-    const acc_t* mp = md.const_data_ptr<acc_t>();
+    const auto weights = channel_weights<acc_t>(md, mode);
+    const cprl::InterveneWeights<acc_t>* wp = weights.data();
     scalar_t* op = out.mutable_data_ptr<scalar_t>();
     cpu::nc_map(sz, [=](int64_t i, int64_t nc) {
-      const auto w = cprl::intervene_weights(mp[nc], mode);
-      op[i] = static_cast<scalar_t>(cprl::intervene_value(acc_t(fp[i]), acc_t(tp[i]), w));
+      op[i] = static_cast<scalar_t>(cprl::intervene_value(acc_t(fp[i]), acc_t(tp[i]), wp[nc]));
     });
   });
   return out;
@@ -64,20 +74,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> intervene_backward_cpu(
       const scalar_t* fp = fd.const_data_ptr<scalar_t>();
       const scalar_t* tp = td.const_data_ptr<scalar_t>();
       const scalar_t* gp = gd.const_data_ptr<scalar_t>();
-      const acc_t* mp = md.const_data_ptr<acc_t>();
+      const auto weights = channel_weights<acc_t>(md, mode);
+      const cprl::InterveneWeights<acc_t>* wp = weights.data();
       scalar_t* gfp = grad_f.mutable_data_ptr<scalar_t>();
       scalar_t* gtp = grad_t.mutable_data_ptr<scalar_t>();
       std::vector<double> unused(sz.N * sz.C);
       cpu::nc_reduce(sz, grad_m.mutable_data_ptr<double>(), unused.data(),
-                     [=](int64_t i, int64_t nc, double& gm, double&) {
-                       const auto w = cprl::intervene_weights(mp[nc], mode);
+                     [=](int64_t i, int64_t nc) {
+                       const auto w = wp[nc];
                        const acc_t fv = acc_t(fp[i]);
                        const acc_t tv = acc_t(tp[i]);
-                       const bool gate = cprl::intervene_value(fv, tv, w) > acc_t(0);
-                       const acc_t g = gate ? acc_t(gp[i]) : acc_t(0);
+                       // relu(v) > 0 iff v > 0 (NaN: both false); select first (see rank_mask)
+                       const acc_t gv = acc_t(gp[i]);
+                       const acc_t g = cprl::intervene_preact(fv, tv, w) > acc_t(0) ? gv : acc_t(0);
                        gfp[i] = static_cast<scalar_t>(g * w.kf);
                        gtp[i] = static_cast<scalar_t>(g * w.kt);
-                       gm += double(g * (fv - tv));
+                       return cpu::Sums2{double(g * (fv - tv)), 0.0};
                      });
     });
     if (cprl::intervene_mask_sign(mode) < 0) grad_m.neg_();

@@ -6,8 +6,8 @@
 // nc_map: fn(i, nc) for every flat element i, with nc = n * C + c its channel row.
 //
 // Threads: at::parallel_for over rows (NCHW: one (n, c) per row; NHWC: blocks of kChannelBlock
-// channels of one sample). Inner loops are unit-stride and marked `omp simd` (compiled with
-// -fopenmp-simd, no OpenMP runtime), so they vectorise, reductions included.
+// channels of one sample). Inner loops are unit-stride and marked `omp simd`, with the sums
+// kept in per-lane arrays so that they vectorise without reassociating any sum.
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -25,17 +25,43 @@ inline int64_t row_grain(int64_t row_len) {
   return std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(row_len, 1));
 }
 
-// fn(int64_t i, int64_t nc, double& s0, double& s1); writes s0, s1 sums to a0[nc], a1[nc].
+// The two values an element adds to its channel's sums.
+struct Sums2 {
+  double a;
+  double b;
+};
+
+// fn(int64_t i, int64_t nc) -> Sums2; writes the channel sums to a0[nc], a1[nc].
+// NCHW rows are summed in kLanes interleaved lanes (element p goes to lane p % kLanes), then the
+// lanes in order: a fixed order that vectorises without -ffast-math.
 template <typename Fn>
 void nc_reduce(const cprl::NCHWSizes& sz, double* a0, double* a1, const Fn& fn) {
+  constexpr int64_t kLanes = 8;
   const int64_t N = sz.N, C = sz.C, HW = sz.HW;
   if (sz.layout == cprl::Layout::kNCHW) {
     at::parallel_for(0, N * C, row_grain(HW), [&](int64_t begin, int64_t end) {
       for (int64_t nc = begin; nc < end; ++nc) {
-        double s0 = 0.0, s1 = 0.0;
+        double lane0[kLanes] = {}, lane1[kLanes] = {};
         const int64_t base = nc * HW;
-#pragma omp simd reduction(+ : s0, s1)
-        for (int64_t p = 0; p < HW; ++p) fn(base + p, nc, s0, s1);
+        const int64_t full = HW - HW % kLanes;
+        for (int64_t p = 0; p < full; p += kLanes) {
+#pragma omp simd
+          for (int64_t l = 0; l < kLanes; ++l) {
+            const Sums2 v = fn(base + p + l, nc);
+            lane0[l] += v.a;
+            lane1[l] += v.b;
+          }
+        }
+        for (int64_t p = full; p < HW; ++p) {
+          const Sums2 v = fn(base + p, nc);
+          lane0[p - full] += v.a;
+          lane1[p - full] += v.b;
+        }
+        double s0 = 0.0, s1 = 0.0;
+        for (int64_t l = 0; l < kLanes; ++l) {
+          s0 += lane0[l];
+          s1 += lane1[l];
+        }
         a0[nc] = s0;
         a1[nc] = s1;
       }
@@ -56,7 +82,11 @@ void nc_reduce(const cprl::NCHWSizes& sz, double* a0, double* a1, const Fn& fn) 
       for (int64_t p = 0; p < HW; ++p) {
         const int64_t base = (n * HW + p) * C + c0;
 #pragma omp simd
-        for (int64_t k = 0; k < cw; ++k) fn(base + k, nc0 + k, s0[k], s1[k]);
+        for (int64_t k = 0; k < cw; ++k) {
+          const Sums2 v = fn(base + k, nc0 + k);
+          s0[k] += v.a;
+          s1[k] += v.b;
+        }
       }
       std::copy(s0, s0 + cw, a0 + nc0);
       std::copy(s1, s1 + cw, a1 + nc0);

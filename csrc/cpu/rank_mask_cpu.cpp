@@ -61,8 +61,9 @@ std::tuple<at::Tensor, at::Tensor> rank_mask_cpu(const at::Tensor& f, const at::
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* fp = fd.const_data_ptr<scalar_t>();
     std::vector<double> sums(sz.N * sz.C), unused(sz.N * sz.C);
-    cpu::nc_reduce(sz, sums.data(), unused.data(),
-                   [fp](int64_t i, int64_t, double& s0, double&) { s0 += double(fp[i]); });
+    cpu::nc_reduce(sz, sums.data(), unused.data(), [fp](int64_t i, int64_t) {
+      return cpu::Sums2{double(fp[i]), 0.0};
+    });
     acc_t* mp = mask.mutable_data_ptr<acc_t>();
     masks_from_sums<acc_t>(sums, sz, acc_t(b_value), acc_t(temperature), soft, acc_t(tau), mp);
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
@@ -104,16 +105,16 @@ std::tuple<at::Tensor, at::Tensor> rank_mask_backward_cpu(
     scalar_t* gfp = grad_f.mutable_data_ptr<scalar_t>();
     const int64_t NC = sz.N * sz.C;
     std::vector<double> A(NC), S(NC);
-    cpu::nc_reduce(sz, A.data(), S.data(),
-                   [=](int64_t i, int64_t nc, double& a, double& s) {
-                     const acc_t m = mp[nc];
-                     const acc_t fv = acc_t(fp[i]);
-                     const acc_t gv = acc_t(gp[i]);
-                     const bool gate = fv * m > acc_t(0);
-                     gfp[i] = static_cast<scalar_t>(gate ? gv * m : acc_t(0));
-                     a += gate ? double(gv * fv) : 0.0;
-                     s += double(fv);
-                   });
+    cpu::nc_reduce(sz, A.data(), S.data(), [=](int64_t i, int64_t nc) {
+      const acc_t m = mp[nc];
+      const acc_t fv = acc_t(fp[i]);
+      const acc_t gv = acc_t(gp[i]);
+      // select the incoming gradient first, then plain arithmetic: this vectorises, where a
+      // select of each result compiles to a data-dependent (mispredicted) branch
+      const acc_t gg = fv * m > acc_t(0) ? gv : acc_t(0);
+      gfp[i] = static_cast<scalar_t>(gg * m);
+      return cpu::Sums2{double(gg * fv), double(fv)};
+    });
     const acc_t* gmp = gmd.defined() ? gmd.const_data_ptr<acc_t>() : nullptr;
     // D = dL/dM per channel; G = dL/drank = D * M(1-M) / T.
     std::vector<acc_t> G(NC);

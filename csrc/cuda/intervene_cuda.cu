@@ -40,8 +40,7 @@ struct InterveneBackward {
     const auto w = cprl::intervene_weights(mask[nc], mode);
     const acc_t fv = acc_t(f[i]);
     const acc_t tv = acc_t(t[i]);
-    const bool gate = cprl::intervene_value(fv, tv, w) > acc_t(0);
-    const acc_t gv = gate ? acc_t(g[i]) : acc_t(0);
+    const acc_t gv = cprl::intervene_preact(fv, tv, w) > acc_t(0) ? acc_t(g[i]) : acc_t(0);
     grad_f[i] = static_cast<scalar_t>(gv * w.kf);
     grad_t[i] = static_cast<scalar_t>(gv * w.kt);
     gm += gv * (fv - tv);

@@ -47,9 +47,9 @@ struct MaskBackward {
     const acc_t m = mask[nc];
     const acc_t fv = acc_t(f[i]);
     const acc_t gv = acc_t(g[i]);
-    const bool gate = fv * m > acc_t(0);
-    grad_f[i] = static_cast<scalar_t>(gate ? gv * m : acc_t(0));
-    a += gate ? gv * fv : acc_t(0);
+    const acc_t gg = fv * m > acc_t(0) ? gv : acc_t(0);  // as the CPU kernel
+    grad_f[i] = static_cast<scalar_t>(gg * m);
+    a += gg * fv;
     s += fv;
   }
 };
