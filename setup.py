@@ -6,6 +6,7 @@ Environment switches:
   CUDA_HOME                 the CUDA toolkit; when unset it is found from the real `nvcc`
                             (following a wrapper script that execs another nvcc).
   TORCH_CUDA_ARCH_LIST      GPU architectures; when unset and no GPU is visible, "9.0" (Hopper).
+  CPRL_FAST_MARCH=native    -march of the C++ kernels ("" for the compiler's default target).
   CPRL_FAST_DEBUG=1         -O0 -g instead of -O3.
 """
 
@@ -87,12 +88,20 @@ def _nvidia_wheel_includes() -> list[str]:
     return list(dict.fromkeys(dirs))
 
 
+def _march_flags() -> list[str]:
+    """-march for the CPU kernels: CPRL_FAST_MARCH (default "native": the extension is built on
+    the machine that runs it, as torch.compile's C++ code is). Set CPRL_FAST_MARCH="" (or e.g.
+    x86-64-v3) when building a wheel for other machines."""
+    march = os.environ.get("CPRL_FAST_MARCH", "native").strip()
+    return [f"-march={march}"] if march else []
+
+
 def _extension():
     debug = os.environ.get("CPRL_FAST_DEBUG") == "1"
     opt = ["-O0", "-g"] if debug else ["-O3"]
     # at::parallel_for is an OpenMP pragma in ATen's headers: without -fopenmp it runs serially.
     # The OpenMP runtime is the libgomp.so.1 torch has already loaded (same soname).
-    cxx = [*opt, "-fopenmp", "-fvisibility=hidden"]
+    cxx = [*opt, "-fopenmp", "-fvisibility=hidden", "-ffp-contract=off", *_march_flags()]
     link = ["-fopenmp"]
     sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
     include_dirs = [str(ROOT / "csrc")]

@@ -67,14 +67,18 @@ CPRL_HD T relu(T v) {
   return v < T(0) ? T(0) : v;
 }
 
-// torch.maximum / torch.minimum: NaN in either argument gives NaN.
+// torch.maximum / torch.minimum: NaN in either argument gives NaN (a NaN b fails the compare
+// and is picked; a NaN a is picked by the second select). Written as two plain selects because
+// GCC vectorises those, while (a > b || a != a) compiles to unpredictable branches.
 template <typename T>
 CPRL_HD T nan_max(T a, T b) {
-  return (a > b || a != a) ? a : b;
+  const T v = a > b ? a : b;
+  return a != a ? a : v;
 }
 template <typename T>
 CPRL_HD T nan_min(T a, T b) {
-  return (a < b || a != a) ? a : b;
+  const T v = a < b ? a : b;
+  return a != a ? a : v;
 }
 
 // torch.sign: -1, 0 or +1, and 0 for both zeros and for NaN.

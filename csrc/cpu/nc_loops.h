@@ -36,7 +36,7 @@ struct Sums2 {
 // lanes in order: a fixed order that vectorises without -ffast-math.
 template <typename Fn>
 void nc_reduce(const cprl::NCHWSizes& sz, double* a0, double* a1, const Fn& fn) {
-  constexpr int64_t kLanes = 8;
+  constexpr int64_t kLanes = 16;
   const int64_t N = sz.N, C = sz.C, HW = sz.HW;
   if (sz.layout == cprl::Layout::kNCHW) {
     at::parallel_for(0, N * C, row_grain(HW), [&](int64_t begin, int64_t end) {

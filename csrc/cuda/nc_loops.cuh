@@ -108,6 +108,8 @@ void nc_reduce(const cprl::NCHWSizes& sz, acc_t* a0, acc_t* a1, const Fn& fn,
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     return;
   }
+  TORCH_CHECK_VALUE(sz.N <= 65535, "channels_last features on CUDA support N <= 65535, got N = ",
+                    sz.N);
   const int64_t splits = std::clamp<int64_t>(ceil_div(sz.HW, 256), 1, 64);
   at::Tensor part = at::empty({2, sz.N * splits * sz.C}, acc_options);
   acc_t* part0 = part.data_ptr<acc_t>();
