@@ -106,6 +106,22 @@ inline void check_attack_step_args(const at::Tensor& x, const at::Tensor& grad,
   TORCH_CHECK_VALUE(lo <= hi, "lo must be <= hi, got lo=", lo, " hi=", hi);
 }
 
+// grad: the incoming gradient of an op output shaped like f.
+inline void check_output_grad(const at::Tensor& f, const at::Tensor& grad, const char* name) {
+  check_same_shape(f, "f", grad, name);
+  check_same_dtype(f, "f", grad, name);
+  check_same_device(f, "f", grad, name);
+}
+
+// An optional [N, C] gradient of the mask, checked and converted to the op-math dtype;
+// undefined when absent.
+inline at::Tensor optional_mask_grad(const at::Tensor& f, const std::optional<at::Tensor>& g,
+                                     at::ScalarType acc_type) {
+  if (!g.has_value() || !g->defined()) return at::Tensor();
+  check_mask(f, *g, "grad_mask");
+  return g->to(acc_type).contiguous();
+}
+
 inline void check_out(const at::Tensor& x, const at::Tensor& out) {
   check_same_device(x, "x", out, "out");
   check_same_shape(x, "x", out, "out");

@@ -5,7 +5,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include "../checks.h"
+#include "../attack_step_glue.h"
 #include "../core/attack_step.h"
 
 namespace cprl_fast {
@@ -42,28 +42,13 @@ void attack_step_kernel(const at::Tensor& xd, const at::Tensor& gd, const at::Te
 }
 
 at::Tensor attack_step_cpu(const at::Tensor& x, const at::Tensor& grad, const at::Tensor& x0,
-                           double alpha, double eps, double lo, double hi) {
-  check_attack_step_args(x, grad, x0, alpha, eps, lo, hi);
-  const auto fmt = dense_format(x);
-  const at::Tensor xd = x.contiguous(fmt);
-  at::Tensor out = at::empty_like(xd);
-  attack_step_kernel(xd, grad.contiguous(fmt), x0.contiguous(fmt), alpha, eps, lo, hi, out);
-  return out;
+                            double alpha, double eps, double lo, double hi) {
+  return attack_step_with(x, grad, x0, alpha, eps, lo, hi, attack_step_kernel);
 }
 
 void attack_step_out_cpu(const at::Tensor& x, const at::Tensor& grad, const at::Tensor& x0,
-                         double alpha, double eps, double lo, double hi, at::Tensor& out) {
-  check_attack_step_args(x, grad, x0, alpha, eps, lo, hi);
-  check_out(x, out);
-  const auto fmt = dense_format(x);
-  const at::Tensor xd = x.contiguous(fmt);
-  if (out.is_contiguous(fmt)) {
-    attack_step_kernel(xd, grad.contiguous(fmt), x0.contiguous(fmt), alpha, eps, lo, hi, out);
-    return;
-  }
-  at::Tensor tmp = at::empty_like(xd);
-  attack_step_kernel(xd, grad.contiguous(fmt), x0.contiguous(fmt), alpha, eps, lo, hi, tmp);
-  out.copy_(tmp);
+                          double alpha, double eps, double lo, double hi, at::Tensor& out) {
+  attack_step_out_with(x, grad, x0, alpha, eps, lo, hi, out, attack_step_kernel);
 }
 
 }  // namespace

@@ -54,9 +54,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> intervene_backward_cpu(
     const at::Tensor& grad, const at::Tensor& f, const at::Tensor& t, const at::Tensor& mask,
     c10::string_view mode_name) {
   check_intervene_args(f, t, mask);
-  check_same_shape(f, "f", grad, "grad");
-  check_same_dtype(f, "f", grad, "grad");
-  check_same_device(f, "f", grad, "grad");
+  check_output_grad(f, grad, "grad");
   const cprl::InterveneMode mode = parse_intervene_mode(mode_name);
   const cprl::Layout layout = choose_layout(f);
   const at::Tensor fd = dense(f, layout);

@@ -7,7 +7,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
-#include "../checks.h"
+#include "../attack_step_glue.h"
 #include "../core/attack_step.h"
 #include "nc_loops.cuh"
 
@@ -72,29 +72,14 @@ void launch_attack_step(const at::Tensor& xd, const at::Tensor& gd, const at::Te
 
 at::Tensor attack_step_cuda(const at::Tensor& x, const at::Tensor& grad, const at::Tensor& x0,
                             double alpha, double eps, double lo, double hi) {
-  check_attack_step_args(x, grad, x0, alpha, eps, lo, hi);
   const c10::cuda::CUDAGuard guard(x.device());
-  const auto fmt = dense_format(x);
-  const at::Tensor xd = x.contiguous(fmt);
-  at::Tensor out = at::empty_like(xd);
-  launch_attack_step(xd, grad.contiguous(fmt), x0.contiguous(fmt), alpha, eps, lo, hi, out);
-  return out;
+  return attack_step_with(x, grad, x0, alpha, eps, lo, hi, launch_attack_step);
 }
 
 void attack_step_out_cuda(const at::Tensor& x, const at::Tensor& grad, const at::Tensor& x0,
                           double alpha, double eps, double lo, double hi, at::Tensor& out) {
-  check_attack_step_args(x, grad, x0, alpha, eps, lo, hi);
-  check_out(x, out);
   const c10::cuda::CUDAGuard guard(x.device());
-  const auto fmt = dense_format(x);
-  const at::Tensor xd = x.contiguous(fmt);
-  if (out.is_contiguous(fmt)) {
-    launch_attack_step(xd, grad.contiguous(fmt), x0.contiguous(fmt), alpha, eps, lo, hi, out);
-    return;
-  }
-  at::Tensor tmp = at::empty_like(xd);
-  launch_attack_step(xd, grad.contiguous(fmt), x0.contiguous(fmt), alpha, eps, lo, hi, tmp);
-  out.copy_(tmp);
+  attack_step_out_with(x, grad, x0, alpha, eps, lo, hi, out, launch_attack_step);
 }
 
 }  // namespace

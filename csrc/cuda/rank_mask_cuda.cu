@@ -164,9 +164,7 @@ std::tuple<at::Tensor, at::Tensor> rank_mask_backward_cuda(
     const at::Tensor& grad_y, const std::optional<at::Tensor>& grad_mask, const at::Tensor& f,
     const at::Tensor& mask, const at::Tensor& b, double temperature, bool soft, double tau) {
   check_rank_mask_args(f, b, temperature, soft, tau);
-  check_same_shape(f, "f", grad_y, "grad_y");
-  check_same_dtype(f, "f", grad_y, "grad_y");
-  check_same_device(f, "f", grad_y, "grad_y");
+  check_output_grad(f, grad_y, "grad_y");
   check_mask(f, mask, "mask");
   const c10::cuda::CUDAGuard guard(f.device());
   const cprl::Layout layout = choose_layout(f);
@@ -176,12 +174,8 @@ std::tuple<at::Tensor, at::Tensor> rank_mask_backward_cuda(
   const at::ScalarType acc_type = acc_dtype(f.scalar_type());
   const at::Tensor md = mask.to(acc_type).contiguous();
   at::Tensor grad_f = at::empty_like(fd);
+  const at::Tensor gmd = optional_mask_grad(f, grad_mask, acc_type);
   if (sz.N == 0) return {grad_f, at::zeros_like(b)};
-  at::Tensor gmd;
-  if (grad_mask.has_value() && grad_mask->defined()) {
-    check_mask(f, *grad_mask, "grad_mask");
-    gmd = grad_mask->to(acc_type).contiguous();
-  }
   at::Tensor grad_b = at::empty({1}, f.options().dtype(acc_type));
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   const int64_t NC = sz.N * sz.C;
