@@ -1,0 +1,134 @@
+"""The four quality datasets of the paper and a built-in synthetic one, with scene-disjoint splits.
+
+    >>> from cprl_fast.data import load_dataset
+    >>> train = load_dataset("builtin", split="train", seed=0)          # no download needed
+    >>> test = load_dataset("live", "/data/databaserelease2", split="test",
+    ...                     split_file="live-0.json")
+
+Names: ``live``, ``vcl``, ``livec``, ``koniq``, ``builtin``. Formats: each loader module's
+docstring (``live.py``, ``vcl.py``, ``livec.py``, ``koniq.py``, ``builtin.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from cprl_fast.data import builtin, koniq, live, livec, vcl  # noqa: F401  (register the loaders)
+from cprl_fast.data.base import (
+    LOADERS,
+    DatasetFormatError,
+    IQADataset,
+    Item,
+    check_images_exist,
+    file_sha256,
+    loader,
+)
+from cprl_fast.data.splits import (
+    make_record,
+    read_record,
+    scene_split,
+    split_seeds,
+    write_json_atomic,
+)
+from cprl_fast.data.transforms import test_transform, to_tensor, train_transform
+
+__all__ = [
+    "DATASETS",
+    "DatasetFormatError",
+    "IQADataset",
+    "Item",
+    "load_dataset",
+    "load_items",
+    "split_seeds",
+    "test_transform",
+    "to_tensor",
+    "train_transform",
+]
+
+DATASETS = tuple(sorted(LOADERS))
+SPLITS = ("train", "val", "test", "all")
+
+
+def load_items(name: str, root: str | Path | None = None, **options) -> tuple[list[Item], Path]:
+    """Every scored item of dataset ``name`` under ``root`` and the score file they came from."""
+    fn = loader(name)
+    if name == "builtin":
+        return fn(None if root is None else Path(root), **options)
+    if root is None:
+        raise ValueError(f"dataset {name!r} needs root, the folder it was unpacked to")
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset root of {name!r} not found: {root}")
+    return fn(root, **options)
+
+
+def load_dataset(
+    name: str,
+    root: str | Path | None = None,
+    split: str = "all",
+    *,
+    split_file: str | Path | None = None,
+    seed: int = 0,
+    train_ratio: float = 0.8,
+    official_split: bool = False,
+    transform: Callable | None = None,
+    image_size: int = 320,
+    skip_unreadable: bool = False,
+    **options,
+) -> IQADataset:
+    """A torch Dataset of ``(image [3, H, W] in [0, 1], score in [0, 1])`` for one split.
+
+    Args:
+        name: ``live``, ``vcl``, ``livec``, ``koniq`` or ``builtin``.
+        root: the folder the dataset was unpacked to (official or pyiqa layout, detected);
+            for ``builtin``, the cache folder (default ``~/.cache/cprl_fast``).
+        split: ``train``, ``test`` or ``all`` (``val`` too with ``official_split``).
+        split_file: JSON split to reuse; written there (atomically) if it does not exist yet.
+        seed: seed of the 4:1 scene-disjoint split (ignored when ``split_file`` exists).
+        train_ratio: share of scenes on the train side.
+        official_split: KonIQ-10k's own training/validation/test split instead.
+        transform: PIL image -> tensor; default SPEC section 7's train (random crop) or test
+            (centre crop) transform at ``image_size``.
+        image_size: side of the square crops of the default transforms.
+        skip_unreadable: drop (and count, in ``dataset.skipped``) missing or undecodable
+            images instead of stopping at the first missing one.
+        options: loader options (``resolution`` for KonIQ: ``"1024x768"`` or ``"512x384"``).
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if split == "val" and not official_split:
+        raise ValueError("split='val' exists only with official_split=True (KonIQ-10k)")
+    items, score_file = load_items(name, root, **options)
+    items, skipped = check_images_exist(items, skip_unreadable)
+    if transform is None:
+        transform = train_transform(image_size) if split == "train" else test_transform(image_size)
+    if official_split:
+        if name != "koniq":
+            raise ValueError(f"official_split exists for 'koniq' only, not {name!r}")
+        sets = koniq.official_sets(Path(root))
+        wanted = {"train": {"training"}, "val": {"validation"}, "test": {"test"}}.get(split)
+        chosen = (
+            items
+            if wanted is None
+            else [it for it in items if sets.get(Path(it.path).name) in wanted]
+        )
+        info = {"dataset": name, "official": True, "split": split}
+        return IQADataset(name, chosen, transform, skipped, info)
+    sha = file_sha256(score_file)
+    if split_file is not None and Path(split_file).is_file():
+        record = read_record(split_file, name, sha)
+    else:
+        train_scenes, test_scenes = scene_split(items, seed, train_ratio)
+        record = make_record(
+            name, seed, train_ratio, items, str(score_file), sha, train_scenes, test_scenes
+        )
+        if split_file is not None:
+            write_json_atomic(split_file, record)
+    if split == "all":
+        chosen = items
+    else:
+        side = set(record["train_scenes" if split == "train" else "test_scenes"])
+        chosen = [it for it in items if it.scene in side]
+    info = {k: v for k, v in record.items() if not k.endswith("_scenes")}
+    return IQADataset(name, chosen, transform, skipped, {**info, "split": split})

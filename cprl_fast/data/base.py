@@ -1,0 +1,162 @@
+"""What every dataset loader returns: a list of items, and a torch Dataset over them.
+
+An :class:`Item` is one image with its normalised score (``[0, 1]``, higher is better, SPEC
+section 7), its raw score as the dataset ships it, its scene (the reference it was distorted
+from; its own name where there is none), and the distortion type and level where known.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+
+log = logging.getLogger("cprl_fast.data")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One image of a quality dataset."""
+
+    path: str  #: absolute path of the image file
+    score: float  #: normalised quality in [0, 1], higher is better
+    raw_score: float  #: the score as shipped (DMOS, MOS 0-100, MOS 1-5, ...)
+    scene: str  #: reference / content id: splits never share a scene between train and test
+    distortion: str | None = None  #: distortion type where known
+    level: int | None = None  #: distortion level where known (1 = mildest)
+
+
+class DatasetFormatError(ValueError):
+    """A dataset's files are there but not in the expected format (missing column, ...)."""
+
+
+def read_image(path: str | Path) -> Image.Image:
+    """Decodes an image file as RGB with Pillow; errors name the file."""
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image file is missing: {path}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise OSError(f"cannot decode image {path}: {err}") from err
+
+
+def image_is_readable(path: str | Path) -> bool:
+    try:
+        read_image(path)
+    except OSError:
+        return False
+    return True
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def require_file(path: Path, what: str) -> Path:
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    return path
+
+
+def check_images_exist(items: list[Item], skip_unreadable: bool) -> tuple[list[Item], int]:
+    """Stops at a missing or (with ``skip_unreadable``) drops missing/undecodable images.
+
+    Returns the kept items and the number skipped (which is logged).
+    """
+    if not skip_unreadable:
+        missing = [it.path for it in items if not Path(it.path).is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"{len(missing)} image file(s) listed by the score file are missing, "
+                f"the first: {missing[0]}"
+            )
+        return items, 0
+    kept = [it for it in items if image_is_readable(it.path)]
+    skipped = len(items) - len(kept)
+    if skipped:
+        log.warning("skipped %d unreadable or missing image(s) of %d", skipped, len(items))
+    return kept, skipped
+
+
+class IQADataset(torch.utils.data.Dataset):
+    """A map-style dataset of ``(image, score)``.
+
+    ``image``: float32 tensor ``[3, H, W]`` in ``[0, 1]`` (after ``transform``, which takes a PIL
+    image and returns a tensor); ``score``: float32 scalar tensor in ``[0, 1]``.
+    ``items[i]`` / :meth:`meta` give the per-item metadata; ``skipped`` counts images dropped by
+    ``skip_unreadable``; ``split_info`` describes the split used.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        items: list[Item],
+        transform: Callable | None = None,
+        skipped: int = 0,
+        split_info: dict | None = None,
+    ):
+        self.name = name
+        self.items = list(items)
+        self.transform = transform
+        self.skipped = skipped
+        self.split_info = split_info or {}
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        item = self.items[index]
+        img = read_image(item.path)
+        if self.transform is not None:
+            x = self.transform(img)
+        else:
+            from cprl_fast.data.transforms import to_tensor
+
+            x = to_tensor(img)
+        return x, torch.tensor(item.score, dtype=torch.float32)
+
+    def meta(self, index: int) -> dict:
+        return asdict(self.items[index])
+
+    def scores(self) -> torch.Tensor:
+        return torch.tensor([it.score for it in self.items], dtype=torch.float32)
+
+    def __repr__(self) -> str:
+        scenes = len({i.scene for i in self.items})
+        return f"IQADataset({self.name!r}, {len(self)} images, {scenes} scenes)"
+
+
+# --- the registry of loaders -------------------------------------------------------------------
+
+LOADERS: dict[str, Callable[..., tuple[list[Item], Path]]] = {}
+
+
+def register(name: str):
+    """Registers ``fn(root, **options) -> (items, score_file)`` as the loader of ``name``."""
+
+    def wrap(fn):
+        if name in LOADERS:
+            raise ValueError(f"dataset {name!r} is registered twice")
+        LOADERS[name] = fn
+        return fn
+
+    return wrap
+
+
+def loader(name: str) -> Callable[..., tuple[list[Item], Path]]:
+    if name not in LOADERS:
+        close = difflib.get_close_matches(name, LOADERS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown dataset {name!r} (known: {', '.join(sorted(LOADERS))}){hint}")
+    return LOADERS[name]

@@ -1,0 +1,170 @@
+"""The built-in dataset: a synthetic stand-in for a quality database, needing no download.
+
+**These scores are not human opinion scores.** Ten natural photographs that scikit-image ships
+(``astronaut``, ``brick``, ``camera``, ``chelsea``, ``coffee``, ``grass``, ``gravel``, ``moon``,
+``motorcycle_left``, ``rocket``; greyscale ones as RGB), resized and centre-cropped to 256 x 256,
+are each distorted by five types at five levels (1 = mildest): Gaussian blur, white Gaussian
+noise, JPEG compression, contrast reduction and pixelation (box downsampling then nearest
+upsampling): 250 images in 10 scenes. The pseudo-MOS of each is MS-SSIM against its reference
+(piq.s ``multi_scale_ssim``, float32), min-max mapped to [0, 1] over the 250 images.
+
+It is generated deterministically (seeded noise, Pillow's encoders, scores rounded to 6
+decimals) once into a cache folder (``$CPRL_FAST_CACHE``, else ``~/.cache/cprl_fast``) under
+``builtin-v1/``, written to a temporary folder and renamed into place when complete.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import tempfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageEnhance, ImageFilter
+
+from cprl_fast.data.base import DatasetFormatError, Item, register
+from cprl_fast.data.csvs import column, number, read_csv
+
+VERSION = "builtin-v1"
+SIZE = 256
+SCENES = {
+    "astronaut": "astronaut.png", "brick": "brick.png", "camera": "camera.png",
+    "chelsea": "chelsea.png", "coffee": "coffee.png", "grass": "grass.png",
+    "gravel": "gravel.png", "moon": "moon.png", "motorcycle_left": "motorcycle_left.png",
+    "rocket": "rocket.jpg",
+}  # fmt: skip
+LEVELS = {
+    "blur": (0.8, 1.5, 2.5, 4.0, 6.0),  # Gaussian radius, px
+    "noise": (0.02, 0.05, 0.09, 0.14, 0.20),  # standard deviation on [0, 1]
+    "jpeg": (50, 25, 12, 6, 2),  # quality
+    "contrast": (0.7, 0.5, 0.35, 0.22, 0.12),  # contrast factor
+    "pixelate": (2, 3, 4, 6, 9),  # block size, px
+}
+SCORE_FILE = "scores.csv"
+
+
+def cache_root() -> Path:
+    base = os.environ.get("CPRL_FAST_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "cprl_fast"
+    )
+    return Path(base)
+
+
+def reference(scene: str) -> Image.Image:
+    """One reference photograph, RGB, 256 x 256."""
+    import skimage.data
+
+    path = Path(skimage.data.__file__).parent / SCENES[scene]
+    with Image.open(path) as img:
+        img = img.convert("RGB")
+    w, h = img.size
+    scale = SIZE / min(w, h)
+    img = img.resize((max(SIZE, round(w * scale)), max(SIZE, round(h * scale))), Image.BICUBIC)
+    w, h = img.size
+    left, top = (w - SIZE) // 2, (h - SIZE) // 2
+    return img.crop((left, top, left + SIZE, top + SIZE))
+
+
+def distort(img: Image.Image, kind: str, level: int, seed: int) -> Image.Image:
+    """``img`` distorted by ``kind`` at ``level`` (1..5); ``seed`` drives the noise."""
+    p = LEVELS[kind][level - 1]
+    if kind == "blur":
+        return img.filter(ImageFilter.GaussianBlur(radius=p))
+    if kind == "noise":
+        arr = np.asarray(img, dtype=np.float64) / 255.0
+        arr = arr + np.random.default_rng(seed).normal(0.0, p, arr.shape)
+        return Image.fromarray(np.round(np.clip(arr, 0, 1) * 255).astype(np.uint8))
+    if kind == "jpeg":
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=int(p))
+        buf.seek(0)
+        with Image.open(buf) as out:
+            return out.convert("RGB")
+    if kind == "contrast":
+        return ImageEnhance.Contrast(img).enhance(p)
+    if kind == "pixelate":
+        small = img.resize((SIZE // p, SIZE // p), Image.BOX)
+        return small.resize((SIZE, SIZE), Image.NEAREST)
+    raise ValueError(f"unknown distortion {kind!r}")
+
+
+def _ms_ssim(a: Image.Image, b: Image.Image) -> float:
+    import piq
+    import torch
+
+    def t(img):
+        return (
+            torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)
+            .permute(2, 0, 1)[None]
+            .contiguous()
+        )
+
+    return float(piq.multi_scale_ssim(t(a), t(b), data_range=1.0))
+
+
+def generate(root: Path) -> Path:
+    """Writes the dataset under ``root/builtin-v1`` (if not already complete); returns it."""
+    from tqdm import tqdm
+
+    final = root / VERSION
+    if (final / SCORE_FILE).is_file():
+        return final
+    root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=root, prefix=f".{VERSION}."))
+    try:
+        (work / "refs").mkdir()
+        (work / "images").mkdir()
+        rows = []
+        jobs = [(s, k, lv) for s in SCENES for k in LEVELS for lv in range(1, 6)]
+        refs = {}
+        for scene, kind, level in tqdm(jobs, desc="generating the built-in dataset", unit="img"):
+            if scene not in refs:
+                refs[scene] = reference(scene)
+                refs[scene].save(work / "refs" / f"{scene}.png")
+            seed = zlib.crc32(f"{scene}/{kind}/{level}".encode())
+            img = distort(refs[scene], kind, level, seed)
+            name = f"{scene}_{kind}_{level}.png"
+            img.save(work / "images" / name)
+            rows.append((name, scene, kind, level, _ms_ssim(img, refs[scene])))
+        raw = np.array([r[4] for r in rows])
+        q = (raw - raw.min()) / (raw.max() - raw.min())
+        with open(work / SCORE_FILE, "w", newline="") as fh:
+            writer = csv.writer(fh, lineterminator="\n")
+            writer.writerow(["image", "scene", "distortion", "level", "ms_ssim", "score"])
+            for (name, scene, kind, level, m), qk in zip(rows, q, strict=True):
+                writer.writerow([f"images/{name}", scene, kind, level, f"{m:.6f}", f"{qk:.6f}"])
+        (work / "README.txt").write_text(
+            "cprl_fast built-in dataset (synthetic): pseudo-MOS = MS-SSIM to the reference, "
+            "min-max mapped to [0, 1]. NOT human opinion scores.\n"
+        )
+        if final.exists():  # an incomplete earlier attempt
+            shutil.rmtree(final)
+        os.replace(work, final)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return final
+
+
+@register("builtin")
+def load_builtin(root: Path | None, **_options) -> tuple[list[Item], Path]:
+    """Items of the built-in dataset, generating it under ``root`` (default: the cache) first."""
+    folder = generate(cache_root() if root is None else Path(root))
+    score_file = folder / SCORE_FILE
+    header, rows = read_csv(score_file)
+    cols = [column(header, score_file, c) for c in ("image", "scene", "distortion", "level")]
+    ms, score = column(header, score_file, "ms_ssim"), column(header, score_file, "score")
+    items = []
+    for i, r in enumerate(rows):
+        image, scene, kind, level = (r[c] for c in cols)
+        items.append(
+            Item(str(folder / image), number(r, score, score_file, i + 2),
+                 number(r, ms, score_file, i + 2), scene, kind, int(level))
+        )  # fmt: skip
+    if not items:
+        raise DatasetFormatError(f"{score_file} lists no image")
+    return items, score_file

@@ -1,0 +1,102 @@
+"""LIVE IQA release 2 (Sheikh et al. 2006): the official layout and pyiqa's meta CSV.
+
+Official: ``refimgs/``, ``jp2k/ jpeg/ wn/ gblur/ fastfading/`` with ``img1.bmp ...``,
+``dmos_realigned.mat`` (``dmos_new``, ``orgs``; preferred) or ``dmos.mat`` (``dmos``, ``orgs``),
+``refnames_all.mat`` (``refnames_all``: the scene of each of the 982 entries). Entries with
+``orgs == 1`` are copies of the references and are dropped: 779 distorted images remain.
+Scores are DMOS (lower is better): ``q = 1 - (d - d_min) / (d_max - d_min)`` over the kept
+images (SPEC section 7).
+pyiqa: a CSV with ``ref_name,dist_name,mos`` (non-realigned DMOS; paths relative to the root).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from cprl_fast.data.base import DatasetFormatError, Item, register, require_file
+from cprl_fast.data.csvs import column, number, read_csv
+from cprl_fast.data.layout import find_csv_with
+
+FOLDERS = (("jp2k", 227), ("jpeg", 233), ("wn", 174), ("gblur", 174), ("fastfading", 174))
+ENTRIES = sum(n for _, n in FOLDERS)  # 982
+
+
+def _mat_vector(path: Path, key: str) -> np.ndarray:
+    from scipy.io import loadmat
+
+    data = loadmat(str(path))
+    if key not in data:
+        keys = sorted(k for k in data if not k.startswith("__"))
+        raise DatasetFormatError(f"{path} has no variable {key!r}; it has {keys}")
+    return np.asarray(data[key]).ravel()
+
+
+def _cell_strings(cells: np.ndarray) -> list[str]:
+    return [str(np.asarray(c).ravel()[0]) for c in cells]
+
+
+def _dmos_to_quality(dmos: np.ndarray) -> np.ndarray:
+    lo, hi = float(dmos.min()), float(dmos.max())
+    if hi <= lo:
+        raise DatasetFormatError("all DMOS values are equal: cannot normalise")
+    return 1.0 - (dmos - lo) / (hi - lo)
+
+
+def _official(root: Path) -> tuple[list[Item], Path]:
+    realigned = root / "dmos_realigned.mat"
+    score_file = (
+        realigned if realigned.is_file() else require_file(root / "dmos.mat", "LIVE DMOS file")
+    )
+    dmos = _mat_vector(score_file, "dmos_new" if score_file == realigned else "dmos")
+    orgs = _mat_vector(score_file, "orgs")
+    scenes = _cell_strings(
+        _mat_vector(require_file(root / "refnames_all.mat", "LIVE scene file"), "refnames_all")
+    )
+    for what, arr in (("DMOS", dmos), ("orgs", orgs), ("refnames_all", scenes)):
+        if len(arr) != ENTRIES:
+            raise DatasetFormatError(f"LIVE {what} has {len(arr)} entries, expected {ENTRIES}")
+    paths, kinds = [], []
+    for folder, count in FOLDERS:
+        for i in range(1, count + 1):
+            paths.append(root / folder / f"img{i}.bmp")
+            kinds.append(folder)
+    keep = np.flatnonzero(orgs == 0)
+    q = _dmos_to_quality(dmos[keep].astype(np.float64))
+    items = [
+        Item(str(paths[k]), float(qk), float(dmos[k]), Path(scenes[k]).stem, kinds[k])
+        for k, qk in zip(keep, q, strict=True)
+    ]
+    return items, score_file
+
+
+def _pyiqa(root: Path, meta: Path) -> tuple[list[Item], Path]:
+    header, rows = read_csv(meta)
+    ref = column(header, meta, "ref_name")
+    dist = column(header, meta, "dist_name")
+    mos = column(header, meta, "mos", "dmos")
+    dmos = np.array([number(r, mos, meta, i + 2) for i, r in enumerate(rows)], dtype=np.float64)
+    q = _dmos_to_quality(dmos)
+    items = []
+    for r, d, qk in zip(rows, dmos, q, strict=True):
+        rel = Path(r[dist])
+        items.append(
+            Item(str(root / rel), float(qk), float(d), Path(r[ref]).stem,
+                 rel.parts[0] if len(rel.parts) > 1 else None)
+        )  # fmt: skip
+    return items, meta
+
+
+@register("live")
+def load_live(root: Path, **_options) -> tuple[list[Item], Path]:
+    """Items of LIVE under ``root`` (official layout preferred, else pyiqa's CSV)."""
+    if (root / "dmos_realigned.mat").is_file() or (root / "dmos.mat").is_file():
+        return _official(root)
+    meta = find_csv_with(root, {"ref_name", "dist_name", "mos"})
+    if meta is not None:
+        return _pyiqa(root, meta)
+    raise FileNotFoundError(
+        f"no LIVE score file under {root}: looked for dmos_realigned.mat, dmos.mat (official) and "
+        "a CSV with columns ref_name,dist_name,mos (pyiqa)"
+    )

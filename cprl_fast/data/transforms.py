@@ -1,0 +1,31 @@
+"""Preprocessing of SPEC section 7: resize the shorter side to ``size``, then a random
+``size x size`` crop for training or the centre crop for testing; images become float32
+``[3, H, W]`` tensors in ``[0, 1]`` (ImageNet normalisation happens inside the models)."""
+
+from __future__ import annotations
+
+import torch
+from torchvision.transforms import v2
+
+
+def to_tensor(img) -> torch.Tensor:
+    """PIL image -> float32 tensor [3, H, W] in [0, 1]."""
+    return v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])(img)
+
+
+def train_transform(size: int = 320) -> v2.Compose:
+    return v2.Compose([
+        v2.ToImage(),
+        v2.Resize(size, antialias=True),
+        v2.RandomCrop(size),
+        v2.ToDtype(torch.float32, scale=True),
+    ])  # fmt: skip
+
+
+def test_transform(size: int = 320) -> v2.Compose:
+    return v2.Compose([
+        v2.ToImage(),
+        v2.Resize(size, antialias=True),
+        v2.CenterCrop(size),
+        v2.ToDtype(torch.float32, scale=True),
+    ])  # fmt: skip

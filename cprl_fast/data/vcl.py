@@ -1,0 +1,83 @@
+"""VCL@FER (Zaric et al. 2011): 23 scenes x 4 distortions x 6 levels = 552 distorted images.
+
+Images ``IMG_XX_<TYPE>_<L>.bmp`` (``.jpg`` for JPG) anywhere under the root; references
+``IMG_XX.bmp`` are not scored. Scores: a CSV of image name and MOS (the spreadsheet
+``results.xls`` must be saved as CSV first), with a header naming the columns (``image`` /
+``image_name`` / ``name`` / ``file``, and ``mos`` / ``score``) or without a header (name, MOS).
+``q = MOS / 100``; scene ``IMG_XX``; type and level from the name (level 1 is the mildest).
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+from cprl_fast.data.base import DatasetFormatError, Item, register
+from cprl_fast.data.csvs import column, number, read_csv
+
+PATTERN = re.compile(r"IMG_(\d{2})_(AWGN|BLU|J2K|JPG)_([1-6])", re.IGNORECASE)
+NAME_COLUMNS = ("image", "image_name", "img_name", "name", "file", "filename")
+SCORE_COLUMNS = ("mos", "score")
+
+
+def _score_file(root: Path) -> Path:
+    for path in sorted(root.rglob("*.csv")) + sorted(root.rglob("*.txt")):
+        with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
+            first = next(csv.reader(fh), [])
+        if any(PATTERN.search(c) for c in first) or {c.strip().lower() for c in first} & set(
+            NAME_COLUMNS
+        ):
+            return path
+    hint = " (found results.xls: save it as CSV)" if list(root.rglob("results.xls")) else ""
+    raise FileNotFoundError(f"no VCL@FER score CSV (image name, MOS) under {root}{hint}")
+
+
+def _scores(path: Path) -> dict[str, float]:
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        first = next(csv.reader(fh), [])
+    if len(first) >= 2 and PATTERN.search(first[0]):  # no header: name, MOS
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            rows = [r for r in csv.reader(fh) if r]
+        out = {}
+        for i, r in enumerate(rows):
+            try:
+                out[Path(r[0].strip()).stem.upper()] = float(r[1])
+            except (ValueError, IndexError):
+                raise DatasetFormatError(
+                    f"{path}, row {i + 1}: expected name, MOS; got {r}"
+                ) from None
+        return out
+    header, rows = read_csv(path)
+    name = column(header, path, *NAME_COLUMNS)
+    mos = column(header, path, *SCORE_COLUMNS)
+    return {
+        Path(r[name]).stem.upper(): number(r, mos, path, i + 2)
+        for i, r in enumerate(rows)
+        if PATTERN.search(r[name])
+    }
+
+
+@register("vcl")
+def load_vcl(root: Path, **_options) -> tuple[list[Item], Path]:
+    """Items of VCL@FER under ``root``."""
+    score_file = _score_file(root)
+    scores = _scores(score_file)
+    if not scores:
+        raise DatasetFormatError(f"{score_file} lists no IMG_XX_<TYPE>_<L> image")
+    images = {}
+    for p in sorted(root.rglob("*")):
+        m = PATTERN.fullmatch(p.stem.upper())
+        if m and p.suffix.lower() in (".bmp", ".jpg", ".jpeg", ".png"):
+            images[p.stem.upper()] = p
+    items = []
+    for key, mos in sorted(scores.items()):
+        m = PATTERN.fullmatch(key)
+        if m is None:
+            continue
+        path = images.get(key)
+        if path is None:
+            raise FileNotFoundError(f"image {key} listed in {score_file} is missing under {root}")
+        scene, kind, level = f"IMG_{m.group(1)}", m.group(2).upper(), int(m.group(3))
+        items.append(Item(str(path), mos / 100.0, mos, scene, kind, level))
+    return items, score_file

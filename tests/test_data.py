@@ -1,0 +1,363 @@
+"""Dataset loaders on fixtures in the owners' and pyiqa's formats, splits, and the built-in set."""
+
+from __future__ import annotations
+
+import csv
+import filecmp
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from data_fixtures import (
+    REALMETA,
+    copy_realmeta,
+    koniq_names,
+    koniq_placeholders,
+    make_koniq_scores_file,
+    make_live_official,
+    make_live_pyiqa,
+    make_livec_official,
+    make_livec_pyiqa,
+    make_vcl,
+    tiny_image,
+)
+
+from cprl_fast.data import DatasetFormatError, load_dataset, load_items
+from cprl_fast.data.builtin import LEVELS, SCENES, generate
+
+
+def _scenes(ds) -> set[str]:
+    return {it.scene for it in ds.items}
+
+
+def _assert_split_disjoint(name, root, **kw):
+    train = load_dataset(name, root, split="train", seed=3, **kw)
+    test = load_dataset(name, root, split="test", seed=3, **kw)
+    full = load_dataset(name, root, split="all", **kw)
+    assert _scenes(train).isdisjoint(_scenes(test))
+    assert len(train) + len(test) == len(full) and len(train) > len(test) > 0
+    return train, test, full
+
+
+class TestLive:
+    def test_official_realigned(self, tmp_path):
+        made = make_live_official(tmp_path)
+        items, score_file = load_items("live", tmp_path)
+        assert score_file.name == "dmos_realigned.mat"
+        assert len(items) == 779
+        keep = np.flatnonzero(made["orgs"] == 0)
+        d = made["dmos_new"][keep]
+        want = 1 - (d - d.min()) / (d.max() - d.min())
+        np.testing.assert_allclose([it.score for it in items], want)
+        np.testing.assert_allclose([it.raw_score for it in items], d)
+        scores = np.array([it.score for it in items])
+        assert scores.min() == 0.0 and scores.max() == 1.0
+        # orgs == 1 entries (reference copies) are excluded
+        dropped = set(np.flatnonzero(made["orgs"] == 1))
+        assert all(int(Path(it.path).stem[3:]) - 1 + _offset(it) not in dropped for it in items)
+        assert {it.distortion for it in items} == {"jp2k", "jpeg", "wn", "gblur", "fastfading"}
+        assert len(_scenes(load_dataset("live", tmp_path))) == 29
+
+    def test_falls_back_to_dmos_mat(self, tmp_path):
+        made = make_live_official(tmp_path)
+        (tmp_path / "dmos_realigned.mat").unlink()
+        items, score_file = load_items("live", tmp_path)
+        assert score_file.name == "dmos.mat"
+        keep = np.flatnonzero(made["orgs"] == 0)
+        np.testing.assert_allclose([it.raw_score for it in items], made["dmos"][keep])
+
+    def test_split_by_scene(self, tmp_path):
+        make_live_official(tmp_path)
+        _assert_split_disjoint("live", tmp_path)
+
+    def test_pyiqa_layout(self, tmp_path):
+        dmos = make_live_pyiqa(tmp_path)
+        items, score_file = load_items("live", tmp_path)
+        assert score_file.name == "meta_info_LIVEIQADataset.csv" and len(items) == len(dmos)
+        np.testing.assert_allclose(
+            [it.score for it in items],
+            1 - (dmos - dmos.min()) / (dmos.max() - dmos.min()),
+            atol=1e-6,
+        )
+        assert {it.scene for it in items} == {f"ref{i}" for i in range(8)}
+
+    def test_missing_variable(self, tmp_path):
+        make_live_official(tmp_path)
+        from scipy.io import savemat
+
+        savemat(tmp_path / "dmos_realigned.mat", {"orgs": np.zeros((1, 982))})
+        with pytest.raises(DatasetFormatError, match="has no variable 'dmos_new'"):
+            load_items("live", tmp_path)
+
+
+def _offset(item) -> int:
+    from cprl_fast.data.live import FOLDERS
+
+    start = 0
+    for folder, count in FOLDERS:
+        if folder == item.distortion:
+            return start
+        start += count
+    raise AssertionError(item)
+
+
+class TestVcl:
+    @pytest.mark.parametrize("header", [True, False])
+    def test_official(self, tmp_path, header):
+        scores = make_vcl(tmp_path, header=header)
+        ds = load_dataset("vcl", tmp_path)
+        assert len(ds) == 552 and len(_scenes(ds)) == 23
+        for it in ds.items:
+            key = Path(it.path).stem
+            assert it.score == pytest.approx(scores[key] / 100, abs=1e-5)
+            assert it.scene == key[:6] and it.distortion == key.split("_")[2]
+            assert it.level == int(key[-1])
+        _assert_split_disjoint("vcl", tmp_path)
+
+    def test_missing_image(self, tmp_path):
+        make_vcl(tmp_path)
+        (tmp_path / "images" / "IMG_05_BLU_3.bmp").unlink()
+        with pytest.raises(FileNotFoundError, match="IMG_05_BLU_3"):
+            load_dataset("vcl", tmp_path)
+
+    def test_xls_only(self, tmp_path):
+        (tmp_path / "results.xls").write_bytes(b"\xd0\xcf")
+        with pytest.raises(FileNotFoundError, match="save it as CSV"):
+            load_dataset("vcl", tmp_path)
+
+
+class TestLiveChallenge:
+    def test_official_nested_twice(self, tmp_path):
+        names = make_livec_official(tmp_path)
+        ds = load_dataset("livec", tmp_path)
+        assert len(ds) == len(names) - 7
+        assert not any(Path(it.path).stem in {f"t{i}" for i in range(1, 8)} for it in ds.items)
+        assert all(
+            0 <= it.score <= 1 and it.score == pytest.approx(it.raw_score / 100) for it in ds.items
+        )
+        assert len(_scenes(ds)) == len(ds)  # every image its own scene
+        _assert_split_disjoint("livec", tmp_path)
+
+    def test_pyiqa_layout(self, tmp_path):
+        names = make_livec_pyiqa(tmp_path)
+        items, score_file = load_items("livec", tmp_path)
+        assert score_file.suffix == ".csv" and len(items) == len(names) - 7
+        assert all(Path(it.path).is_file() for it in items)
+
+    def test_official_preferred_over_pyiqa(self, tmp_path):
+        make_livec_official(tmp_path)
+        make_livec_pyiqa(tmp_path / "ChallengeDB_release" / "ChallengeDB_release")
+        _, score_file = load_items("livec", tmp_path)
+        assert score_file.name == "AllMOS_release.mat"
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """Placeholder JPEGs under KonIQ-10k's 10073 real image names (512x384/)."""
+    root = tmp_path_factory.mktemp("koniq")
+    koniq_placeholders(root, koniq_names(), "512x384")
+    return root
+
+
+@pytest.fixture(scope="module")
+def builtin_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("builtin")
+    generate(root)
+    return root
+
+
+@pytest.mark.skipif(not REALMETA.is_dir(), reason="../shared/realmeta is not beside the checkout")
+class TestKoniq:
+    def test_pyiqa_real_metadata(self, images, tmp_path):
+        root = tmp_path / "k"
+        root.mkdir()
+        (root / "512x384").symlink_to(images / "512x384")
+        meta = copy_realmeta(root, "pyiqa_meta_info_KonIQ10kDataset.csv")
+        items, score_file = load_items("koniq", root)
+        assert score_file == meta and len(items) == 10073
+        with open(meta, newline="") as fh:
+            first = next(csv.DictReader(fh))
+        c = [float(first[f"c{i}"]) for i in range(1, 6)]
+        mos = sum((i + 1) * ci for i, ci in enumerate(c)) / sum(c)
+        assert items[0].raw_score == pytest.approx(mos)
+        assert items[0].score == pytest.approx((mos - 1) / 4)
+        assert all(0 <= it.score <= 1 for it in items)
+
+    def test_official_split_file_and_sets(self, images, tmp_path):
+        root = tmp_path / "k"
+        root.mkdir()
+        (root / "512x384").symlink_to(images / "512x384")
+        copy_realmeta(root, "koniq10k_distributions_sets.csv")
+        counts = {
+            s: len(load_dataset("koniq", root, split=s, official_split=True))
+            for s in ("train", "val", "test")
+        }
+        assert counts == {"train": 7058, "val": 1000, "test": 2015}
+        items, _ = load_items("koniq", root)
+        # this file's MOS column is the 0-100 z-score: the 1-5 MOS comes from the votes
+        assert all(1 <= it.raw_score <= 5 for it in items)
+
+    def test_official_scores_file_in_its_own_folder(self, images, tmp_path):
+        root = tmp_path / "k"
+        (root / "meta").mkdir(parents=True)
+        (root / "512x384").symlink_to(images / "512x384")
+        mos = make_koniq_scores_file(root / "meta")
+        items, score_file = load_items("koniq", root)
+        assert score_file.name == "koniq10k_scores_and_distributions.csv"
+        got = {Path(it.path).name: it for it in items}
+        name = next(iter(mos))
+        assert got[name].raw_score == pytest.approx(mos[name], abs=1e-6)
+        assert got[name].score == pytest.approx((mos[name] - 1) / 4, abs=1e-6)
+
+    def test_resolution_choice(self, images, tmp_path):
+        root = tmp_path / "k"
+        root.mkdir()
+        (root / "512x384").symlink_to(images / "512x384")
+        copy_realmeta(root, "koniq10k_distributions_sets.csv")
+        with pytest.raises(FileNotFoundError, match="1024x768"):
+            load_items("koniq", root, resolution="1024x768")
+        items, _ = load_items("koniq", root, resolution="512x384")
+        assert "512x384" in items[0].path
+
+
+class TestBadInput:
+    def test_missing_root(self, tmp_path):
+        with pytest.raises(FileNotFoundError, match="dataset root of 'live' not found"):
+            load_dataset("live", tmp_path / "nope")
+
+    @pytest.mark.parametrize("name", ["live", "livec", "koniq", "vcl"])
+    def test_missing_score_file(self, tmp_path, name):
+        with pytest.raises(FileNotFoundError, match="score"):
+            load_dataset(name, tmp_path)
+
+    def test_unknown_name(self):
+        with pytest.raises(ValueError, match="did you mean 'livec'"):
+            load_dataset("livc", "/tmp")
+
+    def test_wrong_column(self, tmp_path):
+        with open(tmp_path / "meta.csv", "w") as fh:
+            fh.write("img_name,quality,std\nt1.bmp,3,1\n")
+        (tmp_path / "ChallengeDB_release").mkdir()
+        with pytest.raises(FileNotFoundError, match="img_name,mos"):
+            load_dataset("livec", tmp_path)
+
+    def test_non_numeric_score_names_row_and_column(self, tmp_path):
+        names = make_livec_pyiqa(tmp_path, extra=3)
+        path = tmp_path / "meta_info_LIVEChallengeDataset.csv"
+        text = path.read_text().splitlines()
+        text[9] = f"{names[8]},high,1"
+        path.write_text("\n".join(text) + "\n")
+        with pytest.raises(DatasetFormatError, match=r"row 10: column 'mos' is not a number"):
+            load_dataset("livec", tmp_path)
+
+    def test_missing_image_and_skip(self, tmp_path):
+        names = make_livec_pyiqa(tmp_path, extra=10)
+        (tmp_path / "Images" / names[9]).unlink()
+        with pytest.raises(FileNotFoundError, match=names[9]):
+            load_dataset("livec", tmp_path)
+        ds = load_dataset("livec", tmp_path, skip_unreadable=True)
+        assert ds.skipped == 1 and len(ds) == 9
+
+    def test_corrupt_image(self, tmp_path):
+        names = make_livec_pyiqa(tmp_path, extra=10)
+        bad = tmp_path / "Images" / names[8]
+        bad.write_bytes(b"not an image")
+        ds = load_dataset("livec", tmp_path)
+        index = next(i for i, it in enumerate(ds.items) if Path(it.path) == bad)
+        with pytest.raises(OSError, match=f"cannot decode image .*{names[8]}"):
+            ds[index]
+        assert load_dataset("livec", tmp_path, skip_unreadable=True).skipped == 1
+
+    def test_bad_split_name(self, tmp_path):
+        with pytest.raises(ValueError, match="split must be one of"):
+            load_dataset("builtin", tmp_path, split="training")
+
+
+class TestSplitFiles:
+    def test_written_and_reused(self, tmp_path):
+        make_vcl(tmp_path / "vcl")
+        split = tmp_path / "split.json"
+        a = load_dataset("vcl", tmp_path / "vcl", split="train", split_file=split, seed=1)
+        record = json.loads(split.read_text())
+        assert record["dataset"] == "vcl" and record["seed"] == 1
+        assert record["counts"]["train_images"] == len(a)
+        assert len(record["score_sha256"]) == 64
+        b = load_dataset("vcl", tmp_path / "vcl", split="train", split_file=split, seed=99)
+        assert [it.path for it in a.items] == [it.path for it in b.items]
+        c = load_dataset("vcl", tmp_path / "vcl", split="train", seed=99)
+        assert _scenes(c) != _scenes(a)
+
+    def test_other_score_file_refused(self, tmp_path):
+        make_vcl(tmp_path / "vcl")
+        split = tmp_path / "split.json"
+        load_dataset("vcl", tmp_path / "vcl", split="train", split_file=split)
+        with open(tmp_path / "vcl" / "vcl_mos.csv", "a") as fh:
+            fh.write("IMG_01_AWGN_1.bmp,50\n")
+        with pytest.raises(ValueError, match="different score file"):
+            load_dataset("vcl", tmp_path / "vcl", split="train", split_file=split)
+
+    def test_other_dataset_refused(self, tmp_path):
+        split = tmp_path / "split.json"
+        make_vcl(tmp_path / "vcl")
+        load_dataset("vcl", tmp_path / "vcl", split_file=split)
+        make_livec_pyiqa(tmp_path / "livec")
+        with pytest.raises(ValueError, match="is for dataset 'vcl'"):
+            load_dataset("livec", tmp_path / "livec", split_file=split)
+
+
+class TestBuiltin:
+    @pytest.fixture
+    def root(self, builtin_root):
+        return builtin_root
+
+    def test_byte_identical_when_generated_twice(self, root, tmp_path):
+        again = generate(tmp_path)
+        first = root / "builtin-v1"
+        files = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
+        assert len(files) == 250 + 10 + 2
+        assert files == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
+        _, mismatch, errors = filecmp.cmpfiles(first, again, [str(f) for f in files], shallow=False)
+        assert mismatch == [] and errors == []
+
+    def test_scores_fall_with_level(self, root):
+        items, _ = load_items("builtin", root)
+        assert len(items) == 250
+        for scene in SCENES:
+            for kind in LEVELS:
+                s = [it.score for it in sorted(items, key=lambda i: i.level or 0)
+                     if it.scene == scene and it.distortion == kind]  # fmt: skip
+                assert len(s) == 5, (scene, kind)
+                assert all(a > b for a, b in itertools.pairwise(s)), (scene, kind, s)
+        scores = [it.score for it in items]
+        assert min(scores) == 0.0 and max(scores) == 1.0
+
+    def test_dataset_and_split(self, root):
+        train, _, _ = _assert_split_disjoint("builtin", root)
+        x, y = train[0]
+        assert x.shape == (3, 320, 320) and x.dtype == torch.float32
+        assert 0 <= x.min() and x.max() <= 1 and 0 <= float(y) <= 1
+        small = load_dataset("builtin", root, split="test", image_size=64)
+        assert small[0][0].shape == (3, 64, 64)
+        assert small.meta(0)["distortion"] in LEVELS
+
+    def test_dataloader_workers_and_distributed_sampler(self, root):
+        ds = load_dataset("builtin", root, split="train", image_size=32)
+        loader = torch.utils.data.DataLoader(ds, batch_size=16, num_workers=2)
+        xs, ys = next(iter(loader))
+        assert xs.shape == (16, 3, 32, 32) and ys.shape == (16,)
+        seen = []
+        for rank in range(2):
+            sampler = torch.utils.data.DistributedSampler(
+                ds, num_replicas=2, rank=rank, shuffle=False
+            )
+            seen += list(sampler)
+        assert sorted(seen) == list(range(len(ds)))
+
+    def test_incomplete_generation_is_redone(self, tmp_path):
+        (tmp_path / "builtin-v1" / "images").mkdir(parents=True)  # no scores.csv: incomplete
+        tiny_image(tmp_path / "builtin-v1" / "images" / "junk.png")
+        folder = generate(tmp_path)
+        assert not (folder / "images" / "junk.png").exists() and (folder / "scores.csv").is_file()
