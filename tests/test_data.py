@@ -25,7 +25,7 @@ from data_fixtures import (
     tiny_image,
 )
 
-from cprl_fast.data import DatasetFormatError, load_dataset, load_items
+from cprl_fast.data import DatasetFormatError, load_dataset, load_items, split_seeds
 from cprl_fast.data.builtin import LEVELS, SCENES, generate
 
 
@@ -121,6 +121,13 @@ class TestVcl:
         make_vcl(tmp_path)
         (tmp_path / "images" / "IMG_05_BLU_3.bmp").unlink()
         with pytest.raises(FileNotFoundError, match="IMG_05_BLU_3"):
+            load_dataset("vcl", tmp_path)
+
+    def test_wrong_score_column(self, tmp_path):
+        make_vcl(tmp_path)
+        path = tmp_path / "vcl_mos.csv"
+        path.write_text(path.read_text().replace("image_name,MOS", "image_name,quality", 1))
+        with pytest.raises(DatasetFormatError, match=r"vcl_mos.csv has no column 'mos'"):
             load_dataset("vcl", tmp_path)
 
     def test_xls_only(self, tmp_path):
@@ -277,6 +284,14 @@ class TestBadInput:
 
 
 class TestSplitFiles:
+    def test_ten_seeds_give_ten_splits(self, tmp_path):
+        make_vcl(tmp_path)
+        splits = {
+            tuple(sorted(_scenes(load_dataset("vcl", tmp_path, split="test", seed=s))))
+            for s in split_seeds(10)
+        }
+        assert split_seeds(10) == list(range(10)) and len(splits) >= 8
+
     def test_written_and_reused(self, tmp_path):
         make_vcl(tmp_path / "vcl")
         split = tmp_path / "split.json"
