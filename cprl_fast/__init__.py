@@ -8,14 +8,25 @@ import torch
 
 from cprl_fast import (
     _C,  # noqa: F401  (registers torch.ops.cprl_fast)
+    nn,
     ops,
     reference,
 )
+from cprl_fast.nn import CPRLActivation, intervention
 from cprl_fast.ops import get_backend, set_backend
 
 __version__ = "0.1.0"
 
-__all__ = ["get_backend", "has_cuda_kernels", "ops", "reference", "set_backend"]
+__all__ = [
+    "CPRLActivation",
+    "get_backend",
+    "has_cuda_kernels",
+    "intervention",
+    "nn",
+    "ops",
+    "reference",
+    "set_backend",
+]
 
 
 def has_cuda_kernels() -> bool:

@@ -1,0 +1,176 @@
+"""The CPRL ResNet (SPEC section 3): a torchvision ResNet whose chosen blocks end in a CA module,
+with the quality head ``y = sigmoid(linear(GAP(features)))``.
+
+torchvision's blocks call one ``self.relu`` module several times, so the CA module cannot simply
+replace it: :func:`convert_resnet` changes the class of each chosen block to a subclass whose
+``forward`` is the original one with only the final activation (after the residual sum)
+replaced by ``self.ca``, which ranks the pre-activation features. State-dict keys of the
+backbone are unchanged (plus ``ca.*``), so torchvision checkpoints load before or after.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+
+from cprl_fast.nn import CPRLActivation
+
+ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101")
+STAGES = ("layer1", "layer2", "layer3", "layer4")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class CABasicBlock(BasicBlock):
+    """A BasicBlock whose final ReLU is the CA module ``self.ca``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.ca(out + identity)
+
+
+class CABottleneck(Bottleneck):
+    """A Bottleneck whose final ReLU is the CA module ``self.ca``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.ca(out + identity)
+
+
+def _blocks(resnet: ResNet, placement: str | Sequence[str]) -> list[tuple[str, nn.Module]]:
+    """The blocks a placement names: ``"last"`` (the last block of each stage, the paper's),
+    ``"all"``, or names such as ``["layer3.5", "layer4.2"]`` or ``["layer4"]`` (its last block)."""
+    if placement == "last":
+        names = [f"{s}.{len(getattr(resnet, s)) - 1}" for s in STAGES]
+    elif placement == "all":
+        names = [f"{s}.{i}" for s in STAGES for i in range(len(getattr(resnet, s)))]
+    elif isinstance(placement, str):
+        raise ValueError(
+            f"placement must be 'last', 'all' or a list of block names, got {placement!r}"
+        )
+    else:
+        names = []
+        for p in placement:
+            stage, _, index = p.partition(".")
+            if stage not in STAGES:
+                raise ValueError(f"placement entry {p!r}: stage must be one of {STAGES}")
+            n = len(getattr(resnet, stage))
+            i = n - 1 if index == "" else int(index)
+            if not 0 <= i < n:
+                raise ValueError(f"placement entry {p!r}: {stage} has blocks 0..{n - 1}")
+            names.append(f"{stage}.{i}")
+    return [(n, resnet.get_submodule(n)) for n in names]
+
+
+def convert_resnet(
+    resnet: ResNet, placement: str | Sequence[str] = "last", **ca_options
+) -> list[str]:
+    """Turns the final activation of the chosen blocks of ``resnet`` into CA modules, in place.
+
+    Returns the names of the converted blocks. ``ca_options`` go to :class:`CPRLActivation`
+    (``b``, ``temperature``, ``rank``, ``tau``).
+    """
+    if not isinstance(resnet, ResNet):
+        raise TypeError(f"resnet must be a torchvision ResNet, got {type(resnet).__name__}")
+    converted = []
+    for name, block in _blocks(resnet, placement):
+        if isinstance(block, (CABasicBlock, CABottleneck)):
+            raise ValueError(f"block {name} already ends in a CA module")
+        if isinstance(block, Bottleneck):
+            block.__class__, channels = CABottleneck, block.bn3.num_features
+        elif isinstance(block, BasicBlock):
+            block.__class__, channels = CABasicBlock, block.bn2.num_features
+        else:
+            raise TypeError(f"block {name} is a {type(block).__name__}, not a torchvision block")
+        block.ca = CPRLActivation(channels, **ca_options).to(block.bn1.weight.device)
+        converted.append(name)
+    return converted
+
+
+def _load_pretrained(resnet: ResNet, pretrained) -> None:
+    if pretrained is None:
+        return
+    if isinstance(pretrained, (str, Path)):
+        path = Path(pretrained)
+        if not path.is_file():
+            raise FileNotFoundError(f"pretrained weights file not found: {path}")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+    else:  # a torchvision WeightsEnum (downloads where online)
+        state = pretrained.get_state_dict(progress=True)
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    missing, unexpected = resnet.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("fc.")]
+    if missing or unexpected:
+        raise ValueError(
+            f"pretrained weights do not fit this ResNet: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}"
+        )
+
+
+class QualityResNet(nn.Module):
+    """ImageNet normalisation -> ResNet backbone -> GAP -> linear -> sigmoid.
+
+    Input: images ``[N, 3, H, W]`` in ``[0, 1]``; output: quality ``[N]`` in ``[0, 1]``.
+    """
+
+    def __init__(self, backbone: ResNet):
+        super().__init__()
+        in_features = backbone.fc.in_features
+        backbone.fc = nn.Identity()
+        self.backbone = backbone
+        self.head = nn.Linear(in_features, 1)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"images must have shape [N, 3, H, W], got {list(x.shape)}")
+        return self.backbone((x - self.mean) / self.std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.head(self.features(x))).squeeze(1)
+
+
+def _backbone(arch: str, pretrained) -> ResNet:
+    if arch not in ARCHS:
+        raise ValueError(f"arch must be one of {', '.join(ARCHS)}, got {arch!r}")
+    resnet = getattr(torchvision.models, arch)(weights=None)
+    _load_pretrained(resnet, pretrained)
+    return resnet
+
+
+def resnet_iqa(arch: str = "resnet50", pretrained=None) -> QualityResNet:
+    """The plain ResNet quality model (the paper's "ResNet" baseline)."""
+    return QualityResNet(_backbone(arch, pretrained))
+
+
+def cprl_resnet(
+    arch: str = "resnet50",
+    placement: str | Sequence[str] = "last",
+    pretrained=None,
+    **ca_options,
+) -> QualityResNet:
+    """The CPRL quality model: a ResNet with CA modules at ``placement`` and the quality head.
+
+    Args:
+        arch: ``resnet18``, ``resnet34``, ``resnet50`` or ``resnet101``.
+        placement: ``"last"`` (the last block of each stage: 4 CA modules, C = 256, 512, 1024,
+            2048 for ResNet-50), ``"all"``, or a list of block names (``"layer4.2"``).
+        pretrained: a local state-dict file of the torchvision ResNet (ImageNet weights), or a
+            torchvision weights enum; its ``fc`` is not used.
+        ca_options: ``b`` (0.4), ``temperature`` (1), ``rank`` (``"hard"``), ``tau``.
+    """
+    backbone = _backbone(arch, pretrained)
+    convert_resnet(backbone, placement, **ca_options)
+    return QualityResNet(backbone)

@@ -1,0 +1,116 @@
+"""The CA module of CPRL (SPEC sections 1-2): a drop-in replacement for ``nn.ReLU``.
+
+In the ``normal`` mode it computes ``relu(f * M)`` with the rank mask ``M`` (the fused
+``rank_mask`` op). In the ``sf`` mode it returns the sufficiency intervention
+``relu(FC_phi(f) * (1 - M) + f * M)``, in the ``nc`` mode the necessity intervention
+``relu(FC_xi(f) * M + f * (1 - M))`` (the fused ``intervene`` op). ``FC_phi`` and ``FC_xi`` are
+spectral-normalised 1x1 convolutions ``C -> C`` followed by a ReLU (Lipschitz constant <= 1).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from cprl_fast import ops
+
+MODES = ("normal", "sf", "nc")
+
+
+def _intervention_net(channels: int) -> nn.Sequential:
+    return nn.Sequential(spectral_norm(nn.Conv2d(channels, channels, 1)), nn.ReLU())
+
+
+class CPRLActivation(nn.Module):
+    """Channel activation with the rank mask, and its two intervention networks.
+
+    Args:
+        channels: ``C``, the channel count of the features it activates.
+        b: initial value of the learnable offset (0.4 in the paper; 0.5 keeps every channel).
+        temperature: ``T`` of the mask's sigmoid.
+        rank: ``"hard"`` (the paper) or ``"soft"`` (a differentiable surrogate, for attacks
+            that check for gradient masking).
+        tau: soft-rank temperature (``None``: :data:`cprl_fast.ops.DEFAULT_TAU`).
+
+    Shape: input ``[N, C, H, W]`` (pre-activation features), output the same.
+
+    Example::
+
+        >>> act = CPRLActivation(64)
+        >>> act(torch.randn(2, 64, 8, 8)).shape
+        torch.Size([2, 64, 8, 8])
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        b: float = 0.4,
+        temperature: float = 1.0,
+        rank: str = "hard",
+        tau: float | None = None,
+    ):
+        super().__init__()
+        if channels < 1:
+            raise ValueError(f"channels must be >= 1, got {channels}")
+        if rank not in ("hard", "soft"):
+            raise ValueError(f"rank must be 'hard' or 'soft', got {rank!r}")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.channels = channels
+        self.temperature = float(temperature)
+        self.rank = rank
+        self.tau = tau
+        self.b = nn.Parameter(torch.tensor(float(b)))
+        self.fc_phi = _intervention_net(channels)
+        self.fc_xi = _intervention_net(channels)
+        self.mode = "normal"
+
+    def set_mode(self, mode: str) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        self.mode = mode
+
+    def mask_args(self) -> dict:
+        tau = self.tau if self.rank == "soft" else None
+        return {"temperature": self.temperature, "rank": self.rank, "tau": tau}
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        if f.dim() != 4 or f.shape[1] != self.channels:
+            raise ValueError(
+                f"CPRLActivation({self.channels}) expects [N, {self.channels}, H, W], "
+                f"got {list(f.shape)}"
+            )
+        if self.mode == "normal":
+            return ops.rank_mask(f, self.b.to(f.dtype), **self.mask_args())
+        _, mask = ops.rank_mask(f, self.b.to(f.dtype), return_mask=True, **self.mask_args())
+        net = self.fc_phi if self.mode == "sf" else self.fc_xi
+        return ops.intervene(f, net(f), mask, self.mode)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.channels}, b={float(self.b.detach()):.3g}, temperature={self.temperature:g}, "
+            f"rank={self.rank!r}, mode={self.mode!r}"
+        )
+
+
+@contextlib.contextmanager
+def intervention(model: nn.Module, mode: str) -> Iterator[nn.Module]:
+    """Switches every :class:`CPRLActivation` of ``model`` to ``mode`` (``"sf"``, ``"nc"`` or
+    ``"normal"``) inside the ``with`` block, restoring each one's mode afterwards."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    modules = [m for m in model.modules() if isinstance(m, CPRLActivation)]
+    if not modules:
+        raise ValueError("the model has no CPRLActivation module")
+    previous = [m.mode for m in modules]
+    try:
+        for m in modules:
+            m.set_mode(mode)
+        yield model
+    finally:
+        for m, p in zip(modules, previous, strict=True):
+            m.mode = p
