@@ -1,0 +1,155 @@
+"""One iteration of the min-max PNS game (SPEC section 4, Algorithm 1).
+
+Parameter groups: ``theta`` (backbone, head and every ``b``), ``phi`` (every ``FC_phi``) and
+``xi`` (every ``FC_xi``), each with its own optimiser.
+
+Faithful order (the default), on a batch ``(x, y)`` at iteration ``t``:
+  1. ``y_hat = model(x)``, ``L_reg = mse(y_hat, y)``; theta steps down ``L_reg``;
+     ``y_bar = y_hat.detach()``.
+  2. even ``t`` (SF): ``L_SF = mse(model_sf(x), y_bar)``; phi steps UP ``L_SF``; recompute with
+     the new phi; theta steps down ``lambda * L_SF``.
+     odd ``t`` (NC): ``L_NC = mse(model_nc(x), y_bar)``; xi steps DOWN ``L_NC`` (xi maximises
+     ``R = L_SF - L_NC``); recompute; theta steps UP ``lambda * L_NC``.
+Parameters that a step does not update get no gradient in it (saves their backward work).
+
+Fast mode (named ``fast``, never the default): one backward per iteration. The normal and the
+intervened forward share it: ``L = L_reg + lambda * L_SF`` (or ``L_reg - lambda * L_NC``), and
+the gradient of phi (xi) is reversed and divided by lambda, so phi still ascends ``L_SF`` and xi
+still descends ``L_NC``; all three optimisers then step once. It differs from the faithful
+order in that every update uses the parameters from before the iteration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from cprl_fast.nn import CPRLActivation, intervention
+
+
+@dataclass
+class ParamGroups:
+    theta: list[nn.Parameter]
+    phi: list[nn.Parameter]
+    xi: list[nn.Parameter]
+
+
+def param_groups(model: nn.Module) -> ParamGroups:
+    """Splits the trainable parameters of a CPRL model into theta, phi and xi."""
+    phi, xi = [], []
+    for m in model.modules():
+        if isinstance(m, CPRLActivation):
+            phi += list(m.fc_phi.parameters())
+            xi += list(m.fc_xi.parameters())
+    if not phi:
+        raise ValueError("the model has no CPRLActivation module: nothing to intervene on")
+    taken = {id(p) for p in phi + xi}
+    theta = [p for p in model.parameters() if p.requires_grad and id(p) not in taken]
+    return ParamGroups(theta, phi, xi)
+
+
+@contextlib.contextmanager
+def only_grads_for(model: nn.Module, params: list[nn.Parameter]) -> Iterator[None]:
+    """Inside: only ``params`` require grad (the others' weight gradients are not computed)."""
+    keep = {id(p) for p in params}
+    changed = [p for p in model.parameters() if p.requires_grad and id(p) not in keep]
+    for p in changed:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in changed:
+            p.requires_grad_(True)
+
+
+def _mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.mean((a.float() - b.float()) ** 2)
+
+
+def _step(opt: torch.optim.Optimizer, loss: torch.Tensor, params, clip: float | None) -> None:
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip is not None:
+        torch.nn.utils.clip_grad_norm_(params, clip)
+    opt.step()
+
+
+def theta_regression_step(model, groups, opts, x, y, clip=None, cast=None):
+    """Step 1: theta descends ``L_reg``; returns ``(L_reg, y_hat.detach())``."""
+    with cast or contextlib.nullcontext():
+        y_hat = model(x)
+        l_reg = _mse(y_hat, y)
+    _step(opts["theta"], l_reg, groups.theta, clip)
+    return l_reg.detach(), y_hat.detach()
+
+
+def intervention_net_step(model, groups, opts, x, y_bar, mode, clip=None, cast=None):
+    """Step 2a: phi ascends ``L_SF`` (mode ``sf``) or xi descends ``L_NC`` (mode ``nc``);
+    theta gets no gradient. Returns the loss before the update."""
+    params, opt = (groups.phi, opts["phi"]) if mode == "sf" else (groups.xi, opts["xi"])
+    with only_grads_for(model, params), intervention(model, mode), cast or contextlib.nullcontext():
+        loss = _mse(model(x), y_bar)
+    _step(opt, -loss if mode == "sf" else loss, params, clip)
+    return loss.detach()
+
+
+def theta_intervention_step(model, groups, opts, x, y_bar, mode, lam, clip=None, cast=None):
+    """Step 2b, with the updated phi/xi: theta descends ``lambda * L_SF`` or ascends
+    ``lambda * L_NC``; phi and xi get no gradient. Returns the loss before the update."""
+    with (
+        only_grads_for(model, groups.theta),
+        intervention(model, mode),
+        cast or contextlib.nullcontext(),
+    ):
+        loss = _mse(model(x), y_bar)
+    _step(opts["theta"], lam * loss if mode == "sf" else -lam * loss, groups.theta, clip)
+    return loss.detach()
+
+
+def faithful_step(
+    model: nn.Module, groups: ParamGroups, opts: dict[str, torch.optim.Optimizer],
+    x: torch.Tensor, y: torch.Tensor, t: int, lam: float, clip: float | None = None,
+    autocast: contextlib.AbstractContextManager | None = None,
+) -> dict[str, float]:  # fmt: skip
+    """One faithful PNS iteration; returns ``{"l_reg", "l_sf" or "l_nc"}`` (before updates)."""
+    mode = "sf" if t % 2 == 0 else "nc"
+    l_reg, y_bar = theta_regression_step(model, groups, opts, x, y, clip, autocast)
+    l_int = intervention_net_step(model, groups, opts, x, y_bar, mode, clip, autocast)
+    theta_intervention_step(model, groups, opts, x, y_bar, mode, lam, clip, autocast)
+    return {"l_reg": float(l_reg.detach()), f"l_{mode}": float(l_int.detach())}
+
+
+def fast_step(
+    model: nn.Module, groups: ParamGroups, opts: dict[str, torch.optim.Optimizer],
+    x: torch.Tensor, y: torch.Tensor, t: int, lam: float, clip: float | None = None,
+    autocast: contextlib.AbstractContextManager | None = None,
+) -> dict[str, float]:  # fmt: skip
+    """One PNS iteration with a single backward pass (see the module docstring)."""
+    cast = autocast or contextlib.nullcontext()
+    sf = t % 2 == 0
+    mode, net_params = ("sf", groups.phi) if sf else ("nc", groups.xi)
+    for opt in opts.values():
+        opt.zero_grad(set_to_none=True)
+    with cast:
+        y_hat = model(x)
+        l_reg = _mse(y_hat, y)
+        with intervention(model, mode):
+            l_int = _mse(model(x), y_hat.detach())
+    total = l_reg + lam * l_int if sf else l_reg - lam * l_int
+    total.backward()
+    for p in net_params:  # gradient reversal for the maximiser / minimiser of the risk
+        if p.grad is not None:
+            p.grad.mul_(-1.0 / lam)
+    for name in ("theta", "phi" if sf else "xi"):
+        params = getattr(groups, name)
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, clip)
+        opts[name].step()
+    return {"l_reg": float(l_reg.detach()), f"l_{mode}": float(l_int.detach())}
+
+
+STEPS = {"faithful": faithful_step, "fast": fast_step}

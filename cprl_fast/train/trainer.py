@@ -1,0 +1,317 @@
+"""Training of quality models: the CPRL min-max PNS game, or plain regression.
+
+:func:`train` runs ``epochs`` epochs over a dataset with a tqdm bar, logs every iteration's
+losses to ``out_dir/log.csv`` (and TensorBoard when installed), evaluates on the test split each
+epoch (SRCC, PLCC, MSE), and keeps ``last.pt`` and ``best.pt`` (by test SRCC). ``resume=True``
+continues exactly from ``last.pt``: the data order is a seeded permutation per epoch, so a
+resumed run skips the batches already seen and draws the same crops from the restored RNG.
+Under ``torchrun`` (``torch.distributed`` initialised) the model is wrapped in
+DistributedDataParallel (SyncBatchNorm by default) and each rank reads its share of each batch.
+Resuming is exact with ``num_workers=0``; with workers, the random crops after a resume come
+from freshly seeded workers (the data order is still exact).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from cprl_fast import metrics
+from cprl_fast.train import checkpoint
+from cprl_fast.train.pns import STEPS, param_groups
+
+log = logging.getLogger("cprl_fast.train")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on (saved in every checkpoint)."""
+
+    dataset: str = "builtin"
+    root: str | None = None
+    split_file: str | None = None
+    split_seed: int = 0
+    arch: str = "resnet50"
+    placement: str = "last"
+    pretrained: str | None = None
+    model: str = "cprl"  #: "cprl" (PNS game) or "resnet" (plain regression)
+    b: float = 0.4
+    temperature: float = 1.0
+    lam: float = 1.0
+    lr: float = 3e-5
+    weight_decay: float = 1e-2
+    batch_size: int = 16
+    epochs: int = 10
+    image_size: int = 320
+    mode: str = "faithful"  #: "faithful" or "fast"
+    clip_grad: float | None = None
+    bf16: bool = False  #: bf16 autocast (CUDA only)
+    seed: int = 0
+    num_workers: int = 0
+    sync_bn: bool = True  #: SyncBatchNorm under DDP (CUDA only; on CPU use freeze_bn)
+    freeze_bn: bool = False  #: BatchNorm layers use their running statistics while training
+    device: str = "cpu"
+    out_dir: str = "runs/cprl"
+    max_steps: int | None = None  #: stop after this many iterations in total (tests, demos)
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.mode not in STEPS:
+            raise ValueError(f"mode must be one of {', '.join(STEPS)}, got {self.mode!r}")
+        if self.model not in ("cprl", "resnet"):
+            raise ValueError(f"model must be 'cprl' or 'resnet', got {self.model!r}")
+        for name in ("lr", "batch_size", "epochs", "image_size", "lam"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown config option(s): {', '.join(unknown)}")
+        return cls(**data)
+
+
+def build_model(cfg: TrainConfig) -> nn.Module:
+    from cprl_fast.models import cprl_resnet, resnet_iqa
+
+    if cfg.model == "resnet":
+        return resnet_iqa(cfg.arch, pretrained=cfg.pretrained)
+    return cprl_resnet(cfg.arch, cfg.placement, pretrained=cfg.pretrained, b=cfg.b,
+                       temperature=cfg.temperature)  # fmt: skip
+
+
+def build_optimizers(model: nn.Module, cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
+    """Separate AdamW optimisers for theta (backbone, head, b), phi and xi."""
+
+    def adamw(params):
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    if cfg.model == "resnet":
+        return {"theta": adamw([p for p in model.parameters() if p.requires_grad])}
+    groups = param_groups(model)
+    return {"theta": adamw(groups.theta), "phi": adamw(groups.phi), "xi": adamw(groups.xi)}
+
+
+def _distributed() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    """The seeded permutation of the dataset's indices for one epoch."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g).tolist()
+
+
+def rank_share(indices: list[int], rank: int, world: int) -> list[int]:
+    """This rank's contiguous share of one global batch (equal shares)."""
+    if len(indices) % world:
+        raise ValueError(f"global batch of {len(indices)} does not split over {world} ranks")
+    k = len(indices) // world
+    return indices[rank * k : (rank + 1) * k]
+
+
+@torch.no_grad()
+def predict(model: nn.Module, dataset, batch_size: int, device) -> tuple[np.ndarray, np.ndarray]:
+    was_training = model.training
+    model.eval()
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
+    preds, targets = [], []
+    for x, y in loader:
+        preds.append(model(x.to(device)).float().cpu())
+        targets.append(y)
+    model.train(was_training)
+    return torch.cat(preds).numpy(), torch.cat(targets).numpy()
+
+
+class Trainer:
+    """Holds the model, optimisers and position of one run; :meth:`fit` trains it."""
+
+    def __init__(self, cfg: TrainConfig, train_set, test_set=None, model: nn.Module | None = None):
+        self.cfg = cfg
+        self.rank, self.world = _distributed()
+        self.device = torch.device(cfg.device)
+        torch.manual_seed(cfg.seed)
+        self.model = (model or build_model(cfg)).to(self.device)
+        self.opts = build_optimizers(self.model, cfg)
+        self.groups = param_groups(self.model) if cfg.model == "cprl" else None
+        self.train_set, self.test_set = train_set, test_set
+        self.step = 0  # iterations done
+        self.best = -math.inf
+        self.out = Path(cfg.out_dir)
+        self.net = self.model
+        if self.world > 1:
+            if self.device.type != "cuda" and not cfg.freeze_bn:
+                raise ValueError(
+                    "distributed training on the CPU needs freeze_bn=True: SyncBatchNorm runs on "
+                    "GPUs only, and per-rank batch statistics would differ from the global batch's"
+                )
+            if cfg.sync_bn and self.device.type == "cuda":
+                self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+                self.opts = build_optimizers(self.model, cfg)
+                self.groups = param_groups(self.model) if cfg.model == "cprl" else None
+            self.net = nn.parallel.DistributedDataParallel(
+                self.model, find_unused_parameters=cfg.model == "cprl"
+            )
+
+    # -- one iteration ---------------------------------------------------------------------
+    def _autocast(self):
+        if self.cfg.bf16 and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        x, y = x.to(self.device), y.to(self.device)
+        self.net.train()
+        if self.cfg.freeze_bn:
+            for m in self.model.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        if self.cfg.model == "resnet":
+            opt = self.opts["theta"]
+            opt.zero_grad(set_to_none=True)
+            with self._autocast():
+                loss = torch.mean((self.net(x).float() - y) ** 2)
+            loss.backward()
+            if self.cfg.clip_grad is not None:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad)
+            opt.step()
+            losses = {"l_reg": float(loss)}
+        else:
+            step = STEPS[self.cfg.mode]
+            losses = step(self.net, self.groups, self.opts, x, y, self.step, self.cfg.lam,
+                          self.cfg.clip_grad, self._autocast())  # fmt: skip
+        self.step += 1
+        return losses
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def state(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizers": {k: o.state_dict() for k, o in self.opts.items()},
+            "step": self.step,
+            "best": self.best,
+            "rng": checkpoint.rng_state(),
+            "config": json.dumps(asdict(self.cfg)),
+            "split": json.dumps(getattr(self.train_set, "split_info", {})),
+        }
+
+    def save(self, name: str = "last.pt") -> Path:
+        path = self.out / name
+        if self.rank == 0:
+            checkpoint.save_atomic(self.state(), path)
+        return path
+
+    def load(self, path: str | Path) -> None:
+        state = checkpoint.load(path, map_location=self.device)
+        saved = json.loads(state["config"])
+        for key in ("arch", "placement", "model", "dataset", "seed", "batch_size", "mode"):
+            if saved.get(key) != getattr(self.cfg, key):
+                raise ValueError(
+                    f"checkpoint {path} was trained with {key}={saved.get(key)!r}, "
+                    f"this run has {key}={getattr(self.cfg, key)!r}"
+                )
+        split = getattr(self.train_set, "split_info", {})
+        saved_split = json.loads(state.get("split", "{}"))
+        if split.get("score_sha256") != saved_split.get("score_sha256"):
+            raise ValueError(f"checkpoint {path} was trained on another split or score file")
+        self.model.load_state_dict(state["model"])
+        for k, o in self.opts.items():
+            o.load_state_dict(state["optimizers"][k])
+        self.step = int(state["step"])
+        self.best = float(state["best"])
+        checkpoint.set_rng_state(state["rng"])
+
+    # -- the loop --------------------------------------------------------------------------
+    def batches_per_epoch(self) -> int:
+        return len(self.train_set) // self.cfg.batch_size  # drop the last partial batch
+
+    def evaluate(self) -> dict[str, float]:
+        if self.test_set is None or len(self.test_set) < 2:
+            return {}
+        pred, target = predict(self.model, self.test_set, self.cfg.batch_size, self.device)
+        return metrics.evaluate_scores(pred, target)
+
+    def fit(self, resume: bool = False) -> dict[str, float]:
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        if resume:
+            self.load(self.out / "last.pt")
+        per_epoch = self.batches_per_epoch()
+        if per_epoch == 0:
+            raise ValueError(
+                f"the training split has {len(self.train_set)} images, fewer than one batch of "
+                f"{cfg.batch_size}"
+            )
+        total = cfg.epochs * per_epoch
+        if cfg.max_steps is not None:
+            total = min(total, cfg.max_steps)
+        self.out.mkdir(parents=True, exist_ok=True)
+        writer = _tensorboard(self.out) if self.rank == 0 else None
+        result: dict[str, float] = {}
+        bar = tqdm(total=total, initial=self.step, desc="training", unit="it",
+                   disable=self.rank != 0)  # fmt: skip
+        with open(self.out / "log.csv", "a", newline="") as fh:
+            logger = csv.writer(fh)
+            if fh.tell() == 0:
+                logger.writerow(["step", "epoch", "l_reg", "l_sf", "l_nc"])
+            while self.step < total:
+                epoch, start = divmod(self.step, per_epoch)
+                order = epoch_order(len(self.train_set), cfg.seed, epoch)
+                end = min(per_epoch, start + total - self.step)
+                batches = [
+                    rank_share(order[b * cfg.batch_size : (b + 1) * cfg.batch_size], self.rank,
+                               self.world)
+                    for b in range(start, end)
+                ]  # fmt: skip
+                # the loader's own generator (not the global RNG) seeds its workers, so a resumed
+                # run draws the same augmentation randomness as an uninterrupted one
+                seeder = torch.Generator().manual_seed(cfg.seed * 7919 + epoch * 104729 + start)
+                loader = torch.utils.data.DataLoader(
+                    self.train_set, batch_sampler=batches, num_workers=cfg.num_workers,
+                    generator=seeder,
+                )  # fmt: skip
+                for x, y in loader:
+                    losses = self.train_step(x, y)
+                    if self.rank == 0:
+                        row = [losses.get(k, "") for k in ("l_reg", "l_sf", "l_nc")]
+                        logger.writerow([self.step, epoch, *row])
+                        if writer is not None:
+                            for k, v in losses.items():
+                                writer.add_scalar(k, v, self.step)
+                    bar.update(1)
+                    bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()})
+                if self.step % per_epoch == 0 or self.step >= total:
+                    result = self.evaluate()
+                    if result and self.rank == 0:
+                        log.info("epoch %d: %s", epoch, result)
+                        if result["srcc"] > self.best:
+                            self.best = result["srcc"]
+                            self.save("best.pt")
+                    self.save("last.pt")
+                fh.flush()
+        bar.close()
+        if writer is not None:
+            writer.close()
+        return result
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(out / "tensorboard"))

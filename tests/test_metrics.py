@@ -1,0 +1,39 @@
+"""Metrics against scipy on random data, and the logistic fit on a known curve."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from cprl_fast import metrics
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_metrics_equal_scipy(seed):
+    rng = np.random.default_rng(seed)
+    t = rng.random(50)
+    p = t + rng.normal(0, 0.2, 50)
+    p[:5] = p[5]  # ties: average ranks
+    assert metrics.srcc(p, t) == pytest.approx(stats.spearmanr(p, t).statistic)
+    assert metrics.krcc(p, t) == pytest.approx(stats.kendalltau(p, t).statistic)
+    assert metrics.plcc(p, t) == pytest.approx(stats.pearsonr(p, t).statistic)
+    assert metrics.mse(p, t) == pytest.approx(np.mean((p - t) ** 2))
+    assert metrics.rmse(p, t) == pytest.approx(np.sqrt(np.mean((p - t) ** 2)))
+
+
+def test_logistic_fit_recovers_a_known_curve():
+    x = np.linspace(-3, 3, 200)
+    truth = (0.9, 0.1, 0.4, 0.7)
+    y = metrics.logistic4(x, *truth)
+    b1, b2, b3, b4 = metrics.fit_logistic(x, y)
+    np.testing.assert_allclose([b1, b2, b3, abs(b4)], truth, atol=1e-4)
+    assert metrics.plcc(x, y, logistic=True) == pytest.approx(1.0, abs=1e-8)
+    assert metrics.plcc(x, y) < 0.99
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="same length"):
+        metrics.srcc([1, 2, 3], [1, 2])
+    with pytest.raises(ValueError, match="at least 2"):
+        metrics.mse([1], [1])

@@ -1,0 +1,231 @@
+"""The PNS game's steps, the trainer, exact resume, DDP against one process, and the CLI."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from cprl_fast.data import load_dataset
+from cprl_fast.models import cprl_resnet
+from cprl_fast.nn import intervention
+from cprl_fast.train import TrainConfig, Trainer, build_optimizers, param_groups
+from cprl_fast.train.pns import (
+    fast_step,
+    intervention_net_step,
+    theta_intervention_step,
+    theta_regression_step,
+)
+
+SMALL = {"arch": "resnet18", "image_size": 32, "batch_size": 4, "lr": 1e-4}
+
+
+@pytest.fixture(scope="module")
+def builtin_sets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("builtin")
+    train = load_dataset("builtin", root, split="train", image_size=32)
+    test = load_dataset("builtin", root, split="test", image_size=32)
+    return root, train, test
+
+
+def _setup(seed=0):
+    """A small CPRL model, its optimisers and a fixed batch. The step size is small so that one
+    AdamW step (which moves every parameter by about lr) is a first-order move of the loss."""
+    torch.manual_seed(seed)
+    cfg = TrainConfig(**{**SMALL, "lr": 1e-5})
+    model = cprl_resnet("resnet18").train()
+    opts = build_optimizers(model, cfg)
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.rand(4, 3, 32, 32, generator=g), torch.rand(4, generator=g)
+    # converge the spectral norms' power iteration (one step per training forward), so that the
+    # losses compared below move by the optimiser step alone
+    with torch.no_grad():
+        for mode in ("sf", "nc") * 15:
+            with intervention(model, mode):
+                model(x)
+    return model, param_groups(model), opts, x, y
+
+
+def _loss(model, x, target, mode="normal"):
+    with torch.no_grad(), intervention(model, mode):
+        return float(torch.mean((model(x) - target) ** 2))
+
+
+class TestParamGroups:
+    def test_disjoint_and_cover_every_trainable_parameter(self):
+        model = cprl_resnet("resnet18")
+        g = param_groups(model)
+        ids = [set(map(id, ps)) for ps in (g.theta, g.phi, g.xi)]
+        assert all(a.isdisjoint(b) for i, a in enumerate(ids) for b in ids[i + 1 :])
+        assert set().union(*ids) == {id(p) for p in model.parameters() if p.requires_grad}
+        bs = {id(m.b) for m in model.modules() if hasattr(m, "fc_phi")}
+        assert bs <= ids[0] and len(bs) == 4
+
+
+class TestSteps:
+    def test_theta_step_lowers_the_regression_loss(self):
+        model, groups, opts, x, y = _setup()
+        before = _loss(model, x, y)
+        theta_regression_step(model, groups, opts, x, y)
+        assert _loss(model, x, y) < before
+
+    def test_phi_step_raises_l_sf_and_leaves_theta(self):
+        model, groups, opts, x, _y = _setup()
+        y_bar = model(x).detach()
+        theta = [p.detach().clone() for p in groups.theta]
+        before = _loss(model, x, y_bar, "sf")
+        intervention_net_step(model, groups, opts, x, y_bar, "sf")
+        assert _loss(model, x, y_bar, "sf") > before
+        assert all(torch.equal(a, b) for a, b in zip(theta, groups.theta, strict=True))
+
+    def test_xi_step_lowers_l_nc(self):
+        model, groups, opts, x, _y = _setup(1)
+        y_bar = model(x).detach()
+        before = _loss(model, x, y_bar, "nc")
+        intervention_net_step(model, groups, opts, x, y_bar, "nc")
+        assert _loss(model, x, y_bar, "nc") < before
+
+    @pytest.mark.parametrize(("mode", "direction"), [("sf", -1), ("nc", +1)])
+    def test_theta_minimises_l_sf_and_maximises_l_nc(self, mode, direction):
+        model, groups, opts, x, _y = _setup(2)
+        y_bar = model(x).detach()
+        phi = [p.detach().clone() for p in groups.phi + groups.xi]
+        before = _loss(model, x, y_bar, mode)
+        theta_intervention_step(model, groups, opts, x, y_bar, mode, lam=1.0)
+        after = _loss(model, x, y_bar, mode)
+        assert (after - before) * direction > 0
+        assert all(torch.equal(a, b) for a, b in zip(phi, groups.phi + groups.xi, strict=True))
+
+    def test_fast_step_moves_theta_and_phi_only_on_sf_iterations(self):
+        model, groups, opts, x, y = _setup(3)
+        xi = [p.detach().clone() for p in groups.xi]
+        phi = [p.detach().clone() for p in groups.phi]
+        losses = fast_step(model, groups, opts, x, y, t=0, lam=1.0)
+        assert set(losses) == {"l_reg", "l_sf"}
+        assert all(torch.equal(a, b) for a, b in zip(xi, groups.xi, strict=True))
+        assert not all(torch.equal(a, b) for a, b in zip(phi, groups.phi, strict=True))
+
+
+class TestTrainer:
+    def test_resume_is_exact(self, builtin_sets, tmp_path):
+        _, train, test = builtin_sets
+        full = Trainer(TrainConfig(**SMALL, out_dir=str(tmp_path / "a"), max_steps=4), train, test)
+        full.fit()
+        Trainer(TrainConfig(**SMALL, out_dir=str(tmp_path / "b"), max_steps=2), train, test).fit()
+        resumed = Trainer(
+            TrainConfig(**SMALL, out_dir=str(tmp_path / "b"), max_steps=4), train, test
+        )
+        resumed.fit(resume=True)
+        assert resumed.step == full.step == 4
+        a, b = full.model.state_dict(), resumed.model.state_dict()
+        assert a.keys() == b.keys()
+        for k in a:
+            assert torch.equal(a[k], b[k]), k
+        for name in ("theta", "phi", "xi"):
+            sa, sb = full.opts[name].state_dict()["state"], resumed.opts[name].state_dict()["state"]
+            assert all(torch.equal(sa[i]["exp_avg"], sb[i]["exp_avg"]) for i in sa)
+
+    def test_logs_checkpoints_and_metrics(self, builtin_sets, tmp_path):
+        _, train, test = builtin_sets
+        cfg = TrainConfig(**SMALL, out_dir=str(tmp_path), max_steps=3, mode="fast")
+        result = Trainer(cfg, train, test).fit()
+        assert set(result) >= {"srcc", "plcc", "mse"}
+        rows = (tmp_path / "log.csv").read_text().splitlines()
+        assert rows[0] == "step,epoch,l_reg,l_sf,l_nc" and len(rows) == 4
+        assert rows[1].endswith(",") and not rows[2].split(",")[3]  # SF, then NC
+        state = torch.load(tmp_path / "last.pt", weights_only=True)
+        assert state["step"] == 3 and json.loads(state["config"])["mode"] == "fast"
+        assert (tmp_path / "best.pt").is_file()
+        assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+    def test_resume_refuses_another_config(self, builtin_sets, tmp_path):
+        _, train, test = builtin_sets
+        Trainer(TrainConfig(**SMALL, out_dir=str(tmp_path), max_steps=1), train, test).fit()
+        other = TrainConfig(**{**SMALL, "batch_size": 8}, out_dir=str(tmp_path), max_steps=2)
+        with pytest.raises(ValueError, match="batch_size=4"):
+            Trainer(other, train, test).fit(resume=True)
+
+    def test_bad_config(self):
+        with pytest.raises(ValueError, match="mode must be one of"):
+            TrainConfig(mode="quick")
+        with pytest.raises(ValueError, match="unknown config option"):
+            TrainConfig.from_dict({"epochz": 3})
+
+
+def _ddp_worker(rank, world, init_file, x, y, out):
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                                         world_size=world)  # fmt: skip
+    torch.set_num_threads(1)
+    cfg = TrainConfig(**{**SMALL, "batch_size": 8}, freeze_bn=True)
+    trainer = Trainer(cfg, train_set=None)
+    k = x.shape[0] // world
+    for _ in range(2):  # an SF and an NC iteration
+        trainer.train_step(x[rank * k : (rank + 1) * k], y[rank * k : (rank + 1) * k])
+    if rank == 0:
+        torch.save(trainer.model.state_dict(), out)
+    torch.distributed.destroy_process_group()
+
+
+class TestDistributed:
+    def test_two_gloo_processes_match_one(self, tmp_path):
+        g = torch.Generator().manual_seed(5)
+        x, y = torch.rand(8, 3, 32, 32, generator=g), torch.rand(8, generator=g)
+        out = tmp_path / "ddp.pt"
+        torch.multiprocessing.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), x, y, str(out)),
+                                    nprocs=2, join=True)  # fmt: skip
+        torch.set_num_threads(1)
+        single = Trainer(TrainConfig(**{**SMALL, "batch_size": 8}, freeze_bn=True), train_set=None)
+        for _ in range(2):
+            single.train_step(x, y)
+        ddp = torch.load(out, weights_only=True)
+        ref = single.model.state_dict()
+        for k in ref:
+            torch.testing.assert_close(ddp[k], ref[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+class TestCli:
+    def _run(self, *args, env=None):
+        return subprocess.run([sys.executable, "-m", "cprl_fast.cli", *args], capture_output=True,
+                              text=True, env={**os.environ, **(env or {})})  # fmt: skip
+
+    def test_help(self):
+        r = self._run("train", "--help")
+        assert r.returncode == 0 and "--lam" in r.stdout and "--mode" in r.stdout
+
+    def test_unknown_option(self):
+        r = self._run("train", "--epochz", "3")
+        assert r.returncode == 2 and "unrecognized arguments: --epochz" in r.stderr
+
+    def test_bad_value(self):
+        r = self._run("train", "--batch-size", "many")
+        assert r.returncode == 2 and "--batch-size" in r.stderr and "many" in r.stderr
+
+    def test_missing_dataset(self, tmp_path):
+        r = self._run("train", "--dataset", "live", "--root", str(tmp_path / "none"))
+        assert r.returncode == 2 and "dataset root of 'live' not found" in r.stderr
+
+    def test_bad_mode_in_config_file(self, tmp_path):
+        (tmp_path / "c.json").write_text(json.dumps({"mode": "turbo"}))
+        r = self._run("train", "--config", str(tmp_path / "c.json"))
+        assert r.returncode == 2 and "mode must be one of" in r.stderr
+
+    def test_trains_from_a_config_file(self, builtin_sets, tmp_path):
+        root, _, _ = builtin_sets
+        cfg = {**SMALL, "root": str(root), "max_steps": 2, "out_dir": str(tmp_path / "run")}
+        (tmp_path / "c.json").write_text(json.dumps(cfg))
+        r = self._run("train", "--config", str(tmp_path / "c.json"), "--lam", "0.5")
+        assert r.returncode == 0, r.stderr
+        state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+        assert json.loads(state["config"])["lam"] == 0.5 and state["step"] == 2
+
+
+def test_copy_of_a_model_trains_independently():
+    model, groups, opts, x, y = _setup()
+    twin = copy.deepcopy(model)
+    theta_regression_step(model, groups, opts, x, y)
+    assert not torch.equal(twin.head.weight, model.head.weight)
