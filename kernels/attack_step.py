@@ -71,59 +71,37 @@ def _launch(x, grad, x0, alpha, eps, lo, hi, out):
     )
 
 
+def _dense(x, grad, x0):
+    """x, grad and x0 dense in x's kernel memory format (see ``dense_format``)."""
+    fmt = dense_format(x)
+    return fmt, tuple(t.contiguous(memory_format=fmt) for t in (x, grad, x0))
+
+
 @triton_op("cprl_fast::attack_step_triton", mutates_args=())
 def attack_step_triton(
-    x: torch.Tensor,
-    grad: torch.Tensor,
-    x0: torch.Tensor,
-    alpha: float,
-    eps: float,
-    lo: float,
+    x: torch.Tensor, grad: torch.Tensor, x0: torch.Tensor, alpha: float, eps: float, lo: float,
     hi: float,
-) -> torch.Tensor:
+) -> torch.Tensor:  # fmt: skip
     check_attack_step_args(x, grad, x0, alpha, eps, lo, hi)
-    fmt = dense_format(x)
-    xd = x.contiguous(memory_format=fmt)
-    out = torch.empty_like(xd)
-    _launch(
-        xd,
-        grad.contiguous(memory_format=fmt),
-        x0.contiguous(memory_format=fmt),
-        alpha,
-        eps,
-        lo,
-        hi,
-        out,
-    )
+    _, dense = _dense(x, grad, x0)
+    out = torch.empty_like(dense[0])
+    _launch(*dense, alpha, eps, lo, hi, out)
     return out
 
 
 @triton_op("cprl_fast::attack_step_out_triton", mutates_args=("out",))
 def attack_step_out_triton(
-    x: torch.Tensor,
-    grad: torch.Tensor,
-    x0: torch.Tensor,
-    alpha: float,
-    eps: float,
-    lo: float,
-    hi: float,
-    out: torch.Tensor,
-) -> None:
+    x: torch.Tensor, grad: torch.Tensor, x0: torch.Tensor, alpha: float, eps: float, lo: float,
+    hi: float, out: torch.Tensor,
+) -> None:  # fmt: skip
+    """Writes into ``out`` directly when it is dense in x's format (it may be x), else through
+    a temporary."""
     check_attack_step_args(x, grad, x0, alpha, eps, lo, hi)
     check_out(x, out)
-    fmt = dense_format(x)
-    args = (
-        x.contiguous(memory_format=fmt),
-        grad.contiguous(memory_format=fmt),
-        x0.contiguous(memory_format=fmt),
-        alpha,
-        eps,
-        lo,
-        hi,
-    )
+    fmt, dense = _dense(x, grad, x0)
     if out.is_contiguous(memory_format=fmt):
-        _launch(*args, out)
-    else:
-        tmp = torch.empty_like(args[0])
-        _launch(*args, tmp)
-        out.copy_(tmp)
+        _launch(*dense, alpha, eps, lo, hi, out)
+        return
+    tmp = torch.empty_like(dense[0])
+    _launch(*dense, alpha, eps, lo, hi, tmp)
+    out.copy_(tmp)

@@ -17,4 +17,6 @@ def test_readme_has_python_examples():
 
 @pytest.mark.parametrize("code", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
 def test_readme_example_runs(code):
-    exec(compile(code, str(README), "exec"), {"__name__": "readme_example"})
+    namespace = {"__name__": "readme_example"}
+    exec(compile(code, str(README), "exec"), namespace)  # raises if the example is broken
+    assert len(namespace) > 2  # it ran to the end and defined its names
