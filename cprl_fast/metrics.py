@@ -67,3 +67,16 @@ def evaluate_scores(pred, target) -> dict[str, float]:
         "mse": mse(pred, target),
         "rmse": rmse(pred, target),
     }
+
+
+def score_change(clean, attacked) -> np.ndarray:
+    """Per-sample ``|s' - s|``."""
+    c, a = _arrays(clean, attacked)
+    return np.abs(a - c)
+
+
+def robustness(clean, attacked) -> float:
+    """``R = mean_i log10(max(s_i, 1 - s_i) / (|s'_i - s_i| + 1e-6))`` (SPEC section 6): the
+    room each score has to move over how far it moved, in decades (higher is more robust)."""
+    c, a = _arrays(clean, attacked)
+    return float(np.mean(np.log10(np.maximum(c, 1 - c) / (np.abs(a - c) + 1e-6))))

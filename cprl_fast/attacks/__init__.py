@@ -1,0 +1,18 @@
+"""Adversarial attacks on quality models (SPEC section 5), in pixel space [0, 1].
+
+Gradient attacks: :func:`fgsm`, :func:`pgd` (random start, restarts keeping the worst case per
+sample, expectation over transformation for stochastic models) and :func:`score_reflection`
+(Eq. 5, one-step or iterative). Every update goes through the fused ``attack_step`` op.
+Checks against gradient masking: :func:`soft_rank` (attack CPRL through the differentiable soft
+rank) and :func:`square` (gradient-free, score-based L-infinity).
+
+Every attack works on any module mapping images ``[N, 3, H, W]`` in [0, 1] to scores ``[N]``;
+it runs the model in eval mode and restores its mode, never touches parameter gradients, keeps
+``|x' - x|_inf <= eps`` and ``x'`` in [0, 1], and is reproducible with a seeded generator.
+"""
+
+from cprl_fast.attacks.gradient import fgsm, pgd, score_reflection
+from cprl_fast.attacks.losses import mse_loss, reflection_loss
+from cprl_fast.attacks.masking import soft_rank, square
+
+__all__ = ["fgsm", "mse_loss", "pgd", "reflection_loss", "score_reflection", "soft_rank", "square"]

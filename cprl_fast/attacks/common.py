@@ -1,0 +1,66 @@
+"""What every attack shares: argument checks, eval mode, input gradients, the worst-case keep."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import nn
+
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def check_images(x: torch.Tensor, eps: float) -> None:
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        raise ValueError(f"x must be images [N, C, H, W], got {getattr(x, 'shape', type(x))}")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be floating point, got {x.dtype}")
+    if not eps >= 0:
+        raise ValueError(f"eps must be >= 0, got {eps}")
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """The model in eval mode inside, its previous mode (every submodule's) restored after."""
+    modes = [m.training for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, mode in zip(model.modules(), modes, strict=True):
+            m.training = mode
+
+
+def targets(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    """The scores to move away from: the given labels, else the model's clean predictions."""
+    if y is not None:
+        if y.shape != (x.shape[0],):
+            raise ValueError(f"y must have shape [{x.shape[0]}], got {list(y.shape)}")
+        return y.detach().to(x.device, torch.float32)
+    with torch.no_grad():
+        return model(x).detach().float()
+
+
+def input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: Loss, samples: int = 1):
+    """Gradient of ``sum(loss(model(x), y))`` w.r.t. ``x`` only (parameters' ``.grad`` are not
+    touched), averaged over ``samples`` forward passes (expectation over transformation)."""
+    total = torch.zeros_like(x)
+    for _ in range(samples):
+        xr = x.detach().requires_grad_(True)
+        objective = loss(model(xr).float(), y).sum()
+        (g,) = torch.autograd.grad(objective, xr)
+        total += g
+    return total / samples
+
+
+def per_sample_loss(model, x, y, loss: Loss) -> torch.Tensor:
+    with torch.no_grad():
+        return loss(model(x).float(), y)
+
+
+def keep_worse(best_x, best_loss, x, cur_loss):
+    """Per sample, the candidate with the larger loss (the worst case for the model)."""
+    better = cur_loss > best_loss
+    best_x = torch.where(better[:, None, None, None], x, best_x)
+    return best_x, torch.maximum(best_loss, cur_loss)

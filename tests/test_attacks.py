@@ -1,0 +1,182 @@
+"""Attacks on a small quality model trained in the test: damage, invariants, reproducibility."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torchvision.transforms import v2
+
+from cprl_fast import attacks, metrics
+from cprl_fast.data import load_dataset
+from cprl_fast.models import cprl_resnet
+
+
+class TinyIQA(nn.Module):
+    """A small CNN regressor: images [N, 3, 32, 32] in [0, 1] -> scores in (0, 1)."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+            nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(32, 32, 3, stride=2, padding=1), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 1),
+        )  # fmt: skip
+
+    def forward(self, x):
+        return torch.sigmoid(self.net(x)).squeeze(1)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("builtin")
+    # 40 x 40 centre crops at full resolution, where the distortions are visible
+    crop = v2.Compose([v2.ToImage(), v2.CenterCrop(40), v2.ToDtype(torch.float32, scale=True)])
+    data = load_dataset("builtin", root, split="all", transform=crop)
+    torch.manual_seed(0)
+    model = TinyIQA()
+    model.net[1].eval()  # BatchNorm as a fixed affine map: no train/eval mismatch to learn around
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    x_all, y_all = next(iter(torch.utils.data.DataLoader(data, batch_size=len(data))))
+    for _ in range(80):
+        for idx in torch.randperm(len(data)).split(32):
+            opt.zero_grad()
+            torch.mean((model(x_all[idx]) - y_all[idx]) ** 2).backward()
+            opt.step()
+    model.eval()
+    pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:64]
+    return model, x_all[pick], y_all[pick]
+
+
+def _scores(model, x):
+    with torch.no_grad():
+        return model(x).numpy()
+
+
+def test_the_model_learned(trained):
+    model, x, y = trained
+    assert metrics.srcc(_scores(model, x), y) > 0.5
+
+
+def test_damage_grows_with_eps(trained):
+    model, x, y = trained
+    clean = _scores(model, x)
+    moves = [
+        metrics.score_change(clean, _scores(model, attacks.pgd(model, x, y, eps=e, steps=5))).mean()
+        for e in (0.5 / 255, 2 / 255, 8 / 255)
+    ]
+    assert moves[0] < moves[1] < moves[2]
+
+
+def test_large_eps_breaks_an_undefended_model(trained):
+    model, x, y = trained
+    clean = metrics.srcc(_scores(model, x), y)
+    attacked = metrics.srcc(_scores(model, attacks.pgd(model, x, y, eps=32 / 255, steps=10)), y)
+    assert attacked < clean - 0.5
+
+
+def test_pgd_hurts_at_least_as_much_as_fgsm(trained):
+    model, x, y = trained
+    eps = 2 / 255
+    g = torch.Generator().manual_seed(0)
+    loss_fgsm = np.mean((_scores(model, attacks.fgsm(model, x, y, eps=eps)) - y.numpy()) ** 2)
+    x_pgd = attacks.pgd(model, x, y, eps=eps, steps=10, restarts=2, generator=g)
+    loss_pgd = np.mean((_scores(model, x_pgd) - y.numpy()) ** 2)
+    assert loss_pgd >= loss_fgsm
+
+
+@pytest.mark.parametrize("steps", [1, 10])
+def test_score_reflection_crosses_towards_the_other_side(trained, steps):
+    model, x, _y = trained
+    clean = _scores(model, x)
+    adv = _scores(model, attacks.score_reflection(model, x, torch.from_numpy(clean), eps=4 / 255,
+                                                  steps=steps))  # fmt: skip
+    away = np.where(clean > 0.5, adv < clean, adv > clean)
+    assert away.mean() >= 0.95
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [
+        lambda m, x, y, g: attacks.fgsm(m, x, y, eps=3 / 255),
+        lambda m, x, y, g: attacks.pgd(m, x, y, eps=3 / 255, steps=3, restarts=2, generator=g),
+        lambda m, x, y, g: attacks.score_reflection(m, x, y, eps=3 / 255, steps=3),
+        lambda m, x, y, g: attacks.square(m, x, y, eps=3 / 255, queries=30, generator=g),
+    ],
+    ids=["fgsm", "pgd", "reflection", "square"],
+)
+def test_invariants(trained, attack):
+    model, x, y = trained
+    model.train()
+    for p in model.parameters():
+        p.grad = None
+    model.net[-1].weight.grad = torch.ones_like(model.net[-1].weight)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x_adv = attack(model, x, y, torch.Generator().manual_seed(1))
+    assert (x_adv - x).abs().max() <= 3 / 255 + 1e-6
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    assert model.training and model.net[1].training  # mode restored, submodules too
+    assert torch.equal(model.net[-1].weight.grad, torch.ones_like(model.net[-1].weight))
+    assert all(p.grad is None for p in list(model.parameters())[:-2])
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # BN statistics untouched
+    x_again = attack(model, x, y, torch.Generator().manual_seed(1))
+    assert torch.equal(x_adv, x_again)
+    model.eval()
+
+
+def test_seeds_differ(trained):
+    model, x, y = trained
+    a = attacks.pgd(model, x, y, eps=2 / 255, steps=2, generator=torch.Generator().manual_seed(1))
+    b = attacks.pgd(model, x, y, eps=2 / 255, steps=2, generator=torch.Generator().manual_seed(2))
+    assert not torch.equal(a, b)
+
+
+def test_square_raises_the_loss(trained):
+    model, x, y = trained
+    clean = np.mean((_scores(model, x) - y.numpy()) ** 2)
+    x_sq = attacks.square(model, x, y, eps=8 / 255, queries=100,
+                          generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert np.mean((_scores(model, x_sq) - y.numpy()) ** 2) > clean
+
+
+def test_eot_averages_gradients(trained):
+    model, x, y = trained
+    torch.testing.assert_close(attacks.fgsm(model, x, y, eps=2 / 255, eot=3),
+                               attacks.fgsm(model, x, y, eps=2 / 255))  # fmt: skip
+
+
+def test_soft_rank_surrogate_on_cprl():
+    torch.manual_seed(0)
+    model = cprl_resnet("resnet18").eval()
+    x = torch.rand(2, 3, 32, 32)
+    cas = [m for m in model.modules() if hasattr(m, "rank")]
+    with attacks.soft_rank(model, tau=0.05):
+        assert all(m.rank == "soft" for m in cas)
+        x_adv = attacks.pgd(
+            model, x, eps=4 / 255, steps=2, generator=torch.Generator().manual_seed(0)
+        )
+    assert all(m.rank == "hard" for m in cas)
+    assert (x_adv - x).abs().max() <= 4 / 255 + 1e-6 and not torch.equal(x_adv, x)
+    with pytest.raises(ValueError, match="no CPRLActivation"), attacks.soft_rank(nn.Linear(2, 2)):
+        pass
+
+
+def test_robustness_score():
+    clean = np.array([0.9, 0.2])
+    attacked = np.array([0.8, 0.2])
+    want = np.mean([np.log10(0.9 / (0.1 + 1e-6)), np.log10(0.8 / 1e-6)])
+    assert metrics.robustness(clean, attacked) == pytest.approx(want)
+    np.testing.assert_allclose(metrics.score_change(clean, attacked), [0.1, 0.0], atol=1e-12)
+
+
+def test_bad_arguments(trained):
+    model, x, y = trained
+    with pytest.raises(ValueError, match="eps must be >= 0"):
+        attacks.pgd(model, x, y, eps=-1)
+    with pytest.raises(ValueError, match=r"x must be images \[N, C, H, W\]"):
+        attacks.fgsm(model, x[0], y)
+    with pytest.raises(ValueError, match=r"y must have shape"):
+        attacks.fgsm(model, x, y[:3])
