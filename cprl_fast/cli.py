@@ -124,13 +124,103 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "evaluate",
+        help="clean and attacked SRCC/PLCC/MSE of trained models (Tables 1, 2, 4; Figs 4-6)",
+        description="Evaluates checkpoints clean and under attacks; writes results.md/.csv/.json "
+        "(and with --figures fig4_landscape.png, fig5_channels.png, fig6_srcc_vs_eps.png).",
+    )
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        action="append",
+        required=True,
+        help="a checkpoint written by cprl-fast train (repeat to compare models)",
+    )
+    p.add_argument(
+        "--dataset", help="dataset name (default: the one the first model was trained on)"
+    )
+    p.add_argument("--root", help="dataset folder (default: the training run's)")
+    p.add_argument("--split", default="test", choices=["train", "test", "all"])
+    p.add_argument("--attack", default="fgsm,pgd,reflect",
+                   help="comma-separated: fgsm, pgd, reflect, reflect10, square")  # fmt: skip
+    p.add_argument("--eps", default="1/255", help="L-infinity budget, e.g. 1/255 (the paper's)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--figures", action="store_true", help="also draw Figs 4, 5 and 6")
+    p.add_argument("--out-dir", type=Path, default=Path("reports/evaluate"))
+    return p
+
+
+def load_trained(path: Path, device="cpu"):
+    """(name, model, config) of a checkpoint written by ``cprl-fast train``."""
+    from cprl_fast.train import TrainConfig, build_model
+    from cprl_fast.train.checkpoint import load
+
+    state = load(path, map_location=device)
+    cfg = TrainConfig.from_dict({**json.loads(state["config"]), "pretrained": None})
+    model = build_model(cfg).to(device)
+    model.load_state_dict(state["model"])
+    return f"{cfg.model}-{cfg.arch}", model.eval(), cfg
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from cprl_fast.data import load_dataset
+    from cprl_fast.evaluate import ATTACKS, evaluate, parse_eps, write_report
+
+    try:
+        eps = parse_eps(args.eps)
+        names = [a.strip() for a in args.attack.split(",") if a.strip()]
+        unknown = [a for a in names if a not in ATTACKS]
+        if unknown:
+            raise ValueError(f"unknown attack(s) {unknown}; known: {', '.join(ATTACKS)}")
+        models = {}
+        for path in args.checkpoint:
+            name, model, cfg = load_trained(path, args.device)
+            models[name if name not in models else f"{name}-{len(models)}"] = (model, cfg)
+        cfg0 = next(iter(models.values()))[1]
+        dataset = load_dataset(args.dataset or cfg0.dataset, args.root or cfg0.root,
+                               split=args.split, split_file=cfg0.split_file, seed=cfg0.split_seed,
+                               image_size=cfg0.image_size)  # fmt: skip
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        print(f"cprl-fast evaluate: {err}", file=sys.stderr)
+        return 2
+    results = {
+        name: evaluate(model, dataset, names, eps, args.batch_size, args.device)
+        for name, (model, _) in models.items()
+    }
+    paths = write_report(results, args.out_dir, f"{dataset.name} {args.split}, eps = {args.eps}")
+    if args.figures:
+        from cprl_fast import figures
+
+        plain = {n: m for n, (m, _) in models.items()}
+        x = dataset[0][0][None].to(args.device)
+        figures.score_landscape(plain, x, args.out_dir / "fig4_landscape.png")
+        batch = torch_stack([dataset[i][0] for i in range(min(8, len(dataset)))]).to(args.device)
+        figures.channel_activations({n: (m, m.backbone.layer4[-1]) for n, m in plain.items()},
+                                    batch, args.out_dir / "fig5_channels.png")  # fmt: skip
+        figures.srcc_vs_eps(plain, dataset, args.out_dir / "fig6_srcc_vs_eps.png",
+                            batch_size=args.batch_size, device=args.device)  # fmt: skip
+    print((args.out_dir / "results.md").read_text())
+    print(f"wrote {', '.join(str(p) for p in paths.values())}")
+    return 0
+
+
+def torch_stack(tensors):
+    import torch
+
+    return torch.stack(tensors)
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     parser = argparse.ArgumentParser(prog="cprl-fast", description="Fast, robust NR-IQA (CPRL).")
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
+    _evaluate_parser(sub)
     args = parser.parse_args(argv)
-    return {"train": _train}[args.command](args)
+    return {"train": _train, "evaluate": _evaluate}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -43,7 +43,8 @@ class TrainConfig:
     arch: str = "resnet50"
     placement: str = "last"
     pretrained: str | None = None
-    model: str = "cprl"  #: "cprl" (PNS game) or "resnet" (plain regression)
+    model: str = "cprl"  #: "cprl" (CA modules) or "resnet" (the plain ResNet)
+    pns: bool = True  #: for "cprl": play the PNS game (False: CA alone, plain regression)
     b: float = 0.4
     temperature: float = 1.0
     lam: float = 1.0
@@ -179,7 +180,7 @@ class Trainer:
             for m in self.model.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     m.eval()
-        if self.cfg.model == "resnet":
+        if self.cfg.model == "resnet" or not self.cfg.pns:
             opt = self.opts["theta"]
             opt.zero_grad(set_to_none=True)
             with self._autocast():

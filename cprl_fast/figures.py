@@ -1,0 +1,129 @@
+"""The paper's figures as PNG files (matplotlib, headless), each also returning its data.
+
+- :func:`score_landscape` (Fig. 4): a model's score over the plane ``x + a*d1 + b*d2`` spanned by
+  the FGSM direction ``d1 = sign(grad)`` and a random sign direction ``d2``, for two models side by
+  side.
+- :func:`channel_activations` (Fig. 5): the per-channel mean activation of one layer for natural
+  and attacked inputs, channels sorted by their natural magnitude.
+- :func:`srcc_vs_eps` (Fig. 6): SRCC against attack strength for several models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from cprl_fast import attacks, metrics
+from cprl_fast.attacks.common import eval_mode, input_grad, targets
+from cprl_fast.attacks.losses import mse_loss
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def landscape(model: nn.Module, x: torch.Tensor, extent: float, steps: int = 21,
+              seed: int = 0) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Scores ``[steps, steps]`` of ``model`` at ``clip(x + a*d1 + b*d2, 0, 1)`` for ``a, b`` in
+    ``[-extent, extent]`` (rows: a along the FGSM direction), for one image ``x [1, 3, H, W]``."""
+    with eval_mode(model):
+        y = targets(model, x, None)
+        d1 = torch.sign(input_grad(model, x, y + 0.5, mse_loss))  # away from the clean score
+        g = torch.Generator().manual_seed(seed)
+        d2 = (torch.rand(x.shape, generator=g) < 0.5).to(x.dtype).to(x.device) * 2 - 1
+        grid = np.linspace(-extent, extent, steps)
+        out = np.zeros((steps, steps))
+        with torch.no_grad():
+            for i, a in enumerate(grid):
+                batch = torch.cat([(x + a * d1 + b * d2).clamp(0, 1) for b in grid])
+                out[i] = model(batch).float().cpu().numpy()
+    return grid, out
+
+
+def score_landscape(models: dict[str, nn.Module], x: torch.Tensor, path: str | Path,
+                    extent: float = 8 / 255, steps: int = 21) -> dict:  # fmt: skip
+    """Fig. 4: one surface per model, side by side."""
+    plt = _pyplot()
+    data = {name: landscape(m, x, extent, steps) for name, m in models.items()}
+    fig = plt.figure(figsize=(5 * len(models), 4.2))
+    for k, (name, (grid, z)) in enumerate(data.items()):
+        ax = fig.add_subplot(1, len(models), k + 1, projection="3d")
+        a, b = np.meshgrid(grid * 255, grid * 255, indexing="ij")
+        ax.plot_surface(a, b, z, cmap="viridis")
+        ax.set(title=name, xlabel="FGSM direction (/255)", ylabel="random direction (/255)",
+               zlabel="predicted quality")  # fmt: skip
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return {name: {"grid": grid.tolist(), "scores": z.tolist()} for name, (grid, z) in data.items()}
+
+
+def layer_means(model: nn.Module, layer: nn.Module, x: torch.Tensor) -> np.ndarray:
+    """Mean output of ``layer`` per channel (over batch and space) when ``model`` sees ``x``."""
+    seen = {}
+    handle = layer.register_forward_hook(lambda m, i, o: seen.__setitem__("out", o.detach()))
+    try:
+        with torch.no_grad(), eval_mode(model):
+            model(x)
+    finally:
+        handle.remove()
+    return seen["out"].float().mean(dim=(0, 2, 3)).cpu().numpy()
+
+
+def channel_activations(models: dict[str, tuple[nn.Module, nn.Module]], x: torch.Tensor,
+                        path: str | Path, eps: float = 4 / 255) -> dict:  # fmt: skip
+    """Fig. 5: for each ``name -> (model, layer)``, the layer's channel means for natural images
+    and for their PGD versions, channels sorted by natural magnitude (descending)."""
+    plt = _pyplot()
+    out = {}
+    fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 3.6), squeeze=False)
+    for ax, (name, (model, layer)) in zip(axes[0], models.items(), strict=True):
+        x_adv = attacks.pgd(model, x, eps=eps, steps=10, generator=torch.Generator().manual_seed(0))
+        natural, attacked = layer_means(model, layer, x), layer_means(model, layer, x_adv)
+        order = np.argsort(-np.abs(natural), kind="stable")
+        out[name] = {"natural": natural[order].tolist(), "attacked": attacked[order].tolist()}
+        ax.plot(natural[order], label="natural")
+        ax.plot(attacked[order], label=f"PGD, eps={eps * 255:g}/255", alpha=0.8)
+        ax.set(
+            title=name, xlabel="channel (sorted by natural activation)", ylabel="mean activation"
+        )
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def srcc_vs_eps(models: dict[str, nn.Module], dataset, path: str | Path,
+                eps_values: Sequence[float] = (0, 1 / 255, 2 / 255, 4 / 255, 8 / 255),
+                attack: str = "pgd", batch_size: int = 16, device="cpu") -> dict:  # fmt: skip
+    """Fig. 6: SRCC of each model on ``dataset`` under ``attack`` at each eps."""
+    from cprl_fast.evaluate import predictions
+
+    plt = _pyplot()
+    curves = {}
+    for name, model in models.items():
+        curves[name] = []
+        for eps in eps_values:
+            pred, y = predictions(model, dataset, attack, eps, batch_size, device)
+            curves[name].append(metrics.srcc(pred, y))
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for name, values in curves.items():
+        ax.plot([e * 255 for e in eps_values], values, marker="o", label=name)
+    ax.set(
+        xlabel=f"{attack} budget eps (/255)", ylabel="SRCC", title="SRCC against attack strength"
+    )
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return {"eps": list(eps_values), "srcc": curves}

@@ -1,0 +1,117 @@
+"""The evaluation report, the figures' data, and `cprl-fast evaluate`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cprl_fast import figures, metrics
+from cprl_fast.data import load_dataset
+from cprl_fast.evaluate import evaluate, parse_eps, predictions, write_report
+from cprl_fast.models import cprl_resnet, resnet_iqa
+from cprl_fast.train import TrainConfig, Trainer
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("builtin")
+    return root, load_dataset("builtin", root, split="test", image_size=32)
+
+
+@pytest.fixture(scope="module")
+def models():
+    torch.manual_seed(0)
+    return {"cprl": cprl_resnet("resnet18").eval(), "resnet": resnet_iqa("resnet18").eval()}
+
+
+def test_parse_eps():
+    assert parse_eps("1/255") == pytest.approx(1 / 255)
+    assert parse_eps("0.5") == 0.5 and parse_eps(2) == 2.0
+    with pytest.raises(ValueError, match="fraction like 1/255"):
+        parse_eps("one")
+
+
+def test_eps_zero_is_the_clean_result_and_attacks_move_scores(data, models):
+    _, ds = data
+    model = models["resnet"]
+    clean, y = predictions(model, ds, None, 0.0)
+    zero, _ = predictions(model, ds, "pgd", 0.0)
+    np.testing.assert_array_equal(clean, zero)
+    res = evaluate(model, ds, ["fgsm", "pgd"], eps=2 / 255)
+    assert res["clean"]["srcc"] == pytest.approx(metrics.srcc(clean, y))
+    assert res["clean"]["score_change"] == 0.0
+    assert res["pgd"]["score_change"] > 0 and res["pgd"]["mse"] > res["clean"]["mse"]
+
+
+def test_report_files_agree(data, models, tmp_path):
+    _, ds = data
+    results = {"resnet": evaluate(models["resnet"], ds, ["fgsm"], eps=1 / 255)}
+    paths = write_report(results, tmp_path)
+    assert json.loads(paths["json"].read_text()) == results
+    rows = list(csv.DictReader(open(paths["csv"])))
+    assert [r["condition"] for r in rows] == ["clean", "fgsm"]
+    assert float(rows[1]["srcc"]) == pytest.approx(results["resnet"]["fgsm"]["srcc"], abs=1e-6)
+    md = paths["md"].read_text()
+    assert "| resnet | fgsm |" in md and md.count("\n| resnet |") == 2
+
+
+def _png(path):
+    with Image.open(path) as img:
+        return img.size
+
+
+def test_landscape_centre_is_the_clean_score(models, tmp_path):
+    x = torch.rand(1, 3, 32, 32)
+    grid, z = figures.landscape(models["cprl"], x, extent=4 / 255, steps=5)
+    with torch.no_grad():
+        clean = float(models["cprl"](x))
+    assert z.shape == (5, 5) and grid[2] == 0.0
+    assert z[2, 2] == pytest.approx(clean, abs=1e-6)
+    out = figures.score_landscape(models, x, tmp_path / "fig4.png", extent=4 / 255, steps=5)
+    assert set(out) == {"cprl", "resnet"} and _png(tmp_path / "fig4.png")[0] > 400
+
+
+def test_channel_activations_sorted_by_natural_magnitude(models, tmp_path):
+    x = torch.rand(4, 3, 32, 32)
+    layers = {n: (m, m.backbone.layer4[-1]) for n, m in models.items()}
+    out = figures.channel_activations(layers, x, tmp_path / "fig5.png", eps=4 / 255)
+    nat = np.abs(out["cprl"]["natural"])
+    assert len(nat) == 512 and np.all(np.diff(nat) <= 0)
+    assert out["cprl"]["attacked"] != out["cprl"]["natural"]
+    assert _png(tmp_path / "fig5.png")[0] > 400
+
+
+def test_srcc_vs_eps_starts_at_the_clean_srcc(data, models, tmp_path):
+    _, ds = data
+    out = figures.srcc_vs_eps({"resnet": models["resnet"]}, ds, tmp_path / "fig6.png",
+                              eps_values=(0, 4 / 255))  # fmt: skip
+    clean, y = predictions(models["resnet"], ds, None, 0)
+    assert out["srcc"]["resnet"][0] == pytest.approx(metrics.srcc(clean, y))
+    assert _png(tmp_path / "fig6.png")[0] > 300
+
+
+def test_cli_evaluate(data, tmp_path):
+    root, _ = data
+    cfg = TrainConfig(arch="resnet18", image_size=32, batch_size=8, max_steps=1, root=str(root),
+                      out_dir=str(tmp_path / "run"))  # fmt: skip
+    train = load_dataset("builtin", root, split="train", image_size=32)
+    Trainer(cfg, train).fit()
+    cmd = [sys.executable, "-m", "cprl_fast.cli", "evaluate", "--checkpoint",
+           str(tmp_path / "run" / "last.pt"), "--attack", "fgsm,pgd", "--eps", "1/255",
+           "--out-dir", str(tmp_path / "report")]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+    assert r.returncode == 0, r.stderr
+    results = json.loads((tmp_path / "report" / "results.json").read_text())
+    assert set(results["cprl-resnet18"]) == {"clean", "fgsm", "pgd"}
+    bad = subprocess.run([*cmd[:6], "--attack", "cw"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown attack(s) ['cw']" in bad.stderr
+    missing = subprocess.run([*cmd[:5], str(tmp_path / "nope.pt")], capture_output=True, text=True)
+    assert missing.returncode == 2 and "checkpoint not found" in missing.stderr
