@@ -153,6 +153,51 @@ def _evaluate_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
+def _reproduce_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "reproduce",
+        help="the paper's protocol for one dataset: every model, attack, table and figure",
+        description="Trains (or resumes) ResNet, CPRL, the b sweep and CA alone, attacks them, and "
+        "writes report.md / report.json, tables/ and figures/ into --out-dir. Run it again to "
+        "resume after an interruption.",
+    )
+    p.add_argument("--dataset", default="builtin")
+    p.add_argument("--root")
+    p.add_argument("--out-dir", type=Path, default=Path("reports/reproduce"))
+    p.add_argument("--eps", default="1/255")
+    p.add_argument("--attack", default="fgsm,pgd,reflect")
+    p.add_argument("--arch", default="resnet50")
+    p.add_argument("--image-size", type=int, default=320)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=3e-5)
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--device", default="cpu")
+    return p
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from cprl_fast.evaluate import ATTACKS, parse_eps
+    from cprl_fast.reproduce import reproduce
+    from cprl_fast.train import TrainConfig
+
+    try:
+        eps = parse_eps(args.eps)
+        names = [a.strip() for a in args.attack.split(",") if a.strip()]
+        unknown = [a for a in names if a not in ATTACKS]
+        if unknown:
+            raise ValueError(f"unknown attack(s) {unknown}; known: {', '.join(ATTACKS)}")
+        base = TrainConfig(arch=args.arch, image_size=args.image_size, epochs=args.epochs,
+                           batch_size=args.batch_size, lr=args.lr, max_steps=args.max_steps,
+                           device=args.device)  # fmt: skip
+        reproduce(args.dataset, args.root, args.out_dir, base, eps, names)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"cprl-fast reproduce: {err}", file=sys.stderr)
+        return 2
+    print(f"report: {args.out_dir / 'report.md'}")
+    return 0
+
+
 def load_trained(path: Path, device="cpu"):
     """(name, model, config) of a checkpoint written by ``cprl-fast train``."""
     from cprl_fast.train import TrainConfig, build_model
@@ -219,8 +264,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
     _evaluate_parser(sub)
+    _reproduce_parser(sub)
     args = parser.parse_args(argv)
-    return {"train": _train, "evaluate": _evaluate}[args.command](args)
+    commands = {"train": _train, "evaluate": _evaluate, "reproduce": _reproduce}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":

@@ -189,7 +189,7 @@ class Trainer:
             if self.cfg.clip_grad is not None:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad)
             opt.step()
-            losses = {"l_reg": float(loss)}
+            losses = {"l_reg": float(loss.detach())}
         else:
             step = STEPS[self.cfg.mode]
             losses = step(self.net, self.groups, self.opts, x, y, self.step, self.cfg.lam,
