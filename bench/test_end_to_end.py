@@ -1,0 +1,72 @@
+"""pytest-benchmark of the end-to-end costs (bench/end_to_end.py); CPRL_BENCH_SMALL=1 for CI."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from bench.end_to_end import batch, model_fwd_bwd, pgd10
+from bench.test_ops import DEVICE, _synchronized
+from cprl_fast.models import cprl_resnet, resnet_iqa
+from cprl_fast.train import TrainConfig, build_optimizers, param_groups
+from cprl_fast.train.pns import STEPS
+
+SMALL = os.environ.get("CPRL_BENCH_SMALL") == "1"
+ARCH = "resnet18" if SMALL or DEVICE.type == "cpu" else "resnet50"
+SIZE, N = (32, 2) if SMALL else ((128, 16) if DEVICE.type == "cpu" else (320, 16))
+
+
+@pytest.fixture(scope="module")
+def data():
+    return batch(SIZE, N, DEVICE)
+
+
+@pytest.mark.parametrize("name", ["resnet", "cprl"])
+def test_model_forward_backward(benchmark, data, name):
+    torch.manual_seed(0)
+    model = (resnet_iqa if name == "resnet" else cprl_resnet)(ARCH).to(DEVICE).train()
+    x, y = data
+    benchmark.group = f"model fwd+bwd {ARCH} {SIZE}px x{N}"
+    benchmark(_synchronized(model_fwd_bwd(model, x, y)))
+    assert all(p.grad is not None for p in model.head.parameters())
+
+
+@pytest.mark.parametrize("mode", ["plain", "faithful", "fast"])
+def test_training_iteration(benchmark, data, mode):
+    torch.manual_seed(0)
+    x, y = data
+    benchmark.group = f"training iteration {ARCH} {SIZE}px x{N}"
+    if mode == "plain":
+        model = resnet_iqa(ARCH).to(DEVICE).train()
+        opt = build_optimizers(model, TrainConfig(model="resnet"))["theta"]
+
+        def run():
+            opt.zero_grad(set_to_none=True)
+            torch.mean((model(x) - y) ** 2).backward()
+            opt.step()
+
+    else:
+        model = cprl_resnet(ARCH).to(DEVICE).train()
+        opts, groups, t = build_optimizers(model, TrainConfig()), param_groups(model), [0]
+
+        def run():
+            STEPS[mode](model, groups, opts, x, y, t[0], 1.0)
+            t[0] += 1
+
+    before = model.head.weight.detach().clone()
+    benchmark(_synchronized(run))
+    assert not torch.equal(before, model.head.weight)
+
+
+@pytest.mark.parametrize("step", ["fused", "eager"])
+def test_pgd10_throughput(benchmark, data, step):
+    torch.manual_seed(0)
+    model = resnet_iqa(ARCH).to(DEVICE)
+    x, y = data
+    benchmark.group = f"PGD-10 {ARCH} {SIZE}px x{N}"
+    x_adv = benchmark(_synchronized(pgd10(model, x, y, 1 / 255, step == "fused")))
+    if benchmark.stats is not None:  # None under --benchmark-disable
+        benchmark.extra_info["images_per_s"] = N / benchmark.stats.stats.median
+    assert (x_adv - x).abs().max() <= 1 / 255 + 1e-6
