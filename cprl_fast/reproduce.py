@@ -51,7 +51,7 @@ def _cached(out: Path, step: str, fn):
 def reproduce(
     dataset: str, root: str | None, out_dir: str | Path, base: TrainConfig,
     eps: float = 1 / 255, attack_names=("fgsm", "pgd", "reflect"),
-    b_values=(0.2, 0.3, 0.4, 0.5),
+    b_values=(0.2, 0.3, 0.4, 0.5), ablations: bool = True,
 ) -> dict:  # fmt: skip
     """Runs (or resumes) the protocol; returns the report's content."""
     out = Path(out_dir)
@@ -74,16 +74,19 @@ def reproduce(
         main, out / "tables" / "main", f"{dataset}: clean and attacked, eps = {eps * 255:g}/255"
     )
 
-    table5 = {}
-    for b in b_values:
+    table5, table6 = {}, {}
+    for b in b_values if ablations else ():
         name = f"cprl-b{b:g}"
         model = models["cprl"] if b == 0.4 else train(name, model="cprl", b=b)
         table5[f"b={b:g}"] = attacked(name, model, ["fgsm"])
-    write_report(table5, out / "tables" / "table5_b", "Table 5: the offset b")
-
-    ca_alone = train("ca-alone", model="cprl", pns=False)
-    table6 = {"CA alone": attacked("ca-alone", ca_alone, ["fgsm", "pgd"]), "CA + PNS": main["cprl"]}
-    write_report(table6, out / "tables" / "table6_pns", "Table 6: CA alone against CA + PNS")
+    if ablations:
+        write_report(table5, out / "tables" / "table5_b", "Table 5: the offset b")
+        ca_alone = train("ca-alone", model="cprl", pns=False)
+        table6 = {
+            "CA alone": attacked("ca-alone", ca_alone, ["fgsm", "pgd"]),
+            "CA + PNS": main["cprl"],
+        }
+        write_report(table6, out / "tables" / "table6_pns", "Table 6: CA alone against CA + PNS")
 
     figs = out / "figures"
     figs.mkdir(parents=True, exist_ok=True)
@@ -110,7 +113,7 @@ def reproduce(
              f"Train {len(train_set)} / test {len(test_set)} images, split {split_file}; "
              f"{cfg.arch} at {cfg.image_size} px, {cfg.epochs} epoch(s), batch {cfg.batch_size}.",
              ""]  # fmt: skip
-    for sub in ("main", "table5_b", "table6_pns"):
+    for sub in ("main", "table5_b", "table6_pns") if ablations else ("main",):
         parts += [(out / "tables" / sub / "results.md").read_text(), ""]
     parts += ["## Figures", ""]
     parts += [

@@ -43,3 +43,19 @@ def test_protocol_writes_everything_and_resumes(tmp_path):
     assert {p: p.stat().st_mtime_ns for p in trained} == trained
     assert again["main"]["cprl"] == report["main"]["cprl"]
     assert (out / "steps" / "eval-resnet.json").is_file()
+
+
+def test_demo_command(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "cprl_fast.cli", "demo", "--image-size", "32", "--max-steps", "2",
+           "--out-dir", str(tmp_path / "demo")]  # fmt: skip
+    env = {**os.environ, "CPRL_FAST_CACHE": str(tmp_path / "cache")}
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "| cprl | pgd |" in r.stdout and "| resnet | fgsm |" in r.stdout
+    assert "How to read this" in r.stdout and str(tmp_path / "demo" / "report.md") in r.stdout
+    assert (tmp_path / "demo" / "figures" / "fig6_srcc_vs_eps.png").is_file()
+    assert not (tmp_path / "demo" / "tables" / "table5_b").exists()  # no ablations in the demo
