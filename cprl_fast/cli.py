@@ -153,6 +153,31 @@ def _evaluate_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
+def _protocol_options(p, out: str, arch: str, size: int, epochs: int, lr: float) -> None:
+    """The options `reproduce` and `demo` share, with each command's defaults."""
+    p.add_argument("--dataset", default="builtin")
+    p.add_argument("--root")
+    p.add_argument("--out-dir", type=Path, default=Path(out))
+    p.add_argument("--eps", default="1/255")
+    p.add_argument("--arch", default=arch)
+    p.add_argument("--image-size", type=int, default=size)
+    p.add_argument("--epochs", type=int, default=epochs)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=lr)
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--device", default="cpu")
+
+
+def _attack_names(text: str) -> list[str]:
+    from cprl_fast.evaluate import ATTACKS
+
+    names = [a.strip() for a in text.split(",") if a.strip()]
+    unknown = [a for a in names if a not in ATTACKS]
+    if unknown:
+        raise ValueError(f"unknown attack(s) {unknown}; known: {', '.join(ATTACKS)}")
+    return names
+
+
 def _reproduce_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "reproduce",
@@ -161,18 +186,8 @@ def _reproduce_parser(sub) -> argparse.ArgumentParser:
         "writes report.md / report.json, tables/ and figures/ into --out-dir. Run it again to "
         "resume after an interruption.",
     )
-    p.add_argument("--dataset", default="builtin")
-    p.add_argument("--root")
-    p.add_argument("--out-dir", type=Path, default=Path("reports/reproduce"))
-    p.add_argument("--eps", default="1/255")
+    _protocol_options(p, out="reports/reproduce", arch="resnet50", size=320, epochs=10, lr=3e-5)
     p.add_argument("--attack", default="fgsm,pgd,reflect")
-    p.add_argument("--arch", default="resnet50")
-    p.add_argument("--image-size", type=int, default=320)
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=3e-5)
-    p.add_argument("--max-steps", type=int)
-    p.add_argument("--device", default="cpu")
     return p
 
 
@@ -186,32 +201,19 @@ def _demo_parser(sub) -> argparse.ArgumentParser:
         "Table-1-style comparison and writes report.md, tables and figures to --out-dir. Point "
         "it at a real dataset with --dataset/--root and a GPU with --device cuda.",
     )
-    p.add_argument("--dataset", default="builtin")
-    p.add_argument("--root")
-    p.add_argument("--out-dir", type=Path, default=Path("reports/demo"))
-    p.add_argument("--eps", default="1/255")
-    p.add_argument("--arch", default="resnet18")
-    p.add_argument("--image-size", type=int, default=64)
-    p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--max-steps", type=int)
-    p.add_argument("--device", default="cpu")
+    _protocol_options(p, out="reports/demo", arch="resnet18", size=64, epochs=8, lr=3e-4)
     p.set_defaults(attack="fgsm,pgd", demo=True)
     return p
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    from cprl_fast.evaluate import ATTACKS, parse_eps
+    from cprl_fast.evaluate import parse_eps
     from cprl_fast.reproduce import reproduce
     from cprl_fast.train import TrainConfig
 
     try:
         eps = parse_eps(args.eps)
-        names = [a.strip() for a in args.attack.split(",") if a.strip()]
-        unknown = [a for a in names if a not in ATTACKS]
-        if unknown:
-            raise ValueError(f"unknown attack(s) {unknown}; known: {', '.join(ATTACKS)}")
+        names = _attack_names(args.attack)
         base = TrainConfig(arch=args.arch, image_size=args.image_size, epochs=args.epochs,
                            batch_size=args.batch_size, lr=args.lr, max_steps=args.max_steps,
                            device=args.device)  # fmt: skip
@@ -245,14 +247,11 @@ def load_trained(path: Path, device="cpu"):
 
 def _evaluate(args: argparse.Namespace) -> int:
     from cprl_fast.data import load_dataset
-    from cprl_fast.evaluate import ATTACKS, evaluate, parse_eps, write_report
+    from cprl_fast.evaluate import evaluate, parse_eps, write_report
 
     try:
         eps = parse_eps(args.eps)
-        names = [a.strip() for a in args.attack.split(",") if a.strip()]
-        unknown = [a for a in names if a not in ATTACKS]
-        if unknown:
-            raise ValueError(f"unknown attack(s) {unknown}; known: {', '.join(ATTACKS)}")
+        names = _attack_names(args.attack)
         models = {}
         for path in args.checkpoint:
             name, model, cfg = load_trained(path, args.device)
