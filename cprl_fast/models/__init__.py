@@ -1,5 +1,7 @@
-"""Quality models. :func:`cprl_resnet` builds the CPRL ResNet of the paper."""
+"""Quality models: :func:`cprl_resnet` (the paper's CPRL ResNet), the baselines, and
+:func:`build`, the registry every command builds models from."""
 
+from cprl_fast.models import baselines  # noqa: F401  (registers the baselines)
 from cprl_fast.models.cprl_resnet import (
     ARCHS,
     QualityResNet,
@@ -7,5 +9,14 @@ from cprl_fast.models.cprl_resnet import (
     cprl_resnet,
     resnet_iqa,
 )
+from cprl_fast.models.registry import MODELS, build
 
-__all__ = ["ARCHS", "QualityResNet", "convert_resnet", "cprl_resnet", "resnet_iqa"]
+__all__ = [
+    "ARCHS",
+    "MODELS",
+    "QualityResNet",
+    "build",
+    "convert_resnet",
+    "cprl_resnet",
+    "resnet_iqa",
+]

@@ -43,7 +43,7 @@ class TrainConfig:
     arch: str = "resnet50"
     placement: str = "last"
     pretrained: str | None = None
-    model: str = "cprl"  #: "cprl" (CA modules) or "resnet" (the plain ResNet)
+    model: str = "cprl"  #: a name of cprl_fast.models.MODELS ("cprl", "resnet", baselines)
     pns: bool = True  #: for "cprl": play the PNS game (False: CA alone, plain regression)
     b: float = 0.4
     temperature: float = 1.0
@@ -68,8 +68,12 @@ class TrainConfig:
     def __post_init__(self):
         if self.mode not in STEPS:
             raise ValueError(f"mode must be one of {', '.join(STEPS)}, got {self.mode!r}")
-        if self.model not in ("cprl", "resnet"):
-            raise ValueError(f"model must be 'cprl' or 'resnet', got {self.model!r}")
+        from cprl_fast.models import MODELS
+
+        if self.model not in MODELS:
+            raise ValueError(
+                f"model must be one of {', '.join(sorted(MODELS))}, got {self.model!r}"
+            )
         for name in ("lr", "batch_size", "epochs", "image_size", "lam"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
@@ -84,12 +88,12 @@ class TrainConfig:
 
 
 def build_model(cfg: TrainConfig) -> nn.Module:
-    from cprl_fast.models import cprl_resnet, resnet_iqa
+    from cprl_fast.models import build
 
-    if cfg.model == "resnet":
-        return resnet_iqa(cfg.arch, pretrained=cfg.pretrained)
-    return cprl_resnet(cfg.arch, cfg.placement, pretrained=cfg.pretrained, b=cfg.b,
-                       temperature=cfg.temperature)  # fmt: skip
+    if cfg.model == "cprl":
+        return build("cprl", arch=cfg.arch, placement=cfg.placement, pretrained=cfg.pretrained,
+                     b=cfg.b, temperature=cfg.temperature)  # fmt: skip
+    return build(cfg.model, arch=cfg.arch, pretrained=cfg.pretrained, **cfg.extra)
 
 
 def build_optimizers(model: nn.Module, cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
@@ -98,7 +102,7 @@ def build_optimizers(model: nn.Module, cfg: TrainConfig) -> dict[str, torch.opti
     def adamw(params):
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
-    if cfg.model == "resnet":
+    if cfg.model != "cprl":
         return {"theta": adamw([p for p in model.parameters() if p.requires_grad])}
     groups = param_groups(model)
     return {"theta": adamw(groups.theta), "phi": adamw(groups.phi), "xi": adamw(groups.xi)}
@@ -154,6 +158,11 @@ class Trainer:
         self.out = Path(cfg.out_dir)
         self.net = self.model
         if self.world > 1:
+            if hasattr(self.model, "training_loss"):
+                raise ValueError(
+                    f"model {cfg.model!r} has its own training loss, which does not run through "
+                    "DistributedDataParallel yet: train it in one process"
+                )
             if self.device.type != "cuda" and not cfg.freeze_bn:
                 raise ValueError(
                     "distributed training on the CPU needs freeze_bn=True: SyncBatchNorm runs on "
@@ -180,11 +189,15 @@ class Trainer:
             for m in self.model.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     m.eval()
-        if self.cfg.model == "resnet" or not self.cfg.pns:
+        if self.cfg.model != "cprl" or not self.cfg.pns:
             opt = self.opts["theta"]
             opt.zero_grad(set_to_none=True)
+            custom = getattr(self.model, "training_loss", None)  # NIMA's EMD, SAT, NT, ...
             with self._autocast():
-                loss = torch.mean((self.net(x).float() - y) ** 2)
+                if custom is not None:
+                    loss = custom(x, y)
+                else:
+                    loss = torch.mean((self.net(x).float() - y) ** 2)
             loss.backward()
             if self.cfg.clip_grad is not None:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad)

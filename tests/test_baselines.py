@@ -1,0 +1,114 @@
+"""The baselines: the registry, shapes, training steps, and each model's defining behaviour."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cprl_fast.models import MODELS, build
+from cprl_fast.models.baselines import LWTA, DenoisingBlock, emd
+
+NAMES = ["resnet", "cprl", "lwta", "denoise", "sat", "nt", "nima"]
+
+
+def _batch(seed=0, n=4, size=32):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, size, size, generator=g), torch.rand(n, generator=g)
+
+
+def _loss(model, x, y):
+    fn = getattr(model, "training_loss", None)
+    return fn(x, y) if fn is not None else torch.mean((model(x) - y) ** 2)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_shapes_and_backward(name):
+    torch.manual_seed(0)
+    model = build(name, arch="resnet18").train()
+    x, y = _batch()
+    s = model(x)
+    assert s.shape == (4,) and ((s >= 0) & (s <= 1)).all()
+    _loss(model, x, y).backward()
+    assert model.head.weight.grad is not None and model.head.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n != "cprl"])
+def test_a_few_steps_lower_the_loss(name):
+    torch.manual_seed(0)
+    model = build(name, arch="resnet18").train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x, y = _batch(1)
+    with torch.no_grad():
+        model.eval()
+        before = torch.mean((model(x) - y) ** 2)
+        model.train()
+    for _ in range(8):
+        opt.zero_grad()
+        _loss(model, x, y).backward()
+        opt.step()
+    with torch.no_grad():
+        model.eval()
+        after = torch.mean((model(x) - y) ** 2)
+    assert after < before
+
+
+def test_registry_names_and_errors():
+    assert set(NAMES) <= set(MODELS)
+    with pytest.raises(ValueError, match="did you mean 'nima'"):
+        build("nimа2")  # noqa: RUF001
+    with pytest.raises(ValueError, match="did you mean 'lwta'"):
+        build("lwtb")
+
+
+def test_lwta_one_winner_per_group_and_stochastic_in_training():
+    act = LWTA(2)
+    x = torch.randn(3, 8, 4, 4)
+    act.eval()
+    y = act(x).view(3, 4, 2, 4, 4)
+    groups = x.view(3, 4, 2, 4, 4)
+    winners = (y != 0).sum(dim=2)
+    assert torch.all(winners == 1)
+    assert torch.equal(y.sum(dim=2), groups.max(dim=2).values)  # the strongest unit wins
+    act.train()
+    torch.manual_seed(0)
+    a, b = act(x), act(x)
+    assert not torch.equal(a, b)
+    assert torch.all((a.view(3, 4, 2, 4, 4) != 0).sum(dim=2) == 1)  # still one winner forward
+
+
+def test_nima_distribution_and_emd():
+    torch.manual_seed(0)
+    model = build("nima", arch="resnet18").eval()
+    p = model.distribution(torch.rand(3, 3, 32, 32))
+    torch.testing.assert_close(p.sum(dim=1), torch.ones(3))
+    assert torch.all(emd(p, p) == 0)
+    q = model.target_distribution(torch.tensor([0.2, 0.5, 0.9]))
+    torch.testing.assert_close(q.sum(dim=1), torch.ones(3))
+    assert torch.all(emd(p, q) > 0)
+    torch.testing.assert_close(q @ model.centres, torch.tensor([0.2, 0.5, 0.9]), atol=0.03, rtol=0)
+
+
+def test_denoising_block_is_the_identity_at_init():
+    block = DenoisingBlock(16).train()
+    x = torch.randn(2, 16, 5, 5)
+    torch.testing.assert_close(block(x), x, rtol=0, atol=0)
+
+
+def test_sat_trains_on_adversarial_batches():
+    torch.manual_seed(0)
+    model = build("sat", arch="resnet18", eps=2 / 255).train()
+    x, y = _batch(2)
+    x_adv = model.adversarial_batch(x, y)
+    assert not torch.equal(x_adv, x) and (x_adv - x).abs().max() <= 2 / 255 + 1e-6
+    assert model.training  # the attack ran in eval mode and gave the mode back
+    assert not any(isinstance(m, torch.nn.ReLU) for m in model.modules())
+
+
+def test_nt_penalty_is_zero_for_a_constant_model():
+    torch.manual_seed(0)
+    model = build("nt", arch="resnet18").train()
+    x, y = _batch(3)
+    assert model.penalty(x, y) > 0
+    with torch.no_grad():
+        model.head.weight.zero_()  # the score no longer depends on the image
+    assert model.penalty(x, y) == 0
