@@ -188,6 +188,11 @@ def _reproduce_parser(sub) -> argparse.ArgumentParser:
     )
     _protocol_options(p, out="reports/reproduce", arch="resnet50", size=320, epochs=10, lr=3e-5)
     p.add_argument("--attack", default="fgsm,pgd,reflect")
+    p.add_argument(
+        "--baselines",
+        default="lwta,denoise,sat,nt,nima,dbcnn",
+        help="comma-separated baselines to train beside ResNet and CPRL ('' for none)",
+    )
     return p
 
 
@@ -218,7 +223,9 @@ def _reproduce(args: argparse.Namespace) -> int:
                            batch_size=args.batch_size, lr=args.lr, max_steps=args.max_steps,
                            device=args.device)  # fmt: skip
         demo = getattr(args, "demo", False)
-        reproduce(args.dataset, args.root, args.out_dir, base, eps, names, ablations=not demo)
+        baselines = [] if demo else [b.strip() for b in args.baselines.split(",") if b.strip()]
+        reproduce(args.dataset, args.root, args.out_dir, base, eps, names, ablations=not demo,
+                  baselines=baselines)  # fmt: skip
     except (ValueError, FileNotFoundError) as err:
         print(f"cprl-fast {args.command}: {err}", file=sys.stderr)
         return 2
@@ -275,7 +282,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         x = dataset[0][0][None].to(args.device)
         figures.score_landscape(plain, x, args.out_dir / "fig4_landscape.png")
         batch = torch_stack([dataset[i][0] for i in range(min(8, len(dataset)))]).to(args.device)
-        figures.channel_activations({n: (m, m.backbone.layer4[-1]) for n, m in plain.items()},
+        figures.channel_activations({n: (m, figures.default_layer(m)) for n, m in plain.items()},
                                     batch, args.out_dir / "fig5_channels.png")  # fmt: skip
         figures.srcc_vs_eps(plain, dataset, args.out_dir / "fig6_srcc_vs_eps.png",
                             batch_size=args.batch_size, device=args.device)  # fmt: skip

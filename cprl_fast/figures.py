@@ -67,6 +67,17 @@ def score_landscape(models: dict[str, nn.Module], x: torch.Tensor, path: str | P
     return {name: {"grid": grid.tolist(), "scores": z.tolist()} for name, (grid, z) in data.items()}
 
 
+def default_layer(model: nn.Module) -> nn.Module:
+    """The layer Fig. 5 shows: the last residual block of a ResNet-based model (its CA module's
+    output for CPRL), else the model's last convolutional stage."""
+    backbone = getattr(model, "backbone", None)
+    if backbone is not None and hasattr(backbone, "layer4"):
+        return backbone.layer4[-1]
+    if hasattr(model, "vgg"):
+        return model.vgg
+    raise ValueError(f"no default layer for Fig. 5 in a {type(model).__name__}")
+
+
 def layer_means(model: nn.Module, layer: nn.Module, x: torch.Tensor) -> np.ndarray:
     """Mean output of ``layer`` per channel (over batch and space) when ``model`` sees ``x``."""
     seen = {}

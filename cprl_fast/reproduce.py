@@ -1,13 +1,14 @@
 """The paper's protocol for one dataset, into one report folder, resumable.
 
 Trains (or resumes) every model, attacks them and writes every table and figure:
-- ``resnet``: the plain ResNet; ``cprl``: CA + the PNS game (b = 0.4); their clean and attacked
-  SRCC/PLCC/MSE (Tables 1, 2 and 4 on this dataset) at ``eps``;
+- ``resnet``: the plain ResNet; ``cprl``: CA + the PNS game (b = 0.4); the baselines (``lwta``,
+  ``denoise``, ``sat``, ``nt``, ``nima``, ``dbcnn``); their clean and attacked SRCC/PLCC/MSE
+  (Tables 1, 2 and 4 on this dataset) at ``eps``;
 - Table 5: CPRL with b in ``b_values``; Table 6: CA alone (no PNS) against CA + PNS;
 - Figs 4, 5, 6 for ResNet against CPRL.
 Each model trains into ``out/models/<name>`` (``last.pt`` resumes it); each finished step writes
 its JSON under ``out/steps/`` and is skipped when run again. ``report.md`` and ``report.json``
-collect everything. The baselines of the paper beyond the plain ResNet are not included yet.
+collect everything.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ def reproduce(
     dataset: str, root: str | None, out_dir: str | Path, base: TrainConfig,
     eps: float = 1 / 255, attack_names=("fgsm", "pgd", "reflect"),
     b_values=(0.2, 0.3, 0.4, 0.5), ablations: bool = True,
+    baselines=("lwta", "denoise", "sat", "nt", "nima", "dbcnn"),
 ) -> dict:  # fmt: skip
     """Runs (or resumes) the protocol; returns the report's content."""
     out = Path(out_dir)
@@ -69,7 +71,8 @@ def reproduce(
         return _cached(out, f"eval-{name}", lambda: evaluate(model, test_set, names, eps, bs, dev))
 
     models = {"resnet": train("resnet", model="resnet"), "cprl": train("cprl", model="cprl", b=0.4)}
-    main = {n: attacked(n, m, attack_names) for n, m in models.items()}
+    others = {name: train(name, model=name) for name in baselines}
+    main = {n: attacked(n, m, attack_names) for n, m in {**models, **others}.items()}
     write_report(
         main, out / "tables" / "main", f"{dataset}: clean and attacked, eps = {eps * 255:g}/255"
     )

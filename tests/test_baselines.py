@@ -7,8 +7,9 @@ import torch
 
 from cprl_fast.models import MODELS, build
 from cprl_fast.models.baselines import LWTA, DenoisingBlock, emd
+from cprl_fast.models.dbcnn import SCNN, distortion_batch, pretrain_scnn
 
-NAMES = ["resnet", "cprl", "lwta", "denoise", "sat", "nt", "nima"]
+NAMES = ["resnet", "cprl", "lwta", "denoise", "sat", "nt", "nima", "dbcnn"]
 
 
 def _batch(seed=0, n=4, size=32):
@@ -112,3 +113,22 @@ def test_nt_penalty_is_zero_for_a_constant_model():
     with torch.no_grad():
         model.head.weight.zero_()  # the score no longer depends on the image
     assert model.penalty(x, y) == 0
+
+
+def test_dbcnn_distortion_classes_and_scnn_pretraining():
+    x1, l1 = distortion_batch(12, 32, torch.Generator().manual_seed(4))
+    x2, l2 = distortion_batch(12, 32, torch.Generator().manual_seed(4))
+    assert torch.equal(x1, x2) and torch.equal(l1, l2)  # seeded
+    assert x1.shape == (12, 3, 32, 32) and l1.min() >= 0 and l1.max() <= 25
+    torch.manual_seed(0)
+    scnn = SCNN()
+    losses = pretrain_scnn(scnn, steps=40, batch=16, size=32, lr=3e-3)
+    assert sum(losses[-8:]) / 8 < sum(losses[:8]) / 8
+
+
+def test_dbcnn_bilinear_features_are_normalised():
+    torch.manual_seed(0)
+    model = build("dbcnn").eval()
+    z = model.bilinear(torch.rand(2, 3, 32, 32))
+    assert z.shape == (2, 128 * 512)
+    torch.testing.assert_close(z.norm(dim=1), torch.ones(2))

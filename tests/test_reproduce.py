@@ -16,8 +16,8 @@ def test_protocol_writes_everything_and_resumes(tmp_path):
                        lr=1e-4)  # fmt: skip
     data_root = tmp_path / "builtin"
     report = reproduce("builtin", str(data_root), out, base, attack_names=("fgsm",),
-                       b_values=(0.4, 0.5))  # fmt: skip
-    assert set(report["main"]) == {"resnet", "cprl"}
+                       b_values=(0.4, 0.5), baselines=("nima",))  # fmt: skip
+    assert set(report["main"]) == {"resnet", "cprl", "nima"}
     assert set(report["main"]["cprl"]) == {"clean", "fgsm"}
     assert set(report["table5"]) == {"b=0.4", "b=0.5"}
     assert set(report["table6"]) == {"CA alone", "CA + PNS"}
@@ -31,7 +31,8 @@ def test_protocol_writes_everything_and_resumes(tmp_path):
         p.parent.name: json.loads(torch.load(p, weights_only=True)["config"])
         for p in (out / "models").glob("*/last.pt")
     }
-    assert set(cfgs) == {"resnet", "cprl", "cprl-b0.5", "ca-alone"}
+    assert set(cfgs) == {"resnet", "cprl", "nima", "cprl-b0.5", "ca-alone"}
+    assert cfgs["nima"]["model"] == "nima"
     assert cfgs["resnet"]["model"] == "resnet" and cfgs["cprl-b0.5"]["b"] == 0.5
     assert cfgs["ca-alone"]["pns"] is False and cfgs["cprl"]["pns"] is True
 
@@ -39,7 +40,7 @@ def test_protocol_writes_everything_and_resumes(tmp_path):
     trained = {p: p.stat().st_mtime_ns for p in (out / "models").glob("*/last.pt")}
     (out / "steps" / "eval-resnet.json").unlink()
     again = reproduce("builtin", str(data_root), out, base, attack_names=("fgsm",),
-                      b_values=(0.4, 0.5))  # fmt: skip
+                      b_values=(0.4, 0.5), baselines=("nima",))  # fmt: skip
     assert {p: p.stat().st_mtime_ns for p in trained} == trained
     assert again["main"]["cprl"] == report["main"]["cprl"]
     assert (out / "steps" / "eval-resnet.json").is_file()

@@ -16,6 +16,7 @@ decimals) once into a cache folder (``$CPRL_FAST_CACHE``, else ``~/.cache/cprl_f
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import os
 import shutil
@@ -54,8 +55,9 @@ def cache_root() -> Path:
     return Path(base)
 
 
+@functools.cache
 def reference(scene: str) -> Image.Image:
-    """One reference photograph, RGB, 256 x 256."""
+    """One reference photograph, RGB, 256 x 256 (cached: do not modify the returned image)."""
     import skimage.data
 
     path = Path(skimage.data.__file__).parent / SCENES[scene]

@@ -1,7 +1,7 @@
 """Quality models: :func:`cprl_resnet` (the paper's CPRL ResNet), the baselines, and
 :func:`build`, the registry every command builds models from."""
 
-from cprl_fast.models import baselines  # noqa: F401  (registers the baselines)
+from cprl_fast.models import baselines, dbcnn  # noqa: F401  (register the baselines)
 from cprl_fast.models.cprl_resnet import (
     ARCHS,
     QualityResNet,
