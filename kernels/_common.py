@@ -23,6 +23,12 @@ def relu(v):
 
 
 @triton.jit
+def tile_offsets(n, c, p, sn, sc, sp):
+    """Element offsets of the [channels x pixels] tile (c, p) of sample n (64-bit)."""
+    return n * sn + c[:, None].to(tl.int64) * sc + p[None, :].to(tl.int64) * sp
+
+
+@triton.jit
 def channel_row(i, C, HW, CHANNELS_LAST: tl.constexpr):
     """Row n * C + c of the [N, C] arrays for flat element index i of a dense map."""
     if CHANNELS_LAST:

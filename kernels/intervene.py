@@ -15,7 +15,7 @@ from torch.library import triton_op, wrap_triton
 from cprl_fast.ops._checks import acc_dtype, check_intervene_args
 from cprl_fast.ops.intervene import _backward, _setup_context
 
-from ._common import ELEMENTWISE_BLOCK, Geometry, channel_row, relu, tl_acc
+from ._common import ELEMENTWISE_BLOCK, Geometry, channel_row, relu, tile_offsets, tl_acc
 
 
 @triton.jit
@@ -77,7 +77,7 @@ def _backward_pass(
     for p0 in range(0, HW, BLOCK_P):
         p = p0 + tl.arange(0, BLOCK_P)
         valid = cm[:, None] & (p < HW)[None, :]
-        offs = n * sn + c[:, None].to(tl.int64) * sc + p[None, :].to(tl.int64) * sp
+        offs = tile_offsets(n, c, p, sn, sc, sp)
         f = tl.load(f_ptr + offs, mask=valid, other=0.0).to(ACC)
         t = tl.load(t_ptr + offs, mask=valid, other=0.0).to(ACC)
         g = tl.load(g_ptr + offs, mask=valid, other=0.0).to(ACC)

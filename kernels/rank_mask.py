@@ -31,6 +31,7 @@ from ._common import (
     scalar,
     scalar_args,
     sigmoid,
+    tile_offsets,
     tl_acc,
 )
 
@@ -55,7 +56,7 @@ def _channel_sums(
     for p0 in range(0, HW, BLOCK_P):
         p = p0 + tl.arange(0, BLOCK_P)
         m = cm[:, None] & (p < HW)[None, :]
-        offs = n * sn + c[:, None].to(tl.int64) * sc + p[None, :].to(tl.int64) * sp
+        offs = tile_offsets(n, c, p, sn, sc, sp)
         acc += tl.load(f_ptr + offs, mask=m, other=0.0).to(ACC)
     tl.store(out_ptr + n * C + c, tl.sum(acc, axis=1), mask=cm)
 
@@ -153,7 +154,7 @@ def _backward_pass(
     for p0 in range(0, HW, BLOCK_P):
         p = p0 + tl.arange(0, BLOCK_P)
         valid = cm[:, None] & (p < HW)[None, :]
-        offs = n * sn + c[:, None].to(tl.int64) * sc + p[None, :].to(tl.int64) * sp
+        offs = tile_offsets(n, c, p, sn, sc, sp)
         f = tl.load(f_ptr + offs, mask=valid, other=0.0).to(ACC)
         g = tl.load(g_ptr + offs, mask=valid, other=0.0).to(ACC)
         gg = tl.where(f * m > 0, g, 0.0)  # relu's gate on the incoming gradient

@@ -7,7 +7,6 @@ from; its own name where there is none), and the distortion type and level where
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import logging
 from collections.abc import Callable
@@ -16,6 +15,8 @@ from pathlib import Path
 
 import torch
 from PIL import Image, UnidentifiedImageError
+
+from cprl_fast.registry import Registry
 
 log = logging.getLogger("cprl_fast.data")
 
@@ -139,24 +140,10 @@ class IQADataset(torch.utils.data.Dataset):
 
 # --- the registry of loaders -------------------------------------------------------------------
 
-LOADERS: dict[str, Callable[..., tuple[list[Item], Path]]] = {}
-
-
-def register(name: str):
-    """Registers ``fn(root, **options) -> (items, score_file)`` as the loader of ``name``."""
-
-    def wrap(fn):
-        if name in LOADERS:
-            raise ValueError(f"dataset {name!r} is registered twice")
-        LOADERS[name] = fn
-        return fn
-
-    return wrap
+#: name -> ``fn(root, **options) -> (items, score_file)``
+LOADERS = Registry("dataset")
+register = LOADERS.register
 
 
 def loader(name: str) -> Callable[..., tuple[list[Item], Path]]:
-    if name not in LOADERS:
-        close = difflib.get_close_matches(name, LOADERS, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown dataset {name!r} (known: {', '.join(sorted(LOADERS))}){hint}")
-    return LOADERS[name]
+    return LOADERS.get(name)

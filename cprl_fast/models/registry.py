@@ -7,28 +7,14 @@ the trainer uses for every model but CPRL (whose PNS game is its own).
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Callable
-
 from torch import nn
 
-MODELS: dict[str, Callable[..., nn.Module]] = {}
+from cprl_fast.registry import Registry
 
-
-def register(name: str):
-    def wrap(fn):
-        if name in MODELS:
-            raise ValueError(f"model {name!r} is registered twice")
-        MODELS[name] = fn
-        return fn
-
-    return wrap
+MODELS = Registry("model")
+register = MODELS.register
 
 
 def build(name: str, **options) -> nn.Module:
     """The model registered as ``name``, built with ``options``."""
-    if name not in MODELS:
-        close = difflib.get_close_matches(name, MODELS, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown model {name!r} (known: {', '.join(sorted(MODELS))}){hint}")
-    return MODELS[name](**options)
+    return MODELS.get(name)(**options)
