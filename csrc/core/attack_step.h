@@ -20,4 +20,18 @@ CPRL_HD T attack_step_value(T x, T g, T x0, T alpha, T eps, T lo, T hi) {
   return nan_min(v, hi);
 }
 
+// One attack_step call, free of torch types: four dense buffers of numel elements (scalar_t),
+// the same memory format; out may be x itself (each element is read before it is written).
+struct AttackStepParams {
+  int64_t numel;
+  const void* x;
+  const void* grad;
+  const void* x0;
+  void* out;
+  double alpha;
+  double eps;
+  double lo;
+  double hi;
+};
+
 }  // namespace cprl

@@ -42,4 +42,40 @@ CPRL_HD T intervene_value(T f, T t, InterveneWeights<T> w) {
 // Sign of dout/dM relative to (f - t).
 CPRL_HD int intervene_mask_sign(InterveneMode mode) { return mode == InterveneMode::kSF ? 1 : -1; }
 
+// Backward of one element, g = dL/dout: df and dt, and the element's share of the channel sum
+// dM / sgn. relu(v) > 0 iff v > 0 (NaN: both false); the gradient is selected first.
+template <typename T>
+struct InterveneGrads {
+  T f;
+  T t;
+  T m;  // times intervene_mask_sign(mode), summed over the channel's pixels: dL/dM
+};
+
+template <typename T>
+CPRL_HD InterveneGrads<T> intervene_grads(T f, T t, T g, InterveneWeights<T> w) {
+  const T gg = intervene_preact(f, t, w) > T(0) ? g : T(0);
+  return {gg * w.kf, gg * w.kt, gg * (f - t)};
+}
+
+// One intervene call, free of torch types: features in their dtype (scalar_t), the mask and
+// its gradient [N, C] in the op-math type acc_t.
+struct InterveneParams {
+  NCHWSizes sz;
+  InterveneMode mode;
+  const void* f;     // scalar_t[N*C*HW]
+  const void* t;     // scalar_t[N*C*HW]
+  const void* mask;  // acc_t[N*C]
+};
+
+struct InterveneForwardParams : InterveneParams {
+  void* out;  // scalar_t[N*C*HW]
+};
+
+struct InterveneBackwardParams : InterveneParams {
+  const void* grad;  // scalar_t[N*C*HW]
+  void* grad_f;      // scalar_t[N*C*HW]
+  void* grad_t;      // scalar_t[N*C*HW]
+  void* grad_mask;   // acc_t[N*C]: sum_p g*gate*(f - t), before the sign of the mode
+};
+
 }  // namespace cprl

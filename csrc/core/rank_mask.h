@@ -96,6 +96,48 @@ CPRL_HD T rank_mask_apply(T f, T m) {
   return relu(f * m);
 }
 
+// Backward of one element: the incoming gradient gy behind relu's gate, 1[f*M > 0] * gy.
+// Then df = gated * M (hard rank) and the channel sum A gathers gated * f. The gradient is
+// selected first and the arithmetic follows, which vectorises on the CPU (a select of each
+// result compiles to a data-dependent branch).
+template <typename T>
+CPRL_HD T rank_mask_gated(T f, T gy, T m) {
+  return f * m > T(0) ? gy : T(0);
+}
+
+// Per channel: D * M(1-M) with D = A + gM = dL/dM. Summed over (n, c) and times C/T it is
+// dL/db; over T it is G = dL/drank, which the soft rank's backward takes.
+template <typename T>
+CPRL_HD T offset_grad_share(T A, T gM, T m) {
+  return (A + gM) * mask_slope(m);
+}
+
+// Everything one rank_mask call needs, free of torch types (flash-attention's params style).
+// Pointers are to dense buffers on the op's device: features in their dtype (scalar_t),
+// per-channel arrays [N, C] and the offset b [1] in the op-math type acc_t.
+struct RankMaskParams {
+  NCHWSizes sz;
+  double temperature;
+  bool soft;
+  double tau;
+  const void* b;  // acc_t[1]
+};
+
+struct RankMaskForwardParams : RankMaskParams {
+  const void* f;  // scalar_t[N*C*HW]
+  void* y;        // scalar_t[N*C*HW]
+  void* mask;     // acc_t[N*C]
+};
+
+struct RankMaskBackwardParams : RankMaskParams {
+  const void* grad_y;     // scalar_t[N*C*HW]
+  const void* grad_mask;  // acc_t[N*C], or nullptr when the mask output had no gradient
+  const void* f;          // scalar_t[N*C*HW]
+  const void* mask;       // acc_t[N*C]
+  void* grad_f;           // scalar_t[N*C*HW]
+  void* grad_b;           // acc_t[1]
+};
+
 #ifndef __CUDA_ARCH__
 // Stable ascending ranks of one sample's C scores by sorting: O(C log C).
 // idx: scratch of C entries. rank: output, C entries (as T so it feeds mask_value directly).

@@ -1,15 +1,12 @@
-// intervene on the CPU: glue between at::Tensor and the maths of core/intervene.h.
-// Forward: one elementwise pass. Backward: one pass over grad, f and t that writes grad_f and
-// grad_t and reduces grad_mask per channel.
-#include <ATen/ATen.h>
-#include <ATen/Dispatch.h>
+// intervene on the CPU: kernels on the parameters of core/intervene.h (set up by
+// glue/intervene.h). Forward: one elementwise pass. Backward: one pass over grad, f and t that
+// writes grad_f and grad_t and reduces grad_mask per channel (in double).
 #include <ATen/OpMathType.h>
 #include <torch/library.h>
 
 #include <vector>
 
-#include "../checks.h"
-#include "../core/intervene.h"
+#include "../glue/intervene.h"
 #include "nc_loops.h"
 
 namespace cprl_fast {
@@ -17,82 +14,67 @@ namespace {
 
 // (kf, kt) of every channel, computed once so the element loops carry no branch on the mode.
 template <typename acc_t>
-std::vector<cprl::InterveneWeights<acc_t>> channel_weights(const at::Tensor& mask,
-                                                           cprl::InterveneMode mode) {
-  const acc_t* mp = mask.const_data_ptr<acc_t>();
-  std::vector<cprl::InterveneWeights<acc_t>> w(mask.numel());
-  for (int64_t i = 0; i < mask.numel(); ++i) w[i] = cprl::intervene_weights(mp[i], mode);
+std::vector<cprl::InterveneWeights<acc_t>> channel_weights(const cprl::InterveneParams& p) {
+  const acc_t* mp = static_cast<const acc_t*>(p.mask);
+  std::vector<cprl::InterveneWeights<acc_t>> w(p.sz.N * p.sz.C);
+  for (size_t i = 0; i < w.size(); ++i) w[i] = cprl::intervene_weights(mp[i], p.mode);
   return w;
 }
 
-at::Tensor intervene_cpu(const at::Tensor& f, const at::Tensor& t, const at::Tensor& mask,
-                         c10::string_view mode_name) {
-  check_intervene_args(f, t, mask);
-  const cprl::InterveneMode mode = parse_intervene_mode(mode_name);
-  const cprl::Layout layout = choose_layout(f);
-  const at::Tensor fd = dense(f, layout);
-  const at::Tensor td = dense(t, layout);
-  const cprl::NCHWSizes sz = sizes_of(fd, layout);
-  const at::Tensor md = mask.to(acc_dtype(f.scalar_type())).contiguous();
-  at::Tensor out = at::empty_like(fd);
-  if (sz.N == 0) return out;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, f.scalar_type(), "intervene_cpu", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t* fp = fd.const_data_ptr<scalar_t>();
-    const scalar_t* tp = td.const_data_ptr<scalar_t>();
-    const auto weights = channel_weights<acc_t>(md, mode);
-    const cprl::InterveneWeights<acc_t>* wp = weights.data();
-    scalar_t* op = out.mutable_data_ptr<scalar_t>();
-    cpu::nc_map(sz, [=](int64_t i, int64_t nc) {
-      op[i] = static_cast<scalar_t>(cprl::intervene_value(acc_t(fp[i]), acc_t(tp[i]), wp[nc]));
-    });
+template <typename scalar_t>
+void forward(const cprl::InterveneForwardParams& p) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const scalar_t* fp = static_cast<const scalar_t*>(p.f);
+  const scalar_t* tp = static_cast<const scalar_t*>(p.t);
+  scalar_t* op = static_cast<scalar_t*>(p.out);
+  const auto weights = channel_weights<acc_t>(p);
+  const cprl::InterveneWeights<acc_t>* wp = weights.data();
+  cpu::nc_map(p.sz, [=](int64_t i, int64_t nc) {
+    op[i] = static_cast<scalar_t>(cprl::intervene_value(acc_t(fp[i]), acc_t(tp[i]), wp[nc]));
   });
-  return out;
+}
+
+template <typename scalar_t>
+void backward(const cprl::InterveneBackwardParams& p) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const scalar_t* fp = static_cast<const scalar_t*>(p.f);
+  const scalar_t* tp = static_cast<const scalar_t*>(p.t);
+  const scalar_t* gp = static_cast<const scalar_t*>(p.grad);
+  scalar_t* gfp = static_cast<scalar_t*>(p.grad_f);
+  scalar_t* gtp = static_cast<scalar_t*>(p.grad_t);
+  const auto weights = channel_weights<acc_t>(p);
+  const cprl::InterveneWeights<acc_t>* wp = weights.data();
+  const int64_t NC = p.sz.N * p.sz.C;
+  std::vector<double> sums(NC), unused(NC);
+  cpu::nc_reduce(p.sz, sums.data(), unused.data(), [=](int64_t i, int64_t nc) {
+    const auto g = cprl::intervene_grads(acc_t(fp[i]), acc_t(tp[i]), acc_t(gp[i]), wp[nc]);
+    gfp[i] = static_cast<scalar_t>(g.f);
+    gtp[i] = static_cast<scalar_t>(g.t);
+    return cpu::Sums2{double(g.m), 0.0};
+  });
+  acc_t* gm = static_cast<acc_t*>(p.grad_mask);
+  for (int64_t nc = 0; nc < NC; ++nc) gm[nc] = static_cast<acc_t>(sums[nc]);
+}
+
+at::Tensor intervene_cpu(const at::Tensor& f, const at::Tensor& t, const at::Tensor& mask,
+                         c10::string_view mode) {
+  return intervene_with(f, t, mask, mode,
+                        [](const cprl::InterveneForwardParams& p, at::ScalarType dtype,
+                           const at::TensorOptions&) {
+                          CPRL_DISPATCH_FLOATING(dtype, "intervene_cpu",
+                                                 [&] { forward<scalar_t>(p); });
+                        });
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> intervene_backward_cpu(
     const at::Tensor& grad, const at::Tensor& f, const at::Tensor& t, const at::Tensor& mask,
-    c10::string_view mode_name) {
-  check_intervene_args(f, t, mask);
-  check_output_grad(f, grad, "grad");
-  const cprl::InterveneMode mode = parse_intervene_mode(mode_name);
-  const cprl::Layout layout = choose_layout(f);
-  const at::Tensor fd = dense(f, layout);
-  const at::Tensor td = dense(t, layout);
-  const at::Tensor gd = dense(grad, layout);
-  const cprl::NCHWSizes sz = sizes_of(fd, layout);
-  const at::ScalarType acc_type = acc_dtype(f.scalar_type());
-  const at::Tensor md = mask.to(acc_type).contiguous();
-  at::Tensor grad_f = at::empty_like(fd);
-  at::Tensor grad_t = at::empty_like(fd);
-  at::Tensor grad_m = at::empty({sz.N, sz.C}, mask.options().dtype(at::kDouble));
-  if (sz.N > 0) {
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, f.scalar_type(), "intervene_backward_cpu", [&] {
-      using acc_t = at::opmath_type<scalar_t>;
-      const scalar_t* fp = fd.const_data_ptr<scalar_t>();
-      const scalar_t* tp = td.const_data_ptr<scalar_t>();
-      const scalar_t* gp = gd.const_data_ptr<scalar_t>();
-      const auto weights = channel_weights<acc_t>(md, mode);
-      const cprl::InterveneWeights<acc_t>* wp = weights.data();
-      scalar_t* gfp = grad_f.mutable_data_ptr<scalar_t>();
-      scalar_t* gtp = grad_t.mutable_data_ptr<scalar_t>();
-      std::vector<double> unused(sz.N * sz.C);
-      cpu::nc_reduce(sz, grad_m.mutable_data_ptr<double>(), unused.data(),
-                     [=](int64_t i, int64_t nc) {
-                       const auto w = wp[nc];
-                       const acc_t fv = acc_t(fp[i]);
-                       const acc_t tv = acc_t(tp[i]);
-                       // relu(v) > 0 iff v > 0 (NaN: both false); select first (see rank_mask)
-                       const acc_t gv = acc_t(gp[i]);
-                       const acc_t g = cprl::intervene_preact(fv, tv, w) > acc_t(0) ? gv : acc_t(0);
-                       gfp[i] = static_cast<scalar_t>(g * w.kf);
-                       gtp[i] = static_cast<scalar_t>(g * w.kt);
-                       return cpu::Sums2{double(g * (fv - tv)), 0.0};
-                     });
-    });
-    if (cprl::intervene_mask_sign(mode) < 0) grad_m.neg_();
-  }
-  return {grad_f, grad_t, grad_m.to(mask.scalar_type())};
+    c10::string_view mode) {
+  return intervene_backward_with(grad, f, t, mask, mode,
+                                 [](const cprl::InterveneBackwardParams& p, at::ScalarType dtype,
+                                    const at::TensorOptions&) {
+                                   CPRL_DISPATCH_FLOATING(dtype, "intervene_backward_cpu",
+                                                          [&] { backward<scalar_t>(p); });
+                                 });
 }
 
 }  // namespace

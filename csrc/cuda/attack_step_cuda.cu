@@ -7,8 +7,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
-#include "../attack_step_glue.h"
-#include "../core/attack_step.h"
+#include "../glue/attack_step.h"
 #include "nc_loops.cuh"
 
 namespace cprl_fast {
@@ -45,26 +44,24 @@ __global__ void attack_step_kernel(int64_t n, const scalar_t* x, const scalar_t*
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
-void launch_attack_step(const at::Tensor& xd, const at::Tensor& gd, const at::Tensor& x0d,
-                        double alpha, double eps, double lo, double hi, at::Tensor& out) {
-  const int64_t n = xd.numel();
-  if (n == 0) return;
+void launch(const cprl::AttackStepParams& p, at::ScalarType dtype, c10::Device device) {
+  const c10::cuda::CUDAGuard guard(device);  // after the checks of glue/attack_step.h
   constexpr int kThreads = 256;
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, xd.scalar_type(), "attack_step_cuda", [&] {
-    const scalar_t* xp = xd.const_data_ptr<scalar_t>();
-    const scalar_t* gp = gd.const_data_ptr<scalar_t>();
-    const scalar_t* x0p = x0d.const_data_ptr<scalar_t>();
-    scalar_t* op = out.data_ptr<scalar_t>();
+  CPRL_DISPATCH_FLOATING(dtype, "attack_step_cuda", [&] {
+    const auto* xp = static_cast<const scalar_t*>(p.x);
+    const auto* gp = static_cast<const scalar_t*>(p.grad);
+    const auto* x0p = static_cast<const scalar_t*>(p.x0);
+    auto* op = static_cast<scalar_t*>(p.out);
     constexpr int V = 16 / sizeof(scalar_t);
     if (aligned16(xp) && aligned16(gp) && aligned16(x0p) && aligned16(op)) {
-      const int64_t blocks = cuda::elementwise_blocks(cuda::ceil_div(n, V), kThreads);
-      attack_step_kernel<scalar_t, V>
-          <<<blocks, kThreads, 0, stream>>>(n, xp, gp, x0p, op, alpha, eps, lo, hi);
+      const int64_t blocks = cuda::elementwise_blocks(cuda::ceil_div(p.numel, V), kThreads);
+      attack_step_kernel<scalar_t, V><<<blocks, kThreads, 0, stream>>>(
+          p.numel, xp, gp, x0p, op, p.alpha, p.eps, p.lo, p.hi);
     } else {
-      const int64_t blocks = cuda::elementwise_blocks(n, kThreads);
-      attack_step_kernel<scalar_t, 1>
-          <<<blocks, kThreads, 0, stream>>>(n, xp, gp, x0p, op, alpha, eps, lo, hi);
+      const int64_t blocks = cuda::elementwise_blocks(p.numel, kThreads);
+      attack_step_kernel<scalar_t, 1><<<blocks, kThreads, 0, stream>>>(
+          p.numel, xp, gp, x0p, op, p.alpha, p.eps, p.lo, p.hi);
     }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
@@ -72,14 +69,12 @@ void launch_attack_step(const at::Tensor& xd, const at::Tensor& gd, const at::Te
 
 at::Tensor attack_step_cuda(const at::Tensor& x, const at::Tensor& grad, const at::Tensor& x0,
                             double alpha, double eps, double lo, double hi) {
-  const c10::cuda::CUDAGuard guard(x.device());
-  return attack_step_with(x, grad, x0, alpha, eps, lo, hi, launch_attack_step);
+  return attack_step_with(x, grad, x0, alpha, eps, lo, hi, launch);
 }
 
 void attack_step_out_cuda(const at::Tensor& x, const at::Tensor& grad, const at::Tensor& x0,
                           double alpha, double eps, double lo, double hi, at::Tensor& out) {
-  const c10::cuda::CUDAGuard guard(x.device());
-  attack_step_out_with(x, grad, x0, alpha, eps, lo, hi, out, launch_attack_step);
+  attack_step_out_with(x, grad, x0, alpha, eps, lo, hi, out, launch);
 }
 
 }  // namespace

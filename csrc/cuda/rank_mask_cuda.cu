@@ -1,4 +1,4 @@
-// rank_mask on CUDA: glue and kernels around the maths of core/rank_mask.h.
+// rank_mask on CUDA: kernels on the parameters of core/rank_mask.h (set up by glue/rank_mask.h).
 // Forward: channel sums (nc_reduce), one block per sample ranks its C channels by pairwise
 // counting in shared memory (C <= 6144 float / 3072 double; global memory beyond) and writes
 // M, then the apply pass relu(f * M) (nc_map). Backward: one nc_reduce pass writes grad_f and
@@ -11,8 +11,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
-#include "../checks.h"
-#include "../core/rank_mask.h"
+#include "../glue/rank_mask.h"
 #include "nc_loops.cuh"
 
 namespace cprl_fast {
@@ -47,7 +46,7 @@ struct MaskBackward {
     const acc_t m = mask[nc];
     const acc_t fv = acc_t(f[i]);
     const acc_t gv = acc_t(g[i]);
-    const acc_t gg = fv * m > acc_t(0) ? gv : acc_t(0);  // as the CPU kernel
+    const acc_t gg = cprl::rank_mask_gated(fv, gv, m);
     grad_f[i] = static_cast<scalar_t>(gg * m);
     a += gg * fv;
     s += fv;
@@ -97,10 +96,10 @@ __global__ void offset_grad_kernel(int64_t NC, int64_t C, const acc_t* A, const 
   __shared__ acc_t partial[1024];
   acc_t acc = acc_t(0);
   for (int64_t nc = threadIdx.x; nc < NC; nc += blockDim.x) {
-    const acc_t D = A[nc] + (grad_mask ? grad_mask[nc] : acc_t(0));
-    const acc_t ds = D * cprl::mask_slope(mask[nc]);
-    G[nc] = ds / temperature;
-    acc += ds;
+    const acc_t share =
+        cprl::offset_grad_share(A[nc], grad_mask ? grad_mask[nc] : acc_t(0), mask[nc]);
+    G[nc] = share / temperature;
+    acc += share;
   }
   partial[threadIdx.x] = acc;
   __syncthreads();
@@ -128,87 +127,78 @@ __global__ void soft_rank_grad_kernel(int64_t C, int64_t HW, const acc_t* S, con
     ds[n * C + c] = cprl::soft_rank_backward(s, g, C, c, tau) / acc_t(HW);
 }
 
+template <typename scalar_t>
+void forward(const cprl::RankMaskForwardParams& p, const at::TensorOptions& acc_options) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const cprl::NCHWSizes& sz = p.sz;
+  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const scalar_t* fp = static_cast<const scalar_t*>(p.f);
+  acc_t* mp = static_cast<acc_t*>(p.mask);
+  at::Tensor sums = at::empty({2, sz.N * sz.C}, acc_options);
+  acc_t* s0 = sums.data_ptr<acc_t>();
+  cuda::nc_reduce<acc_t>(sz, s0, s0 + sz.N * sz.C, ChannelSum<scalar_t, acc_t>{fp}, acc_options);
+  const size_t smem = smem_for(sz.C, 1, sizeof(acc_t));
+  mask_kernel<acc_t><<<sz.N, kRankThreads, smem, stream>>>(
+      sz.C, sz.HW, s0, static_cast<const acc_t*>(p.b), acc_t(p.temperature), p.soft,
+      acc_t(p.tau), smem > 0, mp);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  cuda::nc_map(sz, ApplyMask<scalar_t, acc_t>{fp, mp, static_cast<scalar_t*>(p.y)});
+}
+
+template <typename scalar_t>
+void backward(const cprl::RankMaskBackwardParams& p, const at::TensorOptions& acc_options) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const cprl::NCHWSizes& sz = p.sz;
+  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const int64_t NC = sz.N * sz.C;
+  at::Tensor work = at::empty({4, NC}, acc_options);  // A, S, G, ds
+  acc_t* A = work.data_ptr<acc_t>();
+  acc_t* S = A + NC;
+  acc_t* G = S + NC;
+  acc_t* ds = G + NC;
+  const acc_t* mp = static_cast<const acc_t*>(p.mask);
+  scalar_t* gfp = static_cast<scalar_t*>(p.grad_f);
+  cuda::nc_reduce<acc_t>(
+      sz, A, S,
+      MaskBackward<scalar_t, acc_t>{static_cast<const scalar_t*>(p.f),
+                                    static_cast<const scalar_t*>(p.grad_y), mp, gfp},
+      acc_options);
+  offset_grad_kernel<acc_t><<<1, 1024, 0, stream>>>(
+      NC, sz.C, A, static_cast<const acc_t*>(p.grad_mask), mp, acc_t(p.temperature), G,
+      static_cast<acc_t*>(p.grad_b));
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  if (!p.soft) return;
+  const size_t smem = smem_for(sz.C, 2, sizeof(acc_t));
+  at::Tensor scratch = smem > 0 ? at::Tensor() : at::empty({2 * NC}, acc_options);
+  soft_rank_grad_kernel<acc_t><<<sz.N, kRankThreads, smem, stream>>>(
+      sz.C, sz.HW, S, G, acc_t(p.tau), smem > 0,
+      scratch.defined() ? scratch.data_ptr<acc_t>() : nullptr, ds);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  cuda::nc_map(sz, AddChannelTerm<scalar_t, acc_t>{ds, gfp});
+}
+
 std::tuple<at::Tensor, at::Tensor> rank_mask_cuda(const at::Tensor& f, const at::Tensor& b,
                                                   double temperature, bool soft, double tau) {
-  check_rank_mask_args(f, b, temperature, soft, tau);
-  const c10::cuda::CUDAGuard guard(f.device());
-  const cprl::Layout layout = choose_layout(f);
-  const at::Tensor fd = dense(f, layout);
-  const cprl::NCHWSizes sz = sizes_of(fd, layout);
-  const at::ScalarType acc_type = acc_dtype(f.scalar_type());
-  at::Tensor y = at::empty_like(fd);
-  at::Tensor mask = at::empty({sz.N, sz.C}, f.options().dtype(acc_type));
-  if (sz.N == 0) return {y, mask};
-  const at::Tensor bd = b.reshape({1}).to(acc_type);
-  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, f.scalar_type(), "rank_mask_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const auto acc_options = f.options().dtype(acc_type);
-    at::Tensor sums = at::empty({2, sz.N * sz.C}, acc_options);
-    acc_t* s0 = sums.data_ptr<acc_t>();
-    const scalar_t* fp = fd.const_data_ptr<scalar_t>();
-    cuda::nc_reduce<acc_t>(sz, s0, s0 + sz.N * sz.C, ChannelSum<scalar_t, acc_t>{fp}, acc_options);
-    const size_t smem = smem_for(sz.C, 1, sizeof(acc_t));
-    mask_kernel<acc_t><<<sz.N, kRankThreads, smem, stream>>>(
-        sz.C, sz.HW, s0, bd.const_data_ptr<acc_t>(), acc_t(temperature), soft, acc_t(tau),
-        smem > 0, mask.data_ptr<acc_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    cuda::nc_map(sz, ApplyMask<scalar_t, acc_t>{fp, mask.const_data_ptr<acc_t>(),
-                                                y.data_ptr<scalar_t>()});
-  });
-  return {y, mask};
+  return rank_mask_with(f, b, temperature, soft, tau,
+                        [](const cprl::RankMaskForwardParams& p, at::ScalarType dtype,
+                           const at::TensorOptions& acc_options) {
+                          const c10::cuda::CUDAGuard guard(acc_options.device());
+                          CPRL_DISPATCH_FLOATING(dtype, "rank_mask_cuda",
+                                                 [&] { forward<scalar_t>(p, acc_options); });
+                        });
 }
 
 std::tuple<at::Tensor, at::Tensor> rank_mask_backward_cuda(
     const at::Tensor& grad_y, const std::optional<at::Tensor>& grad_mask, const at::Tensor& f,
     const at::Tensor& mask, const at::Tensor& b, double temperature, bool soft, double tau) {
-  check_rank_mask_args(f, b, temperature, soft, tau);
-  check_output_grad(f, grad_y, "grad_y");
-  check_mask(f, mask, "mask");
-  const c10::cuda::CUDAGuard guard(f.device());
-  const cprl::Layout layout = choose_layout(f);
-  const at::Tensor fd = dense(f, layout);
-  const at::Tensor gd = dense(grad_y, layout);
-  const cprl::NCHWSizes sz = sizes_of(fd, layout);
-  const at::ScalarType acc_type = acc_dtype(f.scalar_type());
-  const at::Tensor md = mask.to(acc_type).contiguous();
-  at::Tensor grad_f = at::empty_like(fd);
-  const at::Tensor gmd = optional_mask_grad(f, grad_mask, acc_type);
-  if (sz.N == 0) return {grad_f, at::zeros_like(b)};
-  at::Tensor grad_b = at::empty({1}, f.options().dtype(acc_type));
-  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  const int64_t NC = sz.N * sz.C;
-
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, f.scalar_type(), "rank_mask_backward_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const auto acc_options = f.options().dtype(acc_type);
-    at::Tensor work = at::empty({4, NC}, acc_options);  // A, S, G, ds
-    acc_t* A = work.data_ptr<acc_t>();
-    acc_t* S = A + NC;
-    acc_t* G = S + NC;
-    acc_t* ds = G + NC;
-    const acc_t* mp = md.const_data_ptr<acc_t>();
-    scalar_t* gfp = grad_f.data_ptr<scalar_t>();
-    cuda::nc_reduce<acc_t>(
-        sz, A, S,
-        MaskBackward<scalar_t, acc_t>{fd.const_data_ptr<scalar_t>(), gd.const_data_ptr<scalar_t>(),
-                                      mp, gfp},
-        acc_options);
-    offset_grad_kernel<acc_t><<<1, 1024, 0, stream>>>(
-        NC, sz.C, A, gmd.defined() ? gmd.const_data_ptr<acc_t>() : nullptr, mp,
-        acc_t(temperature), G, grad_b.data_ptr<acc_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    if (!soft) return;
-    const size_t smem = smem_for(sz.C, 2, sizeof(acc_t));
-    at::Tensor scratch = smem > 0 ? at::Tensor() : at::empty({2 * NC}, acc_options);
-    soft_rank_grad_kernel<acc_t><<<sz.N, kRankThreads, smem, stream>>>(
-        sz.C, sz.HW, S, G, acc_t(tau), smem > 0,
-        scratch.defined() ? scratch.data_ptr<acc_t>() : nullptr, ds);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    cuda::nc_map(sz, AddChannelTerm<scalar_t, acc_t>{ds, gfp});
-  });
-  return {grad_f, grad_b.to(b.scalar_type()).reshape(b.sizes())};
+  return rank_mask_backward_with(
+      grad_y, grad_mask, f, mask, b, temperature, soft, tau,
+      [](const cprl::RankMaskBackwardParams& p, at::ScalarType dtype,
+         const at::TensorOptions& acc_options) {
+        const c10::cuda::CUDAGuard guard(acc_options.device());
+        CPRL_DISPATCH_FLOATING(dtype, "rank_mask_backward_cuda",
+                               [&] { backward<scalar_t>(p, acc_options); });
+      });
 }
 
 }  // namespace

@@ -143,6 +143,48 @@ void test_intervene() {
   EXPECT(cprl::intervene_mask_sign(InterveneMode::kNC) == -1);
 }
 
+// The backward maths against the derivative of the forward by finite differences.
+void test_rank_mask_backward() {
+  const double m = 0.7;
+  for (double f : {-1.5, -1e-3, 0.25, 2.0}) {
+    const double gy = 1.3;
+    const double h = 1e-6;
+    const double numeric = (cprl::rank_mask_apply(f + h, m) - cprl::rank_mask_apply(f - h, m)) /
+                           (2 * h);
+    EXPECT_NEAR(cprl::rank_mask_gated(f, gy, m) * m, gy * numeric, 1e-8);
+  }
+  EXPECT(cprl::rank_mask_gated(kNaN, 1.0, 0.5) == 0.0);  // NaN fails the gate
+  // dL/db of one channel: C/T * (A + gM) * M(1-M), against the mask's derivative in b
+  const int64_t C = 16;
+  const double rank = 5, b = 0.3, T = 0.8, A = 0.6, gM = -0.2;
+  const double h = 1e-6;
+  const double dM_db = (cprl::mask_value(rank, C, b + h, T) - cprl::mask_value(rank, C, b - h, T)) /
+                       (2 * h);
+  const double M = cprl::mask_value(rank, C, b, T);
+  EXPECT_NEAR(cprl::offset_grad_share(A, gM, M) * double(C) / T, (A + gM) * dM_db, 1e-7);
+}
+
+void test_intervene_backward() {
+  using cprl::InterveneMode;
+  for (auto mode : {InterveneMode::kSF, InterveneMode::kNC}) {
+    for (double f : {-0.7, 0.4, 1.9}) {
+      for (double t : {-1.1, 0.3}) {
+        const double m = 0.35, g = 0.9, h = 1e-6;
+        const auto w = cprl::intervene_weights(m, mode);
+        const auto grads = cprl::intervene_grads(f, t, g, w);
+        auto out = [&](double ff, double tt, double mm) {
+          return cprl::intervene_value(ff, tt, cprl::intervene_weights(mm, mode));
+        };
+        if (std::fabs(cprl::intervene_preact(f, t, w)) < 1e-3) continue;  // at the kink
+        EXPECT_NEAR(grads.f, g * (out(f + h, t, m) - out(f - h, t, m)) / (2 * h), 1e-7);
+        EXPECT_NEAR(grads.t, g * (out(f, t + h, m) - out(f, t - h, m)) / (2 * h), 1e-7);
+        EXPECT_NEAR(grads.m * cprl::intervene_mask_sign(mode),
+                    g * (out(f, t, m + h) - out(f, t, m - h)) / (2 * h), 1e-7);
+      }
+    }
+  }
+}
+
 void test_attack_step() {
   std::mt19937 rng(99);
   std::uniform_real_distribution<float> u(0.f, 1.f);
@@ -193,7 +235,9 @@ const std::vector<std::pair<std::string, std::function<void()>>> kTests = {
     {"soft_rank_backward", test_soft_rank_backward_finite_difference},
     {"mask_value", test_mask_value},
     {"scalar_helpers", test_scalar_helpers},
+    {"rank_mask_backward", test_rank_mask_backward},
     {"intervene", test_intervene},
+    {"intervene_backward", test_intervene_backward},
     {"attack_step", test_attack_step},
     {"layout_indexing", test_layout_indexing},
 };
