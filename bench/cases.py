@@ -1,13 +1,11 @@
-"""Benchmark cases: each op x shape x provider x pass, with the minimum bytes the op must move.
+"""Benchmark cases: each op x shape x provider x pass, built from the op specs
+(``cprl_fast.ops.SPECS``: inputs, call, reference, shapes, passes and bytes moved).
 
 Providers: ``ours`` (cprl_fast's C++/CUDA kernels), ``triton`` (cprl_fast's Triton kernels, CUDA
 only), ``eager`` (the plain-PyTorch reference, :mod:`cprl_fast.reference`), ``compile``
 (``torch.compile`` of that reference). Passes: ``fwd`` (no autograd), ``bwd`` (backward only,
-on a graph built once), ``fwdbwd`` (forward with autograd, then backward).
-
-Minimum bytes (E = numel * element size): rank_mask fwd 2E (read f, write y), bwd 3E (read f
-and dy, write df); intervene fwd 3E (read f, t; write out), bwd 5E (read dy, f, t; write df,
-dt); attack_step 4E (read x, grad, x0; write x'). The [N, C] vectors are negligible.
+on a graph built once), ``fwdbwd`` (forward with autograd, then backward). Minimum bytes: the
+spec's ``bytes_moved`` per pass times numel * element size (the [N, C] vectors are negligible).
 """
 
 from __future__ import annotations
@@ -20,26 +18,10 @@ from dataclasses import dataclass
 import torch
 
 import cprl_fast
-from cprl_fast import ops, reference
+from cprl_fast.ops import SPECS
+from cprl_fast.ops.spec import OpSpec
 
-#: The CA inputs of ResNet-50 at batch 16 and 320 px, and the attack step on the images.
-CA_SHAPES = [(16, 256, 80, 80), (16, 512, 40, 40), (16, 1024, 20, 20), (16, 2048, 10, 10)]
-ATTACK_SHAPES = [(16, 3, 320, 320)]
-#: Small shapes for the cheap CI mode (CPRL_BENCH_SMALL=1).
-SMALL_CA_SHAPES = [(2, 32, 8, 8), (2, 64, 4, 4)]
-SMALL_ATTACK_SHAPES = [(2, 3, 16, 16)]
-
-OPS = ("rank_mask", "intervene", "attack_step")
-PASSES = {
-    "rank_mask": ("fwd", "bwd", "fwdbwd"),
-    "intervene": ("fwd", "bwd", "fwdbwd"),
-    "attack_step": ("fwd",),
-}
-BYTES_FACTOR = {
-    ("rank_mask", "fwd"): 2, ("rank_mask", "bwd"): 3, ("rank_mask", "fwdbwd"): 5,
-    ("intervene", "fwd"): 3, ("intervene", "bwd"): 5, ("intervene", "fwdbwd"): 8,
-    ("attack_step", "fwd"): 4,
-}  # fmt: skip
+OPS = tuple(SPECS)
 
 
 def small_mode() -> bool:
@@ -47,9 +29,8 @@ def small_mode() -> bool:
 
 
 def shapes_for(op: str) -> list[tuple[int, ...]]:
-    if op == "attack_step":
-        return SMALL_ATTACK_SHAPES if small_mode() else ATTACK_SHAPES
-    return SMALL_CA_SHAPES if small_mode() else CA_SHAPES
+    spec = SPECS[op]
+    return list(spec.small_bench_shapes if small_mode() else spec.bench_shapes)
 
 
 def providers_for(device: torch.device) -> list[str]:
@@ -78,39 +59,29 @@ class Case:
 
 @functools.cache
 def _compiled(op: str) -> Callable:
-    return torch.compile(getattr(reference, op), dynamic=False)
+    return torch.compile(SPECS[op].reference, dynamic=False)
 
 
-def _function(op: str, provider: str) -> Callable:
+def function(op: str, provider: str) -> Callable:
+    """The implementation a provider times: the public op, the reference, or its compilation."""
     if provider in ("ours", "triton"):
-        return getattr(ops, op)
+        return SPECS[op].public
     if provider == "eager":
-        return getattr(reference, op)
+        return SPECS[op].reference
     if provider == "compile":
         return _compiled(op)
     raise ValueError(f"unknown provider {provider!r}")
 
 
-def _inputs(op: str, shape, dtype, device, seed: int = 0) -> list[torch.Tensor]:
-    g = torch.Generator(device=device).manual_seed(seed)
-    if op == "attack_step":
-        x0 = torch.rand(shape, generator=g, dtype=dtype, device=device)
-        grad = torch.randn(shape, generator=g, dtype=dtype, device=device)
-        return [x0.clone(), grad, x0]
-    f = torch.randn(shape, generator=g, dtype=dtype, device=device)
-    if op == "rank_mask":
-        return [f, torch.tensor(0.4, device=device)]
-    t = torch.randn(shape, generator=g, dtype=dtype, device=device).relu_()
-    mask = torch.rand(shape[:2], generator=g, device=device)
-    return [f, t, mask]
+def inputs(op: str, shape, dtype, device, seed: int = 0) -> tuple:
+    """The spec's sample at a benchmark shape, with its benchmark variant."""
+    spec: OpSpec = SPECS[op]
+    return spec.sample(tuple(shape), dtype=dtype, device=device, seed=seed, **spec.bench_variant)
 
 
-def _call(op: str, fn: Callable, args: list[torch.Tensor]):
-    if op == "rank_mask":
-        return fn(args[0], args[1])
-    if op == "intervene":
-        return fn(args[0], args[1], args[2], "sf")
-    return fn(args[0], args[1], args[2], 1 / 255, 2 / 255)
+def call(op: str, fn: Callable, args: tuple):
+    outs = SPECS[op].call(fn, args)
+    return outs[0] if len(outs) == 1 else outs
 
 
 def make_case(op: str, shape, provider: str, pass_: str, device: torch.device,
@@ -119,8 +90,9 @@ def make_case(op: str, shape, provider: str, pass_: str, device: torch.device,
     if provider == "triton" and device.type != "cuda":
         raise ValueError("the triton provider needs a CUDA device")
     backend = {"ours": "native", "triton": "triton"}.get(provider, "auto")
-    fn = _function(op, provider)
-    args = _inputs(op, shape, dtype, device)
+    spec = SPECS[op]
+    fn = function(op, provider)
+    args = inputs(op, shape, dtype, device)
 
     def with_backend(body: Callable) -> Callable:
         def run():
@@ -137,27 +109,35 @@ def make_case(op: str, shape, provider: str, pass_: str, device: torch.device,
 
         def body():
             with torch.no_grad():
-                return _call(op, fn, args)
+                return call(op, fn, args)
 
     else:
-        leaves = [a.detach().requires_grad_(a.is_floating_point()) for a in args]
+        leaves = list(args)
+        for i in spec.grad_args:
+            leaves[i] = args[i].detach().requires_grad_(True)
+        leaves = tuple(leaves)
+        wrt = [leaves[i] for i in spec.grad_args]
         g = torch.Generator(device=device).manual_seed(1)
         grad_out = torch.randn(shape, generator=g, dtype=dtype, device=device)
+
+        def first(outs):  # the feature-shaped output the gradient enters through
+            return outs[0] if isinstance(outs, tuple) else outs
+
         if pass_ == "bwd":
-            out = with_backend(lambda: _call(op, fn, leaves))()  # the graph, built once
+            out = first(with_backend(lambda: call(op, fn, leaves))())  # the graph, built once
 
             def body():
-                return torch.autograd.grad(out, leaves, grad_out, retain_graph=True)
+                return torch.autograd.grad(out, wrt, grad_out, retain_graph=True)
 
         else:
 
             def body():
-                return torch.autograd.grad(_call(op, fn, leaves), leaves, grad_out)
+                return torch.autograd.grad(first(call(op, fn, leaves)), wrt, grad_out)
 
     numel = 1
     for s in shape:
         numel *= s
-    min_bytes = BYTES_FACTOR[(op, pass_)] * numel * torch.empty((), dtype=dtype).element_size()
+    min_bytes = spec.bytes_moved[pass_] * numel * torch.empty((), dtype=dtype).element_size()
     return Case(op, tuple(shape), provider, pass_, dtype, device, with_backend(body), min_bytes)
 
 
@@ -165,6 +145,6 @@ def all_cases(device: torch.device, dtype: torch.dtype = torch.float32):
     """Every (op, shape, pass, provider) for ``device``, built lazily one at a time."""
     for op in OPS:
         for shape in shapes_for(op):
-            for pass_ in PASSES[op]:
+            for pass_ in SPECS[op].passes:
                 for provider in providers_for(device):
                     yield op, shape, pass_, provider

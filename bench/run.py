@@ -96,9 +96,9 @@ def _add_ratios(rows: list[dict]) -> None:
 
 def _add_saved_bytes(rows, device, dtype, ops_filter) -> None:
     """Activation memory kept for backward, per differentiable op and provider (one shape)."""
-    from bench.cases import _call, _function, _inputs
+    from bench.cases import SPECS, call, function, inputs
 
-    for op in ("rank_mask", "intervene"):
+    for op in (name for name, spec in SPECS.items() if spec.grad_args):
         if ops_filter and op not in ops_filter:
             continue
         shape = next(r["shape"] for r in rows if r["op"] == op)
@@ -107,13 +107,12 @@ def _add_saved_bytes(rows, device, dtype, ops_filter) -> None:
                 continue
             if r["provider"] == "compile":
                 continue  # compiled graphs save inside their own autograd.Function
-            leaves = [
-                a.requires_grad_(a.is_floating_point())
-                for a in _inputs(op, tuple(shape), dtype, device)
-            ]
-            fn = _function(op, r["provider"])
+            leaves = list(inputs(op, tuple(shape), dtype, device))
+            for i in SPECS[op].grad_args:
+                leaves[i].requires_grad_(True)
+            fn = function(op, r["provider"])
             r["saved_bytes"] = saved_activation_bytes(
-                lambda op=op, fn=fn, leaves=leaves: _call(op, fn, leaves)
+                lambda op=op, fn=fn, leaves=tuple(leaves): call(op, fn, leaves)
             )
 
 

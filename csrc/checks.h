@@ -16,13 +16,33 @@ namespace cprl_fast {
 #define CPRL_DISPATCH_FLOATING(TYPE, NAME, ...) \
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
 
+// A dtype as Python prints it ("torch.float32"), so that these messages equal the Python
+// twins' (cprl_fast/checks.py) word for word.
+inline std::string dtype_name(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return "torch.float32";
+    case at::kDouble: return "torch.float64";
+    case at::kHalf: return "torch.float16";
+    case at::kBFloat16: return "torch.bfloat16";
+    case at::kInt: return "torch.int32";
+    case at::kLong: return "torch.int64";
+    case at::kShort: return "torch.int16";
+    case at::kChar: return "torch.int8";
+    case at::kByte: return "torch.uint8";
+    case at::kBool: return "torch.bool";
+    case at::kComplexFloat: return "torch.complex64";
+    case at::kComplexDouble: return "torch.complex128";
+    default: return std::string("torch.") + c10::toString(t);
+  }
+}
+
 inline bool is_supported_float(at::ScalarType t) {
   return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
 }
 
 inline void check_float(const at::Tensor& x, const char* name) {
   TORCH_CHECK_TYPE(is_supported_float(x.scalar_type()), name,
-                   " must be float16, bfloat16, float32 or float64, got ", x.scalar_type());
+                   " must be float16, bfloat16, float32 or float64, got ", dtype_name(x.scalar_type()));
 }
 
 // A feature map [N, C, H, W] with C, H, W >= 1 and a supported floating dtype.
@@ -49,7 +69,7 @@ inline void check_same_shape(const at::Tensor& a, const char* an, const at::Tens
 inline void check_same_dtype(const at::Tensor& a, const char* an, const at::Tensor& b,
                              const char* bn) {
   TORCH_CHECK_TYPE(a.scalar_type() == b.scalar_type(), bn, " must have the dtype of ", an,
-                   " (", a.scalar_type(), "), got ", b.scalar_type());
+                   " (", dtype_name(a.scalar_type()), "), got ", dtype_name(b.scalar_type()));
 }
 
 // The per-channel mask [N, C] that goes with feature map f.

@@ -7,7 +7,14 @@ import torch
 import triton
 import triton.language as tl
 
-from cprl_fast.ops._checks import acc_dtype, dense_format
+from cprl_fast.checks import acc_dtype, dense_format
+
+
+def native_schema(op: str) -> str:
+    """The schema of ``cprl_fast::<op>`` as csrc/ops.cpp declares it, without the name: every
+    Triton twin is registered with exactly the native op's schema (one schema per op)."""
+    schema = str(getattr(torch.ops.cprl_fast, op).default._schema)
+    return schema[schema.index("(") :]
 
 
 @triton.jit

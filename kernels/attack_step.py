@@ -10,9 +10,9 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
-from cprl_fast.ops._checks import check_attack_step_args, check_out, dense_format
+from cprl_fast.checks import check_attack_step_args, check_out, dense_format
 
-from ._common import ELEMENTWISE_BLOCK, scalar, scalar_args, tl_acc
+from ._common import ELEMENTWISE_BLOCK, native_schema, scalar, scalar_args, tl_acc
 
 
 @triton.jit
@@ -77,7 +77,7 @@ def _dense(x, grad, x0):
     return fmt, tuple(t.contiguous(memory_format=fmt) for t in (x, grad, x0))
 
 
-@triton_op("cprl_fast::attack_step_triton", mutates_args=())
+@triton_op("cprl_fast::attack_step_triton", mutates_args=(), schema=native_schema("attack_step"))
 def attack_step_triton(
     x: torch.Tensor, grad: torch.Tensor, x0: torch.Tensor, alpha: float, eps: float, lo: float,
     hi: float,
@@ -89,7 +89,11 @@ def attack_step_triton(
     return out
 
 
-@triton_op("cprl_fast::attack_step_out_triton", mutates_args=("out",))
+@triton_op(
+    "cprl_fast::attack_step_out_triton",
+    mutates_args=("out",),
+    schema=native_schema("attack_step_out"),
+)
 def attack_step_out_triton(
     x: torch.Tensor, grad: torch.Tensor, x0: torch.Tensor, alpha: float, eps: float, lo: float,
     hi: float, out: torch.Tensor,

@@ -12,10 +12,17 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
-from cprl_fast.ops._checks import acc_dtype, check_intervene_args
-from cprl_fast.ops.intervene import _backward, _setup_context
+from cprl_fast.checks import acc_dtype, check_intervene_args, check_output_grad
 
-from ._common import ELEMENTWISE_BLOCK, Geometry, channel_row, relu, tile_offsets, tl_acc
+from ._common import (
+    ELEMENTWISE_BLOCK,
+    Geometry,
+    channel_row,
+    native_schema,
+    relu,
+    tile_offsets,
+    tl_acc,
+)
 
 
 @triton.jit
@@ -91,7 +98,7 @@ def _backward_pass(
     tl.store(gm_ptr + n * C + c, total, mask=cm)
 
 
-@triton_op("cprl_fast::intervene_triton", mutates_args=())
+@triton_op("cprl_fast::intervene_triton", mutates_args=(), schema=native_schema("intervene"))
 def intervene_triton(
     f: torch.Tensor, t: torch.Tensor, mask: torch.Tensor, mode: str
 ) -> torch.Tensor:
@@ -117,11 +124,16 @@ def intervene_triton(
     return out
 
 
-@triton_op("cprl_fast::intervene_backward_triton", mutates_args=())
+@triton_op(
+    "cprl_fast::intervene_backward_triton",
+    mutates_args=(),
+    schema=native_schema("intervene_backward"),
+)
 def intervene_backward_triton(
     grad: torch.Tensor, f: torch.Tensor, t: torch.Tensor, mask: torch.Tensor, mode: str
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     check_intervene_args(f, t, mask, mode)
+    check_output_grad(f, grad, "grad")
     geo = Geometry(f)
     acc = acc_dtype(f.dtype)
     grad_f = torch.empty_like(geo.x)
@@ -148,8 +160,3 @@ def intervene_backward_triton(
             BLOCK_P=block_p,
         )
     return grad_f, grad_t, grad_m.to(mask.dtype)
-
-
-torch.library.register_autograd(
-    "cprl_fast::intervene_triton", _backward, setup_context=_setup_context
-)

@@ -18,8 +18,13 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
-from cprl_fast.ops._checks import acc_dtype, check_mask, check_rank_mask_args
-from cprl_fast.ops.rank_mask import _backward, _setup_context
+from cprl_fast.checks import (
+    acc_dtype,
+    check_mask,
+    check_optional_mask_grad,
+    check_output_grad,
+    check_rank_mask_args,
+)
 
 from ._common import (
     ELEMENTWISE_BLOCK,
@@ -27,6 +32,7 @@ from ._common import (
     RANK_BLOCK_J,
     Geometry,
     channel_row,
+    native_schema,
     relu,
     scalar,
     scalar_args,
@@ -217,7 +223,7 @@ def _add_channel_term(
     tl.store(gf_ptr + i, (g + t).to(gf_ptr.dtype.element_ty), mask=im)
 
 
-@triton_op("cprl_fast::rank_mask_triton", mutates_args=())
+@triton_op("cprl_fast::rank_mask_triton", mutates_args=(), schema=native_schema("rank_mask"))
 def rank_mask_triton(
     f: torch.Tensor, b: torch.Tensor, temperature: float, soft: bool, tau: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -274,7 +280,11 @@ def rank_mask_triton(
     return y, mask
 
 
-@triton_op("cprl_fast::rank_mask_backward_triton", mutates_args=())
+@triton_op(
+    "cprl_fast::rank_mask_backward_triton",
+    mutates_args=(),
+    schema=native_schema("rank_mask_backward"),
+)
 def rank_mask_backward_triton(
     grad_y: torch.Tensor,
     grad_mask: Optional[torch.Tensor],  # noqa: UP045 (schema inference)
@@ -286,6 +296,8 @@ def rank_mask_backward_triton(
     tau: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     check_rank_mask_args(f, b, temperature, soft, tau)
+    check_output_grad(f, grad_y, "grad_y")
+    check_optional_mask_grad(f, grad_mask)
     check_mask(f, mask, "mask")
     geo = Geometry(f)
     acc = acc_dtype(f.dtype)
@@ -344,8 +356,3 @@ def rank_mask_backward_triton(
             BLOCK=ELEMENTWISE_BLOCK,
         )
     return grad_f, grad_b
-
-
-torch.library.register_autograd(
-    "cprl_fast::rank_mask_triton", _backward, setup_context=_setup_context
-)

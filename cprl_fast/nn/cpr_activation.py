@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from cprl_fast import ops
+from cprl_fast.checks import check_tau, check_temperature
 
 MODES = ("normal", "sf", "nc")
 
@@ -58,8 +59,9 @@ class CPRLActivation(nn.Module):
             raise ValueError(f"channels must be >= 1, got {channels}")
         if rank not in ("hard", "soft"):
             raise ValueError(f"rank must be 'hard' or 'soft', got {rank!r}")
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        check_temperature(temperature)
+        if tau is not None:
+            check_tau(tau)
         self.channels = channels
         self.temperature = float(temperature)
         self.rank = rank
@@ -84,9 +86,11 @@ class CPRLActivation(nn.Module):
                 f"CPRLActivation({self.channels}) expects [N, {self.channels}, H, W], "
                 f"got {list(f.shape)}"
             )
+        # b goes in unchanged (float32): the op computes the mask in float32, so under bf16
+        # autocast the threshold is not rounded to the features' dtype
         if self.mode == "normal":
-            return ops.rank_mask(f, self.b.to(f.dtype), **self.mask_args())
-        _, mask = ops.rank_mask(f, self.b.to(f.dtype), return_mask=True, **self.mask_args())
+            return ops.rank_mask(f, self.b, **self.mask_args())
+        _, mask = ops.rank_mask(f, self.b, return_mask=True, **self.mask_args())
         net = self.fc_phi if self.mode == "sf" else self.fc_xi
         return ops.intervene(f, net(f), mask, self.mode)
 

@@ -1,39 +1,110 @@
-"""Which kernel implementation serves an op call.
+"""The backend table: which kernels serve an op call, chosen at forward and saved for backward.
 
-Backends:
+Backends (entries of :data:`BACKENDS`):
   ``native``: the C++ (CPU) and CUDA kernels of the ``cprl_fast._C`` extension, registered
-      for the CPU and CUDA dispatch keys of ``torch.ops.cprl_fast``.
-  ``triton``: the Triton kernels of ``cprl_fast.kernels`` (CUDA tensors only), wrapped with
-      ``torch.library.triton_op``.
-  ``auto`` (default): ``native`` on the CPU; on CUDA tensors the backend measured faster
-      (see ``bench/results/``), which is :data:`CUDA_DEFAULT`, falling back to the other when
-      one is not available (no CUDA kernels built, or Triton not installed).
+      for the CPU and CUDA dispatch keys of ``torch.ops.cprl_fast.<op>``.
+  ``triton``: the Triton kernels of ``cprl_fast.kernels`` (CUDA tensors; CPU tensors under
+      ``TRITON_INTERPRET=1``), registered as ``torch.ops.cprl_fast.<op>_triton`` with the
+      native op's schema.
 
-Choose with :func:`set_backend` or the environment variable ``CPRL_FAST_BACKEND``.
+The choice (:func:`set_backend` or the environment variable ``CPRL_FAST_BACKEND``): ``auto``
+(default) is ``native`` on the CPU and, on CUDA tensors, :data:`CUDA_DEFAULT` falling back to
+the other when one is not available; ``native`` or ``triton`` force one.
+
+Autograd is registered once per op (:func:`register_autograd`) on each backend's forward
+op; the backward runs the backward op of the backend that ran the forward. Everything the
+dispatch decision reads is a Python constant after import, so ``torch.compile(fullgraph=True)``
+traces it (no op call that returns a non-tensor).
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
-BACKENDS = ("auto", "native", "triton")
-#: The CUDA backend ``auto`` prefers.
-CUDA_DEFAULT = "native"
+from cprl_fast.registry import Registry
 
-_state = {"backend": os.environ.get("CPRL_FAST_BACKEND", "auto").strip().lower() or "auto"}
-if _state["backend"] not in BACKENDS:
-    raise ValueError(
-        f"CPRL_FAST_BACKEND must be one of {', '.join(BACKENDS)}, got {_state['backend']!r}"
+#: The CUDA backend ``auto`` prefers (to be set from the GPU measurements in bench/results).
+CUDA_DEFAULT = "native"
+CHOICES = ("auto", "native", "triton")
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One kernel implementation of every op."""
+
+    name: str
+    #: whether it can serve tensors on a device of this type ("cpu", "cuda")
+    serves: Callable[[str], bool]
+    #: the op overload implementing op ``name`` (e.g. "rank_mask_backward")
+    kernel: Callable[[str], torch._ops.OpOverload]
+    why_not: str  #: what to do when it is chosen but cannot serve
+
+
+BACKENDS = Registry("backend")
+
+#: Whether the extension was built with its CUDA kernels (a constant: read once).
+NATIVE_CUDA = bool(torch.ops.cprl_fast.cuda_built())
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+
+
+def _native_kernel(name: str) -> torch._ops.OpOverload:
+    return getattr(torch.ops.cprl_fast, name).default
+
+
+@functools.cache
+def _triton_kernels() -> dict[str, torch._ops.OpOverload]:
+    from cprl_fast import kernels
+
+    for op, (setup, backward) in _AUTOGRAD.items():
+        torch.library.register_autograd(
+            kernels.OPS[op],
+            functools.partial(backward, backend="triton"),
+            setup_context=functools.partial(setup, backend="triton"),
+        )
+    return kernels.OPS
+
+
+BACKENDS.register("native")(
+    Backend(
+        "native",
+        serves=lambda device_type: device_type == "cpu" or (device_type == "cuda" and NATIVE_CUDA),
+        kernel=_native_kernel,
+        why_not="cprl_fast was built without CUDA kernels; rebuild with CPRL_FAST_CUDA=1 or "
+        "use set_backend('triton')",
     )
+)
+BACKENDS.register("triton")(
+    Backend(
+        "triton",
+        serves=lambda device_type: (
+            HAS_TRITON and (device_type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1")
+        ),
+        kernel=lambda name: _triton_kernels()[name],
+        why_not="triton is not installed (or, on the CPU, TRITON_INTERPRET=1 is not set)",
+    )
+)
+
+
+def _initial_choice() -> str:
+    choice = os.environ.get("CPRL_FAST_BACKEND", "auto").strip().lower() or "auto"
+    if choice not in CHOICES:
+        raise ValueError(f"CPRL_FAST_BACKEND must be one of {', '.join(CHOICES)}, got {choice!r}")
+    return choice
+
+
+_state = {"backend": _initial_choice()}
 
 
 def set_backend(name: str) -> None:
-    """Select the kernel backend for CUDA tensors: ``"auto"``, ``"native"`` or ``"triton"``."""
-    if name not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {name!r}")
+    """Select the kernel backend: ``"auto"``, ``"native"`` or ``"triton"``."""
+    if name not in CHOICES:
+        raise ValueError(f"backend must be one of {', '.join(CHOICES)}, got {name!r}")
     _state["backend"] = name
 
 
@@ -42,48 +113,44 @@ def get_backend() -> str:
     return _state["backend"]
 
 
-def native_cuda_available() -> bool:
-    return bool(torch.ops.cprl_fast.cuda_built())
-
-
-def triton_available() -> bool:
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def resolve(device: torch.device) -> str:
-    """The concrete backend (``native`` or ``triton``) that serves tensors on ``device``."""
+def resolve(device: torch.device) -> Backend:
+    """The backend that serves tensors on ``device`` under the current choice."""
     choice = _state["backend"]
-    if device.type != "cuda":
-        if choice == "triton" and os.environ.get("TRITON_INTERPRET") == "1":
-            return "triton"
-        return "native"
     if choice == "auto":
+        if device.type != "cuda":
+            return BACKENDS.get("native")
         order = (CUDA_DEFAULT, "triton" if CUDA_DEFAULT == "native" else "native")
-        for candidate in order:
-            if native_cuda_available() if candidate == "native" else triton_available():
-                return candidate
+        for name in order:
+            if BACKENDS.get(name).serves("cuda"):
+                return BACKENDS.get(name)
         raise RuntimeError(
             "no CUDA backend for cprl_fast: the extension was built without CUDA kernels "
             "and Triton is not installed"
         )
-    if choice == "native" and not native_cuda_available():
-        raise RuntimeError(
-            "backend 'native' was chosen but cprl_fast was built without CUDA kernels; "
-            "rebuild with CPRL_FAST_CUDA=1 or use set_backend('triton')"
-        )
-    if choice == "triton" and not triton_available():
-        raise RuntimeError("backend 'triton' was chosen but triton is not installed")
-    return choice
+    backend = BACKENDS.get(choice)
+    if not backend.serves(device.type):
+        if device.type == "cpu":  # the native CPU kernels serve any choice on the CPU
+            return BACKENDS.get("native")
+        raise RuntimeError(f"backend {choice!r} was chosen but {backend.why_not}")
+    return backend
 
 
-def op(name: str, like: torch.Tensor) -> Callable:
-    """The callable implementing op ``name`` for tensors like ``like``."""
-    if resolve(like.device) == "triton":
-        from cprl_fast import kernels
+def kernel(op: str, device: torch.device) -> tuple[Backend, torch._ops.OpOverload]:
+    """(backend, op overload) serving op ``op`` for tensors on ``device``."""
+    backend = resolve(device)
+    return backend, backend.kernel(op)
 
-        return kernels.OPS[name]
-    return getattr(torch.ops.cprl_fast, name).default
+
+# op name -> (setup_context(ctx, inputs, output, *, backend), backward(ctx, *grads, backend))
+_AUTOGRAD: dict[str, tuple[Callable, Callable]] = {}
+
+
+def register_autograd(op: str, setup_context: Callable, backward: Callable) -> None:
+    """Registers the autograd of op ``op`` once, for every backend's forward op: both functions
+    receive ``backend=<name>``, and the backward calls that backend's backward op."""
+    _AUTOGRAD[op] = (setup_context, backward)
+    torch.library.register_autograd(
+        f"cprl_fast::{op}",
+        functools.partial(backward, backend="native"),
+        setup_context=functools.partial(setup_context, backend="native"),
+    )

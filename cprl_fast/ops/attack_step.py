@@ -1,4 +1,11 @@
-"""``attack_step``: the fused gradient-sign step of FGSM/PGD (SPEC section 5).
+"""``attack_step``: the fused gradient-sign step of FGSM/PGD (docs/maths.md, section 5).
+
+Where it lives (``SPEC.files`` below lists the same):
+  schema ``csrc/ops.cpp``; maths ``csrc/core/attack_step.h``; shared set-up
+  ``csrc/glue/attack_step.h``; kernels ``csrc/cpu/attack_step_cpu.cpp``,
+  ``csrc/cuda/attack_step_cuda.cu``, ``kernels/attack_step.py`` (Triton); reference
+  ``cprl_fast/reference/attack_step.py``; tests ``tests/test_op_specs.py`` (shared, from ``SPEC``)
+  and ``tests/test_attack_step.py``; benchmark ``bench/cases.py`` (from ``SPEC``).
 
 Schema (declared in ``csrc/ops.cpp``)::
 
@@ -14,16 +21,19 @@ from __future__ import annotations
 
 import torch
 
-from cprl_fast.ops import _backend
-from cprl_fast.ops._checks import (
+from cprl_fast import reference
+from cprl_fast.checks import (
     check_attack_step_args,
+    check_eps,
     check_float,
     check_out,
     check_tensor,
     dense_format,
 )
+from cprl_fast.ops import _backend
+from cprl_fast.ops.spec import BadCall, OpSpec, in_layout
 
-__all__ = ["attack_step", "attack_step_", "random_start"]
+__all__ = ["SPEC", "attack_step", "attack_step_", "random_start"]
 
 
 @torch.library.register_fake("cprl_fast::attack_step")
@@ -80,9 +90,9 @@ def attack_step(
     args = (x.detach(), grad.detach(), x0.detach(), float(alpha), float(eps), float(lo), float(hi))
     check_attack_step_args(*args)
     if out is None:
-        return _backend.op("attack_step", x)(*args)
+        return _backend.kernel("attack_step", x.device)[1](*args)
     check_out(x, out)
-    _backend.op("attack_step_out", x)(*args, out.detach())
+    _backend.kernel("attack_step_out", x.device)[1](*args, out.detach())
     return out
 
 
@@ -119,8 +129,7 @@ def random_start(
         A new tensor like ``x`` (not requiring grad).
     """
     check_float(x, "x")
-    if not eps >= 0:
-        raise ValueError(f"eps must be >= 0, got {eps}")
+    check_eps(eps)
     if generator is not None and generator.device.type != x.device.type:
         raise ValueError(
             f"generator must be on the device of x ({x.device}), got {generator.device}"
@@ -129,3 +138,79 @@ def random_start(
         -float(eps), float(eps), generator=generator
     )
     return (x.detach() + noise).clamp_(float(lo), float(hi))
+
+
+# -- the spec the shared tests and the benchmarks run -------------------------------------------
+
+
+def _sample(shape, dtype=torch.float32, device="cpu", layout="contiguous", seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x0 = torch.rand(shape, generator=g, dtype=torch.float64)
+    x = (x0 + (torch.rand(shape, generator=g, dtype=torch.float64) - 0.5) * 0.02).clamp(0, 1)
+    grad = torch.randn(shape, generator=g, dtype=torch.float64)
+    grad[grad.abs() < 0.2] = 0.0  # sign(0) = 0: those pixels stay put
+    x, grad, x0 = (in_layout(v.to(dtype=dtype, device=device), layout) for v in (x, grad, x0))
+    return x, grad, x0, 1 / 255, 2 / 255, 0.0, 1.0
+
+
+def _call(fn, args):
+    return (fn(*args),)
+
+
+SPEC = OpSpec(
+    name="attack_step",
+    public=attack_step,
+    reference=reference.attack_step,
+    sample=_sample,
+    call=_call,
+    variants=({},),
+    shapes=((2, 3, 17, 9), (1, 1, 1, 1), (3, 3, 4, 5), (2, 3, 32, 32)),
+    bench_shapes=((16, 3, 320, 320),),
+    small_bench_shapes=((2, 3, 16, 16),),
+    passes=("fwd",),
+    bytes_moved={"fwd": 4},  # reads x, grad, x0; writes x'
+    bad_calls=(
+        BadCall(
+            "grad of another shape",
+            lambda a: (a[0], a[1][..., :1], *a[2:]),
+            ValueError,
+            "grad must have the shape of x",
+        ),
+        BadCall(
+            "x0 of another dtype",
+            lambda a: (*a[:2], a[2].double(), *a[3:]),
+            TypeError,
+            "x0 must have the dtype of x",
+        ),
+        BadCall(
+            "negative eps",
+            lambda a: (*a[:4], -0.1, *a[5:]),
+            ValueError,
+            "eps must be finite and >= 0",
+        ),
+        BadCall(
+            "infinite eps",
+            lambda a: (*a[:4], float("inf"), *a[5:]),
+            ValueError,
+            "eps must be finite and >= 0",
+        ),
+        BadCall("lo above hi", lambda a: (*a[:5], 1.0, 0.0), ValueError, "lo must be <= hi"),
+        BadCall(
+            "integer x",
+            lambda a: tuple(v.int() if i < 3 else v for i, v in enumerate(a)),
+            TypeError,
+            "x must be float16, bfloat16, float32 or float64",
+        ),
+    ),
+    files={
+        "schema": "csrc/ops.cpp",
+        "maths": "csrc/core/attack_step.h",
+        "set-up": "csrc/glue/attack_step.h",
+        "cpu": "csrc/cpu/attack_step_cpu.cpp",
+        "cuda": "csrc/cuda/attack_step_cuda.cu",
+        "triton": "kernels/attack_step.py",
+        "reference": "cprl_fast/reference/attack_step.py",
+        "tests": "tests/test_attack_step.py",
+        "benchmark": "bench/cases.py",
+    },
+)

@@ -1,4 +1,11 @@
-"""``intervene``: the masked intervention combine of CPRL (SPEC section 2) as a custom op.
+"""``intervene``: the masked intervention combine of CPRL (docs/maths.md, section 2).
+
+Where it lives (``SPEC.files`` below lists the same):
+  schema ``csrc/ops.cpp``; maths ``csrc/core/intervene.h``; shared set-up
+  ``csrc/glue/intervene.h``; kernels ``csrc/cpu/intervene_cpu.cpp``,
+  ``csrc/cuda/intervene_cuda.cu``, ``kernels/intervene.py`` (Triton); reference
+  ``cprl_fast/reference/intervene.py``; tests ``tests/test_op_specs.py`` (shared, from ``SPEC``)
+  and ``tests/test_intervene.py``; benchmark ``bench/cases.py`` (from ``SPEC``).
 
 Schema (declared in ``csrc/ops.cpp``)::
 
@@ -14,10 +21,18 @@ from __future__ import annotations
 
 import torch
 
+from cprl_fast import reference
+from cprl_fast.checks import (
+    acc_dtype,
+    check_intervene_args,
+    check_output_grad,
+    check_tensor,
+    dense_format,
+)
 from cprl_fast.ops import _backend
-from cprl_fast.ops._checks import check_intervene_args, check_tensor, dense_format
+from cprl_fast.ops.spec import BadCall, OpSpec, feature, in_layout, like
 
-__all__ = ["intervene"]
+__all__ = ["SPEC", "intervene"]
 
 
 @torch.library.register_fake("cprl_fast::intervene")
@@ -29,6 +44,7 @@ def _intervene_fake(f, t, mask, mode):
 @torch.library.register_fake("cprl_fast::intervene_backward")
 def _intervene_backward_fake(grad, f, t, mask, mode):
     check_intervene_args(f, t, mask, mode)
+    check_output_grad(f, grad, "grad")
     fmt = dense_format(f)
     return (
         torch.empty_like(f, memory_format=fmt),
@@ -37,19 +53,22 @@ def _intervene_backward_fake(grad, f, t, mask, mode):
     )
 
 
-def _setup_context(ctx, inputs, output):
+def _setup_context(ctx, inputs, output, *, backend):
     f, t, mask, mode = inputs
     ctx.save_for_backward(f, t, mask)
     ctx.mode = mode
+    ctx.backend = backend
 
 
-def _backward(ctx, grad):
+def _backward(ctx, grad, *, backend):
     f, t, mask = ctx.saved_tensors
-    grad_f, grad_t, grad_mask = _backend.op("intervene_backward", f)(grad, f, t, mask, ctx.mode)
+    grad_f, grad_t, grad_mask = _backend.BACKENDS.get(backend).kernel("intervene_backward")(
+        grad, f, t, mask, ctx.mode
+    )
     return grad_f, grad_t, grad_mask, None
 
 
-torch.library.register_autograd("cprl_fast::intervene", _backward, setup_context=_setup_context)
+_backend.register_autograd("intervene", _setup_context, _backward)
 
 
 def intervene(f: torch.Tensor, t: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
@@ -83,5 +102,86 @@ def intervene(f: torch.Tensor, t: torch.Tensor, mask: torch.Tensor, mode: str) -
     if flat:
         f, t = f[:, :, None, None], t[:, :, None, None]
     check_intervene_args(f, t, mask, mode)
-    out = _backend.op("intervene", f)(f, t, mask, mode)
+    _, op = _backend.kernel("intervene", f.device)
+    out = op(f, t, mask, mode)
     return out[:, :, 0, 0] if flat else out
+
+
+# -- the spec the shared tests and the benchmarks run -------------------------------------------
+
+
+def _sample(shape, dtype=torch.float32, device="cpu", layout="contiguous", seed=0, mode="sf"):
+    f = feature(shape, dtype=dtype, device=device, seed=seed, layout=layout)
+    t = in_layout(like(f.contiguous(), seed + 1).relu(), layout)  # an FC output: non-negative
+    g = torch.Generator().manual_seed(seed + 2)
+    mask = torch.rand(shape[:2], generator=g, dtype=torch.float64).to(device, acc_dtype(dtype))
+    return f, t, mask, mode
+
+
+def _call(fn, args):
+    return (fn(*args),)
+
+
+def _backward_sample(args, seed):
+    f, t, mask, mode = args
+    return like(f.detach(), seed), f.detach(), t.detach(), mask.detach(), mode
+
+
+SPEC = OpSpec(
+    name="intervene",
+    public=intervene,
+    reference=reference.intervene,
+    sample=_sample,
+    call=_call,
+    variants=({"mode": "sf"}, {"mode": "nc"}),
+    shapes=((2, 5, 3, 7), (3, 1, 4, 4), (1, 2, 1, 1), (2, 64, 9, 5), (2, 300, 1, 2)),
+    bench_shapes=((16, 256, 80, 80), (16, 512, 40, 40), (16, 1024, 20, 20), (16, 2048, 10, 10)),
+    small_bench_shapes=((2, 32, 8, 8), (2, 64, 4, 4)),
+    passes=("fwd", "bwd", "fwdbwd"),
+    # fwd reads f, t and writes out; bwd reads dy, f, t and writes df, dt
+    bytes_moved={"fwd": 3, "bwd": 5, "fwdbwd": 8},
+    grad_args=(0, 1, 2),
+    backward_op="intervene_backward",
+    backward_sample=_backward_sample,
+    bench_variant={"mode": "sf"},
+    bad_calls=(
+        BadCall(
+            "t of another shape",
+            lambda a: (a[0], a[1][..., :1], *a[2:]),
+            ValueError,
+            r"t must have the shape of f",
+        ),
+        BadCall(
+            "t of another dtype",
+            lambda a: (a[0], a[1].double(), *a[2:]),
+            TypeError,
+            "t must have the dtype of f",
+        ),
+        BadCall(
+            "4-d mask",
+            lambda a: (*a[:2], a[2][:, :, None, None], a[3]),
+            ValueError,
+            r"mask must have shape \[N, C\]",
+        ),
+        BadCall(
+            "integer mask",
+            lambda a: (*a[:2], a[2].long(), a[3]),
+            TypeError,
+            "mask must be float16, bfloat16, float32 or float64",
+        ),
+        BadCall(
+            "mode 'normal'", lambda a: (*a[:3], "normal"), ValueError, "mode must be 'sf' or 'nc'"
+        ),
+    ),
+    files={
+        "schema": "csrc/ops.cpp",
+        "maths": "csrc/core/intervene.h",
+        "set-up": "csrc/glue/intervene.h",
+        "cpu": "csrc/cpu/intervene_cpu.cpp",
+        "cuda": "csrc/cuda/intervene_cuda.cu",
+        "triton": "kernels/intervene.py",
+        "reference": "cprl_fast/reference/intervene.py",
+        "tests": "tests/test_intervene.py",
+        "benchmark": "bench/cases.py",
+    },
+)

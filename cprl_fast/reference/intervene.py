@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from cprl_fast.ops._checks import acc_dtype
+from cprl_fast.checks import acc_dtype
 
 
 def intervene(f: torch.Tensor, t: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:

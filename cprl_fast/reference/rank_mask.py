@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from cprl_fast.ops._checks import acc_dtype
-from cprl_fast.ops.rank_mask import DEFAULT_TAU
+from cprl_fast.checks import acc_dtype
+
+#: Soft-rank temperature used when ``tau`` is None, in the units of the channel scores.
+DEFAULT_TAU = 0.1
 
 
 def rank_mask(

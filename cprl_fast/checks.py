@@ -1,8 +1,11 @@
-"""Input checks for the fake (meta) kernels and the Python entry points.
+"""Argument checks, each written once and naming the argument: the ops' Python entry points,
+their fake (meta) kernels, the Triton kernels, the CA module and the attacks all call these.
 
-They mirror ``csrc/checks.h`` message for message, so that a bad call fails the same way under
-``torch.compile`` tracing as in eager mode: ``ValueError`` for a wrong shape, device or value,
-``TypeError`` for a wrong dtype or a non-tensor.
+The op checks mirror ``csrc/checks.h`` message for message, so that a bad call fails the same
+way under ``torch.compile`` tracing as in eager mode (``tests/test_op_specs.py`` checks the
+parity): ``ValueError`` for a wrong shape, device or value, ``TypeError`` for a wrong dtype or a
+non-tensor. This module imports nothing from the package: ``cprl_fast.ops`` and
+``cprl_fast.kernels`` both depend on it, never on each other at import time.
 """
 
 from __future__ import annotations
@@ -87,15 +90,32 @@ def check_offset(f: torch.Tensor, b: torch.Tensor) -> None:
     check_same_device(f, "f", b, "b")
 
 
+def check_temperature(temperature: float) -> None:
+    if not (temperature > 0 and math.isfinite(temperature)):
+        raise ValueError(f"temperature must be a positive finite number, got {temperature:g}")
+
+
+def check_tau(tau: float) -> None:
+    if not (tau > 0 and math.isfinite(tau)):
+        raise ValueError(f"tau must be a positive finite number for the soft rank, got {tau:g}")
+
+
+def check_eps(eps: float) -> None:
+    """The L-infinity budget of an attack: finite and ``>= 0`` (pixel units)."""
+    if not isinstance(eps, (int, float)) or isinstance(eps, bool):
+        raise TypeError(f"eps must be a number, got {type(eps).__name__}")
+    if not (eps >= 0 and math.isfinite(eps)):
+        raise ValueError(f"eps must be finite and >= 0, got {eps:g}")
+
+
 def check_rank_mask_args(
     f: torch.Tensor, b: torch.Tensor, temperature: float, soft: bool, tau: float
 ) -> None:
     check_feature(f, "f")
     check_offset(f, b)
-    if not (temperature > 0 and math.isfinite(temperature)):
-        raise ValueError(f"temperature must be a positive finite number, got {temperature}")
-    if soft and not (tau > 0 and math.isfinite(tau)):
-        raise ValueError(f"tau must be a positive finite number for the soft rank, got {tau}")
+    check_temperature(temperature)
+    if soft:
+        check_tau(tau)
 
 
 def check_intervene_args(f: torch.Tensor, t: torch.Tensor, mask: torch.Tensor, mode: str) -> None:
@@ -128,11 +148,23 @@ def check_attack_step_args(
     check_same_dtype(x, "x", grad, "grad")
     check_same_dtype(x, "x", x0, "x0")
     if not math.isfinite(alpha):
-        raise ValueError(f"alpha must be finite, got {alpha}")
-    if not (eps >= 0 and math.isfinite(eps)):
-        raise ValueError(f"eps must be finite and >= 0, got {eps}")
+        raise ValueError(f"alpha must be finite, got {alpha:g}")
+    check_eps(eps)
     if not lo <= hi:
-        raise ValueError(f"lo must be <= hi, got lo={lo} hi={hi}")
+        raise ValueError(f"lo must be <= hi, got lo={lo:g} hi={hi:g}")
+
+
+def check_output_grad(f: torch.Tensor, grad: torch.Tensor, name: str) -> None:
+    """The incoming gradient of an op output shaped like ``f``."""
+    check_tensor(grad, name)
+    check_same_shape(f, "f", grad, name)
+    check_same_dtype(f, "f", grad, name)
+    check_same_device(f, "f", grad, name)
+
+
+def check_optional_mask_grad(f: torch.Tensor, grad_mask: torch.Tensor | None) -> None:
+    if grad_mask is not None:
+        check_mask(f, grad_mask, "grad_mask")
 
 
 def check_out(x: torch.Tensor, out: torch.Tensor) -> None:
