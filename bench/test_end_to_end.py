@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
@@ -10,8 +11,7 @@ import torch
 from bench.end_to_end import batch, model_fwd_bwd, pgd10
 from bench.test_ops import DEVICE, _synchronized
 from cprl_fast.models import cprl_resnet, resnet_iqa
-from cprl_fast.train import TrainConfig, build_optimizers, param_groups
-from cprl_fast.train.pns import STEPS
+from cprl_fast.train import TrainConfig, build_optimizers, make_objective
 
 SMALL = os.environ.get("CPRL_BENCH_SMALL") == "1"
 ARCH = "resnet18" if SMALL or DEVICE.type == "cpu" else "resnet50"
@@ -40,7 +40,8 @@ def test_training_iteration(benchmark, data, mode):
     benchmark.group = f"training iteration {ARCH} {SIZE}px x{N}"
     if mode == "plain":
         model = resnet_iqa(ARCH).to(DEVICE).train()
-        opt = build_optimizers(model, TrainConfig(model="resnet"))["theta"]
+        groups = make_objective("regression").param_groups(model)
+        opt = build_optimizers(groups, TrainConfig(model="resnet"))["theta"]
 
         def run():
             opt.zero_grad(set_to_none=True)
@@ -49,10 +50,12 @@ def test_training_iteration(benchmark, data, mode):
 
     else:
         model = cprl_resnet(ARCH).to(DEVICE).train()
-        opts, groups, t = build_optimizers(model, TrainConfig()), param_groups(model), [0]
+        objective = make_objective("pns", {"mode": mode})
+        groups = objective.param_groups(model)
+        opts, t = build_optimizers(groups, TrainConfig()), [0]
 
         def run():
-            STEPS[mode](model, groups, opts, x, y, t[0], 1.0)
+            objective.step(model, model, groups, opts, x, y, t[0], None, contextlib.nullcontext())
             t[0] += 1
 
     before = model.head.weight.detach().clone()

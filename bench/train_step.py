@@ -11,13 +11,14 @@ and their ratios to the plain iteration.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 
 import torch
 
 from bench.timing import median_seconds
 from cprl_fast.models import cprl_resnet, resnet_iqa
-from cprl_fast.train import TrainConfig, build_optimizers, param_groups
+from cprl_fast.train import TrainConfig, build_optimizers, make_objective
 from cprl_fast.train.pns import STEPS
 
 
@@ -26,10 +27,10 @@ def measure(arch="resnet18", size=128, batch=16, device="cpu") -> dict:
     g = torch.Generator().manual_seed(0)
     x = torch.rand(batch, 3, size, size, generator=g).to(device)
     y = torch.rand(batch, generator=g).to(device)
-    cfg = TrainConfig(arch=arch)
+    cfg = TrainConfig(model_options={"arch": arch})
     torch.manual_seed(0)
     plain = resnet_iqa(arch).to(device).train()
-    opt = build_optimizers(plain, TrainConfig(arch=arch, model="resnet"))["theta"]
+    opt = build_optimizers(make_objective("regression").param_groups(plain), cfg)["theta"]
 
     def plain_step():
         opt.zero_grad(set_to_none=True)
@@ -38,14 +39,16 @@ def measure(arch="resnet18", size=128, batch=16, device="cpu") -> dict:
 
     out = {"arch": arch, "size": size, "batch": batch, "device": str(device),
            "plain_s": median_seconds(plain_step, device, min_time=3.0)}  # fmt: skip
-    for mode, step in STEPS.items():
+    for mode in STEPS:
         torch.manual_seed(0)
         model = cprl_resnet(arch).to(device).train()
-        opts, groups = build_optimizers(model, cfg), param_groups(model)
+        objective = make_objective("pns", {"mode": mode})
+        groups = objective.param_groups(model)
+        opts = build_optimizers(groups, cfg)
         t = [0]
 
-        def cprl_step(model=model, opts=opts, groups=groups, step=step, t=t):
-            step(model, groups, opts, x, y, t[0], 1.0)
+        def cprl_step(model=model, opts=opts, groups=groups, objective=objective, t=t):
+            objective.step(model, model, groups, opts, x, y, t[0], None, contextlib.nullcontext())
             t[0] += 1
 
         seconds = median_seconds(cprl_step, device, min_time=3.0)

@@ -10,8 +10,8 @@ markdown table.
 from __future__ import annotations
 
 import csv
-import json
-from collections.abc import Callable, Sequence
+import io
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
 
@@ -20,14 +20,9 @@ import torch
 from torch import nn
 
 from cprl_fast import attacks, metrics
-
-ATTACKS: dict[str, Callable] = {
-    "fgsm": lambda m, x, y, eps, g: attacks.fgsm(m, x, y, eps=eps),
-    "pgd": lambda m, x, y, eps, g: attacks.pgd(m, x, y, eps=eps, steps=10, generator=g),
-    "reflect": lambda m, x, y, eps, g: attacks.score_reflection(m, x, y, eps=eps, steps=1),
-    "reflect10": lambda m, x, y, eps, g: attacks.score_reflection(m, x, y, eps=eps, steps=10),
-    "square": lambda m, x, y, eps, g: attacks.square(m, x, y, eps=eps, queries=300, generator=g),
-}
+from cprl_fast.attacks.common import eval_mode
+from cprl_fast.checks import check_eps
+from cprl_fast.io import write_json_atomic, write_text_atomic
 
 
 def parse_eps(text: str | float) -> float:
@@ -51,19 +46,20 @@ def predictions(model: nn.Module, dataset, attack: str | None, eps: float, batch
                 device="cpu", seed: int = 0) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Scores of ``model`` on ``dataset`` (attacked by ``attack`` at ``eps`` when given) and the
     labels, in dataset order."""
-    if attack is not None and attack not in ATTACKS:
-        raise ValueError(f"unknown attack {attack!r} (known: {', '.join(ATTACKS)})")
+    if attack is not None:
+        attacks.check_attack_names([attack])
+    check_eps(eps)
     g = torch.Generator().manual_seed(seed)
-    model.eval()
     preds, labels = [], []
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
-    for x, y in loader:
-        x, y = x.to(device), y.to(device)
-        if attack is not None and eps > 0:
-            x = ATTACKS[attack](model, x, y, eps, g)
-        with torch.no_grad():
-            preds.append(model(x).float().cpu())
-        labels.append(y.cpu())
+    with eval_mode(model):
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            if attack is not None and eps > 0:
+                x = attacks.run_attack(attack, model, x, y, eps, g)
+            with torch.no_grad():
+                preds.append(model(x).float().cpu())
+            labels.append(y.cpu())
     return torch.cat(preds).numpy(), torch.cat(labels).numpy()
 
 
@@ -73,6 +69,8 @@ def evaluate(model: nn.Module, dataset, attack_names: Sequence[str] = ("fgsm", "
     """``{"clean": metrics, "<attack>": metrics, ...}`` of ``model`` on ``dataset``."""
     from tqdm import tqdm
 
+    attack_names = attacks.check_attack_names(attack_names)
+    check_eps(eps)
     clean, y = predictions(model, dataset, None, eps, batch_size, device, seed)
     results = {"clean": _condition(clean, clean, y)}
     for name in tqdm(list(attack_names), desc=f"attacks at eps={eps:.4g}", unit="attack"):
@@ -94,13 +92,14 @@ def write_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "results.json", "csv": out / "results.csv", "md": out / "results.md"}
-    paths["json"].write_text(json.dumps(results, indent=1) + "\n")
-    with open(paths["csv"], "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["model", "condition", *COLUMNS])
-        for model, conds in results.items():
-            for cond, m in conds.items():
-                w.writerow([model, cond, *(f"{m[c]:.6f}" for c in COLUMNS)])
+    write_json_atomic(paths["json"], results)
+    table = io.StringIO()
+    w = csv.writer(table, lineterminator="\n")
+    w.writerow(["model", "condition", *COLUMNS])
+    for model, conds in results.items():
+        for cond, m in conds.items():
+            w.writerow([model, cond, *(f"{m[c]:.6f}" for c in COLUMNS)])
+    write_text_atomic(paths["csv"], table.getvalue())
     lines = [f"# {title}", "", "| model | condition | " + " | ".join(COLUMNS) + " |",
              "| --- | --- |" + " ---: |" * len(COLUMNS)]  # fmt: skip
     for model, conds in results.items():
@@ -108,5 +107,5 @@ def write_report(
             lines.append(
                 f"| {model} | {cond} | " + " | ".join(f"{m[c]:.4f}" for c in COLUMNS) + " |"
             )
-    paths["md"].write_text("\n".join(lines) + "\n")
+    write_text_atomic(paths["md"], "\n".join(lines) + "\n")
     return paths

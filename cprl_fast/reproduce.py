@@ -14,17 +14,21 @@ collect everything.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
 import torch
 
-from cprl_fast import figures
-from cprl_fast.data import load_dataset
-from cprl_fast.data.splits import write_json_atomic
+from cprl_fast.data import LOADERS
 from cprl_fast.evaluate import evaluate, write_report
+from cprl_fast.io import write_json_atomic, write_text_atomic
+from cprl_fast.run import FIGURES, draw_figures, load_run_splits
 from cprl_fast.train import TrainConfig, Trainer
 from cprl_fast.train.checkpoint import load
+
+#: The baselines trained beside ResNet and CPRL by default.
+BASELINES = ("lwta", "denoise", "sat", "nt", "nima", "dbcnn")
 
 
 def _train(name: str, cfg: TrainConfig, train_set, test_set, out: Path) -> torch.nn.Module:
@@ -52,23 +56,27 @@ def _cached(out: Path, step: str, fn):
 def reproduce(
     dataset: str, root: str | None, out_dir: str | Path, base: TrainConfig,
     eps: float = 1 / 255, attack_names=("fgsm", "pgd", "reflect"),
-    b_values=(0.2, 0.3, 0.4, 0.5), ablations: bool = True,
-    baselines=("lwta", "denoise", "sat", "nt", "nima", "dbcnn"),
+    b_values=(0.2, 0.3, 0.4, 0.5), ablations: bool = True, baselines=BASELINES,
 ) -> dict:  # fmt: skip
     """Runs (or resumes) the protocol; returns the report's content."""
     out = Path(out_dir)
     split_file = base.split_file or str(out / "split.json")
     cfg = dataclasses.replace(base, dataset=dataset, root=root, split_file=split_file)
-    common = {"split_file": split_file, "seed": cfg.split_seed, "image_size": cfg.image_size}
-    train_set = load_dataset(dataset, root, split="train", **common)
-    test_set = load_dataset(dataset, root, split="test", **common)
+    splits = load_run_splits(cfg)
+    train_set, test_set = splits["train"], splits["test"]
     bs, dev = cfg.batch_size, cfg.device
 
-    def train(name: str, **changes) -> torch.nn.Module:
+    def train(name: str, model: str, objective: str | None = None, **model_options):
+        changes = {"model": model, "objective": objective,
+                   "model_options": {**cfg.model_options, **model_options}}  # fmt: skip
         return _train(name, dataclasses.replace(cfg, **changes), train_set, test_set, out)
 
     def attacked(name: str, model: torch.nn.Module, names) -> dict:
-        return _cached(out, f"eval-{name}", lambda: evaluate(model, test_set, names, eps, bs, dev))
+        # the cache key holds every setting that changes the result
+        key = json.dumps({"eps": eps, "attacks": list(names), "batch_size": bs, "seed": 0})
+        digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+        return _cached(out, f"eval-{name}-{digest}",
+                       lambda: evaluate(model, test_set, names, eps, bs, dev))  # fmt: skip
 
     models = {"resnet": train("resnet", model="resnet"), "cprl": train("cprl", model="cprl", b=0.4)}
     others = {name: train(name, model=name) for name in baselines}
@@ -84,23 +92,15 @@ def reproduce(
         table5[f"b={b:g}"] = attacked(name, model, ["fgsm"])
     if ablations:
         write_report(table5, out / "tables" / "table5_b", "Table 5: the offset b")
-        ca_alone = train("ca-alone", model="cprl", pns=False)
+        ca_alone = train("ca-alone", model="cprl", objective="regression")
         table6 = {
             "CA alone": attacked("ca-alone", ca_alone, ["fgsm", "pgd"]),
             "CA + PNS": main["cprl"],
         }
         write_report(table6, out / "tables" / "table6_pns", "Table 6: CA alone against CA + PNS")
 
-    figs = out / "figures"
-    figs.mkdir(parents=True, exist_ok=True)
-    x = test_set[0][0][None].to(dev)
-    batch = torch.stack([test_set[i][0] for i in range(min(8, len(test_set)))]).to(dev)
     names = {"ResNet": models["resnet"], "CPRL": models["cprl"]}
-    layers = {n: (m, m.backbone.layer4[-1]) for n, m in names.items()}
-    figures.score_landscape(names, x, figs / "fig4_landscape.png")
-    figures.channel_activations(layers, batch, figs / "fig5_channels.png")
-    fig6 = figures.srcc_vs_eps(names, test_set, figs / "fig6_srcc_vs_eps.png", batch_size=bs,
-                               device=dev)  # fmt: skip
+    fig6 = draw_figures(names, test_set, out / "figures", bs, dev)
     report = {
         "dataset": dataset,
         "eps": eps,
@@ -112,18 +112,17 @@ def reproduce(
         "fig6": fig6,
     }
     write_json_atomic(out / "report.json", report)
+    arch = cfg.model_options.get("arch", "the default backbone")
     parts = [f"# CPRL protocol on `{dataset}`", "",
              f"Train {len(train_set)} / test {len(test_set)} images, split {split_file}; "
-             f"{cfg.arch} at {cfg.image_size} px, {cfg.epochs} epoch(s), batch {cfg.batch_size}.",
+             f"{arch} at {cfg.image_size} px, {cfg.epochs} epoch(s), batch {cfg.batch_size}.",
              ""]  # fmt: skip
     for sub in ("main", "table5_b", "table6_pns") if ablations else ("main",):
         parts += [(out / "tables" / sub / "results.md").read_text(), ""]
     parts += ["## Figures", ""]
-    parts += [
-        f"![{f}](figures/{f}.png)" for f in ("fig4_landscape", "fig5_channels", "fig6_srcc_vs_eps")
-    ]
-    if dataset == "builtin":
+    parts += [f"![{f}](figures/{f}.png)" for f in FIGURES]
+    if LOADERS.info(dataset).get("synthetic"):
         parts += ["", "The built-in dataset is synthetic (MS-SSIM pseudo-MOS), not human opinion "
                   "scores: these numbers do not reproduce the paper's tables."]  # fmt: skip
-    (out / "report.md").write_text("\n".join(parts) + "\n")
+    write_text_atomic(out / "report.md", "\n".join(parts) + "\n")
     return report

@@ -174,7 +174,7 @@ def test_robustness_score():
 
 def test_bad_arguments(trained):
     model, x, y = trained
-    with pytest.raises(ValueError, match="eps must be >= 0"):
+    with pytest.raises(ValueError, match="eps must be finite and >= 0"):
         attacks.pgd(model, x, y, eps=-1)
     with pytest.raises(ValueError, match=r"x must be images \[N, C, H, W\]"):
         attacks.fgsm(model, x[0], y)

@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from cprl_fast.models import MODELS, build
-from cprl_fast.models.baselines import LWTA, DenoisingBlock, emd
+from cprl_fast.models.baselines import LWTA, DenoisingBlock
 from cprl_fast.models.dbcnn import SCNN, distortion_batch, pretrain_scnn
+from cprl_fast.models.registry import default_objective
+from cprl_fast.train.objectives import emd, gaussian_target, gradient_penalty, make_objective
 
 NAMES = ["resnet", "cprl", "lwta", "denoise", "sat", "nt", "nima", "dbcnn"]
 
@@ -17,9 +19,9 @@ def _batch(seed=0, n=4, size=32):
     return torch.rand(n, 3, size, size, generator=g), torch.rand(n, generator=g)
 
 
-def _loss(model, x, y):
-    fn = getattr(model, "training_loss", None)
-    return fn(x, y) if fn is not None else torch.mean((model(x) - y) ** 2)
+def _loss(model, x, y, name):
+    """The training loss of the model's own objective (for the PNS game: its regression part)."""
+    return make_objective(default_objective(name)).loss(model, model, x, y)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -29,7 +31,7 @@ def test_shapes_and_backward(name):
     x, y = _batch()
     s = model(x)
     assert s.shape == (4,) and ((s >= 0) & (s <= 1)).all()
-    _loss(model, x, y).backward()
+    _loss(model, x, y, name).backward()
     assert model.head.weight.grad is not None and model.head.weight.grad.abs().sum() > 0
 
 
@@ -45,7 +47,7 @@ def test_a_few_steps_lower_the_loss(name):
         model.train()
     for _ in range(8):
         opt.zero_grad()
-        _loss(model, x, y).backward()
+        _loss(model, x, y, name).backward()
         opt.step()
     with torch.no_grad():
         model.eval()
@@ -83,7 +85,7 @@ def test_nima_distribution_and_emd():
     p = model.distribution(torch.rand(3, 3, 32, 32))
     torch.testing.assert_close(p.sum(dim=1), torch.ones(3))
     assert torch.all(emd(p, p) == 0)
-    q = model.target_distribution(torch.tensor([0.2, 0.5, 0.9]))
+    q = gaussian_target(model.centres, torch.tensor([0.2, 0.5, 0.9]), 0.1)
     torch.testing.assert_close(q.sum(dim=1), torch.ones(3))
     assert torch.all(emd(p, q) > 0)
     torch.testing.assert_close(q @ model.centres, torch.tensor([0.2, 0.5, 0.9]), atol=0.03, rtol=0)
@@ -97,9 +99,10 @@ def test_denoising_block_is_the_identity_at_init():
 
 def test_sat_trains_on_adversarial_batches():
     torch.manual_seed(0)
-    model = build("sat", arch="resnet18", eps=2 / 255).train()
+    model = build("sat", arch="resnet18").train()
+    objective = make_objective("sat", {"eps": 2 / 255})
     x, y = _batch(2)
-    x_adv = model.adversarial_batch(x, y)
+    x_adv = objective.adversarial_batch(model, x, y)
     assert not torch.equal(x_adv, x) and (x_adv - x).abs().max() <= 2 / 255 + 1e-6
     assert model.training  # the attack ran in eval mode and gave the mode back
     assert not any(isinstance(m, torch.nn.ReLU) for m in model.modules())
@@ -109,10 +112,11 @@ def test_nt_penalty_is_zero_for_a_constant_model():
     torch.manual_seed(0)
     model = build("nt", arch="resnet18").train()
     x, y = _batch(3)
-    assert model.penalty(x, y) > 0
+    assert default_objective("nt") == "nt"
+    assert gradient_penalty(model, x, y) > 0
     with torch.no_grad():
         model.head.weight.zero_()  # the score no longer depends on the image
-    assert model.penalty(x, y) == 0
+    assert gradient_penalty(model, x, y) == 0
 
 
 def test_dbcnn_distortion_classes_and_scnn_pretraining():

@@ -100,8 +100,8 @@ def test_srcc_vs_eps_starts_at_the_clean_srcc(data, models, tmp_path):
 
 def test_cli_evaluate(data, tmp_path):
     root, _ = data
-    cfg = TrainConfig(arch="resnet18", image_size=32, batch_size=8, max_steps=1, root=str(root),
-                      out_dir=str(tmp_path / "run"))  # fmt: skip
+    cfg = TrainConfig(model_options={"arch": "resnet18"}, image_size=32, batch_size=8,
+                      max_steps=1, root=str(root), out_dir=str(tmp_path / "run"))  # fmt: skip
     train = load_dataset("builtin", root, split="train", image_size=32)
     Trainer(cfg, train).fit()
     cmd = [sys.executable, "-m", "cprl_fast.cli", "evaluate", "--checkpoint",
@@ -110,8 +110,14 @@ def test_cli_evaluate(data, tmp_path):
     r = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
     assert r.returncode == 0, r.stderr
     results = json.loads((tmp_path / "report" / "results.json").read_text())
-    assert set(results["cprl-resnet18"]) == {"clean", "fgsm", "pgd"}
+    assert set(results["run"]) == {"clean", "fgsm", "pgd"}  # named by its run folder
     bad = subprocess.run([*cmd[:6], "--attack", "cw"], capture_output=True, text=True)
-    assert bad.returncode == 2 and "unknown attack(s) ['cw']" in bad.stderr
+    assert bad.returncode == 2 and "unknown attack 'cw'" in bad.stderr
+    # named explicitly, twice the same checkpoint under two names
+    two = [*cmd[:5], f"a={cmd[5]}", "--checkpoint", f"b={cmd[5]}", "--attack", "fgsm",
+           "--out-dir", str(tmp_path / "two")]  # fmt: skip
+    r = subprocess.run(two, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert set(json.loads((tmp_path / "two" / "results.json").read_text())) == {"a", "b"}
     missing = subprocess.run([*cmd[:5], str(tmp_path / "nope.pt")], capture_output=True, text=True)
     assert missing.returncode == 2 and "checkpoint not found" in missing.stderr

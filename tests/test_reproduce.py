@@ -12,8 +12,8 @@ from cprl_fast.train import TrainConfig
 
 def test_protocol_writes_everything_and_resumes(tmp_path):
     out = tmp_path / "report"
-    base = TrainConfig(arch="resnet18", image_size=32, batch_size=16, epochs=1, max_steps=2,
-                       lr=1e-4)  # fmt: skip
+    base = TrainConfig(model_options={"arch": "resnet18"}, image_size=32, batch_size=16,
+                       epochs=1, max_steps=2, lr=1e-4)  # fmt: skip
     data_root = tmp_path / "builtin"
     report = reproduce("builtin", str(data_root), out, base, attack_names=("fgsm",),
                        b_values=(0.4, 0.5), baselines=("nima",))  # fmt: skip
@@ -33,17 +33,23 @@ def test_protocol_writes_everything_and_resumes(tmp_path):
     }
     assert set(cfgs) == {"resnet", "cprl", "nima", "cprl-b0.5", "ca-alone"}
     assert cfgs["nima"]["model"] == "nima"
-    assert cfgs["resnet"]["model"] == "resnet" and cfgs["cprl-b0.5"]["b"] == 0.5
-    assert cfgs["ca-alone"]["pns"] is False and cfgs["cprl"]["pns"] is True
+    assert cfgs["resnet"]["model"] == "resnet" and cfgs["cprl-b0.5"]["model_options"]["b"] == 0.5
+    assert cfgs["ca-alone"]["objective"] == "regression" and cfgs["cprl"]["objective"] is None
 
     # a second run trains nothing again and recomputes only what is missing
     trained = {p: p.stat().st_mtime_ns for p in (out / "models").glob("*/last.pt")}
-    (out / "steps" / "eval-resnet.json").unlink()
+    (resnet_eval,) = (out / "steps").glob("eval-resnet-*.json")
+    resnet_eval.unlink()
     again = reproduce("builtin", str(data_root), out, base, attack_names=("fgsm",),
                       b_values=(0.4, 0.5), baselines=("nima",))  # fmt: skip
     assert {p: p.stat().st_mtime_ns for p in trained} == trained
     assert again["main"]["cprl"] == report["main"]["cprl"]
-    assert (out / "steps" / "eval-resnet.json").is_file()
+    assert resnet_eval.is_file()
+    # another eps is another result, never the cached one
+    other = reproduce("builtin", str(data_root), out, base, eps=8 / 255, attack_names=("fgsm",),
+                      b_values=(0.4,), ablations=False, baselines=())  # fmt: skip
+    assert other["main"]["cprl"]["fgsm"] != report["main"]["cprl"]["fgsm"]
+    assert other["main"]["cprl"]["clean"] == report["main"]["cprl"]["clean"]
 
 
 def test_demo_command(tmp_path):

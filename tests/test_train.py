@@ -22,7 +22,7 @@ from cprl_fast.train.pns import (
     theta_regression_step,
 )
 
-SMALL = {"arch": "resnet18", "image_size": 32, "batch_size": 4, "lr": 1e-4}
+SMALL = {"model_options": {"arch": "resnet18"}, "image_size": 32, "batch_size": 4, "lr": 1e-4}
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,8 @@ def _setup(seed=0):
     torch.manual_seed(seed)
     cfg = TrainConfig(**{**SMALL, "lr": 1e-5})
     model = cprl_resnet("resnet18").train()
-    opts = build_optimizers(model, cfg)
+    groups = param_groups(model)
+    opts = build_optimizers({"theta": groups.theta, "phi": groups.phi, "xi": groups.xi}, cfg)
     g = torch.Generator().manual_seed(seed)
     x, y = torch.rand(4, 3, 32, 32, generator=g), torch.rand(4, generator=g)
     # converge the spectral norms' power iteration (one step per training forward), so that the
@@ -48,7 +49,7 @@ def _setup(seed=0):
         for mode in ("sf", "nc") * 15:
             with intervention(model, mode):
                 model(x)
-    return model, param_groups(model), opts, x, y
+    return model, groups, opts, x, y
 
 
 def _loss(model, x, target, mode="normal"):
@@ -132,14 +133,16 @@ class TestTrainer:
 
     def test_logs_checkpoints_and_metrics(self, builtin_sets, tmp_path):
         _, train, test = builtin_sets
-        cfg = TrainConfig(**SMALL, out_dir=str(tmp_path), max_steps=3, mode="fast")
+        cfg = TrainConfig(**SMALL, out_dir=str(tmp_path), max_steps=3,
+                          objective_options={"mode": "fast"})  # fmt: skip
         result = Trainer(cfg, train, test).fit()
         assert set(result) >= {"srcc", "plcc", "mse"}
         rows = (tmp_path / "log.csv").read_text().splitlines()
         assert rows[0] == "step,epoch,l_reg,l_sf,l_nc" and len(rows) == 4
         assert rows[1].endswith(",") and not rows[2].split(",")[3]  # SF, then NC
         state = torch.load(tmp_path / "last.pt", weights_only=True)
-        assert state["step"] == 3 and json.loads(state["config"])["mode"] == "fast"
+        assert state["step"] == 3
+        assert json.loads(state["config"])["objective_options"]["mode"] == "fast"
         assert (tmp_path / "best.pt").is_file()
         assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
@@ -152,9 +155,20 @@ class TestTrainer:
 
     def test_bad_config(self):
         with pytest.raises(ValueError, match="mode must be one of"):
-            TrainConfig(mode="quick")
-        with pytest.raises(ValueError, match="unknown config option"):
+            TrainConfig(objective_options={"mode": "quick"})
+        with pytest.raises(ValueError, match="unknown config option 'epochz'"):
             TrainConfig.from_dict({"epochz": 3})
+        with pytest.raises(ValueError, match="objective 'regression' has no option lam"):
+            TrainConfig(model="resnet", objective_options={"lam": 1.0})
+        with pytest.raises(ValueError, match="model 'resnet' has no option b"):
+            TrainConfig(model="resnet", model_options={"b": 0.4})
+
+    def test_flat_options_go_to_the_model_and_the_objective(self):
+        cfg = TrainConfig.from_dict({"model": "cprl", "arch": "resnet18", "b": 0.3, "lam": 0.5})
+        assert cfg.model_options == {"arch": "resnet18", "b": 0.3}
+        assert cfg.objective_options == {"lam": 0.5} and cfg.objective_name == "pns"
+        nima = TrainConfig.from_dict({"model": "nima", "sigma": 0.2})
+        assert nima.objective_name == "emd" and nima.objective_options == {"sigma": 0.2}
 
 
 def _ddp_worker(rank, world, init_file, x, y, out):
@@ -196,6 +210,10 @@ class TestCli:
     def test_help(self):
         r = self._run("train", "--help")
         assert r.returncode == 0 and "--lam" in r.stdout and "--mode" in r.stdout
+        # choices come from the registries: every model is listed
+        from cprl_fast.models import MODELS
+
+        assert all(name in r.stdout for name in MODELS)
 
     def test_unknown_option(self):
         r = self._run("train", "--epochz", "3")
@@ -217,11 +235,14 @@ class TestCli:
     def test_trains_from_a_config_file(self, builtin_sets, tmp_path):
         root, _, _ = builtin_sets
         cfg = {**SMALL, "root": str(root), "max_steps": 2, "out_dir": str(tmp_path / "run")}
+        cfg.pop("model_options")
+        cfg["arch"] = "resnet18"  # a flat model option, as users write it
         (tmp_path / "c.json").write_text(json.dumps(cfg))
         r = self._run("train", "--config", str(tmp_path / "c.json"), "--lam", "0.5")
         assert r.returncode == 0, r.stderr
         state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
-        assert json.loads(state["config"])["lam"] == 0.5 and state["step"] == 2
+        saved = json.loads(state["config"])
+        assert saved["objective_options"]["lam"] == 0.5 and state["step"] == 2
 
 
 def test_copy_of_a_model_trains_independently():

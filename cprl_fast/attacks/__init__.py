@@ -1,5 +1,6 @@
 """Adversarial attacks on quality models (SPEC section 5), in pixel space [0, 1].
 
+The named suite (:data:`ATTACKS`, :func:`run_attack`) is what evaluation runs.
 Gradient attacks: :func:`fgsm`, :func:`pgd` (random start, restarts keeping the worst case per
 sample, expectation over transformation for stochastic models) and :func:`score_reflection`
 (Eq. 5, one-step or iterative). Every update goes through the fused ``attack_step`` op.
@@ -14,5 +15,17 @@ it runs the model in eval mode and restores its mode, never touches parameter gr
 from cprl_fast.attacks.gradient import fgsm, pgd, score_reflection
 from cprl_fast.attacks.losses import mse_loss, reflection_loss
 from cprl_fast.attacks.masking import soft_rank, square
+from cprl_fast.attacks.suite import ATTACKS, check_attack_names, run_attack
 
-__all__ = ["fgsm", "mse_loss", "pgd", "reflection_loss", "score_reflection", "soft_rank", "square"]
+__all__ = [
+    "ATTACKS",
+    "check_attack_names",
+    "fgsm",
+    "mse_loss",
+    "pgd",
+    "reflection_loss",
+    "run_attack",
+    "score_reflection",
+    "soft_rank",
+    "square",
+]

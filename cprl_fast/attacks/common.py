@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
+from cprl_fast.checks import check_eps
+
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -16,8 +18,7 @@ def check_images(x: torch.Tensor, eps: float) -> None:
         raise ValueError(f"x must be images [N, C, H, W], got {getattr(x, 'shape', type(x))}")
     if not x.is_floating_point():
         raise TypeError(f"x must be floating point, got {x.dtype}")
-    if not eps >= 0:
-        raise ValueError(f"eps must be >= 0, got {eps}")
+    check_eps(eps)
 
 
 @contextlib.contextmanager

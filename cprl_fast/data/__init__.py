@@ -5,7 +5,8 @@
     >>> test = load_dataset("live", "/data/databaserelease2", split="test",
     ...                     split_file="live-0.json")
 
-Names: ``live``, ``vcl``, ``livec``, ``koniq``, ``builtin``. Formats: each loader module's
+Names (:data:`DATASETS`, from the loaders' registry): ``live``, ``vcl``, ``livec``, ``koniq``,
+``builtin``. Formats: each loader module's
 docstring (``live.py``, ``vcl.py``, ``livec.py``, ``koniq.py``, ``builtin.py``).
 """
 
@@ -29,17 +30,19 @@ from cprl_fast.data.splits import (
     read_record,
     scene_split,
     split_seeds,
-    write_json_atomic,
 )
 from cprl_fast.data.transforms import test_transform, to_tensor, train_transform
+from cprl_fast.io import write_json_atomic
 
 __all__ = [
     "DATASETS",
+    "LOADERS",
     "DatasetFormatError",
     "IQADataset",
     "Item",
     "load_dataset",
     "load_items",
+    "load_splits",
     "split_seeds",
     "test_transform",
     "to_tensor",
@@ -53,7 +56,7 @@ SPLITS = ("train", "val", "test", "all")
 def load_items(name: str, root: str | Path | None = None, **options) -> tuple[list[Item], Path]:
     """Every scored item of dataset ``name`` under ``root`` and the score file they came from."""
     fn = loader(name)
-    if name == "builtin":
+    if not LOADERS.info(name).get("needs_root", True):
         return fn(None if root is None else Path(root), **options)
     if root is None:
         raise ValueError(f"dataset {name!r} needs root, the folder it was unpacked to")
@@ -67,6 +70,24 @@ def load_dataset(
     name: str,
     root: str | Path | None = None,
     split: str = "all",
+    **kwargs,
+) -> IQADataset:
+    """A torch Dataset of ``(image [3, H, W] in [0, 1], score in [0, 1])`` for one split.
+
+    Args:
+        name: a name of :data:`DATASETS` (``live``, ``vcl``, ``livec``, ``koniq``, ``builtin``).
+        root: the folder the dataset was unpacked to (official or pyiqa layout, detected);
+            for ``builtin``, the cache folder (default ``~/.cache/cprl_fast``).
+        split: ``train``, ``test`` or ``all`` (``val`` too with ``official_split``).
+        kwargs: those of :func:`load_splits`.
+    """
+    return load_splits(name, root, (split,), **kwargs)[split]
+
+
+def load_splits(
+    name: str,
+    root: str | Path | None = None,
+    splits: tuple[str, ...] = ("train", "test"),
     *,
     split_file: str | Path | None = None,
     seed: int = 0,
@@ -76,45 +97,53 @@ def load_dataset(
     image_size: int = 320,
     skip_unreadable: bool = False,
     **options,
-) -> IQADataset:
-    """A torch Dataset of ``(image [3, H, W] in [0, 1], score in [0, 1])`` for one split.
+) -> dict[str, IQADataset]:
+    """Several splits of one dataset, its score file read and its images checked once.
 
     Args:
-        name: ``live``, ``vcl``, ``livec``, ``koniq`` or ``builtin``.
-        root: the folder the dataset was unpacked to (official or pyiqa layout, detected);
-            for ``builtin``, the cache folder (default ``~/.cache/cprl_fast``).
-        split: ``train``, ``test`` or ``all`` (``val`` too with ``official_split``).
+        name, root: as :func:`load_dataset`.
+        splits: any of ``train``, ``test``, ``all`` (and ``val`` with ``official_split``).
         split_file: JSON split to reuse; written there (atomically) if it does not exist yet.
         seed: seed of the 4:1 scene-disjoint split (ignored when ``split_file`` exists).
         train_ratio: share of scenes on the train side.
-        official_split: KonIQ-10k's own training/validation/test split instead.
-        transform: PIL image -> tensor; default SPEC section 7's train (random crop) or test
-            (centre crop) transform at ``image_size``.
+        official_split: the dataset's own split instead (datasets registered with one).
+        transform: PIL image -> tensor; default the train (random crop) or test (centre crop)
+            transform of docs/maths.md section 7 at ``image_size``.
         image_size: side of the square crops of the default transforms.
         skip_unreadable: drop (and count, in ``dataset.skipped``) missing or undecodable
             images instead of stopping at the first missing one.
         options: loader options (``resolution`` for KonIQ: ``"1024x768"`` or ``"512x384"``).
     """
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    if split == "val" and not official_split:
-        raise ValueError("split='val' exists only with official_split=True (KonIQ-10k)")
+    for split in splits:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+        if split == "val" and not official_split:
+            raise ValueError("split='val' exists only with official_split=True (KonIQ-10k)")
     items, score_file = load_items(name, root, **options)
     items, skipped = check_images_exist(items, skip_unreadable)
-    if transform is None:
-        transform = train_transform(image_size) if split == "train" else test_transform(image_size)
+
+    def transform_for(split: str) -> Callable:
+        if transform is not None:
+            return transform
+        return train_transform(image_size) if split == "train" else test_transform(image_size)
+
     if official_split:
-        if name != "koniq":
-            raise ValueError(f"official_split exists for 'koniq' only, not {name!r}")
-        sets = koniq.official_sets(Path(root))
-        wanted = {"train": {"training"}, "val": {"validation"}, "test": {"test"}}.get(split)
-        chosen = (
-            items
-            if wanted is None
-            else [it for it in items if sets.get(Path(it.path).name) in wanted]
-        )
-        info = {"dataset": name, "official": True, "split": split}
-        return IQADataset(name, chosen, transform, skipped, info)
+        official_sets = LOADERS.info(name).get("official_split")
+        if official_sets is None:
+            having = [n for n in LOADERS if LOADERS.info(n).get("official_split")]
+            raise ValueError(f"official_split exists for {', '.join(having)} only, not {name!r}")
+        sets = official_sets(Path(root))
+        wanted = {"train": {"training"}, "val": {"validation"}, "test": {"test"}}
+        out = {}
+        for split in splits:
+            chosen = (
+                items
+                if split == "all"
+                else [it for it in items if sets.get(Path(it.path).name) in wanted[split]]
+            )
+            info = {"dataset": name, "official": True, "split": split}
+            out[split] = IQADataset(name, chosen, transform_for(split), skipped, info)
+        return out
     sha = file_sha256(score_file)
     if split_file is not None and Path(split_file).is_file():
         record = read_record(split_file, name, sha)
@@ -125,10 +154,15 @@ def load_dataset(
         )
         if split_file is not None:
             write_json_atomic(split_file, record)
-    if split == "all":
-        chosen = items
-    else:
-        side = set(record["train_scenes" if split == "train" else "test_scenes"])
-        chosen = [it for it in items if it.scene in side]
     info = {k: v for k, v in record.items() if not k.endswith("_scenes")}
-    return IQADataset(name, chosen, transform, skipped, {**info, "split": split})
+    out = {}
+    for split in splits:
+        if split == "all":
+            chosen = items
+        else:
+            side = set(record["train_scenes" if split == "train" else "test_scenes"])
+            chosen = [it for it in items if it.scene in side]
+        out[split] = IQADataset(
+            name, chosen, transform_for(split), skipped, {**info, "split": split}
+        )
+    return out

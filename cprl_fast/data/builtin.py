@@ -152,7 +152,12 @@ def generate(root: Path) -> Path:
     return final
 
 
-@register("builtin")
+@register(
+    "builtin",
+    needs_root=False,
+    synthetic=True,
+    about="synthetic, 10 photographs x 25 distortions, no download",
+)
 def load_builtin(root: Path | None, **_options) -> tuple[list[Item], Path]:
     """Items of the built-in dataset, generating it under ``root`` (default: the cache) first."""
     folder = generate(cache_root() if root is None else Path(root))

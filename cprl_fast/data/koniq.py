@@ -60,7 +60,7 @@ def official_sets(root: Path) -> dict[str, str]:
     )
 
 
-@register("koniq")
+@register("koniq", official_split=official_sets, about="KonIQ-10k, 10073 images, MOS 1-5")
 def load_koniq(root: Path, resolution: str | None = None, **_options) -> tuple[list[Item], Path]:
     """Items of KonIQ-10k under ``root``."""
     scores_file = find_file(root, SCORES)

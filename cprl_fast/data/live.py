@@ -88,7 +88,7 @@ def _pyiqa(root: Path, meta: Path) -> tuple[list[Item], Path]:
     return items, meta
 
 
-@register("live")
+@register("live", about="LIVE IQA release 2, 779 distorted images, DMOS")
 def load_live(root: Path, **_options) -> tuple[list[Item], Path]:
     """Items of LIVE under ``root`` (official layout preferred, else pyiqa's CSV)."""
     if (root / "dmos_realigned.mat").is_file() or (root / "dmos.mat").is_file():

@@ -33,7 +33,7 @@ def _item(base: Path, name: str, mos: float) -> Item:
     return Item(str(path), mos / 100.0, mos, Path(name).stem)
 
 
-@register("livec")
+@register("livec", about="LIVE In the Wild Challenge, 1162 images, MOS 0-100")
 def load_livec(root: Path, **_options) -> tuple[list[Item], Path]:
     """Items of LIVE Challenge under ``root`` (official layout preferred, else pyiqa's CSV)."""
     for base in candidate_roots(root, "ChallengeDB_release"):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -59,21 +58,6 @@ def make_record(
         "train_scenes": train_scenes,
         "test_scenes": test_scenes,
     }
-
-
-def write_json_atomic(path: str | Path, data: dict) -> None:
-    """Writes JSON to a temporary file beside ``path``, then renames it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=1)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_record(path: str | Path, dataset: str, score_sha256: str) -> dict:

@@ -58,7 +58,7 @@ def _scores(path: Path) -> dict[str, float]:
     }
 
 
-@register("vcl")
+@register("vcl", about="VCL@FER, 552 distorted images, MOS 0-100")
 def load_vcl(root: Path, **_options) -> tuple[list[Item], Path]:
     """Items of VCL@FER under ``root``."""
     score_file = _score_file(root)

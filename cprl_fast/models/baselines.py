@@ -9,15 +9,19 @@
   ``x + BN(conv1x1(NL(x)))`` with non-local means using the embedded-Gaussian affinity
   ``softmax(theta(x)^T phi(x))`` (theta, phi: 1x1 convs to C/2), its BN initialised to zero so
   the block is the identity at initialisation.
-- ``sat``: smooth adversarial training (Xie et al. 2020): SiLU in place of every ReLU, and every
-  training batch replaced by its PGD version (eps, 3 steps, random start) before the update.
+- ``sat``: smooth adversarial training (Xie et al. 2020): SiLU in place of every ReLU; trained
+  with the ``sat`` objective (every batch replaced by its PGD version: eps, 3 steps, random
+  start).
 - ``nt``: norm regularisation of the input gradient (Liu et al., CVPR 2024, "Defense against
-  adversarial attacks on NR-IQA"): loss ``MSE + weight * mean ||grad_x L_i||_2^2`` (double
-  backpropagation); chosen: weight 1.0, the gradient of the per-sample squared error.
-- ``nima``: NIMA (Talebi & Milanfar 2018): the backbone with a softmax over 10 score bins and the
-  EMD loss (r = 2); the score is the distribution's mean mapped to [0, 1]. The target
-  distribution: a Gaussian over the bins centred on the MOS with standard deviation ``sigma``
-  (0.1 on the [0, 1] scale; KonIQ's vote distributions are not used yet), normalised.
+  adversarial attacks on NR-IQA"): the plain ResNet trained with the ``nt`` objective
+  ``MSE + weight * mean ||grad_x L_i||_2^2`` (double backpropagation); chosen: weight 1.0, the
+  gradient of the per-sample squared error.
+- ``nima``: NIMA (Talebi & Milanfar 2018): the backbone with a softmax over 10 score bins,
+  trained with the ``emd`` objective (r = 2); the score is the distribution's mean mapped to
+  [0, 1]. The target distribution: a Gaussian over the bins centred on the MOS with standard
+  deviation ``sigma`` (0.1 on the [0, 1] scale; KonIQ's vote distributions are not used yet).
+
+The training objectives live in :mod:`cprl_fast.train.objectives`; each model names its default.
 """
 
 from __future__ import annotations
@@ -29,12 +33,10 @@ from torch.nn import functional as F
 from cprl_fast.models.cprl_resnet import QualityResNet, _backbone, cprl_resnet, resnet_iqa
 from cprl_fast.models.registry import register
 
-register("resnet")(lambda arch="resnet50", pretrained=None: resnet_iqa(arch, pretrained))
-register("cprl")(cprl_resnet)
-
-
-def mse_training_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return torch.mean((model(x).float() - y) ** 2)
+register("resnet", objective="regression", about="the plain quality ResNet")(resnet_iqa)
+register("cprl", objective="pns", about="ResNet with CA modules, the PNS game (the paper)")(
+    cprl_resnet
+)
 
 
 # --- LWTA ------------------------------------------------------------------------------------
@@ -75,7 +77,7 @@ def _replace_relus(module: nn.Module, make) -> int:
     return count
 
 
-@register("lwta")
+@register("lwta", objective="regression", about="stochastic local winner-takes-all")
 def lwta(arch: str = "resnet50", pretrained=None, units: int = 2) -> QualityResNet:
     backbone = _backbone(arch, pretrained)
     _replace_relus(backbone, lambda: LWTA(units))
@@ -107,7 +109,7 @@ class DenoisingBlock(nn.Module):
         return x + self.bn(self.conv(denoised))
 
 
-@register("denoise")
+@register("denoise", objective="regression", about="feature denoising blocks")
 def denoise(arch: str = "resnet50", pretrained=None) -> QualityResNet:
     backbone = _backbone(arch, pretrained)
     for stage in ("layer1", "layer2", "layer3", "layer4"):
@@ -118,74 +120,29 @@ def denoise(arch: str = "resnet50", pretrained=None) -> QualityResNet:
     return QualityResNet(backbone)
 
 
-# --- SAT -------------------------------------------------------------------------------------
+# --- SAT and NT ------------------------------------------------------------------------------
 
 
-class AdversariallyTrained(QualityResNet):
-    """A quality ResNet whose training batches are replaced by their PGD versions."""
-
-    def __init__(self, backbone, eps: float, steps: int):
-        super().__init__(backbone)
-        self.eps, self.steps = eps, steps
-
-    def adversarial_batch(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        from cprl_fast import attacks
-
-        return attacks.pgd(self, x, y, eps=self.eps, steps=self.steps, alpha=self.eps / 2)
-
-    def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return mse_training_loss(self, self.adversarial_batch(x, y), y)
-
-
-@register("sat")
-def sat(arch: str = "resnet50", pretrained=None, eps: float = 1 / 255, steps: int = 3):
+@register("sat", objective="sat", about="smooth adversarial training (SiLU, PGD batches)")
+def sat(arch: str = "resnet50", pretrained=None) -> QualityResNet:
     backbone = _backbone(arch, pretrained)
     _replace_relus(backbone, lambda: nn.SiLU(inplace=False))
-    return AdversariallyTrained(backbone, eps, steps)
+    return QualityResNet(backbone)
 
 
-# --- NT --------------------------------------------------------------------------------------
-
-
-class GradientNormRegularised(QualityResNet):
-    """Quality ResNet trained with ``MSE + weight * mean_i ||grad_x (s_i - y_i)^2||^2``."""
-
-    def __init__(self, backbone, weight: float):
-        super().__init__(backbone)
-        self.weight = weight
-
-    def penalty(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        xr = x.detach().requires_grad_(True)
-        per_sample = (self(xr).float() - y) ** 2
-        (g,) = torch.autograd.grad(per_sample.sum(), xr, create_graph=True)
-        return g.flatten(1).pow(2).sum(dim=1).mean()
-
-    def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return mse_training_loss(self, x, y) + self.weight * self.penalty(x, y)
-
-
-@register("nt")
-def nt(arch: str = "resnet50", pretrained=None, weight: float = 1.0):
-    return GradientNormRegularised(_backbone(arch, pretrained), weight)
+register("nt", objective="nt", about="input-gradient norm regularisation")(resnet_iqa)
 
 
 # --- NIMA ------------------------------------------------------------------------------------
 
 
-def emd(p: torch.Tensor, q: torch.Tensor, r: float = 2.0) -> torch.Tensor:
-    """Earth mover's distance between distributions over ordered bins ``[N, K]`` (per sample)."""
-    cdf = torch.cumsum(p, dim=1) - torch.cumsum(q, dim=1)
-    return cdf.abs().pow(r).mean(dim=1).pow(1.0 / r)
-
-
 class NIMA(QualityResNet):
     """Softmax over ``bins`` score bins; score = the distribution's mean on [0, 1]."""
 
-    def __init__(self, backbone, bins: int = 10, sigma: float = 0.1):
+    def __init__(self, backbone, bins: int = 10):
         super().__init__(backbone)
         self.head = nn.Linear(self.head.in_features, bins)
         self.register_buffer("centres", torch.linspace(0, 1, bins), persistent=False)
-        self.sigma = sigma
 
     def distribution(self, x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.head(self.features(x)).float(), dim=1)
@@ -193,15 +150,7 @@ class NIMA(QualityResNet):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.distribution(x) @ self.centres
 
-    def target_distribution(self, y: torch.Tensor) -> torch.Tensor:
-        """A discretised Gaussian over the bins around each MOS (std ``sigma``), normalised."""
-        w = torch.exp(-0.5 * ((self.centres[None] - y[:, None]) / self.sigma) ** 2)
-        return w / w.sum(dim=1, keepdim=True)
 
-    def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return emd(self.distribution(x), self.target_distribution(y.float())).mean()
-
-
-@register("nima")
-def nima(arch: str = "resnet50", pretrained=None, bins: int = 10, sigma: float = 0.1):
-    return NIMA(_backbone(arch, pretrained), bins, sigma)
+@register("nima", objective="emd", about="NIMA: score bins and the EMD loss")
+def nima(arch: str = "resnet50", pretrained=None, bins: int = 10) -> NIMA:
+    return NIMA(_backbone(arch, pretrained), bins)

@@ -159,7 +159,10 @@ def cprl_resnet(
     arch: str = "resnet50",
     placement: str | Sequence[str] = "last",
     pretrained=None,
-    **ca_options,
+    b: float = 0.4,
+    temperature: float = 1.0,
+    rank: str = "hard",
+    tau: float | None = None,
 ) -> QualityResNet:
     """The CPRL quality model: a ResNet with CA modules at ``placement`` and the quality head.
 
@@ -169,8 +172,9 @@ def cprl_resnet(
             2048 for ResNet-50), ``"all"``, or a list of block names (``"layer4.2"``).
         pretrained: a local state-dict file of the torchvision ResNet (ImageNet weights), or a
             torchvision weights enum; its ``fc`` is not used.
-        ca_options: ``b`` (0.4), ``temperature`` (1), ``rank`` (``"hard"``), ``tau``.
+        b, temperature, rank, tau: of every :class:`CPRLActivation` (initial offset, mask
+            temperature, ``"hard"`` or ``"soft"`` rank, soft-rank temperature).
     """
     backbone = _backbone(arch, pretrained)
-    convert_resnet(backbone, placement, **ca_options)
+    convert_resnet(backbone, placement, b=b, temperature=temperature, rank=rank, tau=tau)
     return QualityResNet(backbone)

@@ -120,7 +120,7 @@ def pretrain_scnn(scnn: SCNN, steps: int = 200, batch: int = 32, size: int = 64,
     return losses
 
 
-@register("dbcnn")
+@register("dbcnn", objective="regression", about="DBCNN: S-CNN and VGG-16, bilinear pooling")
 def dbcnn(arch: str = "vgg16", pretrained=None, scnn_steps: int = 0) -> DBCNN:
     """DBCNN; ``pretrained``: a local VGG-16 state dict (ImageNet); ``scnn_steps`` > 0 pre-trains
     S-CNN on the built-in distortions first (the paper's first stage)."""

@@ -1,9 +1,13 @@
-"""Training: the min-max PNS game of CPRL (:mod:`.pns`), the trainer and its checkpoints."""
+"""Training: objectives (:mod:`.objectives`, the PNS game in :mod:`.pns`), the trainer and its
+checkpoints."""
 
+from cprl_fast.train.objectives import OBJECTIVES, Objective, make_objective
 from cprl_fast.train.pns import ParamGroups, faithful_step, fast_step, param_groups
 from cprl_fast.train.trainer import TrainConfig, Trainer, build_model, build_optimizers
 
 __all__ = [
+    "OBJECTIVES",
+    "Objective",
     "ParamGroups",
     "TrainConfig",
     "Trainer",
@@ -11,5 +15,6 @@ __all__ = [
     "build_optimizers",
     "faithful_step",
     "fast_step",
+    "make_objective",
     "param_groups",
 ]

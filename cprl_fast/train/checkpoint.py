@@ -8,13 +8,13 @@ never leaves a half-written checkpoint, and it is read with ``torch.load(weights
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from cprl_fast.io import atomic_write
 
 
 def rng_state() -> dict:
@@ -55,16 +55,7 @@ def set_rng_state(state: dict) -> None:
 
 def save_atomic(obj: dict, path: str | Path) -> None:
     """``torch.save`` to a temporary file in the same folder, then an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def load(path: str | Path, map_location="cpu") -> dict:

@@ -1,4 +1,5 @@
-"""Training of quality models: the CPRL min-max PNS game, or plain regression.
+"""Training of quality models with their objectives (:mod:`cprl_fast.train.objectives`): the
+CPRL min-max PNS game, plain regression, NIMA's EMD, SAT, NT.
 
 :func:`train` runs ``epochs`` epochs over a dataset with a tqdm bar, logs every iteration's
 losses to ``out_dir/log.csv`` (and TensorBoard when installed), evaluates on the test split each
@@ -21,39 +22,44 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from cprl_fast import metrics
+from cprl_fast.models.registry import MODELS, build, default_objective, option_names
 from cprl_fast.train import checkpoint
-from cprl_fast.train.pns import STEPS, param_groups
+from cprl_fast.train.objectives import OBJECTIVES, make_objective, option_fields
 
 log = logging.getLogger("cprl_fast.train")
 
 
+#: Settings of the run that define the experiment: a resumed run must have the same.
+EXPERIMENT_KEYS = (
+    "model", "model_options", "objective", "objective_options", "dataset", "split_seed", "seed",
+    "batch_size",
+)  # fmt: skip
+
+
 @dataclass
 class TrainConfig:
-    """Everything a training run depends on (saved in every checkpoint)."""
+    """The settings of one run (saved in every checkpoint): which model with which options,
+    which objective with which options, and the run itself. ``model_options`` are the model
+    factory's arguments (``arch``, ``placement``, ``b``, ...); ``objective_options`` the
+    objective's (``lam``, ``mode``, ...). :meth:`from_dict` also takes them as flat keys."""
 
     dataset: str = "builtin"
     root: str | None = None
     split_file: str | None = None
     split_seed: int = 0
-    arch: str = "resnet50"
-    placement: str = "last"
-    pretrained: str | None = None
-    model: str = "cprl"  #: a name of cprl_fast.models.MODELS ("cprl", "resnet", baselines)
-    pns: bool = True  #: for "cprl": play the PNS game (False: CA alone, plain regression)
-    b: float = 0.4
-    temperature: float = 1.0
-    lam: float = 1.0
+    model: str = "cprl"  #: a name of cprl_fast.models.MODELS
+    model_options: dict = field(default_factory=dict)
+    objective: str | None = None  #: a name of OBJECTIVES; None: the model's default
+    objective_options: dict = field(default_factory=dict)
     lr: float = 3e-5
     weight_decay: float = 1e-2
     batch_size: int = 16
     epochs: int = 10
     image_size: int = 320
-    mode: str = "faithful"  #: "faithful" or "fast"
     clip_grad: float | None = None
     bf16: bool = False  #: bf16 autocast (CUDA only)
     seed: int = 0
@@ -63,49 +69,73 @@ class TrainConfig:
     device: str = "cpu"
     out_dir: str = "runs/cprl"
     max_steps: int | None = None  #: stop after this many iterations in total (tests, demos)
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.mode not in STEPS:
-            raise ValueError(f"mode must be one of {', '.join(STEPS)}, got {self.mode!r}")
-        from cprl_fast.models import MODELS
-
-        if self.model not in MODELS:
+        MODELS.check(self.model)
+        if self.objective is not None:
+            OBJECTIVES.check(self.objective)
+        unknown = sorted(set(self.model_options) - set(option_names(self.model)))
+        if unknown:
             raise ValueError(
-                f"model must be one of {', '.join(sorted(MODELS))}, got {self.model!r}"
+                f"model {self.model!r} has no option {', '.join(unknown)} "
+                f"(its options: {', '.join(option_names(self.model))})"
             )
-        for name in ("lr", "batch_size", "epochs", "image_size", "lam"):
+        make_objective(self.objective_name, self.objective_options)  # validates the options
+        for name in ("lr", "batch_size", "epochs", "image_size"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
 
+    @property
+    def objective_name(self) -> str:
+        return self.objective or default_objective(self.model)
+
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown config option(s): {', '.join(unknown)}")
-        return cls(**data)
+        """A config from run settings plus model and objective options, nested
+        (``model_options``, ``objective_options``) or flat (``arch``, ``lam``, ...)."""
+        run_keys = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in run_keys}
+        model = values.get("model", cls.model)
+        MODELS.check(model)
+        objective = values.get("objective") or default_objective(model)
+        OBJECTIVES.check(objective)
+        model_options = dict(values.get("model_options") or {})
+        objective_options = dict(values.get("objective_options") or {})
+        for key, value in data.items():
+            if key in run_keys:
+                continue
+            if key in option_names(model):
+                model_options[key] = value
+            elif key in option_fields(objective):
+                objective_options[key] = value
+            else:
+                raise ValueError(
+                    f"unknown config option {key!r}: not a run setting, not an option of model "
+                    f"{model!r} and not one of objective {objective!r}"
+                )
+        return cls(**{**values, "model_options": model_options,
+                      "objective_options": objective_options})  # fmt: skip
+
+    def experiment(self) -> dict:
+        """What defines the experiment (compared on resume); a pretrained file's path is not."""
+        out = {k: getattr(self, k) for k in EXPERIMENT_KEYS}
+        out["model_options"] = {k: v for k, v in self.model_options.items() if k != "pretrained"}
+        out["objective"] = self.objective_name
+        return out
 
 
 def build_model(cfg: TrainConfig) -> nn.Module:
-    from cprl_fast.models import build
-
-    if cfg.model == "cprl":
-        return build("cprl", arch=cfg.arch, placement=cfg.placement, pretrained=cfg.pretrained,
-                     b=cfg.b, temperature=cfg.temperature)  # fmt: skip
-    return build(cfg.model, arch=cfg.arch, pretrained=cfg.pretrained, **cfg.extra)
+    return build(cfg.model, **cfg.model_options)
 
 
-def build_optimizers(model: nn.Module, cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
-    """Separate AdamW optimisers for theta (backbone, head, b), phi and xi."""
-
-    def adamw(params):
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-    if cfg.model != "cprl":
-        return {"theta": adamw([p for p in model.parameters() if p.requires_grad])}
-    groups = param_groups(model)
-    return {"theta": adamw(groups.theta), "phi": adamw(groups.phi), "xi": adamw(groups.xi)}
+def build_optimizers(
+    groups: dict[str, list[nn.Parameter]], cfg: TrainConfig
+) -> dict[str, torch.optim.Optimizer]:
+    """One AdamW per parameter group of the objective (theta; and phi, xi for the PNS game)."""
+    return {
+        name: torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        for name, params in groups.items()
+    }
 
 
 def _distributed() -> tuple[int, int]:
@@ -128,19 +158,6 @@ def rank_share(indices: list[int], rank: int, world: int) -> list[int]:
     return indices[rank * k : (rank + 1) * k]
 
 
-@torch.no_grad()
-def predict(model: nn.Module, dataset, batch_size: int, device) -> tuple[np.ndarray, np.ndarray]:
-    was_training = model.training
-    model.eval()
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
-    preds, targets = [], []
-    for x, y in loader:
-        preds.append(model(x.to(device)).float().cpu())
-        targets.append(y)
-    model.train(was_training)
-    return torch.cat(preds).numpy(), torch.cat(targets).numpy()
-
-
 class Trainer:
     """Holds the model, optimisers and position of one run; :meth:`fit` trains it."""
 
@@ -150,17 +167,18 @@ class Trainer:
         self.device = torch.device(cfg.device)
         torch.manual_seed(cfg.seed)
         self.model = (model or build_model(cfg)).to(self.device)
-        self.opts = build_optimizers(self.model, cfg)
-        self.groups = param_groups(self.model) if cfg.model == "cprl" else None
+        self.objective = make_objective(cfg.objective_name, cfg.objective_options)
+        self.groups = self.objective.param_groups(self.model)
+        self.opts = build_optimizers(self.groups, cfg)
         self.train_set, self.test_set = train_set, test_set
         self.step = 0  # iterations done
         self.best = -math.inf
         self.out = Path(cfg.out_dir)
         self.net = self.model
         if self.world > 1:
-            if hasattr(self.model, "training_loss"):
+            if not self.objective.distributed:
                 raise ValueError(
-                    f"model {cfg.model!r} has its own training loss, which does not run through "
+                    f"objective {cfg.objective_name!r} does not run through "
                     "DistributedDataParallel yet: train it in one process"
                 )
             if self.device.type != "cuda" and not cfg.freeze_bn:
@@ -170,10 +188,11 @@ class Trainer:
                 )
             if cfg.sync_bn and self.device.type == "cuda":
                 self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
-                self.opts = build_optimizers(self.model, cfg)
-                self.groups = param_groups(self.model) if cfg.model == "cprl" else None
+                self.groups = self.objective.param_groups(self.model)
+                self.opts = build_optimizers(self.groups, cfg)
+            # a step that updates some groups only leaves the others' parameters unused
             self.net = nn.parallel.DistributedDataParallel(
-                self.model, find_unused_parameters=cfg.model == "cprl"
+                self.model, find_unused_parameters=len(self.groups) > 1
             )
 
     # -- one iteration ---------------------------------------------------------------------
@@ -189,24 +208,8 @@ class Trainer:
             for m in self.model.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     m.eval()
-        if self.cfg.model != "cprl" or not self.cfg.pns:
-            opt = self.opts["theta"]
-            opt.zero_grad(set_to_none=True)
-            custom = getattr(self.model, "training_loss", None)  # NIMA's EMD, SAT, NT, ...
-            with self._autocast():
-                if custom is not None:
-                    loss = custom(x, y)
-                else:
-                    loss = torch.mean((self.net(x).float() - y) ** 2)
-            loss.backward()
-            if self.cfg.clip_grad is not None:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad)
-            opt.step()
-            losses = {"l_reg": float(loss.detach())}
-        else:
-            step = STEPS[self.cfg.mode]
-            losses = step(self.net, self.groups, self.opts, x, y, self.step, self.cfg.lam,
-                          self.cfg.clip_grad, self._autocast())  # fmt: skip
+        losses = self.objective.step(self.net, self.model, self.groups, self.opts, x, y,
+                                     self.step, self.cfg.clip_grad, self._autocast())  # fmt: skip
         self.step += 1
         return losses
 
@@ -230,12 +233,12 @@ class Trainer:
 
     def load(self, path: str | Path) -> None:
         state = checkpoint.load(path, map_location=self.device)
-        saved = json.loads(state["config"])
-        for key in ("arch", "placement", "model", "dataset", "seed", "batch_size", "mode"):
-            if saved.get(key) != getattr(self.cfg, key):
+        saved = TrainConfig.from_dict(json.loads(state["config"])).experiment()
+        for key, value in self.cfg.experiment().items():
+            if saved[key] != value:
                 raise ValueError(
-                    f"checkpoint {path} was trained with {key}={saved.get(key)!r}, "
-                    f"this run has {key}={getattr(self.cfg, key)!r}"
+                    f"checkpoint {path} was trained with {key}={saved[key]!r}, "
+                    f"this run has {key}={value!r}"
                 )
         split = getattr(self.train_set, "split_info", {})
         saved_split = json.loads(state.get("split", "{}"))
@@ -255,7 +258,10 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         if self.test_set is None or len(self.test_set) < 2:
             return {}
-        pred, target = predict(self.model, self.test_set, self.cfg.batch_size, self.device)
+        from cprl_fast.evaluate import predictions
+
+        pred, target = predictions(self.model, self.test_set, None, 0.0, self.cfg.batch_size,
+                                   self.device)  # fmt: skip
         return metrics.evaluate_scores(pred, target)
 
     def fit(self, resume: bool = False) -> dict[str, float]:
@@ -280,8 +286,9 @@ class Trainer:
                    disable=self.rank != 0)  # fmt: skip
         with open(self.out / "log.csv", "a", newline="") as fh:
             logger = csv.writer(fh)
+            columns = self.objective.columns
             if fh.tell() == 0:
-                logger.writerow(["step", "epoch", "l_reg", "l_sf", "l_nc"])
+                logger.writerow(["step", "epoch", *columns])
             while self.step < total:
                 epoch, start = divmod(self.step, per_epoch)
                 order = epoch_order(len(self.train_set), cfg.seed, epoch)
@@ -301,7 +308,7 @@ class Trainer:
                 for x, y in loader:
                     losses = self.train_step(x, y)
                     if self.rank == 0:
-                        row = [losses.get(k, "") for k in ("l_reg", "l_sf", "l_nc")]
+                        row = [losses.get(k, "") for k in columns]
                         logger.writerow([self.step, epoch, *row])
                         if writer is not None:
                             for k, v in losses.items():
