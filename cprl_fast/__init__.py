@@ -1,4 +1,4 @@
-"""cprl_fast: fast, adversarially robust no-reference image quality assessment (CPRL).
+"""cprl_fast: fast no-reference image quality assessment with CPRL (arXiv:2404.19567).
 
 Importing the package loads the native extension ``cprl_fast._C``, which registers the
 ``torch.ops.cprl_fast`` operators; :mod:`cprl_fast.ops` adds their autograd and fake kernels.

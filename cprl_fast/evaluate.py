@@ -3,7 +3,7 @@
 :func:`evaluate` runs a model over a dataset, clean and under each attack at budget ``eps``
 (the attack targets are the labels, loss ``(h(x') - y)^2``; score reflection uses ``sign(y -
 0.5)``), and returns per condition SRCC, PLCC, KRCC, MSE, RMSE, the mean score change ``|s' - s|``
-and the robustness score ``R`` (SPEC section 6). :func:`write_report` writes it as JSON, CSV and a
+and the robustness score ``R`` (docs/maths.md §6). :func:`write_report` writes it as JSON, CSV and a
 markdown table.
 """
 

@@ -1,4 +1,4 @@
-"""Quality metrics on [0, 1] scores (SPEC section 6), built on scipy.
+"""Quality metrics on [0, 1] scores (docs/maths.md §6), built on scipy.
 
 SRCC (Spearman, average ranks for ties), PLCC (raw Pearson, or after the 4-parameter logistic
 fit ``f(x) = (b1 - b2) / (1 + exp(-(x - b3) / |b4|)) + b2``), KRCC, MSE, RMSE.
@@ -76,7 +76,7 @@ def score_change(clean, attacked) -> np.ndarray:
 
 
 def robustness(clean, attacked) -> float:
-    """``R = mean_i log10(max(s_i, 1 - s_i) / (|s'_i - s_i| + 1e-6))`` (SPEC section 6): the
+    """``R = mean_i log10(max(s_i, 1 - s_i) / (|s'_i - s_i| + 1e-6))`` (docs/maths.md §6): the
     room each score has to move over how far it moved, in decades (higher is more robust)."""
     c, a = _arrays(clean, attacked)
     return float(np.mean(np.log10(np.maximum(c, 1 - c) / (np.abs(a - c) + 1e-6))))

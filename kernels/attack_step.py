@@ -1,4 +1,4 @@
-"""Triton kernel of ``attack_step`` (SPEC section 5), wrapped as
+"""Triton kernel of ``attack_step`` (docs/maths.md §5), wrapped as
 ``cprl_fast::attack_step_triton`` and ``cprl_fast::attack_step_out_triton``.
 
 ``x' = min(max(min(max(x + alpha*sign(g), x0 - eps), x0 + eps), lo), hi)`` in one elementwise

@@ -1,4 +1,4 @@
-"""Triton kernels of ``intervene`` (SPEC section 2), wrapped as ``cprl_fast::intervene_triton``
+"""Triton kernels of ``intervene`` (docs/maths.md §2), wrapped as ``cprl_fast::intervene_triton``
 and ``cprl_fast::intervene_backward_triton`` with ``torch.library.triton_op``.
 
 ``out = relu(t * kt + f * kf)`` with ``(kf, kt) = (M, 1 - M)`` for ``"sf"`` and ``(1 - M, M)``

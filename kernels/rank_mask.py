@@ -1,4 +1,4 @@
-"""Triton kernels of ``rank_mask`` (SPEC section 1), wrapped as ``cprl_fast::rank_mask_triton``
+"""Triton kernels of ``rank_mask`` (docs/maths.md §1), wrapped as ``cprl_fast::rank_mask_triton``
 and ``cprl_fast::rank_mask_backward_triton`` with ``torch.library.triton_op``.
 
 Forward: ``_channel_sums`` (one program per (n, block of channels), looping over pixels),

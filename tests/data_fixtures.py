@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 from scipy.io import savemat
 
-REALMETA = Path(__file__).resolve().parents[2] / "shared" / "realmeta" / "koniq10k"
+REALMETA = Path(__file__).resolve().parent / "data" / "koniq10k"  # see tests/data/README.md
 
 
 def tiny_image(path: Path, seed: int = 0, size: int = 8) -> None:
@@ -140,7 +140,7 @@ def koniq_names() -> list[str]:
 
 
 def make_koniq_scores_file(root: Path) -> dict[str, float]:
-    """The official scores file rebuilt from the real split file (realmeta README)."""
+    """The official scores file rebuilt from the real split file (tests/data/README.md)."""
     out = {}
     with (
         open(REALMETA / "koniq10k_distributions_sets.csv", newline="") as fh,

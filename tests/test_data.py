@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 from data_fixtures import (
-    REALMETA,
     copy_realmeta,
     koniq_names,
     koniq_placeholders,
@@ -176,7 +175,6 @@ def builtin_root(tmp_path_factory):
     return root
 
 
-@pytest.mark.skipif(not REALMETA.is_dir(), reason="../shared/realmeta is not beside the checkout")
 class TestKoniq:
     def test_pyiqa_real_metadata(self, images, tmp_path):
         root = tmp_path / "k"

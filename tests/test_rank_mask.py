@@ -50,7 +50,7 @@ class TestRankMaskForward:
         torch.testing.assert_close(m, expected)
 
     def test_mask_formula_and_b_direction(self, device):
-        # Channel c has mean c: rank = c, so M = sigmoid(c - C/2 + b*C) exactly (SPEC Eq. 7).
+        # Channel c has mean c: rank = c, so M = sigmoid(c - C/2 + b*C) exactly (Eq. 7).
         C = 10
         f = (
             torch.arange(C, dtype=torch.float64, device=device)

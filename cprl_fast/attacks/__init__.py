@@ -1,4 +1,4 @@
-"""Adversarial attacks on quality models (SPEC section 5), in pixel space [0, 1].
+"""Adversarial attacks on quality models (docs/maths.md §5), in pixel space [0, 1].
 
 The named suite (:data:`ATTACKS`, :func:`run_attack`) is what evaluation runs.
 Gradient attacks: :func:`fgsm`, :func:`pgd` (random start, restarts keeping the worst case per

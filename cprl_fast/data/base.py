@@ -1,8 +1,9 @@
 """What every dataset loader returns: a list of items, and a torch Dataset over them.
 
-An :class:`Item` is one image with its normalised score (``[0, 1]``, higher is better, SPEC
-section 7), its raw score as the dataset ships it, its scene (the reference it was distorted
-from; its own name where there is none), and the distortion type and level where known.
+An :class:`Item` is one image with its normalised score (``[0, 1]``, higher is better,
+docs/maths.md §7), its raw score as the dataset ships it, its scene (the reference it was
+distorted from; its own name where there is none), and the distortion type and level where
+known.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Official: ``refimgs/``, ``jp2k/ jpeg/ wn/ gblur/ fastfading/`` with ``img1.bmp .
 ``refnames_all.mat`` (``refnames_all``: the scene of each of the 982 entries). Entries with
 ``orgs == 1`` are copies of the references and are dropped: 779 distorted images remain.
 Scores are DMOS (lower is better): ``q = 1 - (d - d_min) / (d_max - d_min)`` over the kept
-images (SPEC section 7).
+images (docs/maths.md §7).
 pyiqa: a CSV with ``ref_name,dist_name,mos`` (non-realigned DMOS; paths relative to the root).
 """
 

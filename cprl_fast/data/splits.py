@@ -1,4 +1,4 @@
-"""Scene-disjoint train/test splits (SPEC section 7), written as JSON and reused.
+"""Scene-disjoint train/test splits (docs/maths.md §7), written as JSON and reused.
 
 A split file records the dataset, seed, ratio, the score file and its SHA-256, the counts and
 the scenes on each side; loading it checks that it belongs to the dataset and score file at hand.

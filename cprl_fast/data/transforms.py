@@ -1,4 +1,4 @@
-"""Preprocessing of SPEC section 7: resize the shorter side to ``size``, then a random
+"""Preprocessing of docs/maths.md §7: resize the shorter side to ``size``, then a random
 ``size x size`` crop for training or the centre crop for testing; images become float32
 ``[3, H, W]`` tensors in ``[0, 1]`` (ImageNet normalisation happens inside the models)."""
 

@@ -1,4 +1,4 @@
-"""The CPRL ResNet (SPEC section 3): a torchvision ResNet whose chosen blocks end in a CA module,
+"""The CPRL ResNet (docs/maths.md §3): a torchvision ResNet whose chosen blocks end in a CA module,
 with the quality head ``y = sigmoid(linear(GAP(features)))``.
 
 torchvision's blocks call one ``self.relu`` module several times, so the CA module cannot simply

@@ -1,4 +1,4 @@
-"""The CA module of CPRL (SPEC sections 1-2): a drop-in replacement for ``nn.ReLU``.
+"""The CA module of CPRL (docs/maths.md §1-2): a drop-in replacement for ``nn.ReLU``.
 
 In the ``normal`` mode it computes ``relu(f * M)`` with the rank mask ``M`` (the fused
 ``rank_mask`` op). In the ``sf`` mode it returns the sufficiency intervention

@@ -1,6 +1,6 @@
 """The three fused operations of CPRL, as PyTorch custom ops with autograd.
 
-- :func:`rank_mask`: the CA activation ``relu(f * M)`` (docs/maths.md, section 1).
+- :func:`rank_mask`: the CA activation ``relu(f * M)`` (docs/maths.md §1).
 - :func:`intervene`: the masked intervention combine (section 2).
 - :func:`attack_step` / :func:`attack_step_` / :func:`random_start`: the gradient-sign attack
   step (section 5).

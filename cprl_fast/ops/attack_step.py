@@ -1,4 +1,4 @@
-"""``attack_step``: the fused gradient-sign step of FGSM/PGD (docs/maths.md, section 5).
+"""``attack_step``: the fused gradient-sign step of FGSM/PGD (docs/maths.md §5).
 
 Where it lives (``SPEC.files`` below lists the same):
   schema ``csrc/ops.cpp``; maths ``csrc/core/attack_step.h``; shared set-up

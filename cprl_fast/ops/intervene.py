@@ -1,4 +1,4 @@
-"""``intervene``: the masked intervention combine of CPRL (docs/maths.md, section 2).
+"""``intervene``: the masked intervention combine of CPRL (docs/maths.md §2).
 
 Where it lives (``SPEC.files`` below lists the same):
   schema ``csrc/ops.cpp``; maths ``csrc/core/intervene.h``; shared set-up

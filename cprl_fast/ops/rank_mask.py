@@ -1,4 +1,4 @@
-"""``rank_mask``: the CA activation of CPRL (docs/maths.md, section 1) as a custom op.
+"""``rank_mask``: the CA activation of CPRL (docs/maths.md §1) as a custom op.
 
 Where it lives (``SPEC.files`` below lists the same):
   schema ``csrc/ops.cpp``; maths ``csrc/core/rank_mask.h``; shared set-up

@@ -1,4 +1,4 @@
-"""Reference of :func:`cprl_fast.ops.attack_step`, written from SPEC section 5."""
+"""Reference of :func:`cprl_fast.ops.attack_step`, written from docs/maths.md §5."""
 
 from __future__ import annotations
 

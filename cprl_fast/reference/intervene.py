@@ -1,4 +1,4 @@
-"""Reference of :func:`cprl_fast.ops.intervene`, written from SPEC section 2."""
+"""Reference of :func:`cprl_fast.ops.intervene`, written from docs/maths.md §2."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Reference of :func:`cprl_fast.ops.rank_mask`, written from SPEC section 1 line by line."""
+"""Reference of :func:`cprl_fast.ops.rank_mask`, written from docs/maths.md §1 line by line."""
 
 from __future__ import annotations
 

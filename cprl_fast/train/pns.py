@@ -1,4 +1,4 @@
-"""One iteration of the min-max PNS game (SPEC section 4, Algorithm 1).
+"""One iteration of the min-max PNS game (docs/maths.md §4, Algorithm 1).
 
 Parameter groups: ``theta`` (backbone, head and every ``b``), ``phi`` (every ``FC_phi``) and
 ``xi`` (every ``FC_xi``), each with its own optimiser.

@@ -1,4 +1,4 @@
-// Gradient-sign attack step, SPEC section 5: the torch-independent maths.
+// Gradient-sign attack step, docs/maths.md §5: the torch-independent maths.
 //
 //   x' = min(max(min(max(x + alpha * sign(g), x0 - eps), x0 + eps), lo), hi)
 //

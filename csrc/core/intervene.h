@@ -1,4 +1,4 @@
-// Masked intervention combine, SPEC section 2: the torch-independent maths.
+// Masked intervention combine, docs/maths.md §2: the torch-independent maths.
 //
 //   sf (sufficiency, phi):  out = relu(t * (1 - M) + f * M)
 //   nc (necessity,   xi):   out = relu(t * M + f * (1 - M))

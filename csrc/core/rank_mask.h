@@ -1,4 +1,4 @@
-// Rank mask (the CA activation), SPEC section 1: the torch-independent maths.
+// Rank mask (the CA activation), docs/maths.md §1: the torch-independent maths.
 //
 //   s[n,c] = mean_p f[n,c,p]                              (channel score, p over H*W)
 //   hard:  r[n,c] = #{j : s_j < s_c} + #{j < c : s_j == s_c}   (stable ascending, NaN last)

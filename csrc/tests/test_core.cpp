@@ -63,7 +63,7 @@ void test_hard_rank_sort_equals_count() {
   }
 }
 
-// SPEC's definition: r = #{s_j < s_c} + #{j < c : s_j == s_c}; NaN after +inf.
+// docs/maths.md's definition: r = #{s_j < s_c} + #{j < c : s_j == s_c}; NaN after +inf.
 void test_hard_rank_definition() {
   const std::vector<double> s = {0.5, -1.0, 0.5, kNaN, kInf, 0.5, -kInf, kNaN};
   const std::vector<int64_t> want = {2, 1, 3, 6, 5, 4, 0, 7};
