@@ -253,6 +253,17 @@ def _evaluate_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
+def _attack_option(p) -> None:
+    p.add_argument("--attack", default="fgsm,pgd,reflect",
+                   help=f"{_attack_help()} (default: fgsm,pgd,reflect)")  # fmt: skip
+
+
+def _attack_list(text: str) -> list[str]:
+    from cprl_fast.attacks import check_attack_names
+
+    return check_attack_names(a.strip() for a in text.split(",") if a.strip())
+
+
 def _protocol_options(p, out: str, arch: str, size: int, epochs: int, lr: float) -> None:
     """The options `reproduce` and `demo` share, with each command's defaults."""
     from cprl_fast.data import DATASETS
@@ -288,8 +299,7 @@ def _reproduce_parser(sub) -> argparse.ArgumentParser:
         "resume after an interruption.",
     )
     _protocol_options(p, out="reports/reproduce", arch="resnet50", size=320, epochs=10, lr=3e-5)
-    p.add_argument("--attack", default="fgsm,pgd,reflect",
-                   help=f"{_attack_help()} (default: fgsm,pgd,reflect)")  # fmt: skip
+    _attack_option(p)
     p.add_argument("--baselines", default=",".join(BASELINES),
                    help="comma-separated models to train beside ResNet and CPRL ('' for none; "
                    f"default: {','.join(BASELINES)})")  # fmt: skip
@@ -312,14 +322,13 @@ def _demo_parser(sub) -> argparse.ArgumentParser:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    from cprl_fast.attacks import check_attack_names
     from cprl_fast.evaluate import parse_eps
     from cprl_fast.models import MODELS
     from cprl_fast.reproduce import reproduce
     from cprl_fast.train import TrainConfig
 
     eps = parse_eps(args.eps)
-    names = check_attack_names(a.strip() for a in args.attack.split(",") if a.strip())
+    names = _attack_list(args.attack)
     base = TrainConfig(model_options={"arch": args.arch}, image_size=args.image_size,
                        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                        max_steps=args.max_steps, device=args.device)  # fmt: skip
@@ -341,12 +350,11 @@ def _reproduce(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from cprl_fast.attacks import check_attack_names
     from cprl_fast.evaluate import evaluate, parse_eps, write_report
     from cprl_fast.run import draw_figures, load_run_splits, load_trained, parse_named_path
 
     eps = parse_eps(args.eps)
-    names = check_attack_names(a.strip() for a in args.attack.split(",") if a.strip())
+    names = _attack_list(args.attack)
     models = {}
     for text in args.checkpoint:
         name, path = parse_named_path(text)

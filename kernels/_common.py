@@ -36,6 +36,29 @@ def tile_offsets(n, c, p, sn, sc, sp):
 
 
 @triton.jit
+def channel_block(C, BLOCK_C: tl.constexpr):
+    """This program's sample n (64-bit), its block of channels c and their validity mask, for a
+    grid (N, cdiv(C, BLOCK_C))."""
+    n = tl.program_id(0).to(tl.int64)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    return n, c, c < C
+
+
+@triton.jit
+def tile(n, c, cm, p0, HW, sn, sc, sp, BLOCK_P: tl.constexpr):
+    """Offsets and validity mask of the [channels x BLOCK_P pixels] tile at pixel p0 of sample n."""
+    p = p0 + tl.arange(0, BLOCK_P)
+    return tile_offsets(n, c, p, sn, sc, sp), cm[:, None] & (p < HW)[None, :]
+
+
+@triton.jit
+def element_block(numel, BLOCK: tl.constexpr):
+    """This program's flat element indices (64-bit) and their validity mask (1-D grid)."""
+    i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    return i, i < numel
+
+
+@triton.jit
 def channel_row(i, C, HW, CHANNELS_LAST: tl.constexpr):
     """Row n * C + c of the [N, C] arrays for flat element index i of a dense map."""
     if CHANNELS_LAST:

@@ -12,7 +12,7 @@ from torch.library import triton_op, wrap_triton
 
 from cprl_fast.checks import check_attack_step_args, check_out, dense_format
 
-from ._common import ELEMENTWISE_BLOCK, native_schema, scalar, scalar_args, tl_acc
+from ._common import ELEMENTWISE_BLOCK, element_block, native_schema, scalar, scalar_args, tl_acc
 
 
 @triton.jit
@@ -31,8 +31,7 @@ def _attack_step(
     ACC: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    im = i < numel
+    i, im = element_block(numel, BLOCK)
     x = tl.load(x_ptr + i, mask=im, other=0.0).to(ACC)
     g = tl.load(g_ptr + i, mask=im, other=0.0).to(ACC)
     x0 = tl.load(x0_ptr + i, mask=im, other=0.0).to(ACC)

@@ -17,10 +17,12 @@ from cprl_fast.checks import acc_dtype, check_intervene_args, check_output_grad
 from ._common import (
     ELEMENTWISE_BLOCK,
     Geometry,
+    channel_block,
     channel_row,
+    element_block,
     native_schema,
     relu,
-    tile_offsets,
+    tile,
     tl_acc,
 )
 
@@ -47,8 +49,7 @@ def _forward(
     ACC: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    im = i < numel
+    i, im = element_block(numel, BLOCK)
     m = tl.load(mask_ptr + channel_row(i, C, HW, CHANNELS_LAST), mask=im, other=0.0)
     kf, kt = _weights(m, NC)
     f = tl.load(f_ptr + i, mask=im, other=0.0).to(ACC)
@@ -75,16 +76,12 @@ def _backward_pass(
     BLOCK_C: tl.constexpr,
     BLOCK_P: tl.constexpr,
 ):
-    n = tl.program_id(0).to(tl.int64)
-    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    cm = c < C
+    n, c, cm = channel_block(C, BLOCK_C)
     m = tl.load(mask_ptr + n * C + c, mask=cm, other=0.0)[:, None]
     kf, kt = _weights(m, NC)
     acc = tl.zeros((BLOCK_C, BLOCK_P), dtype=ACC)
     for p0 in range(0, HW, BLOCK_P):
-        p = p0 + tl.arange(0, BLOCK_P)
-        valid = cm[:, None] & (p < HW)[None, :]
-        offs = tile_offsets(n, c, p, sn, sc, sp)
+        offs, valid = tile(n, c, cm, p0, HW, sn, sc, sp, BLOCK_P)
         f = tl.load(f_ptr + offs, mask=valid, other=0.0).to(ACC)
         t = tl.load(t_ptr + offs, mask=valid, other=0.0).to(ACC)
         g = tl.load(g_ptr + offs, mask=valid, other=0.0).to(ACC)

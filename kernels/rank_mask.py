@@ -3,10 +3,10 @@ and ``cprl_fast::rank_mask_backward_triton`` with ``torch.library.triton_op``.
 
 Forward: ``_channel_sums`` (one program per (n, block of channels), looping over pixels),
 ``_masks`` (one program per (n, block of channels): pairwise comparison against every channel,
-tiled [BLOCK_I x BLOCK_J]; the soft rank sums sigmoids instead), ``_apply`` (elementwise
-``relu(f * M)``). Backward: ``_backward_pass`` writes ``grad_f`` and reduces
+tiled [BLOCK_I x BLOCK_J]; the soft rank sums sigmoids instead), ``_channel_elementwise``
+(elementwise ``relu(f * M)``). Backward: ``_backward_pass`` writes ``grad_f`` and reduces
 ``A = sum gy*gate*f`` (and the channel sums), the [N, C] epilogue gives ``grad_b`` (a fixed-order
-torch sum: deterministic) and the soft rank adds ``_soft_rank_grad`` and ``_add_channel_term``.
+torch sum: deterministic) and the soft rank adds ``_soft_rank_grad`` and ``_channel_elementwise``.
 Shapes: ``f`` [N, C, H, W] in float16/bfloat16/float32/float64; mask [N, C] in float32 (float64
 for float64 ``f``); all per-channel arithmetic in that op-math type.
 """
@@ -31,13 +31,15 @@ from ._common import (
     RANK_BLOCK_I,
     RANK_BLOCK_J,
     Geometry,
+    channel_block,
     channel_row,
+    element_block,
     native_schema,
     relu,
     scalar,
     scalar_args,
     sigmoid,
-    tile_offsets,
+    tile,
     tl_acc,
 )
 
@@ -55,14 +57,10 @@ def _channel_sums(
     BLOCK_C: tl.constexpr,
     BLOCK_P: tl.constexpr,
 ):
-    n = tl.program_id(0).to(tl.int64)
-    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    cm = c < C
+    n, c, cm = channel_block(C, BLOCK_C)
     acc = tl.zeros((BLOCK_C, BLOCK_P), dtype=ACC)
     for p0 in range(0, HW, BLOCK_P):
-        p = p0 + tl.arange(0, BLOCK_P)
-        m = cm[:, None] & (p < HW)[None, :]
-        offs = tile_offsets(n, c, p, sn, sc, sp)
+        offs, m = tile(n, c, cm, p0, HW, sn, sc, sp, BLOCK_P)
         acc += tl.load(f_ptr + offs, mask=m, other=0.0).to(ACC)
     tl.store(out_ptr + n * C + c, tl.sum(acc, axis=1), mask=cm)
 
@@ -91,9 +89,7 @@ def _masks(
 ):
     temperature = scalar(scal_ptr, 0, temperature, FROM_PTR)
     tau = scalar(scal_ptr, 1, tau, FROM_PTR)
-    n = tl.program_id(0).to(tl.int64)
-    c = tl.program_id(1) * BLOCK_I + tl.arange(0, BLOCK_I)
-    cm = c < C
+    n, c, cm = channel_block(C, BLOCK_I)
     sc = tl.load(sum_ptr + n * C + c, mask=cm, other=0.0) / HW
     rank = tl.zeros((BLOCK_I,), dtype=ACC)
     for j0 in range(0, C, BLOCK_J):
@@ -116,22 +112,25 @@ def _masks(
 
 
 @triton.jit
-def _apply(
-    f_ptr,
-    mask_ptr,
-    y_ptr,
+def _channel_elementwise(
+    x_ptr,
+    v_ptr,
+    out_ptr,
     numel,
     C,
     HW,
+    ADD: tl.constexpr,
     CHANNELS_LAST: tl.constexpr,
     ACC: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    im = i < numel
-    m = tl.load(mask_ptr + channel_row(i, C, HW, CHANNELS_LAST), mask=im, other=0.0)
-    f = tl.load(f_ptr + i, mask=im, other=0.0).to(ACC)
-    tl.store(y_ptr + i, relu(f * m).to(y_ptr.dtype.element_ty), mask=im)
+    """out = x + v[channel] (ADD: the soft rank's term of grad_f) or relu(x * v[channel]) (the
+    forward's apply pass), elementwise over a dense map."""
+    i, im = element_block(numel, BLOCK)
+    v = tl.load(v_ptr + channel_row(i, C, HW, CHANNELS_LAST), mask=im, other=0.0)
+    x = tl.load(x_ptr + i, mask=im, other=0.0).to(ACC)
+    out = x + v if ADD else relu(x * v)
+    tl.store(out_ptr + i, out.to(out_ptr.dtype.element_ty), mask=im)
 
 
 @triton.jit
@@ -151,16 +150,12 @@ def _backward_pass(
     BLOCK_C: tl.constexpr,
     BLOCK_P: tl.constexpr,
 ):
-    n = tl.program_id(0).to(tl.int64)
-    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    cm = c < C
+    n, c, cm = channel_block(C, BLOCK_C)
     m = tl.load(mask_ptr + n * C + c, mask=cm, other=0.0)[:, None]
     acc_a = tl.zeros((BLOCK_C, BLOCK_P), dtype=ACC)
     acc_s = tl.zeros((BLOCK_C, BLOCK_P), dtype=ACC)
     for p0 in range(0, HW, BLOCK_P):
-        p = p0 + tl.arange(0, BLOCK_P)
-        valid = cm[:, None] & (p < HW)[None, :]
-        offs = tile_offsets(n, c, p, sn, sc, sp)
+        offs, valid = tile(n, c, cm, p0, HW, sn, sc, sp, BLOCK_P)
         f = tl.load(f_ptr + offs, mask=valid, other=0.0).to(ACC)
         g = tl.load(g_ptr + offs, mask=valid, other=0.0).to(ACC)
         gg = tl.where(f * m > 0, g, 0.0)  # relu's gate on the incoming gradient
@@ -187,9 +182,7 @@ def _soft_rank_grad(
 ):
     """ds_k = sum_{j != k} (G_k - G_j) sigmoid'((s_k - s_j)/tau) / tau / HW (S holds sums)."""
     tau = scalar(scal_ptr, 1, tau, FROM_PTR)
-    n = tl.program_id(0).to(tl.int64)
-    k = tl.program_id(1) * BLOCK_I + tl.arange(0, BLOCK_I)
-    km = k < C
+    n, k, km = channel_block(C, BLOCK_I)
     sk = tl.load(s_ptr + n * C + k, mask=km, other=0.0) / HW
     gk = tl.load(g_ptr + n * C + k, mask=km, other=0.0)
     acc = tl.zeros((BLOCK_I,), dtype=ACC)
@@ -203,24 +196,6 @@ def _soft_rank_grad(
         valid = jm[None, :] & (j[None, :] != k[:, None])
         acc += tl.sum(tl.where(valid, term, 0.0).to(ACC), axis=1)
     tl.store(ds_ptr + n * C + k, acc / tau / HW, mask=km)
-
-
-@triton.jit
-def _add_channel_term(
-    gf_ptr,
-    term_ptr,
-    numel,
-    C,
-    HW,
-    CHANNELS_LAST: tl.constexpr,
-    ACC: tl.constexpr,
-    BLOCK: tl.constexpr,
-):
-    i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    im = i < numel
-    t = tl.load(term_ptr + channel_row(i, C, HW, CHANNELS_LAST), mask=im, other=0.0)
-    g = tl.load(gf_ptr + i, mask=im, other=0.0).to(ACC)
-    tl.store(gf_ptr + i, (g + t).to(gf_ptr.dtype.element_ty), mask=im)
 
 
 @triton_op("cprl_fast::rank_mask_triton", mutates_args=(), schema=native_schema("rank_mask"))
@@ -266,13 +241,14 @@ def rank_mask_triton(
         BLOCK_J=RANK_BLOCK_J,
     )
     numel = geo.x.numel()
-    wrap_triton(_apply)[(triton.cdiv(numel, ELEMENTWISE_BLOCK),)](
+    wrap_triton(_channel_elementwise)[(triton.cdiv(numel, ELEMENTWISE_BLOCK),)](
         geo.x,
         mask,
         y,
         numel,
         geo.C,
         geo.HW,
+        ADD=False,
         CHANNELS_LAST=geo.channels_last,
         ACC=ACC,
         BLOCK=ELEMENTWISE_BLOCK,
@@ -345,12 +321,14 @@ def rank_mask_backward_triton(
             BLOCK_J=RANK_BLOCK_J,
         )
         numel = grad_f.numel()
-        wrap_triton(_add_channel_term)[(triton.cdiv(numel, ELEMENTWISE_BLOCK),)](
+        wrap_triton(_channel_elementwise)[(triton.cdiv(numel, ELEMENTWISE_BLOCK),)](
             grad_f,
             ds,
+            grad_f,
             numel,
             geo.C,
             geo.HW,
+            ADD=True,
             CHANNELS_LAST=geo.channels_last,
             ACC=ACC,
             BLOCK=ELEMENTWISE_BLOCK,

@@ -13,19 +13,16 @@ def to_tensor(img) -> torch.Tensor:
     return v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])(img)
 
 
+def _resize_crop(size: int, crop) -> v2.Compose:
+    """Shorter side to ``size``, then ``crop`` to ``size x size``, as float32 in [0, 1]."""
+    return v2.Compose(
+        [v2.ToImage(), v2.Resize(size, antialias=True), crop, v2.ToDtype(torch.float32, scale=True)]
+    )
+
+
 def train_transform(size: int = 320) -> v2.Compose:
-    return v2.Compose([
-        v2.ToImage(),
-        v2.Resize(size, antialias=True),
-        v2.RandomCrop(size),
-        v2.ToDtype(torch.float32, scale=True),
-    ])  # fmt: skip
+    return _resize_crop(size, v2.RandomCrop(size))
 
 
 def test_transform(size: int = 320) -> v2.Compose:
-    return v2.Compose([
-        v2.ToImage(),
-        v2.Resize(size, antialias=True),
-        v2.CenterCrop(size),
-        v2.ToDtype(torch.float32, scale=True),
-    ])  # fmt: skip
+    return _resize_crop(size, v2.CenterCrop(size))

@@ -12,6 +12,19 @@
 
 namespace cprl_fast {
 
+namespace detail {
+// The parameters forward and backward share; bd: b as a dense [1] tensor of the op-math type.
+inline void fill_rank_mask_params(cprl::RankMaskParams& p, const at::Tensor& fd,
+                                  cprl::Layout layout, double temperature, bool soft, double tau,
+                                  const at::Tensor& bd) {
+  p.sz = sizes_of(fd, layout);
+  p.temperature = temperature;
+  p.soft = soft;
+  p.tau = tau;
+  p.b = bd.const_data_ptr();
+}
+}  // namespace detail
+
 // launch(const cprl::RankMaskForwardParams&, at::ScalarType dtype, const at::TensorOptions&
 // acc_options): the backend's kernels; acc_options allocate op-math scratch on the device.
 template <typename Launch>
@@ -27,11 +40,7 @@ std::tuple<at::Tensor, at::Tensor> rank_mask_with(const at::Tensor& f, const at:
   if (f.size(0) == 0) return {y, mask};
   const at::Tensor bd = b.reshape({1}).to(acc_options.dtype()).contiguous();
   cprl::RankMaskForwardParams p;
-  p.sz = sizes_of(fd, layout);
-  p.temperature = temperature;
-  p.soft = soft;
-  p.tau = tau;
-  p.b = bd.const_data_ptr();
+  detail::fill_rank_mask_params(p, fd, layout, temperature, soft, tau, bd);
   p.f = fd.const_data_ptr();
   p.y = y.mutable_data_ptr();
   p.mask = mask.mutable_data_ptr();
@@ -60,11 +69,7 @@ std::tuple<at::Tensor, at::Tensor> rank_mask_backward_with(
   const at::Tensor bd = b.reshape({1}).to(acc_options.dtype()).contiguous();
   at::Tensor grad_b = at::empty({1}, acc_options);
   cprl::RankMaskBackwardParams p;
-  p.sz = sizes_of(fd, layout);
-  p.temperature = temperature;
-  p.soft = soft;
-  p.tau = tau;
-  p.b = bd.const_data_ptr();
+  detail::fill_rank_mask_params(p, fd, layout, temperature, soft, tau, bd);
   p.grad_y = gd.const_data_ptr();
   p.grad_mask = gmd.defined() ? gmd.const_data_ptr() : nullptr;
   p.f = fd.const_data_ptr();
