@@ -5,9 +5,11 @@ Environment switches:
                             compiler is found; 0: never; 1: always (fails if impossible).
   CUDA_HOME                 the CUDA toolkit; when unset it is found from the real `nvcc`
                             (following a wrapper script that execs another nvcc).
-  TORCH_CUDA_ARCH_LIST      GPU architectures; when unset and no GPU is visible, "9.0" (Hopper).
+  TORCH_CUDA_ARCH_LIST      GPU architectures; when unset and no GPU is visible, "9.0+PTX" (Hopper
+                            code, and PTX that other cards compile when they load it).
   CPRL_FAST_MARCH=native    -march of the C++ kernels ("" for the compiler's default target).
   CPRL_FAST_DEBUG=1         -O0 -g instead of -O3.
+  CPRL_FAST_PTXAS_VERBOSE=1 ptxas prints each CUDA kernel's registers and spills (bench/aot_check).
 """
 
 from __future__ import annotations
@@ -114,8 +116,11 @@ def _extension():
             extra_link_args=link,
         )
     if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
-        os.environ["TORCH_CUDA_ARCH_LIST"] = "9.0"
+        # no GPU to read the architecture from: Hopper code, plus PTX that other cards JIT
+        os.environ["TORCH_CUDA_ARCH_LIST"] = "9.0+PTX"
     nvcc = [*opt, "--expt-relaxed-constexpr", "-lineinfo"]
+    if os.environ.get("CPRL_FAST_PTXAS_VERBOSE") == "1":  # registers and spills per kernel
+        nvcc.append("-Xptxas=-v")
     return CUDAExtension(
         "cprl_fast._C",
         sources + sorted(glob.glob("csrc/cuda/*.cu")),

@@ -1,7 +1,7 @@
 """Benchmark cases: each op x shape x provider x pass, built from the op specs
 (``cprl_fast.ops.SPECS``: inputs, call, reference, shapes, passes and bytes moved).
 
-Providers: ``ours`` (cprl_fast's C++/CUDA kernels), ``triton`` (cprl_fast's Triton kernels, CUDA
+Providers: ``native`` (cprl_fast's C++/CUDA kernels), ``triton`` (cprl_fast's Triton kernels, CUDA
 only), ``eager`` (the plain-PyTorch reference, :mod:`cprl_fast.reference`), ``compile``
 (``torch.compile`` of that reference). Passes: ``fwd`` (no autograd), ``bwd`` (backward only,
 on a graph built once), ``fwdbwd`` (forward with autograd, then backward). Minimum bytes: the
@@ -34,7 +34,7 @@ def shapes_for(op: str) -> list[tuple[int, ...]]:
 
 
 def providers_for(device: torch.device) -> list[str]:
-    names = ["ours", "eager", "compile"]
+    names = ["native", "eager", "compile"]
     if device.type == "cuda":
         names.insert(1, "triton")
     return names
@@ -64,7 +64,7 @@ def _compiled(op: str) -> Callable:
 
 def function(op: str, provider: str) -> Callable:
     """The implementation a provider times: the public op, the reference, or its compilation."""
-    if provider in ("ours", "triton"):
+    if provider in ("native", "triton"):
         return SPECS[op].public
     if provider == "eager":
         return SPECS[op].reference
@@ -89,7 +89,7 @@ def make_case(op: str, shape, provider: str, pass_: str, device: torch.device,
     """Builds the inputs and the no-argument callable that one timing repeats."""
     if provider == "triton" and device.type != "cuda":
         raise ValueError("the triton provider needs a CUDA device")
-    backend = {"ours": "native", "triton": "triton"}.get(provider, "auto")
+    backend = provider if provider in ("native", "triton") else "auto"
     spec = SPECS[op]
     fn = function(op, provider)
     args = inputs(op, shape, dtype, device)

@@ -3,7 +3,8 @@
 attack step against an eager step.
 
     python -m bench.end_to_end --out bench/results/e2e.json       # CPU defaults: ResNet-18, 128 px
-    python -m bench.end_to_end --arch resnet50 --size 320 --device cuda
+    python -m bench.end_to_end --arch resnet50 --size 224 --batch 32 --bf16 --channels-last \
+        --device cuda                                             # the GPU check's setting
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from bench.timing import median_seconds
 from cprl_fast import ops, reference
 from cprl_fast.attacks.common import eval_mode, input_grad
 from cprl_fast.attacks.losses import mse_loss
+from cprl_fast.io import write_json_atomic
 from cprl_fast.models import cprl_resnet, resnet_iqa
 
 
@@ -27,10 +29,12 @@ def batch(size: int, n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     )
 
 
-def model_fwd_bwd(model, x, y):
+def model_fwd_bwd(model, x, y, bf16: bool = False):
     def run():
         model.zero_grad(set_to_none=True)
-        torch.mean((model(x) - y) ** 2).backward()
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = torch.mean((model(x).float() - y) ** 2)
+        loss.backward()
 
     return run
 
@@ -52,16 +56,22 @@ def pgd10(model, x, y, eps: float, fused: bool):
     return run
 
 
-def measure(arch="resnet18", size=128, n=16, device="cpu", eps=1 / 255) -> dict:
+def measure(arch="resnet18", size=128, n=16, device="cpu", eps=1 / 255, bf16: bool = False,
+            channels_last: bool = False) -> dict:  # fmt: skip
     from bench.train_step import measure as train_measure
 
     device = torch.device(device)
     x, y = batch(size, n, device)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = x.contiguous(memory_format=fmt)
     torch.manual_seed(0)
-    plain, cprl = resnet_iqa(arch).to(device).train(), cprl_resnet(arch).to(device).train()
-    out = {"arch": arch, "size": size, "batch": n, "device": str(device)}
-    out["resnet_fwd_bwd_s"] = median_seconds(model_fwd_bwd(plain, x, y), device, min_time=2.0)
-    out["cprl_fwd_bwd_s"] = median_seconds(model_fwd_bwd(cprl, x, y), device, min_time=2.0)
+    plain = resnet_iqa(arch).to(device, memory_format=fmt).train()
+    cprl = cprl_resnet(arch).to(device, memory_format=fmt).train()
+    out = {"arch": arch, "size": size, "batch": n, "device": str(device), "bf16": bf16,
+           "channels_last": channels_last}  # fmt: skip
+    for name, model in (("resnet", plain), ("cprl", cprl)):
+        out[f"{name}_fwd_bwd_s"] = median_seconds(model_fwd_bwd(model, x, y, bf16), device,
+                                                  min_time=2.0)  # fmt: skip
     out["cprl_over_resnet"] = out["cprl_fwd_bwd_s"] / out["resnet_fwd_bwd_s"]
     for fused in (True, False):
         seconds = median_seconds(pgd10(plain, x, y, eps, fused), device, min_time=2.0)
@@ -76,14 +86,15 @@ def main(argv=None) -> None:
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast for the model passes")
+    p.add_argument("--channels-last", action="store_true", help="channels_last models and images")
     p.add_argument("--out")
     args = p.parse_args(argv)
-    result = measure(args.arch, args.size, args.batch, args.device)
-    text = json.dumps(result, indent=1)
-    print(text)
+    result = measure(args.arch, args.size, args.batch, args.device, bf16=args.bf16,
+                     channels_last=args.channels_last)  # fmt: skip
+    print(json.dumps(result, indent=1))
     if args.out:
-        with open(args.out, "w") as fh:
-            fh.write(text + "\n")
+        write_json_atomic(args.out, result)
 
 
 if __name__ == "__main__":

@@ -1,30 +1,40 @@
-"""Times every benchmark case once on one device; prints a table and writes JSON.
+"""Times every benchmark case on one device; prints each row as it is measured and rewrites the
+JSON after every row, so a killed run loses nothing it measured.
 
     python -m bench.run --device cpu --out bench/results/cpu.json
-    python -m bench.run --device cuda --ops rank_mask --out results.json
+    python -m bench.run --device cuda --dtype float32,bfloat16 --out bench.json --markdown bench.md
 
-Each row: median time, achieved GB/s (minimum bytes / time), that as a fraction of the copy
-bandwidth measured in the same run, and for ``ours``/``triton`` the speed-up over ``eager`` and
-``compile``; for forward passes also the bytes autograd saves for backward.
+Each row: median time, achieved GB/s (the op's minimum bytes / time), that as a fraction of the
+copy bandwidth measured in the same run, for ``native``/``triton`` the speed-up over ``eager``
+and over ``compile`` (and triton's time over native's), for forward + backward the bytes
+autograd saves for backward, and ``check``: the row's result against eager (``ok`` or the
+mismatch), so a fast wrong kernel shows.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 from datetime import datetime, timezone
 
 import torch
 
-from bench.cases import all_cases, make_case
+from bench.cases import SPECS, all_cases, call, function, inputs, make_case
 from bench.timing import (
     copy_bandwidth,
     median_seconds,
     peak_memory_bytes,
     saved_activation_bytes,
 )
+from cprl_fast.io import write_json_atomic, write_text_atomic
+
+#: Tolerance of a benchmark row's result against eager, per dtype (sums over large shapes).
+CHECK_TOLERANCE = {
+    torch.float32: {"rtol": 1e-4, "atol": 1e-5},
+    torch.bfloat16: {"rtol": 2e-2, "atol": 2e-2},
+    torch.float16: {"rtol": 5e-3, "atol": 5e-3},
+}
 
 
 def describe_machine(device: torch.device) -> dict:
@@ -55,65 +65,97 @@ def describe_machine(device: torch.device) -> dict:
     return info
 
 
-def run(device: torch.device, ops_filter: set[str] | None, dtype: torch.dtype) -> dict:
-    rows = []
+def check_against_eager(case_fn, op, shape, pass_, device, dtype) -> str:
+    """``ok``, or the first line of the mismatch of this provider's result against eager's."""
+    try:
+        got = case_fn()
+        want = make_case(op, shape, "eager", pass_, device, dtype).fn()
+        torch.testing.assert_close(got, want, **CHECK_TOLERANCE[dtype])
+    except AssertionError as err:
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        return "MISMATCH: " + "; ".join(lines[:3])
+    return "ok"
+
+
+def saved_bytes(op: str, shape, provider: str, device, dtype) -> int | None:
+    """Activation memory autograd keeps for backward (eager-mode providers of a differentiable
+    op; a compiled graph saves inside its own autograd.Function)."""
+    if not SPECS[op].grad_args or provider == "compile":
+        return None
+    leaves = list(inputs(op, tuple(shape), dtype, device))
+    for i in SPECS[op].grad_args:
+        leaves[i].requires_grad_(True)
+    fn = function(op, provider)
+    return saved_activation_bytes(lambda: call(op, fn, tuple(leaves)))
+
+
+def add_ratios(rows: list[dict]) -> None:
+    by_key = {(r["op"], tuple(r["shape"]), r["pass"], r["dtype"], r["provider"]): r for r in rows}
+    for r in rows:
+        key = (r["op"], tuple(r["shape"]), r["pass"], r["dtype"])
+        for base in ("eager", "compile", "native"):
+            other = by_key.get((*key, base))
+            if other is not None and other is not r:
+                r[f"speedup_vs_{base}"] = other["seconds"] / r["seconds"]
+
+
+def run(device: torch.device, ops_filter: set[str] | None, dtypes: list[torch.dtype],
+        out: str | None = None, markdown: str | None = None) -> dict:  # fmt: skip
     copy_bps = copy_bandwidth(device)
-    print(f"copy bandwidth: {copy_bps / 1e9:.1f} GB/s (read + write)", file=sys.stderr)
-    for op, shape, pass_, provider in all_cases(device, dtype):
-        if ops_filter and op not in ops_filter:
-            continue
-        case = make_case(op, shape, provider, pass_, device, dtype)
-        seconds = median_seconds(case.fn, device)
-        row = {
-            "op": op, "shape": list(shape), "pass": pass_, "provider": provider,
-            "dtype": str(dtype).removeprefix("torch."), "seconds": seconds,
-            "gbps": case.min_bytes / seconds / 1e9,
-            "copy_fraction": case.min_bytes / seconds / copy_bps,
-            "peak_bytes": peak_memory_bytes(case.fn, device),
-        }  # fmt: skip
-        rows.append(row)
-        print(f"{case.name}: {seconds * 1e3:.3f} ms, {row['gbps']:.1f} GB/s", file=sys.stderr)
-    _add_ratios(rows)
-    _add_saved_bytes(rows, device, dtype, ops_filter)
-    return {
+    result = {
         "machine": describe_machine(device),
         "device": str(device),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "copy_gbps": copy_bps / 1e9,
-        "rows": rows,
+        "rows": [],
     }
-
-
-def _add_ratios(rows: list[dict]) -> None:
-    by_key = {(r["op"], tuple(r["shape"]), r["pass"], r["provider"]): r for r in rows}
-    for r in rows:
-        key = (r["op"], tuple(r["shape"]), r["pass"])
-        for base in ("eager", "compile"):
-            other = by_key.get((*key, base))
-            if other is not None:
-                r[f"speedup_vs_{base}"] = other["seconds"] / r["seconds"]
-
-
-def _add_saved_bytes(rows, device, dtype, ops_filter) -> None:
-    """Activation memory kept for backward, per differentiable op and provider (one shape)."""
-    from bench.cases import SPECS, call, function, inputs
-
-    for op in (name for name, spec in SPECS.items() if spec.grad_args):
-        if ops_filter and op not in ops_filter:
-            continue
-        shape = next(r["shape"] for r in rows if r["op"] == op)
-        for r in rows:
-            if r["op"] != op or r["pass"] != "fwdbwd" or r["shape"] != shape:
+    print(f"copy bandwidth: {copy_bps / 1e9:.1f} GB/s (read + write)", flush=True)
+    for dtype in dtypes:
+        for op, shape, pass_, provider in all_cases(device, dtype):
+            if ops_filter and op not in ops_filter:
                 continue
-            if r["provider"] == "compile":
-                continue  # compiled graphs save inside their own autograd.Function
-            leaves = list(inputs(op, tuple(shape), dtype, device))
-            for i in SPECS[op].grad_args:
-                leaves[i].requires_grad_(True)
-            fn = function(op, r["provider"])
-            r["saved_bytes"] = saved_activation_bytes(
-                lambda op=op, fn=fn, leaves=tuple(leaves): call(op, fn, leaves)
-            )
+            case = make_case(op, shape, provider, pass_, device, dtype)
+            seconds = median_seconds(case.fn, device)
+            row = {
+                "op": op, "shape": list(shape), "pass": pass_, "provider": provider,
+                "dtype": str(dtype).removeprefix("torch."), "seconds": seconds,
+                "gbps": case.min_bytes / seconds / 1e9,
+                "copy_fraction": case.min_bytes / seconds / copy_bps,
+                "peak_bytes": peak_memory_bytes(case.fn, device),
+            }  # fmt: skip
+            if provider != "eager":
+                row["check"] = check_against_eager(case.fn, op, shape, pass_, device, dtype)
+            if pass_ == "fwdbwd":
+                row["saved_bytes"] = saved_bytes(op, shape, provider, device, dtype)
+            result["rows"].append(row)
+            add_ratios(result["rows"])
+            print(format_row(row), flush=True)
+            if out:
+                write_json_atomic(out, result)
+            if markdown:
+                write_text_atomic(markdown, format_table(result) + "\n")
+    return result
+
+
+COLUMNS = ("| op | pass | dtype | shape | provider | ms | GB/s | % copy | x eager | x compile "
+           "| triton/native time | saved MB | check |")  # fmt: skip
+
+
+def format_row(r: dict) -> str:
+    saved = r.get("saved_bytes")
+    tri = (
+        1 / r["speedup_vs_native"]
+        if r["provider"] == "triton" and "speedup_vs_native" in r
+        else None
+    )
+    return (
+        f"| {r['op']} | {r['pass']} | {r['dtype']} | {'x'.join(map(str, r['shape']))} "
+        f"| {r['provider']} | {r['seconds'] * 1e3:.3f} | {r['gbps']:.1f} "
+        f"| {100 * r['copy_fraction']:.0f} | {r.get('speedup_vs_eager', float('nan')):.2f} "
+        f"| {r.get('speedup_vs_compile', float('nan')):.2f} "
+        f"| {'' if tri is None else f'{tri:.2f}'} "
+        f"| {'' if saved is None else f'{saved / 2**20:.1f}'} | {r.get('check', '')} |"
+    )
 
 
 def format_table(result: dict) -> str:
@@ -121,18 +163,10 @@ def format_table(result: dict) -> str:
         f"device: {result['device']} | {result['machine'].get('gpu') or result['machine']['cpu']}"
         f" | torch {result['machine']['torch']} | copy {result['copy_gbps']:.1f} GB/s",
         "",
-        "| op | pass | shape | provider | ms | GB/s | % copy | x eager | x compile | saved MB |",
-        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        COLUMNS,
+        "| --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
-    for r in result["rows"]:
-        saved = r.get("saved_bytes")
-        lines.append(
-            f"| {r['op']} | {r['pass']} | {'x'.join(map(str, r['shape']))} | {r['provider']} "
-            f"| {r['seconds'] * 1e3:.3f} | {r['gbps']:.1f} | {100 * r['copy_fraction']:.0f} "
-            f"| {r.get('speedup_vs_eager', float('nan')):.2f} "
-            f"| {r.get('speedup_vs_compile', float('nan')):.2f} "
-            f"| {'' if saved is None else f'{saved / 2**20:.1f}'} |"
-        )
+    lines += [format_row(r) for r in result["rows"]]
     return "\n".join(lines)
 
 
@@ -142,21 +176,19 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--ops", default="", help="comma-separated subset of the ops")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--out", help="write the JSON result here")
-    parser.add_argument("--markdown", help="write the table as markdown here")
+    parser.add_argument("--dtype", default="float32",
+                        help="comma-separated: float32, bfloat16, float16")  # fmt: skip
+    parser.add_argument("--out", help="write the JSON result here (after every row)")
+    parser.add_argument("--markdown", help="write the table as markdown here (after every row)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     ops_filter = {o for o in args.ops.split(",") if o} or None
-    result = run(device, ops_filter, getattr(torch, args.dtype))
-    table = format_table(result)
-    print(table)
-    if args.out:
-        with open(args.out, "w") as fh:
-            json.dump(result, fh, indent=1)
-    if args.markdown:
-        with open(args.markdown, "w") as fh:
-            fh.write(table + "\n")
+    dtypes = [getattr(torch, d.strip()) for d in args.dtype.split(",") if d.strip()]
+    for d in dtypes:
+        if d not in CHECK_TOLERANCE:
+            sys.exit(f"bench.run: --dtype must be float32, bfloat16 or float16, got {d}")
+    print(COLUMNS, flush=True)
+    run(device, ops_filter, dtypes, args.out, args.markdown)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,11 @@ geometry of a dense feature map."""
 
 from __future__ import annotations
 
+import functools
+import inspect
+import struct
+from collections.abc import Callable
+
 import torch
 import triton
 import triton.language as tl
@@ -52,6 +57,15 @@ def tile(n, c, cm, p0, HW, sn, sc, sp, BLOCK_P: tl.constexpr):
 
 
 @triton.jit
+def pixel_range(HW, CHUNK):
+    """This program's pixel range [begin, end) of a split reduction (grid dimension 2) and the
+    split's index."""
+    split = tl.program_id(2)
+    begin = split * CHUNK
+    return split, begin, tl.minimum(begin + CHUNK, HW)
+
+
+@triton.jit
 def element_block(numel, BLOCK: tl.constexpr):
     """This program's flat element indices (64-bit) and their validity mask (1-D grid)."""
     i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
@@ -62,27 +76,52 @@ def element_block(numel, BLOCK: tl.constexpr):
 def channel_row(i, C, HW, CHANNELS_LAST: tl.constexpr):
     """Row n * C + c of the [N, C] arrays for flat element index i of a dense map."""
     if CHANNELS_LAST:
-        return (i // (HW * C)) * C + i % C
+        # i // HW // C, not i // (HW * C): the product of two int32 arguments could wrap
+        return i // HW // C * C + i % C
     else:
         return i // HW
 
 
 @triton.jit
-def scalar(ptr, index, value, FROM_PTR: tl.constexpr):
-    """A float parameter: ``value`` (a float32 launch argument) or, for float64 work, entry
-    ``index`` of the float64 tensor at ``ptr`` (Triton passes Python floats as float32)."""
-    if FROM_PTR:
-        return tl.load(ptr + index)
+def scalar(value, FROM_BITS: tl.constexpr):
+    """A float parameter: ``value`` itself (a float32 launch argument), or for float64 work the
+    float64 whose IEEE bits ``value`` carries as an integer (Triton passes Python floats as
+    float32; the bits travel exactly, with no tensor and no host-to-device copy per call)."""
+    if FROM_BITS:
+        return value.to(tl.int64).to(tl.float64, bitcast=True)
     else:
         return value
 
 
-def scalar_args(like: torch.Tensor, *values: float) -> tuple[torch.Tensor, bool]:
-    """(tensor, FROM_PTR) for :func:`scalar`: a float64 tensor of ``values`` when ``like`` is
-    float64, else ``like`` itself as an unread placeholder."""
+def scalar_args(like: torch.Tensor, *values: float) -> tuple[tuple, bool]:
+    """(the launch arguments, FROM_BITS) for :func:`scalar`: for float64 work each value's
+    IEEE-754 bits as a signed 64-bit integer, else the floats themselves."""
     if like.dtype == torch.float64:
-        return torch.tensor(values, dtype=torch.float64, device=like.device), True
-    return like, False
+        return tuple(struct.unpack("<q", struct.pack("<d", float(v)))[0] for v in values), True
+    return tuple(float(v) for v in values), False
+
+
+def on_device_of(name: str) -> Callable:
+    """Decorator of a Triton op: its launches go to the device of its tensor argument ``name``
+    (``torch.cuda.device``), not to whichever device is current: a tensor on cuda:1 while cuda:0
+    is current would otherwise be read by a kernel on cuda:0 (an illegal address). Nothing on
+    the CPU (the interpreter) and while torch.compile traces (the compiled graph guards the
+    device itself)."""
+
+    def wrap(fn: Callable) -> Callable:
+        signature = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            t = signature.bind(*args, **kwargs).arguments[name]
+            if t.device.type != "cuda" or torch.compiler.is_compiling():
+                return fn(*args, **kwargs)
+            with torch.cuda.device(t.device):
+                return fn(*args, **kwargs)
+
+        return run
+
+    return wrap
 
 
 def tl_acc(dtype: torch.dtype):
@@ -111,13 +150,30 @@ class Geometry:
     def dense(self, t: torch.Tensor) -> torch.Tensor:
         return t.contiguous(memory_format=self.format)
 
-    def reduce_blocks(self) -> tuple[int, int]:
-        """(BLOCK_C, BLOCK_P) of a [channels x pixels] tile, coalesced along the unit stride."""
+    def reduce_plan(self) -> tuple[int, int, int, int]:
+        """(BLOCK_C, BLOCK_P, splits, chunk) of a channel reduction: [channels x pixels] tiles
+        coalesced along the unit stride; channels_last maps also split their pixels into
+        ``splits`` ranges of ``chunk`` pixels (a multiple of BLOCK_P), each its own program
+        writing partial sums [N, splits, C] (as the CUDA NHWC path does), so that a few
+        samples and channel blocks still fill the GPU."""
         if self.channels_last:
-            return min(64, triton.next_power_of_2(self.C)), 32
-        return 8, min(256, max(16, triton.next_power_of_2(self.HW)))
+            block_c, block_p = min(64, triton.next_power_of_2(self.C)), 32
+            splits = min(64, max(1, triton.cdiv(self.HW, 256)))
+        else:
+            block_c, block_p = 8, min(256, max(16, triton.next_power_of_2(self.HW)))
+            splits = 1
+        chunk = triton.cdiv(triton.cdiv(self.HW, splits), block_p) * block_p
+        return block_c, block_p, triton.cdiv(self.HW, chunk), chunk
+
+    def reduce_grid(self, block_c: int, splits: int) -> tuple[int, int, int]:
+        return self.N, triton.cdiv(self.C, block_c), splits
 
 
 ELEMENTWISE_BLOCK = 1024
 RANK_BLOCK_I = 32
 RANK_BLOCK_J = 64
+#: Warps of the reductions and of the pairwise rank kernels: their [2048-element] tiles hold
+#: several operands, which spill registers at 4 warps (bench/aot_check.py checks for spills).
+TILE_WARPS = 8
+#: intervene's backward keeps five operands per tile element: twice the warps.
+WIDE_TILE_WARPS = 16

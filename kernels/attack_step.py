@@ -12,7 +12,15 @@ from torch.library import triton_op, wrap_triton
 
 from cprl_fast.checks import check_attack_step_args, check_out, dense_format
 
-from ._common import ELEMENTWISE_BLOCK, element_block, native_schema, scalar, scalar_args, tl_acc
+from ._common import (
+    ELEMENTWISE_BLOCK,
+    element_block,
+    native_schema,
+    on_device_of,
+    scalar,
+    scalar_args,
+    tl_acc,
+)
 
 
 @triton.jit
@@ -26,8 +34,7 @@ def _attack_step(
     eps,
     lo,
     hi,
-    scal_ptr,
-    FROM_PTR: tl.constexpr,
+    FROM_BITS: tl.constexpr,
     ACC: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
@@ -36,10 +43,10 @@ def _attack_step(
     g = tl.load(g_ptr + i, mask=im, other=0.0).to(ACC)
     x0 = tl.load(x0_ptr + i, mask=im, other=0.0).to(ACC)
     sign = tl.where(g > 0, 1.0, tl.where(g < 0, -1.0, 0.0)).to(ACC)
-    alpha = scalar(scal_ptr, 0, alpha, FROM_PTR)
-    eps = scalar(scal_ptr, 1, eps, FROM_PTR)
-    lo = scalar(scal_ptr, 2, lo, FROM_PTR)
-    hi = scalar(scal_ptr, 3, hi, FROM_PTR)
+    alpha = scalar(alpha, FROM_BITS)
+    eps = scalar(eps, FROM_BITS)
+    lo = scalar(lo, FROM_BITS)
+    hi = scalar(hi, FROM_BITS)
     v = x + alpha * sign
     v = tl.maximum(v, x0 - eps, propagate_nan=tl.PropagateNan.ALL)
     v = tl.minimum(v, x0 + eps, propagate_nan=tl.PropagateNan.ALL)
@@ -52,19 +59,15 @@ def _launch(x, grad, x0, alpha, eps, lo, hi, out):
     numel = x.numel()
     if numel == 0:
         return
-    scal, from_ptr = scalar_args(x, alpha, eps, lo, hi)
+    values, from_bits = scalar_args(x, alpha, eps, lo, hi)
     wrap_triton(_attack_step)[(triton.cdiv(numel, ELEMENTWISE_BLOCK),)](
         x,
         grad,
         x0,
         out,
         numel,
-        alpha,
-        eps,
-        lo,
-        hi,
-        scal,
-        FROM_PTR=from_ptr,
+        *values,
+        FROM_BITS=from_bits,
         ACC=tl_acc(x.dtype),
         BLOCK=ELEMENTWISE_BLOCK,
     )
@@ -77,6 +80,7 @@ def _dense(x, grad, x0):
 
 
 @triton_op("cprl_fast::attack_step_triton", mutates_args=(), schema=native_schema("attack_step"))
+@on_device_of("x")
 def attack_step_triton(
     x: torch.Tensor, grad: torch.Tensor, x0: torch.Tensor, alpha: float, eps: float, lo: float,
     hi: float,
@@ -93,6 +97,7 @@ def attack_step_triton(
     mutates_args=("out",),
     schema=native_schema("attack_step_out"),
 )
+@on_device_of("x")
 def attack_step_out_triton(
     x: torch.Tensor, grad: torch.Tensor, x0: torch.Tensor, alpha: float, eps: float, lo: float,
     hi: float, out: torch.Tensor,

@@ -16,11 +16,14 @@ from cprl_fast.checks import acc_dtype, check_intervene_args, check_output_grad
 
 from ._common import (
     ELEMENTWISE_BLOCK,
+    WIDE_TILE_WARPS,
     Geometry,
     channel_block,
     channel_row,
     element_block,
     native_schema,
+    on_device_of,
+    pixel_range,
     relu,
     tile,
     tl_acc,
@@ -71,16 +74,18 @@ def _backward_pass(
     sn,
     sc,
     sp,
+    CHUNK,
     NC: tl.constexpr,
     ACC: tl.constexpr,
     BLOCK_C: tl.constexpr,
     BLOCK_P: tl.constexpr,
 ):
     n, c, cm = channel_block(C, BLOCK_C)
+    split, begin, end = pixel_range(HW, CHUNK)
     m = tl.load(mask_ptr + n * C + c, mask=cm, other=0.0)[:, None]
     kf, kt = _weights(m, NC)
     acc = tl.zeros((BLOCK_C, BLOCK_P), dtype=ACC)
-    for p0 in range(0, HW, BLOCK_P):
+    for p0 in range(begin, end, BLOCK_P):
         offs, valid = tile(n, c, cm, p0, HW, sn, sc, sp, BLOCK_P)
         f = tl.load(f_ptr + offs, mask=valid, other=0.0).to(ACC)
         t = tl.load(t_ptr + offs, mask=valid, other=0.0).to(ACC)
@@ -92,10 +97,11 @@ def _backward_pass(
     total = tl.sum(acc, axis=1)
     if NC:
         total = -total
-    tl.store(gm_ptr + n * C + c, total, mask=cm)
+    tl.store(gm_ptr + (n * tl.num_programs(2) + split) * C + c, total, mask=cm)
 
 
 @triton_op("cprl_fast::intervene_triton", mutates_args=(), schema=native_schema("intervene"))
+@on_device_of("f")
 def intervene_triton(
     f: torch.Tensor, t: torch.Tensor, mask: torch.Tensor, mode: str
 ) -> torch.Tensor:
@@ -126,6 +132,7 @@ def intervene_triton(
     mutates_args=(),
     schema=native_schema("intervene_backward"),
 )
+@on_device_of("f")
 def intervene_backward_triton(
     grad: torch.Tensor, f: torch.Tensor, t: torch.Tensor, mask: torch.Tensor, mode: str
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -137,23 +144,27 @@ def intervene_backward_triton(
     grad_t = torch.empty_like(geo.x)
     grad_m = torch.zeros((geo.N, geo.C), dtype=acc, device=f.device)
     if geo.N > 0:
-        block_c, block_p = geo.reduce_blocks()
-        wrap_triton(_backward_pass)[(geo.N, triton.cdiv(geo.C, block_c))](
+        block_c, block_p, splits, chunk = geo.reduce_plan()
+        partial = torch.empty((geo.N, splits, geo.C), dtype=acc, device=f.device)
+        wrap_triton(_backward_pass)[geo.reduce_grid(block_c, splits)](
             geo.dense(grad),
             geo.x,
             geo.dense(t),
             mask.to(acc).contiguous(),
             grad_f,
             grad_t,
-            grad_m,
+            partial,
             geo.C,
             geo.HW,
             geo.sn,
             geo.sc,
             geo.sp,
+            chunk,
             NC=mode == "nc",
             ACC=tl_acc(f.dtype),
             BLOCK_C=block_c,
             BLOCK_P=block_p,
+            num_warps=WIDE_TILE_WARPS,
         )
+        grad_m = partial.sum(dim=1)  # fixed order: deterministic
     return grad_f, grad_t, grad_m.to(mask.dtype)

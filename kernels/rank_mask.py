@@ -30,11 +30,14 @@ from ._common import (
     ELEMENTWISE_BLOCK,
     RANK_BLOCK_I,
     RANK_BLOCK_J,
+    TILE_WARPS,
     Geometry,
     channel_block,
     channel_row,
     element_block,
     native_schema,
+    on_device_of,
+    pixel_range,
     relu,
     scalar,
     scalar_args,
@@ -53,16 +56,18 @@ def _channel_sums(
     sn,
     sc,
     sp,
+    CHUNK,
     ACC: tl.constexpr,
     BLOCK_C: tl.constexpr,
     BLOCK_P: tl.constexpr,
 ):
     n, c, cm = channel_block(C, BLOCK_C)
+    split, begin, end = pixel_range(HW, CHUNK)
     acc = tl.zeros((BLOCK_C, BLOCK_P), dtype=ACC)
-    for p0 in range(0, HW, BLOCK_P):
+    for p0 in range(begin, end, BLOCK_P):
         offs, m = tile(n, c, cm, p0, HW, sn, sc, sp, BLOCK_P)
         acc += tl.load(f_ptr + offs, mask=m, other=0.0).to(ACC)
-    tl.store(out_ptr + n * C + c, tl.sum(acc, axis=1), mask=cm)
+    tl.store(out_ptr + (n * tl.num_programs(2) + split) * C + c, tl.sum(acc, axis=1), mask=cm)
 
 
 @triton.jit
@@ -80,15 +85,14 @@ def _masks(
     HW,
     temperature,
     tau,
-    scal_ptr,
-    FROM_PTR: tl.constexpr,
+    FROM_BITS: tl.constexpr,
     SOFT: tl.constexpr,
     ACC: tl.constexpr,
     BLOCK_I: tl.constexpr,
     BLOCK_J: tl.constexpr,
 ):
-    temperature = scalar(scal_ptr, 0, temperature, FROM_PTR)
-    tau = scalar(scal_ptr, 1, tau, FROM_PTR)
+    temperature = scalar(temperature, FROM_BITS)
+    tau = scalar(tau, FROM_BITS)
     n, c, cm = channel_block(C, BLOCK_I)
     sc = tl.load(sum_ptr + n * C + c, mask=cm, other=0.0) / HW
     rank = tl.zeros((BLOCK_I,), dtype=ACC)
@@ -146,15 +150,17 @@ def _backward_pass(
     sn,
     sc,
     sp,
+    CHUNK,
     ACC: tl.constexpr,
     BLOCK_C: tl.constexpr,
     BLOCK_P: tl.constexpr,
 ):
     n, c, cm = channel_block(C, BLOCK_C)
+    split, begin, end = pixel_range(HW, CHUNK)
     m = tl.load(mask_ptr + n * C + c, mask=cm, other=0.0)[:, None]
     acc_a = tl.zeros((BLOCK_C, BLOCK_P), dtype=ACC)
     acc_s = tl.zeros((BLOCK_C, BLOCK_P), dtype=ACC)
-    for p0 in range(0, HW, BLOCK_P):
+    for p0 in range(begin, end, BLOCK_P):
         offs, valid = tile(n, c, cm, p0, HW, sn, sc, sp, BLOCK_P)
         f = tl.load(f_ptr + offs, mask=valid, other=0.0).to(ACC)
         g = tl.load(g_ptr + offs, mask=valid, other=0.0).to(ACC)
@@ -162,8 +168,9 @@ def _backward_pass(
         tl.store(gf_ptr + offs, (gg * m).to(gf_ptr.dtype.element_ty), mask=valid)
         acc_a += gg * f
         acc_s += f
-    tl.store(a_ptr + n * C + c, tl.sum(acc_a, axis=1), mask=cm)
-    tl.store(s_ptr + n * C + c, tl.sum(acc_s, axis=1), mask=cm)
+    part = (n * tl.num_programs(2) + split) * C + c
+    tl.store(a_ptr + part, tl.sum(acc_a, axis=1), mask=cm)
+    tl.store(s_ptr + part, tl.sum(acc_s, axis=1), mask=cm)
 
 
 @triton.jit
@@ -174,14 +181,13 @@ def _soft_rank_grad(
     C,
     HW,
     tau,
-    scal_ptr,
-    FROM_PTR: tl.constexpr,
+    FROM_BITS: tl.constexpr,
     ACC: tl.constexpr,
     BLOCK_I: tl.constexpr,
     BLOCK_J: tl.constexpr,
 ):
     """ds_k = sum_{j != k} (G_k - G_j) sigmoid'((s_k - s_j)/tau) / tau / HW (S holds sums)."""
-    tau = scalar(scal_ptr, 1, tau, FROM_PTR)
+    tau = scalar(tau, FROM_BITS)
     n, k, km = channel_block(C, BLOCK_I)
     sk = tl.load(s_ptr + n * C + k, mask=km, other=0.0) / HW
     gk = tl.load(g_ptr + n * C + k, mask=km, other=0.0)
@@ -199,6 +205,7 @@ def _soft_rank_grad(
 
 
 @triton_op("cprl_fast::rank_mask_triton", mutates_args=(), schema=native_schema("rank_mask"))
+@on_device_of("f")
 def rank_mask_triton(
     f: torch.Tensor, b: torch.Tensor, temperature: float, soft: bool, tau: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -209,36 +216,39 @@ def rank_mask_triton(
     mask = torch.empty((geo.N, geo.C), dtype=acc, device=f.device)
     if geo.N == 0:
         return y, mask
-    sums = torch.empty((geo.N, geo.C), dtype=acc, device=f.device)
-    block_c, block_p = geo.reduce_blocks()
+    block_c, block_p, splits, chunk = geo.reduce_plan()
+    partial = torch.empty((geo.N, splits, geo.C), dtype=acc, device=f.device)
     ACC = tl_acc(f.dtype)
-    scal, from_ptr = scalar_args(f, temperature, tau)
-    wrap_triton(_channel_sums)[(geo.N, triton.cdiv(geo.C, block_c))](
+    (temperature_arg, tau_arg), from_bits = scalar_args(f, temperature, tau)
+    wrap_triton(_channel_sums)[geo.reduce_grid(block_c, splits)](
         geo.x,
-        sums,
+        partial,
         geo.C,
         geo.HW,
         geo.sn,
         geo.sc,
         geo.sp,
+        chunk,
         ACC=ACC,
         BLOCK_C=block_c,
         BLOCK_P=block_p,
+        num_warps=TILE_WARPS,
     )
+    sums = partial.sum(dim=1) if splits > 1 else partial[:, 0]  # fixed order: deterministic
     wrap_triton(_masks)[(geo.N, triton.cdiv(geo.C, RANK_BLOCK_I))](
         sums,
         b.reshape(1).to(acc),
         mask,
         geo.C,
         geo.HW,
-        temperature,
-        tau,
-        scal,
-        FROM_PTR=from_ptr,
+        temperature_arg,
+        tau_arg,
+        FROM_BITS=from_bits,
         SOFT=soft,
         ACC=ACC,
         BLOCK_I=RANK_BLOCK_I,
         BLOCK_J=RANK_BLOCK_J,
+        num_warps=TILE_WARPS,
     )
     numel = geo.x.numel()
     wrap_triton(_channel_elementwise)[(triton.cdiv(numel, ELEMENTWISE_BLOCK),)](
@@ -261,6 +271,7 @@ def rank_mask_triton(
     mutates_args=(),
     schema=native_schema("rank_mask_backward"),
 )
+@on_device_of("f")
 def rank_mask_backward_triton(
     grad_y: torch.Tensor,
     grad_mask: Optional[torch.Tensor],  # noqa: UP045 (schema inference)
@@ -282,30 +293,34 @@ def rank_mask_backward_triton(
         return grad_f, torch.zeros_like(b)
     g = geo.dense(grad_y)
     m = mask.to(acc).contiguous()
-    a_sum = torch.empty((geo.N, geo.C), dtype=acc, device=f.device)
-    s_sum = torch.empty_like(a_sum)
-    block_c, block_p = geo.reduce_blocks()
+    block_c, block_p, splits, chunk = geo.reduce_plan()
+    a_part = torch.empty((geo.N, splits, geo.C), dtype=acc, device=f.device)
+    s_part = torch.empty_like(a_part)
     ACC = tl_acc(f.dtype)
-    wrap_triton(_backward_pass)[(geo.N, triton.cdiv(geo.C, block_c))](
+    wrap_triton(_backward_pass)[geo.reduce_grid(block_c, splits)](
         geo.x,
         g,
         m,
         grad_f,
-        a_sum,
-        s_sum,
+        a_part,
+        s_part,
         geo.C,
         geo.HW,
         geo.sn,
         geo.sc,
         geo.sp,
+        chunk,
         ACC=ACC,
         BLOCK_C=block_c,
         BLOCK_P=block_p,
+        num_warps=TILE_WARPS,
     )
+    a_sum, s_sum = (t.sum(dim=1) for t in (a_part, s_part))  # fixed order: deterministic
     d = a_sum if grad_mask is None else a_sum + grad_mask.to(acc)
     slope = d * m * (1 - m)
     grad_b = (slope.sum() * (geo.C / temperature)).to(b.dtype).reshape(b.shape)
     if soft:
+        tau_arg, from_bits = scalar_args(f, tau)
         big_g = (slope / temperature).contiguous()
         ds = torch.empty_like(a_sum)
         wrap_triton(_soft_rank_grad)[(geo.N, triton.cdiv(geo.C, RANK_BLOCK_I))](
@@ -314,11 +329,12 @@ def rank_mask_backward_triton(
             ds,
             geo.C,
             geo.HW,
-            tau,
-            *scalar_args(f, temperature, tau),
+            *tau_arg,
+            FROM_BITS=from_bits,
             ACC=ACC,
             BLOCK_I=RANK_BLOCK_I,
             BLOCK_J=RANK_BLOCK_J,
+            num_warps=TILE_WARPS,
         )
         numel = grad_f.numel()
         wrap_triton(_channel_elementwise)[(triton.cdiv(numel, ELEMENTWISE_BLOCK),)](

@@ -28,26 +28,26 @@
 namespace cprl {
 
 // Strict "sorts before" of the stable ascending order with NaN after +inf (torch.sort's order).
+// Written with & and | on bools (no short-circuit): the GPU's counting loop stays branch-free.
 template <typename T>
 CPRL_HD bool score_less(T a, T b) {
-  return a < b || (b != b && a == a);
+  return (a < b) | ((b != b) & (a == a));
 }
 
 // True iff channel i (score a) comes before channel j (score b) in the stable ascending sort.
 template <typename T>
-CPRL_HD bool rank_before(T a, int64_t i, T b, int64_t j) {
-  if (score_less(a, b)) return true;
-  if (score_less(b, a)) return false;
-  return i < j;
+CPRL_HD bool rank_before(T a, int i, T b, int j) {
+  return score_less(a, b) | (!score_less(b, a) & (i < j));
 }
 
-// Hard rank of channel c by counting: O(C). The GPU kernel uses it for every channel in
-// parallel; the CPU uses the O(C log C) sort below, and the unit tests check they agree.
+// Hard rank of channel c by counting: O(C), branch-free, int32 counters (C < 2^31). The GPU
+// kernel uses it for every channel in parallel; the CPU uses the O(C log C) sort below, and
+// the unit tests check they agree.
 template <typename T>
-CPRL_HD int64_t hard_rank_count(const T* s, int64_t C, int64_t c) {
+CPRL_HD int hard_rank_count(const T* s, int C, int c) {
   const T sc = s[c];
-  int64_t r = 0;
-  for (int64_t j = 0; j < C; ++j) r += rank_before(s[j], j, sc, c) ? 1 : 0;
+  int r = 0;
+  for (int j = 0; j < C; ++j) r += int(rank_before(s[j], j, sc, c));
   return r;
 }
 

@@ -6,7 +6,7 @@
 //   NHWC: blocks of 32 channels x 8 pixel lanes over one of S pixel splits write partial sums
 //   [N, S, C]; a second kernel adds the S partials in a fixed order.
 //   Both orders depend on the shape alone: results are deterministic (no float atomics).
-// nc_map: an element functor over every flat index (grid-stride loop).
+// nc_map: an element functor over every flat index, row by row (no per-element division).
 //
 // Functor interface (device):  void operator()(int64_t i, int64_t nc, acc_t& s0, acc_t& s1)
 //                              void operator()(int64_t i, int64_t nc)            (for nc_map)
@@ -122,12 +122,19 @@ void nc_reduce(const cprl::NCHWSizes& sz, acc_t* a0, acc_t* a1, const Fn& fn,
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
+// A dense map seen as rows of a contiguous inner dimension: NCHW rows are the N*C channel rows
+// (inner: the HW pixels, all of channel row nc = row); NHWC rows are the N*HW pixels (inner: the
+// C channels, nc = n*C + c). Grid (inner chunks, rows): no per-element division; one per row.
 template <typename Fn>
-__global__ void nc_map_kernel(cprl::NCHWSizes sz, Fn fn) {
-  const int64_t n = sz.numel();
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x)
-    fn(i, sz.nc_of(i));
+__global__ void nc_map_kernel(cprl::NCHWSizes sz, int64_t rows, int64_t inner, Fn fn) {
+  const bool nchw = sz.layout == cprl::Layout::kNCHW;
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t row = blockIdx.y; row < rows; row += gridDim.y) {
+    const int64_t base = row * inner;
+    const int64_t nc0 = nchw ? row : (row / sz.HW) * sz.C;
+    for (int64_t k = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; k < inner; k += stride)
+      fn(base + k, nchw ? nc0 : nc0 + k);
+  }
 }
 
 inline int64_t elementwise_blocks(int64_t n, int threads) {
@@ -139,8 +146,15 @@ template <typename Fn>
 void nc_map(const cprl::NCHWSizes& sz, const Fn& fn) {
   if (sz.numel() == 0) return;
   constexpr int kThreads = 256;
-  nc_map_kernel<<<elementwise_blocks(sz.numel(), kThreads), kThreads, 0,
-                  at::cuda::getCurrentCUDAStream()>>>(sz, fn);
+  const bool nchw = sz.layout == cprl::Layout::kNCHW;
+  const int64_t rows = nchw ? sz.N * sz.C : sz.N * sz.HW;
+  const int64_t inner = nchw ? sz.HW : sz.C;
+  const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  // enough blocks to fill the GPU (32 per SM), split between the two grid dimensions
+  const int64_t y = std::min<int64_t>(rows, 65535);
+  const int64_t x = std::clamp<int64_t>(sms * 32 / y, 1, ceil_div(inner, kThreads));
+  nc_map_kernel<<<dim3(unsigned(x), unsigned(y)), kThreads, 0,
+                  at::cuda::getCurrentCUDAStream()>>>(sz, rows, inner, fn);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 

@@ -1,7 +1,8 @@
 // rank_mask on CUDA: kernels on the parameters of core/rank_mask.h (set up by glue/rank_mask.h).
-// Forward: channel sums (nc_reduce), one block per sample ranks its C channels by pairwise
-// counting in shared memory (C <= 6144 float / 3072 double; global memory beyond) and writes
-// M, then the apply pass relu(f * M) (nc_map). Backward: one nc_reduce pass writes grad_f and
+// Forward: channel sums (nc_reduce); a grid of (channel blocks, samples) ranks each channel
+// against its sample's C means in shared memory by branch-free pairwise counting (C <= 12288
+// float / 6144 double; beyond, one block per sample through global memory) and writes M; then
+// the apply pass relu(f * M) (nc_map). Backward: one nc_reduce pass writes grad_f and
 // reduces A (and the channel sums for the soft rank); one block reduces grad_b in a fixed
 // order (deterministic); the soft rank adds a per-sample pass and an elementwise pass.
 #include <ATen/ATen.h>
@@ -67,24 +68,29 @@ inline size_t smem_for(int64_t C, int arrays, size_t elem) {
   return bytes <= kMaxSmem ? bytes : 0;
 }
 
-// One block per sample: sums -> means (in place), then the mask of every channel.
+// Grid (channel blocks, samples): each block loads its sample's C means into shared memory
+// (from the channel sums; from global memory when C does not fit) and ranks kRankThreads
+// channels against all C, branch-free with int32 counters, then writes their masks. Samples
+// beyond gridDim.y are taken in a grid-stride loop.
 template <typename acc_t>
-__global__ void mask_kernel(int64_t C, int64_t HW, acc_t* scores, const acc_t* b,
-                            acc_t temperature, bool soft, acc_t tau, bool use_smem, acc_t* mask) {
+__global__ void mask_kernel(int N, int C, int64_t HW, const acc_t* sums, const acc_t* b,
+                            acc_t temperature, bool soft, acc_t tau, bool use_smem,
+                            acc_t* means_scratch, acc_t* mask) {
   extern __shared__ unsigned char smem_raw[];
-  acc_t* sh = reinterpret_cast<acc_t*>(smem_raw);
-  acc_t* s = scores + int64_t(blockIdx.x) * C;
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
-    const acc_t mean = s[c] / acc_t(HW);
-    s[c] = mean;
-    if (use_smem) sh[c] = mean;
-  }
-  __syncthreads();
-  const acc_t* sp = use_smem ? sh : s;
+  const acc_t inv_hw = acc_t(1) / acc_t(HW);
   const acc_t bv = *b;
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
-    const acc_t r = soft ? cprl::soft_rank(sp, C, c, tau) : acc_t(cprl::hard_rank_count(sp, C, c));
-    mask[int64_t(blockIdx.x) * C + c] = cprl::mask_value(r, C, bv, temperature);
+  for (int n = blockIdx.y; n < N; n += gridDim.y) {
+    const acc_t* sn = sums + int64_t(n) * C;
+    // shared memory, or (gridDim.x == 1 then) this sample's slice of the global scratch
+    acc_t* means = use_smem ? reinterpret_cast<acc_t*>(smem_raw) : means_scratch + int64_t(n) * C;
+    for (int j = threadIdx.x; j < C; j += blockDim.x) means[j] = sn[j] * inv_hw;
+    __syncthreads();
+    for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < C; c += gridDim.x * blockDim.x) {
+      const acc_t r = soft ? cprl::soft_rank(means, C, c, tau)
+                           : acc_t(cprl::hard_rank_count(means, C, c));
+      mask[int64_t(n) * C + c] = cprl::mask_value(r, int64_t(C), bv, temperature);
+    }
+    __syncthreads();
   }
 }
 
@@ -110,21 +116,30 @@ __global__ void offset_grad_kernel(int64_t NC, int64_t C, const acc_t* A, const 
   if (threadIdx.x == 0) *grad_b = partial[0] * acc_t(C) / temperature;
 }
 
-// One block per sample: ds[n, k] = dL/ds_k / HW of the soft rank (S holds channel sums).
+// Grid (channel blocks, samples), as mask_kernel: ds[n, k] = dL/ds_k / HW of the soft rank
+// (S holds the channel sums), the sample's means and G in shared memory.
 template <typename acc_t>
-__global__ void soft_rank_grad_kernel(int64_t C, int64_t HW, const acc_t* S, const acc_t* G,
-                                      acc_t tau, bool use_smem, acc_t* scratch, acc_t* ds) {
+__global__ void soft_rank_grad_kernel(int N, int C, int64_t HW, const acc_t* S, const acc_t* G,
+                                      acc_t tau, acc_t* ds) {
   extern __shared__ unsigned char smem_raw[];
-  const int64_t n = blockIdx.x;
-  acc_t* s = use_smem ? reinterpret_cast<acc_t*>(smem_raw) : scratch + n * 2 * C;
+  acc_t* s = reinterpret_cast<acc_t*>(smem_raw);
   acc_t* g = s + C;
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
-    s[c] = S[n * C + c] / acc_t(HW);
-    g[c] = G[n * C + c];
+  const acc_t inv_hw = acc_t(1) / acc_t(HW);
+  const int k = blockIdx.x * blockDim.x + threadIdx.x;
+  for (int n = blockIdx.y; n < N; n += gridDim.y) {
+    for (int j = threadIdx.x; j < C; j += blockDim.x) {
+      s[j] = S[int64_t(n) * C + j] * inv_hw;
+      g[j] = G[int64_t(n) * C + j];
+    }
+    __syncthreads();
+    if (k < C) ds[int64_t(n) * C + k] = cprl::soft_rank_backward(s, g, int64_t(C), int64_t(k), tau) * inv_hw;
+    __syncthreads();
   }
-  __syncthreads();
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x)
-    ds[n * C + c] = cprl::soft_rank_backward(s, g, C, c, tau) / acc_t(HW);
+}
+
+// Launch geometry of the per-sample [C] kernels: (channel blocks, samples up to 65535).
+inline dim3 rank_grid(int64_t N, int64_t C) {
+  return dim3(unsigned(cuda::ceil_div(C, kRankThreads)), unsigned(std::min<int64_t>(N, 65535)));
 }
 
 template <typename scalar_t>
@@ -137,10 +152,17 @@ void forward(const cprl::RankMaskForwardParams& p, const at::TensorOptions& acc_
   at::Tensor sums = at::empty({2, sz.N * sz.C}, acc_options);
   acc_t* s0 = sums.data_ptr<acc_t>();
   cuda::nc_reduce<acc_t>(sz, s0, s0 + sz.N * sz.C, ChannelSum<scalar_t, acc_t>{fp}, acc_options);
+  TORCH_CHECK_VALUE(sz.C < (int64_t(1) << 31) && sz.N < (int64_t(1) << 31),
+                    "rank_mask on CUDA needs N and C below 2^31, got ", sz.N, " and ", sz.C);
   const size_t smem = smem_for(sz.C, 1, sizeof(acc_t));
-  mask_kernel<acc_t><<<sz.N, kRankThreads, smem, stream>>>(
-      sz.C, sz.HW, s0, static_cast<const acc_t*>(p.b), acc_t(p.temperature), p.soft,
-      acc_t(p.tau), smem > 0, mp);
+  // without room in shared memory, the means go through global memory: one block per sample
+  // (the only block that writes them is the one that reads them)
+  at::Tensor scratch = smem > 0 ? at::Tensor() : at::empty({sz.N * sz.C}, acc_options);
+  const dim3 grid = smem > 0 ? rank_grid(sz.N, sz.C) : dim3(1, unsigned(std::min<int64_t>(sz.N, 65535)));
+  const int threads = smem > 0 ? kRankThreads : 1024;
+  mask_kernel<acc_t><<<grid, threads, smem, stream>>>(
+      int(sz.N), int(sz.C), sz.HW, s0, static_cast<const acc_t*>(p.b), acc_t(p.temperature),
+      p.soft, acc_t(p.tau), smem > 0, scratch.defined() ? scratch.data_ptr<acc_t>() : nullptr, mp);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   cuda::nc_map(sz, ApplyMask<scalar_t, acc_t>{fp, mp, static_cast<scalar_t*>(p.y)});
 }
@@ -168,11 +190,11 @@ void backward(const cprl::RankMaskBackwardParams& p, const at::TensorOptions& ac
       static_cast<acc_t*>(p.grad_b));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   if (!p.soft) return;
-  const size_t smem = smem_for(sz.C, 2, sizeof(acc_t));
-  at::Tensor scratch = smem > 0 ? at::Tensor() : at::empty({2 * NC}, acc_options);
-  soft_rank_grad_kernel<acc_t><<<sz.N, kRankThreads, smem, stream>>>(
-      sz.C, sz.HW, S, G, acc_t(p.tau), smem > 0,
-      scratch.defined() ? scratch.data_ptr<acc_t>() : nullptr, ds);
+  const size_t smem = size_t(sz.C) * 2 * sizeof(acc_t);
+  TORCH_CHECK_VALUE(smem <= kMaxSmem, "the soft rank on CUDA supports C <= ", kMaxSmem / (2 * sizeof(acc_t)),
+                    " channels, got ", sz.C);
+  soft_rank_grad_kernel<acc_t><<<rank_grid(sz.N, sz.C), kRankThreads, smem, stream>>>(
+      int(sz.N), int(sz.C), sz.HW, S, G, acc_t(p.tau), ds);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   cuda::nc_map(sz, AddChannelTerm<scalar_t, acc_t>{ds, gfp});
 }
