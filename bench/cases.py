@@ -34,10 +34,8 @@ def shapes_for(op: str) -> list[tuple[int, ...]]:
 
 
 def providers_for(device: torch.device) -> list[str]:
-    names = ["native", "eager", "compile"]
-    if device.type == "cuda":
-        names.insert(1, "triton")
-    return names
+    """The baselines first, so that each kernel's row has its ratios when it is printed."""
+    return ["eager", "compile", "native", *(["triton"] if device.type == "cuda" else [])]
 
 
 @dataclass

@@ -194,8 +194,9 @@ def test_spec_names_every_file(spec):
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
+    generic = {"bench/cases.py"}  # builds every op's cases from its spec
     for role, paths in spec.files.items():
         for path in paths.split(", "):
             text = (root / path).read_text()
-            assert spec.name in text, f"{role} file {path} does not mention {spec.name}"
+            assert path in generic or spec.name in text, f"{role} file {path} lacks {spec.name}"
     assert getattr(ops, spec.name) is spec.public
