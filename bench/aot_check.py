@@ -59,6 +59,7 @@ def plans() -> list[KernelPlan]:
     reduce = ({"BLOCK_C": 64, "BLOCK_P": 32}, {"BLOCK_C": 8, "BLOCK_P": 256})
     rank = ({"BLOCK_I": RANK_BLOCK_I, "BLOCK_J": RANK_BLOCK_J},)
     element = ({"BLOCK": ELEMENTWISE_BLOCK},)
+    rows = ({"BLOCK": ELEMENTWISE_BLOCK}, {"BLOCK": 128})  # Geometry.rows: 128 to 1024
     return [
         KernelPlan("rank_mask", "_channel_sums", frozenset({"f_ptr"}), reduce, (), TILE_WARPS),
         KernelPlan("rank_mask", "_masks", frozenset(), rank, ("FROM_BITS", "SOFT"), TILE_WARPS),
@@ -66,7 +67,7 @@ def plans() -> list[KernelPlan]:
             "rank_mask",
             "_channel_elementwise",
             frozenset({"x_ptr", "out_ptr"}),
-            element,
+            rows,
             ("ADD", "CHANNELS_LAST"),
         ),
         KernelPlan(
@@ -82,7 +83,7 @@ def plans() -> list[KernelPlan]:
             "intervene",
             "_forward",
             frozenset({"f_ptr", "t_ptr", "out_ptr"}),
-            element,
+            rows,
             ("NC", "CHANNELS_LAST"),
         ),
         KernelPlan(

@@ -73,13 +73,19 @@ def element_block(numel, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def channel_row(i, C, HW, CHANNELS_LAST: tl.constexpr):
-    """Row n * C + c of the [N, C] arrays for flat element index i of a dense map."""
+def row_elements(row, INNER, C, HW, CHANNELS_LAST: tl.constexpr, BLOCK: tl.constexpr):
+    """A dense map seen as rows of a contiguous inner dimension (NCHW: the N*C channel rows of
+    HW pixels; channels_last: the N*HW pixels of C channels): for row ``row`` and this
+    program's block of the inner dimension (grid dimension 0), the flat element indices
+    (64-bit), their validity mask, and each element's channel row n*C + c. One division per
+    row, none per element."""
+    k = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    r = tl.cast(row, tl.int64)
     if CHANNELS_LAST:
-        # i // HW // C, not i // (HW * C): the product of two int32 arguments could wrap
-        return i // HW // C * C + i % C
+        nc = r // HW * C + k
     else:
-        return i // HW
+        nc = r + tl.zeros_like(k).to(tl.int64)
+    return r * INNER + k, k < INNER, nc
 
 
 @triton.jit
@@ -146,6 +152,15 @@ class Geometry:
             self.sn, self.sc, self.sp = self.HW * self.C, 1, self.C
         else:
             self.sn, self.sc, self.sp = self.C * self.HW, self.HW, 1
+
+    def rows(self) -> tuple[int, int, int, tuple[int, int]]:
+        """(rows, inner, BLOCK, grid) of the elementwise kernels (see ``row_elements``): grid
+        (inner blocks, rows up to 65535; the kernel loops over the rest)."""
+        rows, inner = (
+            (self.N * self.HW, self.C) if self.channels_last else (self.N * self.C, self.HW)
+        )
+        block = min(ELEMENTWISE_BLOCK, max(128, triton.next_power_of_2(inner)))
+        return rows, inner, block, (triton.cdiv(inner, block), min(rows, 65535))
 
     def dense(self, t: torch.Tensor) -> torch.Tensor:
         return t.contiguous(memory_format=self.format)

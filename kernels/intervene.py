@@ -2,9 +2,11 @@
 and ``cprl_fast::intervene_backward_triton`` with ``torch.library.triton_op``.
 
 ``out = relu(t * kt + f * kf)`` with ``(kf, kt) = (M, 1 - M)`` for ``"sf"`` and ``(1 - M, M)``
-for ``"nc"``. Forward: one elementwise pass. Backward: one program per (n, block of channels)
-loops over the pixels, writes ``grad_f = g*gate*kf`` and ``grad_t = g*gate*kt`` and reduces
-``grad_mask = sgn * sum g*gate*(f - t)`` (sgn = +1 for sf, -1 for nc) without atomics.
+for ``"nc"``. Forward: one elementwise pass, row by row (``row_elements``). Backward: one
+program per (n, block of channels, pixel split) loops over its pixels, writes
+``grad_f = g*gate*kf`` and ``grad_t = g*gate*kt`` and reduces partial sums of
+``grad_mask = sgn * sum g*gate*(f - t)`` (sgn = +1 for sf, -1 for nc), added in a fixed order:
+no atomics.
 """
 
 import torch
@@ -15,16 +17,14 @@ from torch.library import triton_op, wrap_triton
 from cprl_fast.checks import acc_dtype, check_intervene_args, check_output_grad
 
 from ._common import (
-    ELEMENTWISE_BLOCK,
     WIDE_TILE_WARPS,
     Geometry,
     channel_block,
-    channel_row,
-    element_block,
     native_schema,
     on_device_of,
     pixel_range,
     relu,
+    row_elements,
     tile,
     tl_acc,
 )
@@ -44,7 +44,8 @@ def _forward(
     t_ptr,
     mask_ptr,
     out_ptr,
-    numel,
+    ROWS,
+    INNER,
     C,
     HW,
     NC: tl.constexpr,
@@ -52,12 +53,12 @@ def _forward(
     ACC: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    i, im = element_block(numel, BLOCK)
-    m = tl.load(mask_ptr + channel_row(i, C, HW, CHANNELS_LAST), mask=im, other=0.0)
-    kf, kt = _weights(m, NC)
-    f = tl.load(f_ptr + i, mask=im, other=0.0).to(ACC)
-    t = tl.load(t_ptr + i, mask=im, other=0.0).to(ACC)
-    tl.store(out_ptr + i, relu(t * kt + f * kf).to(out_ptr.dtype.element_ty), mask=im)
+    for row in range(tl.program_id(1), ROWS, tl.num_programs(1)):
+        i, im, nc = row_elements(row, INNER, C, HW, CHANNELS_LAST, BLOCK)
+        kf, kt = _weights(tl.load(mask_ptr + nc, mask=im, other=0.0), NC)
+        f = tl.load(f_ptr + i, mask=im, other=0.0).to(ACC)
+        t = tl.load(t_ptr + i, mask=im, other=0.0).to(ACC)
+        tl.store(out_ptr + i, relu(t * kt + f * kf).to(out_ptr.dtype.element_ty), mask=im)
 
 
 @triton.jit
@@ -110,19 +111,20 @@ def intervene_triton(
     out = torch.empty_like(geo.x)
     if geo.N == 0:
         return out
-    numel = geo.x.numel()
-    wrap_triton(_forward)[(triton.cdiv(numel, ELEMENTWISE_BLOCK),)](
+    rows, inner, block, grid = geo.rows()
+    wrap_triton(_forward)[grid](
         geo.x,
         geo.dense(t),
         mask.to(acc_dtype(f.dtype)).contiguous(),
         out,
-        numel,
+        rows,
+        inner,
         geo.C,
         geo.HW,
         NC=mode == "nc",
         CHANNELS_LAST=geo.channels_last,
         ACC=tl_acc(f.dtype),
-        BLOCK=ELEMENTWISE_BLOCK,
+        BLOCK=block,
     )
     return out
 

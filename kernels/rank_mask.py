@@ -27,18 +27,16 @@ from cprl_fast.checks import (
 )
 
 from ._common import (
-    ELEMENTWISE_BLOCK,
     RANK_BLOCK_I,
     RANK_BLOCK_J,
     TILE_WARPS,
     Geometry,
     channel_block,
-    channel_row,
-    element_block,
     native_schema,
     on_device_of,
     pixel_range,
     relu,
+    row_elements,
     scalar,
     scalar_args,
     sigmoid,
@@ -120,7 +118,8 @@ def _channel_elementwise(
     x_ptr,
     v_ptr,
     out_ptr,
-    numel,
+    ROWS,
+    INNER,
     C,
     HW,
     ADD: tl.constexpr,
@@ -129,12 +128,13 @@ def _channel_elementwise(
     BLOCK: tl.constexpr,
 ):
     """out = x + v[channel] (ADD: the soft rank's term of grad_f) or relu(x * v[channel]) (the
-    forward's apply pass), elementwise over a dense map."""
-    i, im = element_block(numel, BLOCK)
-    v = tl.load(v_ptr + channel_row(i, C, HW, CHANNELS_LAST), mask=im, other=0.0)
-    x = tl.load(x_ptr + i, mask=im, other=0.0).to(ACC)
-    out = x + v if ADD else relu(x * v)
-    tl.store(out_ptr + i, out.to(out_ptr.dtype.element_ty), mask=im)
+    forward's apply pass), elementwise over a dense map, row by row (``row_elements``)."""
+    for row in range(tl.program_id(1), ROWS, tl.num_programs(1)):
+        i, im, nc = row_elements(row, INNER, C, HW, CHANNELS_LAST, BLOCK)
+        v = tl.load(v_ptr + nc, mask=im, other=0.0)
+        x = tl.load(x_ptr + i, mask=im, other=0.0).to(ACC)
+        out = x + v if ADD else relu(x * v)
+        tl.store(out_ptr + i, out.to(out_ptr.dtype.element_ty), mask=im)
 
 
 @triton.jit
@@ -250,18 +250,19 @@ def rank_mask_triton(
         BLOCK_J=RANK_BLOCK_J,
         num_warps=TILE_WARPS,
     )
-    numel = geo.x.numel()
-    wrap_triton(_channel_elementwise)[(triton.cdiv(numel, ELEMENTWISE_BLOCK),)](
+    rows, inner, block, grid = geo.rows()
+    wrap_triton(_channel_elementwise)[grid](
         geo.x,
         mask,
         y,
-        numel,
+        rows,
+        inner,
         geo.C,
         geo.HW,
         ADD=False,
         CHANNELS_LAST=geo.channels_last,
         ACC=ACC,
-        BLOCK=ELEMENTWISE_BLOCK,
+        BLOCK=block,
     )
     return y, mask
 
@@ -336,17 +337,18 @@ def rank_mask_backward_triton(
             BLOCK_J=RANK_BLOCK_J,
             num_warps=TILE_WARPS,
         )
-        numel = grad_f.numel()
-        wrap_triton(_channel_elementwise)[(triton.cdiv(numel, ELEMENTWISE_BLOCK),)](
+        rows, inner, block, grid = geo.rows()
+        wrap_triton(_channel_elementwise)[grid](
             grad_f,
             ds,
             grad_f,
-            numel,
+            rows,
+            inner,
             geo.C,
             geo.HW,
             ADD=True,
             CHANNELS_LAST=geo.channels_last,
             ACC=ACC,
-            BLOCK=ELEMENTWISE_BLOCK,
+            BLOCK=block,
         )
     return grad_f, grad_b

@@ -11,26 +11,24 @@ if not (HAS_TRITON and (INTERPRETED or torch.cuda.is_available())):
 
 import triton
 import triton.language as tl
-from cprl_fast.kernels._common import channel_row
+from cprl_fast.kernels._common import row_elements
 
 
 @triton.jit
-def _rows(i_ptr, out_ptr, C, HW, CHANNELS_LAST: tl.constexpr):
-    k = tl.arange(0, 4)
-    tl.store(out_ptr + k, channel_row(tl.load(i_ptr + k), C, HW, CHANNELS_LAST))
+def _rows(out_ptr, row, INNER, C, HW, CHANNELS_LAST: tl.constexpr):
+    i, _, nc = row_elements(row, INNER, C, HW, CHANNELS_LAST, 4)
+    tl.store(out_ptr + tl.arange(0, 4), i)
+    tl.store(out_ptr + 4 + tl.arange(0, 4), nc)
 
 
-def test_channel_row_does_not_wrap_at_2_pow_31():
+def test_row_elements_do_not_wrap_at_2_pow_31():
     device = "cuda" if torch.cuda.is_available() else "cpu"
     C, HW = 65536, 40000  # one sample has C * HW = 2.6e9 > 2^31 elements
-    per_sample = C * HW
-    flat = [5, per_sample - 1, per_sample + 7, 3 * per_sample + 65535]
-    i = torch.tensor(flat, dtype=torch.int64, device=device)
     for channels_last in (True, False):
-        out = torch.empty(4, dtype=torch.int64, device=device)
-        _rows[(1,)](i, out, C, HW, CHANNELS_LAST=channels_last)
-        if channels_last:
-            want = [(v // per_sample) * C + v % C for v in flat]
-        else:
-            want = [v // HW for v in flat]
-        assert out.tolist() == want
+        inner = C if channels_last else HW
+        row = 3 * HW + 17 if channels_last else 3 * C + 17  # a row of sample 3
+        out = torch.empty(8, dtype=torch.int64, device=device)
+        _rows[(1,)](out, row, inner, C, HW, CHANNELS_LAST=channels_last)
+        flat = [row * inner + k for k in range(4)]
+        nc = [(row // HW) * C + k for k in range(4)] if channels_last else [row] * 4
+        assert out.tolist() == flat + nc
