@@ -1,9 +1,9 @@
-"""Prints one table from a pytest-benchmark JSON file written by ``bench/test_ops.py``.
+"""Prints one table from a pytest-benchmark JSON file written by ``bench/test_ops.py``, in the
+format of ``python -m bench.run`` (the same table code).
 
     python -m bench.report bench/results/run.json [--markdown out.md]
 
-Columns: median time, achieved GB/s (minimum bytes / median), % of the copy bandwidth measured
-in the same run, speed-up over eager and over torch.compile, bytes saved for backward.
+Benchmarks that are not op cases (the end-to-end ones, which carry no ``op``) are left out.
 """
 
 from __future__ import annotations
@@ -11,38 +11,38 @@ from __future__ import annotations
 import argparse
 import json
 
+from bench.run import add_ratios, format_table
+
+
+def rows_of(data: dict) -> tuple[list[dict], float]:
+    """The op rows of a pytest-benchmark JSON file as bench.run rows, and the copy bandwidth."""
+    copy_gbps = float("nan")
+    rows = []
+    for b in data["benchmarks"]:
+        e = b.get("extra_info", {})
+        if e.get("op") == "copy":
+            copy_gbps = e["copy_gbps"]
+            continue
+        if "op" not in e:
+            continue
+        t = b["stats"]["median"]
+        rows.append({
+            "op": e["op"], "shape": e["shape"], "pass": e["pass_"], "provider": e["provider"],
+            "dtype": e.get("dtype", "float32"), "seconds": t, "gbps": e["min_bytes"] / t / 1e9,
+            "copy_fraction": e["min_bytes"] / t / (e["copy_gbps"] * 1e9),
+            "saved_bytes": e.get("saved_bytes"),
+        })  # fmt: skip
+    add_ratios(rows)
+    return rows, copy_gbps
+
 
 def table(data: dict) -> str:
-    rows = [b for b in data["benchmarks"] if b["extra_info"].get("op") != "copy"]
-    copy = next((b for b in data["benchmarks"] if b["extra_info"].get("op") == "copy"), None)
-    median = {b["name"]: b["stats"]["median"] for b in data["benchmarks"]}
-    by_key = {}
-    for b in rows:
-        e = b["extra_info"]
-        by_key[(e["op"], tuple(e["shape"]), e["pass_"], e["provider"])] = median[b["name"]]
+    rows, copy_gbps = rows_of(data)
     machine = data.get("machine_info", {})
-    copy_gbps = copy["extra_info"]["copy_gbps"] if copy else float("nan")
-    out = [
-        f"machine: {machine.get('cpu', {}).get('brand_raw', machine.get('processor', '?'))} | "
-        f"copy bandwidth {copy_gbps:.1f} GB/s",
-        "",
-        "| op | pass | shape | provider | ms | GB/s | % copy | x eager | x compile | saved MB |",
-        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for b in rows:
-        e = b["extra_info"]
-        t = median[b["name"]]
-        gbps = e["min_bytes"] / t / 1e9
-        key = (e["op"], tuple(e["shape"]), e["pass_"])
-        eager = by_key.get((*key, "eager"), float("nan")) / t
-        comp = by_key.get((*key, "compile"), float("nan")) / t
-        saved = e.get("saved_bytes")
-        out.append(
-            f"| {e['op']} | {e['pass_']} | {'x'.join(map(str, e['shape']))} | {e['provider']} "
-            f"| {t * 1e3:.3f} | {gbps:.1f} | {100 * gbps / e['copy_gbps']:.0f} | {eager:.2f} "
-            f"| {comp:.2f} | {'' if saved is None else f'{saved / 2**20:.1f}'} |"
-        )
-    return "\n".join(out)
+    cpu = machine.get("cpu", {}).get("brand_raw", machine.get("processor", "?"))
+    result = {"device": "pytest-benchmark", "machine": {"cpu": cpu, "torch": "?"},
+              "copy_gbps": copy_gbps, "rows": rows}  # fmt: skip
+    return format_table(result)
 
 
 def main(argv: list[str] | None = None) -> None:

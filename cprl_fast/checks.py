@@ -167,8 +167,52 @@ def check_optional_mask_grad(f: torch.Tensor, grad_mask: torch.Tensor | None) ->
         check_mask(f, grad_mask, "grad_mask")
 
 
-def check_out(x: torch.Tensor, out: torch.Tensor) -> None:
+def _byte_span(t: torch.Tensor) -> tuple[int, int] | None:
+    """[first, last) byte of a tensor whose elements are dense in its span, else None."""
+    if t.numel() == 0 or not _dense_in_span(t):
+        return None
+    start = t.data_ptr()
+    return start, start + t.numel() * t.element_size()
+
+
+def _dense_in_span(t: torch.Tensor) -> bool:
+    strides = sorted((st, sz) for st, sz in zip(t.stride(), t.shape, strict=True) if sz > 1)
+    expected = 1
+    for stride, size in strides:
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def check_no_overlap(out: torch.Tensor, inputs: tuple[torch.Tensor, ...]) -> None:
+    """As ATen's out= ops: no element of ``out`` written twice, and ``out`` shares memory with
+    an input only exactly (the same elements), never in part. Dense tensors are compared by
+    their byte spans; other layouts and fake tensors are not checked (as ATen's "too hard")."""
+    if out.device.type == "meta" or isinstance(out, torch._subclasses.FakeTensor):
+        return
+    if any(st == 0 and sz > 1 for st, sz in zip(out.stride(), out.shape, strict=True)):
+        raise RuntimeError(
+            "unsupported operation: more than one element of the written-to tensor refers to a "
+            "single memory location. Please clone() the tensor before performing the operation."
+        )
+    span = _byte_span(out)
+    for t in inputs:
+        other = _byte_span(t)
+        if span is None or other is None or (span == other and t.stride() == out.stride()):
+            continue
+        if span[0] < other[1] and other[0] < span[1]:
+            raise RuntimeError(
+                "unsupported operation: some elements of the input tensor and the written-to "
+                "tensor refer to a single memory location. Please clone() the tensor before "
+                "performing the operation."
+            )
+
+
+def check_out(x: torch.Tensor, grad: torch.Tensor, x0: torch.Tensor, out: torch.Tensor) -> None:
+    """``out`` of attack_step: like ``x``, and overlapping no input in part (csrc/checks.h)."""
     check_tensor(out, "out")
     check_same_device(x, "x", out, "out")
     check_same_shape(x, "x", out, "out")
     check_same_dtype(x, "x", out, "out")
+    check_no_overlap(out, (x, grad, x0))

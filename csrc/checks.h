@@ -4,6 +4,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
+#include <ATen/MemoryOverlap.h>
 
 #include <string>
 
@@ -147,10 +148,16 @@ inline at::Tensor optional_mask_grad(const at::Tensor& f, const std::optional<at
   return g->to(acc_type).contiguous();
 }
 
-inline void check_out(const at::Tensor& x, const at::Tensor& out) {
+// out: the same device, shape and dtype as x, no element written twice, and sharing memory
+// with an input only exactly (out may be x, grad or x0 itself: each element is read before it
+// is written), never in part, as torch's out= ops require.
+inline void check_out(const at::Tensor& x, const at::Tensor& grad, const at::Tensor& x0,
+                      const at::Tensor& out) {
   check_same_device(x, "x", out, "out");
   check_same_shape(x, "x", out, "out");
   check_same_dtype(x, "x", out, "out");
+  at::assert_no_internal_overlap(out);
+  for (const at::Tensor* input : {&x, &grad, &x0}) at::assert_no_partial_overlap(out, *input);
 }
 
 // The dense memory format a kernel works in and its outputs have: channels_last when x is a

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 import struct
 from collections.abc import Callable
 
 import torch
 import triton
 import triton.language as tl
+from torch.library import wrap_triton
 
 from cprl_fast.checks import acc_dtype, dense_format
 
@@ -128,6 +130,18 @@ def on_device_of(name: str) -> Callable:
         return run
 
     return wrap
+
+
+def launch(kernel):
+    """``wrap_triton(kernel)``, through which torch.compile traces a Triton op's launches; or,
+    where this torch's wrap_triton refuses the interpreter's functions (torch 2.11 under
+    ``TRITON_INTERPRET=1``), the kernel itself: an eager launch needs no wrapping."""
+    try:
+        return wrap_triton(kernel)
+    except RuntimeError:
+        if os.environ.get("TRITON_INTERPRET") != "1":
+            raise
+        return kernel
 
 
 def tl_acc(dtype: torch.dtype):

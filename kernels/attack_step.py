@@ -8,13 +8,14 @@ pass; sign(0) = sign(NaN) = 0 (torch.sign); max/min propagate NaN (torch.maximum
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
 
 from cprl_fast.checks import check_attack_step_args, check_out, dense_format
 
 from ._common import (
     ELEMENTWISE_BLOCK,
     element_block,
+    launch,
     native_schema,
     on_device_of,
     scalar,
@@ -55,12 +56,12 @@ def _attack_step(
     tl.store(out_ptr + i, v.to(out_ptr.dtype.element_ty), mask=im)
 
 
-def _launch(x, grad, x0, alpha, eps, lo, hi, out):
+def _step_into(x, grad, x0, alpha, eps, lo, hi, out):
     numel = x.numel()
     if numel == 0:
         return
     values, from_bits = scalar_args(x, alpha, eps, lo, hi)
-    wrap_triton(_attack_step)[(triton.cdiv(numel, ELEMENTWISE_BLOCK),)](
+    launch(_attack_step)[(triton.cdiv(numel, ELEMENTWISE_BLOCK),)](
         x,
         grad,
         x0,
@@ -88,7 +89,7 @@ def attack_step_triton(
     check_attack_step_args(x, grad, x0, alpha, eps, lo, hi)
     _, dense = _dense(x, grad, x0)
     out = torch.empty_like(dense[0])
-    _launch(*dense, alpha, eps, lo, hi, out)
+    _step_into(*dense, alpha, eps, lo, hi, out)
     return out
 
 
@@ -105,11 +106,11 @@ def attack_step_out_triton(
     """Writes into ``out`` directly when it is dense in x's format (it may be x), else through
     a temporary."""
     check_attack_step_args(x, grad, x0, alpha, eps, lo, hi)
-    check_out(x, out)
+    check_out(x, grad, x0, out)
     fmt, dense = _dense(x, grad, x0)
     if out.is_contiguous(memory_format=fmt):
-        _launch(*dense, alpha, eps, lo, hi, out)
+        _step_into(*dense, alpha, eps, lo, hi, out)
         return
     tmp = torch.empty_like(dense[0])
-    _launch(*dense, alpha, eps, lo, hi, tmp)
+    _step_into(*dense, alpha, eps, lo, hi, tmp)
     out.copy_(tmp)

@@ -12,7 +12,7 @@ no atomics.
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
 
 from cprl_fast.checks import acc_dtype, check_intervene_args, check_output_grad
 
@@ -20,6 +20,7 @@ from ._common import (
     WIDE_TILE_WARPS,
     Geometry,
     channel_block,
+    launch,
     native_schema,
     on_device_of,
     pixel_range,
@@ -91,7 +92,7 @@ def _backward_pass(
         f = tl.load(f_ptr + offs, mask=valid, other=0.0).to(ACC)
         t = tl.load(t_ptr + offs, mask=valid, other=0.0).to(ACC)
         g = tl.load(g_ptr + offs, mask=valid, other=0.0).to(ACC)
-        g = tl.where(t * kt + f * kf > 0, g, 0.0)
+        g = tl.where(t * kt + f * kf <= 0, 0.0, g)  # torch.relu's gate: NaN passes
         tl.store(gf_ptr + offs, (g * kf).to(gf_ptr.dtype.element_ty), mask=valid)
         tl.store(gt_ptr + offs, (g * kt).to(gt_ptr.dtype.element_ty), mask=valid)
         acc += g * (f - t)
@@ -112,7 +113,7 @@ def intervene_triton(
     if geo.N == 0:
         return out
     rows, inner, block, grid = geo.rows()
-    wrap_triton(_forward)[grid](
+    launch(_forward)[grid](
         geo.x,
         geo.dense(t),
         mask.to(acc_dtype(f.dtype)).contiguous(),
@@ -148,7 +149,7 @@ def intervene_backward_triton(
     if geo.N > 0:
         block_c, block_p, splits, chunk = geo.reduce_plan()
         partial = torch.empty((geo.N, splits, geo.C), dtype=acc, device=f.device)
-        wrap_triton(_backward_pass)[geo.reduce_grid(block_c, splits)](
+        launch(_backward_pass)[geo.reduce_grid(block_c, splits)](
             geo.dense(grad),
             geo.x,
             geo.dense(t),

@@ -16,7 +16,7 @@ from typing import Optional
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
 
 from cprl_fast.checks import (
     acc_dtype,
@@ -32,6 +32,7 @@ from ._common import (
     TILE_WARPS,
     Geometry,
     channel_block,
+    launch,
     native_schema,
     on_device_of,
     pixel_range,
@@ -164,7 +165,7 @@ def _backward_pass(
         offs, valid = tile(n, c, cm, p0, HW, sn, sc, sp, BLOCK_P)
         f = tl.load(f_ptr + offs, mask=valid, other=0.0).to(ACC)
         g = tl.load(g_ptr + offs, mask=valid, other=0.0).to(ACC)
-        gg = tl.where(f * m > 0, g, 0.0)  # relu's gate on the incoming gradient
+        gg = tl.where(f * m <= 0, 0.0, g)  # torch.relu's gate: NaN passes
         tl.store(gf_ptr + offs, (gg * m).to(gf_ptr.dtype.element_ty), mask=valid)
         acc_a += gg * f
         acc_s += f
@@ -220,7 +221,7 @@ def rank_mask_triton(
     partial = torch.empty((geo.N, splits, geo.C), dtype=acc, device=f.device)
     ACC = tl_acc(f.dtype)
     (temperature_arg, tau_arg), from_bits = scalar_args(f, temperature, tau)
-    wrap_triton(_channel_sums)[geo.reduce_grid(block_c, splits)](
+    launch(_channel_sums)[geo.reduce_grid(block_c, splits)](
         geo.x,
         partial,
         geo.C,
@@ -235,7 +236,7 @@ def rank_mask_triton(
         num_warps=TILE_WARPS,
     )
     sums = partial.sum(dim=1) if splits > 1 else partial[:, 0]  # fixed order: deterministic
-    wrap_triton(_masks)[(geo.N, triton.cdiv(geo.C, RANK_BLOCK_I))](
+    launch(_masks)[(geo.N, triton.cdiv(geo.C, RANK_BLOCK_I))](
         sums,
         b.reshape(1).to(acc),
         mask,
@@ -251,7 +252,7 @@ def rank_mask_triton(
         num_warps=TILE_WARPS,
     )
     rows, inner, block, grid = geo.rows()
-    wrap_triton(_channel_elementwise)[grid](
+    launch(_channel_elementwise)[grid](
         geo.x,
         mask,
         y,
@@ -298,7 +299,7 @@ def rank_mask_backward_triton(
     a_part = torch.empty((geo.N, splits, geo.C), dtype=acc, device=f.device)
     s_part = torch.empty_like(a_part)
     ACC = tl_acc(f.dtype)
-    wrap_triton(_backward_pass)[geo.reduce_grid(block_c, splits)](
+    launch(_backward_pass)[geo.reduce_grid(block_c, splits)](
         geo.x,
         g,
         m,
@@ -324,7 +325,7 @@ def rank_mask_backward_triton(
         tau_arg, from_bits = scalar_args(f, tau)
         big_g = (slope / temperature).contiguous()
         ds = torch.empty_like(a_sum)
-        wrap_triton(_soft_rank_grad)[(geo.N, triton.cdiv(geo.C, RANK_BLOCK_I))](
+        launch(_soft_rank_grad)[(geo.N, triton.cdiv(geo.C, RANK_BLOCK_I))](
             s_sum,
             big_g,
             ds,
@@ -338,7 +339,7 @@ def rank_mask_backward_triton(
             num_warps=TILE_WARPS,
         )
         rows, inner, block, grid = geo.rows()
-        wrap_triton(_channel_elementwise)[grid](
+        launch(_channel_elementwise)[grid](
             grad_f,
             ds,
             grad_f,

@@ -115,6 +115,20 @@ class TestRandomStart:
 
 
 class TestAttackStepErrors:
+    def test_out_overlapping_an_input_in_part_is_refused(self):
+        buf = torch.rand(20)
+        x, x0, g = buf[:10], torch.rand(10), torch.randn(10)
+        with pytest.raises(RuntimeError, match="refer to a single memory location"):
+            ops.attack_step(x, g, x0, 0.1, 0.1, out=buf[5:15])  # shifted by 5 elements
+        expanded = torch.zeros(1).expand(10)  # one element written ten times
+        with pytest.raises(RuntimeError, match="single memory location"):
+            ops.attack_step(x, g, x0, 0.1, 0.1, out=expanded)
+
+    def test_in_place_on_a_leaf_that_requires_grad_is_refused(self):
+        x = torch.rand(2, 3, requires_grad=True)
+        with pytest.raises(RuntimeError, match="leaf tensor that requires grad"):
+            ops.attack_step_(x, torch.randn(2, 3), x.detach(), 0.1, 0.1)
+
     def test_out_of_wrong_shape(self):
         x = torch.rand(2, 3)
         with pytest.raises(ValueError, match="out must have the shape of x"):

@@ -42,6 +42,18 @@ class TestInterveneForward:
 
 
 class TestInterveneBackward:
+    def test_gradient_at_nan_elements_matches_the_reference(self, device):
+        f, t, mask = _inputs((2, 4, 2, 2), device, 21)
+        f[1, 3, 0, 1] = float("nan")
+        for mode in ("sf", "nc"):
+            got = [v.clone().requires_grad_(True) for v in (f, t)]
+            want = [v.clone().requires_grad_(True) for v in (f, t)]
+            ops.intervene(*got, mask, mode).sum().backward()
+            reference.intervene(*want, mask, mode).sum().backward()
+            for g, w in zip(got, want, strict=True):
+                torch.testing.assert_close(g.grad, w.grad, equal_nan=True)
+            assert got[0].grad[1, 3, 0, 1] != 0
+
     def test_mask_in_float64_with_float32_features(self, device):
         f, t, mask = _inputs((2, 5, 3, 2), device, 19)
         mask64 = mask.double().requires_grad_(True)

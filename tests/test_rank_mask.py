@@ -88,6 +88,17 @@ class TestRankMaskForward:
 
 
 class TestRankMaskBackward:
+    def test_gradient_at_nan_elements_matches_the_reference(self, device):
+        # torch.relu's backward passes the gradient where its input is NaN; so does the op
+        f = feature((2, 5, 3, 3), dtype=torch.float64, device=device, seed=14)
+        f[0, 2, 1, 1] = float("nan")
+        gy = torch.ones_like(f)
+        got, want = (f.clone().requires_grad_(True) for _ in range(2))
+        ops.rank_mask(got, 0.4).backward(gy)
+        reference.rank_mask(want, 0.4).backward(gy)
+        torch.testing.assert_close(got.grad, want.grad, equal_nan=True)
+        assert got.grad[0, 2, 1, 1] != 0
+
     def test_gradient_of_b_only(self, device):
         f = feature((2, 5, 2, 2), device=device, seed=8, dtype=torch.float64)
         b = _offset(0.4, torch.float64, device).requires_grad_(True)

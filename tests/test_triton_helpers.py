@@ -32,3 +32,23 @@ def test_row_elements_do_not_wrap_at_2_pow_31():
         flat = [row * inner + k for k in range(4)]
         nc = [(row // HW) * C + k for k in range(4)] if channels_last else [row] * 4
         assert out.tolist() == flat + nc
+
+
+from cprl_fast.kernels._common import scalar, scalar_args  # noqa: E402
+
+
+@triton.jit
+def _scalars(out_ptr, a, b, FROM_BITS: tl.constexpr):
+    tl.store(out_ptr, scalar(a, FROM_BITS))
+    tl.store(out_ptr + 1, scalar(b, FROM_BITS))
+
+
+def test_float64_scalars_travel_exactly_without_a_tensor():
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    like = torch.empty(1, dtype=torch.float64)
+    values = (1 / 3, -2.5e-300)  # neither is a float32
+    args, from_bits = scalar_args(like, *values)
+    assert from_bits and all(isinstance(v, int) for v in args)  # no host-to-device copy
+    out = torch.empty(2, dtype=torch.float64, device=device)
+    _scalars[(1,)](out, *args, FROM_BITS=from_bits)
+    assert out.tolist() == list(values)  # bit for bit

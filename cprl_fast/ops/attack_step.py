@@ -45,7 +45,7 @@ def _attack_step_fake(x, grad, x0, alpha, eps, lo, hi):
 @torch.library.register_fake("cprl_fast::attack_step_out")
 def _attack_step_out_fake(x, grad, x0, alpha, eps, lo, hi, out):
     check_attack_step_args(x, grad, x0, alpha, eps, lo, hi)
-    check_out(x, out)
+    check_out(x, grad, x0, out)
 
 
 def attack_step(
@@ -72,7 +72,8 @@ def attack_step(
         alpha: step size (pixel units, e.g. ``1/255``).
         eps: radius of the ball, ``>= 0``.
         lo, hi: the valid pixel range, ``lo <= hi``.
-        out: optional tensor to write into (may be ``x`` itself; see :func:`attack_step_`).
+        out: optional tensor to write into: it may be ``x``, ``grad`` or ``x0`` itself (see
+            :func:`attack_step_`), but must not overlap any of them in part.
 
     Returns:
         ``x'`` (``out`` when given), never requiring grad.
@@ -91,7 +92,7 @@ def attack_step(
     check_attack_step_args(*args)
     if out is None:
         return _backend.kernel("attack_step", x.device)[1](*args)
-    check_out(x, out)
+    check_out(x, grad, x0, out)
     _backend.kernel("attack_step_out", x.device)[1](*args, out.detach())
     return out
 
@@ -105,7 +106,13 @@ def attack_step_(
     lo: float = 0.0,
     hi: float = 1.0,
 ) -> torch.Tensor:
-    """In-place :func:`attack_step`: overwrites and returns ``x``."""
+    """In-place :func:`attack_step`: overwrites and returns ``x``. ``x`` must not be a leaf
+    that requires grad (as for any in-place op on such a tensor)."""
+    if isinstance(x, torch.Tensor) and x.is_leaf and x.requires_grad:
+        raise RuntimeError(
+            "attack_step_: x is a leaf tensor that requires grad and cannot be overwritten in "
+            "place; pass x.detach() (or use attack_step without out)"
+        )
     return attack_step(x, grad, x0, alpha, eps, lo, hi, out=x)
 
 

@@ -43,7 +43,8 @@ CPRL_HD T intervene_value(T f, T t, InterveneWeights<T> w) {
 CPRL_HD int intervene_mask_sign(InterveneMode mode) { return mode == InterveneMode::kSF ? 1 : -1; }
 
 // Backward of one element, g = dL/dout: df and dt, and the element's share of the channel sum
-// dM / sgn. relu(v) > 0 iff v > 0 (NaN: both false); the gradient is selected first.
+// dM / sgn. The gate is torch.relu's backward: zero where the pre-activation is <= 0, so a
+// NaN element passes g (as in torch); the gradient is selected first.
 template <typename T>
 struct InterveneGrads {
   T f;
@@ -53,7 +54,7 @@ struct InterveneGrads {
 
 template <typename T>
 CPRL_HD InterveneGrads<T> intervene_grads(T f, T t, T g, InterveneWeights<T> w) {
-  const T gg = intervene_preact(f, t, w) > T(0) ? g : T(0);
+  const T gg = intervene_preact(f, t, w) <= T(0) ? T(0) : g;
   return {gg * w.kf, gg * w.kt, gg * (f - t)};
 }
 

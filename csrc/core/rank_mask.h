@@ -7,7 +7,7 @@
 //   y      = relu(f * M)
 //
 // Backward, with gy = dL/dy and gM = dL/dM from any other use of the returned mask:
-//   gate = 1[f*M > 0],  A[n,c] = sum_p gy * gate * f,   D[n,c] = A + gM
+//   gate = 1 - 1[f*M <= 0] (torch.relu's: NaN passes),  A[n,c] = sum_p gy*gate*f,  D = A + gM
 //   df   = gy * gate * M                    (+ soft: ds_k / HW, below)
 //   db   = sum_{n,c} D * M (1 - M) * C / T
 //   soft: G = D * M (1 - M) / T,
@@ -96,13 +96,15 @@ CPRL_HD T rank_mask_apply(T f, T m) {
   return relu(f * m);
 }
 
-// Backward of one element: the incoming gradient gy behind relu's gate, 1[f*M > 0] * gy.
+// Backward of one element: the incoming gradient gy behind relu's gate, as torch.relu's
+// backward has it: zero where f*M <= 0, gy elsewhere (so a NaN element passes gy, as in
+// torch; see docs/decisions.md).
 // Then df = gated * M (hard rank) and the channel sum A gathers gated * f. The gradient is
 // selected first and the arithmetic follows, which vectorises on the CPU (a select of each
 // result compiles to a data-dependent branch).
 template <typename T>
 CPRL_HD T rank_mask_gated(T f, T gy, T m) {
-  return f * m > T(0) ? gy : T(0);
+  return f * m <= T(0) ? T(0) : gy;
 }
 
 // Per channel: D * M(1-M) with D = A + gM = dL/dM. Summed over (n, c) and times C/T it is

@@ -44,7 +44,7 @@ void attack_step_out_with(const at::Tensor& x, const at::Tensor& grad, const at:
                           double alpha, double eps, double lo, double hi, at::Tensor& out,
                           Launch launch) {
   check_attack_step_args(x, grad, x0, alpha, eps, lo, hi);
-  check_out(x, out);
+  check_out(x, grad, x0, out);
   if (out.is_contiguous(dense_format(x))) {
     detail::attack_step_into(x, grad, x0, alpha, eps, lo, hi, out, launch);
     return;

@@ -153,7 +153,7 @@ void test_rank_mask_backward() {
                            (2 * h);
     EXPECT_NEAR(cprl::rank_mask_gated(f, gy, m) * m, gy * numeric, 1e-8);
   }
-  EXPECT(cprl::rank_mask_gated(kNaN, 1.0, 0.5) == 0.0);  // NaN fails the gate
+  EXPECT(cprl::rank_mask_gated(kNaN, 1.0, 0.5) == 1.0);  // NaN passes, as torch.relu's backward
   // dL/db of one channel: C/T * (A + gM) * M(1-M), against the mask's derivative in b
   const int64_t C = 16;
   const double rank = 5, b = 0.3, T = 0.8, A = 0.6, gM = -0.2;
