@@ -59,12 +59,13 @@ def tile(n, c, cm, p0, HW, sn, sc, sp, BLOCK_P: tl.constexpr):
 
 
 @triton.jit
-def pixel_range(HW, CHUNK):
-    """This program's pixel range [begin, end) of a split reduction (grid dimension 2) and the
-    split's index."""
+def pixel_split(CHUNK):
+    """This program's split of a split reduction (grid dimension 2) and the first pixel of its
+    range [begin, begin + CHUNK); the caller loops ``for p in range(0, CHUNK, BLOCK_P)`` over
+    ``begin + p`` (integer loop bounds: Triton's interpreter cannot loop from a program id),
+    and the tiles mask the pixels past HW of the last split."""
     split = tl.program_id(2)
-    begin = split * CHUNK
-    return split, begin, tl.minimum(begin + CHUNK, HW)
+    return split, split * CHUNK
 
 
 @triton.jit
@@ -75,19 +76,21 @@ def element_block(numel, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def row_elements(row, INNER, C, HW, CHANNELS_LAST: tl.constexpr, BLOCK: tl.constexpr):
+def row_elements(row, ROWS, INNER, C, HW, CHANNELS_LAST: tl.constexpr, BLOCK: tl.constexpr):
     """A dense map seen as rows of a contiguous inner dimension (NCHW: the N*C channel rows of
     HW pixels; channels_last: the N*HW pixels of C channels): for row ``row`` and this
     program's block of the inner dimension (grid dimension 0), the flat element indices
-    (64-bit), their validity mask, and each element's channel row n*C + c. One division per
-    row, none per element."""
+    (64-bit), their validity mask (also false for a row past ROWS), and each element's channel
+    row n*C + c. One division per row, none per element. Callers loop
+    ``for r in range(0, ROWS, ROW_STEP)`` over ``row = r + program_id(1)`` (integer loop bounds:
+    Triton's interpreter cannot loop from a program id)."""
     k = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     r = tl.cast(row, tl.int64)
     if CHANNELS_LAST:
         nc = r // HW * C + k
     else:
         nc = r + tl.zeros_like(k).to(tl.int64)
-    return r * INNER + k, k < INNER, nc
+    return r * INNER + k, (k < INNER) & (r < ROWS), nc
 
 
 @triton.jit

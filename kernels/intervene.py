@@ -23,7 +23,7 @@ from ._common import (
     launch,
     native_schema,
     on_device_of,
-    pixel_range,
+    pixel_split,
     relu,
     row_elements,
     tile,
@@ -46,6 +46,7 @@ def _forward(
     mask_ptr,
     out_ptr,
     ROWS,
+    ROW_STEP,
     INNER,
     C,
     HW,
@@ -54,8 +55,8 @@ def _forward(
     ACC: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    for row in range(tl.program_id(1), ROWS, tl.num_programs(1)):
-        i, im, nc = row_elements(row, INNER, C, HW, CHANNELS_LAST, BLOCK)
+    for r in range(0, ROWS, ROW_STEP):
+        i, im, nc = row_elements(r + tl.program_id(1), ROWS, INNER, C, HW, CHANNELS_LAST, BLOCK)
         kf, kt = _weights(tl.load(mask_ptr + nc, mask=im, other=0.0), NC)
         f = tl.load(f_ptr + i, mask=im, other=0.0).to(ACC)
         t = tl.load(t_ptr + i, mask=im, other=0.0).to(ACC)
@@ -83,12 +84,12 @@ def _backward_pass(
     BLOCK_P: tl.constexpr,
 ):
     n, c, cm = channel_block(C, BLOCK_C)
-    split, begin, end = pixel_range(HW, CHUNK)
+    split, begin = pixel_split(CHUNK)
     m = tl.load(mask_ptr + n * C + c, mask=cm, other=0.0)[:, None]
     kf, kt = _weights(m, NC)
     acc = tl.zeros((BLOCK_C, BLOCK_P), dtype=ACC)
-    for p0 in range(begin, end, BLOCK_P):
-        offs, valid = tile(n, c, cm, p0, HW, sn, sc, sp, BLOCK_P)
+    for p in range(0, CHUNK, BLOCK_P):
+        offs, valid = tile(n, c, cm, begin + p, HW, sn, sc, sp, BLOCK_P)
         f = tl.load(f_ptr + offs, mask=valid, other=0.0).to(ACC)
         t = tl.load(t_ptr + offs, mask=valid, other=0.0).to(ACC)
         g = tl.load(g_ptr + offs, mask=valid, other=0.0).to(ACC)
@@ -119,6 +120,7 @@ def intervene_triton(
         mask.to(acc_dtype(f.dtype)).contiguous(),
         out,
         rows,
+        grid[1],
         inner,
         geo.C,
         geo.HW,

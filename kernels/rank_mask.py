@@ -35,7 +35,7 @@ from ._common import (
     launch,
     native_schema,
     on_device_of,
-    pixel_range,
+    pixel_split,
     relu,
     row_elements,
     scalar,
@@ -61,10 +61,10 @@ def _channel_sums(
     BLOCK_P: tl.constexpr,
 ):
     n, c, cm = channel_block(C, BLOCK_C)
-    split, begin, end = pixel_range(HW, CHUNK)
+    split, begin = pixel_split(CHUNK)
     acc = tl.zeros((BLOCK_C, BLOCK_P), dtype=ACC)
-    for p0 in range(begin, end, BLOCK_P):
-        offs, m = tile(n, c, cm, p0, HW, sn, sc, sp, BLOCK_P)
+    for p in range(0, CHUNK, BLOCK_P):
+        offs, m = tile(n, c, cm, begin + p, HW, sn, sc, sp, BLOCK_P)
         acc += tl.load(f_ptr + offs, mask=m, other=0.0).to(ACC)
     tl.store(out_ptr + (n * tl.num_programs(2) + split) * C + c, tl.sum(acc, axis=1), mask=cm)
 
@@ -120,6 +120,7 @@ def _channel_elementwise(
     v_ptr,
     out_ptr,
     ROWS,
+    ROW_STEP,
     INNER,
     C,
     HW,
@@ -130,8 +131,8 @@ def _channel_elementwise(
 ):
     """out = x + v[channel] (ADD: the soft rank's term of grad_f) or relu(x * v[channel]) (the
     forward's apply pass), elementwise over a dense map, row by row (``row_elements``)."""
-    for row in range(tl.program_id(1), ROWS, tl.num_programs(1)):
-        i, im, nc = row_elements(row, INNER, C, HW, CHANNELS_LAST, BLOCK)
+    for r in range(0, ROWS, ROW_STEP):
+        i, im, nc = row_elements(r + tl.program_id(1), ROWS, INNER, C, HW, CHANNELS_LAST, BLOCK)
         v = tl.load(v_ptr + nc, mask=im, other=0.0)
         x = tl.load(x_ptr + i, mask=im, other=0.0).to(ACC)
         out = x + v if ADD else relu(x * v)
@@ -157,12 +158,12 @@ def _backward_pass(
     BLOCK_P: tl.constexpr,
 ):
     n, c, cm = channel_block(C, BLOCK_C)
-    split, begin, end = pixel_range(HW, CHUNK)
+    split, begin = pixel_split(CHUNK)
     m = tl.load(mask_ptr + n * C + c, mask=cm, other=0.0)[:, None]
     acc_a = tl.zeros((BLOCK_C, BLOCK_P), dtype=ACC)
     acc_s = tl.zeros((BLOCK_C, BLOCK_P), dtype=ACC)
-    for p0 in range(begin, end, BLOCK_P):
-        offs, valid = tile(n, c, cm, p0, HW, sn, sc, sp, BLOCK_P)
+    for p in range(0, CHUNK, BLOCK_P):
+        offs, valid = tile(n, c, cm, begin + p, HW, sn, sc, sp, BLOCK_P)
         f = tl.load(f_ptr + offs, mask=valid, other=0.0).to(ACC)
         g = tl.load(g_ptr + offs, mask=valid, other=0.0).to(ACC)
         gg = tl.where(f * m <= 0, 0.0, g)  # torch.relu's gate: NaN passes
@@ -257,6 +258,7 @@ def rank_mask_triton(
         mask,
         y,
         rows,
+        grid[1],
         inner,
         geo.C,
         geo.HW,
@@ -344,6 +346,7 @@ def rank_mask_backward_triton(
             ds,
             grad_f,
             rows,
+            grid[1],
             inner,
             geo.C,
             geo.HW,

@@ -16,7 +16,7 @@ from cprl_fast.kernels._common import row_elements
 
 @triton.jit
 def _rows(out_ptr, row, INNER, C, HW, CHANNELS_LAST: tl.constexpr):
-    i, _, nc = row_elements(row, INNER, C, HW, CHANNELS_LAST, 4)
+    i, _, nc = row_elements(row, row + 1, INNER, C, HW, CHANNELS_LAST, 4)
     tl.store(out_ptr + tl.arange(0, 4), i)
     tl.store(out_ptr + 4 + tl.arange(0, 4), nc)
 
