@@ -163,6 +163,12 @@ class TestTrainer:
         with pytest.raises(ValueError, match="model 'resnet' has no option b"):
             TrainConfig(model="resnet", model_options={"b": 0.4})
 
+    def test_the_experiment_counts_options_at_their_defaults(self):
+        explicit = TrainConfig(model_options={"arch": "resnet50", "b": 0.4},
+                               objective_options={"lam": 1.0})  # fmt: skip
+        assert explicit.experiment() == TrainConfig().experiment()
+        assert TrainConfig(model_options={"b": 0.3}).experiment() != TrainConfig().experiment()
+
     def test_flat_options_go_to_the_model_and_the_objective(self):
         cfg = TrainConfig.from_dict({"model": "cprl", "arch": "resnet18", "b": 0.3, "lam": 0.5})
         assert cfg.model_options == {"arch": "resnet18", "b": 0.3}

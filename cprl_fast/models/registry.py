@@ -34,5 +34,11 @@ def option_names(name: str) -> list[str]:
     return list(inspect.signature(MODELS.get(name)).parameters)
 
 
+def option_defaults(name: str) -> dict:
+    """The default of every option of model ``name`` that has one."""
+    params = inspect.signature(MODELS.get(name)).parameters.values()
+    return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+
+
 def default_objective(name: str) -> str:
     return MODELS.info(name)["objective"]

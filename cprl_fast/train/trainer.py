@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import json
 import logging
 import math
@@ -26,7 +27,13 @@ import torch
 from torch import nn
 
 from cprl_fast import metrics
-from cprl_fast.models.registry import MODELS, build, default_objective, option_names
+from cprl_fast.models.registry import (
+    MODELS,
+    build,
+    default_objective,
+    option_defaults,
+    option_names,
+)
 from cprl_fast.train import checkpoint
 from cprl_fast.train.objectives import OBJECTIVES, make_objective, option_fields
 
@@ -117,10 +124,15 @@ class TrainConfig:
                       "objective_options": objective_options})  # fmt: skip
 
     def experiment(self) -> dict:
-        """What defines the experiment (compared on resume); a pretrained file's path is not."""
+        """What defines the experiment (compared on resume), options completed with their
+        defaults (an option given explicitly at its default is the same experiment); a
+        pretrained file's path is not part of it."""
         out = {k: getattr(self, k) for k in EXPERIMENT_KEYS}
-        out["model_options"] = {k: v for k, v in self.model_options.items() if k != "pretrained"}
+        model_options = {**option_defaults(self.model), **self.model_options}
+        out["model_options"] = {k: v for k, v in model_options.items() if k != "pretrained"}
         out["objective"] = self.objective_name
+        objective = make_objective(self.objective_name, self.objective_options)
+        out["objective_options"] = dataclasses.asdict(objective.options)
         return out
 
 
