@@ -134,6 +134,9 @@ def _train_parser(sub) -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--config", type=Path, help="JSON or TOML file of options (flags override)")
     p.add_argument("--resume", action="store_true", help="continue exactly from out_dir/last.pt")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start over in an out_dir that holds another run (removes its "
+                   "checkpoints and log)")  # fmt: skip
     hints = typing.get_type_hints(TrainConfig)
     choices = {"dataset": DATASETS, "model": MODELS.names(), "objective": OBJECTIVES.names()}
     run = p.add_argument_group("run settings")
@@ -196,7 +199,7 @@ def _train(args: argparse.Namespace) -> int:
         {
             k: v
             for k, v in vars(args).items()
-            if v is not None and k not in ("config", "resume", "command", "debug")
+            if v is not None and k not in ("config", "resume", "overwrite", "command", "debug")
         }
     )
     if isinstance(values.get("placement"), str) and "," in values["placement"]:
@@ -204,7 +207,8 @@ def _train(args: argparse.Namespace) -> int:
     cfg = TrainConfig.from_dict(values)
     splits = load_run_splits(cfg)
     print(f"train: {splits['train']}, test: {splits['test']}; writing to {cfg.out_dir}")
-    result = Trainer(cfg, splits["train"], splits["test"]).fit(resume=args.resume)
+    trainer = Trainer(cfg, splits["train"], splits["test"])
+    result = trainer.fit(resume=args.resume, overwrite=args.overwrite)
     out = Path(cfg.out_dir)
     written = [str(p) for p in (out / "last.pt", out / "best.pt") if p.is_file()]
     print(json.dumps({"test": result, "checkpoints": written}, indent=1))

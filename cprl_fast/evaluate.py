@@ -26,13 +26,19 @@ from cprl_fast.io import write_json_atomic, write_text_atomic
 
 
 def parse_eps(text: str | float) -> float:
-    """``"1/255"``, ``"0.004"`` or a number -> float."""
+    """``"1/255"``, ``"0.004"`` or a number -> float, checked (finite, ``>= 0``) before any work
+    is done with it."""
     if isinstance(text, (int, float)):
-        return float(text)
-    try:
-        return float(Fraction(text.strip()))
-    except (ValueError, ZeroDivisionError):
-        raise ValueError(f"eps must be a number or a fraction like 1/255, got {text!r}") from None
+        eps = float(text)
+    else:
+        try:
+            eps = float(Fraction(text.strip()))
+        except (ValueError, ZeroDivisionError):
+            raise ValueError(
+                f"eps must be a number or a fraction like 1/255, got {text!r}"
+            ) from None
+    check_eps(eps)
+    return eps
 
 
 def _condition(clean: np.ndarray, pred: np.ndarray, y: np.ndarray) -> dict[str, float]:

@@ -39,7 +39,8 @@ def _train(name: str, cfg: TrainConfig, train_set, test_set, out: Path) -> torch
         trainer.model.load_state_dict(load(Path(run.out_dir) / "last.pt")["model"])
     else:
         resume = (Path(run.out_dir) / "last.pt").is_file()
-        result = trainer.fit(resume=resume)
+        # no last.pt: an earlier attempt stopped before its first checkpoint; start it over
+        result = trainer.fit(resume=resume, overwrite=not resume)
         write_json_atomic(done, {"model": name, "test": result, "steps": trainer.step})
     return trainer.model.eval()
 

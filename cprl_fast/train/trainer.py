@@ -20,6 +20,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -27,6 +28,7 @@ import torch
 from torch import nn
 
 from cprl_fast import metrics
+from cprl_fast.io import write_text_atomic
 from cprl_fast.models.registry import (
     MODELS,
     build,
@@ -45,6 +47,32 @@ EXPERIMENT_KEYS = (
     "model", "model_options", "objective", "objective_options", "dataset", "split_seed", "seed",
     "batch_size",
 )  # fmt: skip
+
+
+#: (setting, lowest value, type): each must be a finite number of that type, at least the
+#: lowest (strictly above it where the lowest is 0.0 and the setting is a rate or a norm).
+RUN_NUMBERS = (
+    ("lr", 0.0, float), ("weight_decay", None, float), ("batch_size", 1, int),
+    ("epochs", 1, int), ("image_size", 1, int), ("clip_grad", 0.0, float),
+    ("seed", 0, int), ("split_seed", 0, int), ("num_workers", 0, int), ("max_steps", 0, int),
+)  # fmt: skip
+
+
+def _check_number(name: str, value, low, kind) -> None:
+    if value is None and name in ("clip_grad", "max_steps"):
+        return
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        ok = ok and float(value).is_integer()
+    if not (ok and math.isfinite(value)):
+        raise ValueError(f"{name} must be a finite {kind.__name__}, got {value!r}")
+    if low is None:
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value!r}")
+    elif isinstance(low, float) and not value > low:
+        raise ValueError(f"{name} must be > {low:g}, got {value!r}")
+    elif value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value!r}")
 
 
 @dataclass
@@ -88,9 +116,8 @@ class TrainConfig:
                 f"(its options: {', '.join(option_names(self.model))})"
             )
         make_objective(self.objective_name, self.objective_options)  # validates the options
-        for name in ("lr", "batch_size", "epochs", "image_size"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name, low, kind in RUN_NUMBERS:
+            _check_number(name, getattr(self, name), low, kind)
 
     @property
     def objective_name(self) -> str:
@@ -276,12 +303,32 @@ class Trainer:
                                    self.device)  # fmt: skip
         return metrics.evaluate_scores(pred, target)
 
-    def fit(self, resume: bool = False) -> dict[str, float]:
+    def fit(self, resume: bool = False, overwrite: bool = False) -> dict[str, float]:
+        """Trains to the end (or to ``max_steps``). ``resume``: continue from ``last.pt``;
+        ``overwrite``: start over in a folder that holds another run (its checkpoints and log
+        are removed). The folder is locked while the run trains."""
+        with run_folder(self.out, lock=self.rank == 0):
+            return self._fit(resume, overwrite)
+
+    def _fit(self, resume: bool, overwrite: bool) -> dict[str, float]:
         from tqdm import tqdm
 
         cfg = self.cfg
+        existing = [n for n in ("last.pt", "best.pt", "log.csv") if (self.out / n).exists()]
         if resume:
+            if not (self.out / "last.pt").is_file():
+                raise FileNotFoundError(f"nothing to resume: {self.out / 'last.pt'} does not exist")
             self.load(self.out / "last.pt")
+            if self.rank == 0:
+                truncate_log(self.out / "log.csv", self.step)
+        elif existing and self.rank == 0:
+            if not overwrite:
+                raise ValueError(
+                    f"run folder {self.out} already holds a run ({', '.join(existing)}): "
+                    "pass --resume to continue it or --overwrite to start over"
+                )
+            for name in existing:
+                (self.out / name).unlink()
         per_epoch = self.batches_per_epoch()
         if per_epoch == 0:
             raise ValueError(
@@ -319,6 +366,18 @@ class Trainer:
                 )  # fmt: skip
                 for x, y in loader:
                     losses = self.train_step(x, y)
+                    bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
+                    if bad:
+                        fh.flush()
+                        kept = (
+                            "; last.pt holds the last epoch's end"
+                            if (self.out / "last.pt").is_file()
+                            else "; no checkpoint was written"
+                        )
+                        raise FloatingPointError(
+                            f"training stopped at iteration {self.step}: loss "
+                            f"{', '.join(f'{k}={v}' for k, v in bad.items())}{kept}"
+                        )
                     if self.rank == 0:
                         row = [losses.get(k, "") for k in columns]
                         logger.writerow([self.step, epoch, *row])
@@ -340,6 +399,65 @@ class Trainer:
         if writer is not None:
             writer.close()
         return result
+
+
+def truncate_log(path: Path, step: int) -> None:
+    """Drops the rows of ``log.csv`` after iteration ``step`` (written after the checkpoint a
+    run resumes from), atomically."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = lines[:1] + [ln for ln in lines[1:] if ln.split(",", 1)[0].isdigit()
+                        and int(ln.split(",", 1)[0]) <= step]  # fmt: skip
+    if len(kept) != len(lines):
+        write_text_atomic(path, "".join(kept))
+
+
+@contextlib.contextmanager
+def run_folder(out: Path, lock: bool = True):
+    """The run folder, created, with its stale temporary files (interrupted atomic writes)
+    removed and, with ``lock``, locked against a second trainer: ``.lock`` holds the pid and
+    a lock whose process is gone is taken over."""
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"out_dir {out} is a file, not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    if not lock:
+        yield out
+        return
+    path = out / ".lock"
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid = int(path.read_text().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and _alive(pid):
+                raise RuntimeError(
+                    f"run folder {out} is in use by another trainer (process {pid})"
+                ) from None
+            path.unlink(missing_ok=True)  # stale: its process is gone
+            continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(str(os.getpid()))
+        break
+    for tmp in out.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+    try:
+        yield out
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _tensorboard(out: Path):
