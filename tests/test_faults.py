@@ -118,3 +118,31 @@ def test_train_resume_without_a_checkpoint_is_one_line(tmp_path):
     r = _cli("train", "--resume", "--out-dir", str(tmp_path / "run"), "--image-size", "32")
     assert r.returncode == 2 and "nothing to resume" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_non_finite_and_out_of_scale_scores_are_refused(tmp_path):
+    import csv
+
+    from data_fixtures import make_livec_pyiqa
+
+    from cprl_fast.data import DatasetFormatError, load_items
+
+    for bad, message in (("nan", "has a non-finite score nan"), ("150", "outside the dataset")):
+        root = tmp_path / bad
+        make_livec_pyiqa(root, extra=5)
+        meta = root / "meta_info_LIVEChallengeDataset.csv"
+        rows = list(csv.reader(meta.open()))
+        rows[9][1] = bad  # 201.bmp: the second image after the header and t1..t7
+        with meta.open("w", newline="") as fh:
+            csv.writer(fh).writerows(rows)
+        with pytest.raises(
+            DatasetFormatError, match=rf"{meta.name}: item 2 \(201.bmp\) .*{message}"
+        ):
+            load_items("livec", root)
+
+
+def test_random_start_refuses_lo_above_hi():
+    from cprl_fast import ops
+
+    with pytest.raises(ValueError, match="lo must be <= hi"):
+        ops.random_start(torch.rand(3), 0.1, lo=1.0, hi=0.0)

@@ -12,6 +12,7 @@ docstring (``live.py``, ``vcl.py``, ``livec.py``, ``koniq.py``, ``builtin.py``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -57,13 +58,33 @@ def load_items(name: str, root: str | Path | None = None, **options) -> tuple[li
     """Every scored item of dataset ``name`` under ``root`` and the score file they came from."""
     fn = loader(name)
     if not LOADERS.info(name).get("needs_root", True):
-        return fn(None if root is None else Path(root), **options)
-    if root is None:
-        raise ValueError(f"dataset {name!r} needs root, the folder it was unpacked to")
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise FileNotFoundError(f"dataset root of {name!r} not found: {root}")
-    return fn(root, **options)
+        items, score_file = fn(None if root is None else Path(root), **options)
+    else:
+        if root is None:
+            raise ValueError(f"dataset {name!r} needs root, the folder it was unpacked to")
+        root = Path(root).expanduser()
+        if not root.is_dir():
+            raise FileNotFoundError(f"dataset root of {name!r} not found: {root}")
+        items, score_file = fn(root, **options)
+    check_scores(items, score_file)
+    return items, score_file
+
+
+def check_scores(items: list[Item], score_file: str | Path) -> None:
+    """Every raw score finite and every normalised one in [0, 1], else DatasetFormatError naming
+    the score file and the item (one NaN would otherwise make every normalised score NaN)."""
+    for k, it in enumerate(items, 1):
+        if not math.isfinite(it.raw_score):
+            raise DatasetFormatError(
+                f"{score_file}: item {k} ({Path(it.path).name}) has a non-finite score "
+                f"{it.raw_score!r}"
+            )
+    for k, it in enumerate(items, 1):
+        if not (math.isfinite(it.score) and 0.0 <= it.score <= 1.0):
+            raise DatasetFormatError(
+                f"{score_file}: item {k} ({Path(it.path).name}) has score {it.raw_score!r}, "
+                f"outside the dataset's scale (normalised {it.score!r}, expected in [0, 1])"
+            )
 
 
 def load_dataset(

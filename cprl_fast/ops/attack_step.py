@@ -137,6 +137,8 @@ def random_start(
     """
     check_float(x, "x")
     check_eps(eps)
+    if not lo <= hi:
+        raise ValueError(f"lo must be <= hi, got lo={lo:g} hi={hi:g}")
     if generator is not None and generator.device.type != x.device.type:
         raise ValueError(
             f"generator must be on the device of x ({x.device}), got {generator.device}"
