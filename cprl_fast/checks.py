@@ -108,6 +108,12 @@ def check_eps(eps: float) -> None:
         raise ValueError(f"eps must be finite and >= 0, got {eps:g}")
 
 
+def check_range(lo: float, hi: float) -> None:
+    """The valid pixel range of an attack: ``lo <= hi``."""
+    if not lo <= hi:
+        raise ValueError(f"lo must be <= hi, got lo={lo:g} hi={hi:g}")
+
+
 def check_rank_mask_args(
     f: torch.Tensor, b: torch.Tensor, temperature: float, soft: bool, tau: float
 ) -> None:
@@ -150,8 +156,7 @@ def check_attack_step_args(
     if not math.isfinite(alpha):
         raise ValueError(f"alpha must be finite, got {alpha:g}")
     check_eps(eps)
-    if not lo <= hi:
-        raise ValueError(f"lo must be <= hi, got lo={lo:g} hi={hi:g}")
+    check_range(lo, hi)
 
 
 def check_output_grad(f: torch.Tensor, grad: torch.Tensor, name: str) -> None:

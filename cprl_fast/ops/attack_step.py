@@ -27,6 +27,7 @@ from cprl_fast.checks import (
     check_eps,
     check_float,
     check_out,
+    check_range,
     check_tensor,
     dense_format,
 )
@@ -137,8 +138,7 @@ def random_start(
     """
     check_float(x, "x")
     check_eps(eps)
-    if not lo <= hi:
-        raise ValueError(f"lo must be <= hi, got lo={lo:g} hi={hi:g}")
+    check_range(lo, hi)
     if generator is not None and generator.device.type != x.device.type:
         raise ValueError(
             f"generator must be on the device of x ({x.device}), got {generator.device}"

@@ -338,7 +338,6 @@ class Trainer:
         total = cfg.epochs * per_epoch
         if cfg.max_steps is not None:
             total = min(total, cfg.max_steps)
-        self.out.mkdir(parents=True, exist_ok=True)
         writer = _tensorboard(self.out) if self.rank == 0 else None
         result: dict[str, float] = {}
         bar = tqdm(total=total, initial=self.step, desc="training", unit="it",
