@@ -77,20 +77,27 @@ def inputs(op: str, shape, dtype, device, seed: int = 0) -> tuple:
     return spec.sample(tuple(shape), dtype=dtype, device=device, seed=seed, **spec.bench_variant)
 
 
+def _float64(a):
+    return a.double() if isinstance(a, torch.Tensor) and a.is_floating_point() else a
+
+
 def call(op: str, fn: Callable, args: tuple):
     outs = SPECS[op].call(fn, args)
     return outs[0] if len(outs) == 1 else outs
 
 
 def make_case(op: str, shape, provider: str, pass_: str, device: torch.device,
-              dtype: torch.dtype = torch.float32) -> Case:  # fmt: skip
-    """Builds the inputs and the no-argument callable that one timing repeats."""
+              dtype: torch.dtype = torch.float32, upcast: bool = False) -> Case:  # fmt: skip
+    """Builds the inputs and the no-argument callable that one timing repeats. ``upcast``: the
+    same inputs (drawn in ``dtype``) converted to float64, for an exact-as-possible result."""
     if provider == "triton" and device.type != "cuda":
         raise ValueError("the triton provider needs a CUDA device")
     backend = provider if provider in ("native", "triton") else "auto"
     spec = SPECS[op]
     fn = function(op, provider)
     args = inputs(op, shape, dtype, device)
+    if upcast:
+        args = tuple(_float64(a) for a in args)
 
     def with_backend(body: Callable) -> Callable:
         def run():
@@ -117,6 +124,8 @@ def make_case(op: str, shape, provider: str, pass_: str, device: torch.device,
         wrt = [leaves[i] for i in spec.grad_args]
         g = torch.Generator(device=device).manual_seed(1)
         grad_out = torch.randn(shape, generator=g, dtype=dtype, device=device)
+        if upcast:
+            grad_out = grad_out.double()
 
         def first(outs):  # the feature-shaped output the gradient enters through
             return outs[0] if isinstance(outs, tuple) else outs

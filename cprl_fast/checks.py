@@ -172,6 +172,12 @@ def check_optional_mask_grad(f: torch.Tensor, grad_mask: torch.Tensor | None) ->
         check_mask(f, grad_mask, "grad_mask")
 
 
+def _has_memory(t: torch.Tensor) -> bool:
+    """Whether ``t.data_ptr()`` names real memory: a plain tensor (or parameter) on a device, not
+    a tracing stand-in (FakeTensor, FunctionalTensor) or another subclass."""
+    return type(t) in (torch.Tensor, torch.nn.Parameter) and t.device.type != "meta"
+
+
 def _byte_span(t: torch.Tensor) -> tuple[int, int] | None:
     """[first, last) byte of a tensor whose elements are dense in its span, else None."""
     if t.numel() == 0 or not _dense_in_span(t):
@@ -193,8 +199,10 @@ def _dense_in_span(t: torch.Tensor) -> bool:
 def check_no_overlap(out: torch.Tensor, inputs: tuple[torch.Tensor, ...]) -> None:
     """As ATen's out= ops: no element of ``out`` written twice, and ``out`` shares memory with
     an input only exactly (the same elements), never in part. Dense tensors are compared by
-    their byte spans; other layouts and fake tensors are not checked (as ATen's "too hard")."""
-    if out.device.type == "meta" or isinstance(out, torch._subclasses.FakeTensor):
+    their byte spans; other layouts, and tensors whose memory cannot be read (meta, fake and
+    functional tensors while tracing, other subclasses), are not checked (as ATen's "too
+    hard")."""
+    if not _has_memory(out):
         return
     if any(st == 0 and sz > 1 for st, sz in zip(out.stride(), out.shape, strict=True)):
         raise RuntimeError(
@@ -203,7 +211,7 @@ def check_no_overlap(out: torch.Tensor, inputs: tuple[torch.Tensor, ...]) -> Non
         )
     span = _byte_span(out)
     for t in inputs:
-        other = _byte_span(t)
+        other = _byte_span(t) if _has_memory(t) else None
         if span is None or other is None or (span == other and t.stride() == out.stride()):
             continue
         if span[0] < other[1] and other[0] < span[1]:

@@ -124,6 +124,21 @@ class TestAttackStepErrors:
         with pytest.raises(RuntimeError, match="single memory location"):
             ops.attack_step(x, g, x0, 0.1, 0.1, out=expanded)
 
+    def test_out_check_while_tracing_reads_no_memory(self):
+        """The out= check runs inside the Triton op's body while torch.compile / opcheck trace
+        it, on functional tensors without memory; it must skip the memory comparison there (the
+        first GPU run found opcheck's aot_dispatch test failing on ``data_ptr``)."""
+        from torch._subclasses.functional_tensor import FunctionalTensor, FunctionalTensorMode
+
+        from cprl_fast.checks import check_out
+
+        x, g, x0 = torch.rand(2, 3), torch.randn(2, 3), torch.rand(2, 3)
+        with FunctionalTensorMode():
+            out = FunctionalTensor.to_functional(torch.empty(2, 3))
+            check_out(x, g, x0, out)
+            with pytest.raises(ValueError, match="out must have the shape of x"):
+                check_out(x, g, x0, FunctionalTensor.to_functional(torch.empty(3, 2)))
+
     def test_in_place_on_a_leaf_that_requires_grad_is_refused(self):
         x = torch.rand(2, 3, requires_grad=True)
         with pytest.raises(RuntimeError, match="leaf tensor that requires grad"):

@@ -18,19 +18,17 @@ def test_gpu_check_runs_to_the_end_on_the_cpu(tmp_path):
     r = subprocess.run(["bash", "bench/gpu_check.sh", "--device", "cpu"], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=900)  # fmt: skip
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
-    for step in ("machine", "benchmark", "tests", "compute-sanitizer", "end to end", "done"):
+    for step in ("machine", "tests and compute-sanitizer", "benchmark", "end to end", "done"):
         assert f"== {step}" in r.stdout, step
     bench = json.loads((tmp_path / "bench.json").read_text())
     dtypes = {row["dtype"] for row in bench["rows"]}
     assert dtypes == {"float32", "bfloat16"}
     checked = [row for row in bench["rows"] if row["provider"] != "eager"]
-    assert checked and all(row["check"] == "ok" for row in checked), checked
+    assert checked and all(row["check"].startswith("ok") for row in checked), checked
     assert {row["op"] for row in bench["rows"]} == {"rank_mask", "intervene", "attack_step"}
     assert "| rank_mask |" in (tmp_path / "bench.md").read_text()
     tests_log = (tmp_path / "tests.log").read_text()
-    assert (
-        tests_log.count("-- tests/") == 6 and " passed" in tests_log and " failed" not in tests_log
-    )
+    assert " passed" in tests_log and " failed" not in tests_log, tests_log[-2000:]
     assert "sanitize:" in (tmp_path / "sanitizer.log").read_text()
     e2e = json.loads((tmp_path / "e2e.json").read_text())
     assert e2e["cprl_fwd_bwd_s"] > 0 and e2e["train_iteration"]["fast_ratio"] > 0

@@ -13,13 +13,16 @@ Plain-PyTorch references with the same signatures live in :mod:`cprl_fast.refere
 from cprl_fast.ops import attack_step as _attack_step_module
 from cprl_fast.ops import intervene as _intervene_module
 from cprl_fast.ops import rank_mask as _rank_mask_module
-from cprl_fast.ops._backend import get_backend, set_backend
+from cprl_fast.ops._backend import get_backend, load_triton_kernels, set_backend, triton_usable
 from cprl_fast.ops.attack_step import attack_step, attack_step_, random_start
 from cprl_fast.ops.intervene import intervene
 from cprl_fast.ops.rank_mask import DEFAULT_TAU, rank_mask
 
 #: op name -> its :class:`cprl_fast.ops.spec.OpSpec`
 SPECS = {m.SPEC.name: m.SPEC for m in (_rank_mask_module, _intervene_module, _attack_step_module)}
+
+if triton_usable():  # every op module has registered its autograd by now
+    load_triton_kernels()
 
 __all__ = [
     "DEFAULT_TAU",

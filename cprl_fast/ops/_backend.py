@@ -29,7 +29,8 @@ import torch
 
 from cprl_fast.registry import Registry
 
-#: The CUDA backend ``auto`` prefers (to be set from the GPU measurements in bench/results).
+#: The CUDA backend ``auto`` prefers: native was as fast or faster in 35 of 40 benchmark rows on
+#: an H100 (bench/results/h100-2026-11-26/README.md).
 CUDA_DEFAULT = "native"
 CHOICES = ("auto", "native", "triton")
 
@@ -57,17 +58,36 @@ def _native_kernel(name: str) -> torch._ops.OpOverload:
     return getattr(torch.ops.cprl_fast, name).default
 
 
-@functools.cache
-def _triton_kernels() -> dict[str, torch._ops.OpOverload]:
-    from cprl_fast import kernels
+#: The Triton ops by name, filled once by :func:`load_triton_kernels`.
+_TRITON_OPS: dict[str, torch._ops.OpOverload] = {}
 
-    for op, (setup, backward) in _AUTOGRAD.items():
-        torch.library.register_autograd(
-            kernels.OPS[op],
-            functools.partial(backward, backend="triton"),
-            setup_context=functools.partial(setup, backend="triton"),
-        )
-    return kernels.OPS
+
+def triton_usable() -> bool:
+    """Whether the Triton backend can run here: Triton installed and a GPU visible, or the
+    interpreter on (``TRITON_INTERPRET=1``)."""
+    return HAS_TRITON and (os.environ.get("TRITON_INTERPRET") == "1" or torch.cuda.is_available())
+
+
+def load_triton_kernels() -> dict[str, torch._ops.OpOverload]:
+    """Imports the Triton kernels and registers their autograd, once. ``cprl_fast.ops`` calls it
+    on import wherever :func:`triton_usable`, so that the lookup of a Triton op inside a function
+    torch.compile traces is a plain dictionary read: loading inside the trace (registering
+    autograd) fails under ``fullgraph=True`` (found on the first GPU run)."""
+    if not _TRITON_OPS:
+        from cprl_fast import kernels
+
+        for op, (setup, backward) in _AUTOGRAD.items():
+            torch.library.register_autograd(
+                kernels.OPS[op],
+                functools.partial(backward, backend="triton"),
+                setup_context=functools.partial(setup, backend="triton"),
+            )
+        _TRITON_OPS.update(kernels.OPS)
+    return _TRITON_OPS
+
+
+def _triton_kernel(name: str) -> torch._ops.OpOverload:
+    return _TRITON_OPS[name] if _TRITON_OPS else load_triton_kernels()[name]
 
 
 BACKENDS.register("native")(
@@ -85,7 +105,7 @@ BACKENDS.register("triton")(
         serves=lambda device_type: (
             HAS_TRITON and (device_type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1")
         ),
-        kernel=lambda name: _triton_kernels()[name],
+        kernel=_triton_kernel,
         why_not="triton is not installed (or, on the CPU, TRITON_INTERPRET=1 is not set)",
     )
 )
