@@ -19,9 +19,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CPRLActivation",
+    "create_metric",
     "get_backend",
     "has_cuda_kernels",
     "intervention",
+    "load_model",
     "nn",
     "ops",
     "reference",
@@ -32,3 +34,18 @@ __all__ = [
 def has_cuda_kernels() -> bool:
     """Whether the extension was built with its CUDA kernels (``CPRL_FAST_CUDA``)."""
     return bool(torch.ops.cprl_fast.cuda_built())
+
+
+def load_model(path, device="cpu", batch_size: int = 16, as_loss: bool = False):
+    """A checkpoint of ``cprl-fast train`` as a :class:`cprl_fast.score.QualityMetric`: images
+    (paths, folders, PIL, numpy, tensors) in, scores in [0, 1] out (higher is better)."""
+    from cprl_fast.score import load_model as load
+
+    return load(path, device, batch_size, as_loss)
+
+
+def create_metric(path, device="cpu", as_loss: bool = False, batch_size: int = 16):
+    """pyiqa's name for :func:`load_model`."""
+    from cprl_fast.score import create_metric as create
+
+    return create(path, device, as_loss, batch_size)

@@ -34,6 +34,23 @@ def dense_format(x: torch.Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
+def check_device(device: str | torch.device, name: str = "device") -> torch.device:
+    """A device a user named (an option, a config value): parsed, and there on this machine."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{name} must be cpu, cuda or cuda:N, got {device!r}") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"{name} is {device!r}, but no GPU is visible to torch here")
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(f"{name} is {device!r}, but only {count} GPU(s) are visible")
+    elif dev.type != "cpu":
+        raise ValueError(f"{name} must be cpu, cuda or cuda:N, got {device!r}")
+    return dev
+
+
 def check_tensor(x: object, name: str) -> None:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")

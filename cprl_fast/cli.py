@@ -14,8 +14,10 @@ objectives, datasets and attacks.
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
 import inspect
+import io
 import json
 import logging
 import sys
@@ -29,6 +31,8 @@ RUN_HELP = {
     "root": "folder the dataset was unpacked to (builtin: its cache folder)",
     "split_file": "JSON split file to reuse (written there if missing)",
     "split_seed": "seed of the 4:1 scene-disjoint split",
+    "val_ratio": "share of the training scenes held out (scene-disjoint) to choose best.pt; the "
+    "test split is used only to report",
     "model": "quality model",
     "objective": "training objective (default: the model's own)",
     "lr": "learning rate of every AdamW optimiser",
@@ -205,13 +209,25 @@ def _train(args: argparse.Namespace) -> int:
     if isinstance(values.get("placement"), str) and "," in values["placement"]:
         values["placement"] = [s.strip() for s in values["placement"].split(",")]
     cfg = TrainConfig.from_dict(values)
-    splits = load_run_splits(cfg)
-    print(f"train: {splits['train']}, test: {splits['test']}; writing to {cfg.out_dir}")
-    trainer = Trainer(cfg, splits["train"], splits["test"])
+    splits = load_run_splits(cfg, ("train", "val", "test"))
+    print(f"train: {splits['train']}, val: {splits['val']}, test: {splits['test']}; "
+          f"writing to {cfg.out_dir}")  # fmt: skip
+    trainer = Trainer(cfg, splits["train"], splits["val"])
     result = trainer.fit(resume=args.resume, overwrite=args.overwrite)
     out = Path(cfg.out_dir)
     written = [str(p) for p in (out / "last.pt", out / "best.pt") if p.is_file()]
-    print(json.dumps({"test": result, "checkpoints": written}, indent=1))
+    summary = {"val": result, "checkpoints": written}
+    if written:  # the test split, once, with the model chosen on val (or the last one)
+        from cprl_fast.evaluate import predictions
+        from cprl_fast.metrics import evaluate_scores
+        from cprl_fast.train.checkpoint import load
+
+        chosen = out / "best.pt" if (out / "best.pt").is_file() else out / "last.pt"
+        trainer.model.load_state_dict(load(chosen, map_location=trainer.device)["model"])
+        pred, target = predictions(trainer.model.eval(), splits["test"], None, 0.0,
+                                   cfg.batch_size, trainer.device)  # fmt: skip
+        summary["test"] = {**evaluate_scores(pred, target), "model": chosen.name}
+    print(json.dumps(summary, indent=1))
     return 0
 
 
@@ -245,8 +261,7 @@ def _evaluate_parser(sub) -> argparse.ArgumentParser:
         default="1/255",
         help="L-infinity budget in pixel units, e.g. 1/255 (default: 1/255)",
     )
-    p.add_argument("--batch-size", type=int, default=16, help="images per batch (default: 16)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    _batch_and_device(p)
     p.add_argument("--figures", action="store_true", help="also draw Figs 4, 5 and 6")
     p.add_argument(
         "--out-dir",
@@ -255,6 +270,12 @@ def _evaluate_parser(sub) -> argparse.ArgumentParser:
         help="folder for the tables and figures (default: reports/evaluate)",
     )
     return p
+
+
+def _batch_and_device(p) -> None:
+    """--batch-size and --device, as evaluate, audit and score take them."""
+    p.add_argument("--batch-size", type=int, default=16, help="images per batch (default: 16)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
 
 
 def _attack_option(p) -> None:
@@ -315,13 +336,14 @@ def _demo_parser(sub) -> argparse.ArgumentParser:
         "demo",
         help="train CPRL and a plain ResNet on the built-in data, attack both, write a report",
         description="The one-command demo: trains a plain ResNet-18 and CPRL (ResNet-18 with CA "
-        "modules, PNS game) on the built-in synthetic dataset, attacks both with FGSM and PGD at "
+        "modules, PNS game) on the built-in synthetic dataset, attacks both with FGSM, PGD and the "
+        "rank-order attack at "
         "eps = 1/255 and over an eps sweep, prints a Table-1-style comparison and writes "
         "report.md, tables and figures to --out-dir. Point it at a real dataset with "
         "--dataset/--root and a GPU with --device cuda.",
     )
     _protocol_options(p, out="reports/demo", arch="resnet18", size=64, epochs=8, lr=3e-4)
-    p.set_defaults(attack="fgsm,pgd", demo=True)
+    p.set_defaults(attack="fgsm,pgd,rank", demo=True)
     return p
 
 
@@ -344,9 +366,12 @@ def _reproduce(args: argparse.Namespace) -> int:
               baselines=baselines)  # fmt: skip
     print((args.out_dir / "tables" / "main" / "results.md").read_text())
     print(
-        "How to read this: 'clean' rows are the models on unmodified test images; 'fgsm' and "
-        "'pgd' rows are the same images after an attack changing each pixel by at most eps. "
-        "A robust model keeps its SRCC/PLCC high and its MSE and score_change low under attack; "
+        "How to read this: 'clean' rows are the models on unmodified test images; each attack's "
+        "row is the same images after an attack changing each pixel by at most eps, and "
+        "'worst' the lowest SRCC over the attacks. The brackets are 95% bootstrap intervals "
+        "over the test images: two numbers whose intervals overlap widely are not shown to "
+        "differ (the paired comparison below the table says which differences are). A robust "
+        "model keeps its SRCC/PLCC high and its MSE and score_change low under attack; "
         "robustness is R of docs/maths.md section 6 (higher is better)."
     )
     print(f"report: {args.out_dir / 'report.md'} (figures in {args.out_dir / 'figures'})")
@@ -384,7 +409,202 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": _train, "evaluate": _evaluate, "reproduce": _reproduce, "demo": _reproduce}
+def _audit_parser(sub) -> argparse.ArgumentParser:
+    from cprl_fast.audit import DEFAULT_EPS, SUITE
+    from cprl_fast.data import DATASETS
+
+    eps = ",".join(f"{e * 255:g}/255" for e in DEFAULT_EPS)
+    p = sub.add_parser(
+        "audit",
+        help="robustness audit of any quality model: attack suite, worst case, masking checks",
+        description="Attacks a model with a fixed suite at several budgets and writes "
+        "report.md/json and srcc_vs_eps.png: SRCC per attack and eps with 95%% bootstrap "
+        "intervals, the worst case per eps, and gradient-masking diagnostics (docs in "
+        "cprl_fast/audit.py). The model is a checkpoint of cprl-fast train, or any "
+        "torch.nn.Module mapping images [N, 3, H, W] in [0, 1] to scores [N], given as "
+        "--module package.module:callable (a class or a function returning the module).",
+    )
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--checkpoint", help="a checkpoint written by cprl-fast train")
+    which.add_argument("--module", metavar="MODULE:CALLABLE",
+                       help="import path of a callable returning the model")  # fmt: skip
+    p.add_argument("--dataset", choices=DATASETS,
+                   help="dataset (default: the checkpoint's; builtin for --module)")  # fmt: skip
+    p.add_argument("--root", help="dataset folder (default: the checkpoint's run's)")
+    p.add_argument("--split", default="test", choices=["train", "val", "test", "all"],
+                   help="which split to audit on (default: test)")  # fmt: skip
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=224,
+        help="crop side for --module models (checkpoints use their own; default 224)",
+    )
+    p.add_argument("--eps", default=eps, help=f"comma-separated budgets (default: {eps})")
+    p.add_argument("--attack", default=",".join(SUITE),
+                   help=f"{_attack_help()} (default: {','.join(SUITE)})")  # fmt: skip
+    _batch_and_device(p)
+    p.add_argument("--out-dir", type=Path, default=Path("reports/audit"),
+                   help="folder for report.md, report.json, srcc_vs_eps.png "
+                   "(default: reports/audit)")  # fmt: skip
+    return p
+
+
+def _load_module(text: str, device: str):
+    import importlib
+
+    from cprl_fast.checks import check_device
+
+    module, sep, attr = text.partition(":")
+    if not (sep and module and attr):
+        raise UserError(f"--module must be package.module:callable, got {text!r}")
+    try:
+        fn = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as err:
+        raise UserError(f"--module {text}: {err}") from None
+    from torch import nn
+
+    model = fn()
+    if not isinstance(model, nn.Module):
+        raise UserError(f"--module {text} returned {type(model).__name__}, not a torch.nn.Module")
+    return model.to(check_device(device)).eval()
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from cprl_fast.audit import audit
+    from cprl_fast.data import load_splits
+    from cprl_fast.evaluate import parse_eps
+    from cprl_fast.run import load_run_splits, load_trained
+
+    eps = [parse_eps(e) for e in args.eps.split(",") if e.strip()]
+    if not eps:
+        raise UserError("--eps needs at least one budget, e.g. 1/255,4/255")
+    names = _attack_list(args.attack)
+    if args.checkpoint:
+        if not Path(args.checkpoint).is_file():
+            raise UserError(f"checkpoint not found: {args.checkpoint}")
+        trained = load_trained(args.checkpoint, args.device)
+        model, title = trained.model, trained.name
+        dataset = load_run_splits(trained.config, (args.split,), args.dataset,
+                                  args.root)[args.split]  # fmt: skip
+    else:
+        model, title = _load_module(args.module, args.device), args.module
+        dataset = load_splits(args.dataset or "builtin", args.root, (args.split,),
+                              image_size=args.image_size)[args.split]  # fmt: skip
+    report = audit(model, dataset, eps, names, args.batch_size, args.device,
+                   out_dir=args.out_dir, title=title)  # fmt: skip
+    print((args.out_dir / "report.md").read_text())
+    failed = [c["check"] for c in report["diagnostics"] if not c["passed"]]
+    listed = ": " + ", ".join(failed) if failed else ""
+    print(f"wrote {args.out_dir}/report.md, report.json, srcc_vs_eps.png; "
+          f"{len(failed)} diagnostic(s) failed{listed}")  # fmt: skip
+    return 0
+
+
+def _score_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "score",
+        help="score image files and folders with a trained model",
+        description="Scores images with a checkpoint of cprl-fast train: files and folders "
+        "(searched recursively, in sorted order), with the preprocessing the model was trained "
+        "with. Writes path,score rows as CSV (or JSON with --out *.json; stdout without --out). "
+        "Scores are in [0, 1], higher is better quality. A file that cannot be read is listed "
+        "with its error and counted, never skipped silently; the exit status is 1 if any "
+        "failed.",
+    )
+    p.add_argument("paths", nargs="+", help="image files or folders")
+    p.add_argument("--model", required=True, help="checkpoint (best.pt) of cprl-fast train")
+    p.add_argument("--out", type=Path, help="CSV or JSON file to write (default: CSV to stdout)")
+    _batch_and_device(p)
+    return p
+
+
+def _score(args: argparse.Namespace) -> int:
+    from cprl_fast.checks import check_device
+    from cprl_fast.io import write_json_atomic, write_text_atomic
+    from cprl_fast.score import image_files, load_model
+
+    check_device(args.device)
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.out is not None and args.out.suffix.lower() not in (".csv", ".json"):
+        raise UserError(f"--out must end in .csv or .json, got {args.out}")
+    files = image_files(args.paths)  # a missing path is an error before any work
+    metric = load_model(args.model, args.device, args.batch_size)
+    done, failed = metric.score(files, progress=True)
+    rows = [{"path": n, "score": s, "error": ""} for n, s in done]
+    rows += [{"path": f.path, "score": None, "error": f.error} for f in failed]
+    order = {str(f): i for i, f in enumerate(files)}
+    rows.sort(key=lambda r: order.get(r["path"], len(order)))
+    if args.out is not None and args.out.suffix.lower() == ".json":
+        write_json_atomic(args.out, {"model": str(args.model), "lower_better": False,
+                                     "score_range": [0.0, 1.0], "scores": rows})  # fmt: skip
+    else:
+        table = io.StringIO()
+        w = csv.writer(table, lineterminator="\n")
+        w.writerow(["path", "score", "error"])
+        for r in rows:
+            w.writerow([r["path"], "" if r["score"] is None else f"{r['score']:.6f}", r["error"]])
+        if args.out is None:
+            print(table.getvalue(), end="")
+        else:
+            write_text_atomic(args.out, table.getvalue())
+    for f in failed:
+        print(f"cprl-fast score: cannot score {f.path}: {f.error}", file=sys.stderr)
+    where = f" to {args.out}" if args.out else ""
+    print(f"scored {len(done)} image(s){where}; {len(failed)} could not be read",
+          file=sys.stderr)  # fmt: skip
+    return 1 if failed else 0
+
+
+def _info_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "info",
+        help="print a checkpoint's model card",
+        description="Prints what produced a checkpoint of cprl-fast train: model and options, "
+        "objective, dataset and split identity, image size, steps, validation SRCC, thread "
+        "count and library versions (JSON with --json).",
+    )
+    p.add_argument("checkpoint", help="best.pt or last.pt of a run")
+    p.add_argument("--json", action="store_true", help="print the card as JSON")
+    return p
+
+
+def model_card(path: Path) -> dict:
+    """What a checkpoint records about the run that produced it."""
+    from cprl_fast.train.checkpoint import load
+
+    state = load(path)
+    config = json.loads(state.get("config", "{}"))
+    split = json.loads(state.get("split", "{}"))
+    keys = ("model", "model_options", "objective", "objective_options", "dataset", "image_size",
+            "epochs", "batch_size", "lr", "seed", "split_seed", "val_ratio")  # fmt: skip
+    return {
+        "checkpoint": str(path),
+        **{k: config.get(k) for k in keys},
+        "split": split,
+        "steps": state.get("step"),
+        "best_val_srcc": state.get("best"),
+        "threads": state.get("threads"),
+        "versions": state.get("versions", {}),
+    }
+
+
+def _info(args: argparse.Namespace) -> int:
+    path = Path(args.checkpoint)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    card = model_card(path)
+    if args.json:
+        print(json.dumps(card, indent=1))
+        return 0
+    for key, value in card.items():
+        text = json.dumps(value) if isinstance(value, (dict, list)) else value
+        print(f"{key:>18}: {text}")
+    return 0
+
+
+COMMANDS = {"train": _train, "evaluate": _evaluate, "reproduce": _reproduce, "demo": _reproduce,
+            "audit": _audit, "score": _score, "info": _info}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -398,6 +618,9 @@ def main(argv: list[str] | None = None) -> int:
     _evaluate_parser(sub)
     _reproduce_parser(sub)
     _demo_parser(sub)
+    _audit_parser(sub)
+    _score_parser(sub)
+    _info_parser(sub)
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args)

@@ -41,11 +41,32 @@ def parse_eps(text: str | float) -> float:
     return eps
 
 
-def _condition(clean: np.ndarray, pred: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    out = metrics.evaluate_scores(pred, y)
+def _condition(clean: np.ndarray, pred: np.ndarray, y: np.ndarray, seed: int = 0) -> dict:
+    """The metrics of one condition, 95% bootstrap intervals of SRCC and PLCC over the images
+    (``srcc_ci``, ``plcc_ci``), and the scores themselves (``scores``, for paired comparisons)."""
+    out: dict = metrics.evaluate_scores(pred, y)
     out["score_change"] = float(metrics.score_change(clean, pred).mean())
-    out["robustness"] = metrics.robustness(clean, pred)
+    # R of unmoved scores is only its 1e-6 floor (5.85 for any model): no number
+    out["robustness"] = None if pred is clean else metrics.robustness(clean, pred)
+    for name in ("srcc", "plcc"):
+        out[f"{name}_ci"] = list(metrics.confidence_interval(pred, y, name, seed=seed))
+    out["scores"] = [float(v) for v in pred]
     return out
+
+
+def worst_case(clean: np.ndarray, attacked: dict[str, np.ndarray], y: np.ndarray) -> tuple:
+    """The worst case over an attack suite, AutoAttack-style: the lowest SRCC among the attacks
+    and among per-image combinations. Every image's attacked versions are valid inputs inside
+    its ball, so an adversary may pick, per image, the one that hurts the order most: the
+    lowest score for an image whose label is above the median label, the highest below it.
+    Returns (name of the worst: an attack or ``"per image"``, its scores)."""
+    names = list(attacked)
+    stack = np.stack([attacked[n] for n in names])
+    above = y > np.median(y)
+    combined = np.where(above, stack.min(axis=0), stack.max(axis=0))
+    candidates = {**attacked, "per image": combined}
+    worst = min(candidates, key=lambda n: metrics.srcc(candidates[n], y))
+    return worst, candidates[worst]
 
 
 def predictions(model: nn.Module, dataset, attack: str | None, eps: float, batch_size: int = 16,
@@ -78,17 +99,42 @@ def evaluate(model: nn.Module, dataset, attack_names: Sequence[str] = ("fgsm", "
     attack_names = attacks.check_attack_names(attack_names)
     check_eps(eps)
     clean, y = predictions(model, dataset, None, eps, batch_size, device, seed)
-    results = {"clean": _condition(clean, clean, y)}
+    results = {"clean": {**_condition(clean, clean, y, seed), "labels": [float(v) for v in y]}}
+    attacked = {}
     for name in tqdm(list(attack_names), desc=f"attacks at eps={eps:.4g}", unit="attack"):
-        pred, _ = predictions(model, dataset, name, eps, batch_size, device, seed)
-        results[name] = _condition(clean, pred, y)
+        attacked[name], _ = predictions(model, dataset, name, eps, batch_size, device, seed)
+        results[name] = _condition(clean, attacked[name], y, seed)
+    if len(attacked) > 1:
+        which, pred = worst_case(clean, attacked, y)
+        results["worst"] = {**_condition(clean, pred, y, seed), "from": which}
     return results
+
+
+def compare(results: dict, a: str, b: str) -> dict[str, dict]:
+    """Per condition both models have, ``SRCC(a) - SRCC(b)`` on the same images with a paired
+    bootstrap 95% interval and whether it excludes 0 (:func:`metrics.paired_difference`)."""
+    labels = results[a]["clean"]["labels"]
+    out = {}
+    for cond in results[a]:
+        if cond in results[b]:
+            out[cond] = metrics.paired_difference(results[a][cond]["scores"],
+                                                  results[b][cond]["scores"], labels)  # fmt: skip
+    return out
 
 
 COLUMNS = ("srcc", "plcc", "krcc", "mse", "rmse", "score_change", "robustness")
 
 
-Results = dict[str, dict[str, dict[str, float]]]  # model -> condition -> metric -> value
+Results = dict[str, dict[str, dict]]  # model -> condition -> metric -> value
+
+
+def _number(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _with_ci(m: dict, name: str) -> str:
+    lo, hi = m.get(f"{name}_ci", (float("nan"), float("nan")))
+    return f"{m[name]:.4f} [{lo:.2f}, {hi:.2f}]"
 
 
 def write_report(
@@ -99,19 +145,35 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "results.json", "csv": out / "results.csv", "md": out / "results.md"}
     write_json_atomic(paths["json"], results)
+    ci = {c: f"{c}_ci" for c in ("srcc", "plcc")}
     table = io.StringIO()
     w = csv.writer(table, lineterminator="\n")
-    w.writerow(["model", "condition", *COLUMNS])
+    w.writerow(["model", "condition", *COLUMNS, "srcc_lo", "srcc_hi", "plcc_lo", "plcc_hi"])
     for model, conds in results.items():
         for cond, m in conds.items():
-            w.writerow([model, cond, *(f"{m[c]:.6f}" for c in COLUMNS)])
+            bounds = [f"{v:.6f}" for c in ci.values() for v in m.get(c, [float("nan")] * 2)]
+            w.writerow([model, cond, *(_number(m[c], 6) for c in COLUMNS), *bounds])
     write_text_atomic(paths["csv"], table.getvalue())
     lines = [f"# {title}", "", "| model | condition | " + " | ".join(COLUMNS) + " |",
              "| --- | --- |" + " ---: |" * len(COLUMNS)]  # fmt: skip
     for model, conds in results.items():
         for cond, m in conds.items():
-            lines.append(
-                f"| {model} | {cond} | " + " | ".join(f"{m[c]:.4f}" for c in COLUMNS) + " |"
-            )
+            name = f"worst ({m['from']})" if cond == "worst" else cond
+            cells = [_with_ci(m, c) if c in ci else _number(m[c]) for c in COLUMNS]
+            lines.append(f"| {model} | {name} | " + " | ".join(cells) + " |")
+    n = len(next(iter(next(iter(results.values())).values())).get("scores", []))
+    lines += ["", f"SRCC and PLCC with 95% bootstrap intervals over the {n} images "
+              "(resampled 2000 times); `worst`: the lowest SRCC over the attacks and their "
+              "per-image combination (AutoAttack-style)."]  # fmt: skip
+    models = list(results)
+    for other in models[1:]:
+        diffs = compare(results, models[0], other)
+        lines += ["", f"SRCC({models[0]}) - SRCC({other}) on the same images, paired "
+                  "bootstrap 95% interval:", "", "| condition | difference | interval | "
+                  "significant |", "| --- | ---: | --- | --- |"]  # fmt: skip
+        for cond, d in diffs.items():
+            lo, hi = d["ci"]
+            mark = "yes" if d["significant"] else "no"
+            lines.append(f"| {cond} | {d['difference']:+.4f} | [{lo:+.4f}, {hi:+.4f}] | {mark} |")
     write_text_atomic(paths["md"], "\n".join(lines) + "\n")
     return paths

@@ -80,3 +80,59 @@ def robustness(clean, attacked) -> float:
     room each score has to move over how far it moved, in decades (higher is more robust)."""
     c, a = _arrays(clean, attacked)
     return float(np.mean(np.log10(np.maximum(c, 1 - c) / (np.abs(a - c) + 1e-6))))
+
+
+# -- confidence intervals --------------------------------------------------------------------
+#: Resamples of every bootstrap interval (percentile method) and its confidence level.
+BOOTSTRAP_RESAMPLES = 2000
+CONFIDENCE = 0.95
+
+
+def _pearson_along(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
+    a = a - a.mean(axis=axis, keepdims=True)
+    b = b - b.mean(axis=axis, keepdims=True)
+    den = np.sqrt((a * a).sum(axis=axis) * (b * b).sum(axis=axis))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (a * b).sum(axis=axis) / den
+
+
+def _srcc_along(p: np.ndarray, t: np.ndarray, axis: int = -1) -> np.ndarray:
+    return _pearson_along(stats.rankdata(p, axis=axis), stats.rankdata(t, axis=axis), axis)
+
+
+#: The metrics an interval can be drawn for, each vectorised over resamples (last axis: images).
+_ALONG = {"srcc": _srcc_along, "plcc": _pearson_along}
+
+
+def _bootstrap(data: tuple[np.ndarray, ...], statistic, seed: int, resamples: int,
+               level: float) -> tuple[float, float]:  # fmt: skip
+    res = stats.bootstrap(data, statistic, paired=True, vectorized=True, axis=-1,
+                          n_resamples=resamples, confidence_level=level, method="percentile",
+                          random_state=np.random.default_rng(seed))  # fmt: skip
+    lo, hi = res.confidence_interval
+    return float(lo), float(hi)
+
+
+def confidence_interval(pred, target, metric: str = "srcc", level: float = CONFIDENCE,
+                        resamples: int = BOOTSTRAP_RESAMPLES,
+                        seed: int = 0) -> tuple[float, float]:  # fmt: skip
+    """Bootstrap interval of ``metric`` (``"srcc"`` or ``"plcc"``) over the images: the images
+    are resampled with replacement (pairs kept), ``resamples`` times, and the interval is the
+    central ``level`` share of the resampled values (percentile method, scipy.stats.bootstrap).
+    It describes the uncertainty from which images were drawn, not from training seeds."""
+    p, t = _arrays(pred, target)
+    fn = _ALONG[metric]
+    return _bootstrap((p, t), lambda a, b, axis=-1: fn(a, b, axis), seed, resamples, level)
+
+
+def paired_difference(pred_a, pred_b, target, metric: str = "srcc", level: float = CONFIDENCE,
+                      resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> dict:  # fmt: skip
+    """``metric(a) - metric(b)`` on the same images, with a paired bootstrap interval (the same
+    resampled images for both); ``significant`` when the interval excludes 0."""
+    a, t = _arrays(pred_a, target)
+    b, _ = _arrays(pred_b, target)
+    fn = _ALONG[metric]
+    lo, hi = _bootstrap((a, b, t), lambda x, y, z, axis=-1: fn(x, z, axis) - fn(y, z, axis),
+                        seed, resamples, level)  # fmt: skip
+    diff = float(fn(a, t) - fn(b, t))
+    return {"difference": diff, "ci": [lo, hi], "significant": bool(lo > 0 or hi < 0)}

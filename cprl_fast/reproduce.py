@@ -31,17 +31,20 @@ from cprl_fast.train.checkpoint import load
 BASELINES = ("lwta", "denoise", "sat", "nt", "nima", "dbcnn")
 
 
-def _train(name: str, cfg: TrainConfig, train_set, test_set, out: Path) -> torch.nn.Module:
+def _train(name: str, cfg: TrainConfig, train_set, val_set, out: Path) -> torch.nn.Module:
+    """The model trained on ``train_set``, as chosen on ``val_set`` (best.pt; last.pt where no
+    validation split exists)."""
     run = dataclasses.replace(cfg, out_dir=str(out / "models" / name))
-    trainer = Trainer(run, train_set, test_set)
+    trainer = Trainer(run, train_set, val_set)
     done = out / "steps" / f"train-{name}.json"
-    if done.is_file():
-        trainer.model.load_state_dict(load(Path(run.out_dir) / "last.pt")["model"])
-    else:
+    if not done.is_file():
         resume = (Path(run.out_dir) / "last.pt").is_file()
         # no last.pt: an earlier attempt stopped before its first checkpoint; start it over
         result = trainer.fit(resume=resume, overwrite=not resume)
-        write_json_atomic(done, {"model": name, "test": result, "steps": trainer.step})
+        write_json_atomic(done, {"model": name, "val": result, "steps": trainer.step})
+    folder = Path(run.out_dir)
+    chosen = folder / "best.pt" if (folder / "best.pt").is_file() else folder / "last.pt"
+    trainer.model.load_state_dict(load(chosen)["model"])
     return trainer.model.eval()
 
 
@@ -63,14 +66,14 @@ def reproduce(
     out = Path(out_dir)
     split_file = base.split_file or str(out / "split.json")
     cfg = dataclasses.replace(base, dataset=dataset, root=root, split_file=split_file)
-    splits = load_run_splits(cfg)
-    train_set, test_set = splits["train"], splits["test"]
+    splits = load_run_splits(cfg, ("train", "val", "test"))
+    train_set, val_set, test_set = splits["train"], splits["val"], splits["test"]
     bs, dev = cfg.batch_size, cfg.device
 
     def train(name: str, model: str, objective: str | None = None, **model_options):
         changes = {"model": model, "objective": objective,
                    "model_options": {**cfg.model_options, **model_options}}  # fmt: skip
-        return _train(name, dataclasses.replace(cfg, **changes), train_set, test_set, out)
+        return _train(name, dataclasses.replace(cfg, **changes), train_set, val_set, out)
 
     def attacked(name: str, model: torch.nn.Module, names) -> dict:
         # the cache key holds every setting that changes the result
@@ -115,7 +118,8 @@ def reproduce(
     write_json_atomic(out / "report.json", report)
     arch = cfg.model_options.get("arch", "the default backbone")
     parts = [f"# CPRL protocol on `{dataset}`", "",
-             f"Train {len(train_set)} / test {len(test_set)} images, split {split_file}; "
+             f"Train {len(train_set)} / val {len(val_set)} (chooses each model's checkpoint) / "
+             f"test {len(test_set)} images, scene-disjoint, split {split_file}; "
              f"{arch} at {cfg.image_size} px, {cfg.epochs} epoch(s), batch {cfg.batch_size}.",
              ""]  # fmt: skip
     for sub in ("main", "table5_b", "table6_pns") if ablations else ("main",):

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from cprl_fast.checks import check_device
 from cprl_fast.train import TrainConfig, build_model
 from cprl_fast.train.checkpoint import load
 
@@ -48,9 +49,11 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu",
     ``name`` defaults to the run folder's name (``runs/cprl-a/best.pt`` -> ``cprl-a``).
     """
     path = Path(path)
+    device = check_device(device)
     state = load(path, map_location=device)
     data = json.loads(state["config"])
     data["model_options"] = {**data.get("model_options", {}), "pretrained": None}
+    data["device"] = str(device)  # where it is loaded now, not where it was trained
     cfg = TrainConfig.from_dict(data)
     model = build_model(cfg).to(device)
     model.load_state_dict(state["model"])
@@ -65,7 +68,7 @@ def load_run_splits(cfg: TrainConfig, splits=("train", "test"), dataset: str | N
 
     return load_splits(dataset or cfg.dataset, root or cfg.root, tuple(splits),
                        split_file=cfg.split_file, seed=cfg.split_seed,
-                       image_size=cfg.image_size)  # fmt: skip
+                       val_ratio=cfg.val_ratio, image_size=cfg.image_size)  # fmt: skip
 
 
 FIGURES = ("fig4_landscape", "fig5_channels", "fig6_srcc_vs_eps")

@@ -104,8 +104,9 @@ def test_score_reflection_crosses_towards_the_other_side(trained, steps):
         lambda m, x, y, g: attacks.pgd(m, x, y, eps=3 / 255, steps=3, restarts=2, generator=g),
         lambda m, x, y, g: attacks.score_reflection(m, x, y, eps=3 / 255, steps=3),
         lambda m, x, y, g: attacks.square(m, x, y, eps=3 / 255, queries=30, generator=g),
+        lambda m, x, y, g: attacks.rank_pgd(m, x, y, eps=3 / 255, steps=3, restarts=2, generator=g),
     ],
-    ids=["fgsm", "pgd", "reflection", "square"],
+    ids=["fgsm", "pgd", "reflection", "square", "rank"],
 )
 def test_invariants(trained, attack):
     model, x, y = trained
@@ -125,6 +126,47 @@ def test_invariants(trained, attack):
     x_again = attack(model, x, y, torch.Generator().manual_seed(1))
     assert torch.equal(x_adv, x_again)
     model.eval()
+
+
+class Brightness(nn.Module):
+    """Scores an image by a steep sigmoid of its mean brightness."""
+
+    def forward(self, x):
+        return torch.sigmoid(6 * (x.mean(dim=(1, 2, 3)) - 0.5))
+
+
+def test_the_rank_attack_lowers_srcc_where_the_score_attack_cannot():
+    """Labels = brightness, scores a steep sigmoid of it: every score is already further from
+    0.5 than its label, so the per-image squared-error attack pushes good images up and bad
+    ones down, widening the scale and keeping the order (SRCC stays 1); the rank-order attack
+    attacks the order itself."""
+    g = torch.Generator().manual_seed(0)
+    y = torch.linspace(0.45, 0.55, 32)  # 8/255 moves a mean across about ten neighbours
+    x = (y[:, None, None, None] + 0.01 * torch.randn(32, 3, 8, 8, generator=g)).clamp(0, 1)
+    model, eps = Brightness(), 8 / 255
+    clean = metrics.srcc(_scores(model, x), y)
+    by_mse = metrics.srcc(_scores(model, attacks.pgd(model, x, y, eps=eps, steps=10,
+                                                     generator=g)), y)  # fmt: skip
+    by_rank = metrics.srcc(_scores(model, attacks.rank_pgd(model, x, y, eps=eps, steps=10,
+                                                           generator=g)), y)  # fmt: skip
+    assert clean > 0.99 and by_mse > 0.99, (clean, by_mse)
+    assert by_rank < 0.7, by_rank
+
+
+def test_the_rank_attack_on_a_trained_model(trained):
+    model, x, y = trained
+    eps, g = 2 / 255, torch.Generator().manual_seed(0)
+    clean = metrics.srcc(_scores(model, x), y)
+    by_rank = metrics.srcc(_scores(model, attacks.rank_pgd(model, x, y, eps=eps, steps=10,
+                                                           generator=g)), y)  # fmt: skip
+    assert by_rank < clean - 0.1, (clean, by_rank)
+
+
+def test_soft_srcc_approaches_srcc():
+    s, t = torch.rand(50, dtype=torch.float64), torch.rand(50, dtype=torch.float64)
+    hard = metrics.srcc(s.numpy(), t.numpy())
+    assert abs(float(attacks.soft_srcc(s, t, 1e-6)) - hard) < 1e-9
+    assert abs(float(attacks.soft_srcc(s, t, 0.05)) - hard) < 0.2
 
 
 def test_seeds_differ(trained):

@@ -34,10 +34,13 @@ def _scenes(ds) -> set[str]:
 
 def _assert_split_disjoint(name, root, **kw):
     train = load_dataset(name, root, split="train", seed=3, **kw)
+    val = load_dataset(name, root, split="val", seed=3, **kw)
     test = load_dataset(name, root, split="test", seed=3, **kw)
     full = load_dataset(name, root, split="all", **kw)
-    assert _scenes(train).isdisjoint(_scenes(test))
-    assert len(train) + len(test) == len(full) and len(train) > len(test) > 0
+    sides = [_scenes(train), _scenes(val), _scenes(test)]
+    assert all(a.isdisjoint(b) for i, a in enumerate(sides) for b in sides[i + 1 :])
+    assert len(train) + len(val) + len(test) == len(full)
+    assert len(train) > len(test) > 0 and len(val) > 0
     return train, test, full
 
 
@@ -308,7 +311,7 @@ class TestSplitFiles:
         split = tmp_path / "split.json"
         load_dataset("vcl", tmp_path / "vcl", split="train", split_file=split)
         with open(tmp_path / "vcl" / "vcl_mos.csv", "a") as fh:
-            fh.write("IMG_01_AWGN_1.bmp,50\n")
+            fh.write("\n")  # the same scores, another file
         with pytest.raises(ValueError, match="different score file"):
             load_dataset("vcl", tmp_path / "vcl", split="train", split_file=split)
 

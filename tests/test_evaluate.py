@@ -15,7 +15,7 @@ from PIL import Image
 
 from cprl_fast import figures, metrics
 from cprl_fast.data import load_dataset
-from cprl_fast.evaluate import evaluate, parse_eps, predictions, write_report
+from cprl_fast.evaluate import evaluate, parse_eps, predictions, worst_case, write_report
 from cprl_fast.models import cprl_resnet, resnet_iqa
 from cprl_fast.train import TrainConfig, Trainer
 
@@ -61,6 +61,37 @@ def test_report_files_agree(data, models, tmp_path):
     assert float(rows[1]["srcc"]) == pytest.approx(results["resnet"]["fgsm"]["srcc"], abs=1e-6)
     md = paths["md"].read_text()
     assert "| resnet | fgsm |" in md and md.count("\n| resnet |") == 2
+
+
+def test_worst_case_is_no_better_than_any_attack():
+    # attack a pulls the better half down, attack b lifts the worse half: each alone leaves
+    # half the order intact, their per-image combination inverts more of it
+    y = np.linspace(0, 1, 40)
+    above = y > np.median(y)
+    attacked = {"a": np.where(above, y - 0.6, y), "b": np.where(above, y, y + 0.6)}
+    which, pred = worst_case(y, attacked, y)
+    assert which == "per image"
+    assert metrics.srcc(pred, y) < min(metrics.srcc(p, y) for p in attacked.values())
+    np.testing.assert_array_equal(pred, np.where(above, y - 0.6, y + 0.6))
+    # where one attack is worse than any combination, it is the worst case
+    strong = {"a": 1 - y, "b": y + 0.01}
+    assert worst_case(y, strong, y)[0] == "a"
+
+
+def test_report_has_intervals_worst_case_and_paired_comparisons(data, models, tmp_path):
+    _, ds = data
+    results = {n: evaluate(m, ds, ["fgsm", "rank"], eps=2 / 255, batch_size=25)
+               for n, m in models.items()}  # fmt: skip
+    for conds in results.values():
+        assert set(conds) == {"clean", "fgsm", "rank", "worst"}
+        for m in conds.values():
+            lo, hi = m["srcc_ci"]
+            assert lo <= m["srcc"] <= hi and hi - lo > 0
+        assert conds["worst"]["srcc"] <= min(conds["fgsm"]["srcc"], conds["rank"]["srcc"])
+        assert conds["clean"]["robustness"] is None  # no floor artefact for unmoved scores
+    md = write_report(results, tmp_path)["md"].read_text()
+    assert "| cprl | worst (" in md and "95% bootstrap intervals over the 50 images" in md
+    assert "SRCC(cprl) - SRCC(resnet) on the same images" in md and "| worst |" in md
 
 
 def _png(path):
@@ -110,7 +141,7 @@ def test_cli_evaluate(data, tmp_path):
     r = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
     assert r.returncode == 0, r.stderr
     results = json.loads((tmp_path / "report" / "results.json").read_text())
-    assert set(results["run"]) == {"clean", "fgsm", "pgd"}  # named by its run folder
+    assert set(results["run"]) == {"clean", "fgsm", "pgd", "worst"}  # named by its run folder
     bad = subprocess.run([*cmd[:6], "--attack", "cw"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown attack 'cw'" in bad.stderr
     # named explicitly, twice the same checkpoint under two names

@@ -37,3 +37,29 @@ def test_bad_input():
         metrics.srcc([1, 2, 3], [1, 2])
     with pytest.raises(ValueError, match="at least 2"):
         metrics.mse([1], [1])
+
+
+def test_bootstrap_interval_covers_the_true_srcc_at_its_nominal_rate():
+    """Simulation: samples of a bivariate normal with correlation 0.6, whose population Spearman
+    correlation is 6/pi * asin(0.3); the 90% interval must cover it in about 90% of 300 draws
+    (a binomial 300 x 0.9 lies in [252, 288] with probability above 0.99)."""
+    rho = 0.6
+    truth = 6 / np.pi * np.arcsin(rho / 2)
+    rng = np.random.default_rng(0)
+    covered = 0
+    for k in range(300):
+        x = rng.normal(size=80)
+        y = rho * x + np.sqrt(1 - rho**2) * rng.normal(size=80)
+        lo, hi = metrics.confidence_interval(x, y, level=0.9, resamples=400, seed=k)
+        covered += lo <= truth <= hi
+    assert 252 <= covered <= 288, covered
+
+
+def test_paired_difference_finds_a_better_model_and_not_a_tie():
+    rng = np.random.default_rng(1)
+    y = rng.uniform(size=200)
+    good, bad = y + 0.1 * rng.normal(size=200), y + 0.6 * rng.normal(size=200)
+    d = metrics.paired_difference(good, bad, y)
+    assert d["significant"] and d["ci"][0] > 0 and d["difference"] > 0
+    same = metrics.paired_difference(good, good[::-1].copy()[::-1], y)
+    assert not same["significant"] and same["ci"] == [0.0, 0.0]

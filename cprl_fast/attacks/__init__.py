@@ -3,7 +3,9 @@
 The named suite (:data:`ATTACKS`, :func:`run_attack`) is what evaluation runs.
 Gradient attacks: :func:`fgsm`, :func:`pgd` (random start, restarts keeping the worst case per
 sample, expectation over transformation for stochastic models) and :func:`score_reflection`
-(Eq. 5, one-step or iterative). Every update goes through the fused ``attack_step`` op.
+(Eq. 5, one-step or iterative), and :func:`rank_pgd`, which attacks the batch's rank order
+(a differentiable SRCC) rather than each score. Every update goes through the fused
+``attack_step`` op.
 Checks against gradient masking: :func:`soft_rank` (attack CPRL through the differentiable soft
 rank) and :func:`square` (gradient-free, score-based L-infinity).
 
@@ -12,9 +14,9 @@ it runs the model in eval mode and restores its mode, never touches parameter gr
 ``|x' - x|_inf <= eps`` and ``x'`` in [0, 1], and is reproducible with a seeded generator.
 """
 
-from cprl_fast.attacks.gradient import fgsm, pgd, score_reflection
-from cprl_fast.attacks.losses import mse_loss, reflection_loss
-from cprl_fast.attacks.masking import soft_rank, square
+from cprl_fast.attacks.gradient import fgsm, pgd, rank_pgd, score_reflection
+from cprl_fast.attacks.losses import mse_loss, reflection_loss, soft_srcc
+from cprl_fast.attacks.masking import pgd_soft_rank, soft_rank, square
 from cprl_fast.attacks.suite import ATTACKS, check_attack_names, run_attack
 
 __all__ = [
@@ -23,9 +25,12 @@ __all__ = [
     "fgsm",
     "mse_loss",
     "pgd",
+    "pgd_soft_rank",
+    "rank_pgd",
     "reflection_loss",
     "run_attack",
     "score_reflection",
     "soft_rank",
+    "soft_srcc",
     "square",
 ]

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from cprl_fast.attacks.common import Loss, check_images, eval_mode, per_sample_loss, targets
+from cprl_fast.attacks.gradient import pgd
 from cprl_fast.attacks.losses import mse_loss
 from cprl_fast.nn import CPRLActivation
 
@@ -35,6 +36,17 @@ def soft_rank(model: nn.Module, tau: float = 0.1) -> Iterator[nn.Module]:
     finally:
         for m, (rank, t) in zip(modules, saved, strict=True):
             m.rank, m.tau = rank, t
+
+
+def pgd_soft_rank(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, eps: float = 1 / 255,
+    steps: int = 10, generator: torch.Generator | None = None, tau: float = 0.1,
+) -> torch.Tensor:  # fmt: skip
+    """PGD whose gradients come through the soft-rank surrogate of the model's CA modules
+    (BPDA): the images it returns are then scored by the real, hard-rank model. A CA model
+    only (ValueError otherwise)."""
+    with soft_rank(model, tau):
+        return pgd(model, x, y, eps, steps=steps, generator=generator)
 
 
 def _square_fraction(p_init: float, i: int, n: int) -> float:

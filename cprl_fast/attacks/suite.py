@@ -4,7 +4,7 @@ draws random numbers (then it gets the evaluation's seeded generator).
 
     >>> from cprl_fast.attacks import ATTACKS, run_attack
     >>> sorted(ATTACKS)
-    ['fgsm', 'pgd', 'reflect', 'reflect10', 'square']
+    ['fgsm', 'pgd', 'pgd-soft', 'rank', 'reflect', 'reflect10', 'square']
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from cprl_fast.attacks.gradient import fgsm, pgd, score_reflection
-from cprl_fast.attacks.masking import square
+from cprl_fast.attacks.gradient import fgsm, pgd, rank_pgd, score_reflection
+from cprl_fast.attacks.masking import pgd_soft_rank, square
 from cprl_fast.registry import Registry
 
 ATTACKS = Registry("attack")
@@ -28,6 +28,10 @@ ATTACKS.register("reflect", settings={"steps": 1}, seeded=True,
                  about="one-step score reflection (Eq. 5)")(score_reflection)  # fmt: skip
 ATTACKS.register("reflect10", settings={"steps": 10}, seeded=True,
                  about="10-step score reflection")(score_reflection)  # fmt: skip
+ATTACKS.register("rank", settings={"steps": 10}, seeded=True,
+                 about="rank-order PGD, 10 steps on the batch's soft SRCC")(rank_pgd)  # fmt: skip
+ATTACKS.register("pgd-soft", settings={"steps": 10}, seeded=True,
+                 about="PGD through the soft rank (CA models)")(pgd_soft_rank)  # fmt: skip
 ATTACKS.register("square", settings={"queries": 300}, seeded=True,
                  about="Square attack, gradient-free, 300 queries")(square)  # fmt: skip
 

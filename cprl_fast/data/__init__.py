@@ -12,6 +12,7 @@ docstring (``live.py``, ``vcl.py``, ``livec.py``, ``koniq.py``, ``builtin.py``).
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -50,6 +51,8 @@ __all__ = [
     "train_transform",
 ]
 
+log = logging.getLogger("cprl_fast.data")
+
 DATASETS = tuple(sorted(LOADERS))
 SPLITS = ("train", "val", "test", "all")
 
@@ -67,7 +70,24 @@ def load_items(name: str, root: str | Path | None = None, **options) -> tuple[li
             raise FileNotFoundError(f"dataset root of {name!r} not found: {root}")
         items, score_file = fn(root, **options)
     check_scores(items, score_file)
-    return items, score_file
+    return drop_duplicates(items, score_file), score_file
+
+
+def drop_duplicates(items: list[Item], score_file: str | Path) -> list[Item]:
+    """Items listed twice: the same score twice is kept once (and counted in a warning); two
+    different scores for one image is a DatasetFormatError naming both."""
+    first: dict[str, Item] = {}
+    for it in items:
+        seen = first.setdefault(it.path, it)
+        if seen is not it and seen.raw_score != it.raw_score:
+            raise DatasetFormatError(
+                f"{score_file}: {Path(it.path).name} is listed twice with different scores "
+                f"({seen.raw_score} and {it.raw_score})"
+            )
+    if len(first) < len(items):
+        log.warning("%s: %d duplicate row(s) with the same score kept once",
+                    score_file, len(items) - len(first))  # fmt: skip
+    return list(first.values())
 
 
 def check_scores(items: list[Item], score_file: str | Path) -> None:
@@ -113,6 +133,7 @@ def load_splits(
     split_file: str | Path | None = None,
     seed: int = 0,
     train_ratio: float = 0.8,
+    val_ratio: float = 0.2,
     official_split: bool = False,
     transform: Callable | None = None,
     image_size: int = 320,
@@ -123,10 +144,11 @@ def load_splits(
 
     Args:
         name, root: as :func:`load_dataset`.
-        splits: any of ``train``, ``test``, ``all`` (and ``val`` with ``official_split``).
+        splits: any of ``train``, ``val``, ``test``, ``all``.
         split_file: JSON split to reuse; written there (atomically) if it does not exist yet.
         seed: seed of the 4:1 scene-disjoint split (ignored when ``split_file`` exists).
-        train_ratio: share of scenes on the train side.
+        train_ratio: share of scenes on the train and val sides together.
+        val_ratio: share of those held out for validation (model selection), scene-disjoint.
         official_split: the dataset's own split instead (datasets registered with one).
         transform: PIL image -> tensor; default the train (random crop) or test (centre crop)
             transform of docs/maths.md section 7 at ``image_size``.
@@ -138,8 +160,6 @@ def load_splits(
     for split in splits:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-        if split == "val" and not official_split:
-            raise ValueError("split='val' exists only with official_split=True (KonIQ-10k)")
     items, score_file = load_items(name, root, **options)
     items, skipped = check_images_exist(items, skip_unreadable)
 
@@ -167,11 +187,11 @@ def load_splits(
         return out
     sha = file_sha256(score_file)
     if split_file is not None and Path(split_file).is_file():
-        record = read_record(split_file, name, sha)
+        record = read_record(split_file, name, sha, items)
     else:
-        train_scenes, test_scenes = scene_split(items, seed, train_ratio)
+        scenes = scene_split(items, seed, train_ratio, val_ratio)
         record = make_record(
-            name, seed, train_ratio, items, str(score_file), sha, train_scenes, test_scenes
+            name, seed, train_ratio, val_ratio, items, str(score_file), sha, scenes
         )
         if split_file is not None:
             write_json_atomic(split_file, record)
@@ -181,7 +201,7 @@ def load_splits(
         if split == "all":
             chosen = items
         else:
-            side = set(record["train_scenes" if split == "train" else "test_scenes"])
+            side = set(record[f"{split}_scenes"])
             chosen = [it for it in items if it.scene in side]
         out[split] = IQADataset(
             name, chosen, transform_for(split), skipped, {**info, "split": split}

@@ -29,6 +29,7 @@ from PIL import Image, ImageEnhance, ImageFilter
 
 from cprl_fast.data.base import DatasetFormatError, Item, register
 from cprl_fast.data.csvs import column, number, read_csv
+from cprl_fast.io import file_lock
 
 VERSION = "builtin-v1"
 SIZE = 256
@@ -109,12 +110,23 @@ def _ms_ssim(a: Image.Image, b: Image.Image) -> float:
 
 
 def generate(root: Path) -> Path:
-    """Writes the dataset under ``root/builtin-v1`` (if not already complete); returns it."""
-    from tqdm import tqdm
+    """Writes the dataset under ``root/builtin-v1`` (if not already complete); returns it.
 
+    Safe under concurrency (``torchrun`` ranks on a fresh machine): generation holds a file lock
+    beside the folder, a process that waited for it finds the dataset complete and returns, and
+    a complete copy is never removed (it is built in a temporary folder and renamed into place)."""
     final = root / VERSION
     if (final / SCORE_FILE).is_file():
         return final
+    with file_lock(root / f".{VERSION}.lock"):
+        if (final / SCORE_FILE).is_file():  # another process made it while this one waited
+            return final
+        return _generate(root, final)
+
+
+def _generate(root: Path, final: Path) -> Path:
+    from tqdm import tqdm
+
     root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=root, prefix=f".{VERSION}."))
     try:
@@ -143,7 +155,7 @@ def generate(root: Path) -> Path:
             "cprl_fast built-in dataset (synthetic): pseudo-MOS = MS-SSIM to the reference, "
             "min-max mapped to [0, 1]. NOT human opinion scores.\n"
         )
-        if final.exists():  # an incomplete earlier attempt
+        if final.exists():  # an incomplete earlier attempt (a complete one returned above)
             shutil.rmtree(final)
         os.replace(work, final)
     except BaseException:

@@ -8,30 +8,40 @@ from pathlib import Path
 from cprl_fast.data.base import DatasetFormatError
 
 
+def read_rows(path: Path) -> list[list[str]]:
+    """Every row of a CSV (LF or CRLF, UTF-8 with or without BOM), the header included; text
+    that is not UTF-8 is an error naming the file and the byte, never a traceback."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            return list(csv.reader(fh))
+    except UnicodeDecodeError as err:
+        raise DatasetFormatError(
+            f"{path} is not UTF-8 text (byte {err.start} is 0x{err.object[err.start]:02x}): "
+            "save it as UTF-8"
+        ) from None
+
+
 def read_header(path: Path) -> list[str]:
     """The stripped header names of a CSV (its first line)."""
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        first = next(csv.reader(fh), [])
-    return [h.strip() for h in first]
+    rows = read_rows(path)
+    return [h.strip() for h in rows[0]] if rows else []
 
 
 def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     """Rows of a CSV (LF or CRLF) as dicts keyed by the stripped header names."""
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.reader(fh)
-        try:
-            header = [h.strip() for h in next(reader)]
-        except StopIteration:
-            raise DatasetFormatError(f"{path} is empty") from None
-        rows = []
-        for line, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            if len(row) != len(header):
-                raise DatasetFormatError(
-                    f"{path}, row {line}: {len(row)} fields, but the header has {len(header)}"
-                )
-            rows.append(dict(zip(header, (v.strip() for v in row), strict=True)))
+    lines = read_rows(path)
+    if not lines:
+        raise DatasetFormatError(f"{path} is empty")
+    header = [h.strip() for h in lines[0]]
+    rows = []
+    for line, row in enumerate(lines[1:], start=2):
+        if not row:
+            continue
+        if len(row) != len(header):
+            raise DatasetFormatError(
+                f"{path}, row {line}: {len(row)} fields, but the header has {len(header)}"
+            )
+        rows.append(dict(zip(header, (v.strip() for v in row), strict=True)))
     return header, rows
 
 

@@ -10,11 +10,14 @@ Images ``IMG_XX_<TYPE>_<L>.bmp`` (``.jpg`` for JPG) anywhere under the root; ref
 from __future__ import annotations
 
 import csv
+import logging
 import re
 from pathlib import Path
 
 from cprl_fast.data.base import DatasetFormatError, Item, register
-from cprl_fast.data.csvs import column, number, read_csv
+from cprl_fast.data.csvs import column, number, read_csv, read_rows
+
+log = logging.getLogger("cprl_fast.data")
 
 PATTERN = re.compile(r"IMG_(\d{2})_(AWGN|BLU|J2K|JPG)_([1-6])", re.IGNORECASE)
 NAME_COLUMNS = ("image", "image_name", "img_name", "name", "file", "filename")
@@ -34,28 +37,41 @@ def _score_file(root: Path) -> Path:
 
 
 def _scores(path: Path) -> dict[str, float]:
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        first = next(csv.reader(fh), [])
+    """Image key -> MOS. A name that is not ``IMG_XX_<TYPE>_<L>`` (a reference image, a note) is
+    skipped and counted in a warning; a name listed twice with different MOS is an error."""
+    lines = read_rows(path)
+    first = lines[0] if lines else []
+    pairs: list[tuple[int, str, float]] = []  # (row, name, MOS)
     if len(first) >= 2 and PATTERN.search(first[0]):  # no header: name, MOS
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            rows = [r for r in csv.reader(fh) if r]
-        out = {}
-        for i, r in enumerate(rows):
+        for i, r in enumerate(lines, start=1):
+            if not r:
+                continue
             try:
-                out[Path(r[0].strip()).stem.upper()] = float(r[1])
+                pairs.append((i, r[0].strip(), float(r[1])))
             except (ValueError, IndexError):
-                raise DatasetFormatError(
-                    f"{path}, row {i + 1}: expected name, MOS; got {r}"
-                ) from None
-        return out
-    header, rows = read_csv(path)
-    name = column(header, path, *NAME_COLUMNS)
-    mos = column(header, path, *SCORE_COLUMNS)
-    return {
-        Path(r[name]).stem.upper(): number(r, mos, path, i + 2)
-        for i, r in enumerate(rows)
-        if PATTERN.search(r[name])
-    }
+                raise DatasetFormatError(f"{path}, row {i}: expected name, MOS; got {r}") from None
+    else:
+        header, rows = read_csv(path)
+        name = column(header, path, *NAME_COLUMNS)
+        mos = column(header, path, *SCORE_COLUMNS)
+        pairs = [(i + 2, r[name], number(r, mos, path, i + 2)) for i, r in enumerate(rows)]
+    out: dict[str, float] = {}
+    skipped = []
+    for row, name, value in pairs:
+        key = Path(name).stem.upper()
+        if PATTERN.fullmatch(key) is None:
+            skipped.append(name)
+            continue
+        if key in out and out[key] != value:
+            raise DatasetFormatError(
+                f"{path}, row {row}: {key} is listed twice with different MOS "
+                f"({out[key]} and {value})"
+            )
+        out[key] = value
+    if skipped:
+        log.warning("%s: skipped %d row(s) whose name is not IMG_XX_<TYPE>_<L> (first: %r)",
+                    path, len(skipped), skipped[0])  # fmt: skip
+    return out
 
 
 @register("vcl", about="VCL@FER, 552 distorted images, MOS 0-100")
@@ -73,8 +89,6 @@ def load_vcl(root: Path, **_options) -> tuple[list[Item], Path]:
     items = []
     for key, mos in sorted(scores.items()):
         m = PATTERN.fullmatch(key)
-        if m is None:
-            continue
         path = images.get(key)
         if path is None:
             raise FileNotFoundError(f"image {key} listed in {score_file} is missing under {root}")

@@ -9,6 +9,8 @@ never leaves a half-written checkpoint, and it is read with ``torch.load(weights
 from __future__ import annotations
 
 import random
+import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -65,4 +67,19 @@ def load(path: str | Path, map_location="cpu") -> dict:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # unpickling errors name the file
-        raise RuntimeError(f"cannot read checkpoint {path}: {err}") from err
+        raise RuntimeError(f"cannot read checkpoint {path}: {_why_unreadable(path, err)}") from err
+
+
+def _why_unreadable(path: Path, err: Exception) -> str:
+    """One line on why ``torch.load(weights_only=True)`` failed on ``path``."""
+    text = str(err)
+    if path.stat().st_size == 0:
+        return "the file is empty"
+    unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if unsafe:
+        return (f"refused: it holds a Python object ({unsafe.group(1)}) other than tensors and "
+                f"plain data, which weights_only=True does not load")  # fmt: skip
+    if not zipfile.is_zipfile(path):
+        return "not a PyTorch checkpoint (not a zip archive: truncated, or another format)"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), type(err).__name__)
+    return f"damaged or truncated ({first})"

@@ -2,8 +2,9 @@
 CPRL min-max PNS game, plain regression, NIMA's EMD, SAT, NT.
 
 :func:`train` runs ``epochs`` epochs over a dataset with a tqdm bar, logs every iteration's
-losses to ``out_dir/log.csv`` (and TensorBoard when installed), evaluates on the test split each
-epoch (SRCC, PLCC, MSE), and keeps ``last.pt`` and ``best.pt`` (by test SRCC). ``resume=True``
+losses to ``out_dir/log.csv`` (and TensorBoard when installed), evaluates on the validation split
+each epoch (SRCC, PLCC, MSE), and keeps ``last.pt`` (everything a resume needs) and ``best.pt``
+(by validation SRCC; the model and its card only). ``resume=True``
 continues exactly from ``last.pt``: the data order is a seeded permutation per epoch, so a
 resumed run skips the batches already seen and draws the same crops from the restored RNG.
 Under ``torchrun`` (``torch.distributed`` initialised) the model is wrapped in
@@ -28,6 +29,7 @@ import torch
 from torch import nn
 
 from cprl_fast import metrics
+from cprl_fast.checks import check_device
 from cprl_fast.io import write_text_atomic
 from cprl_fast.models.registry import (
     MODELS,
@@ -44,8 +46,8 @@ log = logging.getLogger("cprl_fast.train")
 
 #: Settings of the run that define the experiment: a resumed run must have the same.
 EXPERIMENT_KEYS = (
-    "model", "model_options", "objective", "objective_options", "dataset", "split_seed", "seed",
-    "batch_size",
+    "model", "model_options", "objective", "objective_options", "dataset", "split_seed",
+    "val_ratio", "seed", "batch_size",
 )  # fmt: skip
 
 
@@ -86,6 +88,7 @@ class TrainConfig:
     root: str | None = None
     split_file: str | None = None
     split_seed: int = 0
+    val_ratio: float = 0.2  #: share of the training scenes held out to choose best.pt
     model: str = "cprl"  #: a name of cprl_fast.models.MODELS
     model_options: dict = field(default_factory=dict)
     objective: str | None = None  #: a name of OBJECTIVES; None: the model's default
@@ -118,6 +121,9 @@ class TrainConfig:
         make_objective(self.objective_name, self.objective_options)  # validates the options
         for name, low, kind in RUN_NUMBERS:
             _check_number(name, getattr(self, name), low, kind)
+        check_device(self.device)
+        if not (isinstance(self.val_ratio, (int, float)) and 0.0 <= self.val_ratio < 1.0):
+            raise ValueError(f"val_ratio must be a number in [0, 1), got {self.val_ratio!r}")
 
     @property
     def objective_name(self) -> str:
@@ -200,7 +206,9 @@ def rank_share(indices: list[int], rank: int, world: int) -> list[int]:
 class Trainer:
     """Holds the model, optimisers and position of one run; :meth:`fit` trains it."""
 
-    def __init__(self, cfg: TrainConfig, train_set, test_set=None, model: nn.Module | None = None):
+    def __init__(self, cfg: TrainConfig, train_set, val_set=None, model: nn.Module | None = None):
+        """``val_set`` chooses ``best.pt`` (highest SRCC, evaluated every epoch): a validation
+        split, never the test split, which a caller evaluates once at the end."""
         self.cfg = cfg
         self.rank, self.world = _distributed()
         self.device = torch.device(cfg.device)
@@ -209,11 +217,17 @@ class Trainer:
         self.objective = make_objective(cfg.objective_name, cfg.objective_options)
         self.groups = self.objective.param_groups(self.model)
         self.opts = build_optimizers(self.groups, cfg)
-        self.train_set, self.test_set = train_set, test_set
+        self.train_set, self.val_set = train_set, val_set
         self.step = 0  # iterations done
         self.best = -math.inf
         self.out = Path(cfg.out_dir)
         self.net = self.model
+        has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.model.modules())
+        if cfg.batch_size == 1 and has_bn and not cfg.freeze_bn:
+            raise ValueError(
+                f"batch_size 1 cannot train model {cfg.model!r}: its BatchNorm layers need more "
+                "than one value per channel; use batch_size >= 2 or freeze_bn=true"
+            )
         if self.world > 1:
             if not self.objective.distributed:
                 raise ValueError(
@@ -262,17 +276,28 @@ class Trainer:
             "rng": checkpoint.rng_state(),
             "config": json.dumps(asdict(self.cfg)),
             "split": json.dumps(getattr(self.train_set, "split_info", {})),
+            "threads": torch.get_num_threads(),
+            "versions": _versions(),
         }
 
-    def save(self, name: str = "last.pt") -> Path:
+    def model_state(self) -> dict:
+        """What scoring a model needs (best.pt): the weights and the model card, without the
+        optimiser states and RNG that only resuming needs (a third of the size for AdamW)."""
+        state = self.state()
+        for key in ("optimizers", "rng"):
+            del state[key]
+        return state
+
+    def save(self, name: str = "last.pt", model_only: bool = False) -> Path:
         path = self.out / name
         if self.rank == 0:
-            checkpoint.save_atomic(self.state(), path)
+            checkpoint.save_atomic(self.model_state() if model_only else self.state(), path)
         return path
 
     def load(self, path: str | Path) -> None:
         state = checkpoint.load(path, map_location=self.device)
-        saved = TrainConfig.from_dict(json.loads(state["config"])).experiment()
+        saved_config = {**json.loads(state["config"]), "device": self.cfg.device}
+        saved = TrainConfig.from_dict(saved_config).experiment()
         for key, value in self.cfg.experiment().items():
             if saved[key] != value:
                 raise ValueError(
@@ -289,17 +314,25 @@ class Trainer:
         self.step = int(state["step"])
         self.best = float(state["best"])
         checkpoint.set_rng_state(state["rng"])
+        threads = state.get("threads")
+        if self.device.type == "cpu" and threads is not None and threads != torch.get_num_threads():
+            log.warning(
+                "checkpoint %s was written with %d CPU threads, this run has %d: on the CPU the "
+                "resumed run is exact only with the same thread count (reductions are split by "
+                "thread); set OMP_NUM_THREADS=%d for a bit-exact continuation",
+                path, threads, torch.get_num_threads(), threads,
+            )  # fmt: skip
 
     # -- the loop --------------------------------------------------------------------------
     def batches_per_epoch(self) -> int:
         return len(self.train_set) // self.cfg.batch_size  # drop the last partial batch
 
     def evaluate(self) -> dict[str, float]:
-        if self.test_set is None or len(self.test_set) < 2:
+        if self.val_set is None or len(self.val_set) < 2:
             return {}
         from cprl_fast.evaluate import predictions
 
-        pred, target = predictions(self.model, self.test_set, None, 0.0, self.cfg.batch_size,
+        pred, target = predictions(self.model, self.val_set, None, 0.0, self.cfg.batch_size,
                                    self.device)  # fmt: skip
         return metrics.evaluate_scores(pred, target)
 
@@ -391,13 +424,22 @@ class Trainer:
                         log.info("epoch %d: %s", epoch, result)
                         if result["srcc"] > self.best:
                             self.best = result["srcc"]
-                            self.save("best.pt")
+                            self.save("best.pt", model_only=True)
                     self.save("last.pt")
                 fh.flush()
         bar.close()
         if writer is not None:
             writer.close()
         return result
+
+
+def _versions() -> dict[str, str]:
+    import platform
+
+    import cprl_fast
+
+    return {"cprl_fast": cprl_fast.__version__, "torch": str(torch.__version__),
+            "python": platform.python_version()}  # fmt: skip
 
 
 def truncate_log(path: Path, step: int) -> None:
@@ -419,7 +461,10 @@ def run_folder(out: Path, lock: bool = True):
     a lock whose process is gone is taken over."""
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"out_dir {out} is a file, not a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a parent is a file, no permission, read-only file system, ...
+        raise OSError(f"out_dir {out} cannot be created: {err.strerror}") from None
     if not lock:
         yield out
         return

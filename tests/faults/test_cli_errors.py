@@ -1,0 +1,111 @@
+"""Every user error of the command line is one line on stderr naming the option, file or value
+and what is expected, with exit status 2 and no traceback (a traceback only with --debug)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "cprl_fast.cli", *args], capture_output=True,
+                          text=True, cwd=cwd)  # fmt: skip
+
+
+def _one_line(r, message: str) -> None:
+    assert r.returncode == 2, r.stderr
+    lines = [line for line in r.stderr.strip().splitlines() if "it/s]" not in line]
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in r.stderr, r.stderr
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("files")
+    (d / "empty.pt").write_bytes(b"")
+    torch.save({"a": torch.ones(1000)}, d / "full.pt")
+    (d / "cut.pt").write_bytes((d / "full.pt").read_bytes()[:1500])
+    (d / "noise.pt").write_bytes(bytes(range(256)) * 3)
+    torch.save({"x": _Evil()}, d / "evil.pt")
+    (d / "afile").write_text("x")
+    return d
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "--batch-size", "0"], "batch_size must be >= 1"),
+        (["train", "--clip-grad", "-1"], "clip_grad must be > 0"),
+        (["train", "--val-ratio", "1"], "val_ratio must be a number in [0, 1)"),
+        (["train", "--model", "resnet", "--b", "0.3"], "unknown config option 'b'"),
+        (["train", "--device", "bogus"], "device must be cpu, cuda or cuda:N, got 'bogus'"),
+        (["train", "--arch", "bogus"], "arch must be one of resnet18"),
+        (["train", "--placement", "bogus"], "placement must be 'last', 'all' or a list"),
+        (["evaluate", "--checkpoint", "nope.pt"], "checkpoint not found: nope.pt"),
+        (["evaluate", "--checkpoint", "x.pt", "--eps=-8/255"], "eps must be finite and >= 0"),
+    ],
+)
+def test_bad_options(args, message):
+    _one_line(_cli(*args), message)
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("empty.pt", "cannot read checkpoint empty.pt: the file is empty"),
+        ("cut.pt", "cannot read checkpoint cut.pt: not a PyTorch checkpoint"),
+        ("noise.pt", "cannot read checkpoint noise.pt: not a PyTorch checkpoint"),
+        ("evil.pt", "cannot read checkpoint evil.pt: refused: it holds a Python object (print)"),
+    ],
+)
+def test_unreadable_checkpoints(files, name, message):
+    r = _cli("evaluate", "--checkpoint", name, cwd=files)
+    _one_line(r, message)
+    assert "this must never run" not in r.stdout + r.stderr
+
+
+def test_a_bad_device_is_named_before_the_checkpoint_is_read(files):
+    _one_line(_cli("evaluate", "--checkpoint", "empty.pt", "--device", "bogus", cwd=files),
+              "device must be cpu, cuda or cuda:N, got 'bogus'")  # fmt: skip
+
+
+def test_an_output_folder_under_a_file(files):
+    r = _cli("train", "--out-dir", "afile/run", "--image-size", "32", "--max-steps", "1",
+             cwd=files)  # fmt: skip
+    _one_line(r, "out_dir afile/run cannot be created: Not a directory")
+
+
+def test_config_files(files):
+    (files / "list.json").write_text("[1, 2]")
+    _one_line(_cli("train", "--config", "list.json", cwd=files),
+              "config file list.json must hold an object of options, got a list")  # fmt: skip
+    (files / "str.json").write_text('{"epochs": "2"}')
+    _one_line(_cli("train", "--config", "str.json", cwd=files), "epochs must be a finite int")
+
+
+def test_train_resume_without_a_checkpoint(tmp_path):
+    r = _cli("train", "--resume", "--out-dir", str(tmp_path / "run"), "--image-size", "32")
+    _one_line(r, "nothing to resume")
+
+
+def test_debug_shows_the_traceback(files):
+    r = _cli("--debug", "evaluate", "--checkpoint", "empty.pt", cwd=files)
+    assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+def test_a_run_of_zero_steps_lists_no_checkpoint(tmp_path):
+    r = _cli("train", "--model", "resnet", "--arch", "resnet18", "--image-size", "32",
+             "--max-steps", "0", "--root", str(tmp_path / "data"), "--out-dir",
+             str(tmp_path / "run"))  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads(r.stdout[r.stdout.index("{") :])
+    assert summary["checkpoints"] == [] and "test" not in summary
+    assert not (tmp_path / "run" / "last.pt").exists()

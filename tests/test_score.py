@@ -1,0 +1,121 @@
+"""Using a trained model: scoring paths, folders, PIL images, arrays and tensors with the run's
+preprocessing; the metric as a differentiable loss; `cprl-fast score` and `cprl-fast info`;
+best.pt holding the model and its card only."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import cprl_fast
+from cprl_fast.data import load_splits
+from cprl_fast.train import TrainConfig, Trainer
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("builtin")
+    out = tmp_path_factory.mktemp("run")
+    sets = load_splits("builtin", root, ("train", "val"), image_size=SIZE)
+    cfg = TrainConfig(model="resnet", model_options={"arch": "resnet18"}, image_size=SIZE,
+                      batch_size=8, max_steps=2, epochs=1, out_dir=str(out))  # fmt: skip
+    Trainer(cfg, sets["train"], sets["val"]).fit()
+    return out
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """Four images of the run's size (no resize: every input path gives the same pixels), as
+    uint8 arrays and as PNG files in a folder tree, plus a file that is not an image."""
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    arrays = [rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8) for _ in range(4)]
+    (folder / "sub").mkdir()
+    for k, a in enumerate(arrays):
+        Image.fromarray(a).save(folder / ("sub" if k % 2 else ".") / f"img{k}.png")
+    (folder / "broken.png").write_bytes(b"not a png")
+    return folder, arrays
+
+
+def test_best_pt_holds_the_model_and_its_card_only(run):
+    best = torch.load(run / "best.pt", weights_only=True)
+    last = torch.load(run / "last.pt", weights_only=True)
+    assert "optimizers" not in best and "rng" not in best and "optimizers" in last
+    assert best["versions"]["torch"] == torch.__version__ and best["config"] == last["config"]
+    assert (run / "best.pt").stat().st_size < 0.6 * (run / "last.pt").stat().st_size
+
+
+def test_every_kind_of_input_gives_the_same_score(run, images):
+    folder, arrays = images
+    metric = cprl_fast.create_metric(run / "best.pt", batch_size=3)
+    assert metric.lower_better is False and metric.score_range == (0.0, 1.0)
+    tensors = torch.stack([torch.from_numpy(a).permute(2, 0, 1).float() / 255 for a in arrays])
+    want = metric(tensors).detach()
+    assert want.shape == (4,) and ((want >= 0) & (want <= 1)).all()
+    for inputs in (arrays, [Image.fromarray(a) for a in arrays], tensors, list(tensors)):
+        done, failed = metric.score(inputs)
+        assert failed == [] and len(done) == 4
+        torch.testing.assert_close(torch.tensor([s for _, s in done]), want)
+    done, failed = metric.score(folder)
+    names = [n for n, _ in done]
+    assert names == sorted(names) and len(done) == 4  # recursive, sorted
+    assert [f.path for f in failed] == [str(folder / "broken.png")]
+    by_name = dict(done)
+    for k in range(4):
+        path = folder / ("sub" if k % 2 else ".") / f"img{k}.png"  # pathlib drops the "."
+        assert by_name[str(path)] == pytest.approx(float(want[k]), abs=1e-5)
+
+
+def test_as_loss_lets_gradients_reach_the_images(run):
+    metric = cprl_fast.load_model(run / "best.pt", as_loss=True)
+    x = torch.rand(2, 3, 40, 48, requires_grad=True)  # resized and cropped differentiably
+    (1 - metric(x)).mean().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert all(p.grad is None for p in metric.parameters())
+    with torch.no_grad():
+        assert not metric(x).requires_grad
+
+
+def test_bad_inputs(run):
+    metric = cprl_fast.load_model(run / "best.pt")
+    with pytest.raises(TypeError, match="input 0: expected a path, PIL image"):
+        metric.score([3.5])
+    done, failed = metric.score([torch.full((3, 8, 8), 2.0)])
+    assert done == [] and "values must be finite and in [0, 1]" in failed[0].error
+    with pytest.raises(FileNotFoundError, match="no pretrained weights are distributed"):
+        cprl_fast.load_model(run / "nope.pt")
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "cprl_fast.cli", *args], capture_output=True,
+                          text=True)  # fmt: skip
+
+
+def test_cli_score_and_info(run, images, tmp_path):
+    folder, _ = images
+    r = _cli("score", str(folder), "--model", str(run / "best.pt"))
+    assert r.returncode == 1  # one file could not be read
+    rows = list(csv.DictReader(io.StringIO(r.stdout)))
+    assert len(rows) == 5 and sum(r_["error"] != "" for r_ in rows) == 1
+    assert "scored 4 image(s); 1 could not be read" in r.stderr and "broken.png" in r.stderr
+    out = tmp_path / "scores.json"
+    r = _cli("score", str(folder / "sub"), "--model", str(run / "best.pt"), "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    data = json.loads(out.read_text())
+    assert data["lower_better"] is False and len(data["scores"]) == 2
+    bad = _cli("score", str(folder / "missing"), "--model", str(run / "best.pt"))
+    assert bad.returncode == 2 and "no such file or folder" in bad.stderr
+    info = _cli("info", str(run / "best.pt"), "--json")
+    card = json.loads(info.stdout)
+    assert card["model"] == "resnet" and card["image_size"] == SIZE and card["val_ratio"] == 0.2
+    assert card["split"]["score_sha256"] and card["versions"]["torch"] == torch.__version__
