@@ -33,6 +33,9 @@ RUN_HELP = {
     "split_seed": "seed of the 4:1 scene-disjoint split",
     "val_ratio": "share of the training scenes held out (scene-disjoint) to choose best.pt; the "
     "test split is used only to report",
+    "folds": "K-fold cross-validation by scene instead of the 4:1 split (every image is a test "
+    "image in one of the K runs)",
+    "fold": "which of the folds is the test side (0 .. folds-1)",
     "model": "quality model",
     "objective": "training objective (default: the model's own)",
     "lr": "learning rate of every AdamW optimiser",

@@ -68,7 +68,8 @@ def load_run_splits(cfg: TrainConfig, splits=("train", "test"), dataset: str | N
 
     return load_splits(dataset or cfg.dataset, root or cfg.root, tuple(splits),
                        split_file=cfg.split_file, seed=cfg.split_seed,
-                       val_ratio=cfg.val_ratio, image_size=cfg.image_size)  # fmt: skip
+                       val_ratio=cfg.val_ratio, folds=cfg.folds, fold=cfg.fold,
+                       image_size=cfg.image_size)  # fmt: skip
 
 
 FIGURES = ("fig4_landscape", "fig5_channels", "fig6_srcc_vs_eps")

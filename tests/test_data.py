@@ -377,3 +377,57 @@ class TestBuiltin:
         tiny_image(tmp_path / "builtin-v1" / "images" / "junk.png")
         folder = generate(tmp_path)
         assert not (folder / "images" / "junk.png").exists() and (folder / "scores.csv").is_file()
+
+
+class TestFolds:
+    def test_every_image_is_a_test_image_exactly_once(self, tmp_path):
+        make_vcl(tmp_path)
+        tested: list[str] = []
+        for k in range(5):
+            sides = {s: load_dataset("vcl", tmp_path, split=s, folds=5, fold=k, seed=2)
+                     for s in ("train", "val", "test", "all")}  # fmt: skip
+            scenes = [_scenes(sides[s]) for s in ("train", "val", "test")]
+            assert all(a.isdisjoint(b) for i, a in enumerate(scenes) for b in scenes[i + 1 :])
+            assert sum(len(sides[s]) for s in ("train", "val", "test")) == len(sides["all"])
+            assert len(sides["val"]) > 0 and 4 <= len(scenes[2]) <= 5  # 23 scenes in 5 folds
+            tested += [it.path for it in sides["test"].items]
+        assert sorted(tested) == sorted(it.path for it in sides["all"].items)
+
+    def test_a_split_file_is_one_fold(self, tmp_path):
+        make_vcl(tmp_path / "vcl")
+        split = tmp_path / "fold1.json"
+        a = load_dataset("vcl", tmp_path / "vcl", split="test", folds=4, fold=1, split_file=split)
+        record = json.loads(split.read_text())
+        assert (record["folds"], record["fold"]) == (4, 1)
+        b = load_dataset("vcl", tmp_path / "vcl", split="test", folds=4, fold=1, split_file=split)
+        assert [it.path for it in a.items] == [it.path for it in b.items]
+        with pytest.raises(ValueError, match="holds fold 1 of 4, not fold 2 of 4"):
+            load_dataset("vcl", tmp_path / "vcl", split="test", folds=4, fold=2, split_file=split)
+
+    def test_bad_folds(self, tmp_path):
+        make_vcl(tmp_path)
+        with pytest.raises(ValueError, match="fold must be an int in \\[0, 3\\), got 3"):
+            load_dataset("vcl", tmp_path, split="test", folds=3, fold=3)
+        with pytest.raises(ValueError, match="folds must be at most the 23 scenes"):
+            load_dataset("vcl", tmp_path, split="test", folds=40)
+
+
+def test_builtin_v2(tmp_path):
+    """750 images: 15 scenes x 10 distortion types x 5 levels; pseudo-MOS in [0, 1] that
+    falls from level 1 to level 5 for (nearly) every scene and type. Saturation does not
+    change a greyscale photograph, whose scores stay at the reference's."""
+    from cprl_fast.data.builtin import LEVELS_V2, SCENES_V2
+
+    items, score_file = load_items("builtin-v2", tmp_path)
+    assert len(items) == 750 and score_file.parent.name == "builtin-v2"
+    assert {it.scene for it in items} == set(SCENES_V2) and len(LEVELS_V2) == 10
+    assert {it.distortion for it in items} == set(LEVELS_V2)
+    assert all(0.0 <= it.score <= 1.0 for it in items)
+    falls = []
+    for scene in SCENES_V2:
+        for kind in LEVELS_V2:
+            s = {it.level: it.score for it in items if it.scene == scene and it.distortion == kind}
+            if s[1] - s[5] > 1e-6:  # the type changes this photograph
+                falls.append(s[5] < s[1])
+    assert len(falls) >= 140 and all(falls)
+    assert load_dataset("builtin", tmp_path, split="all").name == "builtin"  # v1 still loads

@@ -134,6 +134,8 @@ def load_splits(
     seed: int = 0,
     train_ratio: float = 0.8,
     val_ratio: float = 0.2,
+    folds: int | None = None,
+    fold: int = 0,
     official_split: bool = False,
     transform: Callable | None = None,
     image_size: int = 320,
@@ -149,6 +151,8 @@ def load_splits(
         seed: seed of the 4:1 scene-disjoint split (ignored when ``split_file`` exists).
         train_ratio: share of scenes on the train and val sides together.
         val_ratio: share of those held out for validation (model selection), scene-disjoint.
+        folds, fold: K-fold cross-validation by scene instead of ``train_ratio``: the test
+            side is fold ``fold`` of ``folds`` (every image is tested once over the folds).
         official_split: the dataset's own split instead (datasets registered with one).
         transform: PIL image -> tensor; default the train (random crop) or test (centre crop)
             transform of docs/maths.md section 7 at ``image_size``.
@@ -188,10 +192,15 @@ def load_splits(
     sha = file_sha256(score_file)
     if split_file is not None and Path(split_file).is_file():
         record = read_record(split_file, name, sha, items)
+        if folds is not None and (record.get("folds"), record.get("fold")) != (folds, fold):
+            raise ValueError(
+                f"split file {split_file} holds fold {record.get('fold')} of "
+                f"{record.get('folds')}, not fold {fold} of {folds}: one split file per fold"
+            )
     else:
-        scenes = scene_split(items, seed, train_ratio, val_ratio)
+        scenes = scene_split(items, seed, train_ratio, val_ratio, folds, fold)
         record = make_record(
-            name, seed, train_ratio, val_ratio, items, str(score_file), sha, scenes
+            name, seed, train_ratio, val_ratio, items, str(score_file), sha, scenes, folds, fold
         )
         if split_file is not None:
             write_json_atomic(split_file, record)

@@ -1,4 +1,4 @@
-"""The built-in dataset: a synthetic stand-in for a quality database, needing no download.
+"""The built-in datasets: synthetic stand-ins for a quality database, needing no download.
 
 **These scores are not human opinion scores.** Ten natural photographs that scikit-image ships
 (``astronaut``, ``brick``, ``camera``, ``chelsea``, ``coffee``, ``grass``, ``gravel``, ``moon``,
@@ -11,6 +11,10 @@ upsampling): 250 images in 10 scenes. The pseudo-MOS of each is MS-SSIM against 
 It is generated deterministically (seeded noise, Pillow's encoders, scores rounded to 6
 decimals) once into a cache folder (``$CPRL_FAST_CACHE``, else ``~/.cache/cprl_fast``) under
 ``builtin-v1/``, written to a temporary folder and renamed into place when complete.
+
+``builtin-v2`` (dataset name ``builtin-v2``) is built the same way from 15 photographs and ten
+distortion types (:data:`SCENES_V2`, :data:`LEVELS_V2`): 750 images, so that a test split of a
+4:1 split holds 150 images of 3 scenes, and 5-fold cross-validation tests every image once.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from cprl_fast.io import file_lock
 
 VERSION = "builtin-v1"
 SIZE = 256
+#: builtin-v1's scenes (file names in scikit-image's data folder)
 SCENES = {
     "astronaut": "astronaut.png", "brick": "brick.png", "camera": "camera.png",
     "chelsea": "chelsea.png", "coffee": "coffee.png", "grass": "grass.png",
@@ -46,6 +51,24 @@ LEVELS = {
     "contrast": (0.7, 0.5, 0.35, 0.22, 0.12),  # contrast factor
     "pixelate": (2, 3, 4, 6, 9),  # block size, px
 }
+#: builtin-v2 adds every other natural photograph the installed packages ship (scikit-image's
+#: ``coins``, ``hubble_deep_field``, ``immunohistochemistry``, ``retina``; matplotlib's
+#: ``grace_hopper``) and five distortion types: colour saturation, quantisation, motion blur,
+#: ringing and chromatic shift. 15 scenes x 10 types x 5 levels = 750 images.
+SCENES_V2 = {
+    **SCENES, "coins": "coins.png", "hubble_deep_field": "hubble_deep_field.jpg",
+    "ihc": "ihc.png", "retina": "retina.jpg", "grace_hopper": "matplotlib:grace_hopper.jpg",
+}  # fmt: skip
+LEVELS_V2 = {
+    **LEVELS,
+    "saturation": (0.6, 0.4, 0.2, 0.1, 0.0),  # colour factor (0: greyscale)
+    "quantise": (32, 16, 8, 5, 3),  # grey levels per channel
+    "motion": (5, 9, 15, 23, 33),  # horizontal motion-blur length, px
+    "ringing": (0.5, 0.35, 0.22, 0.14, 0.08),  # ideal low-pass cut-off, share of Nyquist
+    "chroma": (1, 2, 4, 6, 9),  # red and blue channels shifted apart, px
+}
+#: version -> (scenes, distortion levels, what the loader registers it as)
+VERSIONS = {"builtin-v1": (SCENES, LEVELS), "builtin-v2": (SCENES_V2, LEVELS_V2)}
 SCORE_FILE = "scores.csv"
 
 
@@ -56,12 +79,23 @@ def cache_root() -> Path:
     return Path(base)
 
 
+def _photo(name: str) -> Path:
+    """A photograph the installed packages ship: ``"file"`` in scikit-image's data folder, or
+    ``"matplotlib:file"`` in matplotlib's sample data."""
+    package, _, file = name.rpartition(":")
+    if package == "matplotlib":
+        import matplotlib
+
+        return Path(matplotlib.get_data_path()) / "sample_data" / file
+    import skimage.data
+
+    return Path(skimage.data.__file__).parent / file
+
+
 @functools.cache
 def reference(scene: str) -> Image.Image:
     """One reference photograph, RGB, 256 x 256 (cached: do not modify the returned image)."""
-    import skimage.data
-
-    path = Path(skimage.data.__file__).parent / SCENES[scene]
+    path = _photo(SCENES_V2[scene])
     with Image.open(path) as img:
         img = img.convert("RGB")
     w, h = img.size
@@ -74,7 +108,9 @@ def reference(scene: str) -> Image.Image:
 
 def distort(img: Image.Image, kind: str, level: int, seed: int) -> Image.Image:
     """``img`` distorted by ``kind`` at ``level`` (1..5); ``seed`` drives the noise."""
-    p = LEVELS[kind][level - 1]
+    if kind not in LEVELS_V2:
+        raise ValueError(f"unknown distortion {kind!r}")
+    p = LEVELS_V2[kind][level - 1]
     if kind == "blur":
         return img.filter(ImageFilter.GaussianBlur(radius=p))
     if kind == "noise":
@@ -92,7 +128,25 @@ def distort(img: Image.Image, kind: str, level: int, seed: int) -> Image.Image:
     if kind == "pixelate":
         small = img.resize((SIZE // p, SIZE // p), Image.BOX)
         return small.resize((SIZE, SIZE), Image.NEAREST)
-    raise ValueError(f"unknown distortion {kind!r}")
+    arr = np.asarray(img, dtype=np.float64) / 255.0
+    if kind == "saturation":
+        return ImageEnhance.Color(img).enhance(p)
+    if kind == "quantise":
+        arr = np.round(arr * (p - 1)) / (p - 1)
+    elif kind == "motion":
+        kernel = np.ones(int(p)) / p
+        arr = np.apply_along_axis(lambda r: np.convolve(np.pad(r, p // 2, mode="edge"), kernel,
+                                                        mode="valid"), 1, arr)  # fmt: skip
+    elif kind == "ringing":  # an ideal (brick-wall) low-pass: Gibbs ringing at edges
+        f = np.fft.fft2(arr, axes=(0, 1))
+        fy, fx = np.meshgrid(np.fft.fftfreq(SIZE), np.fft.fftfreq(SIZE), indexing="ij")
+        keep = (np.abs(fy) <= p / 2) & (np.abs(fx) <= p / 2)
+        arr = np.real(np.fft.ifft2(f * keep[..., None], axes=(0, 1)))
+    elif kind == "chroma":
+        arr = arr.copy()
+        arr[..., 0] = np.roll(arr[..., 0], p, axis=1)
+        arr[..., 2] = np.roll(arr[..., 2], -p, axis=1)
+    return Image.fromarray(np.round(np.clip(arr, 0, 1) * 255).astype(np.uint8))
 
 
 def _ms_ssim(a: Image.Image, b: Image.Image) -> float:
@@ -109,33 +163,35 @@ def _ms_ssim(a: Image.Image, b: Image.Image) -> float:
     return float(piq.multi_scale_ssim(t(a), t(b), data_range=1.0))
 
 
-def generate(root: Path) -> Path:
-    """Writes the dataset under ``root/builtin-v1`` (if not already complete); returns it.
+def generate(root: Path, version: str = VERSION) -> Path:
+    """Writes the dataset ``version`` (``builtin-v1`` or ``builtin-v2``) under ``root`` (if not
+    already complete); returns its folder.
 
     Safe under concurrency (``torchrun`` ranks on a fresh machine): generation holds a file lock
     beside the folder, a process that waited for it finds the dataset complete and returns, and
     a complete copy is never removed (it is built in a temporary folder and renamed into place)."""
-    final = root / VERSION
+    final = root / version
     if (final / SCORE_FILE).is_file():
         return final
-    with file_lock(root / f".{VERSION}.lock"):
+    with file_lock(root / f".{version}.lock"):
         if (final / SCORE_FILE).is_file():  # another process made it while this one waited
             return final
-        return _generate(root, final)
+        return _generate(root, final, *VERSIONS[version])
 
 
-def _generate(root: Path, final: Path) -> Path:
+def _generate(root: Path, final: Path, scenes: dict, levels: dict) -> Path:
     from tqdm import tqdm
 
     root.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(dir=root, prefix=f".{VERSION}."))
+    work = Path(tempfile.mkdtemp(dir=root, prefix=f".{final.name}."))
     try:
         (work / "refs").mkdir()
         (work / "images").mkdir()
         rows = []
-        jobs = [(s, k, lv) for s in SCENES for k in LEVELS for lv in range(1, 6)]
+        jobs = [(s, k, lv) for s in scenes for k in levels for lv in range(1, 6)]
         refs = {}
-        for scene, kind, level in tqdm(jobs, desc="generating the built-in dataset", unit="img"):
+        desc = f"generating the built-in dataset ({final.name})"
+        for scene, kind, level in tqdm(jobs, desc=desc, unit="img"):
             if scene not in refs:
                 refs[scene] = reference(scene)
                 refs[scene].save(work / "refs" / f"{scene}.png")
@@ -164,15 +220,8 @@ def _generate(root: Path, final: Path) -> Path:
     return final
 
 
-@register(
-    "builtin",
-    needs_root=False,
-    synthetic=True,
-    about="synthetic, 10 photographs x 25 distortions, no download",
-)
-def load_builtin(root: Path | None, **_options) -> tuple[list[Item], Path]:
-    """Items of the built-in dataset, generating it under ``root`` (default: the cache) first."""
-    folder = generate(cache_root() if root is None else Path(root))
+def _load(version: str, root: Path | None) -> tuple[list[Item], Path]:
+    folder = generate(cache_root() if root is None else Path(root), version)
     score_file = folder / SCORE_FILE
     header, rows = read_csv(score_file)
     cols = [column(header, score_file, c) for c in ("image", "scene", "distortion", "level")]
@@ -187,3 +236,27 @@ def load_builtin(root: Path | None, **_options) -> tuple[list[Item], Path]:
     if not items:
         raise DatasetFormatError(f"{score_file} lists no image")
     return items, score_file
+
+
+@register(
+    "builtin",
+    needs_root=False,
+    synthetic=True,
+    about="synthetic, 10 photographs x 25 distortions, no download",
+)
+def load_builtin(root: Path | None, **_options) -> tuple[list[Item], Path]:
+    """Items of the built-in dataset (builtin-v1), generating it under ``root`` (default: the
+    cache) first."""
+    return _load("builtin-v1", root)
+
+
+@register(
+    "builtin-v2",
+    needs_root=False,
+    synthetic=True,
+    about="synthetic, 15 photographs x 50 distortions (10 types), no download",
+)
+def load_builtin_v2(root: Path | None, **_options) -> tuple[list[Item], Path]:
+    """Items of builtin-v2 (750 images, 15 scenes, 10 distortion types), generated under
+    ``root`` (default: the cache) first."""
+    return _load("builtin-v2", root)

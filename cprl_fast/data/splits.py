@@ -26,13 +26,19 @@ SIDES = ("train", "val", "test")
 
 
 def scene_split(
-    items: list[Item], seed: int, train_ratio: float = 0.8, val_ratio: float = 0.2
-) -> dict[str, list[str]]:
+    items: list[Item], seed: int, train_ratio: float = 0.8, val_ratio: float = 0.2,
+    folds: int | None = None, fold: int = 0,
+) -> dict[str, list[str]]:  # fmt: skip
     """Scenes of each side: a seeded permutation of the sorted scene ids; the first
     ``round(train_ratio * scenes)`` (at least one, and at least one scene left for test) are
     the training scenes, of which the last ``round(val_ratio * n)`` (at least one where n >= 2
     and ``val_ratio > 0``) are held out for validation. The train+val / test partition does not
-    depend on ``val_ratio``: a seed's test scenes are the same with or without validation."""
+    depend on ``val_ratio``: a seed's test scenes are the same with or without validation.
+
+    With ``folds = K``: K-fold cross-validation by scene instead of the ratio: the permutation
+    is cut into K near-equal groups (``numpy.array_split``), group ``fold`` is the test side and
+    validation is carved from the others as above, so over ``fold = 0 .. K-1`` every image is
+    a test image exactly once."""
     if not 0.0 < train_ratio < 1.0:
         raise ValueError(f"train_ratio must be in (0, 1), got {train_ratio}")
     if not 0.0 <= val_ratio < 1.0:
@@ -41,15 +47,32 @@ def scene_split(
     if len(scenes) < 2:
         raise ValueError(f"a scene-disjoint split needs at least 2 scenes, got {len(scenes)}")
     order = [scenes[i] for i in np.random.default_rng(seed).permutation(len(scenes))]
-    n_fit = min(max(round(train_ratio * len(scenes)), 1), len(scenes) - 1)
+    if folds is None:
+        n_fit = min(max(round(train_ratio * len(scenes)), 1), len(scenes) - 1)
+        fit, test = order[:n_fit], order[n_fit:]
+    else:
+        check_fold(folds, fold, len(scenes))
+        groups = np.array_split(np.arange(len(scenes)), folds)
+        test = [order[i] for i in groups[fold]]
+        fit = [order[i] for k, g in enumerate(groups) if k != fold for i in g]
     n_val = 0
-    if val_ratio > 0 and n_fit >= 2:
-        n_val = min(max(round(val_ratio * n_fit), 1), n_fit - 1)
+    if val_ratio > 0 and len(fit) >= 2:
+        n_val = min(max(round(val_ratio * len(fit)), 1), len(fit) - 1)
     return {
-        "train": sorted(order[: n_fit - n_val]),
-        "val": sorted(order[n_fit - n_val : n_fit]),
-        "test": sorted(order[n_fit:]),
+        "train": sorted(fit[: len(fit) - n_val]),
+        "val": sorted(fit[len(fit) - n_val :]),
+        "test": sorted(test),
     }
+
+
+def check_fold(folds: int, fold: int, scenes: int | None = None) -> None:
+    """``folds >= 2`` (at most the number of scenes) and ``0 <= fold < folds``."""
+    if not (isinstance(folds, int) and folds >= 2):
+        raise ValueError(f"folds must be an int >= 2, got {folds!r}")
+    if scenes is not None and folds > scenes:
+        raise ValueError(f"folds must be at most the {scenes} scenes of the dataset, got {folds}")
+    if not (isinstance(fold, int) and 0 <= fold < folds):
+        raise ValueError(f"fold must be an int in [0, {folds}), got {fold!r}")
 
 
 def side_counts(items: list[Item], scenes: dict[str, list[str]]) -> dict[str, int]:
@@ -65,12 +88,14 @@ def side_counts(items: list[Item], scenes: dict[str, list[str]]) -> dict[str, in
 def make_record(
     dataset: str, seed: int, train_ratio: float, val_ratio: float, items: list[Item],
     score_file: str, score_sha256: str, scenes: dict[str, list[str]],
+    folds: int | None = None, fold: int = 0,
 ) -> dict:  # fmt: skip
     return {
         "dataset": dataset,
         "seed": seed,
         "train_ratio": train_ratio,
         "val_ratio": val_ratio,
+        **({"folds": folds, "fold": fold} if folds is not None else {}),
         "score_file": os.path.basename(score_file),
         "score_sha256": score_sha256,
         "counts": side_counts(items, scenes),
@@ -137,7 +162,8 @@ def read_record(path: str | Path, dataset: str, score_sha256: str, items: list[I
     seed = record.get("seed")
     if seed is not None:
         expected = scene_split(items, seed, record.get("train_ratio", 0.8),
-                               record.get("val_ratio", 0.0))  # fmt: skip
+                               record.get("val_ratio", 0.0), record.get("folds"),
+                               record.get("fold", 0))  # fmt: skip
         if {k: sorted(v) for k, v in scenes.items()} != expected:
             raise ValueError(
                 f"split file {path}: its scenes are not those seed {seed} gives (edited by "

@@ -30,6 +30,7 @@ from torch import nn
 
 from cprl_fast import metrics
 from cprl_fast.checks import check_device
+from cprl_fast.data.splits import check_fold
 from cprl_fast.io import write_text_atomic
 from cprl_fast.models.registry import (
     MODELS,
@@ -47,7 +48,7 @@ log = logging.getLogger("cprl_fast.train")
 #: Settings of the run that define the experiment: a resumed run must have the same.
 EXPERIMENT_KEYS = (
     "model", "model_options", "objective", "objective_options", "dataset", "split_seed",
-    "val_ratio", "seed", "batch_size",
+    "val_ratio", "folds", "fold", "seed", "batch_size",
 )  # fmt: skip
 
 
@@ -89,6 +90,8 @@ class TrainConfig:
     split_file: str | None = None
     split_seed: int = 0
     val_ratio: float = 0.2  #: share of the training scenes held out to choose best.pt
+    folds: int | None = None  #: K-fold cross-validation by scene (instead of the 4:1 split)
+    fold: int = 0  #: which fold is the test side, with ``folds``
     model: str = "cprl"  #: a name of cprl_fast.models.MODELS
     model_options: dict = field(default_factory=dict)
     objective: str | None = None  #: a name of OBJECTIVES; None: the model's default
@@ -124,6 +127,10 @@ class TrainConfig:
         check_device(self.device)
         if not (isinstance(self.val_ratio, (int, float)) and 0.0 <= self.val_ratio < 1.0):
             raise ValueError(f"val_ratio must be a number in [0, 1), got {self.val_ratio!r}")
+        if self.folds is not None:
+            check_fold(self.folds, self.fold)
+        elif self.fold != 0:
+            raise ValueError(f"fold={self.fold!r} needs folds (K-fold cross-validation)")
 
     @property
     def objective_name(self) -> str:

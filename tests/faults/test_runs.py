@@ -36,6 +36,9 @@ def sets(tmp_path_factory):
         ("batch_size", 2.5, "batch_size must be a finite int"),
         ("weight_decay", -0.1, "weight_decay must be >= 0"),
         ("max_steps", -1, "max_steps must be >= 0"),
+        ("val_ratio", 1.0, r"val_ratio must be a number in \[0, 1\)"),
+        ("folds", 1, "folds must be an int >= 2"),
+        ("fold", 2, "fold=2 needs folds"),
     ],
 )
 def test_every_number_of_the_config_is_checked(key, value, message):
