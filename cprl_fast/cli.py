@@ -255,7 +255,7 @@ def _evaluate_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--dataset", choices=DATASETS,
                    help="dataset (default: the one the first model was trained on)")  # fmt: skip
     p.add_argument("--root", help="dataset folder (default: the first model's training run's)")
-    p.add_argument("--split", default="test", choices=["train", "test", "all"],
+    p.add_argument("--split", default="test", choices=["train", "val", "test", "all"],
                    help="which split to evaluate on (default: test)")  # fmt: skip
     p.add_argument("--attack", default="fgsm,pgd,reflect",
                    help=f"{_attack_help()} (default: fgsm,pgd,reflect)")  # fmt: skip
