@@ -315,6 +315,12 @@ class Trainer:
         saved_split = json.loads(state.get("split", "{}"))
         if split.get("score_sha256") != saved_split.get("score_sha256"):
             raise ValueError(f"checkpoint {path} was trained on another split or score file")
+        if "counts" in saved_split and split.get("counts") != saved_split["counts"]:
+            # e.g. a run from before validation splits: its training side held the val scenes
+            raise ValueError(
+                f"checkpoint {path} was trained on another split: its sides held "
+                f"{saved_split['counts']}, this run's hold {split.get('counts')}"
+            )
         self.model.load_state_dict(state["model"])
         for k, o in self.opts.items():
             o.load_state_dict(state["optimizers"][k])

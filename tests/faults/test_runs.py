@@ -5,6 +5,7 @@ a batch BatchNorm cannot train refused before any work."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -124,3 +125,17 @@ def test_a_batch_of_one_under_batchnorm_is_refused_before_training(sets, tmp_pat
                          max_steps=1)  # fmt: skip
     Trainer(frozen, sets["train"]).fit()  # with running statistics a batch of one trains
     assert (tmp_path / "last.pt").is_file()
+
+
+def test_resume_refuses_a_checkpoint_of_another_split(sets, tmp_path):
+    """A run from before validation splits trained on the val scenes too: its recorded split
+    counts differ, and resuming it on today's split is refused rather than silently changed."""
+    Trainer(TrainConfig(**SMALL, out_dir=str(tmp_path), max_steps=1), sets["train"]).fit()
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    split = json.loads(state["split"])
+    split["counts"] = {"train_images": 200, "test_images": 50}
+    state["split"] = json.dumps(split)
+    torch.save(state, tmp_path / "last.pt")
+    more = TrainConfig(**SMALL, out_dir=str(tmp_path), max_steps=2)
+    with pytest.raises(ValueError, match="was trained on another split: its sides held"):
+        Trainer(more, sets["train"]).fit(resume=True)
