@@ -57,7 +57,15 @@ def _resolve_cuda_home() -> None:
 
 _resolve_cuda_home()
 
-import torch  # noqa: E402
+try:
+    import torch  # noqa: E402
+except ImportError:  # pip's isolated build environment: no torch there, by design
+    sys.exit(
+        "cprl_fast compiles against the torch it will run with, so torch must be installed "
+        "first and the build must see it: pip install torch, then "
+        "pip install --no-build-isolation .  (an isolated build would download a second torch "
+        "and the CUDA stack, several GB, and build against a torch you do not run)"
+    )
 from torch.utils.cpp_extension import (  # noqa: E402
     CUDA_HOME,
     BuildExtension,

@@ -11,6 +11,8 @@ not to be trusted as they stand:
 
 - ``gradient_free_not_stronger``: Square (no gradients) must not lower SRCC significantly more
   than the strongest white-box attack (paired bootstrap over the images);
+- ``transfer_not_stronger`` (with a source model): images crafted on another model must not
+  lower SRCC significantly more than the strongest white-box attack on the model itself;
 - ``more_steps_not_weaker``: 10-step PGD must reach at least the squared error of 1-step FGSM
   on its own objective;
 - ``damage_grows_with_eps``: the worst-case SRCC must not rise by more than 0.05 as eps grows;
@@ -23,6 +25,7 @@ not to be trusted as they stand:
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -38,6 +41,9 @@ from cprl_fast.nn import CPRLActivation
 DEFAULT_EPS = (1 / 255, 2 / 255, 4 / 255, 8 / 255)
 SUITE = ("fgsm", "pgd", "reflect10", "rank", "square")
 WHITE_BOX = ("fgsm", "pgd", "reflect10", "rank", "pgd-soft")
+#: The black-box attacks, each with the check that it is not stronger than the white box.
+BLACK_BOX = {"square": "gradient_free_not_stronger", "square100": "gradient_free_not_stronger",
+             "transfer": "transfer_not_stronger"}  # fmt: skip
 #: The attacks of the unbounded check: iterative, deterministic from the clean image.
 UNBOUNDED = ("reflect10",)
 #: How far the worst-case SRCC may rise with eps before "damage grows with eps" fails.
@@ -71,10 +77,11 @@ def diagnose(by_eps: dict[float, dict], unbounded: dict, soft: bool) -> list[dic
     for eps, res in by_eps.items():
         tag = f"eps={eps * 255:g}/255: "
         white = [n for n in WHITE_BOX if n in res]
-        if "square" in res and white:
-            strongest = min(white, key=lambda n: res[n]["srcc"])
-            passed, detail = _not_stronger(res, "square", strongest, labels)
-            checks.append(_check("gradient_free_not_stronger", eps, passed, tag + detail))
+        for black, check in BLACK_BOX.items():
+            if black in res and white:
+                strongest = min(white, key=lambda n: res[n]["srcc"])
+                passed, detail = _not_stronger(res, black, strongest, labels)
+                checks.append(_check(check, eps, passed, tag + detail))
         if "pgd" in res and "fgsm" in res:
             pgd, fgsm = res["pgd"]["mse"], res["fgsm"]["mse"]
             checks.append(_check("more_steps_not_weaker", eps, pgd >= fgsm * (1 - 1e-3),
@@ -101,19 +108,28 @@ def _worst(res: dict) -> dict:
 
 def audit(model: nn.Module, dataset, eps: Sequence[float] = DEFAULT_EPS,
           attacks: Sequence[str] = SUITE, batch_size: int = 16, device="cpu", seed: int = 0,
-          out_dir: str | Path | None = None, title: str = "model") -> dict:  # fmt: skip
+          out_dir: str | Path | None = None, title: str = "model",
+          source: nn.Module | None = None, certify_sigmas: Sequence[float] = (),
+          certify_n: int = 1000, certify_alpha: float = 0.001) -> dict:  # fmt: skip
     """Runs ``attacks`` at every ``eps`` on ``dataset`` (SRCC/PLCC with 95% bootstrap intervals,
     the worst case per eps) and the gradient-masking diagnostics; with ``out_dir`` writes
-    report.md, report.json and srcc_vs_eps.png there. Returns the report's content."""
+    report.md, report.json and srcc_vs_eps.png there. ``source``: another trained model; the
+    ``transfer`` attack (images crafted on it) joins the suite. ``certify_sigmas``: median
+    smoothing at each noise level (:mod:`cprl_fast.certify`, ``certify_n`` draws, joint
+    confidence ``1 - certify_alpha``), certified at L2 radius 0 and at the radius of the L2
+    ball that holds each L-infinity ball, ``eps * sqrt(3 H W)``. Returns the report's
+    content."""
     from tqdm import tqdm
 
     attacks = list(attacks)
+    if source is not None and "transfer" not in attacks:
+        attacks.append("transfer")
     soft = _has_ca(model)
     if soft and "pgd-soft" not in attacks:
         attacks.append("pgd-soft")
     by_eps = {}
     for e in tqdm(list(eps), desc="audit: budgets", unit="eps"):
-        by_eps[float(e)] = evaluate(model, dataset, attacks, e, batch_size, device, seed)
+        by_eps[float(e)] = evaluate(model, dataset, attacks, e, batch_size, device, seed, source)
     # without a random start: at eps = 1 a random start alone would reach chance
     unbounded = {}
     for n in UNBOUNDED:
@@ -123,9 +139,64 @@ def audit(model: nn.Module, dataset, eps: Sequence[float] = DEFAULT_EPS,
     report = {"model": title, "images": len(dataset), "attacks": attacks,
               "eps": [float(e) for e in eps], "results": {str(e): r for e, r in by_eps.items()},
               "unbounded": unbounded, "diagnostics": checks}  # fmt: skip
+    if certify_sigmas:
+        report["certified"] = _certified(model, dataset, eps, certify_sigmas, certify_n,
+                                         certify_alpha, batch_size, device, seed)  # fmt: skip
     if out_dir is not None:
         write(report, Path(out_dir))
     return report
+
+
+def summary(report: dict, dataset=None) -> dict:
+    """The audit in a few numbers, for a model card: clean SRCC, the worst case per eps with its
+    interval and the attack it came from, the failed checks, and the certified table if any."""
+    results = {float(k): v for k, v in report["results"].items()}
+    clean = next(iter(results.values()))["clean"]
+    info = getattr(dataset, "split_info", {}) or {}
+    out = {"date": time.strftime("%Y-%m-%d"), "images": report["images"],
+           "dataset": getattr(dataset, "name", None), "split": info.get("split"),
+           "attacks": report["attacks"], "clean_srcc": clean["srcc"],
+           "worst": {f"{e * 255:g}/255": {"srcc": _worst(r)["srcc"],
+                                          "ci": _worst(r).get("srcc_ci"),
+                                          "from": _worst(r).get("from")}
+                     for e, r in sorted(results.items())},
+           "failed_checks": sorted({c["check"] for c in report["diagnostics"]
+                                    if not c["passed"]})}  # fmt: skip
+    if report.get("certified"):
+        out["certified"] = [{"sigma": c["sigma"], "smoothed_srcc": c["srcc"],
+                             "radii": [{k: r[k] for k in ("radius", "width", "certified_srcc")}
+                                       for r in c["radii"]]}
+                            for c in report["certified"]]  # fmt: skip
+    return out
+
+
+def record(checkpoint: str | Path, report: dict, dataset=None) -> None:
+    """Writes :func:`summary` into the checkpoint's model card (key ``audit``), atomically and
+    in its own format (``torch.save`` or safetensors)."""
+    from cprl_fast.train.checkpoint import load, save_atomic, save_safetensors
+
+    path = Path(checkpoint)
+    state = load(path)
+    state["audit"] = summary(report, dataset)
+    if path.suffix == ".safetensors":
+        save_safetensors(state, path)
+    else:
+        save_atomic(state, path)
+
+
+def _certified(model, dataset, eps, sigmas, n, alpha, batch_size, device, seed) -> list[dict]:
+    from cprl_fast.certify import certify, smoothed_metrics
+
+    side = dataset[0][0].numel() ** 0.5
+    radii = [0.0] + [float(e) * side for e in eps]
+    out = []
+    for sigma in sigmas:
+        cert = certify(model, dataset, float(sigma), n, alpha, radii, batch_size, device, seed)
+        res = smoothed_metrics(cert)
+        for r, e in zip(res["radii"][1:], eps, strict=True):
+            r["eps"] = float(e)
+        out.append(res)
+    return out
 
 
 def write(report: dict, out: Path) -> dict[str, Path]:
@@ -159,9 +230,62 @@ def write(report: dict, out: Path) -> dict[str, Path]:
     lines += ["", "![SRCC against eps](srcc_vs_eps.png)", "",
               "*SRCC of each attack and of the worst case (band: its 95% interval) against the "
               "budget eps; the dotted line is the clean SRCC.*"]  # fmt: skip
+    if report.get("certified"):
+        paths["certified"] = out / "certified.png"
+        lines += _certified_lines(report)
+        _plot_certified(report, results, paths["certified"])
     write_text_atomic(paths["md"], "\n".join(lines) + "\n")
     _plot(report, results, clean["srcc"], paths["png"])
     return paths
+
+
+def _certified_lines(report: dict) -> list[str]:
+    first = report["certified"][0]
+    lines = ["", "## Certified (median smoothing)", "",
+             f"The smoothed model scores an image by the median of the model's scores over "
+             f"{first['n']} Gaussian noise draws of standard deviation sigma; each interval holds "
+             f"for every L2 perturbation up to the radius with probability "
+             f"{1 - first['alpha']:g} (cprl_fast/certify.py, docs/maths.md §8). Radius "
+             "eps*sqrt(d) is the L2 ball holding the L-infinity ball of eps. Certified SRCC: "
+             "a lower bound on the SRCC of any scores inside the intervals, holding with "
+             f"probability {max(0.0, 1 - report['images'] * first['alpha']):g} (all "
+             f"{report['images']} intervals at once).", "",
+             "| sigma | radius (L2) | holds L-inf eps | smoothed SRCC (clean) | mean width | "
+             "certified SRCC |", "| ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    for c in report["certified"]:
+        lo, hi = c["srcc_ci"]
+        for r in c["radii"]:
+            eps = f"{r['eps'] * 255:g}/255" if "eps" in r else "-"
+            lines.append(f"| {c['sigma']:g} | {r['radius']:.3f} | {eps} | {c['srcc']:.3f} "
+                         f"[{lo:.3f}, {hi:.3f}] | {r['width']:.3f} | "
+                         f"{r['certified_srcc']:.3f} |")  # fmt: skip
+    lines += ["", "![certified SRCC](certified.png)", "",
+              "*Certified SRCC of the smoothed model at each sigma (the L2 ball holding each "
+              "L-infinity ball) beside the empirical worst-case SRCC of the model itself "
+              "under the attack suite, against eps. The certified curves are guarantees for "
+              "another model (the smoothed one); the empirical curve is an upper estimate "
+              "for this one.*"]  # fmt: skip
+    return lines
+
+
+def _plot_certified(report: dict, results: dict, path: Path) -> None:
+    from cprl_fast.figures import _pyplot
+
+    plt = _pyplot()
+    eps = sorted(results)
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    ax.plot([e * 255 for e in eps], [_worst(results[e])["srcc"] for e in eps], color="black",
+            lw=2, marker="o", label="empirical worst case (model)")  # fmt: skip
+    for c in report["certified"]:
+        pts = [(r["eps"] * 255, r["certified_srcc"]) for r in c["radii"] if "eps" in r]
+        ax.plot(*zip(*pts, strict=True), marker="s", ls="--",
+                label=f"certified, smoothed sigma={c['sigma']:g}")  # fmt: skip
+    ax.set(xlabel="budget eps (/255, L-infinity; certified at L2 radius eps*sqrt(d))",
+           ylabel="SRCC", title=f"{report['model']}: certified and empirical")  # fmt: skip
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def _plot(report: dict, results: dict, clean: float, path: Path) -> None:

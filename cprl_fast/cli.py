@@ -1,4 +1,5 @@
-"""The cprl-fast command: train, evaluate, reproduce and demo.
+"""The cprl-fast command: train a quality model, then evaluate, reproduce, demo, audit,
+study, score, info and export.
 
     cprl-fast train --dataset builtin --model cprl --arch resnet18 --epochs 2 --image-size 64
     cprl-fast train --config run.json --resume
@@ -20,6 +21,7 @@ import inspect
 import io
 import json
 import logging
+import shlex
 import sys
 import types
 import typing
@@ -52,11 +54,14 @@ RUN_HELP = {
     "device": "cpu, cuda or cuda:N",
     "out_dir": "folder for log.csv, last.pt and best.pt",
     "max_steps": "stop after this many iterations in all (default: epochs x batches)",
+    "noise_sigma": "train on images plus Gaussian noise of this standard deviation (pixel "
+    "units; for cprl-fast audit --certify; default: 0, off)",
 }
 #: Help of model and objective options that several entries share.
 OPTION_HELP = {
     "arch": "ResNet depth: resnet18, resnet34, resnet50 or resnet101",
-    "pretrained": "local state-dict file of the backbone (ImageNet weights)",
+    "pretrained": "backbone initialisation: imagenet (torchvision's weights, from torch's "
+    "cache or downloaded) or a local state-dict file",
     "placement": "CA placement: last (last block of each stage), all, or comma-separated blocks",
     "b": "initial offset b of every CA module (0.5 keeps every channel)",
     "temperature": "temperature T of the CA mask's sigmoid",
@@ -212,6 +217,11 @@ def _train(args: argparse.Namespace) -> int:
     if isinstance(values.get("placement"), str) and "," in values["placement"]:
         values["placement"] = [s.strip() for s in values["placement"].split(",")]
     cfg = TrainConfig.from_dict(values)
+    arch = cfg.model_options.get("arch", "resnet50")
+    if cfg.device == "cpu" and cfg.image_size >= 224 and arch in ("resnet50", "resnet101"):
+        print(f"note: {arch} at {cfg.image_size} px (the paper's setting) trains for hours on "
+              "a CPU (the progress bar shows the estimate); --arch resnet18 --image-size 64 "
+              "trains in minutes, --device cuda uses a GPU", file=sys.stderr)  # fmt: skip
     splits = load_run_splits(cfg, ("train", "val", "test"))
     print(f"train: {splits['train']}, val: {splits['val']}, test: {splits['test']}; "
           f"writing to {cfg.out_dir}")  # fmt: skip
@@ -292,18 +302,19 @@ def _attack_list(text: str) -> list[str]:
     return check_attack_names(a.strip() for a in text.split(",") if a.strip())
 
 
-def _protocol_options(p, out: str, arch: str, size: int, epochs: int, lr: float) -> None:
-    """The options `reproduce` and `demo` share, with each command's defaults."""
+def _protocol_options(p, out: str, arch: str, size: int, epochs: int, lr: float,
+                      eps: str = "1/255", dataset: str = "builtin") -> None:  # fmt: skip
+    """The options `reproduce`, `demo` and `study` share, with each command's defaults."""
     from cprl_fast.data import DATASETS
 
-    p.add_argument("--dataset", default="builtin", choices=DATASETS,
-                   help="dataset (default: builtin)")  # fmt: skip
+    p.add_argument("--dataset", default=dataset, choices=DATASETS,
+                   help=f"dataset (default: {dataset})")  # fmt: skip
     p.add_argument("--root", help="folder the dataset was unpacked to")
     p.add_argument("--out-dir", type=Path, default=Path(out),
                    help=f"report folder, resumable (default: {out})")  # fmt: skip
-    p.add_argument(
-        "--eps", default="1/255", help="attack budget in pixel units, e.g. 1/255 (default: 1/255)"
-    )
+    what = "budget" if "," not in eps else "comma-separated budgets"
+    p.add_argument("--eps", default=eps,
+                   help=f"attack {what} in pixel units, e.g. 1/255 (default: {eps})")  # fmt: skip
     p.add_argument("--arch", default=arch, help=f"{OPTION_HELP['arch']} (default: {arch})")
     p.add_argument("--image-size", type=int, default=size,
                    help=f"{RUN_HELP['image_size']} (default: {size})")  # fmt: skip
@@ -412,11 +423,16 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eps_text(eps) -> str:
+    """Budgets as the flags write them: ``1/255,2/255``."""
+    return ",".join(f"{e * 255:g}/255" for e in eps)
+
+
 def _audit_parser(sub) -> argparse.ArgumentParser:
     from cprl_fast.audit import DEFAULT_EPS, SUITE
     from cprl_fast.data import DATASETS
 
-    eps = ",".join(f"{e * 255:g}/255" for e in DEFAULT_EPS)
+    eps = _eps_text(DEFAULT_EPS)
     p = sub.add_parser(
         "audit",
         help="robustness audit of any quality model: attack suite, worst case, masking checks",
@@ -446,6 +462,19 @@ def _audit_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--attack", default=",".join(SUITE),
                    help=f"{_attack_help()} (default: {','.join(SUITE)})")  # fmt: skip
     _batch_and_device(p)
+    p.add_argument("--transfer-from", metavar="CKPT",
+                   help="another model's checkpoint: adds the transfer attack (images crafted on "
+                   "it) and its check")  # fmt: skip
+    p.add_argument(
+        "--record",
+        action="store_true",
+        help="write the audit's summary into the checkpoint's model card",
+    )
+    p.add_argument("--certify", default="", metavar="SIGMA[,SIGMA...]",
+                   help="also certify by median smoothing at these noise levels (pixel units, "
+                   "e.g. 0.12,0.25): smoothed SRCC, interval widths, certified SRCC")  # fmt: skip
+    p.add_argument("--certify-n", type=int, default=1000,
+                   help="noise draws per image for --certify (default: 1000)")  # fmt: skip
     p.add_argument("--out-dir", type=Path, default=Path("reports/audit"),
                    help="folder for report.md, report.json, srcc_vs_eps.png "
                    "(default: reports/audit)")  # fmt: skip
@@ -482,6 +511,8 @@ def _audit(args: argparse.Namespace) -> int:
     if not eps:
         raise UserError("--eps needs at least one budget, e.g. 1/255,4/255")
     names = _attack_list(args.attack)
+    if args.record and not args.checkpoint:
+        raise UserError("--record writes into a checkpoint's model card: it needs --checkpoint")
     if args.checkpoint:
         if not Path(args.checkpoint).is_file():
             raise UserError(f"checkpoint not found: {args.checkpoint}")
@@ -493,13 +524,30 @@ def _audit(args: argparse.Namespace) -> int:
         model, title = _load_module(args.module, args.device), args.module
         dataset = load_splits(args.dataset or "builtin", args.root, (args.split,),
                               image_size=args.image_size)[args.split]  # fmt: skip
+    source = None
+    if args.transfer_from:
+        if not Path(args.transfer_from).is_file():
+            raise UserError(f"--transfer-from: checkpoint not found: {args.transfer_from}")
+        source = load_trained(args.transfer_from, args.device).model
+    try:
+        sigmas = [parse_eps(v) for v in args.certify.split(",") if v.strip()]
+    except ValueError:
+        sigmas = [-1.0]
+    if any(v <= 0 for v in sigmas):
+        raise UserError(f"--certify needs noise levels > 0 such as 0.12,0.25, got {args.certify!r}")
     report = audit(model, dataset, eps, names, args.batch_size, args.device,
-                   out_dir=args.out_dir, title=title)  # fmt: skip
+                   out_dir=args.out_dir, title=title, source=source, certify_sigmas=sigmas,
+                   certify_n=args.certify_n)  # fmt: skip
     print((args.out_dir / "report.md").read_text())
     failed = [c["check"] for c in report["diagnostics"] if not c["passed"]]
     listed = ": " + ", ".join(failed) if failed else ""
     print(f"wrote {args.out_dir}/report.md, report.json, srcc_vs_eps.png; "
           f"{len(failed)} diagnostic(s) failed{listed}")  # fmt: skip
+    if args.record:
+        from cprl_fast.audit import record
+
+        record(args.checkpoint, report, dataset)
+        print(f"recorded the audit summary in {args.checkpoint} (cprl-fast info shows it)")
     return 0
 
 
@@ -589,6 +637,7 @@ def model_card(path: Path) -> dict:
         "best_val_srcc": state.get("best"),
         "threads": state.get("threads"),
         "versions": state.get("versions", {}),
+        "audit": state.get("audit"),
     }
 
 
@@ -606,15 +655,123 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_parser(sub) -> argparse.ArgumentParser:
+    from cprl_fast.export import FORMATS
+
+    p = sub.add_parser(
+        "export",
+        help="export a trained model: model-only safetensors, or torch.export + AOTInductor",
+        description="--format weights: a model-only safetensors file (the model card in its "
+        "metadata; load_model, score, info, evaluate and audit read it like best.pt). "
+        "--format pt2: a torch.export program (<out>.pt2), an AOTInductor package compiled "
+        "for --device (<stem>.aoti-<device>.pt2) and <stem>.card.json; both take crops "
+        "[N, 3, S, S] in [0, 1] at the run's image size and need `import cprl_fast` before "
+        "loading (docs in cprl_fast/export.py).",
+    )
+    p.add_argument("checkpoint", help="best.pt or last.pt of cprl-fast train")
+    p.add_argument("--format", default="weights", choices=FORMATS,
+                   help="weights or pt2 (default: weights)")  # fmt: skip
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="file to write (default: beside the checkpoint, .safetensors or .pt2)",
+    )
+    p.add_argument("--device", default="cpu", help="device of the pt2 export (default: cpu)")
+    p.add_argument("--no-aoti", action="store_true",
+                   help="pt2: skip the AOTInductor compile (about a minute on a CPU)")  # fmt: skip
+    return p
+
+
+def _export(args: argparse.Namespace) -> int:
+    from cprl_fast.export import export_pt2, export_weights
+
+    path = Path(args.checkpoint)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    suffix = ".safetensors" if args.format == "weights" else ".pt2"
+    out = args.out or path.with_suffix(suffix)
+    if args.format == "weights":
+        written = [export_weights(path, out)]
+    else:
+        written = list(export_pt2(path, out, args.device, aoti=not args.no_aoti).values())
+    for p in written:
+        print(f"wrote {p} ({p.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+def _study_parser(sub) -> argparse.ArgumentParser:
+    from cprl_fast.audit import DEFAULT_EPS
+    from cprl_fast.study import STUDY_ATTACKS, STUDY_MODELS
+
+    eps = _eps_text(DEFAULT_EPS)
+    p = sub.add_parser(
+        "study",
+        help="robustness study: models x scene-disjoint folds x seeds, each audited, summarised",
+        description="Trains each model on every fold (--folds, scene-disjoint) and training "
+        "seed, audits each on its fold's test images (the attack suite at every eps, the worst "
+        "case, transfer from a sibling model, gradient-masking checks), and writes report.md/"
+        "json and worst_vs_eps.png: means over the runs with 95%% intervals and paired "
+        "differences to the first model. Resumable: run the same command again.",
+    )
+    _protocol_options(p, out="reports/study", arch="resnet18", size=64, epochs=10, lr=3e-4,
+                      eps=eps, dataset="builtin-v2")  # fmt: skip
+    p.add_argument("--folds", type=int, default=3, help="scene-disjoint folds (default: 3)")
+    p.add_argument("--seeds", default="0,1", help="comma-separated training seeds (default: 0,1)")
+    p.add_argument("--models", default="resnet,ca,cprl,sat",
+                   help=f"comma-separated, first is the reference; of {', '.join(STUDY_MODELS)} "
+                   "(default: resnet,ca,cprl,sat)")  # fmt: skip
+    p.add_argument("--attack", default=",".join(STUDY_ATTACKS),
+                   help=f"{_attack_help()} (default: {','.join(STUDY_ATTACKS)})")  # fmt: skip
+    p.add_argument(
+        "--per-scene",
+        type=int,
+        help="audit this many seeded images per test scene (default: every image)",
+    )
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="train and attack nothing: summarise the runs already finished",
+    )
+    return p
+
+
+def _study(args: argparse.Namespace) -> int:
+    from cprl_fast.evaluate import parse_eps
+    from cprl_fast.study import study
+    from cprl_fast.train import TrainConfig
+
+    eps = [parse_eps(e) for e in args.eps.split(",") if e.strip()]
+    try:
+        seeds = [int(v) for v in args.seeds.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
+    base = TrainConfig(model_options={"arch": args.arch}, image_size=args.image_size,
+                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                       max_steps=args.max_steps, device=args.device)  # fmt: skip
+    command = "cprl-fast " + " ".join(shlex.quote(a) for a in _COMMAND_LINE)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    study(args.dataset, args.root, args.out_dir, base, args.folds, seeds, models, eps,
+          _attack_list(args.attack), args.per_scene, command, args.report_only)  # fmt: skip
+    print((args.out_dir / "report.md").read_text())
+    print(f"report: {args.out_dir / 'report.md'}")
+    return 0
+
+
 COMMANDS = {"train": _train, "evaluate": _evaluate, "reproduce": _reproduce, "demo": _reproduce,
-            "audit": _audit, "score": _score, "info": _info}  # fmt: skip
+            "audit": _audit, "score": _score, "info": _info, "study": _study,
+            "export": _export}  # fmt: skip
+
+
+#: The arguments of the running command (a study records the command that made it).
+_COMMAND_LINE: list[str] = []
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     parser = argparse.ArgumentParser(prog="cprl-fast",
                                      description="Fast no-reference image quality assessment "
-                                     "with CPRL: train, attack, evaluate.")  # fmt: skip
+                                     "with CPRL: train, attack, audit, certify, score and "
+                                     "export quality models.")  # fmt: skip
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
@@ -624,7 +781,10 @@ def main(argv: list[str] | None = None) -> int:
     _audit_parser(sub)
     _score_parser(sub)
     _info_parser(sub)
+    _study_parser(sub)
+    _export_parser(sub)
     args = parser.parse_args(argv)
+    _COMMAND_LINE[:] = sys.argv[1:] if argv is None else list(argv)
     try:
         return COMMANDS[args.command](args)
     except (UserError, ValueError, FileNotFoundError, OSError, TypeError, RuntimeError) as err:

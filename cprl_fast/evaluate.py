@@ -70,11 +70,12 @@ def worst_case(clean: np.ndarray, attacked: dict[str, np.ndarray], y: np.ndarray
 
 
 def predictions(model: nn.Module, dataset, attack: str | None, eps: float, batch_size: int = 16,
-                device="cpu", seed: int = 0) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """Scores of ``model`` on ``dataset`` (attacked by ``attack`` at ``eps`` when given) and the
-    labels, in dataset order."""
+                device="cpu", seed: int = 0,
+                source: nn.Module | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Scores of ``model`` on ``dataset`` (attacked by ``attack`` at ``eps`` when given;
+    ``source``: the model a transfer attack crafts on) and the labels, in dataset order."""
     if attack is not None:
-        attacks.check_attack_names([attack])
+        _check_attacks([attack], source)
     check_eps(eps)
     g = torch.Generator().manual_seed(seed)
     preds, labels = [], []
@@ -83,26 +84,37 @@ def predictions(model: nn.Module, dataset, attack: str | None, eps: float, batch
         for x, y in loader:
             x, y = x.to(device), y.to(device)
             if attack is not None and eps > 0:
-                x = attacks.run_attack(attack, model, x, y, eps, g)
+                x = attacks.run_attack(attack, model, x, y, eps, g, source)
             with torch.no_grad():
                 preds.append(model(x).float().cpu())
             labels.append(y.cpu())
     return torch.cat(preds).numpy(), torch.cat(labels).numpy()
 
 
+def _check_attacks(names: Sequence[str], source: nn.Module | None) -> list[str]:
+    names = attacks.check_attack_names(names)
+    missing = attacks.needs_source(names) if source is None else []
+    if missing:
+        raise ValueError(f"attack {missing[0]!r} needs a source model to craft its images on "
+                         "(source=...; cprl-fast audit --transfer-from CKPT)")  # fmt: skip
+    return names
+
+
 def evaluate(model: nn.Module, dataset, attack_names: Sequence[str] = ("fgsm", "pgd", "reflect"),
-             eps: float = 1 / 255, batch_size: int = 16, device="cpu",
-             seed: int = 0) -> dict[str, dict[str, float]]:  # fmt: skip
-    """``{"clean": metrics, "<attack>": metrics, ...}`` of ``model`` on ``dataset``."""
+             eps: float = 1 / 255, batch_size: int = 16, device="cpu", seed: int = 0,
+             source: nn.Module | None = None) -> dict[str, dict[str, float]]:  # fmt: skip
+    """``{"clean": metrics, "<attack>": metrics, ...}`` of ``model`` on ``dataset`` (``source``:
+    the model the ``transfer`` attack crafts its images on)."""
     from tqdm import tqdm
 
-    attack_names = attacks.check_attack_names(attack_names)
+    attack_names = _check_attacks(attack_names, source)
     check_eps(eps)
     clean, y = predictions(model, dataset, None, eps, batch_size, device, seed)
     results = {"clean": {**_condition(clean, clean, y, seed), "labels": [float(v) for v in y]}}
     attacked = {}
     for name in tqdm(list(attack_names), desc=f"attacks at eps={eps:.4g}", unit="attack"):
-        attacked[name], _ = predictions(model, dataset, name, eps, batch_size, device, seed)
+        attacked[name], _ = predictions(model, dataset, name, eps, batch_size, device, seed,
+                                        source)  # fmt: skip
         results[name] = _condition(clean, attacked[name], y, seed)
     if len(attacked) > 1:
         which, pred = worst_case(clean, attacked, y)

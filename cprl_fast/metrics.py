@@ -136,3 +136,21 @@ def paired_difference(pred_a, pred_b, target, metric: str = "srcc", level: float
                         seed, resamples, level)  # fmt: skip
     diff = float(fn(a, t) - fn(b, t))
     return {"difference": diff, "ci": [lo, hi], "significant": bool(lo > 0 or hi < 0)}
+
+
+def mean_interval(values, level: float = CONFIDENCE) -> dict:
+    """The mean of repeated measurements (e.g. one SRCC per fold x seed) with its Student-t
+    interval (``n - 1`` degrees of freedom), the spread (``min``, ``max``) and ``n``. With one
+    value the interval is ``(nan, nan)``. Repeated runs that share data (folds of one dataset)
+    are not independent, so the interval is a guide to run-to-run spread, not an exact test."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if v.size == 0:
+        raise ValueError("mean_interval needs at least one value")
+    mean = float(v.mean())
+    if v.size < 2:
+        lo = hi = float("nan")
+    else:
+        half = float(stats.t.ppf(0.5 + level / 2, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size))
+        lo, hi = mean - half, mean + half
+    return {"mean": mean, "ci": [lo, hi], "min": float(v.min()), "max": float(v.max()),
+            "n": int(v.size)}  # fmt: skip

@@ -6,8 +6,9 @@ Trains (or resumes) every model, attacks them and writes every table and figure:
   (Tables 1, 2 and 4 on this dataset) at ``eps``;
 - Table 5: CPRL with b in ``b_values``; Table 6: CA alone (no PNS) against CA + PNS;
 - Figs 4, 5, 6 for ResNet against CPRL.
-Each model trains into ``out/models/<name>`` (``last.pt`` resumes it); each finished step writes
-its JSON under ``out/steps/`` and is skipped when run again. ``report.md`` and ``report.json``
+Each model trains into ``out/models/<name>`` (``last.pt`` resumes it; once the model is trained,
+only its ``best.pt`` is kept); each finished step writes its JSON under ``out/steps/`` and is
+skipped when run again. ``report.md`` and ``report.json``
 collect everything.
 """
 
@@ -23,7 +24,7 @@ import torch
 from cprl_fast.data import LOADERS
 from cprl_fast.evaluate import evaluate, write_report
 from cprl_fast.io import write_json_atomic, write_text_atomic
-from cprl_fast.run import FIGURES, draw_figures, load_run_splits
+from cprl_fast.run import draw_figures, figure_markdown, load_run_splits
 from cprl_fast.train import TrainConfig, Trainer
 from cprl_fast.train.checkpoint import load
 
@@ -43,6 +44,9 @@ def _train(name: str, cfg: TrainConfig, train_set, val_set, out: Path) -> torch.
         result = trainer.fit(resume=resume, overwrite=not resume)
         write_json_atomic(done, {"model": name, "val": result, "steps": trainer.step})
     folder = Path(run.out_dir)
+    if (folder / "best.pt").is_file():
+        # only resuming reads last.pt (the optimisers: 2/3 of its size); this one is finished
+        (folder / "last.pt").unlink(missing_ok=True)
     chosen = folder / "best.pt" if (folder / "best.pt").is_file() else folder / "last.pt"
     trainer.model.load_state_dict(load(chosen)["model"])
     return trainer.model.eval()
@@ -125,7 +129,7 @@ def reproduce(
     for sub in ("main", "table5_b", "table6_pns") if ablations else ("main",):
         parts += [(out / "tables" / sub / "results.md").read_text(), ""]
     parts += ["## Figures", ""]
-    parts += [f"![{f}](figures/{f}.png)" for f in FIGURES]
+    parts += figure_markdown()
     if LOADERS.info(dataset).get("synthetic"):
         parts += ["", "The built-in dataset is synthetic (MS-SSIM pseudo-MOS), not human opinion "
                   "scores: these numbers do not reproduce the paper's tables."]  # fmt: skip

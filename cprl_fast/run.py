@@ -73,6 +73,27 @@ def load_run_splits(cfg: TrainConfig, splits=("train", "test"), dataset: str | N
 
 
 FIGURES = ("fig4_landscape", "fig5_channels", "fig6_srcc_vs_eps")
+#: One caption per figure, written under it in every report.
+CAPTIONS = {
+    "fig4_landscape": "Fig. 4: predicted quality of one test image moved along its FGSM "
+    "direction and a random direction (in grey levels, /255). A flatter surface means the "
+    "score moves less under small perturbations.",
+    "fig5_channels": "Fig. 5: mean activation per channel of each model's last residual "
+    "block (its CA module's output for CPRL) on up to 8 natural test images and on their "
+    "PGD versions (eps = 4/255), "
+    "channels sorted by their natural activation. Curves that stay together mean the attack "
+    "changes the features less.",
+    "fig6_srcc_vs_eps": "Fig. 6: test SRCC under 10-step PGD against the budget eps (/255); "
+    "lower curves are less robust.",
+}
+
+
+def figure_markdown(folder: str = "figures") -> list[str]:
+    """Each figure as a markdown image with its caption, for a report."""
+    out = []
+    for f in FIGURES:
+        out += [f"![{f}]({folder}/{f}.png)", "", f"*{CAPTIONS[f]}*", ""]
+    return out
 
 
 def draw_figures(models: dict[str, nn.Module], dataset, out_dir: str | Path,

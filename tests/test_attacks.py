@@ -222,3 +222,40 @@ def test_bad_arguments(trained):
         attacks.fgsm(model, x[0], y)
     with pytest.raises(ValueError, match=r"y must have shape"):
         attacks.fgsm(model, x, y[:3])
+
+
+class _NoBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        raise AssertionError("the transfer attack read the target's gradient")
+
+
+def test_transfer_crafts_on_the_source_only():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(6, 3, 8, 8, generator=g)
+    y = torch.rand(6, generator=g)
+    source = nn.Sequential(nn.Flatten(), nn.Linear(192, 1), nn.Flatten(0))
+    target = nn.Sequential(nn.Flatten(), nn.Linear(192, 1), nn.Flatten(0))
+    guarded = nn.Sequential(_Apply(_NoBackward), target)
+    adv = attacks.transfer(guarded, x, y, eps=4 / 255, source=source)
+    assert torch.equal(adv, attacks.score_reflection(source, x, y, eps=4 / 255, steps=10))
+    assert (adv - x).abs().max() <= 4 / 255 + 1e-7 and not torch.equal(adv, x)
+    with pytest.raises(ValueError, match="'transfer' needs a source model"):
+        attacks.transfer(guarded, x, y, eps=4 / 255)
+    with pytest.raises(ValueError, match="'transfer' needs a source model"):
+        from cprl_fast.evaluate import evaluate
+
+        evaluate(guarded, torch.utils.data.TensorDataset(x, y), ["fgsm", "transfer"])
+
+
+class _Apply(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn.apply(x)

@@ -68,13 +68,50 @@ def test_cli_audits_any_module(tmp_path):
     env = {**os.environ, "PYTHONPATH": tests + os.pathsep + os.environ.get("PYTHONPATH", "")}
     cmd = [sys.executable, "-m", "cprl_fast.cli", "audit", "--module", "test_audit:Brightness",
            "--root", str(tmp_path / "data"), "--image-size", "16", "--eps", "2/255,8/255",
-           "--attack", "fgsm,pgd,square", "--out-dir", str(tmp_path / "out")]  # fmt: skip
+           "--attack", "fgsm,pgd,square", "--out-dir", str(tmp_path / "out"),
+           "--certify", "0.05", "--certify-n", "60"]  # fmt: skip
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "# Robustness audit: test_audit:Brightness" in r.stdout
     assert "diagnostic(s) failed" in r.stdout
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["images"] == 50 and set(report["results"]) == {str(2 / 255), str(8 / 255)}
+    assert [r["radius"] for r in report["certified"][0]["radii"]] == pytest.approx(
+        [0.0, 2 / 255 * (3 * 16 * 16) ** 0.5, 8 / 255 * (3 * 16 * 16) ** 0.5])  # fmt: skip
+    assert "## Certified (median smoothing)" in r.stdout
+    assert (tmp_path / "out" / "certified.png").stat().st_size > 10_000
     bad = subprocess.run([*cmd[:5], "test_audit:nothing"], capture_output=True, text=True,
                          env=env)  # fmt: skip
     assert bad.returncode == 2 and "--module test_audit:nothing" in bad.stderr
+    bad = subprocess.run([*cmd, "--certify", "0,x"], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "--certify needs noise levels > 0" in bad.stderr
+
+
+class GradientFree(nn.Module):
+    """Brightness with its input gradient cut: white-box attacks see a zero gradient, the
+    perfect gradient mask; images crafted on the plain model still move its scores."""
+
+    def forward(self, x):
+        return Brightness()(x.detach()) + 0 * x.sum(dim=(1, 2, 3))
+
+
+def test_transfer_joins_the_suite_and_catches_a_cut_gradient(data):
+    masked = audit(GradientFree(), data, eps=(8 / 255,), attacks=("fgsm", "pgd"),
+                   batch_size=16, source=Brightness())  # fmt: skip
+    assert "transfer" in masked["attacks"]
+    assert "transfer_not_stronger" in _failed(masked), masked["diagnostics"]
+    plain = audit(Brightness(), data, eps=(8 / 255,), attacks=("fgsm", "pgd", "reflect10"),
+                  batch_size=16, source=Brightness())  # fmt: skip
+    assert "transfer_not_stronger" not in _failed(plain), plain["diagnostics"]
+
+
+def test_certified_table_narrows_with_less_noise_and_falls_with_the_radius(data, tmp_path):
+    report = audit(Brightness(), data, eps=(2 / 255, 8 / 255), attacks=("fgsm",), batch_size=16,
+                   certify_sigmas=(0.02, 0.1), certify_n=200, out_dir=tmp_path)  # fmt: skip
+    low, high = report["certified"]
+    assert [r["eps"] for r in low["radii"][1:]] == [2 / 255, 8 / 255]
+    for c in (low, high):
+        bounds = [r["certified_srcc"] for r in c["radii"]]
+        assert bounds == sorted(bounds, reverse=True) and bounds[0] <= c["srcc"] + 1e-12
+    assert low["radii"][0]["width"] < high["radii"][0]["width"]
+    assert "| 0.02 | 0.000 | - |" in (tmp_path / "report.md").read_text()

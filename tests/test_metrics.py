@@ -63,3 +63,16 @@ def test_paired_difference_finds_a_better_model_and_not_a_tie():
     assert d["significant"] and d["ci"][0] > 0 and d["difference"] > 0
     same = metrics.paired_difference(good, good[::-1].copy()[::-1], y)
     assert not same["significant"] and same["ci"] == [0.0, 0.0]
+
+
+def test_mean_interval_is_the_student_t_interval():
+    values = [0.31, 0.45, 0.12, 0.38, 0.27, 0.50]
+    got = metrics.mean_interval(values)
+    lo, hi = stats.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=stats.sem(values))
+    assert got["mean"] == pytest.approx(np.mean(values))
+    assert got["ci"] == pytest.approx([lo, hi]) and got["n"] == 6
+    assert (got["min"], got["max"]) == (0.12, 0.50)
+    one = metrics.mean_interval([0.4])
+    assert one["mean"] == 0.4 and all(np.isnan(one["ci"]))
+    with pytest.raises(ValueError, match="at least one value"):
+        metrics.mean_interval([])

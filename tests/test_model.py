@@ -183,3 +183,25 @@ class TestCPRLResNet:
             convert_resnet(cprl_resnet("resnet18").backbone)
         with pytest.raises(ValueError, match=r"images must have shape \[N, 3, H, W\]"):
             cprl_resnet("resnet18")(torch.rand(2, 1, 32, 32))
+
+
+def test_imagenet_weights_come_from_torchs_cache_offline_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    weights = torchvision.models.ResNet18_Weights.DEFAULT
+    cached = tmp_path / "hub" / "checkpoints" / weights.url.rsplit("/", 1)[-1]
+
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(FileNotFoundError, match=f"put {weights.url} at {cached}"):
+        cprl_resnet("resnet18", pretrained="imagenet")
+    torch.manual_seed(3)
+    state = torchvision.models.resnet18().state_dict()
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, cached)
+    for build in (cprl_resnet, resnet_iqa):
+        model = build("resnet18", pretrained="imagenet")
+        got = model.backbone.state_dict()
+        assert torch.equal(got["conv1.weight"], state["conv1.weight"])
+        assert torch.equal(got["layer4.1.bn2.running_var"], state["layer4.1.bn2.running_var"])

@@ -29,15 +29,16 @@ def test_protocol_writes_everything_and_resumes(tmp_path):
     # every model trained with its ablation's settings
     cfgs = {
         p.parent.name: json.loads(torch.load(p, weights_only=True)["config"])
-        for p in (out / "models").glob("*/last.pt")
+        for p in (out / "models").glob("*/best.pt")
     }
+    assert not list((out / "models").glob("*/last.pt"))  # finished: the model-only file is kept
     assert set(cfgs) == {"resnet", "cprl", "nima", "cprl-b0.5", "ca-alone"}
     assert cfgs["nima"]["model"] == "nima"
     assert cfgs["resnet"]["model"] == "resnet" and cfgs["cprl-b0.5"]["model_options"]["b"] == 0.5
     assert cfgs["ca-alone"]["objective"] == "regression" and cfgs["cprl"]["objective"] is None
 
     # a second run trains nothing again and recomputes only what is missing
-    trained = {p: p.stat().st_mtime_ns for p in (out / "models").glob("*/last.pt")}
+    trained = {p: p.stat().st_mtime_ns for p in (out / "models").glob("*/best.pt")}
     (resnet_eval,) = (out / "steps").glob("eval-resnet-*.json")
     resnet_eval.unlink()
     again = reproduce("builtin", str(data_root), out, base, attack_names=("fgsm",),

@@ -113,13 +113,15 @@ class TestSteps:
 
 
 class TestTrainer:
-    def test_resume_is_exact(self, builtin_sets, tmp_path):
+    @pytest.mark.parametrize("noise", [0.0, 0.1], ids=["plain", "noise-trained"])
+    def test_resume_is_exact(self, builtin_sets, tmp_path, noise):
         _, train, test = builtin_sets
-        full = Trainer(TrainConfig(**SMALL, out_dir=str(tmp_path / "a"), max_steps=4), train, test)
+        small = {**SMALL, "noise_sigma": noise}
+        full = Trainer(TrainConfig(**small, out_dir=str(tmp_path / "a"), max_steps=4), train, test)
         full.fit()
-        Trainer(TrainConfig(**SMALL, out_dir=str(tmp_path / "b"), max_steps=2), train, test).fit()
+        Trainer(TrainConfig(**small, out_dir=str(tmp_path / "b"), max_steps=2), train, test).fit()
         resumed = Trainer(
-            TrainConfig(**SMALL, out_dir=str(tmp_path / "b"), max_steps=4), train, test
+            TrainConfig(**small, out_dir=str(tmp_path / "b"), max_steps=4), train, test
         )
         resumed.fit(resume=True)
         assert resumed.step == full.step == 4
@@ -152,6 +154,25 @@ class TestTrainer:
         other = TrainConfig(**{**SMALL, "batch_size": 8}, out_dir=str(tmp_path), max_steps=2)
         with pytest.raises(ValueError, match="batch_size=4"):
             Trainer(other, train, test).fit(resume=True)
+
+    def test_noise_training_trains_on_noisy_images(self, builtin_sets, tmp_path):
+        _, train, test = builtin_sets
+        x, y = next(iter(torch.utils.data.DataLoader(train, batch_size=4)))
+        seen = {}
+        for noise in (0.0, 0.1):
+            cfg = TrainConfig(**{**SMALL, "noise_sigma": noise}, out_dir=str(tmp_path / str(noise)))
+            trainer = Trainer(cfg, train, test)
+            inputs: list[torch.Tensor] = []
+            hook = trainer.model.register_forward_pre_hook(
+                lambda m, a, into=inputs: into.append(a[0])
+            )
+            trainer.train_step(x, y)
+            hook.remove()
+            seen[noise] = inputs[0]
+        assert torch.equal(seen[0.0], x)
+        assert 0.08 < float((seen[0.1] - x).std()) < 0.12
+        with pytest.raises(ValueError, match="noise_sigma must be a finite number >= 0"):
+            TrainConfig(noise_sigma=-0.1)
 
     def test_bad_config(self):
         with pytest.raises(ValueError, match="mode must be one of"):
@@ -220,6 +241,13 @@ class TestCli:
         from cprl_fast.models import MODELS
 
         assert all(name in r.stdout for name in MODELS)
+
+    def test_the_papers_setting_on_a_cpu_says_it_takes_hours(self, tmp_path):
+        r = self._run("train", "--dataset", "live", "--root", str(tmp_path / "none"))
+        assert r.returncode == 2 and "trains for hours on a CPU" in r.stderr
+        quick = self._run("train", "--dataset", "live", "--root", str(tmp_path / "none"),
+                          "--arch", "resnet18", "--image-size", "64")  # fmt: skip
+        assert quick.returncode == 2 and "hours" not in quick.stderr
 
     def test_unknown_option(self):
         r = self._run("train", "--epochz", "3")

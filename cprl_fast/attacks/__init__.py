@@ -7,7 +7,8 @@ sample, expectation over transformation for stochastic models) and :func:`score_
 (a differentiable SRCC) rather than each score. Every update goes through the fused
 ``attack_step`` op.
 Checks against gradient masking: :func:`soft_rank` (attack CPRL through the differentiable soft
-rank) and :func:`square` (gradient-free, score-based L-infinity).
+rank), :func:`square` (gradient-free, score-based L-infinity) and :func:`transfer` (crafted on
+another model).
 
 Every attack works on any module mapping images ``[N, 3, H, W]`` in [0, 1] to scores ``[N]``;
 it runs the model in eval mode and restores its mode, never touches parameter gradients, keeps
@@ -17,13 +18,14 @@ it runs the model in eval mode and restores its mode, never touches parameter gr
 from cprl_fast.attacks.gradient import fgsm, pgd, rank_pgd, score_reflection
 from cprl_fast.attacks.losses import mse_loss, reflection_loss, soft_srcc
 from cprl_fast.attacks.masking import pgd_soft_rank, soft_rank, square
-from cprl_fast.attacks.suite import ATTACKS, check_attack_names, run_attack
+from cprl_fast.attacks.suite import ATTACKS, check_attack_names, needs_source, run_attack, transfer
 
 __all__ = [
     "ATTACKS",
     "check_attack_names",
     "fgsm",
     "mse_loss",
+    "needs_source",
     "pgd",
     "pgd_soft_rank",
     "rank_pgd",
@@ -33,4 +35,5 @@ __all__ = [
     "soft_rank",
     "soft_srcc",
     "square",
+    "transfer",
 ]

@@ -4,7 +4,7 @@ draws random numbers (then it gets the evaluation's seeded generator).
 
     >>> from cprl_fast.attacks import ATTACKS, run_attack
     >>> sorted(ATTACKS)
-    ['fgsm', 'pgd', 'pgd-soft', 'rank', 'reflect', 'reflect10', 'square']
+    ['fgsm', 'pgd', 'pgd-soft', 'rank', 'reflect', 'reflect10', 'square', 'square100', 'transfer']
 """
 
 from __future__ import annotations
@@ -34,6 +34,31 @@ ATTACKS.register("pgd-soft", settings={"steps": 10}, seeded=True,
                  about="PGD through the soft rank (CA models)")(pgd_soft_rank)  # fmt: skip
 ATTACKS.register("square", settings={"queries": 300}, seeded=True,
                  about="Square attack, gradient-free, 300 queries")(square)  # fmt: skip
+ATTACKS.register("square100", settings={"queries": 100}, seeded=True,
+                 about="Square attack, 100 queries (cheaper audits)")(square)  # fmt: skip
+
+
+def transfer(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, eps: float = 1 / 255,
+    source: nn.Module | None = None, steps: int = 10, generator: torch.Generator | None = None,
+) -> torch.Tensor:  # fmt: skip
+    """The transfer (black-box) attack: ``steps``-step score reflection crafted on ``source``,
+    another trained model, and handed to ``model``, whose gradients are never read."""
+    if source is None:
+        raise ValueError(
+            "attack 'transfer' needs a source model to craft the images on "
+            "(audit(..., source=model), cprl-fast audit --transfer-from CKPT)"
+        )
+    return score_reflection(source, x, y, eps, steps=steps, generator=generator)
+
+
+ATTACKS.register("transfer", settings={"steps": 10}, seeded=True, needs_source=True,
+                 about="10-step score reflection crafted on another model")(transfer)  # fmt: skip
+
+
+def needs_source(names: Iterable[str]) -> list[str]:
+    """Those of ``names`` that craft their images on a source model (``transfer``)."""
+    return [n for n in names if ATTACKS.info(n).get("needs_source")]
 
 
 def check_attack_names(names: Iterable[str]) -> list[str]:
@@ -46,9 +71,12 @@ def check_attack_names(names: Iterable[str]) -> list[str]:
 
 def run_attack(
     name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, eps: float,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | None = None, source: nn.Module | None = None,
 ) -> torch.Tensor:  # fmt: skip
-    """Attack ``name`` with its registered settings at budget ``eps``."""
+    """Attack ``name`` with its registered settings at budget ``eps`` (``source``: the model a
+    transfer attack crafts its images on)."""
     info = ATTACKS.info(name)
-    seeded = {"generator": generator} if info["seeded"] else {}
-    return ATTACKS.get(name)(model, x, y, eps=eps, **info["settings"], **seeded)
+    extra = {"generator": generator} if info["seeded"] else {}
+    if info.get("needs_source"):
+        extra["source"] = source
+    return ATTACKS.get(name)(model, x, y, eps=eps, **info["settings"], **extra)

@@ -97,10 +97,27 @@ def convert_resnet(
     return converted
 
 
-def _load_pretrained(resnet: ResNet, pretrained) -> None:
+def imagenet_state(arch: str) -> dict:
+    """torchvision's default ImageNet weights of ``arch`` (its weights API): read from torch's
+    cache (``$TORCH_HOME/hub/checkpoints``), downloaded there where the network allows; offline,
+    an error naming the file to put there."""
+    weights = torchvision.models.get_model_weights(arch).DEFAULT
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+    try:
+        return weights.get_state_dict(progress=True)
+    except OSError as err:  # URLError and socket errors are OSErrors
+        raise FileNotFoundError(
+            f"ImageNet weights of {arch} are not in torch's cache and could not be downloaded "
+            f"({err}): put {weights.url} at {cached}"
+        ) from err
+
+
+def _load_pretrained(resnet: ResNet, pretrained, arch: str) -> None:
     if pretrained is None:
         return
-    if isinstance(pretrained, (str, Path)):
+    if pretrained == "imagenet":
+        state = imagenet_state(arch)
+    elif isinstance(pretrained, (str, Path)):
         path = Path(pretrained)
         if not path.is_file():
             raise FileNotFoundError(f"pretrained weights file not found: {path}")
@@ -146,7 +163,7 @@ def _backbone(arch: str, pretrained) -> ResNet:
     if arch not in ARCHS:
         raise ValueError(f"arch must be one of {', '.join(ARCHS)}, got {arch!r}")
     resnet = getattr(torchvision.models, arch)(weights=None)
-    _load_pretrained(resnet, pretrained)
+    _load_pretrained(resnet, pretrained, arch)
     return resnet
 
 
@@ -170,8 +187,9 @@ def cprl_resnet(
         arch: ``resnet18``, ``resnet34``, ``resnet50`` or ``resnet101``.
         placement: ``"last"`` (the last block of each stage: 4 CA modules, C = 256, 512, 1024,
             2048 for ResNet-50), ``"all"``, or a list of block names (``"layer4.2"``).
-        pretrained: a local state-dict file of the torchvision ResNet (ImageNet weights), or a
-            torchvision weights enum; its ``fc`` is not used.
+        pretrained: ``"imagenet"`` (torchvision's default ImageNet weights of ``arch``, from
+            torch's cache or downloaded, :func:`imagenet_state`), a local state-dict file of the
+            torchvision ResNet, or a torchvision weights enum; its ``fc`` is not used.
         b, temperature, rank, tau: of every :class:`CPRLActivation` (initial offset, mask
             temperature, ``"hard"`` or ``"soft"`` rank, soft-rank temperature).
     """

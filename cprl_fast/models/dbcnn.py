@@ -122,12 +122,17 @@ def pretrain_scnn(scnn: SCNN, steps: int = 200, batch: int = 32, size: int = 64,
 
 @register("dbcnn", objective="regression", about="DBCNN: S-CNN and VGG-16, bilinear pooling")
 def dbcnn(arch: str = "vgg16", pretrained=None, scnn_steps: int = 0) -> DBCNN:
-    """DBCNN; ``pretrained``: a local VGG-16 state dict (ImageNet); ``scnn_steps`` > 0 pre-trains
+    """DBCNN; ``pretrained``: a local VGG-16 state dict, or ``"imagenet"`` (torchvision's weights
+    API, as for the ResNets); ``scnn_steps`` > 0 pre-trains
     S-CNN on the built-in distortions first (the paper's first stage)."""
     if arch not in ("vgg16", "resnet18", "resnet34", "resnet50", "resnet101"):
         raise ValueError(f"dbcnn uses VGG-16 (arch is ignored but must be valid), got {arch!r}")
     model = DBCNN()
-    if pretrained is not None:
+    if pretrained == "imagenet":
+        from cprl_fast.models.cprl_resnet import imagenet_state
+
+        state = imagenet_state("vgg16")
+    elif pretrained is not None:
         state = torch.load(pretrained, map_location="cpu", weights_only=True)
         features = {
             k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")

@@ -8,6 +8,7 @@ never leaves a half-written checkpoint, and it is read with ``torch.load(weights
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import zipfile
@@ -60,10 +61,49 @@ def save_atomic(obj: dict, path: str | Path) -> None:
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
+#: Prefix of the model card's keys in a safetensors file's metadata (each value JSON).
+SAFETENSORS_PREFIX = "cprl_fast."
+
+
+def save_safetensors(state: dict, path: str | Path) -> None:
+    """A model-only checkpoint (``"model"``: the state dict; every other key is the model card,
+    JSON in the file's metadata) as safetensors, atomically: no pickle, loadable anywhere."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().contiguous() for k, v in state["model"].items()}
+    meta = {SAFETENSORS_PREFIX + k: json.dumps(v) for k, v in state.items() if k != "model"}
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+
+
+def _load_safetensors(path: Path, map_location) -> dict:
+    from safetensors import SafetensorError, safe_open
+
+    device = str(map_location) if map_location is not None else "cpu"
+    try:
+        with safe_open(str(path), framework="pt", device=device) as f:
+            meta = f.metadata() or {}
+            state = {"model": {k: f.get_tensor(k) for k in f.keys()}}
+    except (SafetensorError, OSError) as err:
+        raise RuntimeError(f"cannot read checkpoint {path}: not a readable safetensors "
+                           f"file ({err})") from err  # fmt: skip
+    for key, value in meta.items():
+        if key.startswith(SAFETENSORS_PREFIX):
+            state[key[len(SAFETENSORS_PREFIX) :]] = json.loads(value)
+    if "config" not in state:
+        raise RuntimeError(f"cannot read checkpoint {path}: a safetensors file without "
+                           "the model card of cprl-fast export (no cprl_fast.config "
+                           "metadata)")  # fmt: skip
+    return state
+
+
 def load(path: str | Path, map_location="cpu") -> dict:
+    """A checkpoint: ``torch.load(weights_only=True)``, or a ``.safetensors`` file of
+    :func:`save_safetensors` (same keys). Errors say in one line why a file cannot be read."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        return _load_safetensors(path, map_location)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # unpickling errors name the file

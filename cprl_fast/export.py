@@ -1,0 +1,101 @@
+"""Exporting a trained model for distribution and deployment.
+
+- ``weights``: a model-only safetensors file (no pickle: loadable without running code), the
+  model card in its metadata; :func:`cprl_fast.load_model` and every command taking a
+  checkpoint read it as they read ``best.pt``.
+- ``pt2``: ``torch.export`` of the model (the custom CA op is in the graph as
+  ``cprl_fast.rank_mask``; its fake kernel is what makes tracing possible), saved with
+  ``torch.export.save``, and an AOTInductor package compiled from it for the device (CPU here;
+  CUDA with ``device="cuda"`` where the CUDA kernels are built). Both take crops
+  ``[N, 3, S, S]`` in [0, 1] at the run's image size ``S`` (any N) and return scores ``[N]``;
+  the resize and centre crop (docs/maths.md §7) are the caller's, as the card beside them says.
+  Loading needs ``import cprl_fast`` first, which registers the op::
+
+      import torch, cprl_fast
+      program = torch.export.load("model.pt2").module()
+      compiled = torch._inductor.aoti_load_package("model.aoti-cpu.pt2")
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from cprl_fast.io import write_json_atomic
+
+#: The export formats of :func:`export`.
+FORMATS = ("weights", "pt2")
+
+
+def _write_pt2(path: Path, write) -> Path:
+    """``write(tmp)`` to a temporary ``.pt2`` beside ``path`` (the exporters want that suffix),
+    then renamed into place; removed on any error."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.pt2")
+    try:
+        write(str(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _card(state: dict) -> dict:
+    return {k: v for k, v in state.items() if k not in ("model", "optimizers", "rng")}
+
+
+def export_weights(checkpoint: str | Path, out: str | Path) -> Path:
+    """``checkpoint`` (best.pt, last.pt) -> a model-only safetensors file at ``out``."""
+    from cprl_fast.train.checkpoint import load, save_safetensors
+
+    state = load(checkpoint)
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        raise ValueError(f"--out for --format weights must end in .safetensors, got {out}")
+    save_safetensors({"model": state["model"], **_card(state)}, out)
+    return out
+
+
+def export_pt2(checkpoint: str | Path, out: str | Path, device: str = "cpu",
+               aoti: bool = True, max_batch: int = 1024) -> dict[str, Path]:  # fmt: skip
+    """``checkpoint`` -> ``out`` (a ``torch.export`` program, batch size dynamic from 1 to
+    ``max_batch``), with ``aoti`` an AOTInductor package ``<stem>.aoti-<device>.pt2`` beside
+    it, and ``<stem>.card.json`` (the model card and the input each expects). Returns the
+    paths. Checks that the exported program gives the eager scores before it is kept."""
+    from cprl_fast.run import load_trained
+    from cprl_fast.train.checkpoint import load
+
+    out = Path(out)
+    if out.suffix != ".pt2":
+        raise ValueError(f"--out for --format pt2 must end in .pt2, got {out}")
+    trained = load_trained(checkpoint, device)
+    size = trained.config.image_size
+    example = torch.rand(2, 3, size, size, device=next(trained.model.parameters()).device)
+    batch = torch.export.Dim("batch", min=1, max=max_batch)
+    with torch.no_grad():
+        program = torch.export.export(trained.model, (example,), dynamic_shapes=({0: batch},))
+        eager = trained.model(example)
+        got = program.module()(example)
+    if not torch.allclose(got, eager, rtol=1e-4, atol=1e-5):
+        raise RuntimeError(f"the exported program's scores differ from eager by "
+                           f"{(got - eager).abs().max().item():.3g}: not written")  # fmt: skip
+    _write_pt2(out, lambda tmp: torch.export.save(program, tmp))
+    paths = {"program": out}
+    if aoti:
+        package = out.with_name(f"{out.stem}.aoti-{torch.device(device).type}.pt2")
+        _write_pt2(package, lambda tmp: torch._inductor.aoti_compile_and_package(
+            program, package_path=tmp))  # fmt: skip
+        paths["aoti"] = package
+    card = {**_card(load(checkpoint)), "input": f"float32 [N, 3, {size}, {size}] in [0, 1] "
+            f"(shorter side resized to {size}, centre crop), N in 1..{max_batch}",
+            "output": "float32 [N] quality scores in [0, 1], higher is better",
+            "files": {k: p.name for k, p in paths.items()}}  # fmt: skip
+    card["config"] = json.loads(card["config"])
+    card["split"] = json.loads(card.get("split", "{}"))
+    paths["card"] = out.with_name(f"{out.stem}.card.json")
+    write_json_atomic(paths["card"], card)
+    return paths

@@ -1,0 +1,351 @@
+"""The robustness study: several models over K scene-disjoint folds x several training seeds,
+each audited (:func:`cprl_fast.audit.audit`) on its fold's test images, summarised as the mean
+over the runs with an interval, and paired against the first model.
+
+One run is one (fold, seed): the models are trained on the fold's training scenes, each chooses
+its checkpoint on the validation scenes, and each is audited on (a seeded, per-scene subset of)
+the fold's test scenes, at every budget, with the transfer attack crafted on a sibling model of
+the same run. Everything is resumable: ``out/runs/fold<k>-seed<s>/`` holds the run's models
+(``models/``, not meant for version control), its audits (``audit/<model>/report.json``) and its
+finished steps; running the same command again skips what is done. ``out/report.md``,
+``report.json`` and ``worst_vs_eps.png`` summarise.
+
+    >>> study("builtin-v2", None, "results/study", TrainConfig(...), folds=3,
+    ...       seeds=(0, 1))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from cprl_fast import metrics
+from cprl_fast.audit import DEFAULT_EPS, audit
+from cprl_fast.audit import write as write_audit
+from cprl_fast.data.base import IQADataset
+from cprl_fast.io import write_json_atomic, write_text_atomic
+from cprl_fast.reproduce import _train
+from cprl_fast.run import load_run_splits
+from cprl_fast.train import TrainConfig
+
+#: The models a study can train: label and the training options that define each.
+STUDY_MODELS: dict[str, tuple[str, dict]] = {
+    "resnet": ("ResNet", {"model": "resnet"}),
+    "ca": ("CA alone (no PNS)", {"model": "cprl", "objective": "regression"}),
+    "cprl": ("CPRL (CA + PNS)", {"model": "cprl"}),
+    "sat": ("SAT", {"model": "sat"}),
+    "nt": ("NT", {"model": "nt"}),
+}
+#: The attacks of every audit in a study (``pgd-soft`` joins for CA models, ``transfer`` always).
+STUDY_ATTACKS = ("fgsm", "pgd", "reflect10", "rank", "square100")
+
+
+def transfer_source(name: str, names: Sequence[str]) -> str:
+    """The sibling model whose adversarial images are transferred to ``name``: the first model
+    of the study (its reference, the plain ResNet by default) for every other model; for the
+    first model itself, the second."""
+    if len(names) < 2:
+        raise ValueError("a study needs at least two models (the transfer attack's source)")
+    return names[1] if name == names[0] else names[0]
+
+
+def audit_subset(dataset: IQADataset, per_scene: int | None, seed: int) -> IQADataset:
+    """``per_scene`` images drawn (seeded) from each scene of ``dataset``, in dataset order;
+    all of them when ``per_scene`` is None."""
+    if per_scene is None:
+        return dataset
+    if per_scene < 3:
+        raise ValueError(f"per_scene must be >= 3 (or None for every image), got {per_scene}")
+    by_scene: dict[str, list[int]] = {}
+    for i, item in enumerate(dataset.items):
+        by_scene.setdefault(item.scene, []).append(i)
+    rng = random.Random(seed)
+    keep = sorted(i for ids in by_scene.values() for i in rng.sample(ids, min(per_scene, len(ids))))
+    info = {**dataset.split_info, "subset_per_scene": per_scene, "subset_seed": seed}
+    return IQADataset(dataset.name, [dataset.items[i] for i in keep], dataset.transform,
+                      dataset.skipped, info)  # fmt: skip
+
+
+def _settings(dataset, base, folds, seeds, models, eps, attacks, per_scene) -> dict:
+    return {"dataset": dataset, "folds": folds, "seeds": list(seeds), "models": list(models),
+            "eps": [float(e) for e in eps], "attacks": list(attacks),
+            "per_scene": per_scene, "config": dataclasses.asdict(base)}  # fmt: skip
+
+
+def _check_settings(out: Path, settings: dict) -> None:
+    path = out / "study.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        # settings added to TrainConfig since: the old study ran with their defaults
+        old["config"] = {**dataclasses.asdict(TrainConfig()), **old.get("config", {})}
+        changed = sorted(k for k in settings if old.get(k) != settings[k])
+        if changed:
+            raise ValueError(
+                f"{out} holds a study with other settings ({', '.join(changed)} differ): "
+                "use another out_dir, or remove it to start over"
+            )
+    else:
+        write_json_atomic(path, settings)
+
+
+def run_one(dataset: str, root: str | None, out: Path, base: TrainConfig, folds: int, fold: int,
+            seed: int, models: Sequence[str], eps: Sequence[float], attacks: Sequence[str],
+            per_scene: int | None) -> dict:  # fmt: skip
+    """One (fold, seed): trains ``models`` and audits each; returns ``{model: audit report}``."""
+    run_dir = out / "runs" / f"fold{fold}-seed{seed}"
+    split_file = out / "splits" / f"fold{fold}.json"
+    split_file.parent.mkdir(parents=True, exist_ok=True)
+    cfg = dataclasses.replace(base, dataset=dataset, root=root, folds=folds, fold=fold,
+                              seed=seed, split_file=str(split_file))  # fmt: skip
+    splits = load_run_splits(cfg, ("train", "val", "test"))
+    tested = audit_subset(splits["test"], per_scene, seed=fold)
+    trained = {}
+    for name in models:
+        changes = dict(STUDY_MODELS[name][1])
+        changes["model_options"] = {**cfg.model_options, **changes.pop("model_options", {})}
+        run_cfg = dataclasses.replace(cfg, **changes)
+        trained[name] = _train(name, run_cfg, splits["train"], splits["val"], run_dir)
+    reports = {}
+    for name in models:
+        path = run_dir / "audit" / name / "report.json"
+        if path.is_file():
+            reports[name] = json.loads(path.read_text())
+            continue
+        source = trained[transfer_source(name, models)]
+        start = time.perf_counter()
+        report = audit(trained[name], tested, eps, attacks, cfg.batch_size, cfg.device, seed=seed,
+                       title=f"{name} (fold {fold}, seed {seed})", source=source)  # fmt: skip
+        report["seconds"] = time.perf_counter() - start
+        report["transfer_from"] = transfer_source(name, models)
+        write_audit(report, path.parent)
+        reports[name] = report
+    return reports
+
+
+def _worst_srcc(res: dict) -> tuple[float, str]:
+    w = res["worst"]
+    return w["srcc"], w.get("from", "")
+
+
+def summarise(runs: dict[str, dict], models: Sequence[str], eps: Sequence[float]) -> dict:
+    """Per model: clean SRCC and worst-case SRCC per eps as :func:`metrics.mean_interval` over
+    the runs; per other model, the difference to the first model (paired by run: same fold,
+    seed and images) over the runs, and in how many runs the paired bootstrap on the images
+    found it significant; the diagnostics that failed, with the runs they failed in."""
+    keys = ["clean"] + [str(float(e)) for e in eps]
+
+    def values(name: str) -> dict[str, list[float]]:
+        out = {k: [] for k in keys}
+        for rep in (r[name] for r in runs.values()):
+            res = rep["results"]
+            out["clean"].append(next(iter(res.values()))["clean"]["srcc"])
+            for k in keys[1:]:
+                out[k].append(_worst_srcc(res[k])[0])
+        return out
+
+    per_model = {n: values(n) for n in models}
+    summary: dict = {"models": {}, "versus": {}, "diagnostics": {}}
+    for n in models:
+        summary["models"][n] = {k: metrics.mean_interval(v) for k, v in per_model[n].items()}
+        failed: dict[str, list[str]] = {}
+        for run, reps in runs.items():
+            for c in reps[n]["diagnostics"]:
+                if not c["passed"]:
+                    failed.setdefault(c["check"], []).append(run)
+        summary["diagnostics"][n] = failed
+    ref = models[0]
+    for n in models[1:]:
+        summary["versus"][n] = {}
+        for k in keys:
+            diffs = np.subtract(per_model[n][k], per_model[ref][k])
+            significant = []
+            for reps in runs.values():
+                a, b = reps[n]["results"], reps[ref]["results"]
+                if k == "clean":
+                    ca, cb = next(iter(a.values()))["clean"], next(iter(b.values()))["clean"]
+                else:
+                    ca, cb = a[k]["worst"], b[k]["worst"]
+                labels = next(iter(a.values()))["clean"]["labels"]
+                d = metrics.paired_difference(ca["scores"], cb["scores"], labels)
+                significant.append(d["significant"] and np.sign(d["difference"]))
+            summary["versus"][n][k] = {
+                **metrics.mean_interval(diffs),
+                "runs_better": int(sum(1 for s in significant if s > 0)),
+                "runs_worse": int(sum(1 for s in significant if s < 0)),
+            }
+    return summary
+
+
+def _cell(m: dict, digits: int = 3) -> str:
+    lo, hi = m["ci"]
+    if np.isnan(lo):
+        return f"{m['mean']:.{digits}f}"
+    return f"{m['mean']:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def _signed(m: dict) -> str:
+    lo, hi = m["ci"]
+    text = f"{m['mean']:+.3f}" if np.isnan(lo) else f"{m['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+    verdict = "" if np.isnan(lo) else (" (excludes 0)" if lo > 0 or hi < 0 else "")
+    return text + verdict + f"; runs better/worse {m['runs_better']}/{m['runs_worse']}"
+
+
+def write_report(out: Path, settings: dict, runs: dict, summary: dict, command: str,
+                 sizes: dict) -> None:  # fmt: skip
+    """report.json, report.md and worst_vs_eps.png under ``out``."""
+    models, eps = settings["models"], settings["eps"]
+    keys = ["clean"] + [str(float(e)) for e in eps]
+    heads = ["clean"] + [f"worst {e * 255:g}/255" for e in eps]
+    n_runs = len(runs)
+    seconds = sum(r.get("seconds", 0.0) for reps in runs.values() for r in reps.values())
+    report = {"settings": settings, "command": command, "sizes": sizes, "summary": summary,
+              "runs": {run: {n: {"clean_srcc": next(iter(r["results"].values()))["clean"]["srcc"],
+                                 "worst": {e: _worst_srcc(v) for e, v in r["results"].items()},
+                                 "failed": [c["check"] for c in r["diagnostics"]
+                                            if not c["passed"]]}
+                             for n, r in reps.items()}
+                       for run, reps in runs.items()}}  # fmt: skip
+    write_json_atomic(out / "report.json", report)
+    cfg = settings["config"]
+    lines = [
+        f"# Robustness study on `{settings['dataset']}`", "",
+        f"Command: `{command}`", "",
+        (f"**Partial: {n_runs} of {sizes['planned']} runs finished; the same command resumes "
+         "the rest.**\n\n" if n_runs < sizes.get("planned", n_runs) else "")
+        + f"{settings['folds']} scene-disjoint folds x seeds {settings['seeds']}: {n_runs} runs "
+        f"({', '.join(runs)}). "
+        f"Per run: train {sizes['train']} / val {sizes['val']} (chooses the checkpoint) images; "
+        f"audited on {sizes['tested']} test images "
+        + (f"({settings['per_scene']} drawn per test scene) " if settings["per_scene"] else "")
+        + f"of {sizes['test']}. {cfg['model_options'].get('arch', '')} at {cfg['image_size']} px, "
+        f"{cfg['epochs']} epochs, batch {cfg['batch_size']}, lr {cfg['lr']:g}. Attacks at every "
+        f"budget (L-infinity): {', '.join(settings['attacks'])}, pgd-soft (models with CA "
+        "modules) and transfer (10-step score reflection crafted on the run's first model; for "
+        f"that model, on the second). Audit time {seconds / 60:.0f} min in all.", "",
+        "The worst case per image set and budget is the lowest SRCC over the attacks and their "
+        "per-image combination (docs/maths.md §5). Cells: mean over the runs [95% t-interval "
+        f"over the {n_runs} runs]; the runs share data, so read the interval as run-to-run "
+        "spread, not an exact test.", "",
+        "## SRCC, clean and worst case", "",
+        "| model | " + " | ".join(heads) + " |", "| --- |" + " ---: |" * len(heads),
+    ]  # fmt: skip
+    for n in models:
+        cells = [_cell(summary["models"][n][k]) for k in keys]
+        lines.append(f"| {STUDY_MODELS[n][0]} | " + " | ".join(cells) + " |")
+    ref = STUDY_MODELS[models[0]][0]
+    lines += ["", f"## Difference to {ref} (same runs, same images)", "",
+              "Mean difference in SRCC [95% t-interval over the runs]; runs better/worse: in "
+              "how many runs a paired bootstrap over the images found the model significantly "
+              f"better/worse than {ref}.", "",
+              "| model | " + " | ".join(heads) + " |",
+              "| --- |" + " --- |" * len(heads)]  # fmt: skip
+    for n in models[1:]:
+        cells = [_signed(summary["versus"][n][k]) for k in keys]
+        lines.append(f"| {STUDY_MODELS[n][0]} | " + " | ".join(cells) + " |")
+    lines += ["", "## Gradient-masking diagnostics", "",
+              "Checks of cprl_fast/audit.py per run; a failed check means that model's white-box "
+              "numbers may overstate its robustness.", ""]  # fmt: skip
+    for n in models:
+        failed = summary["diagnostics"][n]
+        text = ("all passed in every run" if not failed else
+                "; ".join(f"{c} failed in {len(r)}/{n_runs} runs ({', '.join(r)})"
+                          for c, r in sorted(failed.items())))  # fmt: skip
+        lines.append(f"- {STUDY_MODELS[n][0]}: {text}")
+    lines += ["", "![worst-case SRCC against eps](worst_vs_eps.png)", "",
+              "*Worst-case SRCC over the attack suite against the budget eps (0: clean), mean "
+              f"over the {n_runs} fold x seed runs; bands: 95% t-intervals over the runs.*", "",
+              "## Per run", "", "| run | model | clean | " +
+              " | ".join(f"{e * 255:g}/255 (from)" for e in eps) + " | failed checks |",
+              "| --- | --- |" + " ---: |" * (len(eps) + 1) + " --- |"]  # fmt: skip
+    for run in runs:
+        for n in models:
+            r = report["runs"][run][n]
+            cells = [f"{r['worst'][str(float(e))][0]:.3f} ({r['worst'][str(float(e))][1]})"
+                     for e in eps]  # fmt: skip
+            lines.append(f"| {run} | {n} | {r['clean_srcc']:.3f} | " + " | ".join(cells) +
+                         f" | {', '.join(r['failed']) or '-'} |")  # fmt: skip
+    if settings["dataset"].startswith("builtin"):
+        lines += ["", "The built-in dataset is synthetic (MS-SSIM pseudo-MOS over distortions "
+                  "of natural photographs), not human opinion scores, and small: these "
+                  "numbers say how the models compare here, not what they do on KonIQ-10k "
+                  "or LIVE."]  # fmt: skip
+    write_text_atomic(out / "report.md", "\n".join(lines) + "\n")
+    _plot(summary, models, eps, out / "worst_vs_eps.png")
+
+
+def _plot(summary: dict, models: Sequence[str], eps: Sequence[float], path: Path) -> None:
+    from cprl_fast.figures import _pyplot
+
+    plt = _pyplot()
+    keys = ["clean"] + [str(float(e)) for e in eps]
+    x = [0.0] + [e * 255 for e in eps]
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for n in models:
+        ms = [summary["models"][n][k] for k in keys]
+        line = ax.plot(x, [m["mean"] for m in ms], marker="o", lw=1.5, label=STUDY_MODELS[n][0])
+        band = np.array([m["ci"] for m in ms], dtype=float)
+        ax.fill_between(x, band[:, 0], band[:, 1], color=line[0].get_color(), alpha=0.15)
+    ax.axhline(0.0, color="grey", lw=0.8, ls=":")
+    ax.set(xlabel="budget eps (/255, L-infinity; 0 = clean)", ylabel="worst-case SRCC",
+           title="Worst-case SRCC over the attack suite")  # fmt: skip
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def study(dataset: str, root: str | None, out_dir: str | Path, base: TrainConfig,
+          folds: int = 3, seeds: Sequence[int] = (0, 1),
+          models: Sequence[str] = ("resnet", "ca", "cprl", "sat"),
+          eps: Sequence[float] = DEFAULT_EPS, attacks: Sequence[str] = STUDY_ATTACKS,
+          per_scene: int | None = None, command: str = "",
+          report_only: bool = False) -> dict:  # fmt: skip
+    """Runs (or resumes) every (fold, seed) and writes the summary; returns report.json's
+    content. ``per_scene``: audit that many seeded images per test scene (None: all).
+    ``report_only``: train nothing, summarise the runs already finished (at least 2)."""
+    from cprl_fast.attacks import check_attack_names
+    from cprl_fast.data.splits import check_fold
+
+    check_fold(folds, 0)
+    models = list(models)
+    for n in models:
+        if n not in STUDY_MODELS:
+            raise ValueError(f"study model {n!r} is not one of {', '.join(STUDY_MODELS)}")
+    if len(set(models)) != len(models) or len(models) < 2:
+        raise ValueError(f"models must be at least two different names, got {models}")
+    if not seeds:
+        raise ValueError("seeds must name at least one training seed")
+    check_attack_names(attacks)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = _settings(dataset, base, folds, seeds, models, eps, attacks, per_scene)
+    _check_settings(out, settings)
+    split_file = str(out / "splits" / "fold0.json")
+    cfg = dataclasses.replace(base, dataset=dataset, root=root, folds=folds, fold=0,
+                              split_file=split_file)  # fmt: skip
+    s = load_run_splits(cfg, ("train", "val", "test"))
+    sizes = {"train": len(s["train"]), "val": len(s["val"]), "test": len(s["test"]),
+             "tested": len(audit_subset(s["test"], per_scene, 0)),
+             "planned": folds * len(seeds)}  # fmt: skip
+    runs = {}
+    # seeds outside folds: a study stopped early has covered every fold with the first seed
+    for seed in seeds:
+        for fold in range(folds):
+            name = f"fold{fold}-seed{seed}"
+            done = all((out / "runs" / name / "audit" / m / "report.json").is_file()
+                       for m in models)  # fmt: skip
+            if report_only and not done:
+                continue
+            runs[name] = run_one(dataset, root, out, base, folds, fold, seed, models, eps,
+                                 attacks, per_scene)  # fmt: skip
+            if len(runs) >= 2:  # a partial report after every run: a stopped study keeps one
+                write_report(out, settings, runs, summarise(runs, models, eps), command, sizes)
+    if len(runs) < 2:
+        raise ValueError(f"{out} has {len(runs)} finished run(s): a summary needs 2 or more")
+    return json.loads((out / "report.json").read_text())

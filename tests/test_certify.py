@@ -1,0 +1,144 @@
+"""Certified intervals by median smoothing: the analytic bounds of a model whose noisy score
+is known in closed form, no attack within the radius leaving an interval, the binomial order
+statistics, and the certified SRCC bound against brute force over every ranking the intervals
+allow."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+from torch import nn
+
+from cprl_fast import metrics
+from cprl_fast.certify import certified_srcc, certify, order_statistics, smoothed_metrics
+
+
+class MeanPixel(nn.Module):
+    """f(x) = mean pixel: f(x + delta) ~ N(f(x), sigma^2 / d), so the smoothed score is f(x)
+    and the worst change within L2 radius r is exactly r / sqrt(d)."""
+
+    def forward(self, x):
+        return x.mean(dim=(1, 2, 3))
+
+
+def test_intervals_match_the_analytic_median_bounds():
+    g = torch.Generator().manual_seed(0)
+    x = 0.25 + 0.5 * torch.rand(12, 3, 8, 8, generator=g)
+    sigma, radii, d = 0.5, np.array([0.0, 0.25, 0.5, 1.0]), 3 * 8 * 8
+    cert = certify(MeanPixel(), x, sigma, n=2000, radius=radii, score_range=None,
+                   progress=False)  # fmt: skip
+    m, spread = x.mean(dim=(1, 2, 3)).numpy(), sigma / np.sqrt(d)
+    exact_lo, exact_hi = m - radii[:, None] / np.sqrt(d), m + radii[:, None] / np.sqrt(d)
+    assert np.all(cert.lower <= exact_lo) and np.all(cert.upper >= exact_hi)
+    # each end sits where its order statistic is expected (4 standard deviations of it)
+    for k, (k_lo, k_hi) in enumerate(cert.info["order_statistics"]):
+        where_lo = m + spread * stats.norm.ppf(k_lo / (2000 + 1))
+        where_hi = m + spread * stats.norm.ppf(k_hi / (2000 + 1))
+        assert np.all(np.abs(cert.lower[k] - where_lo) < 0.35 * spread)
+        assert np.all(np.abs(cert.upper[k] - where_hi) < 0.35 * spread)
+    assert np.abs(cert.median - m).max() < 0.15 * spread
+    again = certify(MeanPixel(), x, sigma, n=2000, radius=radii, score_range=None, progress=False)
+    assert np.array_equal(again.lower, cert.lower)  # deterministic given the seed
+
+
+def test_order_statistics_are_the_exact_binomial_bounds():
+    n, alpha, sigma = 500, 0.01, 0.25
+    for r in (0.0, 0.1, 0.3):
+        k_lo, k_hi = order_statistics(n, alpha, r, sigma)
+        p_lo, p_hi = stats.norm.cdf(-r / sigma), stats.norm.cdf(r / sigma)
+        assert stats.binom.cdf(k_lo - 1, n, p_lo) <= alpha / 2 < stats.binom.cdf(k_lo, n, p_lo)
+        assert stats.binom.sf(k_hi - 1, n, p_hi) <= alpha / 2 < stats.binom.sf(k_hi - 2, n, p_hi)
+    assert order_statistics(n, alpha, 0.0, sigma)[0] < n / 2 < order_statistics(
+        n, alpha, 0.0, sigma)[1]  # fmt: skip
+    assert order_statistics(20, 0.001, 1.0, 0.25) == (0, 21)  # too few draws: unbounded
+    with pytest.raises(ValueError, match="sigma > 0"):
+        order_statistics(100, 0.01, 0.1, 0.0)
+
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Tanh(), nn.AdaptiveAvgPool2d(1),
+                                 nn.Flatten(), nn.Linear(8, 1))  # fmt: skip
+
+    def forward(self, x):
+        return torch.sigmoid(4 * self.net(x)).squeeze(1)
+
+
+def _attack_median(model, x, noise, radius, sign, steps=20):
+    """L2 PGD on the Monte-Carlo median over fixed noise draws, pushing it up (+1) or down."""
+    eps = torch.zeros_like(x, requires_grad=True)
+    for _ in range(steps):
+        s = model((x + eps).unsqueeze(0).add(noise).flatten(0, 1)).view(len(noise), -1)
+        (g,) = torch.autograd.grad(sign * s.median(dim=0).values.sum(), eps)
+        norm = g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+        with torch.no_grad():
+            eps += radius / 4 * g / norm
+            scale = (radius / eps.flatten(1).norm(dim=1).clamp_min(1e-12)).clamp(max=1)
+            eps *= scale.view(-1, 1, 1, 1)
+    with torch.no_grad():
+        s = model((x + eps).unsqueeze(0).add(noise).flatten(0, 1)).view(len(noise), -1)
+    return s.median(dim=0).values
+
+
+def test_no_attack_within_the_radius_leaves_the_interval():
+    model, sigma, radius = Tiny().eval(), 0.25, 0.3
+    for seed in range(3):
+        g = torch.Generator().manual_seed(seed)
+        x = torch.rand(6, 3, 10, 10, generator=g)
+        cert = certify(model, x, sigma, n=600, alpha=0.001, radius=(radius,), seed=seed,
+                       progress=False)  # fmt: skip
+        noise = sigma * torch.randn(600, *x.shape, generator=g)  # other draws than certify's
+        up, down = (_attack_median(model, x, noise, radius, s) for s in (1, -1))
+        clean = _attack_median(model, x, noise, 0.0, 1, steps=1)
+        assert np.all(up.numpy() <= cert.upper[0]) and np.all(down.numpy() >= cert.lower[0])
+        assert np.all(up.numpy() > clean.numpy())  # the attack did move the median
+
+
+def _realisable(order, lo, hi) -> bool:
+    """Whether scores inside the intervals, all different, can be ranked in ``order``."""
+    level = -np.inf
+    for i in order:
+        level = max(level + 1e-9, lo[i])
+        if level > hi[i]:
+            return False
+    return True
+
+
+def test_certified_srcc_is_below_every_ranking_the_intervals_allow():
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        n = 6
+        centre, half = rng.random(n), rng.random(n) * rng.choice([0.02, 0.2, 0.5])
+        lo, hi, y = centre - half, centre + half, rng.random(n)
+        bound = certified_srcc(lo, hi, y)
+        orders = itertools.permutations(range(n))
+        reachable = [metrics.srcc(np.argsort(o), y) for o in orders if _realisable(o, lo, hi)]
+        assert bound <= min(reachable) + 1e-12
+        samples = rng.uniform(lo, hi, size=(200, n))
+        assert all(metrics.srcc(s, y) >= bound - 1e-12 for s in samples)
+    # disjoint intervals allow one order: the bound is its SRCC
+    lo = np.array([0.0, 0.2, 0.4, 0.6, 0.8])
+    y = np.array([0.1, 0.5, 0.2, 0.9, 0.7])
+    assert certified_srcc(lo, lo + 0.1, y) == pytest.approx(metrics.srcc(lo, y))
+    with pytest.raises(ValueError, match="lower <= upper"):
+        certified_srcc(lo + 0.2, lo, y)
+
+
+def test_labelled_images_give_the_smoothed_metrics():
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(20, 3, 6, 6, generator=g)
+    y = x.mean(dim=(1, 2, 3))
+    cert = certify(MeanPixel(), torch.utils.data.TensorDataset(x, y), 0.1, n=400,
+                   radius=(0.0, 0.05, 0.5), batch_size=7, progress=False)  # fmt: skip
+    out = smoothed_metrics(cert)
+    assert out["srcc"] > 0.9 and len(out["radii"]) == 3
+    widths = [r["width"] for r in out["radii"]]
+    bounds = [r["certified_srcc"] for r in out["radii"]]
+    assert widths == sorted(widths) and bounds == sorted(bounds, reverse=True)
+    assert bounds[-1] < bounds[0] <= out["srcc"] + 1e-12

@@ -1,0 +1,104 @@
+"""Exporting a trained model: the model-only safetensors file (read everywhere a checkpoint
+is, same scores, no pickle) and the pt2 export (torch.export program and AOTInductor
+package), each loaded in a fresh process with only cprl_fast imported, giving the eager
+scores for a batch size it was not traced with."""
+
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from cprl_fast import load_model
+from cprl_fast.cli import main
+from cprl_fast.data import load_splits
+from cprl_fast.export import export_pt2, export_weights
+from cprl_fast.train import TrainConfig, Trainer
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A CA model (its graph holds the custom op), trained for one step."""
+    root = tmp_path_factory.mktemp("builtin")
+    out = tmp_path_factory.mktemp("run")
+    sets = load_splits("builtin", root, ("train", "val"), image_size=SIZE)
+    cfg = TrainConfig(model="cprl", model_options={"arch": "resnet18"}, objective="regression",
+                      image_size=SIZE, batch_size=8, max_steps=1, epochs=1,
+                      out_dir=str(out))  # fmt: skip
+    Trainer(cfg, sets["train"], sets["val"]).fit()
+    return out
+
+
+def test_weights_are_safetensors_read_like_the_checkpoint(run, tmp_path, capsys):
+    path = tmp_path / "model.safetensors"
+    assert main(["export", str(run / "best.pt"), "--out", str(path)]) == 0
+    raw = path.read_bytes()
+    header = json.loads(raw[8 : 8 + struct.unpack("<Q", raw[:8])[0]])
+    assert json.loads(header["__metadata__"]["cprl_fast.config"])  # the card, as JSON
+    x = torch.rand(3, 3, SIZE, SIZE)
+    assert torch.equal(load_model(path)(x), load_model(run / "best.pt")(x))
+    capsys.readouterr()
+    assert main(["info", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["model"] == "cprl"
+    with pytest.raises(ValueError, match=r"must end in \.safetensors"):
+        export_weights(run / "best.pt", tmp_path / "model.bin")
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(RuntimeError, match="without the model card"):
+        load_model(tmp_path / "other.safetensors")
+
+
+def test_pt2_program_and_aoti_package_load_in_a_fresh_process(run, tmp_path):
+    paths = export_pt2(run / "best.pt", tmp_path / "model.pt2")
+    assert set(paths) == {"program", "aoti", "card"}
+    card = json.loads(paths["card"].read_text())
+    assert card["config"]["image_size"] == SIZE and f"[N, 3, {SIZE}, {SIZE}]" in card["input"]
+    x = torch.rand(5, 3, SIZE, SIZE)  # traced with 2
+    torch.save({"x": x, "eager": load_model(run / "best.pt").model(x).detach()},
+               tmp_path / "io.pt")  # fmt: skip
+    script = f"""
+import torch, cprl_fast
+io = torch.load({str(tmp_path / "io.pt")!r})
+program = torch.export.load({str(paths["program"])!r})
+ops = {{str(n.target) for n in program.graph.nodes if n.op == "call_function"}}
+assert "cprl_fast.rank_mask.default" in ops, sorted(ops)
+compiled = torch._inductor.aoti_load_package({str(paths["aoti"])!r})
+with torch.no_grad():
+    for got in (program.module()(io["x"]), compiled(io["x"])):
+        torch.testing.assert_close(got, io["eager"], rtol=1e-4, atol=1e-5)
+print("ok")
+"""
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-3000:]
+    with pytest.raises(ValueError, match=r"must end in \.pt2"):
+        export_pt2(run / "best.pt", tmp_path / "model.pt", aoti=False)
+
+
+def test_audit_record_writes_its_summary_into_the_model_card(run, tmp_path, capsys):
+    import shutil
+
+    best = tmp_path / "best.pt"
+    shutil.copy(run / "best.pt", best)
+    weights = tmp_path / "best.safetensors"
+    export_weights(best, weights)
+    for path in (best, weights):
+        args = ["audit", "--checkpoint", str(path), "--attack", "fgsm,pgd", "--eps", "4/255",
+                "--batch-size", "25", "--out-dir", str(tmp_path / "audit"), "--record"]  # fmt: skip
+        assert main(args) == 0
+        capsys.readouterr()
+        assert main(["info", str(path), "--json"]) == 0
+        card = json.loads(capsys.readouterr().out)
+        report = json.loads((tmp_path / "audit" / "report.json").read_text())
+        worst = report["results"][str(4 / 255)]["worst"]
+        assert card["audit"]["worst"]["4/255"]["srcc"] == pytest.approx(worst["srcc"])
+        assert card["audit"]["images"] == report["images"] and card["model"] == "cprl"
+    x = torch.rand(2, 3, SIZE, SIZE)
+    assert torch.equal(load_model(best)(x), load_model(run / "best.pt")(x))  # weights untouched
+    assert main(["audit", "--module", "x:y", "--record"]) == 2

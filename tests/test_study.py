@@ -1,0 +1,81 @@
+"""The robustness study: per-scene test subsets, the transfer source, and a tiny end-to-end
+study that trains, audits, summarises with intervals over the runs, resumes and refuses
+changed settings."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from cprl_fast import metrics
+from cprl_fast.data.base import IQADataset, Item
+from cprl_fast.study import audit_subset, study, transfer_source
+from cprl_fast.train import TrainConfig
+
+
+def _items(scenes: int, per: int) -> list[Item]:
+    return [Item(path=f"s{s}_{i}.png", score=i / per, raw_score=float(i), scene=f"s{s}")
+            for s in range(scenes) for i in range(per)]  # fmt: skip
+
+
+def test_subset_draws_per_scene_in_order_and_reproducibly():
+    ds = IQADataset("x", _items(4, 10), split_info={"seed": 0})
+    sub = audit_subset(ds, 3, seed=1)
+    scenes = [it.scene for it in sub.items]
+    assert len(sub) == 12 and {scenes.count(f"s{s}") for s in range(4)} == {3}
+    order = [ds.items.index(it) for it in sub.items]
+    assert order == sorted(order)
+    assert [it.path for it in audit_subset(ds, 3, seed=1).items] == [it.path for it in sub.items]
+    assert [it.path for it in audit_subset(ds, 3, seed=2).items] != [it.path for it in sub.items]
+    assert sub.split_info["subset_per_scene"] == 3 and audit_subset(ds, None, 0) is ds
+    with pytest.raises(ValueError, match="per_scene must be >= 3"):
+        audit_subset(ds, 2, 0)
+
+
+def test_transfer_source_is_a_sibling():
+    assert transfer_source("cprl", ["resnet", "ca", "cprl"]) == "resnet"
+    assert transfer_source("resnet", ["resnet", "ca", "cprl"]) == "ca"
+    with pytest.raises(ValueError, match="at least two models"):
+        transfer_source("resnet", ["resnet"])
+
+
+def test_study_end_to_end_resumes_and_refuses_other_settings(tmp_path):
+    base = TrainConfig(model_options={"arch": "resnet18"}, image_size=32, epochs=1,
+                       max_steps=1, batch_size=8)  # fmt: skip
+    out, root = tmp_path / "study", str(tmp_path / "data")
+    kw = dict(folds=2, seeds=(0,), models=("resnet", "ca"), eps=(4 / 255,),
+              attacks=("fgsm",), per_scene=3, command="test")  # fmt: skip
+    report = study("builtin", root, out, base, **kw)
+    runs = report["runs"]
+    assert set(runs) == {"fold0-seed0", "fold1-seed0"}
+    # the summary is the mean of the runs' own audits, with the t-interval over the runs
+    key = str(4 / 255)
+    worst = [json.loads((out / "runs" / r / "audit" / "ca" / "report.json").read_text())
+             ["results"][key]["worst"]["srcc"] for r in sorted(runs)]  # fmt: skip
+    got = report["summary"]["models"]["ca"][key]
+    assert got["mean"] == pytest.approx(np.mean(worst))
+    assert got["ci"] == pytest.approx(metrics.mean_interval(worst)["ci"])
+    audit = json.loads((out / "runs" / "fold0-seed0" / "audit" / "ca" / "report.json").read_text())
+    assert audit["images"] == 15 and "transfer" in audit["attacks"]
+    assert audit["transfer_from"] == "resnet"
+    assert {c["check"] for c in audit["diagnostics"]} >= {"transfer_not_stronger"}
+    md = (out / "report.md").read_text()
+    assert "| CA alone (no PNS) |" in md and "## Difference to ResNet" in md
+    assert (out / "worst_vs_eps.png").stat().st_size > 10_000
+    # resumed: nothing is retrained or re-attacked
+    stamp = (out / "runs" / "fold1-seed0" / "audit" / "resnet" / "report.json").stat().st_mtime_ns
+    assert study("builtin", root, out, base, **kw)["summary"] == report["summary"]
+    assert (out / "runs" / "fold1-seed0" / "audit" / "resnet" / "report.json").stat(
+    ).st_mtime_ns == stamp  # fmt: skip
+    with pytest.raises(ValueError, match=r"other settings \(eps differ\)"):
+        study("builtin", root, out, base, **{**kw, "eps": (8 / 255,)})
+
+
+def test_study_refuses_bad_models(tmp_path):
+    base = TrainConfig()
+    with pytest.raises(ValueError, match="study model 'vgg'"):
+        study("builtin", None, tmp_path, base, models=("resnet", "vgg"))
+    with pytest.raises(ValueError, match="at least two different"):
+        study("builtin", None, tmp_path, base, models=("resnet", "resnet"))
