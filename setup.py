@@ -58,7 +58,7 @@ def _resolve_cuda_home() -> None:
 _resolve_cuda_home()
 
 try:
-    import torch  # noqa: E402
+    import torch
 except ImportError:  # pip's isolated build environment: no torch there, by design
     sys.exit(
         "cprl_fast compiles against the torch it will run with, so torch must be installed "

@@ -138,7 +138,8 @@ def paired_difference(pred_a, pred_b, target, metric: str = "srcc", level: float
     return {"difference": diff, "ci": [lo, hi], "significant": bool(lo > 0 or hi < 0)}
 
 
-def mean_interval(values, level: float = CONFIDENCE) -> dict:
+def mean_interval(values, level: float = CONFIDENCE,
+                  bounds: tuple[float, float] | None = None) -> dict:  # fmt: skip
     """The mean of repeated measurements (e.g. one SRCC per fold x seed) with its Student-t
     interval (``n - 1`` degrees of freedom), the spread (``min``, ``max``) and ``n``. With one
     value the interval is ``(nan, nan)``. Repeated runs that share data (folds of one dataset)
@@ -152,5 +153,7 @@ def mean_interval(values, level: float = CONFIDENCE) -> dict:
     else:
         half = float(stats.t.ppf(0.5 + level / 2, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size))
         lo, hi = mean - half, mean + half
+        if bounds is not None:  # the mean cannot leave the values' range (SRCC: [-1, 1])
+            lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
     return {"mean": mean, "ci": [lo, hi], "min": float(v.min()), "max": float(v.max()),
             "n": int(v.size)}  # fmt: skip

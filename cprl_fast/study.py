@@ -152,7 +152,8 @@ def summarise(runs: dict[str, dict], models: Sequence[str], eps: Sequence[float]
     per_model = {n: values(n) for n in models}
     summary: dict = {"models": {}, "versus": {}, "diagnostics": {}}
     for n in models:
-        summary["models"][n] = {k: metrics.mean_interval(v) for k, v in per_model[n].items()}
+        summary["models"][n] = {k: metrics.mean_interval(v, bounds=(-1.0, 1.0))
+                                for k, v in per_model[n].items()}  # fmt: skip
         failed: dict[str, list[str]] = {}
         for run, reps in runs.items():
             for c in reps[n]["diagnostics"]:
@@ -175,7 +176,7 @@ def summarise(runs: dict[str, dict], models: Sequence[str], eps: Sequence[float]
                 d = metrics.paired_difference(ca["scores"], cb["scores"], labels)
                 significant.append(d["significant"] and np.sign(d["difference"]))
             summary["versus"][n][k] = {
-                **metrics.mean_interval(diffs),
+                **metrics.mean_interval(diffs, bounds=(-2.0, 2.0)),
                 "runs_better": int(sum(1 for s in significant if s > 0)),
                 "runs_worse": int(sum(1 for s in significant if s < 0)),
             }

@@ -72,6 +72,8 @@ def test_mean_interval_is_the_student_t_interval():
     assert got["mean"] == pytest.approx(np.mean(values))
     assert got["ci"] == pytest.approx([lo, hi]) and got["n"] == 6
     assert (got["min"], got["max"]) == (0.12, 0.50)
+    wide = metrics.mean_interval([-0.9, -0.5, -0.95], bounds=(-1, 1))
+    assert wide["ci"][0] == -1 and wide["ci"][1] < 1  # clipped to the range of an SRCC
     one = metrics.mean_interval([0.4])
     assert one["mean"] == 0.4 and all(np.isnan(one["ci"]))
     with pytest.raises(ValueError, match="at least one value"):
