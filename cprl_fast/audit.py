@@ -15,6 +15,8 @@ not to be trusted as they stand:
   lower SRCC significantly more than the strongest white-box attack on the model itself;
 - ``more_steps_not_weaker``: 10-step PGD must reach at least the squared error of 1-step FGSM
   on its own objective;
+- ``more_restarts_not_weaker`` (with ``rank3`` in the suite): three restarts of the rank-order
+  attack must not leave SRCC more than 0.05 above one run of it;
 - ``damage_grows_with_eps``: the worst-case SRCC must not rise by more than 0.05 as eps grows;
 - ``unbounded_reaches_chance``: with an unbounded budget (eps = 1) the iterative score
   reflection (no random start, so no credit for noise) must bring SRCC to 0.2 or below;
@@ -40,13 +42,14 @@ from cprl_fast.nn import CPRLActivation
 #: The budgets (L-infinity, pixel units) and the suite an audit runs by default.
 DEFAULT_EPS = (1 / 255, 2 / 255, 4 / 255, 8 / 255)
 SUITE = ("fgsm", "pgd", "reflect10", "rank", "square")
-WHITE_BOX = ("fgsm", "pgd", "reflect10", "rank", "pgd-soft")
+WHITE_BOX = ("fgsm", "pgd", "reflect10", "rank", "rank3", "pgd-soft")
 #: The black-box attacks, each with the check that it is not stronger than the white box.
 BLACK_BOX = {"square": "gradient_free_not_stronger", "square100": "gradient_free_not_stronger",
              "transfer": "transfer_not_stronger"}  # fmt: skip
 #: The attacks of the unbounded check: iterative, deterministic from the clean image.
 UNBOUNDED = ("reflect10",)
-#: How far the worst-case SRCC may rise with eps before "damage grows with eps" fails.
+#: How far the worst-case SRCC may rise with eps before "damage grows with eps" fails (and
+#: three restarts may stay above one before "more restarts not weaker" fails).
 NON_MONOTONE_TOLERANCE = 0.05
 #: The SRCC an unbounded white-box attack must reach.
 CHANCE_SRCC = 0.2
@@ -86,6 +89,11 @@ def diagnose(by_eps: dict[float, dict], unbounded: dict, soft: bool) -> list[dic
             pgd, fgsm = res["pgd"]["mse"], res["fgsm"]["mse"]
             checks.append(_check("more_steps_not_weaker", eps, pgd >= fgsm * (1 - 1e-3),
                                  f"{tag}MSE pgd {pgd:.5f}, fgsm {fgsm:.5f}"))  # fmt: skip
+        if "rank3" in res and "rank" in res:
+            one, three = res["rank"]["srcc"], res["rank3"]["srcc"]
+            checks.append(_check("more_restarts_not_weaker", eps,
+                                 three <= one + NON_MONOTONE_TOLERANCE,
+                                 f"{tag}SRCC rank {one:.3f}, rank3 {three:.3f}"))  # fmt: skip
         if soft and "pgd-soft" in res and "pgd" in res:
             passed, detail = _not_stronger(res, "pgd-soft", "pgd", labels)
             checks.append(_check("surrogate_not_stronger", eps, passed, tag + detail))

@@ -221,7 +221,7 @@ def _train(args: argparse.Namespace) -> int:
     if cfg.device == "cpu" and cfg.image_size >= 224 and arch in ("resnet50", "resnet101"):
         print(f"note: {arch} at {cfg.image_size} px (the paper's setting) trains for hours on "
               "a CPU (the progress bar shows the estimate); --arch resnet18 --image-size 64 "
-              "trains in minutes, --device cuda uses a GPU", file=sys.stderr)  # fmt: skip
+              "trains in minutes, --device cuda uses a GPU", flush=True)  # fmt: skip
     splits = load_run_splits(cfg, ("train", "val", "test"))
     print(f"train: {splits['train']}, val: {splits['val']}, test: {splits['test']}; "
           f"writing to {cfg.out_dir}")  # fmt: skip

@@ -115,3 +115,17 @@ def test_certified_table_narrows_with_less_noise_and_falls_with_the_radius(data,
         assert bounds == sorted(bounds, reverse=True) and bounds[0] <= c["srcc"] + 1e-12
     assert low["radii"][0]["width"] < high["radii"][0]["width"]
     assert "| 0.02 | 0.000 | - |" in (tmp_path / "report.md").read_text()
+
+
+def test_more_restarts_must_not_be_weaker():
+    from cprl_fast.audit import diagnose
+
+    def results(one: float, three: float) -> dict:
+        clean = {"srcc": 0.8, "labels": [0.1, 0.5, 0.9]}
+        return {4 / 255: {"clean": clean, "rank": {"srcc": one}, "rank3": {"srcc": three}}}
+
+    unbounded = {"reflect10": {"srcc": 0.0}}
+    for three, passed in ((0.05, True), (0.12, True), (0.3, False)):
+        checks = diagnose(results(0.1, three), unbounded, soft=False)
+        (check,) = [c for c in checks if c["check"] == "more_restarts_not_weaker"]
+        assert check["passed"] is passed, check
