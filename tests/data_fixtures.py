@@ -162,3 +162,18 @@ def make_koniq_scores_file(root: Path) -> dict[str, float]:
 
 def copy_realmeta(root: Path, name: str) -> Path:
     return Path(shutil.copy(REALMETA / name, root / name))
+
+
+def train_tiny_run(tmp_path_factory, size: int, **config) -> Path:
+    """A run folder (best.pt, last.pt) of a ResNet-18 model trained for a step or two on the
+    built-in data at ``size`` px; ``config``: the model, objective and steps."""
+    from cprl_fast.data import load_splits
+    from cprl_fast.train import TrainConfig, Trainer
+
+    root = tmp_path_factory.mktemp("builtin")
+    out = tmp_path_factory.mktemp("run")
+    sets = load_splits("builtin", root, ("train", "val"), image_size=size)
+    cfg = TrainConfig(model_options={"arch": "resnet18"}, image_size=size, batch_size=8,
+                      epochs=1, out_dir=str(out), **config)  # fmt: skip
+    Trainer(cfg, sets["train"], sets["val"]).fit()
+    return out

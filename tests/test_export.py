@@ -12,12 +12,11 @@ import sys
 
 import pytest
 import torch
+from data_fixtures import train_tiny_run
 
 from cprl_fast import load_model
 from cprl_fast.cli import main
-from cprl_fast.data import load_splits
 from cprl_fast.export import export_pt2, export_weights
-from cprl_fast.train import TrainConfig, Trainer
 
 SIZE = 32
 
@@ -25,14 +24,7 @@ SIZE = 32
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A CA model (its graph holds the custom op), trained for one step."""
-    root = tmp_path_factory.mktemp("builtin")
-    out = tmp_path_factory.mktemp("run")
-    sets = load_splits("builtin", root, ("train", "val"), image_size=SIZE)
-    cfg = TrainConfig(model="cprl", model_options={"arch": "resnet18"}, objective="regression",
-                      image_size=SIZE, batch_size=8, max_steps=1, epochs=1,
-                      out_dir=str(out))  # fmt: skip
-    Trainer(cfg, sets["train"], sets["val"]).fit()
-    return out
+    return train_tiny_run(tmp_path_factory, SIZE, model="cprl", objective="regression", max_steps=1)
 
 
 def test_weights_are_safetensors_read_like_the_checkpoint(run, tmp_path, capsys):

@@ -13,24 +13,17 @@ import sys
 import numpy as np
 import pytest
 import torch
+from data_fixtures import train_tiny_run
 from PIL import Image
 
 import cprl_fast
-from cprl_fast.data import load_splits
-from cprl_fast.train import TrainConfig, Trainer
 
 SIZE = 32
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("builtin")
-    out = tmp_path_factory.mktemp("run")
-    sets = load_splits("builtin", root, ("train", "val"), image_size=SIZE)
-    cfg = TrainConfig(model="resnet", model_options={"arch": "resnet18"}, image_size=SIZE,
-                      batch_size=8, max_steps=2, epochs=1, out_dir=str(out))  # fmt: skip
-    Trainer(cfg, sets["train"], sets["val"]).fit()
-    return out
+    return train_tiny_run(tmp_path_factory, SIZE, model="resnet", max_steps=2)
 
 
 @pytest.fixture(scope="module")
