@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch._dynamo
 
 import cprl_fast
 from cprl_fast.ops import SPECS
@@ -93,6 +94,10 @@ def make_case(op: str, shape, provider: str, pass_: str, device: torch.device,
     if provider == "triton" and device.type != "cuda":
         raise ValueError("the triton provider needs a CUDA device")
     backend = provider if provider in ("native", "triton") else "auto"
+    if provider == "compile":
+        # one compilation per case: the cached reference, recompiled per shape, dtype and grad
+        # mode, would reach Dynamo's recompile limit and silently run eager
+        torch._dynamo.reset()
     spec = SPECS[op]
     fn = function(op, provider)
     args = inputs(op, shape, dtype, device)

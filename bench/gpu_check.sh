@@ -10,6 +10,9 @@
 #      bfloat16, each row printed and saved as measured, each checked against eager
 #   4. end to end: CA-ResNet-50 vs ResNet-50 (batch 32, 224 px, bf16 autocast, channels_last),
 #      a CPRL training iteration (faithful, fast) vs a plain one, PGD-10 images/s
+#   5. using a model (GPU only; bench/model_check.py): train a tiny CPRL model there, certify
+#      it (against the CPU's certificate), export it as pt2 + AOTInductor package for the
+#      device and load that in a fresh process, audit it
 # Writes gpu.txt, build.log, tests.log, sanitizer.log, bench.json, bench.md, e2e.json under $OUT.
 #
 #   device run:   bash bench/gpu_check.sh                   (OUT is set by the device tool)
@@ -52,7 +55,7 @@ if [ "$DEVICE" = cuda ]; then
   $PY -c "import cprl_fast; assert cprl_fast.has_cuda_kernels(), 'no CUDA kernels built'" \
     || { tail -n 20 "$OUT/build.log"; exit 1; }
   echo "build: $(( $(date +%s) - start )) s"
-  TEST_FILTER=cuda TEST_LIMIT=170 BENCH_LIMIT=150 E2E_LIMIT=120
+  TEST_FILTER=cuda TEST_LIMIT=170 BENCH_LIMIT=210 E2E_LIMIT=120
   E2E_ARGS="--arch resnet50 --batch 32 --size 224 --bf16 --channels-last"
 else
   export CPRL_BENCH_SMALL=1
@@ -94,4 +97,10 @@ step "end to end"
 # shellcheck disable=SC2086
 timeout "$(left "$E2E_LIMIT")" $PY -m bench.end_to_end $E2E_ARGS --device "$DEVICE" \
   --out "$OUT/e2e.json" || echo "end to end stopped early (exit $?)"
+
+if [ "$DEVICE" = cuda ]; then
+  step "using a model"
+  timeout "$(left 150)" $PY -m bench.model_check --device cuda 2>/tmp/model_check.err \
+    || { echo "model check stopped (exit $?); its stderr ends:"; tail -n 15 /tmp/model_check.err; }
+fi
 step "done"
