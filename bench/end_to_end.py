@@ -14,7 +14,7 @@ import json
 
 import torch
 
-from bench.timing import median_seconds
+from bench.timing import interleaved, ratio
 from cprl_fast import ops, reference
 from cprl_fast.attacks.common import eval_mode, input_grad
 from cprl_fast.attacks.losses import mse_loss
@@ -57,7 +57,12 @@ def pgd10(model, x, y, eps: float, fused: bool):
 
 
 def measure(arch="resnet18", size=128, n=16, device="cpu", eps=1 / 255, bf16: bool = False,
-            channels_last: bool = False) -> dict:  # fmt: skip
+            channels_last: bool = False, rounds: int = 11,
+            compiled: bool = False) -> dict:  # fmt: skip
+    """The drop-in cost (CA-ResNet over ResNet, forward + backward; with ``compiled`` also both
+    under torch.compile), PGD-10 throughput (fused step against eager) and one training
+    iteration (bench/train_step.py), each pair timed alternating (:func:`interleaved`, medians
+    of ``rounds`` and their spread)."""
     from bench.train_step import measure as train_measure
 
     device = torch.device(device)
@@ -68,15 +73,27 @@ def measure(arch="resnet18", size=128, n=16, device="cpu", eps=1 / 255, bf16: bo
     plain = resnet_iqa(arch).to(device, memory_format=fmt).train()
     cprl = cprl_resnet(arch).to(device, memory_format=fmt).train()
     out = {"arch": arch, "size": size, "batch": n, "device": str(device), "bf16": bf16,
-           "channels_last": channels_last}  # fmt: skip
-    for name, model in (("resnet", plain), ("cprl", cprl)):
-        out[f"{name}_fwd_bwd_s"] = median_seconds(model_fwd_bwd(model, x, y, bf16), device,
-                                                  min_time=2.0)  # fmt: skip
-    out["cprl_over_resnet"] = out["cprl_fwd_bwd_s"] / out["resnet_fwd_bwd_s"]
-    for fused in (True, False):
-        seconds = median_seconds(pgd10(plain, x, y, eps, fused), device, min_time=2.0)
-        out[f"pgd10_{'fused' if fused else 'eager'}_images_per_s"] = n / seconds
-    out["train_iteration"] = train_measure(arch, size, n, str(device))
+           "channels_last": channels_last, "threads": torch.get_num_threads(),
+           "rounds": rounds}  # fmt: skip
+    fns = {"resnet": model_fwd_bwd(plain, x, y, bf16), "cprl": model_fwd_bwd(cprl, x, y, bf16)}
+    if compiled:
+        fns["resnet_compiled"] = model_fwd_bwd(torch.compile(plain), x, y, bf16)
+        fns["cprl_compiled"] = model_fwd_bwd(torch.compile(cprl), x, y, bf16)
+    timed = interleaved(fns, device, rounds)
+    for name, t in timed.items():
+        out[f"{name}_fwd_bwd_s"] = t["median_s"]
+        out[f"{name}_fwd_bwd_iqr_s"] = t["iqr_s"]
+    pairs = {"cprl_over_resnet": ("cprl", "resnet")}
+    if compiled:
+        pairs["compiled_cprl_over_resnet"] = ("cprl_compiled", "resnet_compiled")
+    for key, (num, den) in pairs.items():
+        r = ratio(timed, num, den)
+        out[key], out[f"{key}_spread"] = r["median"], [r["min"], r["max"]]
+    steps = {"fused": pgd10(plain, x, y, eps, True), "eager": pgd10(plain, x, y, eps, False)}
+    pgd = interleaved(steps, device, max(3, rounds // 2))
+    for name, t in pgd.items():
+        out[f"pgd10_{name}_images_per_s"] = n / t["median_s"]
+    out["train_iteration"] = train_measure(arch, size, n, str(device), rounds)
     return out
 
 
@@ -88,10 +105,14 @@ def main(argv=None) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for the model passes")
     p.add_argument("--channels-last", action="store_true", help="channels_last models and images")
+    p.add_argument("--rounds", type=int, default=11, help="alternating rounds (default: 11)")
+    p.add_argument("--compiled", action="store_true",
+                   help="also the drop-in cost with both models under torch.compile")  # fmt: skip
     p.add_argument("--out")
     args = p.parse_args(argv)
     result = measure(args.arch, args.size, args.batch, args.device, bf16=args.bf16,
-                     channels_last=args.channels_last)  # fmt: skip
+                     channels_last=args.channels_last, rounds=args.rounds,
+                     compiled=args.compiled)  # fmt: skip
     print(json.dumps(result, indent=1))
     if args.out:
         write_json_atomic(args.out, result)

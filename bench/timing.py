@@ -31,6 +31,41 @@ def median_seconds(fn: Callable[[], object], device: torch.device, min_time: flo
     return statistics.median(times)
 
 
+def interleaved(fns: dict[str, Callable[[], object]], device: torch.device, rounds: int = 11,
+                warmup: int = 2) -> dict[str, dict]:  # fmt: skip
+    """Times several callables alternating: each round calls every one once (the order rotates
+    from round to round), so a slow patch of a shared machine hits all of them alike. Returns
+    per name the median seconds, the spread (min, max, interquartile range) and the per-round
+    times; ratios between two names are best taken per round (:func:`ratio`)."""
+    names = list(fns)
+    for _ in range(warmup):
+        for name in names:
+            fns[name]()
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+            fns[name]()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            times[name].append(time.perf_counter() - t0)
+    out = {}
+    for name, t in times.items():
+        q = statistics.quantiles(t, n=4) if len(t) >= 2 else [t[0]] * 3
+        out[name] = {"median_s": statistics.median(t), "min_s": min(t), "max_s": max(t),
+                     "iqr_s": q[2] - q[0], "rounds": t}  # fmt: skip
+    return out
+
+
+def ratio(timed: dict[str, dict], num: str, den: str) -> dict:
+    """The median over rounds of ``num``'s time over ``den``'s in the same round, with the
+    spread of those per-round ratios (min, max)."""
+    r = [a / b for a, b in zip(timed[num]["rounds"], timed[den]["rounds"], strict=True)]
+    return {"median": statistics.median(r), "min": min(r), "max": max(r)}
+
+
 def copy_bandwidth(device: torch.device, nbytes: int | None = None) -> float:
     """Bytes per second of a large tensor copy (``dst.copy_(src)``), counting read + write."""
     if nbytes is None:

@@ -16,13 +16,16 @@ import json
 
 import torch
 
-from bench.timing import median_seconds
+from bench.timing import interleaved, ratio
 from cprl_fast.models import cprl_resnet, resnet_iqa
 from cprl_fast.train import TrainConfig, build_optimizers, make_objective
 from cprl_fast.train.pns import STEPS
 
 
-def measure(arch="resnet18", size=128, batch=16, device="cpu") -> dict:
+def measure(arch="resnet18", size=128, batch=16, device="cpu", rounds: int = 11) -> dict:
+    """Plain, faithful and fast iterations timed alternating (:func:`interleaved`): medians of
+    ``rounds`` (an even number of faithful iterations alternates SF and NC sub-steps fairly),
+    and each mode's per-round ratio to the plain iteration with its spread."""
     device = torch.device(device)
     g = torch.Generator().manual_seed(0)
     x = torch.rand(batch, 3, size, size, generator=g).to(device)
@@ -37,8 +40,7 @@ def measure(arch="resnet18", size=128, batch=16, device="cpu") -> dict:
         torch.mean((plain(x) - y) ** 2).backward()
         opt.step()
 
-    out = {"arch": arch, "size": size, "batch": batch, "device": str(device),
-           "plain_s": median_seconds(plain_step, device, min_time=3.0)}  # fmt: skip
+    fns = {"plain": plain_step}
     for mode in STEPS:
         torch.manual_seed(0)
         model = cprl_resnet(arch).to(device).train()
@@ -51,9 +53,16 @@ def measure(arch="resnet18", size=128, batch=16, device="cpu") -> dict:
             objective.step(model, model, groups, opts, x, y, t[0], None, contextlib.nullcontext())
             t[0] += 1
 
-        seconds = median_seconds(cprl_step, device, min_time=3.0)
-        out[f"{mode}_s"] = seconds
-        out[f"{mode}_ratio"] = seconds / out["plain_s"]
+        fns[mode] = cprl_step
+    timed = interleaved(fns, device, rounds)
+    out = {"arch": arch, "size": size, "batch": batch, "device": str(device),
+           "threads": torch.get_num_threads(), "rounds": rounds,
+           "plain_s": timed["plain"]["median_s"]}  # fmt: skip
+    for mode in STEPS:
+        out[f"{mode}_s"] = timed[mode]["median_s"]
+        r = ratio(timed, mode, "plain")
+        out[f"{mode}_ratio"] = r["median"]
+        out[f"{mode}_ratio_spread"] = [r["min"], r["max"]]
     return out
 
 

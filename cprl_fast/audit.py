@@ -118,17 +118,27 @@ def audit(model: nn.Module, dataset, eps: Sequence[float] = DEFAULT_EPS,
           attacks: Sequence[str] = SUITE, batch_size: int = 16, device="cpu", seed: int = 0,
           out_dir: str | Path | None = None, title: str = "model",
           source: nn.Module | None = None, certify_sigmas: Sequence[float] = (),
-          certify_n: int = 1000, certify_alpha: float = 0.001) -> dict:  # fmt: skip
+          certify_n: int = 1000, certify_alpha: float = 0.001,
+          certify_layer: str | None = None, certify_feature_sigmas: Sequence[float] = (),
+          certify_lipschitz: str = "power") -> dict:  # fmt: skip
     """Runs ``attacks`` at every ``eps`` on ``dataset`` (SRCC/PLCC with 95% bootstrap intervals,
     the worst case per eps) and the gradient-masking diagnostics; with ``out_dir`` writes
     report.md, report.json and srcc_vs_eps.png there. ``source``: another trained model; the
     ``transfer`` attack (images crafted on it) joins the suite. ``certify_sigmas``: median
     smoothing at each noise level (:mod:`cprl_fast.certify`, ``certify_n`` draws, joint
     confidence ``1 - certify_alpha``), certified at L2 radius 0 and at the radius of the L2
-    ball that holds each L-infinity ball, ``eps * sqrt(3 H W)``. Returns the report's
-    content."""
+    ball that holds each L-infinity ball, ``eps * sqrt(3 H W)``. ``certify_layer``,
+    ``certify_feature_sigmas``, ``certify_lipschitz``: feature-space smoothing at that layer
+    (:func:`cprl_fast.certify.certify_features`, sigma in feature units) on the same images,
+    beside the input-space rows with the time each took. Returns the report's content."""
     from tqdm import tqdm
 
+    if certify_feature_sigmas:  # checked before any attack runs
+        from cprl_fast.certify import split_features
+
+        if certify_layer is None:
+            raise ValueError("feature-space smoothing needs the layer to add noise at")
+        split_features(model, certify_layer)
     attacks = list(attacks)
     if source is not None and "transfer" not in attacks:
         attacks.append("transfer")
@@ -147,9 +157,10 @@ def audit(model: nn.Module, dataset, eps: Sequence[float] = DEFAULT_EPS,
     report = {"model": title, "images": len(dataset), "attacks": attacks,
               "eps": [float(e) for e in eps], "results": {str(e): r for e, r in by_eps.items()},
               "unbounded": unbounded, "diagnostics": checks}  # fmt: skip
-    if certify_sigmas:
+    if certify_sigmas or certify_feature_sigmas:
         report["certified"] = _certified(model, dataset, eps, certify_sigmas, certify_n,
-                                         certify_alpha, batch_size, device, seed)  # fmt: skip
+                                         certify_alpha, batch_size, device, seed, certify_layer,
+                                         certify_feature_sigmas, certify_lipschitz)  # fmt: skip
     if out_dir is not None:
         write(report, Path(out_dir))
     return report
@@ -192,15 +203,26 @@ def record(checkpoint: str | Path, report: dict, dataset=None) -> None:
         save_atomic(state, path)
 
 
-def _certified(model, dataset, eps, sigmas, n, alpha, batch_size, device, seed) -> list[dict]:
-    from cprl_fast.certify import certify, smoothed_metrics
+def _certified(model, dataset, eps, sigmas, n, alpha, batch_size, device, seed, layer=None,
+               feature_sigmas=(), lipschitz="power") -> list[dict]:  # fmt: skip
+    from cprl_fast.certify import certify, certify_features, smoothed_metrics
 
     side = dataset[0][0].numel() ** 0.5
     radii = [0.0] + [float(e) * side for e in eps]
+    runs = [("input", float(s)) for s in sigmas] + [("feature", float(s)) for s in feature_sigmas]
     out = []
-    for sigma in sigmas:
-        cert = certify(model, dataset, float(sigma), n, alpha, radii, batch_size, device, seed)
+    for space, sigma in runs:
+        if space == "input":
+            cert = certify(model, dataset, sigma, n, alpha, radii, batch_size, device, seed)
+        else:
+            cert = certify_features(model, dataset, layer, sigma, n, alpha, radii, lipschitz,
+                                    batch_size, device, seed)  # fmt: skip
         res = smoothed_metrics(cert)
+        res["space"] = "input" if space == "input" else f"feature ({layer})"
+        res["seconds"] = cert.info["seconds"]
+        if space == "feature":
+            res["lipschitz"] = float(np.median(cert.info["lipschitz"]))
+            res["lipschitz_kind"] = cert.info["lipschitz_kind"]
         for r, e in zip(res["radii"][1:], eps, strict=True):
             r["eps"] = float(e)
         out.append(res)
@@ -257,16 +279,27 @@ def _certified_lines(report: dict) -> list[str]:
              "eps*sqrt(d) is the L2 ball holding the L-infinity ball of eps. Certified SRCC: "
              "a lower bound on the SRCC of any scores inside the intervals, holding with "
              f"probability {max(0.0, 1 - report['images'] * first['alpha']):g} (all "
-             f"{report['images']} intervals at once).", "",
-             "| sigma | radius (L2) | holds L-inf eps | smoothed SRCC (clean) | mean width | "
-             "certified SRCC |", "| ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+             f"{report['images']} intervals at once).", ""]  # fmt: skip
+    feature = [c for c in report["certified"] if c.get("space", "input") != "input"]
+    if feature:
+        c = feature[0]
+        lines += [f"Feature-space rows (FS-IQA): the noise (sigma in feature units) is added to "
+                  f"the features of {c['space'].split('(')[1].rstrip(')')}, whose input-to-"
+                  f"feature Lipschitz constant L (median over the images {c['lipschitz']:.3g}) "
+                  f"turns an input radius r into the feature radius L r; L is the "
+                  f"{c['lipschitz_kind']}. Time: seconds for the whole certificate.",
+                  ""]  # fmt: skip
+    lines += ["| space | sigma | radius (L2) | holds L-inf eps | smoothed SRCC (clean) | "
+              "mean width | certified SRCC | time s |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
     for c in report["certified"]:
         lo, hi = c["srcc_ci"]
+        seconds = c.get("seconds", float("nan"))
         for r in c["radii"]:
             eps = f"{r['eps'] * 255:g}/255" if "eps" in r else "-"
-            lines.append(f"| {c['sigma']:g} | {r['radius']:.3f} | {eps} | {c['srcc']:.3f} "
-                         f"[{lo:.3f}, {hi:.3f}] | {r['width']:.3f} | "
-                         f"{r['certified_srcc']:.3f} |")  # fmt: skip
+            lines.append(f"| {c.get('space', 'input')} | {c['sigma']:g} | {r['radius']:.3f} | "
+                         f"{eps} | {c['srcc']:.3f} [{lo:.3f}, {hi:.3f}] | {r['width']:.3f} | "
+                         f"{r['certified_srcc']:.3f} | {seconds:.1f} |")  # fmt: skip
     lines += ["", "![certified SRCC](certified.png)", "",
               "*Certified SRCC of the smoothed model at each sigma (the L2 ball holding each "
               "L-infinity ball) beside the empirical worst-case SRCC of the model itself "
@@ -287,7 +320,7 @@ def _plot_certified(report: dict, results: dict, path: Path) -> None:
     for c in report["certified"]:
         pts = [(r["eps"] * 255, r["certified_srcc"]) for r in c["radii"] if "eps" in r]
         ax.plot(*zip(*pts, strict=True), marker="s", ls="--",
-                label=f"certified, smoothed sigma={c['sigma']:g}")  # fmt: skip
+                label=f"certified, {c.get('space', 'input')} sigma={c['sigma']:g}")  # fmt: skip
     ax.set(xlabel="budget eps (/255, L-infinity; certified at L2 radius eps*sqrt(d))",
            ylabel="SRCC", title=f"{report['model']}: certified and empirical")  # fmt: skip
     ax.legend(fontsize=7)

@@ -24,6 +24,8 @@ the end of the score range (``-inf``/``+inf`` for scores of unknown range).
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -75,6 +77,9 @@ def order_statistics(n: int, alpha: float, radius: float, sigma: float) -> tuple
     return k_lo, k_hi
 
 
+_order_statistics = functools.lru_cache(maxsize=65536)(order_statistics)
+
+
 def noisy_scores(model: nn.Module, x: torch.Tensor, sigma: float, n: int,
                  generator: torch.Generator, chunk: int = 256) -> torch.Tensor:  # fmt: skip
     """``f(x + delta)`` for ``n`` draws of ``delta ~ N(0, sigma^2 I)`` per image: ``[N, n]``.
@@ -109,12 +114,24 @@ def certify(model: nn.Module, images, sigma: float, n: int = 1000, alpha: float 
         seed: the noise is a function of the seed and the image's position alone.
     Returns: :class:`Certificate`.
     """
+    return _smooth(model, None, images, sigma, n, alpha, radius, batch_size, device, seed,
+                   score_range, progress, None)
+
+
+def _smooth(model: nn.Module, front: nn.Module | None, images, sigma: float, n: int,
+            alpha: float, radius: Sequence[float], batch_size: int, device, seed: int,
+            score_range, progress: bool, lipschitz) -> Certificate:  # fmt: skip
+    """The sampling and the intervals of :func:`certify` (``front`` None: noise on the input)
+    and :func:`certify_features` (noise on ``front(x)``, the scores ``model(front(x) + noise)``,
+    radius ``r`` in input units certified as ``lipschitz(batch) * r`` in feature units)."""
+    import time
+
     from tqdm import tqdm
 
     from cprl_fast.attacks.common import eval_mode
 
     radius = [float(r) for r in radius]
-    ks = [order_statistics(n, alpha, r, sigma) for r in radius]
+    order_statistics(n, alpha, max(radius), sigma)  # checks the settings before any work
     if isinstance(images, torch.Tensor):
         loader, labels = torch.split(images, batch_size), None
     else:
@@ -124,27 +141,222 @@ def certify(model: nn.Module, images, sigma: float, n: int = 1000, alpha: float 
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
     lo_end, hi_end = score_range if score_range is not None else (-np.inf, np.inf)
     g = torch.Generator().manual_seed(seed)
-    medians, lowers, uppers = [], [], []
-    with eval_mode(model):
-        for batch in tqdm(loader, desc=f"certify (sigma={sigma:g}, n={n})", unit="batch",
-                          disable=not progress):  # fmt: skip
+    medians, lowers, uppers, lips = [], [], [], []
+    start = time.perf_counter()
+    space = "input" if front is None else "feature"
+    with eval_mode(model), eval_mode(front if front is not None else model):
+        for batch in tqdm(loader, desc=f"certify ({space}, sigma={sigma:g}, n={n})",
+                          unit="batch", disable=not progress):  # fmt: skip
             if labels is not None:
                 batch, y = batch
                 labels.append(y.float())
-            s = noisy_scores(model, batch.to(device), sigma, n, g).sort(dim=1).values.numpy()
+            batch = batch.to(device)
+            scale = np.ones(len(batch))
+            if front is not None:
+                scale = np.asarray(lipschitz(batch), dtype=np.float64)
+                with torch.no_grad():
+                    batch = front(batch)
+            s = noisy_scores(model, batch, sigma, n, g).sort(dim=1).values.numpy()
             medians.append(np.median(s, axis=1))
-            lowers.append([s[:, k_lo - 1] if k_lo >= 1 else np.full(len(s), lo_end)
-                           for k_lo, _ in ks])  # fmt: skip
-            uppers.append([s[:, k_hi - 1] if k_hi <= n else np.full(len(s), hi_end)
-                           for _, k_hi in ks])  # fmt: skip
+            lo, hi = np.empty((len(radius), len(s))), np.empty((len(radius), len(s)))
+            for i in range(len(s)):
+                for j, r in enumerate(radius):
+                    k_lo, k_hi = _order_statistics(n, alpha, float(r * scale[i]), sigma)
+                    lo[j, i] = s[i, k_lo - 1] if k_lo >= 1 else lo_end
+                    hi[j, i] = s[i, k_hi - 1] if k_hi <= n else hi_end
+            lowers.append(lo)
+            uppers.append(hi)
+            lips.append(scale)
+    info = {"seed": seed, "space": space, "seconds": time.perf_counter() - start}
+    if front is None:
+        info["order_statistics"] = [order_statistics(n, alpha, r, sigma) for r in radius]
+    else:
+        info["lipschitz"] = np.concatenate(lips)
     return Certificate(
         median=np.concatenate(medians),
         lower=np.concatenate(lowers, axis=1),
         upper=np.concatenate(uppers, axis=1),
         radius=radius, sigma=float(sigma), n=int(n), alpha=float(alpha),
         labels=None if labels is None else torch.cat(labels).numpy(),
-        info={"order_statistics": ks, "seed": seed},
+        info=info,
     )  # fmt: skip
+
+
+#: Where :func:`certify_features` can split a :class:`~cprl_fast.models.cprl_resnet.QualityResNet`:
+#: after the stem (conv, batch norm, ReLU, max-pool) or after a stage.
+FEATURE_LAYERS = ("stem", "layer1", "layer2", "layer3", "layer4")
+
+
+class _Front(nn.Module):
+    """Images ``[N, 3, H, W]`` in [0, 1] -> the features after ``layer`` ``[N, C, h, w]``."""
+
+    def __init__(self, model: nn.Module, layer: str):
+        super().__init__()
+        self.model, self.stages = model, FEATURE_LAYERS[1 : FEATURE_LAYERS.index(layer) + 1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = self.model.backbone
+        z = b.maxpool(b.relu(b.bn1(b.conv1((x - self.model.mean) / self.model.std))))
+        for name in self.stages:
+            z = getattr(b, name)(z)
+        return z
+
+
+class _Back(nn.Module):
+    """The features after ``layer`` -> scores ``[N]``: the rest of the model."""
+
+    def __init__(self, model: nn.Module, layer: str):
+        super().__init__()
+        self.model, self.stages = model, FEATURE_LAYERS[FEATURE_LAYERS.index(layer) + 1 :]
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        b = self.model.backbone
+        for name in self.stages:
+            z = getattr(b, name)(z)
+        z = b.fc(torch.flatten(b.avgpool(z), 1))
+        return torch.sigmoid(self.model.head(z)).squeeze(1)
+
+
+def split_features(model: nn.Module, layer: str) -> tuple[nn.Module, nn.Module]:
+    """``(front, back)`` with ``back(front(x)) == model(x)``: a quality ResNet (every model of
+    the registry but DBCNN) cut after ``layer`` (one of :data:`FEATURE_LAYERS`)."""
+    from cprl_fast.models.cprl_resnet import QualityResNet
+
+    if not isinstance(model, QualityResNet):
+        raise ValueError(f"feature-space smoothing splits a quality ResNet (resnet, cprl, sat, "
+                         f"nt models), got {type(model).__name__}")  # fmt: skip
+    if layer not in FEATURE_LAYERS:
+        raise ValueError(f"layer must be one of {', '.join(FEATURE_LAYERS)}, got {layer!r}")
+    return _Front(model, layer), _Back(model, layer)
+
+
+def jacobian_norm(front: nn.Module, x: torch.Tensor, iters: int = 20, step: float = 1e-3,
+                  seed: int = 0) -> torch.Tensor:  # fmt: skip
+    """Per image, an estimate of the largest singular value of the Jacobian of ``front`` at
+    ``x`` ``[N, ...]`` (FS-IQA's input-to-feature Lipschitz estimate): ``iters`` power
+    iterations on ``J^T J``, ``J v`` by central differences of width ``step`` (pixel units;
+    the rank-based CA modules have no forward-mode derivative) and ``J^T u`` by autograd.
+    Returns ``[N]`` float64 (on the CPU). An estimate from below of the local slope at ``x``,
+    not a bound: the features of a nearby image can move faster."""
+    g = torch.Generator().manual_seed(seed)
+    flat = (x.shape[0], -1)
+    v = torch.randn(x.shape, generator=g, dtype=torch.float32).to(x.device, x.dtype)
+    v = v / v.reshape(flat).norm(dim=1).reshape(-1, *[1] * (x.dim() - 1))
+    xg = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        feats = front(xg)
+    est = torch.zeros(x.shape[0], dtype=torch.float64)
+    for _ in range(iters):
+        with torch.no_grad():
+            jv = (front(x + step * v) - front(x - step * v)) / (2 * step)
+        est = jv.reshape(flat).norm(dim=1).double().cpu()
+        (w,) = torch.autograd.grad(feats, xg, grad_outputs=jv, retain_graph=True)
+        norm = w.reshape(flat).norm(dim=1).clamp_min(1e-30)
+        v = w / norm.reshape(-1, *[1] * (x.dim() - 1))
+    return est
+
+
+def _conv_bound(conv: nn.Conv2d) -> float:
+    """An upper bound on the L2 operator norm of a convolution (bias aside): the spectral norm
+    of its weight as a ``[out, in * kh * kw]`` matrix, times the square root of how many kernel
+    windows can cover one input pixel (``ceil(kh / sh) * ceil(kw / sw)``; docs/maths.md §8)."""
+    if conv.groups != 1 or tuple(conv.dilation) != (1, 1):
+        raise ValueError("the product bound covers convolutions without groups or dilation")
+    w = conv.weight.detach().double().reshape(conv.out_channels, -1)
+    (kh, kw), (sh, sw) = conv.kernel_size, conv.stride
+    return float(torch.linalg.matrix_norm(w, ord=2)) * math.sqrt(
+        math.ceil(kh / sh) * math.ceil(kw / sw))  # fmt: skip
+
+
+def _bn_bound(bn: nn.BatchNorm2d) -> float:
+    """Batch norm in eval mode is a per-channel affine map: its largest absolute scale."""
+    if bn.running_var is None:
+        raise ValueError("the product bound needs batch norm with running statistics")
+    scale = bn.running_var.detach().double().add(bn.eps).rsqrt()
+    if bn.weight is not None:
+        scale = scale * bn.weight.detach().double().abs()
+    return float(scale.max())
+
+
+def _pool_bound(pool: nn.MaxPool2d) -> float:
+    """Max-pooling: each window's max moves at most as far as its largest input, and a pixel
+    lies in at most ``ceil(k / s)`` windows per axis."""
+    k = pool.kernel_size if isinstance(pool.kernel_size, tuple) else (pool.kernel_size,) * 2
+    st = pool.stride if isinstance(pool.stride, tuple) else (pool.stride,) * 2
+    if pool.dilation not in (1, (1, 1)):
+        raise ValueError("the product bound covers max-pooling without dilation")
+    return math.sqrt(math.ceil(k[0] / st[0]) * math.ceil(k[1] / st[1]))
+
+
+def _block_bound(block: nn.Module) -> float:
+    from torchvision.models.resnet import BasicBlock, Bottleneck
+
+    if type(block) not in (BasicBlock, Bottleneck):
+        raise ValueError(f"the product bound covers plain ResNet blocks; {type(block).__name__} "
+                         "is not Lipschitz (its rank-based mask jumps): use the power "
+                         "estimate")  # fmt: skip
+    convs = ("conv1", "conv2") + (("conv3",) if type(block) is Bottleneck else ())
+    branch = 1.0
+    for c in convs:
+        branch *= _conv_bound(getattr(block, c)) * _bn_bound(getattr(block, "bn" + c[-1]))
+    short = 1.0
+    if block.downsample is not None:
+        short = _conv_bound(block.downsample[0]) * _bn_bound(block.downsample[1])
+    return branch + short  # the ReLU after the sum is 1-Lipschitz
+
+
+def lipschitz_bound(model: nn.Module, layer: str) -> float:
+    """A proven upper bound on the L2 Lipschitz constant of the map from images (pixel units)
+    to the features after ``layer`` (a product of per-layer bounds: input normalisation,
+    convolutions, batch norm in eval mode, ReLU, max-pooling, residual sums), for plain ResNet
+    blocks; a block with a CA module raises (the hard rank makes it discontinuous). Usually
+    far above the true constant."""
+    front, _ = split_features(model, layer)
+    b = model.backbone
+    bound = 1.0 / float(model.std.min())
+    bound *= _conv_bound(b.conv1) * _bn_bound(b.bn1) * _pool_bound(b.maxpool)
+    for name in front.stages:
+        for block in getattr(b, name):
+            bound *= _block_bound(block)
+    return bound
+
+
+def certify_features(model: nn.Module, images, layer: str, sigma: float, n: int = 1000,
+                     alpha: float = 0.001, radius: Sequence[float] = (0.0,),
+                     lipschitz: str | float = "power", batch_size: int = 16, device=None,
+                     seed: int = 0, score_range: tuple[float, float] | None = (0.0, 1.0),
+                     power_iters: int = 20, progress: bool = True) -> Certificate:  # fmt: skip
+    """Feature-space median smoothing (FS-IQA: Shumitskaya, Vatolin and Antsiferova, arXiv
+    2508.05516, 2025): the smoothed score is the median of ``back(front(x) + delta)``, ``delta
+    ~ N(0, sigma^2 I)`` in the features after ``layer``, so the backbone up to ``layer`` runs
+    once per image and only the rest ``n`` times. If ``||front(x') - front(x)|| <= L ||x' -
+    x||``, an input perturbation of L2 norm ``r`` moves the features by at most ``L r``, and the
+    median-smoothing theorem of :func:`certify` at feature radius ``L r`` bounds the smoothed
+    score. ``lipschitz``: ``"power"`` (per image, :func:`jacobian_norm`: FS-IQA's estimate, NOT
+    a proof: the intervals are then estimates too), ``"product"`` (:func:`lipschitz_bound`, a
+    proof, for plain ResNets), or a number. ``sigma`` is in feature units; ``radius`` in input
+    (pixel) units. Returns a :class:`Certificate`; ``info`` holds the space, the constant per
+    image and the seconds taken."""
+    front, back = split_features(model, layer)
+    if isinstance(lipschitz, str) and lipschitz not in ("power", "product"):
+        raise ValueError(f"lipschitz must be 'power', 'product' or a number, got {lipschitz!r}")
+    if lipschitz == "power":
+        def scale(x):
+            return jacobian_norm(front, x, power_iters, seed=seed).numpy()
+    else:
+        value = lipschitz_bound(model, layer) if lipschitz == "product" else float(lipschitz)
+        if not value > 0:
+            raise ValueError(f"lipschitz must be > 0, got {value}")
+
+        def scale(x):
+            return np.full(len(x), value)
+
+    cert = _smooth(back, front, images, sigma, n, alpha, radius, batch_size, device, seed,
+                   score_range, progress, scale)  # fmt: skip
+    cert.info.update(layer=layer, lipschitz_kind="product bound (proof)" if lipschitz ==
+                     "product" else "power-iteration estimate (not a proof)"
+                     if lipschitz == "power" else "given")  # fmt: skip
+    return cert
 
 
 def rank_bounds(lower: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

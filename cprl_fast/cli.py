@@ -430,6 +430,7 @@ def _eps_text(eps) -> str:
 
 def _audit_parser(sub) -> argparse.ArgumentParser:
     from cprl_fast.audit import DEFAULT_EPS, SUITE
+    from cprl_fast.certify import FEATURE_LAYERS
     from cprl_fast.data import DATASETS
 
     eps = _eps_text(DEFAULT_EPS)
@@ -470,11 +471,17 @@ def _audit_parser(sub) -> argparse.ArgumentParser:
         action="store_true",
         help="write the audit's summary into the checkpoint's model card",
     )
-    p.add_argument("--certify", default="", metavar="SIGMA[,SIGMA...]",
-                   help="also certify by median smoothing at these noise levels (pixel units, "
-                   "e.g. 0.12,0.25): smoothed SRCC, interval widths, certified SRCC")  # fmt: skip
-    p.add_argument("--certify-n", type=int, default=1000,
-                   help="noise draws per image for --certify (default: 1000)")  # fmt: skip
+    _certify_options(p)
+    p.add_argument("--certify-layer", choices=FEATURE_LAYERS,
+                   help="with --certify-feature: the layer whose features get the noise "
+                   "(feature-space smoothing, FS-IQA; quality ResNets)")  # fmt: skip
+    p.add_argument("--certify-feature", default="", metavar="SIGMA[,SIGMA...]",
+                   help="feature-space smoothing at these noise levels (feature units) beside "
+                   "--certify's input-space rows, with the time each takes")  # fmt: skip
+    p.add_argument("--certify-lipschitz", choices=("power", "product"), default="power",
+                   help="input-to-feature Lipschitz constant: power (per-image power-iteration "
+                   "estimate, not a proof) or product (proven bound, plain ResNets; default: "
+                   "power)")  # fmt: skip
     p.add_argument("--out-dir", type=Path, default=Path("reports/audit"),
                    help="folder for report.md, report.json, srcc_vs_eps.png "
                    "(default: reports/audit)")  # fmt: skip
@@ -529,15 +536,15 @@ def _audit(args: argparse.Namespace) -> int:
         if not Path(args.transfer_from).is_file():
             raise UserError(f"--transfer-from: checkpoint not found: {args.transfer_from}")
         source = load_trained(args.transfer_from, args.device).model
-    try:
-        sigmas = [parse_eps(v) for v in args.certify.split(",") if v.strip()]
-    except ValueError:
-        sigmas = [-1.0]
-    if any(v <= 0 for v in sigmas):
-        raise UserError(f"--certify needs noise levels > 0 such as 0.12,0.25, got {args.certify!r}")
+    sigmas = _certify_sigmas(args.certify)
+    feature = _certify_sigmas(args.certify_feature, "--certify-feature")
+    if feature and args.certify_layer is None:
+        raise UserError("--certify-feature needs --certify-layer (where the noise goes)")
     report = audit(model, dataset, eps, names, args.batch_size, args.device,
                    out_dir=args.out_dir, title=title, source=source, certify_sigmas=sigmas,
-                   certify_n=args.certify_n)  # fmt: skip
+                   certify_n=args.certify_n, certify_layer=args.certify_layer,
+                   certify_feature_sigmas=feature,
+                   certify_lipschitz=args.certify_lipschitz)  # fmt: skip
     print((args.out_dir / "report.md").read_text())
     failed = [c["check"] for c in report["diagnostics"] if not c["passed"]]
     listed = ": " + ", ".join(failed) if failed else ""
@@ -699,6 +706,27 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _certify_options(p) -> None:
+    """--certify and --certify-n, as audit and study take them."""
+    p.add_argument("--certify", default="", metavar="SIGMA[,SIGMA...]",
+                   help="also certify by median smoothing at these noise levels (pixel units, "
+                   "e.g. 0.12,0.25): smoothed SRCC, interval widths, certified SRCC")  # fmt: skip
+    p.add_argument("--certify-n", type=int, default=1000,
+                   help="noise draws per image for --certify (default: 1000)")  # fmt: skip
+
+
+def _certify_sigmas(text: str, option: str = "--certify") -> list[float]:
+    from cprl_fast.evaluate import parse_eps
+
+    try:
+        sigmas = [parse_eps(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        sigmas = [-1.0]
+    if any(v <= 0 for v in sigmas):
+        raise UserError(f"{option} needs noise levels > 0 such as 0.12,0.25, got {text!r}")
+    return sigmas
+
+
 def _study_parser(sub) -> argparse.ArgumentParser:
     from cprl_fast.audit import DEFAULT_EPS
     from cprl_fast.study import STUDY_ATTACKS, STUDY_MODELS
@@ -732,6 +760,7 @@ def _study_parser(sub) -> argparse.ArgumentParser:
         action="store_true",
         help="train and attack nothing: summarise the runs already finished",
     )
+    _certify_options(p)
     return p
 
 
@@ -750,8 +779,11 @@ def _study(args: argparse.Namespace) -> int:
                        max_steps=args.max_steps, device=args.device)  # fmt: skip
     command = "cprl-fast " + " ".join(shlex.quote(a) for a in _COMMAND_LINE)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if args.certify_n < 1:
+        raise UserError(f"--certify-n must be >= 1, got {args.certify_n}")
     study(args.dataset, args.root, args.out_dir, base, args.folds, seeds, models, eps,
-          _attack_list(args.attack), args.per_scene, command, args.report_only)  # fmt: skip
+          _attack_list(args.attack), args.per_scene, command, args.report_only,
+          _certify_sigmas(args.certify), args.certify_n)  # fmt: skip
     print((args.out_dir / "report.md").read_text())
     print(f"report: {args.out_dir / 'report.md'}")
     return 0
@@ -761,6 +793,10 @@ COMMANDS = {"train": _train, "evaluate": _evaluate, "reproduce": _reproduce, "de
             "audit": _audit, "score": _score, "info": _info, "study": _study,
             "export": _export}  # fmt: skip
 
+
+#: Commands that print which thread count they use (score, info and export print output that
+#: other programs read).
+LONG_COMMANDS = ("train", "evaluate", "reproduce", "demo", "audit", "study")
 
 #: The arguments of the running command (a study records the command that made it).
 _COMMAND_LINE: list[str] = []
@@ -773,6 +809,9 @@ def main(argv: list[str] | None = None) -> int:
                                      "with CPRL: train, attack, audit, certify, score and "
                                      "export quality models.")  # fmt: skip
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch (default: OMP_NUM_THREADS if set, else at "
+                        "most the cores this process may use, cgroup quota included)")  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
     _evaluate_parser(sub)
@@ -786,6 +825,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _COMMAND_LINE[:] = sys.argv[1:] if argv is None else list(argv)
     try:
+        from cprl_fast.threads import set_threads
+
+        note = set_threads(args.threads)
+        if args.command in LONG_COMMANDS:  # the others print machine-readable output
+            print(note, flush=True)
         return COMMANDS[args.command](args)
     except (UserError, ValueError, FileNotFoundError, OSError, TypeError, RuntimeError) as err:
         if args.debug:

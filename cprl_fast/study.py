@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from cprl_fast import metrics
-from cprl_fast.audit import DEFAULT_EPS, audit
+from cprl_fast.audit import DEFAULT_EPS, _certified, audit
 from cprl_fast.audit import write as write_audit
 from cprl_fast.data.base import IQADataset
 from cprl_fast.io import write_json_atomic, write_text_atomic
@@ -34,6 +34,9 @@ from cprl_fast.reproduce import _train
 from cprl_fast.run import load_run_splits
 from cprl_fast.train import TrainConfig
 
+#: The Gaussian noise (pixel units) the ``-noise`` models train with: the usual level for
+#: median smoothing at that sigma (``study --certify 0.25``).
+STUDY_NOISE_SIGMA = 0.25
 #: The models a study can train: label and the training options that define each.
 STUDY_MODELS: dict[str, tuple[str, dict]] = {
     "resnet": ("ResNet", {"model": "resnet"}),
@@ -41,7 +44,12 @@ STUDY_MODELS: dict[str, tuple[str, dict]] = {
     "cprl": ("CPRL (CA + PNS)", {"model": "cprl"}),
     "sat": ("SAT", {"model": "sat"}),
     "nt": ("NT", {"model": "nt"}),
-}
+    "resnet-noise": ("ResNet, noise-trained", {"model": "resnet",
+                                               "noise_sigma": STUDY_NOISE_SIGMA}),
+    "ca-noise": ("CA alone, noise-trained", {"model": "cprl", "objective": "regression",
+                                             "noise_sigma": STUDY_NOISE_SIGMA}),
+    "cprl-noise": ("CPRL, noise-trained", {"model": "cprl", "noise_sigma": STUDY_NOISE_SIGMA}),
+}  # fmt: skip
 #: The attacks of every audit in a study (``pgd-soft`` joins for CA models, ``transfer`` always).
 STUDY_ATTACKS = ("fgsm", "pgd", "reflect10", "rank", "square100")
 
@@ -96,8 +104,12 @@ def _check_settings(out: Path, settings: dict) -> None:
 
 def run_one(dataset: str, root: str | None, out: Path, base: TrainConfig, folds: int, fold: int,
             seed: int, models: Sequence[str], eps: Sequence[float], attacks: Sequence[str],
-            per_scene: int | None) -> dict:  # fmt: skip
-    """One (fold, seed): trains ``models`` and audits each; returns ``{model: audit report}``."""
+            per_scene: int | None, certify_sigmas: Sequence[float] = (),
+            certify_n: int = 1000) -> dict:  # fmt: skip
+    """One (fold, seed): trains ``models`` and audits each; returns ``{model: audit report}``.
+    ``certify_sigmas``: also median smoothing (:func:`cprl_fast.certify.certify`, ``certify_n``
+    draws) on the same images, added to an audit that lacks it (an audit already done keeps
+    its attacks)."""
     run_dir = out / "runs" / f"fold{fold}-seed{seed}"
     split_file = out / "splits" / f"fold{fold}.json"
     split_file.parent.mkdir(parents=True, exist_ok=True)
@@ -125,6 +137,16 @@ def run_one(dataset: str, root: str | None, out: Path, base: TrainConfig, folds:
         report["transfer_from"] = transfer_source(name, models)
         write_audit(report, path.parent)
         reports[name] = report
+    wanted = [{"sigma": float(v), "n": int(certify_n)} for v in certify_sigmas]
+    for name in models:
+        report = reports[name]
+        if wanted and [{k: c[k] for k in ("sigma", "n")} for c in report.get("certified", [])
+                       ] != wanted:  # fmt: skip
+            start = time.perf_counter()
+            report["certified"] = _certified(trained[name], tested, eps, certify_sigmas, certify_n,
+                                             0.001, cfg.batch_size, cfg.device, seed)  # fmt: skip
+            report["certify_seconds"] = time.perf_counter() - start
+            write_audit(report, run_dir / "audit" / name)
     return reports
 
 
@@ -150,7 +172,9 @@ def summarise(runs: dict[str, dict], models: Sequence[str], eps: Sequence[float]
         return out
 
     per_model = {n: values(n) for n in models}
-    summary: dict = {"models": {}, "versus": {}, "diagnostics": {}}
+    summary: dict = {"models": {}, "versus": {}, "diagnostics": {}, "certified": {}}
+    for n in models:
+        summary["certified"][n] = _summarise_certified([r[n] for r in runs.values()])
     for n in models:
         summary["models"][n] = {k: metrics.mean_interval(v, bounds=(-1.0, 1.0))
                                 for k, v in per_model[n].items()}  # fmt: skip
@@ -181,6 +205,29 @@ def summarise(runs: dict[str, dict], models: Sequence[str], eps: Sequence[float]
                 "runs_worse": int(sum(1 for s in significant if s < 0)),
             }
     return summary
+
+
+def _summarise_certified(reports: list[dict]) -> list[dict]:
+    """Per (sigma, n) that every run certified: the smoothed clean SRCC, and per radius the
+    mean interval width and the certified SRCC, each as :func:`metrics.mean_interval` over
+    the runs; ``[]`` when some run has no certificate."""
+    tables = [{(c["sigma"], c["n"]): c for c in r.get("certified", [])} for r in reports]
+    keys = [k for k in tables[0] if all(k in t for t in tables)] if tables else []
+    out = []
+    for key in keys:
+        cs = [t[key] for t in tables]
+        radii = []
+        for i, r in enumerate(cs[0]["radii"]):
+            at = [c["radii"][i] for c in cs]
+            radii.append({"radius": r["radius"], "eps": r.get("eps"),
+                          "width": metrics.mean_interval([a["width"] for a in at]),
+                          "certified_srcc": metrics.mean_interval(
+                              [a["certified_srcc"] for a in at], bounds=(-1.0, 1.0))})  # fmt: skip
+        out.append({"sigma": key[0], "n": key[1], "alpha": cs[0]["alpha"],
+                    "smoothed_srcc": metrics.mean_interval([c["srcc"] for c in cs],
+                                                           bounds=(-1.0, 1.0)),
+                    "radii": radii})  # fmt: skip
+    return out
 
 
 def _cell(m: dict, digits: int = 3) -> str:
@@ -258,6 +305,7 @@ def write_report(out: Path, settings: dict, runs: dict, summary: dict, command: 
                 "; ".join(f"{c} failed in {len(r)}/{n_runs} runs ({', '.join(r)})"
                           for c, r in sorted(failed.items())))  # fmt: skip
         lines.append(f"- {STUDY_MODELS[n][0]}: {text}")
+    lines += _certified_lines(summary, models, n_runs)
     lines += ["", "![worst-case SRCC against eps](worst_vs_eps.png)", "",
               "*Worst-case SRCC over the attack suite against the budget eps (0: clean), mean "
               f"over the {n_runs} fold x seed runs; bands: 95% t-intervals over the runs.*", "",
@@ -278,6 +326,33 @@ def write_report(out: Path, settings: dict, runs: dict, summary: dict, command: 
                   "or LIVE."]  # fmt: skip
     write_text_atomic(out / "report.md", "\n".join(lines) + "\n")
     _plot(summary, models, eps, out / "worst_vs_eps.png")
+
+
+def _certified_lines(summary: dict, models: Sequence[str], n_runs: int) -> list[str]:
+    rows = [(n, c) for n in models for c in summary.get("certified", {}).get(n, [])]
+    if not rows:
+        return []
+    alpha = rows[0][1]["alpha"]
+    lines = ["", "## Certified (median smoothing)", "",
+             "The smoothed model scores an image by the median of the model's scores over n "
+             "Gaussian noise draws of standard deviation sigma (cprl_fast/certify.py, "
+             "docs/maths.md §8). Per image, the certified interval holds for every L2 "
+             f"perturbation up to the radius with probability {1 - alpha:g}; certified SRCC: "
+             "the lowest SRCC any scores inside the intervals can have (holding with "
+             "probability 0.95 for all intervals of a run at once). Radius eps*sqrt(d) is the "
+             "L2 ball holding the L-infinity ball of eps. These guarantees are for the smoothed "
+             "model, not the model the attacks above were run on. Cells: mean over the runs "
+             f"[95% t-interval over the {n_runs} runs].", "",
+             "| model | sigma | n | smoothed SRCC (clean) | radius (L2) | holds L-inf eps | "
+             "mean width | certified SRCC |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    for n, c in rows:
+        for r in c["radii"]:
+            e = "-" if r["eps"] is None else f"{r['eps'] * 255:g}/255"
+            lines.append(f"| {STUDY_MODELS[n][0]} | {c['sigma']:g} | {c['n']} | "
+                         f"{_cell(c['smoothed_srcc'])} | {r['radius']:.3f} | {e} | "
+                         f"{r['width']['mean']:.3f} | {_cell(r['certified_srcc'])} |")  # fmt: skip
+    return lines
 
 
 def _plot(summary: dict, models: Sequence[str], eps: Sequence[float], path: Path) -> None:
@@ -306,10 +381,13 @@ def study(dataset: str, root: str | None, out_dir: str | Path, base: TrainConfig
           models: Sequence[str] = ("resnet", "ca", "cprl", "sat"),
           eps: Sequence[float] = DEFAULT_EPS, attacks: Sequence[str] = STUDY_ATTACKS,
           per_scene: int | None = None, command: str = "",
-          report_only: bool = False) -> dict:  # fmt: skip
+          report_only: bool = False, certify_sigmas: Sequence[float] = (),
+          certify_n: int = 1000) -> dict:  # fmt: skip
     """Runs (or resumes) every (fold, seed) and writes the summary; returns report.json's
     content. ``per_scene``: audit that many seeded images per test scene (None: all).
-    ``report_only``: train nothing, summarise the runs already finished (at least 2)."""
+    ``report_only``: train nothing, summarise the runs already finished (at least 2).
+    ``certify_sigmas``, ``certify_n``: median smoothing of every model on its audit's images
+    (not a setting the resume check compares: it can be added to a finished study)."""
     from cprl_fast.attacks import check_attack_names
     from cprl_fast.data.splits import check_fold
 
@@ -344,7 +422,8 @@ def study(dataset: str, root: str | None, out_dir: str | Path, base: TrainConfig
             if report_only and not done:
                 continue
             runs[name] = run_one(dataset, root, out, base, folds, fold, seed, models, eps,
-                                 attacks, per_scene)  # fmt: skip
+                                 attacks, per_scene, () if report_only else certify_sigmas,
+                                 certify_n)  # fmt: skip
             if len(runs) >= 2:  # a partial report after every run: a stopped study keeps one
                 write_report(out, settings, runs, summarise(runs, models, eps), command, sizes)
     if len(runs) < 2:

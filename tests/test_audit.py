@@ -85,6 +85,13 @@ def test_cli_audits_any_module(tmp_path):
     assert bad.returncode == 2 and "--module test_audit:nothing" in bad.stderr
     bad = subprocess.run([*cmd, "--certify", "0,x"], capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and "--certify needs noise levels > 0" in bad.stderr
+    bad = subprocess.run([*cmd, "--certify-feature", "0.5"], capture_output=True, text=True,
+                         env=env)  # fmt: skip
+    assert bad.returncode == 2 and "--certify-feature needs --certify-layer" in bad.stderr
+    bad = subprocess.run([*cmd, "--certify-feature", "0.5", "--certify-layer", "layer1"],
+                         capture_output=True, text=True, env=env)  # fmt: skip
+    assert bad.returncode == 2 and "splits a quality ResNet" in bad.stderr.strip().splitlines()[-1]
+    assert "audit: budgets" not in bad.stderr  # refused before any attack ran
 
 
 class GradientFree(nn.Module):
@@ -129,3 +136,22 @@ def test_more_restarts_must_not_be_weaker():
         checks = diagnose(results(0.1, three), unbounded, soft=False)
         (check,) = [c for c in checks if c["check"] == "more_restarts_not_weaker"]
         assert check["passed"] is passed, check
+
+
+def test_feature_space_rows_sit_beside_the_input_rows_with_their_time(data, tmp_path):
+    from cprl_fast.models.cprl_resnet import resnet_iqa
+
+    torch.manual_seed(0)
+    model = resnet_iqa("resnet18").eval()
+    report = audit(model, data, eps=(2 / 255,), attacks=("fgsm",), batch_size=25,
+                   certify_sigmas=(0.1,), certify_n=40, certify_layer="layer2",
+                   certify_feature_sigmas=(0.5,), certify_lipschitz="product",
+                   out_dir=tmp_path)  # fmt: skip
+    inp, feat = report["certified"]
+    assert inp["space"] == "input" and feat["space"] == "feature (layer2)"
+    assert "proof" in feat["lipschitz_kind"] and feat["lipschitz"] > 1
+    assert feat["seconds"] > 0 and inp["seconds"] > 0
+    md = (tmp_path / "report.md").read_text()
+    assert "| feature (layer2) | 0.5 |" in md and "Feature-space rows (FS-IQA)" in md
+    with pytest.raises(ValueError, match="needs the layer"):
+        audit(model, data, eps=(2 / 255,), attacks=("fgsm",), certify_feature_sigmas=(0.5,))

@@ -142,3 +142,95 @@ def test_labelled_images_give_the_smoothed_metrics():
     bounds = [r["certified_srcc"] for r in out["radii"]]
     assert widths == sorted(widths) and bounds == sorted(bounds, reverse=True)
     assert bounds[-1] < bounds[0] <= out["srcc"] + 1e-12
+
+
+# --- feature-space smoothing -------------------------------------------------------------
+
+
+def _quality_model(kind: str) -> nn.Module:
+    from cprl_fast.models.cprl_resnet import cprl_resnet, resnet_iqa
+
+    torch.manual_seed(0)
+    model = resnet_iqa("resnet18") if kind == "resnet" else cprl_resnet("resnet18")
+    return model.eval()
+
+
+def _exact_jacobian_norm(front, x: torch.Tensor) -> float:
+    jac = torch.autograd.functional.jacobian(lambda v: front(v.unsqueeze(0)).flatten(), x)
+    return float(torch.linalg.matrix_norm(jac.reshape(jac.shape[0], -1).double(), ord=2))
+
+
+@pytest.mark.parametrize("kind", ["resnet", "cprl"])
+def test_split_features_recomposes_the_model(kind):
+    from cprl_fast.certify import FEATURE_LAYERS, split_features
+
+    model = _quality_model(kind)
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want = model(x)
+        for layer in FEATURE_LAYERS:
+            front, back = split_features(model, layer)
+            torch.testing.assert_close(back(front(x)), want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="layer must be one of"):
+        split_features(model, "layer5")
+    with pytest.raises(ValueError, match="splits a quality ResNet"):
+        split_features(MeanPixel(), "stem")
+
+
+def test_power_estimate_meets_the_exact_jacobian_norm_and_the_proven_bound_lies_above():
+    from cprl_fast.certify import jacobian_norm, lipschitz_bound, split_features
+
+    model = _quality_model("resnet")
+    front, _ = split_features(model, "layer1")
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    exact = np.array([_exact_jacobian_norm(front, xi) for xi in x])
+    est = jacobian_norm(front, x, iters=60).numpy()
+    np.testing.assert_allclose(est, exact, rtol=0.02)
+    bound = lipschitz_bound(model, "layer1")
+    assert np.all(bound >= exact) and bound < 1e7
+    # the bound's pieces: a 1x1 convolution's is its exact norm; a strided one stays above
+    from cprl_fast.certify import _conv_bound
+
+    conv = nn.Conv2d(4, 5, 1, bias=False)
+    w = conv.weight.detach().double().reshape(5, 4)
+    assert _conv_bound(conv) == pytest.approx(float(torch.linalg.matrix_norm(w, ord=2)))
+    conv = nn.Conv2d(3, 4, 3, stride=2, padding=1, bias=False)
+    exact_conv = _exact_jacobian_norm(conv, torch.rand(3, 9, 9))
+    assert exact_conv <= _conv_bound(conv) <= 2.0 * exact_conv * 2  # sqrt(4) = 2: tight-ish
+
+
+def test_product_bound_refuses_ca_blocks_but_the_estimate_runs_through_them():
+    from cprl_fast.certify import jacobian_norm, lipschitz_bound, split_features
+
+    model = _quality_model("cprl")
+    assert lipschitz_bound(model, "stem") > 0  # no CA module before layer1
+    with pytest.raises(ValueError, match="not Lipschitz"):
+        lipschitz_bound(model, "layer1")
+    front, _ = split_features(model, "layer1")
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+    est = jacobian_norm(front, x, iters=30).numpy()
+    exact = np.array([_exact_jacobian_norm(front, xi) for xi in x])  # the local slope
+    np.testing.assert_allclose(est, exact, rtol=0.05)
+
+
+def test_feature_certificate_is_the_median_bound_at_the_scaled_radius():
+    from cprl_fast.certify import certify_features, noisy_scores, split_features
+
+    model = _quality_model("resnet")
+    x = torch.rand(5, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    kw = dict(layer="layer2", sigma=0.5, n=200, seed=7, progress=False)
+    a = certify_features(model, x, radius=(0.1, 0.3), lipschitz=2.0, **kw)
+    b = certify_features(model, x, radius=(0.2, 0.6), lipschitz=1.0, **kw)
+    np.testing.assert_array_equal(a.lower, b.lower)
+    np.testing.assert_array_equal(a.upper, b.upper)
+    # the median is that of the rest of the model over noise on the features
+    front, back = split_features(model, "layer2")
+    with torch.no_grad():
+        s = noisy_scores(back, front(x), 0.5, 200, torch.Generator().manual_seed(7))
+    np.testing.assert_allclose(a.median, np.median(s.numpy(), axis=1), rtol=0, atol=1e-7)
+    assert np.all(a.lower[1] <= a.lower[0]) and np.all(a.upper[1] >= a.upper[0])
+    assert a.info["space"] == "feature" and a.info["lipschitz_kind"] == "given"
+    p = certify_features(model, x, radius=(0.1,), lipschitz="product", **kw)
+    assert "proof" in p.info["lipschitz_kind"] and np.all(p.info["lipschitz"] > 1)
+    with pytest.raises(ValueError, match="lipschitz must be"):
+        certify_features(model, x, radius=(0.1,), lipschitz="exact", **kw)

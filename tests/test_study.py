@@ -8,10 +8,11 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from cprl_fast import metrics
 from cprl_fast.data.base import IQADataset, Item
-from cprl_fast.study import audit_subset, study, transfer_source
+from cprl_fast.study import STUDY_NOISE_SIGMA, audit_subset, study, transfer_source
 from cprl_fast.train import TrainConfig
 
 
@@ -45,24 +46,29 @@ def test_study_end_to_end_resumes_and_refuses_other_settings(tmp_path):
     base = TrainConfig(model_options={"arch": "resnet18"}, image_size=32, epochs=1,
                        max_steps=1, batch_size=8)  # fmt: skip
     out, root = tmp_path / "study", str(tmp_path / "data")
-    kw = dict(folds=2, seeds=(0,), models=("resnet", "ca"), eps=(4 / 255,),
+    kw = dict(folds=2, seeds=(0,), models=("resnet", "ca-noise"), eps=(4 / 255,),
               attacks=("fgsm",), per_scene=3, command="test")  # fmt: skip
     report = study("builtin", root, out, base, **kw)
     runs = report["runs"]
     assert set(runs) == {"fold0-seed0", "fold1-seed0"}
     # the summary is the mean of the runs' own audits, with the t-interval over the runs
     key = str(4 / 255)
-    worst = [json.loads((out / "runs" / r / "audit" / "ca" / "report.json").read_text())
+    worst = [json.loads((out / "runs" / r / "audit" / "ca-noise" / "report.json").read_text())
              ["results"][key]["worst"]["srcc"] for r in sorted(runs)]  # fmt: skip
-    got = report["summary"]["models"]["ca"][key]
+    got = report["summary"]["models"]["ca-noise"][key]
     assert got["mean"] == pytest.approx(np.mean(worst))
     assert got["ci"] == pytest.approx(metrics.mean_interval(worst, bounds=(-1, 1))["ci"])
-    audit = json.loads((out / "runs" / "fold0-seed0" / "audit" / "ca" / "report.json").read_text())
+    audit_path = out / "runs" / "fold0-seed0" / "audit" / "ca-noise" / "report.json"
+    audit = json.loads(audit_path.read_text())
     assert audit["images"] == 15 and "transfer" in audit["attacks"]
     assert audit["transfer_from"] == "resnet"
     assert {c["check"] for c in audit["diagnostics"]} >= {"transfer_not_stronger"}
     md = (out / "report.md").read_text()
-    assert "| CA alone (no PNS) |" in md and "## Difference to ResNet" in md
+    assert "| CA alone, noise-trained |" in md and "## Difference to ResNet" in md
+    assert "## Certified" not in md
+    ckpt = torch.load(out / "runs" / "fold0-seed0" / "models" / "ca-noise" / "best.pt",
+                      weights_only=True)  # fmt: skip
+    assert json.loads(ckpt["config"])["noise_sigma"] == STUDY_NOISE_SIGMA
     assert (out / "worst_vs_eps.png").stat().st_size > 10_000
     # resumed: nothing is retrained or re-attacked
     stamp = (out / "runs" / "fold1-seed0" / "audit" / "resnet" / "report.json").stat().st_mtime_ns
@@ -71,6 +77,15 @@ def test_study_end_to_end_resumes_and_refuses_other_settings(tmp_path):
     ).st_mtime_ns == stamp  # fmt: skip
     with pytest.raises(ValueError, match=r"other settings \(eps differ\)"):
         study("builtin", root, out, base, **{**kw, "eps": (8 / 255,)})
+    # certification added to the finished study: the attacks are kept, each run certified
+    certified = study("builtin", root, out, base, **kw, certify_sigmas=(0.25,), certify_n=16)
+    again = json.loads(audit_path.read_text())
+    assert again["results"] == audit["results"] and again["certified"][0]["n"] == 16
+    per_run = [json.loads((out / "runs" / r / "audit" / "ca-noise" / "report.json").read_text())
+               ["certified"][0]["radii"][1]["certified_srcc"] for r in sorted(runs)]  # fmt: skip
+    cell = certified["summary"]["certified"]["ca-noise"][0]["radii"][1]["certified_srcc"]
+    assert cell["mean"] == pytest.approx(np.mean(per_run))
+    assert "## Certified (median smoothing)" in (out / "report.md").read_text()
 
 
 def test_study_refuses_bad_models(tmp_path):

@@ -285,3 +285,38 @@ def test_copy_of_a_model_trains_independently():
     twin = copy.deepcopy(model)
     theta_regression_step(model, groups, opts, x, y)
     assert not torch.equal(twin.head.weight, model.head.weight)
+
+
+@pytest.mark.parametrize("t", [0, 1], ids=["sf", "nc"])
+@pytest.mark.parametrize("step", ["faithful", "fast"])
+def test_sharing_the_prefix_changes_nothing_computed(step, t):
+    """The part before the first CA module computed once (its backward shared, its batch norms
+    counting the batch twice) against the old step that computed it in every forward, from the
+    same state after ``t`` old iterations: the same losses, parameters, optimiser states and
+    batch-norm buffers, to the order of floating-point sums. (One iteration at a time: over
+    several, a last-bit difference can swap two activations' ranks in the hard CA mask and
+    grow. SGD with momentum: AdamW would turn a sign flip of a near-zero gradient into a
+    full step.)"""
+    from cprl_fast.train.pns import STEPS
+
+    runs = []
+    for share in (True, False):
+        model, groups, _, x, y = _setup(5)
+        opts = {n: torch.optim.SGD(getattr(groups, n), lr=1e-2, momentum=0.9)
+                for n in ("theta", "phi", "xi")}  # fmt: skip
+        for u in range(t):
+            STEPS[step](model, groups, opts, x, y, u, 0.5, share_prefix=False)
+        losses = STEPS[step](model, groups, opts, x, y, t, 0.5, share_prefix=share)
+        runs.append((losses, model.state_dict(), opts))
+    (la, sa, oa), (lb, sb, ob) = runs
+    assert la.keys() == lb.keys() and all(la[k] == pytest.approx(lb[k], rel=1e-5) for k in la)
+    for k in sa:
+        if sa[k].is_floating_point():
+            torch.testing.assert_close(sa[k], sb[k], rtol=1e-5, atol=1e-7)
+        else:
+            assert torch.equal(sa[k], sb[k]), k
+    for name in ("theta", "phi", "xi"):
+        for pa, pb in zip(oa[name].state_dict()["state"].values(),
+                          ob[name].state_dict()["state"].values(), strict=True):  # fmt: skip
+            a, b = pa["momentum_buffer"], pb["momentum_buffer"]  # the gradients: sums over the
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * float(b.abs().max()))  # batch

@@ -29,22 +29,28 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class CABasicBlock(BasicBlock):
     """A BasicBlock whose final ReLU is the CA module ``self.ca``."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's output before its CA module (what ``self.ca`` is applied to)."""
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.ca(out + identity)
+        return self.bn2(self.conv2(out)) + identity
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ca(self.pre_activation(x))
 
 
 class CABottleneck(Bottleneck):
     """A Bottleneck whose final ReLU is the CA module ``self.ca``."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's output before its CA module (what ``self.ca`` is applied to)."""
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.ca(out + identity)
+        return self.bn3(self.conv3(out)) + identity
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ca(self.pre_activation(x))
 
 
 def _blocks(resnet: ResNet, placement: str | Sequence[str]) -> list[tuple[str, nn.Module]]:
@@ -157,6 +163,48 @@ class QualityResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.head(self.features(x))).squeeze(1)
+
+    def _first_ca(self) -> tuple[int, int] | None:
+        for s, stage in enumerate(STAGES):
+            for i, block in enumerate(getattr(self.backbone, stage)):
+                if isinstance(block, (CABasicBlock, CABottleneck)):
+                    return s, i
+        return None
+
+    def has_ca(self) -> bool:
+        """Whether a block of the backbone has a CA module (then :meth:`prefix` exists)."""
+        return self._first_ca() is not None
+
+    def prefix(self, x: torch.Tensor) -> torch.Tensor:
+        """Images ``[N, 3, H, W]`` -> the input of the first CA module ``[N, C, h, w]``: all
+        that the normal and the intervened forwards share (it depends on the images and the
+        backbone's weights alone). ``self.suffix(self.prefix(x)) == self(x)``."""
+        where = self._first_ca()
+        if where is None:
+            raise ValueError("the model has no CA module: it has no prefix to share")
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"images must have shape [N, 3, H, W], got {list(x.shape)}")
+        b = self.backbone
+        z = b.maxpool(b.relu(b.bn1(b.conv1((x - self.mean) / self.std))))
+        for s in range(where[0]):
+            z = getattr(b, STAGES[s])(z)
+        stage = getattr(b, STAGES[where[0]])
+        for i in range(where[1]):
+            z = stage[i](z)
+        return stage[where[1]].pre_activation(z)
+
+    def suffix(self, z: torch.Tensor) -> torch.Tensor:
+        """The rest of the forward after :meth:`prefix`: its output -> scores ``[N]``."""
+        s, i = self._first_ca()
+        b = self.backbone
+        stage = getattr(b, STAGES[s])
+        z = stage[i].ca(z)
+        for block in list(stage)[i + 1 :]:
+            z = block(z)
+        for name in STAGES[s + 1 :]:
+            z = getattr(b, name)(z)
+        z = b.fc(torch.flatten(b.avgpool(z), 1))
+        return torch.sigmoid(self.head(z)).squeeze(1)
 
 
 def _backbone(arch: str, pretrained) -> ResNet:

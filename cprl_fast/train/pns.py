@@ -12,6 +12,14 @@ Faithful order (the default), on a batch ``(x, y)`` at iteration ``t``:
      ``R = L_SF - L_NC``); recompute; theta steps UP ``lambda * L_NC``.
 Parameters that a step does not update get no gradient in it (saves their backward work).
 
+Both orders compute the part of the network before the first CA module (its *prefix*: the
+images and theta alone decide it) once where two forwards would compute it alike: in fast mode
+the normal and the intervened forward share it (and its backward), in faithful mode steps 2a
+and 2b (phi is not in it, and theta does not change in between). The batch-norm layers in it
+then count the batch twice in their running statistics, as the two forwards did, so the
+losses, updates and buffers are today's up to the order of floating-point sums
+(``share_prefix=False`` computes them the old way; tests/test_train.py compares the two).
+
 Fast mode (named ``fast``, never the default): one backward per iteration. The normal and the
 intervened forward share it: ``L = L_reg + lambda * L_SF`` (or ``L_reg - lambda * L_NC``), and
 the gradient of phi (xi) is reversed and divided by lambda, so phi still ascends ``L_SF`` and xi
@@ -66,6 +74,40 @@ def only_grads_for(model: nn.Module, params: list[nn.Parameter]) -> Iterator[Non
             p.requires_grad_(True)
 
 
+def _can_share(model: nn.Module) -> bool:
+    """Whether ``model`` splits at its first CA module (``prefix``/``suffix``) and every batch
+    norm has a momentum (for :func:`_counted_twice`)."""
+    if hasattr(model, "_orig_mod"):  # torch.compile'd: keep the compiled forward
+        return False
+    if not (hasattr(model, "prefix") and hasattr(model, "has_ca") and model.has_ca()):
+        return False
+    return all(m.momentum is not None for m in model.modules()
+               if isinstance(m, nn.modules.batchnorm._BatchNorm))  # fmt: skip
+
+
+@contextlib.contextmanager
+def _counted_twice(model: nn.Module) -> Iterator[None]:
+    """The batch norms that run inside update their running statistics once more with the same
+    batch statistics, as a second forward of the same batch through them would:
+    ``r2 = (1 - m) r1 + m s`` with ``s`` recovered from ``r1 = (1 - m) r0 + m s``."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+           and m.training and m.track_running_stats]  # fmt: skip
+    before = [(m.running_mean.clone(), m.running_var.clone(), int(m.num_batches_tracked))
+              for m in bns]  # fmt: skip
+    yield
+    with torch.no_grad():
+        for m, (mean0, var0, n0) in zip(bns, before, strict=True):
+            if int(m.num_batches_tracked) == n0:
+                continue  # not in the prefix
+            mom = float(m.momentum)
+            # through .data: autograd saved these buffers with the batch norm's inputs (its
+            # training-mode backward reads the batch statistics, not them), and a tracked
+            # in-place change would fail the version check of the coming backward
+            m.running_mean.data.mul_(2 - mom).sub_(mean0, alpha=1 - mom)
+            m.running_var.data.mul_(2 - mom).sub_(var0, alpha=1 - mom)
+            m.num_batches_tracked.data.add_(1)
+
+
 def _mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.mean((a.float() - b.float()) ** 2)
 
@@ -113,20 +155,34 @@ def theta_intervention_step(model, groups, opts, x, y_bar, mode, lam, clip=None,
 def faithful_step(
     model: nn.Module, groups: ParamGroups, opts: dict[str, torch.optim.Optimizer],
     x: torch.Tensor, y: torch.Tensor, t: int, lam: float, clip: float | None = None,
-    autocast: contextlib.AbstractContextManager | None = None,
+    autocast: contextlib.AbstractContextManager | None = None, share_prefix: bool = True,
 ) -> dict[str, float]:  # fmt: skip
     """One faithful PNS iteration; returns ``{"l_reg", "l_sf" or "l_nc"}`` (before updates)."""
     mode = "sf" if t % 2 == 0 else "nc"
     l_reg, y_bar = theta_regression_step(model, groups, opts, x, y, clip, autocast)
-    l_int = intervention_net_step(model, groups, opts, x, y_bar, mode, clip, autocast)
-    theta_intervention_step(model, groups, opts, x, y_bar, mode, lam, clip, autocast)
+    if not (share_prefix and _can_share(model)):
+        l_int = intervention_net_step(model, groups, opts, x, y_bar, mode, clip, autocast)
+        theta_intervention_step(model, groups, opts, x, y_bar, mode, lam, clip, autocast)
+        return {"l_reg": float(l_reg.detach()), f"l_{mode}": float(l_int.detach())}
+    def cast() -> contextlib.AbstractContextManager:
+        return autocast or contextlib.nullcontext()
+
+    with only_grads_for(model, groups.theta), _counted_twice(model), cast():
+        z = model.prefix(x)  # steps 2a and 2b alike: theta changes only after 2b's backward
+    params, opt = (groups.phi, opts["phi"]) if mode == "sf" else (groups.xi, opts["xi"])
+    with only_grads_for(model, params), intervention(model, mode), cast():
+        l_int = _mse(model.suffix(z.detach()), y_bar)
+    _step(opt, -l_int if mode == "sf" else l_int, params, clip)
+    with only_grads_for(model, groups.theta), intervention(model, mode), cast():
+        loss = _mse(model.suffix(z), y_bar)
+    _step(opts["theta"], lam * loss if mode == "sf" else -lam * loss, groups.theta, clip)
     return {"l_reg": float(l_reg.detach()), f"l_{mode}": float(l_int.detach())}
 
 
 def fast_step(
     model: nn.Module, groups: ParamGroups, opts: dict[str, torch.optim.Optimizer],
     x: torch.Tensor, y: torch.Tensor, t: int, lam: float, clip: float | None = None,
-    autocast: contextlib.AbstractContextManager | None = None,
+    autocast: contextlib.AbstractContextManager | None = None, share_prefix: bool = True,
 ) -> dict[str, float]:  # fmt: skip
     """One PNS iteration with a single backward pass (see the module docstring)."""
     cast = autocast or contextlib.nullcontext()
@@ -134,11 +190,17 @@ def fast_step(
     mode, net_params = ("sf", groups.phi) if sf else ("nc", groups.xi)
     for opt in opts.values():
         opt.zero_grad(set_to_none=True)
+    share = share_prefix and _can_share(model)
     with cast:
-        y_hat = model(x)
+        if share:
+            with _counted_twice(model):
+                z = model.prefix(x)
+            y_hat = model.suffix(z)
+        else:
+            y_hat = model(x)
         l_reg = _mse(y_hat, y)
         with intervention(model, mode):
-            l_int = _mse(model(x), y_hat.detach())
+            l_int = _mse(model.suffix(z) if share else model(x), y_hat.detach())
     total = l_reg + lam * l_int if sf else l_reg - lam * l_int
     total.backward()
     for p in net_params:  # gradient reversal for the maximiser / minimiser of the risk
