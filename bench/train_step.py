@@ -5,13 +5,14 @@
 
 Prints the median time of: a plain-ResNet regression iteration (one forward + backward + AdamW
 step), a faithful PNS iteration (SF and NC alternate, so the two are averaged) and a fast one,
-and their ratios to the plain iteration.
+each also with ``share_prefix=False`` (``*_unshared``: every forward computes the part before
+the first CA module again, as the steps did before it was shared), all alternating, and their
+ratios to the plain iteration.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 
 import torch
@@ -19,7 +20,7 @@ import torch
 from bench.timing import interleaved, ratio
 from cprl_fast.models import cprl_resnet, resnet_iqa
 from cprl_fast.train import TrainConfig, build_optimizers, make_objective
-from cprl_fast.train.pns import STEPS
+from cprl_fast.train.pns import STEPS, param_groups
 
 
 def measure(arch="resnet18", size=128, batch=16, device="cpu", rounds: int = 11) -> dict:
@@ -42,23 +43,23 @@ def measure(arch="resnet18", size=128, batch=16, device="cpu", rounds: int = 11)
 
     fns = {"plain": plain_step}
     for mode in STEPS:
-        torch.manual_seed(0)
-        model = cprl_resnet(arch).to(device).train()
-        objective = make_objective("pns", {"mode": mode})
-        groups = objective.param_groups(model)
-        opts = build_optimizers(groups, cfg)
-        t = [0]
+        for share in (True, False):  # unshared: the step before the prefix was shared
+            torch.manual_seed(0)
+            model = cprl_resnet(arch).to(device).train()
+            groups = param_groups(model)
+            opts = build_optimizers(vars(groups), cfg)
+            t = [0]
 
-        def cprl_step(model=model, opts=opts, groups=groups, objective=objective, t=t):
-            objective.step(model, model, groups, opts, x, y, t[0], None, contextlib.nullcontext())
-            t[0] += 1
+            def cprl_step(model=model, opts=opts, groups=groups, mode=mode, share=share, t=t):
+                STEPS[mode](model, groups, opts, x, y, t[0], 1.0, share_prefix=share)
+                t[0] += 1
 
-        fns[mode] = cprl_step
+            fns[mode if share else f"{mode}_unshared"] = cprl_step
     timed = interleaved(fns, device, rounds)
     out = {"arch": arch, "size": size, "batch": batch, "device": str(device),
            "threads": torch.get_num_threads(), "rounds": rounds,
            "plain_s": timed["plain"]["median_s"]}  # fmt: skip
-    for mode in STEPS:
+    for mode in [*STEPS, *(f"{m}_unshared" for m in STEPS)]:
         out[f"{mode}_s"] = timed[mode]["median_s"]
         r = ratio(timed, mode, "plain")
         out[f"{mode}_ratio"] = r["median"]
