@@ -10,7 +10,9 @@ it compares, medians and spread), with its ratio and PASS/FAIL against the targe
 3. allocator: rank_mask forward + backward in a training loop at [16, 256, 80, 80] (the
    previous iteration's outputs freed before the next) at least 3x eager.
 4. audit: the full suite on 250 built-in images (64 px, ResNet-18) in at most 5 minutes
-   (measured on ``--audit-images`` images and scaled linearly; said so in the row).
+   (measured on ``--audit-images`` images and scaled linearly; said so in the row), beside its
+   floor (the suite's gradient steps and queries times the measured cost of one pass) and the
+   most that batching the eps into one pass could gain over a loop of single-eps calls.
 5. threads: the count the CLI would pick, printed.
 """
 
@@ -25,6 +27,9 @@ import torch
 from bench.timing import interleaved, ratio
 from cprl_fast import ops, reference
 from cprl_fast.io import write_json_atomic
+
+#: Target 3's shape, full and quick (keyed by ``--quick``).
+ALLOCATOR_SHAPE = {False: (16, 256, 80, 80), True: (2, 8, 9, 9)}
 
 
 def _row(name: str, value: float, target: float, better: str, detail: str) -> dict:
@@ -68,22 +73,27 @@ def training(size: int, n: int, rounds: int) -> list[dict]:
             for mode, goal in (("faithful", 2.2), ("fast", 1.8))]  # fmt: skip
 
 
-def allocator(shape: tuple[int, ...], rounds: int) -> list[dict]:
+def training_loop(fn, shape: tuple[int, ...]):
+    """One iteration of a training loop through the CA activation ``fn`` (``ops.rank_mask`` or
+    its reference): forward, backward, gradients dropped, so that every iteration's outputs are
+    fresh allocations and the previous one's are freed before the next."""
     g = torch.Generator().manual_seed(0)
     f = torch.randn(shape, generator=g).requires_grad_(True)
     b = torch.tensor(0.4).requires_grad_(True)  # one offset per CA module
     grad = torch.randn(shape, generator=g)
 
-    def loop(fn):
-        def run():
-            out = fn(f, b)
-            out.backward(grad)
-            f.grad = b.grad = None
-            del out  # the previous iteration's output is freed before the next
+    def run():
+        out = fn(f, b)
+        out.backward(grad)
+        f.grad = b.grad = None
+        del out
 
-        return run
+    return run
 
-    timed = interleaved({"native": loop(ops.rank_mask), "eager": loop(reference.rank_mask)},
+
+def allocator(shape: tuple[int, ...], rounds: int) -> list[dict]:
+    timed = interleaved({"native": training_loop(ops.rank_mask, shape),
+                         "eager": training_loop(reference.rank_mask, shape)},
                         torch.device("cpu"), rounds)  # fmt: skip
     r = ratio(timed, "eager", "native")
     return [_row("3. rank_mask fwd+bwd in a training loop, x eager", r["median"], 3.0, "higher",
@@ -92,8 +102,49 @@ def allocator(shape: tuple[int, ...], rounds: int) -> list[dict]:
                  f"{r['max']:.2f}")]  # fmt: skip
 
 
-def audit_time(images: int) -> list[dict]:
-    from cprl_fast.audit import SUITE, audit
+def suite_passes(attacks, eps_count: int) -> dict[str, int]:
+    """The work the audit suite cannot skip, per image: ``{"fb": forward + input-gradient
+    backward passes, "f": forward-only passes}``. Each gradient attack's steps x restarts at
+    every eps, each query of the gradient-free one at every eps, the clean forward once, and the
+    unbounded check's steps; every loss evaluation and re-scoring beyond these is overhead."""
+    from cprl_fast.attacks import ATTACKS
+    from cprl_fast.audit import UNBOUNDED
+
+    fb, f = 0, 1
+    for name in attacks:
+        settings = ATTACKS.info(name)["settings"]
+        if "queries" in settings:
+            f += eps_count * settings["queries"]
+        else:
+            fb += eps_count * settings.get("steps", 1) * settings.get("restarts", 1)
+    for name in UNBOUNDED:
+        fb += ATTACKS.info(name)["settings"].get("steps", 1)
+    return {"fb": fb, "f": f}
+
+
+def per_image_passes(model, size: int, batches: tuple[int, ...], rounds: int) -> dict:
+    """Seconds per image of an eval forward (``"f<n>"``) and of a forward + input-gradient
+    backward (``"fb<n>"``) at each batch size ``n``: medians of ``rounds``, all alternating."""
+    x = torch.rand(max(batches), 3, size, size, generator=torch.Generator().manual_seed(0))
+    fns = {}
+    for n in batches:
+        def forward(n=n):
+            with torch.no_grad():
+                model(x[:n])
+
+        def forward_backward(n=n):
+            xr = x[:n].clone().requires_grad_(True)
+            torch.autograd.grad(model(xr).sum(), xr)
+
+        fns[f"f{n}"], fns[f"fb{n}"] = forward, forward_backward
+    timed = interleaved(fns, torch.device("cpu"), rounds)
+    return {k: v["median_s"] / int(k.lstrip("fb")) for k, v in timed.items()}
+
+
+def audit_time(images: int, rounds: int) -> list[dict]:
+    """The audit timed on ``images`` images and scaled to 250; its floor from the cost of one
+    pass measured just before and just after it (this VM's speed drifts within minutes)."""
+    from cprl_fast.audit import DEFAULT_EPS, SUITE, audit
     from cprl_fast.data import load_splits
     from cprl_fast.models import resnet_iqa
 
@@ -101,20 +152,41 @@ def audit_time(images: int) -> list[dict]:
     subset = torch.utils.data.Subset(data, range(min(images, len(data))))
     torch.manual_seed(0)
     model = resnet_iqa("resnet18").eval()
+    wide = 16 * len(DEFAULT_EPS)
+    before = per_image_passes(model, 64, (16, wide), rounds)
     start = time.perf_counter()
     audit(model, subset, attacks=SUITE, batch_size=16)
     seconds = time.perf_counter() - start
+    after = per_image_passes(model, 64, (16, wide), rounds)
     scaled = seconds * 250 / len(subset)
-    return [_row("4. audit, full suite, 250 images (s)", scaled, 300.0, "lower",
-                 f"{seconds:.0f} s on {len(subset)} images x 4 eps x {len(SUITE)} attacks, "
-                 f"scaled to 250; eps and restarts are not yet batched together")]  # fmt: skip
+    passes = suite_passes(SUITE, len(DEFAULT_EPS))
+    floors = sorted(250 * (passes["fb"] * u["fb16"] + passes["f"] * u["f16"])
+                    for u in (before, after))  # fmt: skip
+    unit = {k: (before[k] + after[k]) / 2 for k in before}
+    square = 250 * (passes["f"] - 1) * unit["f16"]
+    gain = [u["fb16"] / u[f"fb{wide}"] for u in (before, after)]
+    return [
+        _row("4. audit, full suite, 250 images (s)", scaled, 300.0, "lower",
+             f"{seconds:.0f} s on {len(subset)} images x {len(DEFAULT_EPS)} eps x {len(SUITE)} "
+             f"attacks, scaled to 250; {scaled / floors[1]:.2f}-{scaled / floors[0]:.2f}x its "
+             f"floor"),
+        _row("4. audit floor, 250 images (s)", sum(floors) / 2, 300.0, "lower",
+             f"{floors[0]:.0f}-{floors[1]:.0f} s (before and after the audit): {passes['fb']} "
+             f"fwd+bwd ({unit['fb16'] * 1e3:.2f} ms/image) + {passes['f']} fwd "
+             f"({unit['f16'] * 1e3:.2f} ms/image) per image at batch 16, the suite's steps and "
+             f"queries alone; Square's queries are {square:.0f} s of it"),
+        _row("4. batching the 4 eps, per-image gain (x)", sum(gain) / 2, 3.0, "higher",
+             f"fwd+bwd per image at batch 16 over batch {wide}, alternating (before and after "
+             f"the audit: {gain[0]:.2f}, {gain[1]:.2f}): the most that batching eps (or "
+             f"restarts) into one pass could gain over a loop of single-eps calls here"),
+    ]  # fmt: skip
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="small shapes, no compile, no audit")
-    p.add_argument("--rounds", type=int, default=11)
-    p.add_argument("--audit-images", type=int, default=50)
+    p.add_argument("--rounds", type=int, default=21)
+    p.add_argument("--audit-images", type=int, default=64)
     p.add_argument("--out", help="write the rows as JSON here")
     args = p.parse_args(argv)
     from cprl_fast.threads import set_threads
@@ -124,9 +196,9 @@ def main(argv=None) -> int:
     rounds = 3 if args.quick else args.rounds
     rows = drop_in(32 if args.quick else 128, 2 if args.quick else 16, rounds, not args.quick)
     rows += training(32 if args.quick else 128, 2 if args.quick else 16, rounds)
-    rows += allocator((2, 8, 9, 9) if args.quick else (16, 256, 80, 80), rounds)
+    rows += allocator(ALLOCATOR_SHAPE[args.quick], rounds)
     if not args.quick:
-        rows += audit_time(args.audit_images)
+        rows += audit_time(args.audit_images, rounds)
     for r in rows:
         print(f"{'PASS' if r['pass'] else 'FAIL'}  {r['target']}: {r['value']:.3g} "
               f"(goal {r['goal']}) - {r['detail']}", flush=True)  # fmt: skip

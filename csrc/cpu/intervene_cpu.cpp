@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "../glue/intervene.h"
+#include "huge_pages.h"
 #include "nc_loops.h"
 
 namespace cprl_fast {
@@ -29,6 +30,7 @@ void forward(const cprl::InterveneForwardParams& p) {
   scalar_t* op = static_cast<scalar_t*>(p.out);
   const auto weights = channel_weights<acc_t>(p);
   const cprl::InterveneWeights<acc_t>* wp = weights.data();
+  cpu::advise_huge_pages(op, uint64_t(p.sz.N * p.sz.C * p.sz.HW) * sizeof(scalar_t));
   cpu::nc_map(p.sz, [=](int64_t i, int64_t nc) {
     op[i] = static_cast<scalar_t>(cprl::intervene_value(acc_t(fp[i]), acc_t(tp[i]), wp[nc]));
   });
@@ -46,6 +48,8 @@ void backward(const cprl::InterveneBackwardParams& p) {
   const cprl::InterveneWeights<acc_t>* wp = weights.data();
   const int64_t NC = p.sz.N * p.sz.C;
   std::vector<double> sums(NC), unused(NC);
+  cpu::advise_huge_pages(gfp, uint64_t(NC * p.sz.HW) * sizeof(scalar_t));
+  cpu::advise_huge_pages(gtp, uint64_t(NC * p.sz.HW) * sizeof(scalar_t));
   cpu::nc_reduce(p.sz, sums.data(), unused.data(), [=](int64_t i, int64_t nc) {
     const auto g = cprl::intervene_grads(acc_t(fp[i]), acc_t(tp[i]), acc_t(gp[i]), wp[nc]);
     gfp[i] = static_cast<scalar_t>(g.f);

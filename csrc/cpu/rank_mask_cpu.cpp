@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "../glue/rank_mask.h"
+#include "huge_pages.h"
 #include "nc_loops.h"
 
 namespace cprl_fast {
@@ -58,6 +59,7 @@ void forward(const cprl::RankMaskForwardParams& p) {
     return cpu::Sums2{double(fp[i]), 0.0};
   });
   masks_from_sums<acc_t>(sums, p, mp);
+  cpu::advise_huge_pages(yp, uint64_t(sz.N * sz.C * sz.HW) * sizeof(scalar_t));
   cpu::nc_map(sz, [fp, mp, yp](int64_t i, int64_t nc) {
     yp[i] = static_cast<scalar_t>(cprl::rank_mask_apply(acc_t(fp[i]), mp[nc]));
   });
@@ -74,6 +76,7 @@ void backward(const cprl::RankMaskBackwardParams& p) {
   scalar_t* gfp = static_cast<scalar_t*>(p.grad_f);
   const int64_t NC = sz.N * sz.C;
   std::vector<double> A(NC), S(NC);
+  cpu::advise_huge_pages(gfp, uint64_t(NC * sz.HW) * sizeof(scalar_t));
   cpu::nc_reduce(sz, A.data(), S.data(), [=](int64_t i, int64_t nc) {
     const acc_t m = mp[nc];
     const acc_t fv = acc_t(fp[i]);
