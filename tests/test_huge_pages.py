@@ -1,10 +1,13 @@
 """The CPU kernels advise their large fresh outputs for transparent huge pages
 (csrc/cpu/huge_pages.h): the outputs of rank_mask and intervene, forward and backward, are backed
 by huge pages where THP is in "madvise" mode, while torch's own allocation of the same size is
-not (the hint is per buffer, not a process setting), and CPRL_FAST_HUGE_PAGES=0 turns it off."""
+not (the hint is per buffer, not a process setting), and CPRL_FAST_HUGE_PAGES=0 turns it off.
+Each check runs in a fresh process, so no allocation left by other tests decides where the
+outputs land."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -13,15 +16,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from cprl_fast import ops
-
 THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 pytestmark = pytest.mark.skipif(
     not THP.exists() or "[madvise]" not in THP.read_text(),
     reason="transparent huge pages are not in madvise mode here",
 )
 # 48 MiB of float32: above the hint's 8 MiB, and above the 32 MiB up to which glibc hands freed
-# memory back out (already touched: no fault to take a huge page) once earlier tests freed some
+# memory back out (already touched: no fault to take a huge page)
 SHAPE = (3, 64, 256, 256)
 
 
@@ -47,30 +48,43 @@ def fallbacks() -> int:
     return 0
 
 
-def test_outputs_are_backed_by_huge_pages_and_torch_allocations_are_not():
+def measure() -> dict[str, int]:
+    """Huge kB under each output of the two ops, forward and backward, and under a torch
+    allocation of the same size; ``fallbacks``: huge-page faults the kernel could not serve."""
+    from cprl_fast import ops
+
     before = fallbacks()
     g = torch.Generator().manual_seed(0)
     f = torch.randn(SHAPE, generator=g).requires_grad_(True)
     b = torch.tensor(0.3, requires_grad=True)
     y, mask = ops.rank_mask(f, b, return_mask=True)
-    y.backward(torch.randn(SHAPE, generator=g))
+    (grad_f,) = torch.autograd.grad(y, f, torch.randn(SHAPE, generator=g))
     t = torch.randn(SHAPE, generator=g).requires_grad_(True)
-    out = ops.intervene(f.detach().requires_grad_(True), t, mask.detach(), "sf")
-    out.backward(torch.ones(SHAPE))
-    control = torch.empty(SHAPE).fill_(1.0)  # the same size through torch's allocator
-    assert huge_kib(control) == 0
-    if fallbacks() > before:  # memory too fragmented: a fact of this machine, not of the hint
+    out = ops.intervene(f.detach(), t, mask.detach(), "sf")
+    (grad_t,) = torch.autograd.grad(out, t, torch.ones(SHAPE))
+    control = torch.empty(SHAPE).fill_(1.0)
+    kib = {"rank_mask y": y, "rank_mask grad_f": grad_f, "intervene": out,
+           "intervene grad_t": grad_t, "torch": control}  # fmt: skip
+    return {**{k: huge_kib(v) for k, v in kib.items()}, "fallbacks": fallbacks() - before}
+
+
+def _in_fresh_process(hint: str) -> dict[str, int]:
+    code = "import json; from tests.test_huge_pages import measure; print(json.dumps(measure()))"
+    env = {**os.environ, "CPRL_FAST_HUGE_PAGES": hint, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=Path(__file__).parents[1],
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_outputs_are_backed_by_huge_pages_and_torch_allocations_are_not():
+    kib = _in_fresh_process("1")
+    assert kib.pop("torch") == 0
+    if kib.pop("fallbacks"):  # memory too fragmented: a fact of this machine, not of the hint
         pytest.skip("the kernel had no free huge page for some fault")
-    for name, tensor in (("rank_mask y", y), ("rank_mask grad_f", f.grad), ("intervene", out),
-                         ("intervene grad_t", t.grad)):  # fmt: skip
-        assert huge_kib(tensor) >= 2048, name
+    assert all(v >= 2048 for v in kib.values()), kib
 
 
 def test_turned_off_by_the_environment():
-    code = ("import torch; from cprl_fast import ops; from tests.test_huge_pages import huge_kib;"
-            f"y = ops.rank_mask(torch.randn{SHAPE}, torch.tensor(0.3)); print(huge_kib(y))")
-    env = {**os.environ, "CPRL_FAST_HUGE_PAGES": "0", "OMP_NUM_THREADS": "1"}
-    root = Path(__file__).parents[1]
-    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True,
-                         text=True, check=True)  # fmt: skip
-    assert out.stdout.split()[-1] == "0"
+    kib = _in_fresh_process("0")
+    kib.pop("fallbacks")
+    assert set(kib.values()) == {0}, kib
