@@ -4,7 +4,14 @@ Importing the package loads the native extension ``cprl_fast._C``, which registe
 ``torch.ops.cprl_fast`` operators; :mod:`cprl_fast.ops` adds their autograd and fake kernels.
 """
 
+import os
+
 import torch
+
+# The AOTInductor packages of `cprl-fast export --format pt2` check their inputs' shapes only in
+# a process where this is set; loading one needs `import cprl_fast` first (the custom op), so it
+# is set here unless the user set it (docs/decisions.md).
+os.environ.setdefault("AOTI_RUNTIME_CHECK_INPUTS", "1")
 
 from cprl_fast import (
     _C,  # noqa: F401  (registers torch.ops.cprl_fast)

@@ -20,6 +20,8 @@ not to be trusted as they stand:
 - ``damage_grows_with_eps``: the worst-case SRCC must not rise by more than 0.05 as eps grows;
 - ``unbounded_reaches_chance``: with an unbounded budget (eps = 1) the iterative score
   reflection (no random start, so no credit for noise) must bring SRCC to 0.2 or below;
+- ``metrics_finite``: every SRCC must be defined (a model that gives images the same score
+  makes SRCC NaN; such a report never says "all passed");
 - ``surrogate_not_stronger`` (models with CA modules): PGD through the soft-rank surrogate
   must not lower SRCC significantly more than PGD through the model itself.
 """
@@ -35,6 +37,7 @@ import numpy as np
 from torch import nn
 
 from cprl_fast import metrics
+from cprl_fast.checks import check_images
 from cprl_fast.evaluate import evaluate, predictions
 from cprl_fast.io import write_json_atomic, write_text_atomic
 from cprl_fast.nn import CPRLActivation
@@ -97,6 +100,12 @@ def diagnose(by_eps: dict[float, dict], unbounded: dict, soft: bool) -> list[dic
         if soft and "pgd-soft" in res and "pgd" in res:
             passed, detail = _not_stronger(res, "pgd-soft", "pgd", labels)
             checks.append(_check("surrogate_not_stronger", eps, passed, tag + detail))
+    bad = sorted({f"{name} at eps={eps * 255:g}/255" for eps, res in by_eps.items()
+                  for name, r in res.items() if not np.isfinite(r["srcc"])})  # fmt: skip
+    checks.append(_check("metrics_finite", None, not bad,
+                         "every SRCC is finite" if not bad else
+                         f"SRCC is undefined (NaN) for {', '.join(bad[:4])}: the model gives "
+                         "some images the same score"))  # fmt: skip
     worst = [(eps, _worst(res)["srcc"]) for eps, res in sorted(by_eps.items())]
     rises = [a for a, b in itertools.pairwise(worst) if b[1] > a[1] + NON_MONOTONE_TOLERANCE]
     curve = ", ".join(f"{e * 255:g}/255: {v:.3f}" for e, v in worst)
@@ -107,6 +116,59 @@ def diagnose(by_eps: dict[float, dict], unbounded: dict, soft: bool) -> list[dic
                          f"eps=1 (unbounded): SRCC under {', '.join(unbounded)} {reached:.3f} "
                          f"(must be <= {CHANCE_SRCC})"))  # fmt: skip
     return checks
+
+
+def check_auditable(model: nn.Module, dataset, batch_size: int = 16, device="cpu") -> None:
+    """Refuses, in one line and before any attack, what an audit cannot measure: images that
+    are not finite values in [0, 1] (every image is checked), and a model whose output on the
+    first batch is not a float tensor of shape ``[N]`` (or ``[N, 1]``), is not finite, is the
+    same for every image (SRCC undefined) or has no gradient with respect to the images (an
+    output that does not depend on them through autograd; a zero gradient is allowed: that is
+    gradient masking, which the diagnostics are there to catch)."""
+    import torch
+
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if len(dataset) < 2:
+        raise ValueError(f"an audit needs at least 2 images (SRCC ranks them), got {len(dataset)}")
+    first = None
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
+    for k, (x, _) in enumerate(loader):
+        check_images(x, f"images of batch {k}")
+        if first is None:
+            first = x
+    if len(first) < 2:
+        first = torch.stack([dataset[i][0] for i in range(2)])
+    x = first.to(device).requires_grad_(True)
+    was = model.training
+    model.eval()
+    try:
+        out = model(x)
+    finally:
+        model.train(was)
+    n = len(x)
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"the model must return a tensor of scores [N], got {type(out).__name__}")
+    if not out.is_floating_point():
+        raise TypeError(f"the model must return float scores [N], got {out.dtype}")
+    if tuple(out.shape) not in ((n,), (n, 1)):
+        raise ValueError(f"the model must return scores of shape [N] = [{n}] for images "
+                         f"{list(x.shape)}, got {list(out.shape)}")  # fmt: skip
+    if not bool(torch.isfinite(out).all()):
+        raise ValueError("the model returns NaN or infinite scores: an audit cannot rank them")
+    if bool((out == out.flatten()[0]).all()):
+        same = float(out.detach().flatten()[0])
+        raise ValueError(f"the model returns the same score ({same:g}) for every image of the "
+                         "first batch: SRCC is undefined")  # fmt: skip
+    if not out.requires_grad:
+        raise ValueError("the model's scores have no gradient with respect to the images "
+                         "(computed under no_grad or detached): white-box attacks need one")
+    (grad,) = torch.autograd.grad(out.float().sum(), x, allow_unused=True)
+    if grad is None:
+        raise ValueError("the model's scores do not depend on the images through autograd: "
+                         "white-box attacks need a gradient")  # fmt: skip
+    if not bool(torch.isfinite(grad).all()):
+        raise ValueError("the model's gradient with respect to the images is NaN or infinite")
 
 
 def _worst(res: dict) -> dict:
@@ -139,7 +201,13 @@ def audit(model: nn.Module, dataset, eps: Sequence[float] = DEFAULT_EPS,
         if certify_layer is None:
             raise ValueError("feature-space smoothing needs the layer to add noise at")
         split_features(model, certify_layer)
+    check_auditable(model, dataset, batch_size, device)
     attacks = list(attacks)
+    if not attacks:
+        raise ValueError("attacks must name at least one attack of the suite")
+    eps = list(eps)
+    if not eps:
+        raise ValueError("eps must hold at least one budget, e.g. (1/255, 4/255)")
     if source is not None and "transfer" not in attacks:
         attacks.append("transfer")
     soft = _has_ca(model)

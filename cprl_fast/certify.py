@@ -35,6 +35,7 @@ from scipy import optimize, stats
 from torch import nn
 
 from cprl_fast import metrics
+from cprl_fast.checks import check_images
 
 
 @dataclass
@@ -75,6 +76,29 @@ def order_statistics(n: int, alpha: float, radius: float, sigma: float) -> tuple
     k_lo = int(k[ok_lo].max()) if ok_lo.any() else 0
     k_hi = int(k[ok_hi].min()) if ok_hi.any() else n + 1
     return k_lo, k_hi
+
+
+def check_settings(sigma: float, n: int, alpha: float, radius: Sequence[float],
+                   batch_size: int = 1) -> list[float]:  # fmt: skip
+    """The settings of a certificate, each checked with a message naming it; returns the radii
+    as floats."""
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not (
+        math.isfinite(sigma) and sigma > 0
+    ):
+        raise ValueError(f"sigma must be a finite number > 0, got {sigma!r}")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n (noise draws per image) must be an integer >= 1, got {n!r}")
+    if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
+        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    radius = [float(r) for r in radius]
+    if not radius:
+        raise ValueError("radius must hold at least one L2 radius, e.g. (0.0,)")
+    bad = [r for r in radius if not (math.isfinite(r) and r >= 0)]
+    if bad:
+        raise ValueError(f"every radius must be finite and >= 0, got {bad[0]!r}")
+    return radius
 
 
 _order_statistics = functools.lru_cache(maxsize=65536)(order_statistics)
@@ -130,8 +154,7 @@ def _smooth(model: nn.Module, front: nn.Module | None, images, sigma: float, n: 
 
     from cprl_fast.attacks.common import eval_mode
 
-    radius = [float(r) for r in radius]
-    order_statistics(n, alpha, max(radius), sigma)  # checks the settings before any work
+    radius = check_settings(sigma, n, alpha, radius, batch_size)  # before any work
     if isinstance(images, torch.Tensor):
         loader, labels = torch.split(images, batch_size), None
     else:
@@ -150,6 +173,7 @@ def _smooth(model: nn.Module, front: nn.Module | None, images, sigma: float, n: 
             if labels is not None:
                 batch, y = batch
                 labels.append(y.float())
+            check_images(batch)  # finite, in [0, 1]: a NaN image is refused, never certified
             batch = batch.to(device)
             scale = np.ones(len(batch))
             if front is not None:

@@ -246,3 +246,30 @@ def check_out(x: torch.Tensor, grad: torch.Tensor, x0: torch.Tensor, out: torch.
     check_same_shape(x, "x", out, "out")
     check_same_dtype(x, "x", out, "out")
     check_no_overlap(out, (x, grad, x0))
+
+
+def check_images(x: object, name: str = "images") -> torch.Tensor:
+    """Images a model scores: a float tensor ``[N, 3, H, W]`` (or one image ``[3, H, W]``,
+    returned with a batch dimension) with ``H, W >= 1``, finite values in [0, 1]. ``N`` may be
+    0. The message says how to fix uint8 or 0-255 input. Reads the values (no autograd)."""
+    check_tensor(x, name)
+    if not x.is_floating_point():
+        hint = " (for uint8 images use x.float() / 255)" if x.dtype == torch.uint8 else ""
+        raise TypeError(f"{name} must be a float tensor with values in [0, 1], got {x.dtype}"
+                        f"{hint}")  # fmt: skip
+    if x.dim() == 3:
+        x = x[None]
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise ValueError(f"{name} must have shape [N, 3, H, W] or [3, H, W], got {list(x.shape)}")
+    if min(x.shape[2:]) < 1:
+        raise ValueError(f"{name} must have H, W >= 1, got shape {list(x.shape)}")
+    if x.numel():
+        v = x.detach()
+        if not bool(torch.isfinite(v).all()):
+            raise ValueError(f"{name} hold NaN or infinite values: pixels must be finite, in "
+                             f"[0, 1]")  # fmt: skip
+        lo, hi = float(v.min()), float(v.max())
+        if lo < 0 or hi > 1:
+            hint = " (0-255 values: divide by 255)" if hi <= 255 and lo >= 0 else ""
+            raise ValueError(f"{name} must be in [0, 1], got values in [{lo:g}, {hi:g}]{hint}")
+    return x

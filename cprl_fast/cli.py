@@ -401,15 +401,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     models = {}
     for text in args.checkpoint:
         name, path = parse_named_path(text)
-        if not path.is_file():
-            raise UserError(f"checkpoint not found: {path}")
         trained = load_trained(path, args.device, name)
         if trained.name in models:
             raise UserError(f"two checkpoints are named {trained.name!r}: name them, e.g. "
                             f"--checkpoint other={path}")  # fmt: skip
         models[trained.name] = trained
     cfg0 = next(iter(models.values())).config
-    dataset = load_run_splits(cfg0, (args.split,), args.dataset, args.root)[args.split]
+    dataset = load_run_splits(cfg0, (args.split,), args.dataset, args.root,
+                              from_card=True)[args.split]  # fmt: skip
     results = {
         name: evaluate(t.model, dataset, names, eps, args.batch_size, args.device)
         for name, t in models.items()
@@ -438,7 +437,7 @@ def _audit_parser(sub) -> argparse.ArgumentParser:
         "audit",
         help="robustness audit of any quality model: attack suite, worst case, masking checks",
         description="Attacks a model with a fixed suite at several budgets and writes "
-        "report.md/json and srcc_vs_eps.png: SRCC per attack and eps with 95%% bootstrap "
+        "report.md/json and srcc_vs_eps.png: SRCC per attack and eps with 95% bootstrap "
         "intervals, the worst case per eps, and gradient-masking diagnostics (docs in "
         "cprl_fast/audit.py). The model is a checkpoint of cprl-fast train, or any "
         "torch.nn.Module mapping images [N, 3, H, W] in [0, 1] to scores [N], given as "
@@ -521,19 +520,17 @@ def _audit(args: argparse.Namespace) -> int:
     if args.record and not args.checkpoint:
         raise UserError("--record writes into a checkpoint's model card: it needs --checkpoint")
     if args.checkpoint:
-        if not Path(args.checkpoint).is_file():
-            raise UserError(f"checkpoint not found: {args.checkpoint}")
         trained = load_trained(args.checkpoint, args.device)
         model, title = trained.model, trained.name
-        dataset = load_run_splits(trained.config, (args.split,), args.dataset,
-                                  args.root)[args.split]  # fmt: skip
+        dataset = load_run_splits(trained.config, (args.split,), args.dataset, args.root,
+                                  from_card=True)[args.split]  # fmt: skip
     else:
         model, title = _load_module(args.module, args.device), args.module
         dataset = load_splits(args.dataset or "builtin", args.root, (args.split,),
                               image_size=args.image_size)[args.split]  # fmt: skip
     source = None
     if args.transfer_from:
-        if not Path(args.transfer_from).is_file():
+        if not Path(args.transfer_from).exists():
             raise UserError(f"--transfer-from: checkpoint not found: {args.transfer_from}")
         source = load_trained(args.transfer_from, args.device).model
     sigmas = _certify_sigmas(args.certify)
@@ -559,57 +556,69 @@ def _audit(args: argparse.Namespace) -> int:
 
 
 def _score_parser(sub) -> argparse.ArgumentParser:
+    from cprl_fast.images import DEFAULT_MAX_PIXELS
+
     p = sub.add_parser(
         "score",
         help="score image files and folders with a trained model",
         description="Scores images with a checkpoint of cprl-fast train: files and folders "
         "(searched recursively, in sorted order), with the preprocessing the model was trained "
         "with. Writes path,score rows as CSV (or JSON with --out *.json; stdout without --out). "
-        "Scores are in [0, 1], higher is better quality. A file that cannot be read is listed "
-        "with its error and counted, never skipped silently; the exit status is 1 if any "
-        "failed.",
+        "Scores are in [0, 1], higher is better quality. A file that cannot be read, is over "
+        "the pixel limit or gets a non-finite score is listed with its error and counted, "
+        "never skipped silently; the exit status is 1 if any failed. CSV cells that a "
+        "spreadsheet would run as a formula (leading =, +, -, @, tab, CR) are prefixed with '.",
     )
     p.add_argument("paths", nargs="+", help="image files or folders")
     p.add_argument("--model", required=True, help="checkpoint (best.pt) of cprl-fast train")
     p.add_argument("--out", type=Path, help="CSV or JSON file to write (default: CSV to stdout)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help="per-image pixel limit: larger images are failures, read no further "
+                   f"than their header (default: {DEFAULT_MAX_PIXELS} = 8192 x 8192)")  # fmt: skip
     _batch_and_device(p)
     return p
 
 
 def _score(args: argparse.Namespace) -> int:
     from cprl_fast.checks import check_device
-    from cprl_fast.io import write_json_atomic, write_text_atomic
+    from cprl_fast.images import check_max_pixels
+    from cprl_fast.io import check_output, csv_cell, json_text, printable, write_text_atomic
     from cprl_fast.score import image_files, load_model
 
     check_device(args.device)
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.out is not None and args.out.suffix.lower() not in (".csv", ".json"):
-        raise UserError(f"--out must end in .csv or .json, got {args.out}")
+    check_max_pixels(args.max_pixels, "--max-pixels")
+    if args.out is not None:  # checked before any work
+        check_output(args.out, args.overwrite, "--out", (".csv", ".json"))
     files = image_files(args.paths)  # a missing path is an error before any work
-    metric = load_model(args.model, args.device, args.batch_size)
+    metric = load_model(args.model, args.device, args.batch_size, max_pixels=args.max_pixels)
     done, failed = metric.score(files, progress=True)
     rows = [{"path": n, "score": s, "error": ""} for n, s in done]
     rows += [{"path": f.path, "score": None, "error": f.error} for f in failed]
     order = {str(f): i for i, f in enumerate(files)}
     rows.sort(key=lambda r: order.get(r["path"], len(order)))
     if args.out is not None and args.out.suffix.lower() == ".json":
-        write_json_atomic(args.out, {"model": str(args.model), "lower_better": False,
-                                     "score_range": [0.0, 1.0], "scores": rows})  # fmt: skip
+        text = json_text({"model": str(args.model), "lower_better": False,
+                          "score_range": [0.0, 1.0], "scores": rows})  # fmt: skip
     else:
         table = io.StringIO()
         w = csv.writer(table, lineterminator="\n")
         w.writerow(["path", "score", "error"])
         for r in rows:
-            w.writerow([r["path"], "" if r["score"] is None else f"{r['score']:.6f}", r["error"]])
-        if args.out is None:
-            print(table.getvalue(), end="")
-        else:
-            write_text_atomic(args.out, table.getvalue())
+            w.writerow([csv_cell(r["path"]), "" if r["score"] is None else f"{r['score']:.6f}",
+                        csv_cell(r["error"])])  # fmt: skip
+        text = table.getvalue()
+    if args.out is None:
+        print(text, end="")
+    else:
+        write_text_atomic(args.out, text)
     for f in failed:
-        print(f"cprl-fast score: cannot score {f.path}: {f.error}", file=sys.stderr)
-    where = f" to {args.out}" if args.out else ""
-    print(f"scored {len(done)} image(s){where}; {len(failed)} could not be read",
+        print(f"cprl-fast score: cannot score {printable(f.path)}: {printable(f.error)}",
+              file=sys.stderr)  # fmt: skip
+    where = f" to {printable(str(args.out))}" if args.out else ""
+    print(f"scored {len(done)} image(s){where}; {len(failed)} could not be scored",
           file=sys.stderr)  # fmt: skip
     return 1 if failed else 0
 
@@ -629,11 +638,14 @@ def _info_parser(sub) -> argparse.ArgumentParser:
 
 def model_card(path: Path) -> dict:
     """What a checkpoint records about the run that produced it."""
-    from cprl_fast.train.checkpoint import load
+    from cprl_fast.run import card_train_config
+    from cprl_fast.train.checkpoint import card_config, load
 
     state = load(path)
-    config = json.loads(state.get("config", "{}"))
-    split = json.loads(state.get("split", "{}"))
+    cfg = card_train_config(state, path)  # the card is checked against its schema
+    config = {**card_config(state), "objective": cfg.objective_name}  # the default, named
+    split = state.get("split", "{}")
+    split = json.loads(split) if isinstance(split, str) else split
     keys = ("model", "model_options", "objective", "objective_options", "dataset", "image_size",
             "epochs", "batch_size", "lr", "seed", "split_seed", "val_ratio")  # fmt: skip
     return {
@@ -649,10 +661,7 @@ def model_card(path: Path) -> dict:
 
 
 def _info(args: argparse.Namespace) -> int:
-    path = Path(args.checkpoint)
-    if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}")
-    card = model_card(path)
+    card = model_card(Path(args.checkpoint))
     if args.json:
         print(json.dumps(card, indent=1))
         return 0
@@ -684,19 +693,26 @@ def _export_parser(sub) -> argparse.ArgumentParser:
         help="file to write (default: beside the checkpoint, .safetensors or .pt2)",
     )
     p.add_argument("--device", default="cpu", help="device of the pt2 export (default: cpu)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--no-aoti", action="store_true",
                    help="pt2: skip the AOTInductor compile (about a minute on a CPU)")  # fmt: skip
     return p
 
 
 def _export(args: argparse.Namespace) -> int:
-    from cprl_fast.export import export_pt2, export_weights
+    from cprl_fast.export import export_pt2, export_weights, pt2_paths
+    from cprl_fast.io import check_output
 
     path = Path(args.checkpoint)
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"checkpoint not found: {path}")
     suffix = ".safetensors" if args.format == "weights" else ".pt2"
     out = args.out or path.with_suffix(suffix)
+    targets = [out] if args.format == "weights" else \
+        list(pt2_paths(out, args.device, not args.no_aoti).values())  # fmt: skip
+    check_output(out, args.overwrite, "--out", (suffix,))  # before any work
+    for target in targets[1:]:
+        check_output(target, args.overwrite, "--out")
     if args.format == "weights":
         written = [export_weights(path, out)]
     else:
@@ -738,7 +754,7 @@ def _study_parser(sub) -> argparse.ArgumentParser:
         description="Trains each model on every fold (--folds, scene-disjoint) and training "
         "seed, audits each on its fold's test images (the attack suite at every eps, the worst "
         "case, transfer from a sibling model, gradient-masking checks), and writes report.md/"
-        "json and worst_vs_eps.png: means over the runs with 95%% intervals and paired "
+        "json and worst_vs_eps.png: means over the runs with 95% intervals and paired "
         "differences to the first model. Resumable: run the same command again.",
     )
     _protocol_options(p, out="reports/study", arch="resnet18", size=64, epochs=10, lr=3e-4,

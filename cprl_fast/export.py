@@ -19,29 +19,14 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 
-from cprl_fast.io import write_json_atomic
+from cprl_fast.io import atomic_write_set, json_text
 
 #: The export formats of :func:`export`.
 FORMATS = ("weights", "pt2")
-
-
-def _write_pt2(path: Path, write) -> Path:
-    """``write(tmp)`` to a temporary ``.pt2`` beside ``path`` (the exporters want that suffix),
-    then renamed into place; removed on any error."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.pt2")
-    try:
-        write(str(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _card(state: dict) -> dict:
@@ -52,12 +37,22 @@ def export_weights(checkpoint: str | Path, out: str | Path) -> Path:
     """``checkpoint`` (best.pt, last.pt) -> a model-only safetensors file at ``out``."""
     from cprl_fast.train.checkpoint import load, save_safetensors
 
-    state = load(checkpoint)
     out = Path(out)
     if out.suffix != ".safetensors":
         raise ValueError(f"--out for --format weights must end in .safetensors, got {out}")
+    state = load(checkpoint)
     save_safetensors({"model": state["model"], **_card(state)}, out)
     return out
+
+
+def pt2_paths(out: str | Path, device: str = "cpu", aoti: bool = True) -> dict[str, Path]:
+    """The files :func:`export_pt2` writes for ``out``: program, AOTInductor package, card."""
+    out = Path(out)
+    paths = {"program": out}
+    if aoti:
+        paths["aoti"] = out.with_name(f"{out.stem}.aoti-{torch.device(device).type}.pt2")
+    paths["card"] = out.with_name(f"{out.stem}.card.json")
+    return paths
 
 
 def export_pt2(checkpoint: str | Path, out: str | Path, device: str = "cpu",
@@ -65,7 +60,10 @@ def export_pt2(checkpoint: str | Path, out: str | Path, device: str = "cpu",
     """``checkpoint`` -> ``out`` (a ``torch.export`` program, batch size dynamic from 1 to
     ``max_batch``), with ``aoti`` an AOTInductor package ``<stem>.aoti-<device>.pt2`` beside
     it, and ``<stem>.card.json`` (the model card and the input each expects). Returns the
-    paths. Checks that the exported program gives the eager scores before it is kept."""
+    paths. Checks that the exported program gives the eager scores before it is kept. The
+    files are replaced as one set: each is written to a temporary first, and only when all
+    are written are they renamed into place. The AOTInductor package checks its input's shape
+    (:func:`_compile_package`)."""
     from cprl_fast.run import load_trained
     from cprl_fast.train.checkpoint import load
 
@@ -83,19 +81,32 @@ def export_pt2(checkpoint: str | Path, out: str | Path, device: str = "cpu",
     if not torch.allclose(got, eager, rtol=1e-4, atol=1e-5):
         raise RuntimeError(f"the exported program's scores differ from eager by "
                            f"{(got - eager).abs().max().item():.3g}: not written")  # fmt: skip
-    _write_pt2(out, lambda tmp: torch.export.save(program, tmp))
-    paths = {"program": out}
+    paths = pt2_paths(out, device, aoti)
+    writes = {paths["program"]: lambda tmp: torch.export.save(program, tmp)}
     if aoti:
-        package = out.with_name(f"{out.stem}.aoti-{torch.device(device).type}.pt2")
-        _write_pt2(package, lambda tmp: torch._inductor.aoti_compile_and_package(
-            program, package_path=tmp))  # fmt: skip
-        paths["aoti"] = package
+        writes[paths["aoti"]] = lambda tmp: _compile_package(program, tmp)
     card = {**_card(load(checkpoint)), "input": f"float32 [N, 3, {size}, {size}] in [0, 1] "
             f"(shorter side resized to {size}, centre crop), N in 1..{max_batch}",
             "output": "float32 [N] quality scores in [0, 1], higher is better",
-            "files": {k: p.name for k, p in paths.items()}}  # fmt: skip
+            "files": {k: p.name for k, p in paths.items() if k != "card"}}  # fmt: skip
     card["config"] = json.loads(card["config"])
     card["split"] = json.loads(card.get("split", "{}"))
-    paths["card"] = out.with_name(f"{out.stem}.card.json")
-    write_json_atomic(paths["card"], card)
+    writes[paths["card"]] = lambda tmp: Path(tmp).write_text(json_text(card))
+    atomic_write_set(writes, suffix=".pt2")
     return paths
+
+
+def _compile_package(program, path: str) -> None:
+    """AOTInductor package of ``program`` at ``path``. Its generated code checks each input's
+    shape, dtype and device against the exported ones when ``AOTI_RUNTIME_CHECK_INPUTS`` is set
+    in the process that runs it; ``import cprl_fast`` (needed before loading, for the custom
+    op) sets it unless the user has (docs/decisions.md), so a crop of another size raises
+    instead of reading out of bounds. Batch size 1 is within the exported range, so the check of
+    the batch's lower bound (which torch specialises to 2) is compiled out where torch has that
+    setting (``aot_inductor.check_lowerbound``)."""
+    from torch._inductor import config
+
+    patch = {"aot_inductor.check_lowerbound": False} \
+        if hasattr(config.aot_inductor, "check_lowerbound") else {}  # fmt: skip
+    with config.patch(patch):
+        torch._inductor.aoti_compile_and_package(program, package_path=path)

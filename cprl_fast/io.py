@@ -1,40 +1,198 @@
-"""Atomic file writes, written once: every checkpoint, split file, report and table goes through
-:func:`atomic_write` (a temporary file beside the target, then ``os.replace``), so a crash or a
-kill leaves either the old file or the new one, never half of one."""
+"""File outputs, written once: every checkpoint, split file, report, table and score file goes
+through :func:`atomic_write` (a temporary file beside the target, then ``os.replace``), so a
+crash or a kill leaves either the old file or the new one, never half of one; and the rules
+that make outputs safe to open:
+
+- files take the user's umask (as ``open`` would create them), not ``mkstemp``'s 0600;
+- a temporary left by an interrupted write (``.<name>.<pid>.<random>.tmp``) is removed by the
+  next write into the same folder once its process is gone (:func:`remove_stale_temporaries`);
+- JSON is standard JSON: a NaN or infinite float is written as ``null``, never as a
+  ``NaN``/``Infinity`` token that strict parsers refuse;
+- CSV cells that a spreadsheet would run as a formula (a leading ``=``, ``+``, ``-``, ``@``,
+  tab or carriage return) are prefixed with ``'`` as OWASP recommends (:func:`csv_cell`);
+- names printed in messages have their control characters escaped (:func:`printable`);
+- an existing output is replaced only when the user says so (:func:`check_output`).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
-import tempfile
+import re
+import secrets
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp(?P<suffix>\.\w+)?$")
+_UMASK_LOCK = threading.Lock()
 
-def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
+
+def umask() -> int:
+    """The process's umask (read without changing it for other threads)."""
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def temporary_path(path: str | Path, suffix: str = "") -> Path:
+    """A fresh temporary name beside ``path``: ``.<name>.<pid>.<random>.tmp<suffix>``."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp{suffix}")
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Removes the temporaries of interrupted writes in ``folder`` whose process is gone;
+    returns them. A temporary of a live process (a concurrent writer) is kept."""
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for p in folder.iterdir():
+        m = _TEMPORARY.match(p.name)
+        if m and not _pid_alive(int(m["pid"])) and (p.is_file() or p.is_symlink()):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+def atomic_write(path: str | Path, write: Callable[[str], None], suffix: str = "") -> Path:
     """Calls ``write(tmp_path)`` on a temporary file in ``path``'s folder (created if needed),
-    then renames it to ``path``. On any error the temporary file is removed."""
+    then renames it to ``path``, with the permissions a new file gets under the user's umask.
+    On any error the temporary file is removed; stale temporaries of earlier interrupted
+    writes in the folder are removed first. ``suffix``: the temporary's file suffix, for
+    writers that want one (``.pt2``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    remove_stale_temporaries(path.parent)
+    tmp = temporary_path(path, suffix)
     try:
-        write(tmp)
+        write(str(tmp))
+        os.chmod(tmp, 0o666 & ~umask())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_write_set(writes: dict[Path, Callable[[str], None]], suffix: str = "") -> list[Path]:
+    """Writes a set of files that belong together (``{path: write}``): every file to its
+    temporary first, then all renamed into place, so an error or a kill while writing leaves
+    the old set whole. Temporaries are removed on error (and stale ones by the next write)."""
+    done: dict[Path, Path] = {}
+    try:
+        for path, write in writes.items():
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(path.parent)
+            tmp = temporary_path(path, suffix)
+            done[path] = tmp
+            write(str(tmp))
+            os.chmod(tmp, 0o666 & ~umask())
+    except BaseException:
+        for tmp in done.values():
+            tmp.unlink(missing_ok=True)
+        raise
+    for path, tmp in done.items():
+        os.replace(tmp, path)
+    return list(done)
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def finite_json(data: object) -> object:
+    """``data`` with every NaN or infinite float replaced by ``None`` (JSON ``null``)."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: finite_json(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite_json(v) for v in data]
+    return data
+
+
+def json_text(data: object, indent: int | None = 1) -> str:
+    """Standard JSON (non-finite floats as ``null``) with a final newline."""
+    return json.dumps(finite_json(data), indent=indent, allow_nan=False) + "\n"
+
+
 def write_json_atomic(path: str | Path, data: object) -> Path:
-    """JSON with one-space indentation and a final newline."""
-    return write_text_atomic(path, json.dumps(data, indent=1) + "\n")
+    """JSON with one-space indentation and a final newline; non-finite floats as ``null``."""
+    return write_text_atomic(path, json_text(data))
+
+
+def read_json(path: str | Path, what: str = "JSON file") -> object:
+    """A JSON file; an unreadable or malformed one is a ValueError naming it."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"{what} {path} is not valid JSON ({err})") from None
+
+
+#: First characters that make a spreadsheet treat a CSV cell as a formula (OWASP).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(text: str) -> str:
+    """A text cell safe to open in a spreadsheet: prefixed with ``'`` if it starts with one of
+    :data:`FORMULA_STARTS` (OWASP's CSV injection rule)."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters (and bidirectional overrides) escaped as ``\\xNN`` /
+    ``\\uNNNN``, for one-line messages that cannot move the cursor or hide text."""
+    return _CONTROL.sub(lambda m: m[0].encode("unicode_escape").decode("ascii"), text)
+
+
+def check_output(path: str | Path, overwrite: bool, option: str = "--out",
+                 suffixes: tuple[str, ...] = ()) -> Path:  # fmt: skip
+    """Checks an output path before any work: its suffix (one of ``suffixes``), that it is not
+    a folder, that an existing file is replaced only with ``overwrite`` and that its folder
+    exists or can be created and is writable. Raises ValueError, FileExistsError or
+    PermissionError naming ``option``."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{option} {printable(str(path))} is a folder, not a file")
+    if suffixes and path.suffix.lower() not in suffixes:
+        endings = " or ".join(suffixes)
+        raise ValueError(f"{option} must end in {endings}, got {printable(str(path))}")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{option} {printable(str(path))} exists: pass --overwrite to "
+                              "replace it")  # fmt: skip
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise NotADirectoryError(f"{option} {printable(str(path))}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(f"{option} {printable(str(path))}: folder {parent} is not writable")
+    return path
 
 
 @contextlib.contextmanager

@@ -23,7 +23,7 @@ import torch
 
 from cprl_fast.data import LOADERS
 from cprl_fast.evaluate import evaluate, write_report
-from cprl_fast.io import write_json_atomic, write_text_atomic
+from cprl_fast.io import read_json, write_json_atomic, write_text_atomic
 from cprl_fast.run import draw_figures, figure_markdown, load_run_splits
 from cprl_fast.train import TrainConfig, Trainer
 from cprl_fast.train.checkpoint import load
@@ -55,7 +55,7 @@ def _train(name: str, cfg: TrainConfig, train_set, val_set, out: Path) -> torch.
 def _cached(out: Path, step: str, fn):
     path = out / "steps" / f"{step}.json"
     if path.is_file():
-        return json.loads(path.read_text())
+        return read_json(path, "finished step")
     value = fn()
     write_json_atomic(path, value)
     return value

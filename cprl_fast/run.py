@@ -12,7 +12,7 @@ The command modules (``cli.py``, ``reproduce.py``) only parse, call these and pr
 
 from __future__ import annotations
 
-import json
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,8 +20,9 @@ import torch
 from torch import nn
 
 from cprl_fast.checks import check_device
+from cprl_fast.models.registry import weights_options
 from cprl_fast.train import TrainConfig, build_model
-from cprl_fast.train.checkpoint import load
+from cprl_fast.train.checkpoint import card_config, load
 
 
 @dataclass
@@ -44,32 +45,97 @@ def parse_named_path(text: str) -> tuple[str | None, Path]:
 
 def load_trained(path: str | Path, device: str | torch.device = "cpu",
                  name: str | None = None) -> Trained:  # fmt: skip
-    """The model of a checkpoint written by ``cprl-fast train``, in eval mode on ``device``.
+    """The model of a checkpoint written by ``cprl-fast train`` (or ``export``), in eval mode on
+    ``device``. The checkpoint is data: its card is validated (registered names, every number
+    within its documented bounds) and compared with the weights on the meta device before
+    anything is allocated; options that only initialise weights (a pretrained file, DBCNN's
+    S-CNN pre-training) are not run, since the weights replace what they would make.
 
     ``name`` defaults to the run folder's name (``runs/cprl-a/best.pt`` -> ``cprl-a``).
     """
     path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"checkpoint not found: {path} (no pretrained weights are distributed: train one "
+            "with cprl-fast train and pass its best.pt)"
+        )
     device = check_device(device)
-    state = load(path, map_location=device)
-    data = json.loads(state["config"])
-    data["model_options"] = {**data.get("model_options", {}), "pretrained": None}
-    data["device"] = str(device)  # where it is loaded now, not where it was trained
-    cfg = TrainConfig.from_dict(data)
-    model = build_model(cfg).to(device)
-    model.load_state_dict(state["model"])
-    return Trained(name or path.resolve().parent.name, model.eval(), cfg, path)
+    state = load(path, map_location="cpu")
+    cfg = card_train_config(state, path)
+    weights = state["model"]
+    with torch.device("meta"):
+        skeleton = build_model(cfg, for_weights=True)
+    _check_weights(skeleton, weights, cfg, path)
+    model = build_model(cfg, for_weights=True)
+    model.load_state_dict(weights)
+    cfg = dataclasses.replace(cfg, device=str(device))  # where it is loaded, not where it trained
+    return Trained(name or path.resolve().parent.name, model.to(device).eval(), cfg, path)
+
+
+def card_train_config(state: dict, path: str | Path) -> TrainConfig:
+    """The run config of a checkpoint's model card, validated (one line naming the field on
+    error); the device is left at ``cpu`` (where a checkpoint is loaded is the caller's)."""
+    data = card_config(state)
+    data.pop("device", None)
+    for key in ("model_options", "objective_options"):
+        if data.get(key) is not None and not isinstance(data[key], dict):
+            raise ValueError(f"checkpoint {path}: model card field {key} must be an object, got "
+                             f"{type(data[key]).__name__}")  # fmt: skip
+    for key in ("dataset", "root", "split_file", "model", "objective", "out_dir"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise ValueError(f"checkpoint {path}: model card field {key} must be a string, got "
+                             f"{type(data[key]).__name__}")  # fmt: skip
+    try:
+        return TrainConfig.from_dict(data)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"checkpoint {path}: model card: {err}") from None
+
+
+def _check_weights(skeleton: nn.Module, weights: dict, cfg: TrainConfig, path: Path) -> None:
+    """Refuses weights that are not those of the card's model, naming the first differing key
+    with both shapes, and the card's fields that decide the architecture."""
+    want = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in weights.items()}
+    if want == got:
+        return
+    card = {"model": cfg.model, **weights_options(cfg.model_options)}
+    fields = ", ".join(f"{k}={v!r}" for k, v in card.items())
+    first = next((k for k in want if k in got and want[k] != got[k]), None)
+    if first is not None:
+        what = (f"{first!r}: the card's model has {list(want[first])}, the weights "
+                f"{list(got[first])}")  # fmt: skip
+    else:
+        missing = next((k for k in want if k not in got), None)
+        if missing is not None:
+            what = f"{missing!r} is in the card's model but not in the weights"
+        else:
+            extra = next(k for k in got if k not in want)
+            what = f"{extra!r} is in the weights but not in the card's model"
+    raise ValueError(f"checkpoint {path}: the model card ({fields}) disagrees with the weights: "
+                     f"{what}")  # fmt: skip
 
 
 def load_run_splits(cfg: TrainConfig, splits=("train", "test"), dataset: str | None = None,
-                    root: str | None = None) -> dict:  # fmt: skip
+                    root: str | None = None, from_card: bool = False) -> dict:  # fmt: skip
     """The splits of the run's dataset (or ``dataset`` under ``root``) with its split file, seed
-    and image size."""
+    and image size. ``from_card``: ``cfg`` comes from a checkpoint's model card, whose paths
+    are only read, never written: its split file is used if it exists (else the split is
+    recomputed from its seed in memory), and its dataset root only if the dataset is already
+    there (a built-in dataset missing there is generated in the default cache instead)."""
     from cprl_fast.data import load_splits
+    from cprl_fast.data.builtin import is_generated
 
-    return load_splits(dataset or cfg.dataset, root or cfg.root, tuple(splits),
-                       split_file=cfg.split_file, seed=cfg.split_seed,
-                       val_ratio=cfg.val_ratio, folds=cfg.folds, fold=cfg.fold,
-                       image_size=cfg.image_size)  # fmt: skip
+    name = dataset or cfg.dataset
+    split_file, data_root = cfg.split_file, root or cfg.root
+    if from_card:
+        if split_file is not None and not Path(split_file).is_file():
+            split_file = None
+        if root is None and name.startswith("builtin") and cfg.root is not None \
+                and not is_generated(name, cfg.root):  # fmt: skip
+            data_root = None
+    return load_splits(name, data_root, tuple(splits), split_file=split_file,
+                       seed=cfg.split_seed, val_ratio=cfg.val_ratio, folds=cfg.folds,
+                       fold=cfg.fold, image_size=cfg.image_size)  # fmt: skip
 
 
 FIGURES = ("fig4_landscape", "fig5_channels", "fig6_srcc_vs_eps")

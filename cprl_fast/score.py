@@ -4,16 +4,23 @@ tensors and returns quality scores in [0, 1] (higher is better), applying the pr
 model was trained with (docs/maths.md §7: the shorter side resized to the run's image size, the
 centre crop).
 
-    >>> metric = cprl_fast.create_metric("runs/demo/best.pt")          # doctest: +SKIP
-    >>> metric.score(["a.png", "photos/"])                             # doctest: +SKIP
+    >>> metric = cprl_fast.create_metric("reports/demo/models/cprl/best.pt")  # doctest: +SKIP
+    >>> metric("photo.png")                      # tensor([0.61]), as pyiqa  # doctest: +SKIP
+    >>> metric.score(["a.png", "photos/"])       # ([(name, score)], [Failure])  # doctest: +SKIP
     >>> loss = 1 - metric_as_loss(restored).mean()                      # doctest: +SKIP
 
-As in pyiqa: ``lower_better`` (False: a higher score is better quality), ``score_range``, and
-``as_loss=True`` for a differentiable metric to train restoration networks with (tensors only).
+As in pyiqa: calling the metric on any input returns a tensor of scores, ``lower_better``
+(False: a higher score is better quality), ``score_range``, and ``as_loss=True`` for a
+differentiable metric to train restoration networks with (tensors only).
+
+Files are decoded by :func:`cprl_fast.images.read_image` (every Pillow mode as a viewer shows
+it, EXIF orientation applied, a per-image pixel limit). A score that is not finite is a failure,
+never a score.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +31,10 @@ from PIL import Image
 from torch import nn
 from torchvision.transforms.v2 import functional as F
 
-from cprl_fast.data.base import read_image
+from cprl_fast.checks import check_images
 from cprl_fast.data.transforms import test_transform
+from cprl_fast.images import DEFAULT_MAX_PIXELS, check_max_pixels, read_image, to_rgb
+from cprl_fast.io import printable
 
 #: Image file suffixes a folder is searched for (case-insensitive).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -42,7 +51,7 @@ def image_files(paths: Iterable[str | Path]) -> list[Path]:
         elif p.is_file():
             out.append(p)
         else:
-            raise FileNotFoundError(f"no such file or folder: {p}")
+            raise FileNotFoundError(f"no such file or folder: {printable(str(p))}")
     return out
 
 
@@ -54,31 +63,41 @@ class Failure:
     error: str
 
 
+class ScoringError(ValueError):
+    """Calling a metric on inputs of which at least one could not be scored."""
+
+
 class QualityMetric(nn.Module):
-    """A quality model as a metric. ``forward(x [N, 3, H, W] in [0, 1]) -> scores [N]``: the
-    tensor is resized and centre-cropped to ``image_size`` (differentiably, with torch ops)
-    and scored; :meth:`score` takes any inputs and batches them.
+    """A quality model as a metric, called as pyiqa's metrics are: ``metric(x)`` returns the
+    scores ``[N]`` (float32, in [0, 1], higher is better) of ``x``: a tensor ``[N, 3, H, W]``
+    or ``[3, H, W]`` (float, in [0, 1]; resized and centre-cropped to ``image_size``
+    differentiably), a path, a folder, a PIL image, a numpy ``[H, W, 3]`` array or a list of
+    them. An input that cannot be scored raises :class:`ScoringError` naming it;
+    :meth:`score` returns the failures beside the scores instead.
 
     Args:
         model: images ``[N, 3, S, S]`` in [0, 1] -> scores ``[N]``.
         image_size: the side ``S`` the model was trained at.
         as_loss: keep gradients (for training with the metric as a loss); else no autograd.
+        max_pixels: files with more pixels than this are failures (:mod:`cprl_fast.images`).
     """
 
     lower_better = False
     score_range = (0.0, 1.0)
 
     def __init__(self, model: nn.Module, image_size: int, device: str | torch.device = "cpu",
-                 batch_size: int = 16, as_loss: bool = False, name: str = "model"):  # fmt: skip
+                 batch_size: int = 16, as_loss: bool = False, name: str = "model",
+                 max_pixels: int = DEFAULT_MAX_PIXELS):  # fmt: skip
         super().__init__()
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         self.model = model.to(device).eval()
         self.image_size = int(image_size)
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.as_loss = as_loss
         self.name = name
+        self.max_pixels = check_max_pixels(max_pixels)
         if as_loss:  # the model's weights stay fixed; gradients go to the images
             for p in self.model.parameters():
                 p.requires_grad_(False)
@@ -97,10 +116,28 @@ class QualityMetric(nn.Module):
             x = F.resize(x, [self.image_size], antialias=True)
         return F.center_crop(x, [self.image_size, self.image_size])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Scores of checked images ``[N, 3, H, W]`` (no check of the output)."""
         x = self.preprocess(x.to(self.device, torch.float32))
         with torch.set_grad_enabled(self.as_loss and torch.is_grad_enabled()):
-            return self.model(x).float()
+            return self.model(x).float().reshape(-1)
+
+    def forward(self, x) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            done, failed = self.score(x)
+            if failed:
+                more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+                raise ScoringError(f"cannot score {failed[0].path}: {failed[0].error}{more}")
+            return torch.tensor([s for _, s in done], dtype=torch.float32)
+        x = check_images(x)
+        if x.shape[0] == 0:
+            return torch.zeros(0, device=self.device)
+        scores = self._predict(x)
+        bad = (~torch.isfinite(scores.detach())).nonzero().flatten().tolist()
+        if bad:
+            raise ScoringError(f"the model returned a non-finite score for image {bad[0]} of "
+                               f"{x.shape[0]}")  # fmt: skip
+        return scores
 
     # -- any inputs ---------------------------------------------------------------------------
     def _pil_batch(self, images: list[Image.Image]) -> torch.Tensor:
@@ -116,9 +153,9 @@ class QualityMetric(nn.Module):
                 for f in image_files([item]):
                     yield str(f), f
             elif isinstance(item, Image.Image):
-                yield f"image {k}", item.convert("RGB")
+                yield f"image {k}", item
             elif isinstance(item, np.ndarray):
-                yield f"array {k}", _from_numpy(item, k)
+                yield f"array {k}", item
             elif isinstance(item, torch.Tensor):
                 batch = item if item.dim() == 4 else item[None]
                 for j, x in enumerate(batch):
@@ -127,12 +164,28 @@ class QualityMetric(nn.Module):
                 raise TypeError(f"input {k}: expected a path, PIL image, numpy array or "
                                 f"tensor, got {type(item).__name__}")  # fmt: skip
 
+    def _tensor(self, item: object, name: str) -> torch.Tensor:
+        """One input -> ``[3, S, S]``; OSError or ValueError says why it cannot be scored."""
+        if isinstance(item, Path):
+            item = read_image(item, self.max_pixels)
+        elif isinstance(item, Image.Image):
+            item = to_rgb(item)
+        elif isinstance(item, np.ndarray):
+            item = _from_numpy(item, name)
+        if isinstance(item, Image.Image):
+            return self._pil_batch([item])[0]
+        try:
+            return self.preprocess(check_images(item, name))[0]
+        except TypeError as err:
+            raise ValueError(str(err)) from None
+
     def score(self, inputs, progress: bool = False) -> tuple[list[tuple[str, float]],
                                                               list[Failure]]:  # fmt: skip
         """Scores every input (a path, folder, list of them, PIL images, numpy ``[H, W, 3]``
         uint8 or float in [0, 1], tensors ``[3, H, W]`` / ``[N, 3, H, W]`` in [0, 1]), in order,
-        in batches of ``batch_size``. Returns ``([(name, score)], [Failure])``: a file that
-        cannot be read is listed with its error, never skipped silently."""
+        in batches of ``batch_size``. Returns ``([(name, score)], [Failure])``: an input that
+        cannot be read, is over the pixel limit, or gets a non-finite score is listed with its
+        error, never skipped silently and never given a score."""
         from tqdm import tqdm
 
         done: list[tuple[str, float]] = []
@@ -143,20 +196,22 @@ class QualityMetric(nn.Module):
         def flush():
             if batch:
                 with torch.no_grad():
-                    scores = self.forward(torch.stack(batch)).cpu().tolist()
-                done.extend(zip(names, scores, strict=True))
+                    scores = self._predict(torch.stack(batch)).cpu().tolist()
+                for name, s in zip(names, scores, strict=True):
+                    if math.isfinite(s):
+                        done.append((name, s))
+                    else:
+                        failed.append(Failure(name, f"the model returned a non-finite score "
+                                                    f"({s})"))  # fmt: skip
                 names.clear()
                 batch.clear()
 
         bar = tqdm(desc="scoring", unit="img", disable=not progress)
         for name, item in self._items(inputs):
             try:
-                if isinstance(item, Path):
-                    item = read_image(item)
-                x = self._pil_batch([item])[0] if isinstance(item, Image.Image) else \
-                    self.preprocess(_checked(item, name)[None])[0]  # fmt: skip
+                x = self._tensor(item, name)
             except (OSError, ValueError) as err:
-                failed.append(Failure(name, str(err).splitlines()[0]))
+                failed.append(Failure(name, printable(str(err).splitlines()[0])))
                 bar.update(1)
                 continue
             names.append(name)
@@ -169,41 +224,34 @@ class QualityMetric(nn.Module):
         return done, failed
 
 
-def _checked(x: torch.Tensor, name: str) -> torch.Tensor:
-    if x.dim() != 3 or x.shape[0] != 3 or not x.is_floating_point():
-        raise ValueError(f"{name}: expected a float tensor [3, H, W], got {x.dtype} "
-                         f"{list(x.shape)}")  # fmt: skip
-    if x.numel() and (x.min() < 0 or x.max() > 1 or not torch.isfinite(x).all()):
-        raise ValueError(f"{name}: values must be finite and in [0, 1]")
-    return x.float()
-
-
-def _from_numpy(a: np.ndarray, k: int) -> torch.Tensor:
+def _from_numpy(a: np.ndarray, name: str) -> torch.Tensor:
+    """``[H, W, 3]`` uint8 (0-255) or float in [0, 1] -> float tensor ``[3, H, W]``."""
     if a.ndim != 3 or a.shape[2] != 3:
-        raise ValueError(f"array {k}: expected [H, W, 3], got shape {list(a.shape)}")
-    x = torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)
-    return x.float() / 255.0 if a.dtype == np.uint8 else x.float()
+        raise ValueError(f"{name}: expected shape [H, W, 3], got {list(a.shape)}")
+    if a.dtype == np.uint8:
+        return torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1).float() / 255.0
+    if not np.issubdtype(a.dtype, np.floating):
+        raise ValueError(f"{name}: expected uint8 (0-255) or float values in [0, 1], got "
+                         f"{a.dtype}")  # fmt: skip
+    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).permute(2, 0, 1)
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu", batch_size: int = 16,
-               as_loss: bool = False) -> QualityMetric:  # fmt: skip
-    """The model of a checkpoint written by ``cprl-fast train`` (``best.pt``, ``last.pt``) as a
-    :class:`QualityMetric`, with the image size it was trained at. No pretrained weights are
-    distributed: ``path`` is a file."""
+               as_loss: bool = False,
+               max_pixels: int = DEFAULT_MAX_PIXELS) -> QualityMetric:  # fmt: skip
+    """The model of a checkpoint written by ``cprl-fast train`` (``best.pt``, ``last.pt``) or
+    ``cprl-fast export`` (``.safetensors``) as a :class:`QualityMetric`, with the image size it
+    was trained at. No pretrained weights are distributed: ``path`` is a file (a folder is
+    an error listing the checkpoints in it)."""
     from cprl_fast.run import load_trained
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"checkpoint not found: {path} (no pretrained weights are distributed: train one "
-            "with cprl-fast train and pass its best.pt)"
-        )
     trained = load_trained(path, device)
     return QualityMetric(trained.model, trained.config.image_size, device, batch_size,
-                         as_loss, trained.name)  # fmt: skip
+                         as_loss, trained.name, max_pixels)  # fmt: skip
 
 
 def create_metric(path: str | Path, device: str | torch.device = "cpu", as_loss: bool = False,
-                  batch_size: int = 16) -> QualityMetric:  # fmt: skip
+                  batch_size: int = 16,
+                  max_pixels: int = DEFAULT_MAX_PIXELS) -> QualityMetric:  # fmt: skip
     """pyiqa's name for :func:`load_model`: ``metric = create_metric(path); metric(images)``."""
-    return load_model(path, device, batch_size, as_loss)
+    return load_model(path, device, batch_size, as_loss, max_pixels)

@@ -17,7 +17,6 @@ finished steps; running the same command again skips what is done. ``out/report.
 from __future__ import annotations
 
 import dataclasses
-import json
 import random
 import time
 from collections.abc import Sequence
@@ -29,7 +28,7 @@ from cprl_fast import metrics
 from cprl_fast.audit import DEFAULT_EPS, _certified, audit
 from cprl_fast.audit import write as write_audit
 from cprl_fast.data.base import IQADataset
-from cprl_fast.io import write_json_atomic, write_text_atomic
+from cprl_fast.io import read_json, write_json_atomic, write_text_atomic
 from cprl_fast.reproduce import _train
 from cprl_fast.run import load_run_splits
 from cprl_fast.train import TrainConfig
@@ -89,7 +88,7 @@ def _settings(dataset, base, folds, seeds, models, eps, attacks, per_scene) -> d
 def _check_settings(out: Path, settings: dict) -> None:
     path = out / "study.json"
     if path.is_file():
-        old = json.loads(path.read_text())
+        old = read_json(path, "study settings")
         # settings added to TrainConfig since: the old study ran with their defaults
         old["config"] = {**dataclasses.asdict(TrainConfig()), **old.get("config", {})}
         changed = sorted(k for k in settings if old.get(k) != settings[k])
@@ -127,7 +126,7 @@ def run_one(dataset: str, root: str | None, out: Path, base: TrainConfig, folds:
     for name in models:
         path = run_dir / "audit" / name / "report.json"
         if path.is_file():
-            reports[name] = json.loads(path.read_text())
+            reports[name] = _audit_report(path)
             continue
         source = trained[transfer_source(name, models)]
         start = time.perf_counter()
@@ -385,7 +384,8 @@ def study(dataset: str, root: str | None, out_dir: str | Path, base: TrainConfig
           certify_n: int = 1000) -> dict:  # fmt: skip
     """Runs (or resumes) every (fold, seed) and writes the summary; returns report.json's
     content. ``per_scene``: audit that many seeded images per test scene (None: all).
-    ``report_only``: train nothing, summarise the runs already finished (at least 2).
+    ``report_only``: train nothing, summarise the runs already finished (at least 2) with the
+    settings the folder holds (:func:`report_only_summary`: read-only but for the report).
     ``certify_sigmas``, ``certify_n``: median smoothing of every model on its audit's images
     (not a setting the resume check compares: it can be added to a finished study)."""
     from cprl_fast.attacks import check_attack_names
@@ -402,6 +402,8 @@ def study(dataset: str, root: str | None, out_dir: str | Path, base: TrainConfig
         raise ValueError("seeds must name at least one training seed")
     check_attack_names(attacks)
     out = Path(out_dir)
+    if report_only:
+        return report_only_summary(out, command)
     out.mkdir(parents=True, exist_ok=True)
     settings = _settings(dataset, base, folds, seeds, models, eps, attacks, per_scene)
     _check_settings(out, settings)
@@ -417,15 +419,63 @@ def study(dataset: str, root: str | None, out_dir: str | Path, base: TrainConfig
     for seed in seeds:
         for fold in range(folds):
             name = f"fold{fold}-seed{seed}"
-            done = all((out / "runs" / name / "audit" / m / "report.json").is_file()
-                       for m in models)  # fmt: skip
-            if report_only and not done:
-                continue
             runs[name] = run_one(dataset, root, out, base, folds, fold, seed, models, eps,
-                                 attacks, per_scene, () if report_only else certify_sigmas,
-                                 certify_n)  # fmt: skip
+                                 attacks, per_scene, certify_sigmas, certify_n)  # fmt: skip
             if len(runs) >= 2:  # a partial report after every run: a stopped study keeps one
                 write_report(out, settings, runs, summarise(runs, models, eps), command, sizes)
     if len(runs) < 2:
         raise ValueError(f"{out} has {len(runs)} finished run(s): a summary needs 2 or more")
-    return json.loads((out / "report.json").read_text())
+    return read_json(out / "report.json", "study report")
+
+
+def report_only_summary(out: str | Path, command: str = "") -> dict:
+    """The summary of the runs a study folder has finished, from its files alone: its settings
+    (``study.json``), its finished audits and its sizes (``report.json``, or the fold-0 split
+    file). Reads no model file, trains and generates nothing, and writes only report.json,
+    report.md and worst_vs_eps.png. A malformed file is an error naming it."""
+    out = Path(out)
+    settings = read_json(out / "study.json", "study settings")
+    need = ("models", "eps", "folds", "seeds", "dataset", "per_scene", "config")
+    if not isinstance(settings, dict) or any(k not in settings for k in need):
+        raise ValueError(f"study settings {out / 'study.json'} must be an object with "
+                         f"{', '.join(need)}")  # fmt: skip
+    models, eps = list(settings["models"]), [float(e) for e in settings["eps"]]
+    runs = {}
+    for seed in settings["seeds"]:
+        for fold in range(int(settings["folds"])):
+            name = f"fold{fold}-seed{seed}"
+            paths = {m: out / "runs" / name / "audit" / m / "report.json" for m in models}
+            if all(p.is_file() for p in paths.values()):
+                runs[name] = {m: _audit_report(p) for m, p in paths.items()}
+    if len(runs) < 2:
+        raise ValueError(f"{out} has {len(runs)} finished run(s): a summary needs 2 or more")
+    sizes = _stored_sizes(out, settings, runs)
+    old = out / "report.json"
+    if old.is_file():  # the command that ran the study, not this summary's
+        command = str(read_json(old, "study report").get("command", "")) or command
+    write_report(out, settings, runs, summarise(runs, models, eps), command, sizes)
+    return read_json(out / "report.json", "study report")
+
+
+def _audit_report(path: Path) -> dict:
+    report = read_json(path, "audit report")
+    if not isinstance(report, dict) or not {"results", "diagnostics"} <= set(report):
+        raise ValueError(f"audit report {path} must be an object with results and diagnostics")
+    return report
+
+
+def _stored_sizes(out: Path, settings: dict, runs: dict) -> dict:
+    """The split sizes of a study from its report.json, else from its fold-0 split file."""
+    planned = int(settings["folds"]) * len(settings["seeds"])
+    report = out / "report.json"
+    if report.is_file():
+        data = read_json(report, "study report")
+        sizes = data.get("sizes") if isinstance(data, dict) else None
+        if isinstance(sizes, dict) and {"train", "val", "test", "tested"} <= set(sizes):
+            return {**sizes, "planned": planned}
+    split = out / "splits" / "fold0.json"
+    counts = read_json(split, "split file").get("counts", {}) if split.is_file() else {}
+    first = next(iter(next(iter(runs.values())).values()))
+    return {"train": counts.get("train_images", "?"), "val": counts.get("val_images", "?"),
+            "test": counts.get("test_images", "?"), "tested": first.get("images", "?"),
+            "planned": planned}  # fmt: skip

@@ -58,3 +58,26 @@ def pytest_report_header(config):
         f"torch {torch.__version__}, cprl_fast CUDA kernels built: {cprl_fast.has_cuda_kernels()}, "
         f"GPU: {torch.cuda.is_available()}, TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET')}"
     )
+
+
+def pytest_collection_modifyitems(items):
+    """Float64 gradcheck through Triton's interpreter takes 10-20 s a case on the 2-core VM:
+    those cases are in the slow tier (``-m slow``); the native CPU cases stay in the fast one."""
+    for item in items:
+        if getattr(item, "originalname", "") == "test_gradcheck" and "cpu-triton" in item.name:
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A run folder (best.pt, last.pt) of a plain ResNet-18 trained for two steps at 32 px on the
+    built-in data, shared by every test that loads, scores or exports a checkpoint."""
+    from data_fixtures import train_tiny_run
+
+    return train_tiny_run(tmp_path_factory, 32, model="resnet", max_steps=2)
+
+
+@pytest.fixture(scope="session")
+def tiny_metric(tiny_run):
+    """The tiny run's best.pt as a metric."""
+    return cprl_fast.create_metric(tiny_run / "best.pt")

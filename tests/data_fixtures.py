@@ -164,16 +164,24 @@ def copy_realmeta(root: Path, name: str) -> Path:
     return Path(shutil.copy(REALMETA / name, root / name))
 
 
+def shared_builtin_root(tmp_path_factory) -> Path:
+    """One folder per test session for the generated built-in dataset: it is generated once (under
+    a file lock) and only read after, so every module that just reads it shares it."""
+    root = tmp_path_factory.getbasetemp() / "shared-builtin"
+    root.mkdir(exist_ok=True)
+    return root
+
+
 def train_tiny_run(tmp_path_factory, size: int, **config) -> Path:
     """A run folder (best.pt, last.pt) of a ResNet-18 model trained for a step or two on the
     built-in data at ``size`` px; ``config``: the model, objective and steps."""
     from cprl_fast.data import load_splits
     from cprl_fast.train import TrainConfig, Trainer
 
-    root = tmp_path_factory.mktemp("builtin")
+    root = shared_builtin_root(tmp_path_factory)
     out = tmp_path_factory.mktemp("run")
     sets = load_splits("builtin", root, ("train", "val"), image_size=size)
     cfg = TrainConfig(model_options={"arch": "resnet18"}, image_size=size, batch_size=8,
-                      epochs=1, out_dir=str(out), **config)  # fmt: skip
+                      epochs=1, out_dir=str(out), root=str(root), **config)  # fmt: skip
     Trainer(cfg, sets["train"], sets["val"]).fit()
     return out

@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BUILD_LOG = ROOT / ".ci" / "build.log"
 
 
+@pytest.mark.slow
 def test_every_kernel_compiles_for_sm90_without_spills():
     pytest.importorskip("triton")
     args = [sys.executable, "-m", "bench.aot_check"]

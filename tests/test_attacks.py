@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from data_fixtures import shared_builtin_root
 from torch import nn
 from torchvision.transforms import v2
 
@@ -31,7 +32,7 @@ class TinyIQA(nn.Module):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("builtin")
+    root = shared_builtin_root(tmp_path_factory)
     # 40 x 40 centre crops at full resolution, where the distortions are visible
     crop = v2.Compose([v2.ToImage(), v2.CenterCrop(40), v2.ToDtype(torch.float32, scale=True)])
     data = load_dataset("builtin", root, split="all", transform=crop)
@@ -55,6 +56,7 @@ def _scores(model, x):
         return model(x).numpy()
 
 
+@pytest.mark.slow
 def test_the_model_learned(trained):
     model, x, y = trained
     assert metrics.srcc(_scores(model, x), y) > 0.5

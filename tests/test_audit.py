@@ -58,6 +58,7 @@ def test_fires_on_a_model_that_masks_its_gradients(data, tmp_path):
     assert "unbounded_reaches_chance" in failed, report["diagnostics"]
 
 
+@pytest.mark.slow
 def test_cli_audits_any_module(tmp_path):
     import os
     import subprocess

@@ -35,6 +35,7 @@ def test_shapes_and_backward(name):
     assert model.head.weight.grad is not None and model.head.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n in NAMES if n != "cprl"])
 def test_a_few_steps_lower_the_loss(name):
     torch.manual_seed(0)
@@ -97,6 +98,7 @@ def test_denoising_block_is_the_identity_at_init():
     torch.testing.assert_close(block(x), x, rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_sat_trains_on_adversarial_batches():
     torch.manual_seed(0)
     model = build("sat", arch="resnet18").train()
@@ -119,6 +121,7 @@ def test_nt_penalty_is_zero_for_a_constant_model():
     assert gradient_penalty(model, x, y) == 0
 
 
+@pytest.mark.slow
 def test_dbcnn_distortion_classes_and_scnn_pretraining():
     x1, l1 = distortion_batch(12, 32, torch.Generator().manual_seed(4))
     x2, l2 = distortion_batch(12, 32, torch.Generator().manual_seed(4))

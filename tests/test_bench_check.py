@@ -5,6 +5,7 @@ intervene's backward at 80x80 pixels by 5e-5, all no further from float64 than e
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from bench.cases import make_case
@@ -14,6 +15,7 @@ CPU = torch.device("cpu")
 SHAPE = (16, 256, 40, 40)  # a 1600-pixel sum per gradient of b: eager's own error shows
 
 
+@pytest.mark.slow
 def test_a_more_exact_result_passes_and_a_wrong_one_does_not():
     exact = make_case("intervene", SHAPE, "eager", "bwd", CPU, upcast=True).fn()
     rounded = tuple(t.float() for t in exact)
@@ -25,6 +27,7 @@ def test_a_more_exact_result_passes_and_a_wrong_one_does_not():
     assert got.startswith("MISMATCH")
 
 
+@pytest.mark.slow
 def test_every_compile_case_is_compiled_past_dynamos_recompile_limit():
     """The first H200 run's bfloat16 compile rows timed eager: one torch.compile of the
     reference, recompiled per shape, dtype and grad mode, hit Dynamo's recompile limit and

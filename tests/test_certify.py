@@ -86,6 +86,7 @@ def _attack_median(model, x, noise, radius, sign, steps=20):
     return s.median(dim=0).values
 
 
+@pytest.mark.slow
 def test_no_attack_within_the_radius_leaves_the_interval():
     model, sigma, radius = Tiny().eval(), 0.25, 0.3
     for seed in range(3):

@@ -329,6 +329,7 @@ class TestBuiltin:
     def root(self, builtin_root):
         return builtin_root
 
+    @pytest.mark.slow
     def test_byte_identical_when_generated_twice(self, root, tmp_path):
         again = generate(tmp_path)
         first = root / "builtin-v1"
@@ -372,6 +373,7 @@ class TestBuiltin:
             seen += list(sampler)
         assert sorted(seen) == list(range(len(ds)))
 
+    @pytest.mark.slow
     def test_incomplete_generation_is_redone(self, tmp_path):
         (tmp_path / "builtin-v1" / "images").mkdir(parents=True)  # no scores.csv: incomplete
         tiny_image(tmp_path / "builtin-v1" / "images" / "junk.png")
@@ -412,6 +414,7 @@ class TestFolds:
             load_dataset("vcl", tmp_path, split="test", folds=40)
 
 
+@pytest.mark.slow
 def test_builtin_v2(tmp_path):
     """750 images: 15 scenes x 10 distortion types x 5 levels; pseudo-MOS in [0, 1] that
     falls from level 1 to level 5 for (nearly) every scene and type. Saturation does not

@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from data_fixtures import shared_builtin_root
 from PIL import Image
 
 from cprl_fast import figures, metrics
@@ -22,7 +23,7 @@ from cprl_fast.train import TrainConfig, Trainer
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("builtin")
+    root = shared_builtin_root(tmp_path_factory)
     return root, load_dataset("builtin", root, split="test", image_size=32)
 
 
@@ -39,6 +40,7 @@ def test_parse_eps():
         parse_eps("one")
 
 
+@pytest.mark.slow
 def test_eps_zero_is_the_clean_result_and_attacks_move_scores(data, models):
     _, ds = data
     model = models["resnet"]
@@ -78,6 +80,7 @@ def test_worst_case_is_no_better_than_any_attack():
     assert worst_case(y, strong, y)[0] == "a"
 
 
+@pytest.mark.slow
 def test_report_has_intervals_worst_case_and_paired_comparisons(data, models, tmp_path):
     _, ds = data
     results = {n: evaluate(m, ds, ["fgsm", "rank"], eps=2 / 255, batch_size=25)
@@ -129,6 +132,7 @@ def test_srcc_vs_eps_starts_at_the_clean_srcc(data, models, tmp_path):
     assert _png(tmp_path / "fig6.png")[0] > 300
 
 
+@pytest.mark.slow
 def test_cli_evaluate(data, tmp_path):
     root, _ = data
     cfg = TrainConfig(model_options={"arch": "resnet18"}, image_size=32, batch_size=8,

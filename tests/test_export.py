@@ -27,6 +27,7 @@ def run(tmp_path_factory):
     return train_tiny_run(tmp_path_factory, SIZE, model="cprl", objective="regression", max_steps=1)
 
 
+@pytest.mark.slow
 def test_weights_are_safetensors_read_like_the_checkpoint(run, tmp_path, capsys):
     path = tmp_path / "model.safetensors"
     assert main(["export", str(run / "best.pt"), "--out", str(path)]) == 0
@@ -47,6 +48,7 @@ def test_weights_are_safetensors_read_like_the_checkpoint(run, tmp_path, capsys)
         load_model(tmp_path / "other.safetensors")
 
 
+@pytest.mark.slow
 def test_pt2_program_and_aoti_package_load_in_a_fresh_process(run, tmp_path):
     paths = export_pt2(run / "best.pt", tmp_path / "model.pt2")
     assert set(paths) == {"program", "aoti", "card"}
@@ -65,6 +67,15 @@ compiled = torch._inductor.aoti_load_package({str(paths["aoti"])!r})
 with torch.no_grad():
     for got in (program.module()(io["x"]), compiled(io["x"])):
         torch.testing.assert_close(got, io["eager"], rtol=1e-4, atol=1e-5)
+    assert compiled(io["x"][:1]).shape == (1,)  # batch 1 is in the exported range
+    # every other size is refused by both, never scored from out-of-bounds reads
+    for h, w in ({SIZE // 2}, {SIZE // 2}), ({SIZE + 1}, {SIZE}), ({2 * SIZE}, {2 * SIZE}):
+        for fn in (program.module(), compiled):
+            try:
+                fn(torch.rand(2, 3, h, w))
+            except Exception:
+                continue
+            raise AssertionError(f"{{fn}} accepted a {{h}} x {{w}} input")
 print("ok")
 """
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
@@ -73,6 +84,7 @@ print("ok")
         export_pt2(run / "best.pt", tmp_path / "model.pt", aoti=False)
 
 
+@pytest.mark.slow
 def test_audit_record_writes_its_summary_into_the_model_card(run, tmp_path, capsys):
     import shutil
 

@@ -76,6 +76,7 @@ def _in_fresh_process(hint: str) -> dict[str, int]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_outputs_are_backed_by_huge_pages_and_torch_allocations_are_not():
     kib = _in_fresh_process("1")
     assert kib.pop("torch") == 0
@@ -84,6 +85,7 @@ def test_outputs_are_backed_by_huge_pages_and_torch_allocations_are_not():
     assert all(v >= 2048 for v in kib.values()), kib
 
 
+@pytest.mark.slow
 def test_turned_off_by_the_environment():
     kib = _in_fresh_process("0")
     kib.pop("fallbacks")

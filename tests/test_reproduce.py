@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from cprl_fast.reproduce import reproduce
 from cprl_fast.train import TrainConfig
 
 
+@pytest.mark.slow
 def test_protocol_writes_everything_and_resumes(tmp_path):
     out = tmp_path / "report"
     base = TrainConfig(model_options={"arch": "resnet18"}, image_size=32, batch_size=16,
@@ -53,6 +55,7 @@ def test_protocol_writes_everything_and_resumes(tmp_path):
     assert other["main"]["cprl"]["clean"] == report["main"]["cprl"]["clean"]
 
 
+@pytest.mark.slow
 def test_demo_command(tmp_path):
     import os
     import subprocess

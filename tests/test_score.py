@@ -13,7 +13,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-from data_fixtures import train_tiny_run
 from PIL import Image
 
 import cprl_fast
@@ -21,9 +20,10 @@ import cprl_fast
 SIZE = 32
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    return train_tiny_run(tmp_path_factory, SIZE, model="resnet", max_steps=2)
+@pytest.fixture
+def run(tiny_run):
+    """The session's tiny run (tests/conftest.py): a ResNet-18 trained two steps at 32 px."""
+    return tiny_run
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +40,7 @@ def images(tmp_path_factory):
     return folder, arrays
 
 
+@pytest.mark.slow
 def test_best_pt_holds_the_model_and_its_card_only(run):
     best = torch.load(run / "best.pt", weights_only=True)
     last = torch.load(run / "last.pt", weights_only=True)
@@ -69,6 +70,22 @@ def test_every_kind_of_input_gives_the_same_score(run, images):
         assert by_name[str(path)] == pytest.approx(float(want[k]), abs=1e-5)
 
 
+def test_called_as_pyiqa_calls_its_metrics_it_returns_a_tensor(run, images):
+    folder, arrays = images
+    metric = cprl_fast.create_metric(run / "best.pt")
+    done, _ = metric.score(folder)
+    want = torch.tensor([s for _, s in done])
+    first = folder / "img0.png"
+    for x in (first, str(first), [first], Image.open(first), arrays[0]):
+        got = metric(x)
+        assert isinstance(got, torch.Tensor) and got.shape == (1,)
+        torch.testing.assert_close(got, want[:1], rtol=0, atol=1e-5)
+    subtree = metric(folder / "sub")
+    assert subtree.shape == (2,)
+    with pytest.raises(cprl_fast.score.ScoringError, match=r"cannot score .*broken\.png"):
+        metric(folder)  # one unreadable file: an error naming it (score() lists it instead)
+
+
 def test_as_loss_lets_gradients_reach_the_images(run):
     metric = cprl_fast.load_model(run / "best.pt", as_loss=True)
     x = torch.rand(2, 3, 40, 48, requires_grad=True)  # resized and cropped differentiably
@@ -84,7 +101,7 @@ def test_bad_inputs(run):
     with pytest.raises(TypeError, match="input 0: expected a path, PIL image"):
         metric.score([3.5])
     done, failed = metric.score([torch.full((3, 8, 8), 2.0)])
-    assert done == [] and "values must be finite and in [0, 1]" in failed[0].error
+    assert done == [] and "must be in [0, 1]" in failed[0].error
     with pytest.raises(FileNotFoundError, match="no pretrained weights are distributed"):
         cprl_fast.load_model(run / "nope.pt")
 
@@ -94,13 +111,14 @@ def _cli(*args):
                           text=True)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_cli_score_and_info(run, images, tmp_path):
     folder, _ = images
     r = _cli("score", str(folder), "--model", str(run / "best.pt"))
     assert r.returncode == 1  # one file could not be read
     rows = list(csv.DictReader(io.StringIO(r.stdout)))
     assert len(rows) == 5 and sum(r_["error"] != "" for r_ in rows) == 1
-    assert "scored 4 image(s); 1 could not be read" in r.stderr and "broken.png" in r.stderr
+    assert "scored 4 image(s); 1 could not be scored" in r.stderr and "broken.png" in r.stderr
     out = tmp_path / "scores.json"
     r = _cli("score", str(folder / "sub"), "--model", str(run / "best.pt"), "--out", str(out))
     assert r.returncode == 0, r.stderr

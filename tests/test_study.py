@@ -42,6 +42,7 @@ def test_transfer_source_is_a_sibling():
         transfer_source("resnet", ["resnet"])
 
 
+@pytest.mark.slow
 def test_study_end_to_end_resumes_and_refuses_other_settings(tmp_path):
     base = TrainConfig(model_options={"arch": "resnet18"}, image_size=32, epochs=1,
                        max_steps=1, batch_size=8)  # fmt: skip

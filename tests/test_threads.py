@@ -62,6 +62,7 @@ def test_an_explicit_request_or_omp_num_threads_wins(tmp_path, monkeypatch):
     assert n == 2 and why.startswith("OMP_NUM_THREADS=2")
 
 
+@pytest.mark.slow
 def test_the_cli_prints_its_choice_and_refuses_zero():
     def cli(*args):
         return subprocess.run([sys.executable, "-m", "cprl_fast.cli", *args],

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 import torch
+from data_fixtures import shared_builtin_root
 
 from cprl_fast.data import load_dataset
 from cprl_fast.models import cprl_resnet
@@ -27,7 +28,7 @@ SMALL = {"model_options": {"arch": "resnet18"}, "image_size": 32, "batch_size": 
 
 @pytest.fixture(scope="module")
 def builtin_sets(tmp_path_factory):
-    root = tmp_path_factory.mktemp("builtin")
+    root = shared_builtin_root(tmp_path_factory)
     train = load_dataset("builtin", root, split="train", image_size=32)
     test = load_dataset("builtin", root, split="test", image_size=32)
     return root, train, test
@@ -69,6 +70,7 @@ class TestParamGroups:
 
 
 class TestSteps:
+    @pytest.mark.slow
     def test_theta_step_lowers_the_regression_loss(self):
         model, groups, opts, x, y = _setup()
         before = _loss(model, x, y)
@@ -113,6 +115,7 @@ class TestSteps:
 
 
 class TestTrainer:
+    @pytest.mark.slow
     @pytest.mark.parametrize("noise", [0.0, 0.1], ids=["plain", "noise-trained"])
     def test_resume_is_exact(self, builtin_sets, tmp_path, noise):
         _, train, test = builtin_sets
@@ -213,6 +216,7 @@ def _ddp_worker(rank, world, init_file, x, y, out):
 
 
 class TestDistributed:
+    @pytest.mark.slow
     def test_two_gloo_processes_match_one(self, tmp_path):
         g = torch.Generator().manual_seed(5)
         x, y = torch.rand(8, 3, 32, 32, generator=g), torch.rand(8, generator=g)
@@ -234,6 +238,7 @@ class TestCli:
         return subprocess.run([sys.executable, "-m", "cprl_fast.cli", *args], capture_output=True,
                               text=True, env={**os.environ, **(env or {})})  # fmt: skip
 
+    @pytest.mark.slow
     def test_help(self):
         r = self._run("train", "--help")
         assert r.returncode == 0 and "--lam" in r.stdout and "--mode" in r.stdout
@@ -242,6 +247,7 @@ class TestCli:
 
         assert all(name in r.stdout for name in MODELS)
 
+    @pytest.mark.slow
     def test_the_papers_setting_on_a_cpu_says_it_takes_hours(self, tmp_path):
         r = self._run("train", "--dataset", "live", "--root", str(tmp_path / "none"))
         assert r.returncode == 2 and "trains for hours on a CPU" in r.stdout
@@ -250,23 +256,28 @@ class TestCli:
                           "--arch", "resnet18", "--image-size", "64")  # fmt: skip
         assert quick.returncode == 2 and "hours" not in quick.stdout
 
+    @pytest.mark.slow
     def test_unknown_option(self):
         r = self._run("train", "--epochz", "3")
         assert r.returncode == 2 and "unrecognized arguments: --epochz" in r.stderr
 
+    @pytest.mark.slow
     def test_bad_value(self):
         r = self._run("train", "--batch-size", "many")
         assert r.returncode == 2 and "--batch-size" in r.stderr and "many" in r.stderr
 
+    @pytest.mark.slow
     def test_missing_dataset(self, tmp_path):
         r = self._run("train", "--dataset", "live", "--root", str(tmp_path / "none"))
         assert r.returncode == 2 and "dataset root of 'live' not found" in r.stderr
 
+    @pytest.mark.slow
     def test_bad_mode_in_config_file(self, tmp_path):
         (tmp_path / "c.json").write_text(json.dumps({"mode": "turbo"}))
         r = self._run("train", "--config", str(tmp_path / "c.json"))
         assert r.returncode == 2 and "mode must be one of" in r.stderr
 
+    @pytest.mark.slow
     def test_trains_from_a_config_file(self, builtin_sets, tmp_path):
         root, _, _ = builtin_sets
         cfg = {**SMALL, "root": str(root), "max_steps": 2, "out_dir": str(tmp_path / "run")}

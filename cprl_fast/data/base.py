@@ -15,11 +15,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
 
+from cprl_fast.images import read_image
 from cprl_fast.registry import Registry
 
 log = logging.getLogger("cprl_fast.data")
+
 
 
 @dataclass(frozen=True)
@@ -36,17 +37,6 @@ class Item:
 
 class DatasetFormatError(ValueError):
     """A dataset's files are there but not in the expected format (missing column, ...)."""
-
-
-def read_image(path: str | Path) -> Image.Image:
-    """Decodes an image file as RGB with Pillow; errors name the file."""
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"image file is missing: {path}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise OSError(f"cannot decode image {path}: {err}") from err
 
 
 def image_is_readable(path: str | Path) -> bool:

@@ -33,7 +33,7 @@ from PIL import Image, ImageEnhance, ImageFilter
 
 from cprl_fast.data.base import DatasetFormatError, Item, register
 from cprl_fast.data.csvs import column, number, read_csv
-from cprl_fast.io import file_lock
+from cprl_fast.io import file_lock, umask
 
 VERSION = "builtin-v1"
 SIZE = 256
@@ -184,6 +184,7 @@ def _generate(root: Path, final: Path, scenes: dict, levels: dict) -> Path:
 
     root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=root, prefix=f".{final.name}."))
+    os.chmod(work, 0o777 & ~umask())  # mkdtemp's 0700 would outlive the rename
     try:
         (work / "refs").mkdir()
         (work / "images").mkdir()
@@ -218,6 +219,13 @@ def _generate(root: Path, final: Path, scenes: dict, levels: dict) -> Path:
         shutil.rmtree(work, ignore_errors=True)
         raise
     return final
+
+
+def is_generated(name: str, root: str | Path) -> bool:
+    """Whether the built-in dataset ``name`` (``builtin`` or ``builtin-v2``) is complete under
+    ``root``, so that loading it there writes nothing."""
+    version = {"builtin": "builtin-v1"}.get(name, name)
+    return version in VERSIONS and (Path(root) / version / SCORE_FILE).is_file()
 
 
 def _load(version: str, root: Path | None) -> tuple[list[Item], Path]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cprl_fast.io import atomic_write
+from cprl_fast.io import atomic_write, write_bytes_atomic
 
 
 def rng_state() -> dict:
@@ -68,11 +68,13 @@ SAFETENSORS_PREFIX = "cprl_fast."
 def save_safetensors(state: dict, path: str | Path) -> None:
     """A model-only checkpoint (``"model"``: the state dict; every other key is the model card,
     JSON in the file's metadata) as safetensors, atomically: no pickle, loadable anywhere."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     tensors = {k: v.detach().contiguous() for k, v in state["model"].items()}
     meta = {SAFETENSORS_PREFIX + k: json.dumps(v) for k, v in state.items() if k != "model"}
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+    # serialised in memory and written by atomic_write: the library's own temporary file
+    # (safetensors' save_file writes one beside the target) never exists
+    write_bytes_atomic(path, save(tensors, metadata=meta))
 
 
 def _load_safetensors(path: Path, map_location) -> dict:
@@ -88,7 +90,11 @@ def _load_safetensors(path: Path, map_location) -> dict:
                            f"file ({err})") from err  # fmt: skip
     for key, value in meta.items():
         if key.startswith(SAFETENSORS_PREFIX):
-            state[key[len(SAFETENSORS_PREFIX) :]] = json.loads(value)
+            try:
+                state[key[len(SAFETENSORS_PREFIX) :]] = json.loads(value)
+            except ValueError as err:
+                raise ValueError(f"checkpoint {path}: metadata {key!r} is not JSON "
+                                 f"({err})") from None  # fmt: skip
     if "config" not in state:
         raise RuntimeError(f"cannot read checkpoint {path}: a safetensors file without "
                            "the model card of cprl-fast export (no cprl_fast.config "
@@ -96,30 +102,88 @@ def _load_safetensors(path: Path, map_location) -> dict:
     return state
 
 
+#: What a checkpoint of this library holds (the one line an unusable file is told).
+CHECKPOINT_SHAPE = ("a checkpoint of cprl-fast train or export: a dict with 'model' (the "
+                    "state dict: names -> tensors) and 'config' (the model card, a JSON object)")
+
+
 def load(path: str | Path, map_location="cpu") -> dict:
-    """A checkpoint: ``torch.load(weights_only=True)``, or a ``.safetensors`` file of
-    :func:`save_safetensors` (same keys). Errors say in one line why a file cannot be read."""
+    """A checkpoint: ``torch.load(weights_only=True)`` (data only: a file holding any other
+    Python object is refused, naming the object), or a ``.safetensors`` file of
+    :func:`save_safetensors` (same keys). The content is checked to be :data:`CHECKPOINT_SHAPE`.
+    Errors say in one line why a file cannot be used."""
     path = Path(path)
+    if path.is_dir():
+        found = sorted(p.name for p in path.iterdir()
+                       if p.suffix in (".pt", ".safetensors") and p.is_file())  # fmt: skip
+        listed = f"; it holds {', '.join(found)}" if found else \
+            "; it holds no .pt or .safetensors file"  # fmt: skip
+        raise IsADirectoryError(f"checkpoint {path} is a folder, not a file{listed}")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
-        return _load_safetensors(path, map_location)
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # unpickling errors name the file
-        raise RuntimeError(f"cannot read checkpoint {path}: {_why_unreadable(path, err)}") from err
+        state = _load_safetensors(path, map_location)
+    else:
+        try:
+            state = torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as err:  # unpickling errors name the file
+            raise RuntimeError(f"cannot read checkpoint {path}: "
+                               f"{_why_unreadable(path, err)}") from None  # fmt: skip
+    check_state(state, path)
+    return state
+
+
+def check_state(state: object, path: str | Path) -> None:
+    """Raises ValueError naming ``path`` unless ``state`` is :data:`CHECKPOINT_SHAPE`."""
+    if not isinstance(state, dict):
+        what = "a tensor" if isinstance(state, torch.Tensor) else f"a {type(state).__name__}"
+        raise ValueError(f"checkpoint {path} holds {what}, not {CHECKPOINT_SHAPE}")
+    if "model" not in state or "config" not in state:
+        plain = state and all(isinstance(v, torch.Tensor) for v in state.values())
+        keys = ", ".join(map(str, list(state)[:5]))
+        what = "a plain state dict" if plain else f"a dict of {keys}"
+        raise ValueError(f"checkpoint {path} holds {what}, not {CHECKPOINT_SHAPE}")
+    model = state["model"]
+    if not isinstance(model, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in model.items()
+    ):
+        raise ValueError(f"checkpoint {path}: 'model' is not a state dict (names -> tensors)")
+    config = state["config"]
+    if isinstance(config, str):
+        try:
+            config = json.loads(config)
+        except ValueError as err:
+            raise ValueError(f"checkpoint {path}: its model card ('config') is not JSON "
+                             f"({err})") from None  # fmt: skip
+    if not isinstance(config, dict):
+        raise ValueError(f"checkpoint {path}: its model card ('config') must be a JSON object, "
+                         f"got {type(config).__name__}")  # fmt: skip
+
+
+def card_config(state: dict) -> dict:
+    """The model card (``state["config"]``) as a dict."""
+    config = state["config"]
+    return json.loads(config) if isinstance(config, str) else dict(config)
 
 
 def _why_unreadable(path: Path, err: Exception) -> str:
-    """One line on why ``torch.load(weights_only=True)`` failed on ``path``."""
+    """One line on why ``torch.load(weights_only=True)`` failed on ``path``. A refused object is
+    named; loading it anyway is never suggested (a checkpoint is data, not a program)."""
     text = str(err)
     if path.stat().st_size == 0:
         return "the file is empty"
-    unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", text)
-    if unsafe:
-        return (f"refused: it holds a Python object ({unsafe.group(1)}) other than tensors and "
-                f"plain data, which weights_only=True does not load")  # fmt: skip
+    refused = "not only tensors and plain data (checkpoints are loaded as data, never run)"
+    for pattern, what in ((r"GLOBAL (\S+?)(?: whose|\s|$)", "a Python object ({})"),
+                          (r"unrecognized function (\S+)", "a call of {}")):
+        found = re.search(pattern, text)
+        if found:
+            return f"refused: it holds {what.format(found.group(1).rstrip('.,'))}, {refused}"
     if not zipfile.is_zipfile(path):
         return "not a PyTorch checkpoint (not a zip archive: truncated, or another format)"
+    found = re.search(r"Unsupported operand (\S+)", text)
+    if found:
+        return f"refused: it holds a pickle instruction (opcode {found.group(1)}), {refused}"
+    if "Weights only load failed" in text or "weights_only" in text:
+        return f"refused: it holds Python objects other than tensors, {refused}"
     first = next((line.strip() for line in text.splitlines() if line.strip()), type(err).__name__)
     return f"damaged or truncated ({first})"

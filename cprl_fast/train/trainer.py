@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import os
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -31,13 +32,15 @@ from torch import nn
 from cprl_fast import metrics
 from cprl_fast.checks import check_device
 from cprl_fast.data.splits import check_fold
-from cprl_fast.io import write_text_atomic
+from cprl_fast.io import remove_stale_temporaries, write_text_atomic
 from cprl_fast.models.registry import (
     MODELS,
     build,
+    check_options,
     default_objective,
     option_defaults,
     option_names,
+    weights_options,
 )
 from cprl_fast.train import checkpoint
 from cprl_fast.train.objectives import OBJECTIVES, make_objective, option_fields
@@ -61,6 +64,12 @@ RUN_NUMBERS = (
 )  # fmt: skip
 
 
+#: The documented upper bounds of the run's counts (a model card outside them is refused before
+#: anything is built or allocated).
+RUN_LIMITS = {"batch_size": 65536, "epochs": 100_000, "image_size": 4096, "num_workers": 256,
+              "max_steps": 10**9, "seed": 2**63 - 1, "split_seed": 2**63 - 1}  # fmt: skip
+
+
 def _check_number(name: str, value, low, kind) -> None:
     if value is None and name in ("clip_grad", "max_steps"):
         return
@@ -76,6 +85,8 @@ def _check_number(name: str, value, low, kind) -> None:
         raise ValueError(f"{name} must be > {low:g}, got {value!r}")
     elif value < low:
         raise ValueError(f"{name} must be >= {low}, got {value!r}")
+    if name in RUN_LIMITS and value > RUN_LIMITS[name]:
+        raise ValueError(f"{name} must be <= {RUN_LIMITS[name]}, got {value!r}")
 
 
 @dataclass
@@ -115,15 +126,13 @@ class TrainConfig:
     noise_sigma: float = 0.0
 
     def __post_init__(self):
+        from cprl_fast.data.base import LOADERS
+
+        LOADERS.check(self.dataset)
         MODELS.check(self.model)
         if self.objective is not None:
             OBJECTIVES.check(self.objective)
-        unknown = sorted(set(self.model_options) - set(option_names(self.model)))
-        if unknown:
-            raise ValueError(
-                f"model {self.model!r} has no option {', '.join(unknown)} "
-                f"(its options: {', '.join(option_names(self.model))})"
-            )
+        check_options(self.model, self.model_options)
         make_objective(self.objective_name, self.objective_options)  # validates the options
         for name, low, kind in RUN_NUMBERS:
             _check_number(name, getattr(self, name), low, kind)
@@ -186,8 +195,11 @@ class TrainConfig:
         return out
 
 
-def build_model(cfg: TrainConfig) -> nn.Module:
-    return build(cfg.model, **cfg.model_options)
+def build_model(cfg: TrainConfig, for_weights: bool = False) -> nn.Module:
+    """The run's model; ``for_weights``: to receive trained weights, so built without the
+    options that only initialise weights (:data:`cprl_fast.models.registry.INIT_OPTIONS`)."""
+    options = weights_options(cfg.model_options) if for_weights else cfg.model_options
+    return build(cfg.model, **options)
 
 
 def build_optimizers(
@@ -484,8 +496,13 @@ def truncate_log(path: Path, step: int) -> None:
 @contextlib.contextmanager
 def run_folder(out: Path, lock: bool = True):
     """The run folder, created, with its stale temporary files (interrupted atomic writes)
-    removed and, with ``lock``, locked against a second trainer: ``.lock`` holds the pid and
-    a lock whose process is gone is taken over."""
+    removed and, with ``lock``, locked against a second trainer.
+
+    The lock is ``flock`` on ``out/.lock``: the kernel gives it to one process at a time and
+    takes it back when that process ends (a crash or kill -9 leaves no stale lock, and a
+    recycled pid cannot hold it). The holder writes its pid and start time into the file while
+    holding it (for the message a second trainer gets); the file is removed on release, and a
+    process that locked a file removed meanwhile tries again."""
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"out_dir {out} is a file, not a folder")
     try:
@@ -495,40 +512,50 @@ def run_folder(out: Path, lock: bool = True):
     if not lock:
         yield out
         return
-    path = out / ".lock"
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                pid = int(path.read_text().strip() or 0)
-            except (OSError, ValueError):
-                pid = 0
-            if pid and _alive(pid):
-                raise RuntimeError(
-                    f"run folder {out} is in use by another trainer (process {pid})"
-                ) from None
-            path.unlink(missing_ok=True)  # stale: its process is gone
-            continue
-        with os.fdopen(fd, "w") as fh:
-            fh.write(str(os.getpid()))
-        break
-    for tmp in out.glob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
+    fd = _take_lock(out / ".lock", out)
+    for tmp in out.glob(".*.tmp"):  # temporaries of earlier versions (no pid in the name)
+        if not re.match(r"^\..+\.\d+\.[0-9a-f]{8}\.tmp$", tmp.name):
+            tmp.unlink(missing_ok=True)
+    remove_stale_temporaries(out)
     try:
         yield out
     finally:
-        path.unlink(missing_ok=True)
+        (out / ".lock").unlink(missing_ok=True)
+        os.close(fd)  # releases the flock
 
 
-def _alive(pid: int) -> bool:
+def _take_lock(path: Path, out: Path) -> int:
+    """An fd of ``path`` holding its exclusive flock, the owner written into it."""
+    import fcntl
+
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(fd, 64, 0).decode(errors="replace").split()
+            os.close(fd)
+            who = f" (process {owner[0]})" if owner else ""
+            raise RuntimeError(f"run folder {out} is in use by another trainer{who}") from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the holder before us removed this file: lock the new one
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()} {_start_time(os.getpid())}".encode(), 0)
+    return fd
+
+
+def _start_time(pid: int) -> str:
+    """The process's start time in clock ticks since boot (Linux; "" elsewhere)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[1].split()[19]
 
 
 def _tensorboard(out: Path):

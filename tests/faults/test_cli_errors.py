@@ -53,6 +53,7 @@ def files(tmp_path_factory):
         (["evaluate", "--checkpoint", "x.pt", "--eps=-8/255"], "eps must be finite and >= 0"),
     ],
 )
+@pytest.mark.slow
 def test_bad_options(args, message):
     _one_line(_cli(*args), message)
 
@@ -66,23 +67,27 @@ def test_bad_options(args, message):
         ("evil.pt", "cannot read checkpoint evil.pt: refused: it holds a Python object (print)"),
     ],
 )
+@pytest.mark.slow
 def test_unreadable_checkpoints(files, name, message):
     r = _cli("evaluate", "--checkpoint", name, cwd=files)
     _one_line(r, message)
     assert "this must never run" not in r.stdout + r.stderr
 
 
+@pytest.mark.slow
 def test_a_bad_device_is_named_before_the_checkpoint_is_read(files):
     _one_line(_cli("evaluate", "--checkpoint", "empty.pt", "--device", "bogus", cwd=files),
               "device must be cpu, cuda or cuda:N, got 'bogus'")  # fmt: skip
 
 
+@pytest.mark.slow
 def test_an_output_folder_under_a_file(files):
     r = _cli("train", "--out-dir", "afile/run", "--image-size", "32", "--max-steps", "1",
              cwd=files)  # fmt: skip
     _one_line(r, "out_dir afile/run cannot be created: Not a directory")
 
 
+@pytest.mark.slow
 def test_config_files(files):
     (files / "list.json").write_text("[1, 2]")
     _one_line(_cli("train", "--config", "list.json", cwd=files),
@@ -91,16 +96,19 @@ def test_config_files(files):
     _one_line(_cli("train", "--config", "str.json", cwd=files), "epochs must be a finite int")
 
 
+@pytest.mark.slow
 def test_train_resume_without_a_checkpoint(tmp_path):
     r = _cli("train", "--resume", "--out-dir", str(tmp_path / "run"), "--image-size", "32")
     _one_line(r, "nothing to resume")
 
 
+@pytest.mark.slow
 def test_debug_shows_the_traceback(files):
     r = _cli("--debug", "evaluate", "--checkpoint", "empty.pt", cwd=files)
     assert r.returncode != 0 and "Traceback" in r.stderr
 
 
+@pytest.mark.slow
 def test_a_run_of_zero_steps_lists_no_checkpoint(tmp_path):
     r = _cli("train", "--model", "resnet", "--arch", "resnet18", "--image-size", "32",
              "--max-steps", "0", "--root", str(tmp_path / "data"), "--out-dir",
@@ -109,3 +117,14 @@ def test_a_run_of_zero_steps_lists_no_checkpoint(tmp_path):
     summary = json.loads(r.stdout[r.stdout.index("{") :])
     assert summary["checkpoints"] == [] and "test" not in summary
     assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_every_help_renders_without_a_literal_percent_pair(capsys):
+    from cprl_fast.cli import COMMANDS, main
+
+    for command in (None, *COMMANDS):
+        with pytest.raises(SystemExit) as done:
+            main([command, "--help"] if command else ["--help"])
+        assert done.value.code == 0
+        text = capsys.readouterr().out
+        assert "usage: cprl-fast" in text and "%%" not in text, command

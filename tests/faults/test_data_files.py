@@ -133,6 +133,7 @@ def test_an_old_split_file_without_validation_loads(vcl_split):
     assert len(sets["val"]) == 0 and len(sets["train"]) > 0
 
 
+@pytest.mark.slow
 def test_two_processes_generating_the_builtin_dataset_at_once(tmp_path):
     """torchrun ranks on a fresh machine: both must get the dataset, neither may remove the
     copy the other reads."""

@@ -1,0 +1,109 @@
+"""Decoding image files as a person sees them, with a size limit: every image the library reads
+(datasets, :mod:`cprl_fast.score`, ``cprl-fast score``) goes through :func:`read_image`.
+
+What a viewer shows, for every mode Pillow opens:
+
+- 8-bit modes (``1``, ``L``, ``P``, ``RGB``, ``CMYK``, ``YCbCr``, ...) are converted by Pillow;
+  a 48-bit (16 bits per channel) RGB file is decoded by Pillow to its 8-bit ``RGB``.
+- 16-bit and 32-bit integer greyscale (``I;16``, ``I;16B``, ``I;16L``, ``I``) are scaled by the
+  range of their bit depth: ``I;16*`` by 65535; ``I`` by 255, 65535 or 2**31 - 1, the smallest
+  that holds its largest value (Pillow opens 8-bit and 16-bit data as ``I`` from some formats);
+  negative values count as black.
+- Float greyscale (``F``) is read as values in [0, 1] when its largest value is at most 1, else
+  scaled as ``I`` is; non-finite pixels make the file unreadable (an error, never a score).
+- Transparency (an alpha band, or a palette or greyscale ``transparency`` entry) is composited
+  on :data:`BACKGROUND`, white, as a browser shows the image on a white page.
+- The EXIF orientation tag is applied (``ImageOps.exif_transpose``), as viewers do.
+- Only the first frame of an animated or multi-page file is read.
+
+A file whose pixel count exceeds ``max_pixels`` (default :data:`DEFAULT_MAX_PIXELS`), or that
+Pillow refuses as a decompression bomb, raises :class:`ImageTooLarge` after reading only its
+header, so memory stays bounded by the limit.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+#: The default per-image pixel limit: 8192 x 8192 (about 201 MB as 8-bit RGB), below Pillow's
+#: own decompression-bomb warning (89,478,485 pixels).
+DEFAULT_MAX_PIXELS = 8192 * 8192
+
+#: The colour transparent images are composited on (white, as on a white page).
+BACKGROUND = (255, 255, 255)
+
+_INT16_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+
+
+class ImageTooLarge(OSError):
+    """An image over the pixel limit, or one Pillow refuses as a decompression bomb."""
+
+
+def check_max_pixels(max_pixels: int, name: str = "max_pixels") -> int:
+    """The pixel limit: an integer >= 1."""
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, (int, np.integer)) \
+            or max_pixels < 1:  # fmt: skip
+        raise ValueError(f"{name} must be an integer >= 1, got {max_pixels!r}")
+    return int(max_pixels)
+
+
+def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """The image file ``path`` as an 8-bit RGB PIL image, as a viewer shows it (see the module's
+    docstring). Raises ``FileNotFoundError`` for a missing file, :class:`ImageTooLarge` for one
+    over ``max_pixels`` and ``OSError`` for one that cannot be decoded; each names the file."""
+    max_pixels = check_max_pixels(max_pixels)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                pixels = img.size[0] * img.size[1]
+                if pixels > max_pixels:
+                    raise ImageTooLarge(
+                        f"image {path} has {img.size[0]} x {img.size[1]} = {pixels} pixels, "
+                        f"over the limit of {max_pixels} (max_pixels; --max-pixels)"
+                    )
+                img.load()
+                return to_rgb(img)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image file is missing: {path}") from None
+    except ImageTooLarge:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageTooLarge(f"image {path} refused as a decompression bomb ({err}); the "
+                            f"pixel limit is {max_pixels} (max_pixels; --max-pixels)") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as err:
+        raise OSError(f"cannot decode image {path}: {err}") from err
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """A PIL image of any mode -> 8-bit RGB as a viewer shows it (EXIF orientation applied,
+    high bit depths scaled, transparency composited on :data:`BACKGROUND`)."""
+    img = ImageOps.exif_transpose(img) or img
+    if img.mode in (*_INT16_MODES, "I", "F"):
+        return Image.fromarray(_grey_to_uint8(np.asarray(img), img.mode), "L").convert("RGB")
+    if img.mode == "RGB":
+        return img.copy()
+    if "A" in img.getbands() or "a" in img.getbands() or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (*BACKGROUND, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def _grey_to_uint8(a: np.ndarray, mode: str) -> np.ndarray:
+    """High-bit-depth greyscale -> uint8, scaled by the range of its bit depth."""
+    a = a.astype(np.float64)
+    if not np.isfinite(a).all():
+        raise ValueError(f"{mode} image has non-finite pixels (NaN or infinity)")
+    top = float(a.max()) if a.size else 0.0
+    if mode in _INT16_MODES:
+        scale = 65535.0
+    elif mode == "F" and top <= 1.0:
+        scale = 1.0
+    else:
+        scale = next(s for s in (255.0, 65535.0, 2.0**31 - 1) if top <= s or s == 2.0**31 - 1)
+    return np.rint(np.clip(a / scale, 0.0, 1.0) * 255.0).astype(np.uint8)
