@@ -83,6 +83,14 @@ class UserError(Exception):
     """A mistake in what the user asked for: one line on stderr, exit status 2."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with argument errors as one line (the command, the error, where help is) and
+    exit status 2, like every other user error; subcommands' parsers are of this class too."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _parse_bool(text: str) -> bool:
     if text.lower() in ("1", "true", "yes", "on"):
         return True
@@ -820,10 +828,9 @@ _COMMAND_LINE: list[str] = []
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    parser = argparse.ArgumentParser(prog="cprl-fast",
-                                     description="Fast no-reference image quality assessment "
-                                     "with CPRL: train, attack, audit, certify, score and "
-                                     "export quality models.")  # fmt: skip
+    parser = _Parser(prog="cprl-fast",
+                     description="Fast no-reference image quality assessment with CPRL: train, "
+                     "attack, audit, certify, score and export quality models.")  # fmt: skip
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (default: OMP_NUM_THREADS if set, else at "

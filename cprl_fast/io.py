@@ -56,16 +56,33 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+#: The temporary file safetensors' ``save_file`` writes beside its target (Rust ``tempfile``).
+_SAFETENSORS_TEMPORARY = re.compile(r"^\.tmp[A-Za-z0-9]{6}$")
+
+
+def _safetensors_leftover(path: Path) -> bool:
+    """Whether ``path`` is an interrupted safetensors write: named as its library's temporary
+    and starting with a safetensors header (a little-endian length, then a JSON object)."""
+    if not (_SAFETENSORS_TEMPORARY.match(path.name) and path.is_file()):
+        return False
+    with open(path, "rb") as fh:
+        head = fh.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 1 << 27
+
+
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:
-    """Removes the temporaries of interrupted writes in ``folder`` whose process is gone;
-    returns them. A temporary of a live process (a concurrent writer) is kept."""
+    """Removes the temporaries of interrupted writes in ``folder`` whose process is gone, and
+    safetensors files that its library's own ``save_file`` left half-written (earlier versions
+    wrote through it); returns them. A temporary of a live process (a concurrent writer) is
+    kept."""
     removed = []
     folder = Path(folder)
     if not folder.is_dir():
         return removed
     for p in folder.iterdir():
         m = _TEMPORARY.match(p.name)
-        if m and not _pid_alive(int(m["pid"])) and (p.is_file() or p.is_symlink()):
+        stale = m and not _pid_alive(int(m["pid"])) and (p.is_file() or p.is_symlink())
+        if stale or _safetensors_leftover(p):
             p.unlink(missing_ok=True)
             removed.append(p)
     return removed

@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from cprl_fast.checks import check_device
-from cprl_fast.models.registry import weights_options
+from cprl_fast.models.cprl_resnet import ARCHS
+from cprl_fast.models.registry import option_defaults, option_names, weights_options
 from cprl_fast.train import TrainConfig, build_model
 from cprl_fast.train.checkpoint import card_config, load
 
@@ -91,13 +92,26 @@ def card_train_config(state: dict, path: str | Path) -> TrainConfig:
         raise ValueError(f"checkpoint {path}: model card: {err}") from None
 
 
+def _shapes(state: dict) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in state.items()}
+
+
 def _check_weights(skeleton: nn.Module, weights: dict, cfg: TrainConfig, path: Path) -> None:
-    """Refuses weights that are not those of the card's model, naming the first differing key
-    with both shapes, and the card's fields that decide the architecture."""
-    want = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
-    got = {k: tuple(v.shape) for k, v in weights.items()}
+    """Refuses weights that are not those of the card's model: naming the card's arch and the
+    weights' where another arch fits them, else the first differing key with both shapes and
+    the card's fields that decide the architecture (all built on the meta device)."""
+    want = _shapes(skeleton.state_dict())
+    got = _shapes(weights)
     if want == got:
         return
+    arch = cfg.model_options.get("arch", option_defaults(cfg.model).get("arch"))
+    for other in (a for a in ARCHS if a != arch and "arch" in option_names(cfg.model)):
+        with torch.device("meta"):
+            candidate = dataclasses.replace(
+                cfg, model_options={**cfg.model_options, "arch": other})
+            if _shapes(build_model(candidate, for_weights=True).state_dict()) == got:
+                raise ValueError(f"checkpoint {path}: the model card says arch={arch!r}, the "
+                                 f"weights are those of arch={other!r}")  # fmt: skip
     card = {"model": cfg.model, **weights_options(cfg.model_options)}
     fields = ", ".join(f"{k}={v!r}" for k, v in card.items())
     first = next((k for k in want if k in got and want[k] != got[k]), None)

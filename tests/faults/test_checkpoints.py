@@ -93,10 +93,14 @@ def test_the_card_is_validated_with_bounds_before_any_work(tiny_run, tmp_path, c
 
 def test_a_card_that_disagrees_with_its_weights_names_the_key_and_both_shapes(tiny_run, tmp_path):
     path = _with_card(tiny_run, tmp_path, arch="resnet50")
+    with pytest.raises(ValueError, match="the model card says arch='resnet50', the weights are "
+                       "those of arch='resnet18'"):  # fmt: skip
+        load_trained(path)
+    path = _with_card(tiny_run, tmp_path, "nima.pt", model="nima", bins=5)
     with pytest.raises(ValueError) as err:
         load_trained(path)
     text = str(err.value)
-    assert "arch='resnet50'" in text and "disagrees with the weights" in text
+    assert "model='nima'" in text and "bins=5" in text and "disagrees with the weights" in text
     assert "the card's model has [" in text and "the weights [" in text
     weights = torch.load(tiny_run / "best.pt", weights_only=True)["model"]
     first = next(iter(weights))

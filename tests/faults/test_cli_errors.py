@@ -128,3 +128,19 @@ def test_every_help_renders_without_a_literal_percent_pair(capsys):
         assert done.value.code == 0
         text = capsys.readouterr().out
         assert "usage: cprl-fast" in text and "%%" not in text, command
+
+
+@pytest.mark.parametrize("args,message", [
+    (["train", "--epochz", "3"], "unrecognized arguments: --epochz"),
+    (["audit", "--module", "m:f", "--certify-n", "2.5"], "invalid int value: '2.5'"),
+    (["bogus"], "invalid choice: 'bogus'"),
+    (["score"], "the following arguments are required"),
+])  # fmt: skip
+def test_argument_errors_are_one_line(capsys, args, message):
+    from cprl_fast.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(args)
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and message in err and "usage:" not in err, err

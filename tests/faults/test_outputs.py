@@ -135,11 +135,17 @@ def test_interrupted_writes_leave_nothing_behind(tiny_run, tmp_path):
     stale.write_text("interrupted")
     live = temporary_path(target)  # this process's: a concurrent writer, kept
     live.write_text("in progress")
+    library = tmp_path / ".tmpAb12Cd"  # safetensors' own temporary, cut short
+    library.write_bytes((40).to_bytes(8, "little") + b'{"w": {"dtype": "F32"')
+    other = tmp_path / ".tmpZz99Yy"  # someone else's: not a safetensors header, kept
+    other.write_text("not ours")
     r = _cli("export", tiny_run / "best.pt", "--out", target)
     assert r.returncode == 0, r.stderr
-    assert not stale.exists() and live.exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name, live.name])
+    assert not stale.exists() and not library.exists() and live.exists() and other.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name, live.name,
+                                                                other.name])  # fmt: skip
     live.unlink()
+    other.unlink()
     assert remove_stale_temporaries(tmp_path) == []
 
 
