@@ -460,7 +460,10 @@ class Trainer:
                 if self.step % per_epoch == 0 or self.step >= total:
                     result = self.evaluate()
                     if result and self.rank == 0:
-                        log.info("epoch %d: %s", epoch, result)
+                        # on its own line above the bar (tqdm.write), rounded
+                        shown = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                                          for k, v in result.items())  # fmt: skip
+                        tqdm.write(f"epoch {epoch}: validation {shown}")
                         if result["srcc"] > self.best:
                             self.best = result["srcc"]
                             self.save("best.pt", model_only=True)
