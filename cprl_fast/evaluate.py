@@ -178,11 +178,13 @@ def write_report(
               "(resampled 2000 times); `worst`: the lowest SRCC over the attacks and their "
               "per-image combination (AutoAttack-style)."]  # fmt: skip
     models = list(results)
-    for other in models[1:]:
-        diffs = compare(results, models[0], other)
-        lines += ["", f"SRCC({models[0]}) - SRCC({other}) on the same images, paired "
-                  "bootstrap 95% interval:", "", "| condition | difference | interval | "
-                  "significant |", "| --- | ---: | --- | --- |"]  # fmt: skip
+    first = models[0] if models else ""
+    for other in models[1:]:  # each model against the first (the reference)
+        diffs = compare(results, other, first)
+        lines += ["", f"SRCC({other}) - SRCC({first}) on the same images, paired bootstrap 95% "
+                  f"interval (positive: {other} ranks the images better than {first}):", "",
+                  "| condition | difference | interval | significant |",
+                  "| --- | ---: | --- | --- |"]  # fmt: skip
         for cond, d in diffs.items():
             lo, hi = d["ci"]
             mark = "yes" if d["significant"] else "no"

@@ -94,7 +94,9 @@ def test_report_has_intervals_worst_case_and_paired_comparisons(data, models, tm
         assert conds["clean"]["robustness"] is None  # no floor artefact for unmoved scores
     md = write_report(results, tmp_path)["md"].read_text()
     assert "| cprl | worst (" in md and "95% bootstrap intervals over the 50 images" in md
-    assert "SRCC(cprl) - SRCC(resnet) on the same images" in md and "| worst |" in md
+    first, other = list(results)
+    assert f"SRCC({other}) - SRCC({first}) on the same images" in md and "| worst |" in md
+    assert f"positive: {other} ranks the images better than {first}" in md
 
 
 def _png(path):
