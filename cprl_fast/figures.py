@@ -49,19 +49,45 @@ def landscape(model: nn.Module, x: torch.Tensor, extent: float, steps: int = 21,
     return grid, out
 
 
+def _title(fig, caption: str | None) -> None:
+    """The figure's caption as its title (wrapped), so the image says what it shows alone."""
+    if caption:
+        import textwrap
+
+        fig.suptitle(textwrap.fill(caption, 110), fontsize=8, y=1.0, va="bottom")
+
+
 def score_landscape(models: dict[str, nn.Module], x: torch.Tensor, path: str | Path,
-                    extent: float = 8 / 255, steps: int = 21) -> dict:  # fmt: skip
-    """Fig. 4: one surface per model, side by side."""
+                    extent: float = 8 / 255, steps: int = 21,
+                    caption: str | None = None) -> dict:  # fmt: skip
+    """Fig. 4: one surface per model, side by side, on one z range (the panels compare), with
+    the clean image marked (a red point at the centre)."""
+    from matplotlib.ticker import MaxNLocator
+
     plt = _pyplot()
     data = {name: landscape(m, x, extent, steps) for name, m in models.items()}
-    fig = plt.figure(figsize=(5 * len(models), 4.2))
+    lo = min(float(z.min()) for _, z in data.values())
+    hi = max(float(z.max()) for _, z in data.values())
+    pad = max(1e-3, 0.05 * (hi - lo))
+    fig = plt.figure(figsize=(5 * len(models), 4.4))
     for k, (name, (grid, z)) in enumerate(data.items()):
-        ax = fig.add_subplot(1, len(models), k + 1, projection="3d")
+        # drawn in call order (the clean point stays on top of the surface)
+        ax = fig.add_subplot(1, len(models), k + 1, projection="3d", computed_zorder=False)
         a, b = np.meshgrid(grid * 255, grid * 255, indexing="ij")
-        ax.plot_surface(a, b, z, cmap="viridis")
+        ax.plot_surface(a, b, z, cmap="viridis", vmin=lo, vmax=hi, alpha=0.85, zorder=1)
+        centre = len(grid) // 2
+        ax.scatter([0], [0], [z[centre, centre]], color="red", s=40, depthshade=False,
+                   edgecolors="white", zorder=10, label="clean image")  # fmt: skip
+        ax.set_zlim(lo - pad, hi + pad)
+        for axis in (ax.xaxis, ax.yaxis, ax.zaxis):
+            axis.set_major_locator(MaxNLocator(4))
+        ax.tick_params(labelsize=7)
         ax.set(title=name, xlabel="FGSM direction (/255)", ylabel="random direction (/255)",
                zlabel="predicted quality")  # fmt: skip
         ax.set_box_aspect(None, zoom=0.85)  # room for the axis labels inside the frame
+        if k == 0:
+            ax.legend(loc="upper left", fontsize=7)
+    _title(fig, caption)
     fig.tight_layout()
     fig.savefig(path, dpi=120, bbox_inches="tight", pad_inches=0.3)
     plt.close(fig)
@@ -92,50 +118,60 @@ def layer_means(model: nn.Module, layer: nn.Module, x: torch.Tensor) -> np.ndarr
 
 
 def channel_activations(models: dict[str, tuple[nn.Module, nn.Module]], x: torch.Tensor,
-                        path: str | Path, eps: float = 4 / 255) -> dict:  # fmt: skip
+                        path: str | Path, eps: float = 4 / 255,
+                        caption: str | None = None) -> dict:  # fmt: skip
     """Fig. 5: for each ``name -> (model, layer)``, the layer's channel means for natural images
-    and for their PGD versions, channels sorted by natural magnitude (descending)."""
+    and for their PGD versions, channels sorted by natural magnitude (descending); the panels
+    share their y axis, and the attacked curve is drawn dashed over the natural one."""
     plt = _pyplot()
     out = {}
-    fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 3.6), squeeze=False,
+                             sharey=True)  # fmt: skip
     for ax, (name, (model, layer)) in zip(axes[0], models.items(), strict=True):
         x_adv = attacks.pgd(model, x, eps=eps, steps=10, generator=torch.Generator().manual_seed(0))
         natural, attacked = layer_means(model, layer, x), layer_means(model, layer, x_adv)
         order = np.argsort(-np.abs(natural), kind="stable")
         out[name] = {"natural": natural[order].tolist(), "attacked": attacked[order].tolist()}
-        ax.plot(natural[order], label="natural")
-        ax.plot(attacked[order], label=f"PGD, eps={eps * 255:g}/255", alpha=0.8)
-        ax.set(
-            title=name, xlabel="channel (sorted by natural activation)", ylabel="mean activation"
-        )
-        ax.legend()
+        ax.plot(natural[order], label="natural", lw=2.5, color="tab:blue")
+        ax.plot(attacked[order], label=f"PGD, eps={eps * 255:g}/255", lw=1, ls="--",
+                color="tab:red")  # fmt: skip
+        ax.set(title=name, xlabel="channel (sorted by natural activation)")
+        ax.legend(fontsize=7, loc="upper right")
+    axes[0][0].set_ylabel("mean activation")
+    _title(fig, caption)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return out
 
 
 def srcc_vs_eps(models: dict[str, nn.Module], dataset, path: str | Path,
                 eps_values: Sequence[float] = (0, 1 / 255, 2 / 255, 4 / 255, 8 / 255),
-                attack: str = "pgd", batch_size: int = 16, device="cpu") -> dict:  # fmt: skip
-    """Fig. 6: SRCC of each model on ``dataset`` under ``attack`` at each eps."""
+                attack: str = "pgd", batch_size: int = 16, device="cpu",
+                caption: str | None = None) -> dict:  # fmt: skip
+    """Fig. 6: SRCC of each model on ``dataset`` under ``attack`` at each eps, with its 95%
+    bootstrap interval over the images as a band (``ci`` in the returned data)."""
     from cprl_fast.evaluate import predictions
 
     plt = _pyplot()
-    curves = {}
+    curves, bands = {}, {}
     for name, model in models.items():
-        curves[name] = []
+        curves[name], bands[name] = [], []
         for eps in eps_values:
             pred, y = predictions(model, dataset, attack, eps, batch_size, device)
             curves[name].append(metrics.srcc(pred, y))
-    fig, ax = plt.subplots(figsize=(5, 3.6))
+            bands[name].append(list(metrics.confidence_interval(pred, y)))
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    x = [e * 255 for e in eps_values]
     for name, values in curves.items():
-        ax.plot([e * 255 for e in eps_values], values, marker="o", label=name)
-    ax.set(
-        xlabel=f"{attack} budget eps (/255)", ylabel="SRCC", title="SRCC against attack strength"
-    )
-    ax.legend()
+        (line,) = ax.plot(x, values, marker="o", label=name)
+        band = np.array(bands[name])
+        ax.fill_between(x, band[:, 0], band[:, 1], color=line.get_color(), alpha=0.15)
+    ax.set(xlabel=f"{attack} budget eps (/255)", ylabel="SRCC (band: 95% interval)",
+           title="SRCC against attack strength")  # fmt: skip
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # off the data
+    _title(fig, caption)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
-    return {"eps": list(eps_values), "srcc": curves}
+    return {"eps": list(eps_values), "srcc": curves, "ci": bands}

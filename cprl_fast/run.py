@@ -156,15 +156,16 @@ FIGURES = ("fig4_landscape", "fig5_channels", "fig6_srcc_vs_eps")
 #: One caption per figure, written under it in every report.
 CAPTIONS = {
     "fig4_landscape": "Fig. 4: predicted quality of one test image moved along its FGSM "
-    "direction and a random direction (in grey levels, /255). A flatter surface means the "
-    "score moves less under small perturbations.",
+    "direction and a random direction (in grey levels, /255; the red point is the clean "
+    "image; one z range for all panels). A flatter surface means the score moves less under "
+    "small perturbations.",
     "fig5_channels": "Fig. 5: mean activation per channel of each model's last residual "
     "block (its CA module's output for CPRL) on up to 8 natural test images and on their "
     "PGD versions (eps = 4/255), "
     "channels sorted by their natural activation. Curves that stay together mean the attack "
     "changes the features less.",
-    "fig6_srcc_vs_eps": "Fig. 6: test SRCC under 10-step PGD against the budget eps (/255); "
-    "lower curves are less robust.",
+    "fig6_srcc_vs_eps": "Fig. 6: test SRCC under 10-step PGD against the budget eps (/255), "
+    "with 95% bootstrap intervals over the test images as bands; lower curves are less robust.",
 }
 
 
@@ -186,8 +187,11 @@ def draw_figures(models: dict[str, nn.Module], dataset, out_dir: str | Path,
     out.mkdir(parents=True, exist_ok=True)
     x = dataset[0][0][None].to(device)
     batch = torch.stack([dataset[i][0] for i in range(min(8, len(dataset)))]).to(device)
-    figures.score_landscape(models, x, out / "fig4_landscape.png")
+    figures.score_landscape(models, x, out / "fig4_landscape.png",
+                            caption=CAPTIONS["fig4_landscape"])  # fmt: skip
     layers = {n: (m, figures.default_layer(m)) for n, m in models.items()}
-    figures.channel_activations(layers, batch, out / "fig5_channels.png")
+    figures.channel_activations(layers, batch, out / "fig5_channels.png",
+                                caption=CAPTIONS["fig5_channels"])  # fmt: skip
     return figures.srcc_vs_eps(models, dataset, out / "fig6_srcc_vs_eps.png",
-                               batch_size=batch_size, device=device)  # fmt: skip
+                               batch_size=batch_size, device=device,
+                               caption=CAPTIONS["fig6_srcc_vs_eps"])  # fmt: skip
