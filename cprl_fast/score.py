@@ -41,8 +41,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def image_files(paths: Iterable[str | Path]) -> list[Path]:
-    """Files and the image files under folders (recursive), folders in sorted order; a path
-    that does not exist is an error naming it."""
+    """Files and the image files under folders (recursive, regular files only), folders in
+    sorted order; a path that does not exist, or is a device or FIFO, is an error naming it."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
@@ -50,6 +50,8 @@ def image_files(paths: Iterable[str | Path]) -> list[Path]:
                           and f.suffix.lower() in IMAGE_SUFFIXES)  # fmt: skip
         elif p.is_file():
             out.append(p)
+        elif p.exists():  # a device, FIFO or socket: never opened (it could block or not end)
+            raise ValueError(f"not a regular file or folder: {printable(str(p))}")
         else:
             raise FileNotFoundError(f"no such file or folder: {printable(str(p))}")
     return out

@@ -109,3 +109,17 @@ def test_a_nan_srcc_never_sits_beside_all_checks_passed():
     checks = diagnose({1 / 255: res}, {"reflect10": {"srcc": 0.0}}, soft=False)
     failed = [c for c in checks if not c["passed"]]
     assert any(c["check"] == "metrics_finite" for c in failed)
+
+
+def test_a_device_or_fifo_is_refused_never_opened(tmp_path):
+    import os
+
+    from cprl_fast.score import image_files
+
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match="not a regular file or folder"):
+        image_files([fifo])  # opening it would block forever
+    assert image_files([tmp_path]) == []  # skipped inside a folder
+    with pytest.raises(ValueError, match="not a regular file"):
+        image_files(["/dev/zero"])
