@@ -168,7 +168,7 @@ def _smooth(model: nn.Module, front: nn.Module | None, images, sigma: float, n: 
     start = time.perf_counter()
     space = "input" if front is None else "feature"
     with eval_mode(model), eval_mode(front if front is not None else model):
-        for batch in tqdm(loader, desc=f"certify ({space}, sigma={sigma:g}, n={n})",
+        for batch in tqdm(loader, desc=f"certify ({space}, sigma={sigma:g}, n={n})", leave=False,
                           unit="batch", disable=not progress):  # fmt: skip
             if labels is not None:
                 batch, y = batch

@@ -112,7 +112,9 @@ def evaluate(model: nn.Module, dataset, attack_names: Sequence[str] = ("fgsm", "
     clean, y = predictions(model, dataset, None, eps, batch_size, device, seed)
     results = {"clean": {**_condition(clean, clean, y, seed), "labels": [float(v) for v in y]}}
     attacked = {}
-    for name in tqdm(list(attack_names), desc=f"attacks at eps={eps:.4g}", unit="attack"):
+    # an inner bar (an audit runs it per budget): off when stderr is no terminal, no escapes
+    for name in tqdm(list(attack_names), desc=f"attacks at eps={eps:.4g}", unit="attack",
+                     leave=False, disable=None):  # fmt: skip
         attacked[name], _ = predictions(model, dataset, name, eps, batch_size, device, seed,
                                         source)  # fmt: skip
         results[name] = _condition(clean, attacked[name], y, seed)

@@ -73,6 +73,7 @@ def test_cli_audits_any_module(tmp_path):
            "--certify", "0.05", "--certify-n", "60"]  # fmt: skip
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
+    assert "\x1b[A" not in r.stderr  # no cursor-up escapes of nested bars in a log
     assert "# Robustness audit: test_audit:Brightness" in r.stdout
     assert "diagnostic(s) failed" in r.stdout
     report = json.loads((tmp_path / "out" / "report.json").read_text())
