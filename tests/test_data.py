@@ -21,6 +21,7 @@ from data_fixtures import (
     make_livec_official,
     make_livec_pyiqa,
     make_vcl,
+    shared_builtin_root,
     tiny_image,
 )
 
@@ -173,7 +174,7 @@ def images(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def builtin_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("builtin")
+    root = shared_builtin_root(tmp_path_factory)  # read only here: one generation per session
     generate(root)
     return root
 

@@ -6,17 +6,18 @@ import json
 
 import pytest
 import torch
+from data_fixtures import shared_builtin_root
 
 from cprl_fast.reproduce import reproduce
 from cprl_fast.train import TrainConfig
 
 
 @pytest.mark.slow
-def test_protocol_writes_everything_and_resumes(tmp_path):
+def test_protocol_writes_everything_and_resumes(tmp_path, tmp_path_factory):
     out = tmp_path / "report"
     base = TrainConfig(model_options={"arch": "resnet18"}, image_size=32, batch_size=16,
                        epochs=1, max_steps=2, lr=1e-4)  # fmt: skip
-    data_root = tmp_path / "builtin"
+    data_root = shared_builtin_root(tmp_path_factory)  # only read
     report = reproduce("builtin", str(data_root), out, base, attack_names=("fgsm",),
                        b_values=(0.4, 0.5), baselines=("nima",))  # fmt: skip
     assert set(report["main"]) == {"resnet", "cprl", "nima"}
@@ -56,14 +57,14 @@ def test_protocol_writes_everything_and_resumes(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_command(tmp_path):
+def test_demo_command(tmp_path, tmp_path_factory):
     import os
     import subprocess
     import sys
 
     cmd = [sys.executable, "-m", "cprl_fast.cli", "demo", "--image-size", "32", "--max-steps", "2",
            "--out-dir", str(tmp_path / "demo")]  # fmt: skip
-    env = {**os.environ, "CPRL_FAST_CACHE": str(tmp_path / "cache")}
+    env = {**os.environ, "CPRL_FAST_CACHE": str(shared_builtin_root(tmp_path_factory))}
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
     assert "| cprl | pgd |" in r.stdout and "| resnet | fgsm |" in r.stdout

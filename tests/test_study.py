@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from data_fixtures import shared_builtin_root
 
 from cprl_fast import metrics
 from cprl_fast.data.base import IQADataset, Item
@@ -43,10 +44,10 @@ def test_transfer_source_is_a_sibling():
 
 
 @pytest.mark.slow
-def test_study_end_to_end_resumes_and_refuses_other_settings(tmp_path):
+def test_study_end_to_end_resumes_and_refuses_other_settings(tmp_path, tmp_path_factory):
     base = TrainConfig(model_options={"arch": "resnet18"}, image_size=32, epochs=1,
                        max_steps=1, batch_size=8)  # fmt: skip
-    out, root = tmp_path / "study", str(tmp_path / "data")
+    out, root = tmp_path / "study", str(shared_builtin_root(tmp_path_factory))
     kw = dict(folds=2, seeds=(0,), models=("resnet", "ca-noise"), eps=(4 / 255,),
               attacks=("fgsm",), per_scene=3, command="test")  # fmt: skip
     report = study("builtin", root, out, base, **kw)

@@ -70,7 +70,8 @@ def test_the_cli_prints_its_choice_and_refuses_zero():
 
     r = cli("--threads", "1", "evaluate", "--checkpoint", "nope.pt")
     assert r.returncode == 2 and r.stdout.startswith("threads: 1 (--threads;")
-    assert r.stderr.strip() == "cprl-fast evaluate: checkpoint not found: nope.pt"
+    assert r.stderr.strip().startswith("cprl-fast evaluate: checkpoint not found: nope.pt")
+    assert len(r.stderr.strip().splitlines()) == 1
     r = cli("--threads", "0", "evaluate", "--checkpoint", "nope.pt")
     assert r.returncode == 2
     assert r.stderr.strip() == "cprl-fast evaluate: --threads must be >= 1, got 0"
