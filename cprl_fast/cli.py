@@ -248,7 +248,9 @@ def _train(args: argparse.Namespace) -> int:
         pred, target = predictions(trainer.model.eval(), splits["test"], None, 0.0,
                                    cfg.batch_size, trainer.device)  # fmt: skip
         summary["test"] = {**evaluate_scores(pred, target), "model": chosen.name}
-    print(json.dumps(summary, indent=1))
+    from cprl_fast.io import json_text
+
+    print(json_text(summary), end="")
     return 0
 
 
@@ -671,7 +673,9 @@ def model_card(path: Path) -> dict:
 def _info(args: argparse.Namespace) -> int:
     card = model_card(Path(args.checkpoint))
     if args.json:
-        print(json.dumps(card, indent=1))
+        from cprl_fast.io import json_text
+
+        print(json_text(card), end="")
         return 0
     for key, value in card.items():
         text = json.dumps(value) if isinstance(value, (dict, list)) else value
@@ -857,8 +861,11 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, ValueError, FileNotFoundError, OSError, TypeError, RuntimeError) as err:
         if args.debug:
             raise
-        message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        print(f"cprl-fast {args.command}: {message}", file=sys.stderr)
+        from cprl_fast.io import printable
+
+        # the first line (split at newlines only: a name may hold a carriage return), escaped
+        message = str(err).split("\n")[0] if str(err) else type(err).__name__
+        print(f"cprl-fast {args.command}: {printable(message)}", file=sys.stderr)
         return 2
 
 

@@ -22,7 +22,7 @@ from torch import nn
 from cprl_fast import attacks, metrics
 from cprl_fast.attacks.common import eval_mode
 from cprl_fast.checks import check_eps
-from cprl_fast.io import write_json_atomic, write_text_atomic
+from cprl_fast.io import csv_cell, write_json_atomic, write_text_atomic
 
 
 def parse_eps(text: str | float) -> float:
@@ -166,7 +166,7 @@ def write_report(
     for model, conds in results.items():
         for cond, m in conds.items():
             bounds = [f"{v:.6f}" for c in ci.values() for v in m.get(c, [float("nan")] * 2)]
-            w.writerow([model, cond, *(_number(m[c], 6) for c in COLUMNS), *bounds])
+            w.writerow([csv_cell(model), cond, *(_number(m[c], 6) for c in COLUMNS), *bounds])
     write_text_atomic(paths["csv"], table.getvalue())
     lines = [f"# {title}", "", "| model | condition | " + " | ".join(COLUMNS) + " |",
              "| --- | --- |" + " ---: |" * len(COLUMNS)]  # fmt: skip

@@ -213,7 +213,7 @@ class QualityMetric(nn.Module):
             try:
                 x = self._tensor(item, name)
             except (OSError, ValueError) as err:
-                failed.append(Failure(name, printable(str(err).splitlines()[0])))
+                failed.append(Failure(name, printable(str(err).split("\n")[0])))
                 bar.update(1)
                 continue
             names.append(name)

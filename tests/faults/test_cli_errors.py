@@ -144,3 +144,26 @@ def test_argument_errors_are_one_line(capsys, args, message):
     assert done.value.code == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and message in err and "usage:" not in err, err
+
+
+def test_error_messages_escape_control_characters(capsys, tmp_path):
+    from cprl_fast.cli import main
+
+    assert main(["info", str(tmp_path / "evil\x1b[2J\r.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\r" not in err and "evil\\x1b[2J\\r.pt" in err
+
+
+def test_info_json_is_standard_json(capsys, tmp_path, tiny_run):
+    from cprl_fast.cli import main
+
+    state = torch.load(tiny_run / "best.pt", weights_only=True)
+    state["audit"] = {"clean_srcc": float("nan"), "worst": {"1/255": {"srcc": float("inf")}}}
+    torch.save(state, tmp_path / "best.pt")
+    assert main(["info", str(tmp_path / "best.pt"), "--json"]) == 0
+
+    def refuse(token):
+        raise ValueError(f"non-standard JSON token {token}")
+
+    card = json.loads(capsys.readouterr().out, parse_constant=refuse)
+    assert card["audit"]["clean_srcc"] is None and card["objective"] == "regression"
