@@ -1,5 +1,5 @@
 // Input checks shared by every backend's glue, written once and naming the argument.
-// cprl_fast/ops/_checks.py mirrors them for the fake (meta) kernels; keep the messages equal.
+// cprl_fast/checks.py mirrors them for the fake (meta) kernels; keep the messages equal.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -162,7 +162,7 @@ inline void check_out(const at::Tensor& x, const at::Tensor& grad, const at::Ten
 
 // The dense memory format a kernel works in and its outputs have: channels_last when x is a
 // dense channels_last tensor (and not also contiguous), contiguous otherwise (any other stride
-// pattern is copied). cprl_fast/ops/_checks.py:dense_format is the same rule for fake kernels.
+// pattern is copied). cprl_fast/checks.py:dense_format is the same rule for fake kernels.
 inline at::MemoryFormat dense_format(const at::Tensor& x) {
   return x.dim() == 4 && !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast)
              ? at::MemoryFormat::ChannelsLast

@@ -1,0 +1,30 @@
+"""Docs match the code: every repository path that the README, docs/ and the csrc comments name
+(``cprl_fast/...``, ``csrc/...``, ``tests/...``, ``bench/...``, ``kernels/...``, ``docs/...``,
+``results/...``, ``.ci/...``) exists, so a pointer cannot go stale silently."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+#: A repository path: one of the tracked top-level folders, then path characters.
+PATH = re.compile(r"(?<![\w/.-])((?:cprl_fast|csrc|tests|bench|docs|kernels|results|\.ci)/"
+                  r"[\w./-]*[\w/])")  # fmt: skip
+
+
+def _documents() -> list[Path]:
+    sources = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    for suffix in ("h", "cpp", "cu", "cuh"):
+        sources += sorted((ROOT / "csrc").rglob(f"*.{suffix}"))
+    return sources
+
+
+def test_every_path_the_docs_name_exists():
+    missing = []
+    for doc in _documents():
+        for m in PATH.finditer(doc.read_text()):
+            path = m.group(1).rstrip(".")
+            if not any(c in path for c in "*<>{}") and not (ROOT / path).exists():
+                missing.append(f"{doc.relative_to(ROOT)}: {path}")
+    assert missing == [], missing
