@@ -26,7 +26,8 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp(?P<suffix>\.\w+)?$")
+#: The name of a temporary of :func:`temporary_path`: ``.<name>.<pid>.<random>.tmp[.suffix]``.
+TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp(?P<suffix>\.\w+)?$")
 _UMASK_LOCK = threading.Lock()
 
 
@@ -80,7 +81,7 @@ def remove_stale_temporaries(folder: str | Path) -> list[Path]:
     if not folder.is_dir():
         return removed
     for p in folder.iterdir():
-        m = _TEMPORARY.match(p.name)
+        m = TEMPORARY.match(p.name)
         stale = m and not _pid_alive(int(m["pid"])) and (p.is_file() or p.is_symlink())
         if stale or _safetensors_leftover(p):
             p.unlink(missing_ok=True)
@@ -93,19 +94,8 @@ def atomic_write(path: str | Path, write: Callable[[str], None], suffix: str = "
     then renames it to ``path``, with the permissions a new file gets under the user's umask.
     On any error the temporary file is removed; stale temporaries of earlier interrupted
     writes in the folder are removed first. ``suffix``: the temporary's file suffix, for
-    writers that want one (``.pt2``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path.parent)
-    tmp = temporary_path(path, suffix)
-    try:
-        write(str(tmp))
-        os.chmod(tmp, 0o666 & ~umask())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    writers that want one (``.pt2``). A set of one: :func:`atomic_write_set`."""
+    return atomic_write_set({Path(path): write}, suffix)[0]
 
 
 def atomic_write_set(writes: dict[Path, Callable[[str], None]], suffix: str = "") -> list[Path]:

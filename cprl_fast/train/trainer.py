@@ -22,7 +22,6 @@ import json
 import logging
 import math
 import os
-import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from torch import nn
 from cprl_fast import metrics
 from cprl_fast.checks import check_device
 from cprl_fast.data.splits import check_fold
-from cprl_fast.io import remove_stale_temporaries, write_text_atomic
+from cprl_fast.io import TEMPORARY, remove_stale_temporaries, write_text_atomic
 from cprl_fast.models.registry import (
     MODELS,
     build,
@@ -517,7 +516,7 @@ def run_folder(out: Path, lock: bool = True):
         return
     fd = _take_lock(out / ".lock", out)
     for tmp in out.glob(".*.tmp"):  # temporaries of earlier versions (no pid in the name)
-        if not re.match(r"^\..+\.\d+\.[0-9a-f]{8}\.tmp$", tmp.name):
+        if not TEMPORARY.match(tmp.name):
             tmp.unlink(missing_ok=True)
     remove_stale_temporaries(out)
     try:

@@ -142,6 +142,6 @@ def test_paths_in_a_card_are_never_written(tiny_run, tmp_path, monkeypatch):
     assert len(test) > 0
     assert not evil_split.exists() and not evil_split.parent.exists() and not evil_root.exists()
     # a user who names the paths gets them written, as before
-    cfg.split_file = str(tmp_path / "mine.json")
+    cfg.split_file, cfg.root = str(tmp_path / "mine.json"), builtin_root  # data already there
     load_run_splits(cfg, ("test",), from_card=False)
     assert (tmp_path / "mine.json").is_file()
