@@ -1,6 +1,6 @@
 // The one place the cprl_fast operator schemas are declared. Each backend registers its
-// kernels in its own file (cpu/*_cpu.cpp, cuda/*_cuda.cu) with TORCH_LIBRARY_IMPL; autograd and
-// the fake (meta) kernels are registered from Python (cprl_fast/ops/).
+// kernels in its own file (cpu/*_cpu.cpp, cuda/*_cuda.cu) with TORCH_LIBRARY_IMPL, autograd is
+// registered in autograd.cpp, and the fake (meta) kernels from Python (cprl_fast/ops/).
 #include <Python.h>
 #include <torch/library.h>
 

@@ -104,6 +104,25 @@ class TestRankMaskBackward:
         b = _offset(0.4, torch.float64, device).requires_grad_(True)
         assert torch.autograd.gradcheck(lambda b_: ops.rank_mask(f, b_), (b,))
 
+    @pytest.mark.parametrize("used", ["y", "mask"])
+    @pytest.mark.parametrize("rank", ["hard", "soft"])
+    def test_one_output_used(self, device, used, rank):
+        # the other output's gradient never exists (undefined in C++ autograd, zeros from
+        # Python's): the backward reads an absent grad_y as zeros and skips an absent grad_mask
+        f = feature((2, 6, 3, 3), dtype=torch.float64, device=device, seed=21)
+        gy = feature((2, 6, 3, 3), dtype=torch.float64, device=device, seed=22)
+        gm = feature((2, 6), dtype=torch.float64, device=device, seed=23)
+        tau = 0.3 if rank == "soft" else None
+        grads = []
+        for fn in (ops.rank_mask, reference.rank_mask):
+            x = f.clone().requires_grad_(True)
+            b = _offset(0.4, torch.float64, device).requires_grad_(True)
+            y, m = fn(x, b, rank=rank, tau=tau, return_mask=True)
+            (y.mul(gy) if used == "y" else m.mul(gm)).sum().backward()
+            # the hard rank's mask does not depend on f: the reference leaves no gradient
+            grads.append([torch.zeros_like(f) if x.grad is None else x.grad, b.grad])
+        torch.testing.assert_close(grads[0], grads[1])
+
     def test_soft_rank_approaches_hard_rank(self, device):
         f = feature((2, 9, 3, 3), device=device, seed=13, dtype=torch.float64, gap=0.5)
         _, m_hard = ops.rank_mask(f, 0.4, return_mask=True)
@@ -116,13 +135,13 @@ class TestCAModuleOffset:
     def test_b_is_not_rounded_to_the_feature_dtype(self, monkeypatch):
         # bfloat16 rounds 0.4 to 0.4004, which at C = 2048 moves the threshold by 0.8 ranks;
         # the module passes b unchanged (float32) and the op computes the mask in float32
-        seen, original = [], ops.rank_mask
+        seen, original = [], ops.rank_mask_op
 
-        def spy(f, b, **kwargs):
+        def spy(f, b, *args):
             seen.append(b)
-            return original(f, b, **kwargs)
+            return original(f, b, *args)
 
-        monkeypatch.setattr("cprl_fast.nn.cpr_activation.ops.rank_mask", spy)
+        monkeypatch.setattr("cprl_fast.nn.cpr_activation.ops.rank_mask_op", spy)
         act = CPRLActivation(2048)
         with torch.no_grad():
             act(feature((2, 2048, 2, 2), dtype=torch.bfloat16, seed=3))
@@ -141,3 +160,15 @@ class TestRankMaskErrors:
     def test_not_a_tensor(self):
         with pytest.raises(TypeError, match=r"f must be a torch\.Tensor"):
             ops.rank_mask([[1.0]], 0.4)
+
+
+class TestAutogradRegistration:
+    def test_native_autograd_is_in_cpp(self):
+        # csrc/autograd.cpp: no Python autograd.Function on the native op's path
+        assert torch._C._dispatch_has_kernel_for_dispatch_key("cprl_fast::rank_mask", "Autograd")
+        assert torch._C._dispatch_has_kernel_for_dispatch_key("cprl_fast::intervene", "Autograd")
+        f = torch.randn(2, 4, 3, 3, requires_grad=True)
+        y = ops.rank_mask(f, 0.4)
+        out = ops.intervene(f, f.detach().relu(), torch.rand(2, 4), "sf")
+        for tensor in (y, out):
+            assert type(tensor.grad_fn).__name__ == "CppFunction"

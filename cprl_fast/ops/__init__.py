@@ -15,8 +15,8 @@ from cprl_fast.ops import intervene as _intervene_module
 from cprl_fast.ops import rank_mask as _rank_mask_module
 from cprl_fast.ops._backend import get_backend, load_triton_kernels, set_backend, triton_usable
 from cprl_fast.ops.attack_step import attack_step, attack_step_, random_start
-from cprl_fast.ops.intervene import intervene
-from cprl_fast.ops.rank_mask import DEFAULT_TAU, rank_mask
+from cprl_fast.ops.intervene import intervene, intervene_op
+from cprl_fast.ops.rank_mask import DEFAULT_TAU, rank_mask, rank_mask_op
 
 #: op name -> its :class:`cprl_fast.ops.spec.OpSpec`
 SPECS = {m.SPEC.name: m.SPEC for m in (_rank_mask_module, _intervene_module, _attack_step_module)}
@@ -31,7 +31,9 @@ __all__ = [
     "attack_step_",
     "get_backend",
     "intervene",
+    "intervene_op",
     "random_start",
     "rank_mask",
+    "rank_mask_op",
     "set_backend",
 ]

@@ -11,8 +11,10 @@ The choice (:func:`set_backend` or the environment variable ``CPRL_FAST_BACKEND`
 (default) is ``native`` on the CPU and, on CUDA tensors, :data:`CUDA_DEFAULT` falling back to
 the other when one is not available; ``native`` or ``triton`` force one.
 
-Autograd is registered once per op (:func:`register_autograd`) on each backend's forward
-op; the backward runs the backward op of the backend that ran the forward. Everything the
+Autograd: the native ops have theirs in C++ (``csrc/autograd.cpp``: no Python on a call's way
+through autograd); the Triton ops get theirs from Python (:func:`register_autograd`, read by
+:func:`load_triton_kernels`), with the same saved tensors and the same backward op schema. Either
+way the backward runs the backward op of the backend that ran the forward. Everything the
 dispatch decision reads is a Python constant after import, so ``torch.compile(fullgraph=True)``
 traces it (no op call that returns a non-tensor).
 """
@@ -166,11 +168,7 @@ _AUTOGRAD: dict[str, tuple[Callable, Callable]] = {}
 
 
 def register_autograd(op: str, setup_context: Callable, backward: Callable) -> None:
-    """Registers the autograd of op ``op`` once, for every backend's forward op: both functions
-    receive ``backend=<name>``, and the backward calls that backend's backward op."""
+    """Records the Python autograd of op ``op`` for the Triton backend's forward op (registered
+    when the Triton kernels load): both functions receive ``backend="triton"``, and the backward
+    calls the Triton backward op. The native op's autograd is ``csrc/autograd.cpp``'s."""
     _AUTOGRAD[op] = (setup_context, backward)
-    torch.library.register_autograd(
-        f"cprl_fast::{op}",
-        functools.partial(backward, backend="native"),
-        setup_context=functools.partial(setup_context, backend="native"),
-    )

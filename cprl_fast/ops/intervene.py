@@ -32,7 +32,7 @@ from cprl_fast.checks import (
 from cprl_fast.ops import _backend
 from cprl_fast.ops.spec import BadCall, OpSpec, feature, in_layout, like
 
-__all__ = ["SPEC", "intervene"]
+__all__ = ["SPEC", "intervene", "intervene_op"]
 
 
 @torch.library.register_fake("cprl_fast::intervene")
@@ -101,10 +101,14 @@ def intervene(f: torch.Tensor, t: torch.Tensor, mask: torch.Tensor, mode: str) -
     flat = f.dim() == 2
     if flat:
         f, t = f[:, :, None, None], t[:, :, None, None]
-    check_intervene_args(f, t, mask, mode)
-    _, op = _backend.kernel("intervene", f.device)
-    out = op(f, t, mask, mode)
+    out = intervene_op(f, t, mask, mode)
     return out[:, :, 0, 0] if flat else out
+
+
+def intervene_op(f: torch.Tensor, t: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
+    """The op itself on its schema's arguments (``f`` and ``t`` ``[N, C, H, W]``), served by the
+    selected backend; as :func:`cprl_fast.ops.rank_mask_op`, every backend's op checks them."""
+    return _backend.kernel("intervene", f.device)[1](f, t, mask, mode)
 
 
 # -- the spec the shared tests and the benchmarks run -------------------------------------------

@@ -35,7 +35,7 @@ from cprl_fast.ops import _backend
 from cprl_fast.ops.spec import TOLERANCES, BadCall, OpSpec, feature, like
 from cprl_fast.reference.rank_mask import DEFAULT_TAU
 
-__all__ = ["DEFAULT_TAU", "SPEC", "rank_mask"]
+__all__ = ["DEFAULT_TAU", "SPEC", "rank_mask", "rank_mask_op"]
 
 
 @torch.library.register_fake("cprl_fast::rank_mask")
@@ -121,13 +121,23 @@ def rank_mask(
     if not isinstance(b, torch.Tensor):  # a fill on the device, no host-to-device copy
         b = f.new_full((), float(b), dtype=acc_dtype(f.dtype))
     flat = f.dim() == 2
-    f4 = f[:, :, None, None] if flat else f
-    check_rank_mask_args(f4, b, float(temperature), soft, tau_value)
-    _, op = _backend.kernel("rank_mask", f4.device)
-    y, mask = op(f4, b, float(temperature), soft, tau_value)
+    y, mask = rank_mask_op(f[:, :, None, None] if flat else f, b, float(temperature), soft,
+                           tau_value)  # fmt: skip
     if flat:
         y = y[:, :, 0, 0]
     return (y, mask) if return_mask else y
+
+
+def rank_mask_op(
+    f: torch.Tensor, b: torch.Tensor, temperature: float, soft: bool, tau: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The op itself on its schema's arguments (``f`` ``[N, C, H, W]``, ``b`` a one-element
+    tensor, ``tau`` a float even for the hard rank), served by the selected backend; returns
+    ``(y, mask)``. What :func:`rank_mask` calls after normalising its arguments, and what
+    :class:`cprl_fast.nn.CPRLActivation` calls on every forward with the arguments it checked
+    once. Every backend's op checks the tensors itself (``csrc/checks.h``, and the Triton ops
+    with :mod:`cprl_fast.checks`, word for word), so nothing is checked twice here."""
+    return _backend.kernel("rank_mask", f.device)[1](f, b, temperature, soft, tau)
 
 
 # -- the spec the shared tests and the benchmarks run -------------------------------------------

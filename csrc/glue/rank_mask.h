@@ -13,7 +13,13 @@
 namespace cprl_fast {
 
 namespace detail {
-// The parameters forward and backward share; bd: b as a dense [1] tensor of the op-math type.
+// x (one element, or a [N, C] mask) in the op-math dtype, dense; x itself when it already is
+// (no dispatcher call on the common path: a CA layer's b is a float32 scalar).
+inline at::Tensor in_acc_dtype(const at::Tensor& x, at::ScalarType acc) {
+  return x.scalar_type() == acc && x.is_contiguous() ? x : x.to(acc).contiguous();
+}
+
+// The parameters forward and backward share; bd: b's one element in the op-math dtype.
 inline void fill_rank_mask_params(cprl::RankMaskParams& p, const at::Tensor& fd,
                                   cprl::Layout layout, double temperature, bool soft, double tau,
                                   const at::Tensor& bd) {
@@ -38,7 +44,7 @@ std::tuple<at::Tensor, at::Tensor> rank_mask_with(const at::Tensor& f, const at:
   at::Tensor y = at::empty_like(fd);
   at::Tensor mask = at::empty({f.size(0), f.size(1)}, acc_options);
   if (f.size(0) == 0) return {y, mask};
-  const at::Tensor bd = b.reshape({1}).to(acc_options.dtype()).contiguous();
+  const at::Tensor bd = detail::in_acc_dtype(b, acc_options.dtype().toScalarType());
   cprl::RankMaskForwardParams p;
   detail::fill_rank_mask_params(p, fd, layout, temperature, soft, tau, bd);
   p.f = fd.const_data_ptr();
@@ -65,9 +71,10 @@ std::tuple<at::Tensor, at::Tensor> rank_mask_backward_with(
   const at::Tensor gmd = optional_mask_grad(f, grad_mask, acc_options.dtype().toScalarType());
   if (f.size(0) == 0) return {grad_f, at::zeros_like(b)};
   const at::Tensor gd = dense(grad_y, layout);
-  const at::Tensor md = mask.to(acc_options.dtype()).contiguous();
-  const at::Tensor bd = b.reshape({1}).to(acc_options.dtype()).contiguous();
-  at::Tensor grad_b = at::empty({1}, acc_options);
+  const at::ScalarType acc = acc_options.dtype().toScalarType();
+  const at::Tensor md = detail::in_acc_dtype(mask, acc);
+  const at::Tensor bd = detail::in_acc_dtype(b, acc);
+  at::Tensor grad_b = at::empty(b.sizes(), acc_options);
   cprl::RankMaskBackwardParams p;
   detail::fill_rank_mask_params(p, fd, layout, temperature, soft, tau, bd);
   p.grad_y = gd.const_data_ptr();
@@ -77,7 +84,7 @@ std::tuple<at::Tensor, at::Tensor> rank_mask_backward_with(
   p.grad_f = grad_f.mutable_data_ptr();
   p.grad_b = grad_b.mutable_data_ptr();
   launch(p, f.scalar_type(), acc_options);
-  return {grad_f, grad_b.to(b.scalar_type()).reshape(b.sizes())};
+  return {grad_f, b.scalar_type() == acc ? grad_b : grad_b.to(b.scalar_type())};
 }
 
 }  // namespace cprl_fast
