@@ -76,8 +76,9 @@ class Objective:
         self, net: nn.Module, model: nn.Module, groups: dict[str, list[nn.Parameter]],
         opts: dict[str, torch.optim.Optimizer], x: torch.Tensor, y: torch.Tensor, t: int,
         clip: float | None, autocast: contextlib.AbstractContextManager,
-    ) -> dict[str, float]:  # fmt: skip
-        """One optimisation step at iteration ``t``; returns the losses (before the update)."""
+    ) -> dict[str, torch.Tensor]:  # fmt: skip
+        """One optimisation step at iteration ``t``; returns the losses (before the update) as
+        detached 0-d tensors, never read to the host inside the step (no GPU synchronisation)."""
         opt = opts["theta"]
         opt.zero_grad(set_to_none=True)
         with autocast:
@@ -86,7 +87,7 @@ class Objective:
         if clip is not None:
             torch.nn.utils.clip_grad_norm_(groups["theta"], clip)
         opt.step()
-        return {self.columns[0]: float(loss.detach())}
+        return {self.columns[0]: loss.detach()}
 
 
 OBJECTIVES.register("regression", about="mean squared error of the scores")(Objective)

@@ -89,15 +89,22 @@ def _can_share(model: nn.Module) -> bool:
 def _counted_twice(model: nn.Module) -> Iterator[None]:
     """The batch norms that run inside update their running statistics once more with the same
     batch statistics, as a second forward of the same batch through them would:
-    ``r2 = (1 - m) r1 + m s`` with ``s`` recovered from ``r1 = (1 - m) r0 + m s``."""
+    ``r2 = (1 - m) r1 + m s`` with ``s`` recovered from ``r1 = (1 - m) r0 + m s``. Which ones
+    ran is seen by forward hooks, not by reading ``num_batches_tracked`` (a host
+    synchronisation on a GPU)."""
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
            and m.training and m.track_running_stats]  # fmt: skip
-    before = [(m.running_mean.clone(), m.running_var.clone(), int(m.num_batches_tracked))
-              for m in bns]  # fmt: skip
-    yield
+    before = [(m.running_mean.clone(), m.running_var.clone()) for m in bns]
+    ran: set[int] = set()
+    hooks = [m.register_forward_hook(lambda mod, _i, _o: ran.add(id(mod))) for m in bns]
+    try:
+        yield
+    finally:
+        for h in hooks:
+            h.remove()
     with torch.no_grad():
-        for m, (mean0, var0, n0) in zip(bns, before, strict=True):
-            if int(m.num_batches_tracked) == n0:
+        for m, (mean0, var0) in zip(bns, before, strict=True):
+            if id(m) not in ran:
                 continue  # not in the prefix
             mom = float(m.momentum)
             # through .data: autograd saved these buffers with the batch norm's inputs (its
@@ -156,14 +163,16 @@ def faithful_step(
     model: nn.Module, groups: ParamGroups, opts: dict[str, torch.optim.Optimizer],
     x: torch.Tensor, y: torch.Tensor, t: int, lam: float, clip: float | None = None,
     autocast: contextlib.AbstractContextManager | None = None, share_prefix: bool = True,
-) -> dict[str, float]:  # fmt: skip
-    """One faithful PNS iteration; returns ``{"l_reg", "l_sf" or "l_nc"}`` (before updates)."""
+) -> dict[str, torch.Tensor]:  # fmt: skip
+    """One faithful PNS iteration; returns ``{"l_reg", "l_sf" or "l_nc"}`` (before the
+    updates) as detached 0-d tensors on the model's device: the step reads nothing back to the
+    host, so on a GPU it never waits for the device (the trainer reads the losses when it logs)."""
     mode = "sf" if t % 2 == 0 else "nc"
     l_reg, y_bar = theta_regression_step(model, groups, opts, x, y, clip, autocast)
     if not (share_prefix and _can_share(model)):
         l_int = intervention_net_step(model, groups, opts, x, y_bar, mode, clip, autocast)
         theta_intervention_step(model, groups, opts, x, y_bar, mode, lam, clip, autocast)
-        return {"l_reg": float(l_reg.detach()), f"l_{mode}": float(l_int.detach())}
+        return {"l_reg": l_reg.detach(), f"l_{mode}": l_int.detach()}
     def cast() -> contextlib.AbstractContextManager:
         return autocast or contextlib.nullcontext()
 
@@ -176,15 +185,16 @@ def faithful_step(
     with only_grads_for(model, groups.theta), intervention(model, mode), cast():
         loss = _mse(model.suffix(z), y_bar)
     _step(opts["theta"], lam * loss if mode == "sf" else -lam * loss, groups.theta, clip)
-    return {"l_reg": float(l_reg.detach()), f"l_{mode}": float(l_int.detach())}
+    return {"l_reg": l_reg.detach(), f"l_{mode}": l_int.detach()}
 
 
 def fast_step(
     model: nn.Module, groups: ParamGroups, opts: dict[str, torch.optim.Optimizer],
     x: torch.Tensor, y: torch.Tensor, t: int, lam: float, clip: float | None = None,
     autocast: contextlib.AbstractContextManager | None = None, share_prefix: bool = True,
-) -> dict[str, float]:  # fmt: skip
-    """One PNS iteration with a single backward pass (see the module docstring)."""
+) -> dict[str, torch.Tensor]:  # fmt: skip
+    """One PNS iteration with a single backward pass (see the module docstring); returns the
+    losses as :func:`faithful_step` does."""
     cast = autocast or contextlib.nullcontext()
     sf = t % 2 == 0
     mode, net_params = ("sf", groups.phi) if sf else ("nc", groups.xi)
@@ -211,7 +221,7 @@ def fast_step(
         if clip is not None:
             torch.nn.utils.clip_grad_norm_(params, clip)
         opts[name].step()
-    return {"l_reg": float(l_reg.detach()), f"l_{mode}": float(l_int.detach())}
+    return {"l_reg": l_reg.detach(), f"l_{mode}": l_int.detach()}
 
 
 STEPS = {"faithful": faithful_step, "fast": fast_step}

@@ -65,6 +65,10 @@ RUN_NUMBERS = (
 
 #: The documented upper bounds of the run's counts (a model card outside them is refused before
 #: anything is built or allocated).
+#: the training loop reads the step losses to the host (for log.csv, the progress bar and the
+#: non-finite check) once every this many steps and at each epoch's end, not after every step:
+#: a read is a host synchronisation on a GPU
+LOG_EVERY = 25
 RUN_LIMITS = {"batch_size": 65536, "epochs": 100_000, "image_size": 4096, "num_workers": 256,
               "max_steps": 10**9, "seed": 2**63 - 1, "split_seed": 2**63 - 1}  # fmt: skip
 
@@ -282,7 +286,7 @@ class Trainer:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         x, y = x.to(self.device), y.to(self.device)
         self.net.train()
         if self.cfg.freeze_bn:
@@ -381,6 +385,34 @@ class Trainer:
         with run_folder(self.out, lock=self.rank == 0):
             return self._fit(resume, overwrite)
 
+    def _log(self, pending, epoch: int, logger, writer, bar, fh) -> None:
+        """Reads the losses of the steps since the last log to the host (one transfer for all)
+        and writes their rows; stops the run at the first non-finite loss."""
+        if not pending:
+            return
+        values = torch.stack([v.float() for _, losses in pending for v in losses.values()])
+        it = iter(values.tolist())
+        rows = [(step, {k: next(it) for k in losses}) for step, losses in pending]
+        for step, losses in rows:
+            bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
+            if bad:
+                fh.flush()
+                kept = (
+                    "; last.pt holds the last epoch's end"
+                    if (self.out / "last.pt").is_file()
+                    else "; no checkpoint was written"
+                )
+                raise FloatingPointError(
+                    f"training stopped at iteration {step}: loss "
+                    f"{', '.join(f'{k}={v}' for k, v in bad.items())}{kept}"
+                )
+            if self.rank == 0:
+                logger.writerow([step, epoch, *(losses.get(k, "") for k in self.objective.columns)])
+                if writer is not None:
+                    for k, v in losses.items():
+                        writer.add_scalar(k, v, step)
+        bar.set_postfix({k: f"{v:.4f}" for k, v in rows[-1][1].items()})
+
     def _fit(self, resume: bool, overwrite: bool) -> dict[str, float]:
         from tqdm import tqdm
 
@@ -434,28 +466,14 @@ class Trainer:
                     self.train_set, batch_sampler=batches, num_workers=cfg.num_workers,
                     generator=seeder,
                 )  # fmt: skip
+                pending: list[tuple[int, dict[str, torch.Tensor]]] = []
                 for x, y in loader:
-                    losses = self.train_step(x, y)
-                    bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
-                    if bad:
-                        fh.flush()
-                        kept = (
-                            "; last.pt holds the last epoch's end"
-                            if (self.out / "last.pt").is_file()
-                            else "; no checkpoint was written"
-                        )
-                        raise FloatingPointError(
-                            f"training stopped at iteration {self.step}: loss "
-                            f"{', '.join(f'{k}={v}' for k, v in bad.items())}{kept}"
-                        )
-                    if self.rank == 0:
-                        row = [losses.get(k, "") for k in columns]
-                        logger.writerow([self.step, epoch, *row])
-                        if writer is not None:
-                            for k, v in losses.items():
-                                writer.add_scalar(k, v, self.step)
+                    pending.append((self.step + 1, self.train_step(x, y)))
                     bar.update(1)
-                    bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()})
+                    if len(pending) >= LOG_EVERY:
+                        self._log(pending, epoch, logger, writer, bar, fh)
+                        pending = []
+                self._log(pending, epoch, logger, writer, bar, fh)
                 if self.step % per_epoch == 0 or self.step >= total:
                     result = self.evaluate()
                     if result and self.rank == 0:
