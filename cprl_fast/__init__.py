@@ -21,8 +21,7 @@ from cprl_fast import (
 )
 from cprl_fast.nn import CPRLActivation, intervention
 from cprl_fast.ops import get_backend, set_backend
-
-__version__ = "0.1.0"
+from cprl_fast.version import __version__ as __version__
 
 __all__ = [
     "CPRLActivation",

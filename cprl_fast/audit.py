@@ -226,7 +226,7 @@ def audit(model: nn.Module, dataset, eps: Sequence[float] = DEFAULT_EPS,
               "eps": [float(e) for e in eps], "results": {str(e): r for e, r in by_eps.items()},
               "unbounded": unbounded, "diagnostics": checks}  # fmt: skip
     if certify_sigmas or certify_feature_sigmas:
-        report["certified"] = _certified(model, dataset, eps, certify_sigmas, certify_n,
+        report["certified"] = certified_rows(model, dataset, eps, certify_sigmas, certify_n,
                                          certify_alpha, batch_size, device, seed, certify_layer,
                                          certify_feature_sigmas, certify_lipschitz)  # fmt: skip
     if out_dir is not None:
@@ -271,8 +271,11 @@ def record(checkpoint: str | Path, report: dict, dataset=None) -> None:
         save_atomic(state, path)
 
 
-def _certified(model, dataset, eps, sigmas, n, alpha, batch_size, device, seed, layer=None,
-               feature_sigmas=(), lipschitz="power") -> list[dict]:  # fmt: skip
+def certified_rows(model, dataset, eps, sigmas, n, alpha, batch_size, device, seed,
+                   layer=None, feature_sigmas=(), lipschitz="power") -> list[dict]:  # fmt: skip
+    """The certified-interval rows of an audit report: for each input sigma (and feature sigma
+    at ``layer``), the smoothed model's clean metrics and, per budget ``eps``, the share of
+    images whose interval is certified (cprl_fast.certify)."""
     from cprl_fast.certify import certify, certify_features, smoothed_metrics
 
     side = dataset[0][0].numel() ** 0.5
@@ -378,9 +381,9 @@ def _certified_lines(report: dict) -> list[str]:
 
 
 def _plot_certified(report: dict, results: dict, path: Path) -> None:
-    from cprl_fast.figures import _pyplot
+    from cprl_fast.figures import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     eps = sorted(results)
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     ax.plot([e * 255 for e in eps], [_worst(results[e])["srcc"] for e in eps], color="black",
@@ -398,9 +401,9 @@ def _plot_certified(report: dict, results: dict, path: Path) -> None:
 
 
 def _plot(report: dict, results: dict, clean: float, path: Path) -> None:
-    from cprl_fast.figures import _pyplot
+    from cprl_fast.figures import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     eps = sorted(results)
     x = [e * 255 for e in eps]
     fig, ax = plt.subplots(figsize=(5.5, 3.8))

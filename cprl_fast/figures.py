@@ -22,7 +22,8 @@ from cprl_fast.attacks.common import eval_mode, input_grad, targets
 from cprl_fast.attacks.losses import mse_loss
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (figures are written, never shown)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -64,7 +65,7 @@ def score_landscape(models: dict[str, nn.Module], x: torch.Tensor, path: str | P
     the clean image marked (a red point at the centre)."""
     from matplotlib.ticker import MaxNLocator
 
-    plt = _pyplot()
+    plt = pyplot()
     data = {name: landscape(m, x, extent, steps) for name, m in models.items()}
     lo = min(float(z.min()) for _, z in data.values())
     hi = max(float(z.max()) for _, z in data.values())
@@ -123,7 +124,7 @@ def channel_activations(models: dict[str, tuple[nn.Module, nn.Module]], x: torch
     """Fig. 5: for each ``name -> (model, layer)``, the layer's channel means for natural images
     and for their PGD versions, channels sorted by natural magnitude (descending); the panels
     share their y axis, and the attacked curve is drawn dashed over the natural one."""
-    plt = _pyplot()
+    plt = pyplot()
     out = {}
     fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 3.6), squeeze=False,
                              sharey=True)  # fmt: skip
@@ -153,7 +154,7 @@ def srcc_vs_eps(models: dict[str, nn.Module], dataset, path: str | Path,
     bootstrap interval over the images as a band (``ci`` in the returned data)."""
     from cprl_fast.evaluate import predictions
 
-    plt = _pyplot()
+    plt = pyplot()
     curves, bands = {}, {}
     for name, model in models.items():
         curves[name], bands[name] = [], []

@@ -32,7 +32,7 @@ from cprl_fast.train.checkpoint import load
 BASELINES = ("lwta", "denoise", "sat", "nt", "nima", "dbcnn")
 
 
-def _train(name: str, cfg: TrainConfig, train_set, val_set, out: Path) -> torch.nn.Module:
+def train_model(name: str, cfg: TrainConfig, train_set, val_set, out: Path) -> torch.nn.Module:
     """The model trained on ``train_set``, as chosen on ``val_set`` (best.pt; last.pt where no
     validation split exists)."""
     run = dataclasses.replace(cfg, out_dir=str(out / "models" / name))
@@ -77,7 +77,7 @@ def reproduce(
     def train(name: str, model: str, objective: str | None = None, **model_options):
         changes = {"model": model, "objective": objective,
                    "model_options": {**cfg.model_options, **model_options}}  # fmt: skip
-        return _train(name, dataclasses.replace(cfg, **changes), train_set, val_set, out)
+        return train_model(name, dataclasses.replace(cfg, **changes), train_set, val_set, out)
 
     def attacked(name: str, model: torch.nn.Module, names) -> dict:
         # the cache key holds every setting that changes the result

@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 
 from cprl_fast import metrics
-from cprl_fast.audit import DEFAULT_EPS, _certified, audit
+from cprl_fast.audit import DEFAULT_EPS, audit, certified_rows
 from cprl_fast.audit import write as write_audit
 from cprl_fast.data.base import IQADataset
 from cprl_fast.io import read_json, write_json_atomic, write_text_atomic
-from cprl_fast.reproduce import _train
+from cprl_fast.reproduce import train_model
 from cprl_fast.run import load_run_splits
 from cprl_fast.train import TrainConfig
 
@@ -121,7 +121,7 @@ def run_one(dataset: str, root: str | None, out: Path, base: TrainConfig, folds:
         changes = dict(STUDY_MODELS[name][1])
         changes["model_options"] = {**cfg.model_options, **changes.pop("model_options", {})}
         run_cfg = dataclasses.replace(cfg, **changes)
-        trained[name] = _train(name, run_cfg, splits["train"], splits["val"], run_dir)
+        trained[name] = train_model(name, run_cfg, splits["train"], splits["val"], run_dir)
     reports = {}
     for name in models:
         path = run_dir / "audit" / name / "report.json"
@@ -142,8 +142,10 @@ def run_one(dataset: str, root: str | None, out: Path, base: TrainConfig, folds:
         if wanted and [{k: c[k] for k in ("sigma", "n")} for c in report.get("certified", [])
                        ] != wanted:  # fmt: skip
             start = time.perf_counter()
-            report["certified"] = _certified(trained[name], tested, eps, certify_sigmas, certify_n,
-                                             0.001, cfg.batch_size, cfg.device, seed)  # fmt: skip
+            report["certified"] = certified_rows(
+                trained[name], tested, eps, certify_sigmas, certify_n, 0.001, cfg.batch_size,
+                cfg.device, seed,
+            )  # fmt: skip
             report["certify_seconds"] = time.perf_counter() - start
             write_audit(report, run_dir / "audit" / name)
     return reports
@@ -355,9 +357,9 @@ def _certified_lines(summary: dict, models: Sequence[str], n_runs: int) -> list[
 
 
 def _plot(summary: dict, models: Sequence[str], eps: Sequence[float], path: Path) -> None:
-    from cprl_fast.figures import _pyplot
+    from cprl_fast.figures import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     keys = ["clean"] + [str(float(e)) for e in eps]
     x = [0.0] + [e * 255 for e in eps]
     fig, ax = plt.subplots(figsize=(5.5, 3.8))

@@ -23,7 +23,8 @@ FOLDERS = (("jp2k", 227), ("jpeg", 233), ("wn", 174), ("gblur", 174), ("fastfadi
 ENTRIES = sum(n for _, n in FOLDERS)  # 982
 
 
-def _mat_vector(path: Path, key: str) -> np.ndarray:
+def mat_vector(path: Path, key: str) -> np.ndarray:
+    """Variable ``key`` of the MATLAB file ``path``, flattened (LIVE and LIVE Challenge)."""
     from scipy.io import loadmat
 
     data = loadmat(str(path))
@@ -33,7 +34,8 @@ def _mat_vector(path: Path, key: str) -> np.ndarray:
     return np.asarray(data[key]).ravel()
 
 
-def _cell_strings(cells: np.ndarray) -> list[str]:
+def cell_strings(cells: np.ndarray) -> list[str]:
+    """A MATLAB cell array of strings as Python strings."""
     return [str(np.asarray(c).ravel()[0]) for c in cells]
 
 
@@ -49,10 +51,10 @@ def _official(root: Path) -> tuple[list[Item], Path]:
     score_file = (
         realigned if realigned.is_file() else require_file(root / "dmos.mat", "LIVE DMOS file")
     )
-    dmos = _mat_vector(score_file, "dmos_new" if score_file == realigned else "dmos")
-    orgs = _mat_vector(score_file, "orgs")
-    scenes = _cell_strings(
-        _mat_vector(require_file(root / "refnames_all.mat", "LIVE scene file"), "refnames_all")
+    dmos = mat_vector(score_file, "dmos_new" if score_file == realigned else "dmos")
+    orgs = mat_vector(score_file, "orgs")
+    scenes = cell_strings(
+        mat_vector(require_file(root / "refnames_all.mat", "LIVE scene file"), "refnames_all")
     )
     for what, arr in (("DMOS", dmos), ("orgs", orgs), ("refnames_all", scenes)):
         if len(arr) != ENTRIES:

@@ -17,7 +17,7 @@ import numpy as np
 from cprl_fast.data.base import DatasetFormatError, Item, register, require_file
 from cprl_fast.data.csvs import column, number, read_csv
 from cprl_fast.data.layout import candidate_roots, find_csv_with
-from cprl_fast.data.live import _cell_strings, _mat_vector
+from cprl_fast.data.live import cell_strings, mat_vector
 
 TRAINING = re.compile(r"t[1-7]", re.IGNORECASE)
 
@@ -39,13 +39,13 @@ def load_livec(root: Path, **_options) -> tuple[list[Item], Path]:
     for base in candidate_roots(root, "ChallengeDB_release"):
         if (base / "Data" / "AllMOS_release.mat").is_file():
             score_file = base / "Data" / "AllMOS_release.mat"
-            names = _cell_strings(
-                _mat_vector(
+            names = cell_strings(
+                mat_vector(
                     require_file(base / "Data" / "AllImages_release.mat", "LIVE Challenge names"),
                     "AllImages_release",
                 )
             )
-            mos = _mat_vector(score_file, "AllMOS_release").astype(np.float64)
+            mos = mat_vector(score_file, "AllMOS_release").astype(np.float64)
             if len(names) != len(mos):
                 raise DatasetFormatError(
                     f"{len(names)} image names but {len(mos)} MOS values in {base / 'Data'}"

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cprl_fast.models.cprl_resnet import QualityResNet, _backbone, cprl_resnet, resnet_iqa
+from cprl_fast.models.cprl_resnet import QualityResNet, backbone_for, cprl_resnet, resnet_iqa
 from cprl_fast.models.registry import register
 
 register("resnet", objective="regression", about="the plain quality ResNet")(resnet_iqa)
@@ -79,7 +79,7 @@ def _replace_relus(module: nn.Module, make) -> int:
 
 @register("lwta", objective="regression", about="stochastic local winner-takes-all")
 def lwta(arch: str = "resnet50", pretrained=None, units: int = 2) -> QualityResNet:
-    backbone = _backbone(arch, pretrained)
+    backbone = backbone_for(arch, pretrained)
     _replace_relus(backbone, lambda: LWTA(units))
     return QualityResNet(backbone)
 
@@ -111,7 +111,7 @@ class DenoisingBlock(nn.Module):
 
 @register("denoise", objective="regression", about="feature denoising blocks")
 def denoise(arch: str = "resnet50", pretrained=None) -> QualityResNet:
-    backbone = _backbone(arch, pretrained)
+    backbone = backbone_for(arch, pretrained)
     for stage in ("layer1", "layer2", "layer3", "layer4"):
         layer = getattr(backbone, stage)
         last = layer[-1]
@@ -125,7 +125,7 @@ def denoise(arch: str = "resnet50", pretrained=None) -> QualityResNet:
 
 @register("sat", objective="sat", about="smooth adversarial training (SiLU, PGD batches)")
 def sat(arch: str = "resnet50", pretrained=None) -> QualityResNet:
-    backbone = _backbone(arch, pretrained)
+    backbone = backbone_for(arch, pretrained)
     _replace_relus(backbone, lambda: nn.SiLU(inplace=False))
     return QualityResNet(backbone)
 
@@ -153,4 +153,4 @@ class NIMA(QualityResNet):
 
 @register("nima", objective="emd", about="NIMA: score bins and the EMD loss")
 def nima(arch: str = "resnet50", pretrained=None, bins: int = 10) -> NIMA:
-    return NIMA(_backbone(arch, pretrained), bins)
+    return NIMA(backbone_for(arch, pretrained), bins)

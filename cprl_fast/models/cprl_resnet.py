@@ -207,7 +207,9 @@ class QualityResNet(nn.Module):
         return torch.sigmoid(self.head(z)).squeeze(1)
 
 
-def _backbone(arch: str, pretrained) -> ResNet:
+def backbone_for(arch: str, pretrained) -> ResNet:
+    """The torchvision ResNet ``arch`` (a name of :data:`ARCHS`), randomly initialised, then
+    ``pretrained``'s weights loaded where given (see :func:`cprl_resnet`)."""
     if arch not in ARCHS:
         raise ValueError(f"arch must be one of {', '.join(ARCHS)}, got {arch!r}")
     resnet = getattr(torchvision.models, arch)(weights=None)
@@ -217,7 +219,7 @@ def _backbone(arch: str, pretrained) -> ResNet:
 
 def resnet_iqa(arch: str = "resnet50", pretrained=None) -> QualityResNet:
     """The plain ResNet quality model (the paper's "ResNet" baseline)."""
-    return QualityResNet(_backbone(arch, pretrained))
+    return QualityResNet(backbone_for(arch, pretrained))
 
 
 def cprl_resnet(
@@ -241,6 +243,6 @@ def cprl_resnet(
         b, temperature, rank, tau: of every :class:`CPRLActivation` (initial offset, mask
             temperature, ``"hard"`` or ``"soft"`` rank, soft-rank temperature).
     """
-    backbone = _backbone(arch, pretrained)
+    backbone = backbone_for(arch, pretrained)
     convert_resnet(backbone, placement, b=b, temperature=temperature, rank=rank, tau=tau)
     return QualityResNet(backbone)

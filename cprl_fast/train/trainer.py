@@ -495,9 +495,9 @@ class Trainer:
 def _versions() -> dict[str, str]:
     import platform
 
-    import cprl_fast
+    from cprl_fast.version import __version__
 
-    return {"cprl_fast": cprl_fast.__version__, "torch": str(torch.__version__),
+    return {"cprl_fast": __version__, "torch": str(torch.__version__),
             "python": platform.python_version()}  # fmt: skip
 
 
