@@ -757,7 +757,8 @@ def _certify_sigmas(text: str, option: str = "--certify") -> list[float]:
 
 def _study_parser(sub) -> argparse.ArgumentParser:
     from cprl_fast.audit import DEFAULT_EPS
-    from cprl_fast.study import STUDY_ATTACKS, STUDY_MODELS
+    from cprl_fast.presets import MODEL_PRESETS
+    from cprl_fast.study import STUDY_ATTACKS
 
     eps = _eps_text(DEFAULT_EPS)
     p = sub.add_parser(
@@ -774,7 +775,7 @@ def _study_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=3, help="scene-disjoint folds (default: 3)")
     p.add_argument("--seeds", default="0,1", help="comma-separated training seeds (default: 0,1)")
     p.add_argument("--models", default="resnet,ca,cprl,sat",
-                   help=f"comma-separated, first is the reference; of {', '.join(STUDY_MODELS)} "
+                   help=f"comma-separated, first is the reference; of {', '.join(MODEL_PRESETS)} "
                    "(default: resnet,ca,cprl,sat)")  # fmt: skip
     p.add_argument("--attack", default=",".join(STUDY_ATTACKS),
                    help=f"{_attack_help()} (default: {','.join(STUDY_ATTACKS)})")  # fmt: skip

@@ -24,6 +24,7 @@ import torch
 from cprl_fast.data import LOADERS
 from cprl_fast.evaluate import evaluate, write_report
 from cprl_fast.io import read_json, write_json_atomic, write_text_atomic
+from cprl_fast.presets import MODEL_PRESETS
 from cprl_fast.run import draw_figures, figure_markdown, load_run_splits
 from cprl_fast.train import TrainConfig, Trainer
 from cprl_fast.train.checkpoint import load
@@ -100,9 +101,9 @@ def reproduce(
         table5[f"b={b:g}"] = attacked(name, model, ["fgsm"])
     if ablations:
         write_report(table5, out / "tables" / "table5_b", "Table 5: the offset b")
-        ca_alone = train("ca-alone", model="cprl", objective="regression")
+        ca_alone = train("ca", **MODEL_PRESETS["ca"][1])
         table6 = {
-            "CA alone": attacked("ca-alone", ca_alone, ["fgsm", "pgd"]),
+            "CA alone": attacked("ca", ca_alone, ["fgsm", "pgd"]),
             "CA + PNS": main["cprl"],
         }
         write_report(table6, out / "tables" / "table6_pns", "Table 6: CA alone against CA + PNS")

@@ -29,26 +29,11 @@ from cprl_fast.audit import DEFAULT_EPS, audit, certified_rows
 from cprl_fast.audit import write as write_audit
 from cprl_fast.data.base import IQADataset
 from cprl_fast.io import read_json, write_json_atomic, write_text_atomic
+from cprl_fast.presets import MODEL_PRESETS
 from cprl_fast.reproduce import train_model
 from cprl_fast.run import load_run_splits
 from cprl_fast.train import TrainConfig
 
-#: The Gaussian noise (pixel units) the ``-noise`` models train with: the usual level for
-#: median smoothing at that sigma (``study --certify 0.25``).
-STUDY_NOISE_SIGMA = 0.25
-#: The models a study can train: label and the training options that define each.
-STUDY_MODELS: dict[str, tuple[str, dict]] = {
-    "resnet": ("ResNet", {"model": "resnet"}),
-    "ca": ("CA alone (no PNS)", {"model": "cprl", "objective": "regression"}),
-    "cprl": ("CPRL (CA + PNS)", {"model": "cprl"}),
-    "sat": ("SAT", {"model": "sat"}),
-    "nt": ("NT", {"model": "nt"}),
-    "resnet-noise": ("ResNet, noise-trained", {"model": "resnet",
-                                               "noise_sigma": STUDY_NOISE_SIGMA}),
-    "ca-noise": ("CA alone, noise-trained", {"model": "cprl", "objective": "regression",
-                                             "noise_sigma": STUDY_NOISE_SIGMA}),
-    "cprl-noise": ("CPRL, noise-trained", {"model": "cprl", "noise_sigma": STUDY_NOISE_SIGMA}),
-}  # fmt: skip
 #: The attacks of every audit in a study (``pgd-soft`` joins for CA models, ``transfer`` always).
 STUDY_ATTACKS = ("fgsm", "pgd", "reflect10", "rank", "square100")
 
@@ -118,7 +103,7 @@ def run_one(dataset: str, root: str | None, out: Path, base: TrainConfig, folds:
     tested = audit_subset(splits["test"], per_scene, seed=fold)
     trained = {}
     for name in models:
-        changes = dict(STUDY_MODELS[name][1])
+        changes = dict(MODEL_PRESETS[name][1])
         changes["model_options"] = {**cfg.model_options, **changes.pop("model_options", {})}
         run_cfg = dataclasses.replace(cfg, **changes)
         trained[name] = train_model(name, run_cfg, splits["train"], splits["val"], run_dir)
@@ -286,8 +271,8 @@ def write_report(out: Path, settings: dict, runs: dict, summary: dict, command: 
     ]  # fmt: skip
     for n in models:
         cells = [_cell(summary["models"][n][k]) for k in keys]
-        lines.append(f"| {STUDY_MODELS[n][0]} | " + " | ".join(cells) + " |")
-    ref = STUDY_MODELS[models[0]][0]
+        lines.append(f"| {MODEL_PRESETS[n][0]} | " + " | ".join(cells) + " |")
+    ref = MODEL_PRESETS[models[0]][0]
     lines += ["", f"## Difference to {ref} (same runs, same images)", "",
               "Mean difference in SRCC [95% t-interval over the runs]; runs better/worse: in "
               "how many runs a paired bootstrap over the images found the model significantly "
@@ -296,7 +281,7 @@ def write_report(out: Path, settings: dict, runs: dict, summary: dict, command: 
               "| --- |" + " --- |" * len(heads)]  # fmt: skip
     for n in models[1:]:
         cells = [_signed(summary["versus"][n][k]) for k in keys]
-        lines.append(f"| {STUDY_MODELS[n][0]} | " + " | ".join(cells) + " |")
+        lines.append(f"| {MODEL_PRESETS[n][0]} | " + " | ".join(cells) + " |")
     lines += ["", "## Gradient-masking diagnostics", "",
               "Checks of cprl_fast/audit.py per run; a failed check means that model's white-box "
               "numbers may overstate its robustness.", ""]  # fmt: skip
@@ -305,7 +290,7 @@ def write_report(out: Path, settings: dict, runs: dict, summary: dict, command: 
         text = ("all passed in every run" if not failed else
                 "; ".join(f"{c} failed in {len(r)}/{n_runs} runs ({', '.join(r)})"
                           for c, r in sorted(failed.items())))  # fmt: skip
-        lines.append(f"- {STUDY_MODELS[n][0]}: {text}")
+        lines.append(f"- {MODEL_PRESETS[n][0]}: {text}")
     lines += _certified_lines(summary, models, n_runs)
     lines += ["", "![worst-case SRCC against eps](worst_vs_eps.png)", "",
               "*Worst-case SRCC over the attack suite against the budget eps (0: clean), mean "
@@ -350,7 +335,7 @@ def _certified_lines(summary: dict, models: Sequence[str], n_runs: int) -> list[
     for n, c in rows:
         for r in c["radii"]:
             e = "-" if r["eps"] is None else f"{r['eps'] * 255:g}/255"
-            lines.append(f"| {STUDY_MODELS[n][0]} | {c['sigma']:g} | {c['n']} | "
+            lines.append(f"| {MODEL_PRESETS[n][0]} | {c['sigma']:g} | {c['n']} | "
                          f"{_cell(c['smoothed_srcc'])} | {r['radius']:.3f} | {e} | "
                          f"{r['width']['mean']:.3f} | {_cell(r['certified_srcc'])} |")  # fmt: skip
     return lines
@@ -365,7 +350,7 @@ def _plot(summary: dict, models: Sequence[str], eps: Sequence[float], path: Path
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for n in models:
         ms = [summary["models"][n][k] for k in keys]
-        line = ax.plot(x, [m["mean"] for m in ms], marker="o", lw=1.5, label=STUDY_MODELS[n][0])
+        line = ax.plot(x, [m["mean"] for m in ms], marker="o", lw=1.5, label=MODEL_PRESETS[n][0])
         band = np.array([m["ci"] for m in ms], dtype=float)
         ax.fill_between(x, band[:, 0], band[:, 1], color=line[0].get_color(), alpha=0.15)
     ax.axhline(0.0, color="grey", lw=0.8, ls=":")
@@ -396,8 +381,8 @@ def study(dataset: str, root: str | None, out_dir: str | Path, base: TrainConfig
     check_fold(folds, 0)
     models = list(models)
     for n in models:
-        if n not in STUDY_MODELS:
-            raise ValueError(f"study model {n!r} is not one of {', '.join(STUDY_MODELS)}")
+        if n not in MODEL_PRESETS:
+            raise ValueError(f"study model {n!r} is not one of {', '.join(MODEL_PRESETS)}")
     if len(set(models)) != len(models) or len(models) < 2:
         raise ValueError(f"models must be at least two different names, got {models}")
     if not seeds:

@@ -35,10 +35,10 @@ def test_protocol_writes_everything_and_resumes(tmp_path, tmp_path_factory):
         for p in (out / "models").glob("*/best.pt")
     }
     assert not list((out / "models").glob("*/last.pt"))  # finished: the model-only file is kept
-    assert set(cfgs) == {"resnet", "cprl", "nima", "cprl-b0.5", "ca-alone"}
+    assert set(cfgs) == {"resnet", "cprl", "nima", "cprl-b0.5", "ca"}
     assert cfgs["nima"]["model"] == "nima"
     assert cfgs["resnet"]["model"] == "resnet" and cfgs["cprl-b0.5"]["model_options"]["b"] == 0.5
-    assert cfgs["ca-alone"]["objective"] == "regression" and cfgs["cprl"]["objective"] is None
+    assert cfgs["ca"]["objective"] == "regression" and cfgs["cprl"]["objective"] is None
 
     # a second run trains nothing again and recomputes only what is missing
     trained = {p: p.stat().st_mtime_ns for p in (out / "models").glob("*/best.pt")}

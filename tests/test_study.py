@@ -13,7 +13,8 @@ from data_fixtures import shared_builtin_root
 
 from cprl_fast import metrics
 from cprl_fast.data.base import IQADataset, Item
-from cprl_fast.study import STUDY_NOISE_SIGMA, audit_subset, study, transfer_source
+from cprl_fast.presets import STUDY_NOISE_SIGMA
+from cprl_fast.study import audit_subset, study, transfer_source
 from cprl_fast.train import TrainConfig
 
 
