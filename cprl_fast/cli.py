@@ -399,7 +399,25 @@ def _reproduce(args: argparse.Namespace) -> int:
         "robustness is R of docs/maths.md section 6 (higher is better)."
     )
     print(f"report: {args.out_dir / 'report.md'} (figures in {args.out_dir / 'figures'})")
+    print(_next_steps(args.out_dir))
     return 0
+
+
+def _next_steps(out_dir: Path) -> str:
+    """Where the protocol's models are, and three commands to try on them (the demo's ending)."""
+    models = sorted(p for p in (out_dir / "models").glob("*/best.pt"))
+    if not models:
+        return ""
+    chosen = next((p for p in models if p.parent.name == "cprl"), models[0])
+    q = shlex.quote
+    return "\n".join([
+        "models: " + ", ".join(str(p) for p in models),
+        "next, for example:",
+        f"  cprl-fast score --model {q(str(chosen))} PHOTO.png   (a file or a folder of images)",
+        f"  cprl-fast audit --checkpoint {q(str(chosen))} --out-dir "
+        f"{q(str(out_dir / 'audit'))}",
+        f"  cprl-fast export {q(str(chosen))} --format pt2",
+    ])  # fmt: skip
 
 
 def _evaluate(args: argparse.Namespace) -> int:

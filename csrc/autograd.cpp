@@ -1,4 +1,4 @@
-// Autograd of the native ops in C++ (the pattern of torchvision's csrc/ops/autograd): the
+// Autograd of the native ops in C++ (the pattern of torchvision's ops/autograd kernels): the
 // forward and backward ops are called through the dispatcher below the autograd key, so one
 // registration serves the CPU and CUDA kernels, the fake kernels under torch.compile, and
 // every other key. Doing it here rather than from Python (torch.library.register_autograd)

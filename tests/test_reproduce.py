@@ -71,3 +71,9 @@ def test_demo_command(tmp_path, tmp_path_factory):
     assert "How to read this" in r.stdout and str(tmp_path / "demo" / "report.md") in r.stdout
     assert (tmp_path / "demo" / "figures" / "fig6_srcc_vs_eps.png").is_file()
     assert not (tmp_path / "demo" / "tables" / "table5_b").exists()  # no ablations in the demo
+    # it ends with where its models are and three commands to try on them, paths that exist
+    cprl = tmp_path / "demo" / "models" / "cprl" / "best.pt"
+    assert cprl.is_file() and f"cprl-fast score --model {cprl} PHOTO.png" in r.stdout
+    audit = tmp_path / "demo" / "audit"
+    assert f"cprl-fast audit --checkpoint {cprl} --out-dir {audit}" in r.stdout
+    assert f"cprl-fast export {cprl} --format pt2" in r.stdout
