@@ -211,8 +211,8 @@ def _read_config(path: Path) -> dict:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from cprl_fast.run import load_run_splits
     from cprl_fast.train import TrainConfig, Trainer
+    from cprl_fast.train.runs import load_run_splits
 
     values = _read_config(args.config) if args.config else {}
     values.update(
@@ -422,7 +422,8 @@ def _next_steps(out_dir: Path) -> str:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from cprl_fast.evaluate import evaluate, parse_eps, write_report
-    from cprl_fast.run import draw_figures, load_run_splits, load_trained, parse_named_path
+    from cprl_fast.figures import draw_figures
+    from cprl_fast.train.runs import load_run_splits, load_trained
 
     eps = parse_eps(args.eps)
     names = _attack_list(args.attack)
@@ -448,6 +449,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     print((args.out_dir / "results.md").read_text())
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
     return 0
+
+
+def parse_named_path(text: str) -> tuple[str | None, Path]:
+    """``"name=path"`` -> ``(name, path)``; a plain ``"path"`` -> ``(None, path)``."""
+    name, sep, path = str(text).partition("=")
+    if sep and name and "/" not in name:
+        return name, Path(path)
+    return None, Path(text)
 
 
 def _eps_text(eps) -> str:
@@ -539,7 +548,7 @@ def _audit(args: argparse.Namespace) -> int:
     from cprl_fast.audit import audit
     from cprl_fast.data import load_splits
     from cprl_fast.evaluate import parse_eps
-    from cprl_fast.run import load_run_splits, load_trained
+    from cprl_fast.train.runs import load_run_splits, load_trained
 
     eps = [parse_eps(e) for e in args.eps.split(",") if e.strip()]
     if not eps:
@@ -666,8 +675,8 @@ def _info_parser(sub) -> argparse.ArgumentParser:
 
 def model_card(path: Path) -> dict:
     """What a checkpoint records about the run that produced it."""
-    from cprl_fast.run import card_train_config
     from cprl_fast.train.checkpoint import card_config, load
+    from cprl_fast.train.runs import card_train_config
 
     state = load(path)
     cfg = card_train_config(state, path)  # the card is checked against its schema

@@ -64,8 +64,8 @@ def export_pt2(checkpoint: str | Path, out: str | Path, device: str = "cpu",
     files are replaced as one set: each is written to a temporary first, and only when all
     are written are they renamed into place. The AOTInductor package checks its input's shape
     (:func:`_compile_package`)."""
-    from cprl_fast.run import load_trained
     from cprl_fast.train.checkpoint import load
+    from cprl_fast.train.runs import load_trained
 
     out = Path(out)
     if out.suffix != ".pt2":

@@ -6,6 +6,8 @@
 - :func:`channel_activations` (Fig. 5): the per-channel mean activation of one layer for natural
   and attacked inputs, channels sorted by their natural magnitude.
 - :func:`srcc_vs_eps` (Fig. 6): SRCC against attack strength for several models.
+- :func:`draw_figures`: the three for a set of models, as a report's figure set with
+  :data:`CAPTIONS` (:func:`figure_markdown` writes them into the report).
 """
 
 from __future__ import annotations
@@ -176,3 +178,46 @@ def srcc_vs_eps(models: dict[str, nn.Module], dataset, path: str | Path,
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return {"eps": list(eps_values), "srcc": curves, "ci": bands}
+
+
+FIGURES = ("fig4_landscape", "fig5_channels", "fig6_srcc_vs_eps")
+#: One caption per figure, written under it in every report.
+CAPTIONS = {
+    "fig4_landscape": "Fig. 4: predicted quality of one test image moved along its FGSM "
+    "direction and a random direction (in grey levels, /255; the red point is the clean "
+    "image; one z range for all panels). A flatter surface means the score moves less under "
+    "small perturbations.",
+    "fig5_channels": "Fig. 5: mean activation per channel of each model's last residual "
+    "block (its CA module's output for CPRL) on up to 8 natural test images and on their "
+    "PGD versions (eps = 4/255), "
+    "channels sorted by their natural activation. Curves that stay together mean the attack "
+    "changes the features less.",
+    "fig6_srcc_vs_eps": "Fig. 6: test SRCC under 10-step PGD against the budget eps (/255), "
+    "with 95% bootstrap intervals over the test images as bands; lower curves are less robust.",
+}
+
+
+def figure_markdown(folder: str = "figures") -> list[str]:
+    """Each figure as a markdown image with its caption, for a report."""
+    out = []
+    for f in FIGURES:
+        out += [f"![{f}]({folder}/{f}.png)", "", f"*{CAPTIONS[f]}*", ""]
+    return out
+
+
+def draw_figures(models: dict[str, nn.Module], dataset, out_dir: str | Path,
+                 batch_size: int = 16, device: str | torch.device = "cpu") -> dict:  # fmt: skip
+    """Figs 4 (score landscape), 5 (channel activations) and 6 (SRCC vs eps) for ``models`` on
+    ``dataset``, as ``out_dir/<figure>.png``; returns Fig. 6's data."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    x = dataset[0][0][None].to(device)
+    batch = torch.stack([dataset[i][0] for i in range(min(8, len(dataset)))]).to(device)
+    score_landscape(models, x, out / "fig4_landscape.png",
+                            caption=CAPTIONS["fig4_landscape"])  # fmt: skip
+    layers = {n: (m, default_layer(m)) for n, m in models.items()}
+    channel_activations(layers, batch, out / "fig5_channels.png",
+                                caption=CAPTIONS["fig5_channels"])  # fmt: skip
+    return srcc_vs_eps(models, dataset, out / "fig6_srcc_vs_eps.png",
+                               batch_size=batch_size, device=device,
+                               caption=CAPTIONS["fig6_srcc_vs_eps"])  # fmt: skip

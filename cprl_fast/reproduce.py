@@ -23,11 +23,12 @@ import torch
 
 from cprl_fast.data import LOADERS
 from cprl_fast.evaluate import evaluate, write_report
+from cprl_fast.figures import draw_figures, figure_markdown
 from cprl_fast.io import read_json, write_json_atomic, write_text_atomic
 from cprl_fast.presets import MODEL_PRESETS
-from cprl_fast.run import draw_figures, figure_markdown, load_run_splits
 from cprl_fast.train import TrainConfig, Trainer
 from cprl_fast.train.checkpoint import load
+from cprl_fast.train.runs import load_run_splits
 
 #: The baselines trained beside ResNet and CPRL by default.
 BASELINES = ("lwta", "denoise", "sat", "nt", "nima", "dbcnn")

@@ -245,7 +245,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", batch_size:
     ``cprl-fast export`` (``.safetensors``) as a :class:`QualityMetric`, with the image size it
     was trained at. No pretrained weights are distributed: ``path`` is a file (a folder is
     an error listing the checkpoints in it)."""
-    from cprl_fast.run import load_trained
+    from cprl_fast.train.runs import load_trained
 
     trained = load_trained(path, device)
     return QualityMetric(trained.model, trained.config.image_size, device, batch_size,

@@ -31,8 +31,8 @@ from cprl_fast.data.base import IQADataset
 from cprl_fast.io import read_json, write_json_atomic, write_text_atomic
 from cprl_fast.presets import MODEL_PRESETS
 from cprl_fast.reproduce import train_model
-from cprl_fast.run import load_run_splits
 from cprl_fast.train import TrainConfig
+from cprl_fast.train.runs import load_run_splits
 
 #: The attacks of every audit in a study (``pgd-soft`` joins for CA models, ``transfer`` always).
 STUDY_ATTACKS = ("fgsm", "pgd", "reflect10", "rank", "square100")

@@ -15,8 +15,8 @@ import sys
 import pytest
 import torch
 
-from cprl_fast.run import card_train_config, load_run_splits, load_trained
 from cprl_fast.train.checkpoint import load
+from cprl_fast.train.runs import card_train_config, load_run_splits, load_trained
 
 
 class Payload:

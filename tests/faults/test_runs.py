@@ -92,7 +92,7 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_last_pt(sets, tmp_path):
     kept = (tmp_path / "last.pt").read_bytes()
     more = TrainConfig(**SMALL, out_dir=str(tmp_path), max_steps=4, epochs=1)
     trainer = Trainer(more, sets["train"], sets["test"])
-    trainer.train_step = lambda x, y: {"loss": float("nan")}
+    trainer.train_step = lambda x, y: {"loss": torch.tensor(float("nan"))}  # as a step returns
     with pytest.raises(FloatingPointError, match=r"loss=nan; last.pt holds"):
         trainer.fit(resume=True)
     assert (tmp_path / "last.pt").read_bytes() == kept
