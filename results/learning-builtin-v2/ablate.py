@@ -1,34 +1,31 @@
-"""Issue 27's ablations: what makes a ResNet-18 trained from scratch rank builtin-v2's
-held-out scenes. One run per call; prints the held-out SRCC during training and a JSON line at
-the end (append those lines to ``runs.jsonl``; ``python results/learning-builtin-v2/ablate.py
---table runs.jsonl`` prints the table of README.md).
+"""Issue 27's ablations: what makes a ResNet-18 trained from scratch rank builtin-v2's held-out
+scenes. One run per call: it prints the held-out SRCC five times during training and a JSON line
+at the end; ``runs.jsonl`` holds the committed runs' lines and ``--table runs.jsonl`` prints the
+table of README.md.
 
-    python results/learning-builtin-v2/ablate.py --fold 0 --steps 600 --test patches --label family
+    python results/learning-builtin-v2/ablate.py --fold 0 --steps 600 --test patches
 
-Data: builtin-v2 (15 scenes x 10 distortions x 5 levels, pseudo-MOS = MS-SSIM min-max mapped),
-5-fold cross-validation by scene (``cprl_fast.data.splits.scene_split``, seed 0, no validation
-side): 12 training scenes, 3 test scenes per fold. Model: ``resnet`` (the plain quality
-ResNet-18 of ``cprl_fast.models``, random initialisation). AdamW (weight decay 1e-4), one-cycle
-learning rate, batch of random crops at native resolution (``--crop``, horizontal flips), or of
-the whole image resized (``--resize``). Test: the whole image (``--test full``), its centre crop
-or the mean score of its non-overlapping crop-sized patches (``--test patches``).
+This is the script the committed runs came from, formatted (the computation is unchanged: a
+30-step run gives the same SRCC to the last digit).
 
-Options that are the ablations:
-  --label score   the image's pseudo-MOS (as cprl-fast train does)
-  --label family  the mean pseudo-MOS of the image's (distortion, level) over the training
-                  scenes: the part of the label a no-reference model can know (the rest
-                  depends on the scene's content)
-  --groups G      a batch is G families (one scene and distortion, its 5 levels) cropped at one
-                  place each, and the loss adds a hinge on every pair of a family ordered by its
-                  labels (RankIQA's within-content ranking on the dataset's own levels)
-  --loss          mse, plcc+rank (1 - PLCC plus a pairwise hinge) or plcc+rank+mse
+Data: builtin-v2 (15 scenes x 10 distortions x 5 levels; pseudo-MOS = MS-SSIM, min-max mapped),
+5-fold cross-validation by scene (``scene_split``, seed 0, no validation side): 12 training
+scenes, 3 test scenes. Model: ``resnet`` of cprl_fast.models (the plain quality ResNet-18),
+random initialisation. AdamW (weight decay 1e-4), one-cycle learning rate peaking at ``--lr``,
+batches of ``--batch`` random ``--crop`` crops at native resolution (256 px images; horizontal
+flips), or of the images resized to ``--resize`` first. Test: the whole image (``--test full``),
+the centre crop, or the mean score of the non-overlapping crop-sized patches (``patches``).
+
+The ablations: ``--label score`` (the image's pseudo-MOS, as ``cprl-fast train`` uses) or
+``family`` (the mean pseudo-MOS of the image's distortion and level over the training scenes:
+the part of the label that does not depend on the scene's content); ``--groups G`` (a batch is G
+families, one scene and distortion at its 5 levels, cropped at one place each, and a hinge on
+every pair of a family ordered by its labels is added: RankIQA's within-content ranking on the
+dataset's own levels); ``--loss`` (mse, or 1 - PLCC plus a pairwise hinge).
 """
-
-from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from collections import defaultdict
 
@@ -36,166 +33,208 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from scipy.stats import pearsonr, spearmanr, t
+from scipy.stats import pearsonr, spearmanr
 
 from cprl_fast.data import load_items
 from cprl_fast.data.splits import scene_split
 from cprl_fast.models.registry import build
 
+p = argparse.ArgumentParser()
+p.add_argument("--fold", type=int, default=0)
+p.add_argument("--folds", type=int, default=5)
+p.add_argument("--crop", type=int, default=64)
+p.add_argument("--resize", type=int, default=0)
+p.add_argument("--steps", type=int, default=1000)
+p.add_argument("--batch", type=int, default=32)
+p.add_argument("--lr", type=float, default=1e-3)
+p.add_argument("--loss", default="mse")
+p.add_argument("--seed", type=int, default=0)
+p.add_argument("--test", default="full")
+p.add_argument("--arch", default="resnet18")
+p.add_argument("--threads", type=int, default=2)
+p.add_argument("--label", default="score")
+p.add_argument(
+    "--groups",
+    type=int,
+    default=0,
+    help="batch = groups x 5 levels of one (scene, type), aligned crops",
+)
+p.add_argument("--rank_weight", type=float, default=1.0)
+p.add_argument("--table", help="print the table of these runs' JSON lines and exit")
+p.add_argument("--ceiling", action="store_true",
+               help="print each fold's SRCC of the distortion-level oracle, exit")  # fmt: skip
+a = p.parse_args()
+if a.ceiling:  # knows each test image's distortion and level, predicts the family label
+    items, _ = load_items("builtin-v2")
+    for fold in range(a.folds):
+        sides = scene_split(items, 0, val_ratio=0.0, folds=a.folds, fold=fold)
+        known = defaultdict(list)
+        for it in items:
+            if it.scene in sides["train"]:
+                known[(it.distortion, it.level)].append(it.score)
+        test = [it for it in items if it.scene in sides["test"]]
+        guess = [np.mean(known[(it.distortion, it.level)]) for it in test]
+        print(f"fold {fold} ({', '.join(sides['test'])}): SRCC "
+              f"{spearmanr(guess, [it.score for it in test])[0]:.3f}")  # fmt: skip
+    raise SystemExit(0)
+if a.table:
+    import statistics
 
-def arguments(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--fold", type=int, default=0)
-    p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--crop", type=int, default=64, help="training crop side, px")
-    p.add_argument("--resize", type=int, default=0, help="resize images to this side first")
-    p.add_argument("--steps", type=int, default=600)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--loss", default="mse", choices=("mse", "plcc+rank", "plcc+rank+mse"))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--test", default="full", choices=("full", "center", "patches"))
-    p.add_argument("--arch", default="resnet18")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--label", default="score", choices=("score", "family"))
-    p.add_argument("--groups", type=int, default=0)
-    p.add_argument("--rank-weight", type=float, default=1.0)
-    p.add_argument("--table", help="print the table of the JSON lines in this file and exit")
-    return p.parse_args(argv)
+    from scipy.stats import t as student_t
 
-
-def table(path: str) -> None:
-    """Mean held-out SRCC per setting over its folds, with a 95% t-interval."""
     runs = defaultdict(list)
-    for line in open(path):
+    for line in open(a.table):
         r = json.loads(line)
-        key = (r["label"], r["test"], r["crop"], r["resize"], r["loss"], r["groups"], r["steps"])
+        groups = f"{r['groups']} (weight {r['rank_weight']:g})" if r.get("groups") else "-"
+        key = (r["label"], r["resize"], r["crop"], r["batch"], r["test"], r["loss"], groups,
+               r["steps"])  # fmt: skip
         runs[key].append(r)
-    print("| label | test | crop | loss | groups | steps | folds | held-out SRCC [95% CI] "
-          "| s/run |")  # fmt: skip
-    print("| --- | --- | ---: | --- | ---: | ---: | --- | --- | ---: |")
-    for (label, test, crop, resize, loss, groups, steps), rs in sorted(runs.items()):
+    print("| label | input | batch | test | loss | groups | steps | folds | held-out SRCC, mean "
+          "[95% t-interval] | per fold | s per run |")  # fmt: skip
+    print("| --- | --- | ---: | --- | --- | --- | ---: | --- | --- | --- | ---: |")
+    for (label, resize, crop, batch, test, loss, groups, steps), rs in sorted(runs.items()):
+        rs.sort(key=lambda r: r["fold"])
         v = [r["srcc"] for r in rs]
         m = statistics.mean(v)
-        half = t.ppf(0.975, len(v) - 1) * statistics.stdev(v) / len(v) ** 0.5 if len(v) > 1 else 0
-        folds = ",".join(str(r["fold"]) for r in rs)
-        size = f"{crop} of {resize}" if resize else str(crop)
-        secs = statistics.mean(r["seconds"] for r in rs)
-        print(f"| {label} | {test} | {size} | {loss} | {groups} | {steps} | {folds} | "
-              f"{m:.3f} [{m - half:.3f}, {m + half:.3f}] | {secs:.0f} |")  # fmt: skip
+        half = (student_t.ppf(0.975, len(v) - 1) * statistics.stdev(v) / len(v) ** 0.5
+                if len(v) > 1 else float("nan"))  # fmt: skip
+        size = f"resized to {resize}" if resize else f"{crop} px crops"
+        interval = f"[{m - half:.3f}, {m + half:.3f}]" if len(v) > 1 else "(one fold)"
+        print(f"| {label} | {size} | {batch} | {test} | {loss} | {groups} | {steps} | "
+              f"{','.join(str(r['fold']) for r in rs)} | {m:.3f} {interval} "
+              f"| {', '.join(f'{x:.2f}' for x in v)} | "
+              f"{statistics.mean(r['seconds'] for r in rs):.0f} |")  # fmt: skip
+    raise SystemExit(0)
+torch.set_num_threads(a.threads)
+torch.manual_seed(a.seed)
+items, _ = load_items("builtin-v2")
+sides = scene_split(items, 0, val_ratio=0.0, folds=a.folds, fold=a.fold)
 
 
-def main(argv=None) -> None:
-    a = arguments(argv)
-    if a.table:
-        table(a.table)
-        return
-    torch.set_num_threads(a.threads)
-    torch.manual_seed(a.seed)
-    items, _ = load_items("builtin-v2")
-    sides = scene_split(items, 0, val_ratio=0.0, folds=a.folds, fold=a.fold)
+def load(it):
+    img = Image.open(it.path).convert("RGB")
+    if a.resize:
+        img = img.resize((a.resize, a.resize), Image.BICUBIC)
+    return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)
 
-    def load(it):
-        img = Image.open(it.path).convert("RGB")
-        if a.resize:
-            img = img.resize((a.resize, a.resize), Image.BICUBIC)
-        return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)
 
-    tr = [it for it in items if it.scene in set(sides["train"])]
-    te = [it for it in items if it.scene in set(sides["test"])]
-    x_tr, x_te = torch.stack([load(it) for it in tr]), torch.stack([load(it) for it in te])
-    y_te = np.array([it.score for it in te])
-    if a.label == "family":
-        fam = defaultdict(list)
-        for it in tr:
-            fam[(it.distortion, it.level)].append(it.score)
-        y_tr = torch.tensor([np.mean(fam[(it.distortion, it.level)]) for it in tr])
-    else:
-        y_tr = torch.tensor([it.score for it in tr])
-    y_tr = y_tr.float()
-    families = defaultdict(list)
-    for k, it in enumerate(tr):
-        families[(it.scene, it.distortion)].append(k)
-    families = [torch.tensor(v) for v in families.values()]
+tr = [it for it in items if it.scene in set(sides["train"])]
+te = [it for it in items if it.scene in set(sides["test"])]
+Xtr = torch.stack([load(it) for it in tr])
+if (
+    a.label == "family"
+):  # the mean pseudo-MOS of the image's (distortion, level) over the training scenes
+    fam = defaultdict(list)
+    for it in tr:
+        fam[(it.distortion, it.level)].append(it.score)
+    ytr = torch.tensor([np.mean(fam[(it.distortion, it.level)]) for it in tr], dtype=torch.float32)
+else:
+    ytr = torch.tensor([getattr(it, a.label) for it in tr], dtype=torch.float32)
+Xte = torch.stack([load(it) for it in te])
+yte = np.array([it.score for it in te])
+model = build("resnet", arch=a.arch)
+opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=1e-4)
+sched = torch.optim.lr_scheduler.OneCycleLR(opt, a.lr, total_steps=a.steps, pct_start=0.1)
+g = torch.Generator().manual_seed(a.seed)
+H = Xtr.shape[-1]
+families = defaultdict(list)
+for k, it in enumerate(tr):
+    families[(it.scene, it.distortion)].append(k)
+families = [torch.tensor(v) for v in families.values()]
 
-    model = build("resnet", arch=a.arch)
-    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, a.lr, total_steps=a.steps, pct_start=0.1)
-    g = torch.Generator().manual_seed(a.seed)
-    side = x_tr.shape[-1]
 
-    def crops(idx, i, j):
-        return torch.stack([x_tr[k, :, u : u + a.crop, v : v + a.crop]
-                            for k, u, v in zip(idx, i, j, strict=True)])  # fmt: skip
+def batch():
+    if a.groups:
+        fam = torch.randint(len(families), (a.groups,), generator=g)
+        idx = torch.cat([families[f] for f in fam])
+        ij = torch.randint(H - a.crop + 1, (2, a.groups), generator=g)
+        sizes = torch.tensor([len(families[f]) for f in fam])
+        i, j = ij[0].repeat_interleave(sizes), ij[1].repeat_interleave(sizes)
+        group = torch.arange(a.groups).repeat_interleave(sizes)
+        x = torch.stack(
+            [Xtr[k, :, u : u + a.crop, v : v + a.crop] for k, u, v in zip(idx, i, j, strict=True)]
+        )
+        return x.float() / 255, ytr[idx], group
+    idx = torch.randint(len(Xtr), (a.batch,), generator=g)
+    i, j = torch.randint(H - a.crop + 1, (2, a.batch), generator=g)
+    x = torch.stack(
+        [Xtr[k, :, u : u + a.crop, v : v + a.crop] for k, u, v in zip(idx, i, j, strict=True)]
+    )
+    flip = torch.rand(a.batch, generator=g) < 0.5
+    x[flip] = x[flip].flip(-1)
+    return x.float() / 255, ytr[idx], None
 
-    def batch():
-        if a.groups:
-            fam_ids = torch.randint(len(families), (a.groups,), generator=g)
-            idx = torch.cat([families[f] for f in fam_ids])
-            sizes = torch.tensor([len(families[f]) for f in fam_ids])
-            ij = torch.randint(side - a.crop + 1, (2, a.groups), generator=g)
-            i, j = ij[0].repeat_interleave(sizes), ij[1].repeat_interleave(sizes)
-            group = torch.arange(a.groups).repeat_interleave(sizes)
-            return crops(idx, i, j).float() / 255, y_tr[idx], group
-        idx = torch.randint(len(x_tr), (a.batch,), generator=g)
-        i, j = torch.randint(side - a.crop + 1, (2, a.batch), generator=g)
-        x = crops(idx, i, j)
-        flip = torch.rand(a.batch, generator=g) < 0.5
-        x[flip] = x[flip].flip(-1)
-        return x.float() / 255, y_tr[idx], None
 
-    def loss_of(s, y, group):
-        if group is not None:
-            same = group[:, None] == group[None]
-            d, dy = s[:, None] - s[None], y[:, None] - y[None]
-            return F.mse_loss(s, y) + a.rank_weight * F.relu(0.02 - d[same & (dy > 0)]).mean()
-        if a.loss == "mse":
-            return F.mse_loss(s, y)
-        sc, yc = s - s.mean(), y - y.mean()
-        plcc = (sc * yc).sum() / (sc.norm() * yc.norm() + 1e-8)
+def lossf(s, y, group=None):
+    if group is not None:  # MSE + a hinge on every pair of one group ordered by its labels
+        same = group[:, None] == group[None]
         d, dy = s[:, None] - s[None], y[:, None] - y[None]
-        out = (1 - plcc) + F.relu(-d * torch.sign(dy)).sum() / (dy != 0).sum().clamp(min=1)
-        return out + F.mse_loss(s, y) if a.loss == "plcc+rank+mse" else out
-
-    def evaluate(x_all, y_all):
-        model.eval()
-        out = []
-        with torch.no_grad():
-            for k in range(0, len(x_all), 25):
-                x = x_all[k : k + 25].float() / 255
-                if a.test == "center":
-                    o = (side - a.crop) // 2
-                    x = x[..., o : o + a.crop, o : o + a.crop]
-                if a.test == "patches":
-                    n, c = x.shape[0], a.crop
-                    p = x.unfold(2, c, c).unfold(3, c, c).permute(0, 2, 3, 1, 4, 5)
-                    out.append(model(p.reshape(-1, 3, c, c)).view(n, -1).mean(1))
-                    continue
-                out.append(model(x))
-        model.train()
-        s = torch.cat(out).numpy()
-        return spearmanr(s, y_all)[0], pearsonr(s, y_all)[0]
-
-    t0, log = time.time(), []
-    for step in range(1, a.steps + 1):
-        x, y, group = batch()
-        loss = loss_of(model(x), y, group)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % max(a.steps // 5, 1) == 0 or step == a.steps:
-            srcc, plcc = evaluate(x_te, y_te)
-            sub = torch.arange(0, len(x_tr), 4)
-            fit = evaluate(x_tr[sub], y_tr[sub].numpy())[0]
-            log.append((step, round(time.time() - t0), round(srcc, 3), round(fit, 3)))
-            print(f"step {step} ({time.time() - t0:.0f} s): loss {loss.item():.3f}, held-out "
-                  f"SRCC {srcc:.3f} PLCC {plcc:.3f}, training-scene SRCC {fit:.3f}",
-                  flush=True)  # fmt: skip
-    out = {k: v for k, v in vars(a).items() if k != "table"}
-    print(json.dumps({**out, "srcc": srcc, "plcc": plcc, "seconds": time.time() - t0,
-                      "log": log}), flush=True)  # fmt: skip
+        pairs = same & (dy > 0)
+        rank = F.relu(0.02 - d[pairs]).mean()
+        return F.mse_loss(s, y) + a.rank_weight * rank
+    if a.loss == "mse":
+        return F.mse_loss(s, y)
+    sc, yc = s - s.mean(), y - y.mean()
+    plcc = (sc * yc).sum() / (sc.norm() * yc.norm() + 1e-8)
+    d, dy = s[:, None] - s[None], y[:, None] - y[None]
+    rank = F.relu(-d * torch.sign(dy)).sum() / (dy != 0).sum().clamp(min=1)
+    out = (1 - plcc) + rank
+    if a.loss == "plcc+rank+mse":
+        out = out + F.mse_loss(s, y)
+    return out
 
 
-if __name__ == "__main__":
-    main()
+def evaluate(X=None, y=None):
+    X = Xte if X is None else X
+    y = yte if y is None else y
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for k in range(0, len(X), 25):
+            x = X[k : k + 25].float() / 255
+            if a.test == "center":
+                o = (H - a.crop) // 2
+                x = x[..., o : o + a.crop, o : o + a.crop]
+            if a.test == "patches":  # mean score over the non-overlapping crop-sized patches
+                n, c = x.shape[0], a.crop
+                p = x.unfold(2, c, c).unfold(3, c, c).permute(0, 2, 3, 1, 4, 5).reshape(-1, 3, c, c)
+                out.append(model(p).view(n, -1).mean(1))
+                continue
+            out.append(model(x))
+    model.train()
+    s = torch.cat(out).numpy()
+    return spearmanr(s, y)[0], pearsonr(s, y)[0]
+
+
+t0 = time.time()
+log = []
+for step in range(1, a.steps + 1):
+    x, y, group = batch()
+    loss = lossf(model(x), y, group)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    sched.step()
+    if step % max(a.steps // 5, 1) == 0 or step == a.steps:
+        srcc, plcc = evaluate()
+        sub = torch.arange(0, len(Xtr), 4)
+        tr_srcc = evaluate(Xtr[sub], ytr[sub].numpy())[0]
+        log.append((step, round(time.time() - t0), round(srcc, 3)))
+        print(
+            step,
+            f"{time.time() - t0:.0f}s loss {loss.item():.3f} srcc {srcc:.3f} plcc {plcc:.3f} "
+            f"train {tr_srcc:.3f}",
+            flush=True,
+        )
+print(
+    json.dumps(
+        {
+            **{k: v for k, v in vars(a).items() if k != "table"},
+            "srcc": srcc,
+            "plcc": plcc,
+            "seconds": time.time() - t0,
+            "log": log,
+        }
+    ),
+    flush=True,
+)
