@@ -408,11 +408,11 @@ def _next_steps(out_dir: Path) -> str:
     models = sorted(p for p in (out_dir / "models").glob("*/best.pt"))
     if not models:
         return ""
-    chosen = next((p for p in models if p.parent.name == "cprl"), models[0])
+    chosen = models[0]  # the first by name (the demo's: cprl, then resnet)
     q = shlex.quote
     return "\n".join([
         "models: " + ", ".join(str(p) for p in models),
-        "next, for example:",
+        f"next, for example on {chosen.parent.name}'s:",
         f"  cprl-fast score --model {q(str(chosen))} PHOTO.png   (a file or a folder of images)",
         f"  cprl-fast audit --checkpoint {q(str(chosen))} --out-dir "
         f"{q(str(out_dir / 'audit'))}",
