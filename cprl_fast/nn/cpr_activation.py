@@ -112,10 +112,6 @@ class CPRLActivation(nn.Module):
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         self.mode = mode
 
-    def mask_args(self) -> dict:
-        tau = self.tau if self.rank == "soft" else None
-        return {"temperature": self.temperature, "rank": self.rank, "tau": tau}
-
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         if f.dim() != 4 or f.shape[1] != self.channels:
             raise ValueError(

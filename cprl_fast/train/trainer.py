@@ -63,12 +63,12 @@ RUN_NUMBERS = (
 )  # fmt: skip
 
 
+#: The training loop reads the step losses to the host (for log.csv, the progress bar and the
+#: non-finite check) once every this many steps and at each epoch's end, not after every step:
+#: a read is a host synchronisation on a GPU.
+LOG_EVERY = 25
 #: The documented upper bounds of the run's counts (a model card outside them is refused before
 #: anything is built or allocated).
-#: the training loop reads the step losses to the host (for log.csv, the progress bar and the
-#: non-finite check) once every this many steps and at each epoch's end, not after every step:
-#: a read is a host synchronisation on a GPU
-LOG_EVERY = 25
 RUN_LIMITS = {"batch_size": 65536, "epochs": 100_000, "image_size": 4096, "num_workers": 256,
               "max_steps": 10**9, "seed": 2**63 - 1, "split_seed": 2**63 - 1}  # fmt: skip
 
