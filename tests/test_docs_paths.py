@@ -28,3 +28,29 @@ def test_every_path_the_docs_name_exists():
             if not any(c in path for c in "*<>{}") and not (ROOT / path).exists():
                 missing.append(f"{doc.relative_to(ROOT)}: {path}")
     assert missing == [], missing
+
+
+#: A markdown link's target: ``[text](target)``.
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def test_every_relative_link_in_the_docs_resolves():
+    # the README links its topics to docs/, whose pages link back with ../
+    broken = []
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for target in LINK.findall(doc.read_text()):
+            if target.startswith(("http://", "https://", "#", "mailto:")):
+                continue
+            path = target.split("#")[0]
+            if path and not (doc.parent / path).exists():
+                broken.append(f"{doc.relative_to(ROOT)}: {target}")
+    assert broken == [], broken
+
+
+def test_the_readme_starts_small():
+    # issue 29: the README is a first screen and a table of topics; the topics live in docs/
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 250
+    linked = set(LINK.findall("\n".join(lines)))
+    pages = {f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md")}
+    assert pages <= linked, pages - linked
