@@ -23,6 +23,7 @@ import json
 import logging
 import shlex
 import sys
+import time
 import types
 import typing
 from pathlib import Path
@@ -377,6 +378,7 @@ def _reproduce(args: argparse.Namespace) -> int:
     from cprl_fast.reproduce import reproduce
     from cprl_fast.train import TrainConfig
 
+    start = time.perf_counter()
     eps = parse_eps(args.eps)
     names = _attack_list(args.attack)
     base = TrainConfig(model_options={"arch": args.arch}, image_size=args.image_size,
@@ -400,6 +402,7 @@ def _reproduce(args: argparse.Namespace) -> int:
     )
     print(f"report: {args.out_dir / 'report.md'} (figures in {args.out_dir / 'figures'})")
     print(_next_steps(args.out_dir))
+    print(f"{args.command} took {time.perf_counter() - start:.0f} s (wall time)")
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -77,3 +78,4 @@ def test_demo_command(tmp_path, tmp_path_factory):
     audit = tmp_path / "demo" / "audit"
     assert f"cprl-fast audit --checkpoint {cprl} --out-dir {audit}" in r.stdout
     assert f"cprl-fast export {cprl} --format pt2" in r.stdout
+    assert re.search(r"^demo took \d+ s \(wall time\)$", r.stdout, flags=re.MULTILINE)
