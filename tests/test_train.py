@@ -131,7 +131,9 @@ class _HostReads(torch.overrides.TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-@pytest.mark.parametrize("step", ["faithful", "fast"])
+@pytest.mark.parametrize(
+    "step", [pytest.param("faithful", marks=pytest.mark.slow), "fast"]  # faithful: about 5 s
+)
 def test_a_pns_step_reads_nothing_back_to_the_host(step):
     """Issue 25: no host synchronisation per iteration (the losses come back as tensors and the
     batch norms counted twice are found by hooks, not by reading num_batches_tracked)."""
