@@ -57,7 +57,7 @@ def _audit(device: str, out: Path) -> str:
     import io
     import json
 
-    from cprl_fast.cli import main
+    from cprl_fast_cli import main
 
     with contextlib.redirect_stdout(io.StringIO()):  # the report is in the files
         code = main(["audit", "--checkpoint", str(out / "run" / "best.pt"), "--device", device,

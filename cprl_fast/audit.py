@@ -37,6 +37,7 @@ import numpy as np
 from torch import nn
 
 from cprl_fast import metrics
+from cprl_fast.attacks import SUITES, black_box_checks, white_box
 from cprl_fast.checks import check_images
 from cprl_fast.evaluate import evaluate, predictions
 from cprl_fast.io import write_json_atomic, write_text_atomic
@@ -44,11 +45,10 @@ from cprl_fast.nn import CPRLActivation
 
 #: The budgets (L-infinity, pixel units) and the suite an audit runs by default.
 DEFAULT_EPS = (1 / 255, 2 / 255, 4 / 255, 8 / 255)
-SUITE = ("fgsm", "pgd", "reflect10", "rank", "square")
-WHITE_BOX = ("fgsm", "pgd", "reflect10", "rank", "rank3", "pgd-soft")
+SUITE = SUITES["audit"]
+WHITE_BOX = white_box()
 #: The black-box attacks, each with the check that it is not stronger than the white box.
-BLACK_BOX = {"square": "gradient_free_not_stronger", "square100": "gradient_free_not_stronger",
-             "transfer": "transfer_not_stronger"}  # fmt: skip
+BLACK_BOX = black_box_checks()
 #: The attacks of the unbounded check: iterative, deterministic from the clean image.
 UNBOUNDED = ("reflect10",)
 #: How far the worst-case SRCC may rise with eps before "damage grows with eps" fails (and

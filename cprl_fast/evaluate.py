@@ -100,7 +100,7 @@ def _check_attacks(names: Sequence[str], source: nn.Module | None) -> list[str]:
     return names
 
 
-def evaluate(model: nn.Module, dataset, attack_names: Sequence[str] = ("fgsm", "pgd", "reflect"),
+def evaluate(model: nn.Module, dataset, attack_names: Sequence[str] = attacks.SUITES["protocol"],
              eps: float = 1 / 255, batch_size: int = 16, device="cpu", seed: int = 0,
              source: nn.Module | None = None) -> dict[str, dict[str, float]]:  # fmt: skip
     """``{"clean": metrics, "<attack>": metrics, ...}`` of ``model`` on ``dataset`` (``source``:

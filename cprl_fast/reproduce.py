@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from cprl_fast.attacks import SUITES
 from cprl_fast.data import LOADERS
 from cprl_fast.evaluate import evaluate, write_report
 from cprl_fast.figures import draw_figures, figure_markdown
@@ -65,7 +66,7 @@ def _cached(out: Path, step: str, fn):
 
 def reproduce(
     dataset: str, root: str | None, out_dir: str | Path, base: TrainConfig,
-    eps: float = 1 / 255, attack_names=("fgsm", "pgd", "reflect"),
+    eps: float = 1 / 255, attack_names=SUITES["protocol"],
     b_values=(0.2, 0.3, 0.4, 0.5), ablations: bool = True, baselines=BASELINES,
 ) -> dict:  # fmt: skip
     """Runs (or resumes) the protocol; returns the report's content."""
@@ -99,12 +100,12 @@ def reproduce(
     for b in b_values if ablations else ():
         name = f"cprl-b{b:g}"
         model = models["cprl"] if b == 0.4 else train(name, model="cprl", b=b)
-        table5[f"b={b:g}"] = attacked(name, model, ["fgsm"])
+        table5[f"b={b:g}"] = attacked(name, model, SUITES["b-sweep"])
     if ablations:
         write_report(table5, out / "tables" / "table5_b", "Table 5: the offset b")
         ca_alone = train("ca", **MODEL_PRESETS["ca"][1])
         table6 = {
-            "CA alone": attacked("ca", ca_alone, ["fgsm", "pgd"]),
+            "CA alone": attacked("ca", ca_alone, SUITES["ablation"]),
             "CA + PNS": main["cprl"],
         }
         write_report(table6, out / "tables" / "table6_pns", "Table 6: CA alone against CA + PNS")

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from cprl_fast import metrics
+from cprl_fast.attacks import SUITES
 from cprl_fast.audit import DEFAULT_EPS, audit, certified_rows
 from cprl_fast.audit import write as write_audit
 from cprl_fast.data.base import IQADataset
@@ -35,7 +36,7 @@ from cprl_fast.train import TrainConfig
 from cprl_fast.train.runs import load_run_splits
 
 #: The attacks of every audit in a study (``pgd-soft`` joins for CA models, ``transfer`` always).
-STUDY_ATTACKS = ("fgsm", "pgd", "reflect10", "rank", "square100")
+STUDY_ATTACKS = SUITES["study"]
 
 
 def transfer_source(name: str, names: Sequence[str]) -> str:

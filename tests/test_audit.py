@@ -67,7 +67,7 @@ def test_cli_audits_any_module(tmp_path):
 
     tests = str(Path(__file__).parent)
     env = {**os.environ, "PYTHONPATH": tests + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    cmd = [sys.executable, "-m", "cprl_fast.cli", "audit", "--module", "test_audit:Brightness",
+    cmd = [sys.executable, "-m", "cprl_fast_cli", "audit", "--module", "test_audit:Brightness",
            "--root", str(tmp_path / "data"), "--image-size", "16", "--eps", "2/255,8/255",
            "--attack", "fgsm,pgd,square", "--out-dir", str(tmp_path / "out"),
            "--certify", "0.05", "--certify-n", "60"]  # fmt: skip

@@ -141,7 +141,7 @@ def test_cli_evaluate(data, tmp_path):
                       max_steps=1, root=str(root), out_dir=str(tmp_path / "run"))  # fmt: skip
     train = load_dataset("builtin", root, split="train", image_size=32)
     Trainer(cfg, train).fit()
-    cmd = [sys.executable, "-m", "cprl_fast.cli", "evaluate", "--checkpoint",
+    cmd = [sys.executable, "-m", "cprl_fast_cli", "evaluate", "--checkpoint",
            str(tmp_path / "run" / "last.pt"), "--attack", "fgsm,pgd", "--eps", "1/255",
            "--out-dir", str(tmp_path / "report")]  # fmt: skip
     r = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())

@@ -15,8 +15,8 @@ import torch
 from data_fixtures import train_tiny_run
 
 from cprl_fast import load_model
-from cprl_fast.cli import main
 from cprl_fast.export import export_pt2, export_weights
+from cprl_fast_cli import main
 
 SIZE = 32
 

@@ -10,7 +10,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 #: package folder -> where it lives (pyproject.toml's package-dir: the Triton kernels are at the
 #: top of the repository, installed as cprl_fast.kernels)
-FOLDERS = {"cprl_fast": ROOT / "cprl_fast", "cprl_fast.kernels": ROOT / "kernels"}
+FOLDERS = {"cprl_fast": ROOT / "cprl_fast", "cprl_fast.kernels": ROOT / "kernels",
+           "cprl_fast_cli": ROOT / "cprl_fast_cli"}  # fmt: skip
 
 
 def _modules() -> dict[str, Path]:

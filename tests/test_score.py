@@ -107,7 +107,7 @@ def test_bad_inputs(run):
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "cprl_fast.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "cprl_fast_cli", *args], capture_output=True,
                           text=True)  # fmt: skip
 
 

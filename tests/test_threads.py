@@ -65,7 +65,7 @@ def test_an_explicit_request_or_omp_num_threads_wins(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_the_cli_prints_its_choice_and_refuses_zero():
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "cprl_fast.cli", *args],
+        return subprocess.run([sys.executable, "-m", "cprl_fast_cli", *args],
                               capture_output=True, text=True)  # fmt: skip
 
     r = cli("--threads", "1", "evaluate", "--checkpoint", "nope.pt")

@@ -306,7 +306,7 @@ class TestDistributed:
 
 class TestCli:
     def _run(self, *args, env=None):
-        return subprocess.run([sys.executable, "-m", "cprl_fast.cli", *args], capture_output=True,
+        return subprocess.run([sys.executable, "-m", "cprl_fast_cli", *args], capture_output=True,
                               text=True, env={**os.environ, **(env or {})})  # fmt: skip
 
     @pytest.mark.slow

@@ -18,10 +18,21 @@ it runs the model in eval mode and restores its mode, never touches parameter gr
 from cprl_fast.attacks.gradient import fgsm, pgd, rank_pgd, score_reflection
 from cprl_fast.attacks.losses import mse_loss, reflection_loss, soft_srcc
 from cprl_fast.attacks.masking import pgd_soft_rank, soft_rank, square
-from cprl_fast.attacks.suite import ATTACKS, check_attack_names, needs_source, run_attack, transfer
+from cprl_fast.attacks.suite import (
+    ATTACKS,
+    SUITES,
+    black_box_checks,
+    check_attack_names,
+    needs_source,
+    run_attack,
+    transfer,
+    white_box,
+)
 
 __all__ = [
     "ATTACKS",
+    "SUITES",
+    "black_box_checks",
     "check_attack_names",
     "fgsm",
     "mse_loss",
@@ -36,4 +47,5 @@ __all__ = [
     "soft_srcc",
     "square",
     "transfer",
+    "white_box",
 ]

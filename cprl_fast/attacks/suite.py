@@ -1,6 +1,9 @@
-"""The named attacks that ``evaluate``, ``reproduce`` and the CLI run, with their settings: one
-registry (:data:`ATTACKS`), each entry the attack function, its fixed settings and whether it
-draws random numbers (then it gets the evaluation's seeded generator).
+"""The named attacks that ``evaluate``, ``reproduce``, ``audit``, ``study`` and the CLI run,
+with their settings: one registry (:data:`ATTACKS`), each entry the attack function, its fixed
+settings, whether it draws random numbers (then it gets the evaluation's seeded generator) and
+whether it reads the attacked model's gradients (``white_box``; a black-box entry names the
+audit check that compares it with the white-box attacks, ``check``). The named suites the
+commands run by default are :data:`SUITES`.
 
     >>> from cprl_fast.attacks import ATTACKS, run_attack
     >>> len(ATTACKS), sorted(ATTACKS)[:4]
@@ -20,23 +23,25 @@ from cprl_fast.registry import Registry
 
 ATTACKS = Registry("attack")
 
-ATTACKS.register("fgsm", settings={}, seeded=False,
+ATTACKS.register("fgsm", white_box=True, settings={}, seeded=False,
                  about="one gradient-sign step on (h(x) - y)^2")(fgsm)  # fmt: skip
-ATTACKS.register("pgd", settings={"steps": 10}, seeded=True,
+ATTACKS.register("pgd", white_box=True, settings={"steps": 10}, seeded=True,
                  about="PGD, 10 steps of eps/4 from a random start")(pgd)  # fmt: skip
-ATTACKS.register("reflect", settings={"steps": 1}, seeded=True,
+ATTACKS.register("reflect", white_box=True, settings={"steps": 1}, seeded=True,
                  about="one-step score reflection (Eq. 5)")(score_reflection)  # fmt: skip
-ATTACKS.register("reflect10", settings={"steps": 10}, seeded=True,
+ATTACKS.register("reflect10", white_box=True, settings={"steps": 10}, seeded=True,
                  about="10-step score reflection")(score_reflection)  # fmt: skip
-ATTACKS.register("rank", settings={"steps": 10}, seeded=True,
+ATTACKS.register("rank", white_box=True, settings={"steps": 10}, seeded=True,
                  about="rank-order PGD, 10 steps on the batch's soft SRCC")(rank_pgd)  # fmt: skip
-ATTACKS.register("rank3", settings={"steps": 10, "restarts": 3}, seeded=True,
+ATTACKS.register("rank3", white_box=True, settings={"steps": 10, "restarts": 3}, seeded=True,
                  about="rank-order PGD, best of 3 restarts of 10 steps")(rank_pgd)  # fmt: skip
-ATTACKS.register("pgd-soft", settings={"steps": 10}, seeded=True,
+ATTACKS.register("pgd-soft", white_box=True, settings={"steps": 10}, seeded=True,
                  about="PGD through the soft rank (CA models)")(pgd_soft_rank)  # fmt: skip
-ATTACKS.register("square", settings={"queries": 300}, seeded=True,
+ATTACKS.register("square", white_box=False, check="gradient_free_not_stronger",
+                 settings={"queries": 300}, seeded=True,
                  about="Square attack, gradient-free, 300 queries")(square)  # fmt: skip
-ATTACKS.register("square100", settings={"queries": 100}, seeded=True,
+ATTACKS.register("square100", white_box=False, check="gradient_free_not_stronger",
+                 settings={"queries": 100}, seeded=True,
                  about="Square attack, 100 queries (cheaper audits)")(square)  # fmt: skip
 
 
@@ -54,8 +59,33 @@ def transfer(
     return score_reflection(source, x, y, eps, steps=steps, generator=generator)
 
 
-ATTACKS.register("transfer", settings={"steps": 10}, seeded=True, needs_source=True,
+ATTACKS.register("transfer", white_box=False, check="transfer_not_stronger",
+                 settings={"steps": 10}, seeded=True, needs_source=True,
                  about="10-step score reflection crafted on another model")(transfer)  # fmt: skip
+
+
+#: The suites the commands run by default: ``protocol`` (evaluate, reproduce: Tables 1-4),
+#: ``demo``, ``audit`` (cprl-fast audit, every eps), ``study`` (each run of a study; Square with
+#: 100 queries to keep a study's cost down), ``b-sweep`` and ``ablation`` (reproduce's Tables 5
+#: and 6).
+SUITES: dict[str, tuple[str, ...]] = {
+    "protocol": ("fgsm", "pgd", "reflect"),
+    "demo": ("fgsm", "pgd", "rank"),
+    "audit": ("fgsm", "pgd", "reflect10", "rank", "square"),
+    "study": ("fgsm", "pgd", "reflect10", "rank", "square100"),
+    "b-sweep": ("fgsm",),
+    "ablation": ("fgsm", "pgd"),
+}
+
+
+def white_box() -> tuple[str, ...]:
+    """The attacks that read the attacked model's gradients, in registration order."""
+    return tuple(n for n in ATTACKS if ATTACKS.info(n)["white_box"])
+
+
+def black_box_checks() -> dict[str, str]:
+    """Black-box attack -> the audit check comparing it with the strongest white-box one."""
+    return {n: ATTACKS.info(n)["check"] for n in ATTACKS if not ATTACKS.info(n)["white_box"]}
 
 
 def needs_source(names: Iterable[str]) -> list[str]:

@@ -6,11 +6,17 @@
   config, named by its run folder.
 - :func:`load_run_splits`: the train and test splits of a run's dataset, its score file read
   once (from a card: read only, never writing the paths the card names).
+- :func:`train_and_test`: a run from its config (``cprl-fast train``): train, choose the
+  checkpoint on validation, test it once on the test split.
+- :func:`model_card`: what a checkpoint records about the run that produced it
+  (``cprl-fast info``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,3 +146,57 @@ def load_run_splits(cfg: TrainConfig, splits=("train", "test"), dataset: str | N
     return load_splits(name, data_root, tuple(splits), split_file=split_file,
                        seed=cfg.split_seed, val_ratio=cfg.val_ratio, folds=cfg.folds,
                        fold=cfg.fold, image_size=cfg.image_size)  # fmt: skip
+
+
+def train_and_test(cfg: TrainConfig, resume: bool = False, overwrite: bool = False,
+                   log: Callable[[str], object] = print) -> dict:  # fmt: skip
+    """Trains the run ``cfg`` describes (or resumes it), then scores the test split once with
+    the model chosen on validation (``best.pt``, else ``last.pt``). Returns ``{"val": the
+    trainer's result, "checkpoints": [paths written], "test": metrics and the chosen file's
+    name}`` (no ``test`` when no checkpoint was written); ``log`` gets the splits' sizes."""
+    from cprl_fast.evaluate import predictions
+    from cprl_fast.metrics import evaluate_scores
+    from cprl_fast.train import Trainer
+
+    splits = load_run_splits(cfg, ("train", "val", "test"))
+    log(f"train: {splits['train']}, val: {splits['val']}, test: {splits['test']}; "
+        f"writing to {cfg.out_dir}")  # fmt: skip
+    trainer = Trainer(cfg, splits["train"], splits["val"])
+    result = trainer.fit(resume=resume, overwrite=overwrite)
+    out = Path(cfg.out_dir)
+    written = [str(p) for p in (out / "last.pt", out / "best.pt") if p.is_file()]
+    summary = {"val": result, "checkpoints": written}
+    if written:  # the test split, once, with the model chosen on val (or the last one)
+        chosen = out / "best.pt" if (out / "best.pt").is_file() else out / "last.pt"
+        trainer.model.load_state_dict(load(chosen, map_location=trainer.device)["model"])
+        pred, target = predictions(trainer.model.eval(), splits["test"], None, 0.0,
+                                   cfg.batch_size, trainer.device)  # fmt: skip
+        summary["test"] = {**evaluate_scores(pred, target), "model": chosen.name}
+    return summary
+
+
+#: The run settings a model card shows, in this order.
+CARD_SETTINGS = ("model", "model_options", "objective", "objective_options", "dataset",
+                 "image_size", "epochs", "batch_size", "lr", "seed", "split_seed",
+                 "val_ratio")  # fmt: skip
+
+
+def model_card(path: str | Path) -> dict:
+    """What a checkpoint records about the run that produced it: its settings (the card is
+    checked against its schema; the default objective is named), split identity, steps,
+    best validation SRCC, thread count, library versions and any recorded audit."""
+    state = load(path)
+    cfg = card_train_config(state, path)
+    config = {**card_config(state), "objective": cfg.objective_name}
+    split = state.get("split", "{}")
+    split = json.loads(split) if isinstance(split, str) else split
+    return {
+        "checkpoint": str(path),
+        **{k: config.get(k) for k in CARD_SETTINGS},
+        "split": split,
+        "steps": state.get("step"),
+        "best_val_srcc": state.get("best"),
+        "threads": state.get("threads"),
+        "versions": state.get("versions", {}),
+        "audit": state.get("audit"),
+    }

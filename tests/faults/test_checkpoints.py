@@ -70,7 +70,7 @@ def test_a_file_that_is_no_checkpoint_gets_one_line(tmp_path, obj, what):
 def test_a_folder_lists_the_checkpoints_in_it(tiny_run):
     with pytest.raises(IsADirectoryError, match=r"is a folder.*best\.pt, last\.pt"):
         load(tiny_run)
-    r = subprocess.run([sys.executable, "-m", "cprl_fast.cli", "info", str(tiny_run)],
+    r = subprocess.run([sys.executable, "-m", "cprl_fast_cli", "info", str(tiny_run)],
                        capture_output=True, text=True)  # fmt: skip
     assert r.returncode == 2 and "is a folder" in r.stderr and "best.pt" in r.stderr
 

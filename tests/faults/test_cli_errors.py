@@ -12,7 +12,7 @@ import torch
 
 
 def _cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "cprl_fast.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "cprl_fast_cli", *args], capture_output=True,
                           text=True, cwd=cwd)  # fmt: skip
 
 
@@ -120,7 +120,7 @@ def test_a_run_of_zero_steps_lists_no_checkpoint(tmp_path):
 
 
 def test_every_help_renders_without_a_literal_percent_pair(capsys):
-    from cprl_fast.cli import COMMANDS, main
+    from cprl_fast_cli import COMMANDS, main
 
     for command in (None, *COMMANDS):
         with pytest.raises(SystemExit) as done:
@@ -137,7 +137,7 @@ def test_every_help_renders_without_a_literal_percent_pair(capsys):
     (["score"], "the following arguments are required"),
 ])  # fmt: skip
 def test_argument_errors_are_one_line(capsys, args, message):
-    from cprl_fast.cli import main
+    from cprl_fast_cli import main
 
     with pytest.raises(SystemExit) as done:
         main(args)
@@ -147,7 +147,7 @@ def test_argument_errors_are_one_line(capsys, args, message):
 
 
 def test_error_messages_escape_control_characters(capsys, tmp_path):
-    from cprl_fast.cli import main
+    from cprl_fast_cli import main
 
     assert main(["info", str(tmp_path / "evil\x1b[2J\r.pt")]) == 2
     err = capsys.readouterr().err
@@ -155,7 +155,7 @@ def test_error_messages_escape_control_characters(capsys, tmp_path):
 
 
 def test_info_json_is_standard_json(capsys, tmp_path, tiny_run):
-    from cprl_fast.cli import main
+    from cprl_fast_cli import main
 
     state = torch.load(tiny_run / "best.pt", weights_only=True)
     state["audit"] = {"clean_srcc": float("nan"), "worst": {"1/255": {"srcc": float("inf")}}}

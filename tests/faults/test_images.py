@@ -170,7 +170,7 @@ def test_a_bomb_in_a_folder_is_one_failure_row_and_memory_stays_bounded(tiny_run
         Image.fromarray(np.roll(a, k, axis=1)).save(folder / f"ok{k}.png")
     _bomb(folder / "bomb.png", 20_000)  # 400 MP: 1.2 GB as RGB if it were decoded
     _bomb(folder / "big.png", 9_000)  # under Pillow's bomb limit, over ours (81 MP)
-    code = ("import resource, sys; from cprl_fast.cli import main; rc = main(sys.argv[1:]); "
+    code = ("import resource, sys; from cprl_fast_cli import main; rc = main(sys.argv[1:]); "
             "print('maxrss', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
             "file=sys.stderr); sys.exit(rc)")  # fmt: skip
 

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 
 def _cli(*args, cwd=None, umask=None):
     set_umask = (lambda: os.umask(umask)) if umask is not None else None
-    return subprocess.run([sys.executable, "-m", "cprl_fast.cli", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "cprl_fast_cli", *map(str, args)],
                           capture_output=True, text=True, cwd=cwd, preexec_fn=set_umask)
 
 

@@ -24,7 +24,7 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 
 def _report_only(folder: Path, cache: Path):
-    return subprocess.run([sys.executable, "-m", "cprl_fast.cli", "study", "--report-only",
+    return subprocess.run([sys.executable, "-m", "cprl_fast_cli", "study", "--report-only",
                            "--out-dir", str(folder)], capture_output=True, text=True,
                           env={**os.environ, "CPRL_FAST_CACHE": str(cache)})  # fmt: skip
 

@@ -1,0 +1,85 @@
+"""The ``cprl-fast`` command line, a front end that imports no torch until a command runs.
+
+``cprl-fast --help``, every command's ``--help`` and every argument error are answered from
+the parser alone, whose choices and help come from a static listing of the registries
+(:mod:`cprl_fast_cli.catalog`, checked against them by the tests); a command's work imports
+:mod:`cprl_fast` (and with it torch and the native ops) only once its arguments parsed. It is a
+package of its own because importing anything under ``cprl_fast`` first runs
+``cprl_fast/__init__.py``, which loads torch and registers the ops.
+
+One module per command, each with ``add_parser(subparsers)`` and ``run(args) -> exit status``;
+options that several commands share are defined once in :mod:`cprl_fast_cli.options`.
+
+    cprl-fast train --dataset builtin --model cprl --arch resnet18 --epochs 2 --image-size 64
+    python -m cprl_fast_cli --help
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from types import ModuleType
+
+from cprl_fast_cli.options import UserError
+
+__all__ = ["COMMANDS", "LONG_COMMANDS", "UserError", "command", "main", "parser"]
+
+#: The commands, each the module ``cprl_fast_cli.<name>`` (``add_parser``, ``run``), in the
+#: order ``--help`` lists them.
+COMMANDS = ("train", "evaluate", "reproduce", "demo", "audit", "score", "info", "study", "export")
+
+#: Commands that print which thread count they use (score, info and export print output that
+#: other programs read).
+LONG_COMMANDS = ("train", "evaluate", "reproduce", "demo", "audit", "study")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with argument errors as one line (the command, the error, where help is) and
+    exit status 2, like every other user error; subcommands' parsers are of this class too."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def parser() -> Parser:
+    """The whole command line's parser (builds without importing torch)."""
+    p = Parser(prog="cprl-fast",
+               description="Fast no-reference image quality assessment with CPRL: train, "
+               "attack, audit, certify, score and export quality models.")  # fmt: skip
+    p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: OMP_NUM_THREADS if set, else at "
+                   "most the cores this process may use, cgroup quota included)")  # fmt: skip
+    sub = p.add_subparsers(dest="command", required=True)
+    for name in COMMANDS:
+        command(name).add_parser(sub)
+    return p
+
+
+def command(name: str) -> ModuleType:
+    """The module of the command ``name``."""
+    return importlib.import_module(f"cprl_fast_cli.{name}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    args.command_line = sys.argv[1:] if argv is None else list(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        from cprl_fast.threads import set_threads
+
+        note = set_threads(args.threads)
+        if args.command in LONG_COMMANDS:  # the others print machine-readable output
+            print(note, flush=True)
+        return command(args.command).run(args)
+    except (UserError, ValueError, FileNotFoundError, OSError, TypeError, RuntimeError) as err:
+        if args.debug:
+            raise
+        from cprl_fast.io import printable
+
+        # the first line (split at newlines only: a name may hold a carriage return), escaped
+        message = str(err).split("\n")[0] if str(err) else type(err).__name__
+        print(f"cprl-fast {args.command}: {printable(message)}", file=sys.stderr)
+        return 2

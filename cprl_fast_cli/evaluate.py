@@ -1,0 +1,80 @@
+"""cprl-fast evaluate: clean and attacked SRCC/PLCC/MSE of trained models (Tables 1, 2, 4;
+Figs 4-6)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from cprl_fast_cli.catalog import load
+from cprl_fast_cli.options import (
+    UserError,
+    add_attack,
+    add_batch_and_device,
+    add_dataset,
+    add_root,
+    add_split,
+    attack_list,
+    parse_named_path,
+)
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "evaluate",
+        help="clean and attacked SRCC/PLCC/MSE of trained models (Tables 1, 2, 4; Figs 4-6)",
+        description="Evaluates checkpoints clean and under attacks; writes results.md/.csv/.json "
+        "(and with --figures fig4_landscape.png, fig5_channels.png, fig6_srcc_vs_eps.png).",
+    )
+    p.add_argument("--checkpoint", action="append", required=True, metavar="[NAME=]PATH",
+                   help="a checkpoint written by cprl-fast train, named NAME in the tables "
+                   "(default: its run folder's name); repeat to compare models")  # fmt: skip
+    add_dataset(p, None, "dataset (default: the one the first model was trained on)")
+    add_root(p, "the first model's training run's")
+    add_split(p, "evaluate")
+    add_attack(p, load()["suites"]["protocol"])
+    p.add_argument(
+        "--eps",
+        default="1/255",
+        help="L-infinity budget in pixel units, e.g. 1/255 (default: 1/255)",
+    )
+    add_batch_and_device(p)
+    p.add_argument("--figures", action="store_true", help="also draw Figs 4, 5 and 6")
+    p.add_argument(
+        "--out-dir",
+        type=Path,
+        default=Path("reports/evaluate"),
+        help="folder for the tables and figures (default: reports/evaluate)",
+    )
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from cprl_fast.evaluate import evaluate, parse_eps, write_report
+    from cprl_fast.figures import draw_figures
+    from cprl_fast.train.runs import load_run_splits, load_trained
+
+    eps = parse_eps(args.eps)
+    names = attack_list(args.attack)
+    models = {}
+    for text in args.checkpoint:
+        name, path = parse_named_path(text)
+        trained = load_trained(path, args.device, name)
+        if trained.name in models:
+            raise UserError(f"two checkpoints are named {trained.name!r}: name them, e.g. "
+                            f"--checkpoint other={path}")  # fmt: skip
+        models[trained.name] = trained
+    cfg0 = next(iter(models.values())).config
+    dataset = load_run_splits(cfg0, (args.split,), args.dataset, args.root,
+                              from_card=True)[args.split]  # fmt: skip
+    results = {
+        name: evaluate(t.model, dataset, names, eps, args.batch_size, args.device)
+        for name, t in models.items()
+    }
+    paths = write_report(results, args.out_dir, f"{dataset.name} {args.split}, eps = {args.eps}")
+    if args.figures:
+        plain = {n: t.model for n, t in models.items()}
+        draw_figures(plain, dataset, args.out_dir, args.batch_size, args.device)
+    print((args.out_dir / "results.md").read_text())
+    print(f"wrote {', '.join(str(p) for p in paths.values())}")
+    return 0

@@ -1,0 +1,35 @@
+"""cprl-fast info: print a checkpoint's model card."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "info",
+        help="print a checkpoint's model card",
+        description="Prints what produced a checkpoint of cprl-fast train: model and options, "
+        "objective, dataset and split identity, image size, steps, validation SRCC, thread "
+        "count and library versions (JSON with --json).",
+    )
+    p.add_argument("checkpoint", help="best.pt or last.pt of a run")
+    p.add_argument("--json", action="store_true", help="print the card as JSON")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from cprl_fast.train.runs import model_card
+
+    card = model_card(Path(args.checkpoint))
+    if args.json:
+        from cprl_fast.io import json_text
+
+        print(json_text(card), end="")
+        return 0
+    for key, value in card.items():
+        text = json.dumps(value) if isinstance(value, (dict, list)) else value
+        print(f"{key:>18}: {text}")
+    return 0

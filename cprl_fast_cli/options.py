@@ -1,0 +1,188 @@
+"""Options that several commands take, each defined once, with choices and help from the
+static listing of the registries (:mod:`cprl_fast_cli.catalog`); and the parsing of the values
+they share (comma-separated attacks, budgets and noise levels). Nothing here imports torch."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterable
+from pathlib import Path
+
+from cprl_fast_cli.catalog import load
+
+
+class UserError(Exception):
+    """A mistake in what the user asked for: one line on stderr, exit status 2."""
+
+
+#: Help of the run settings (TrainConfig's fields that are not model or objective options).
+RUN_HELP = {
+    "dataset": "dataset name",
+    "root": "folder the dataset was unpacked to (builtin: its cache folder)",
+    "split_file": "JSON split file to reuse (written there if missing)",
+    "split_seed": "seed of the 4:1 scene-disjoint split",
+    "val_ratio": "share of the training scenes held out (scene-disjoint) to choose best.pt; the "
+    "test split is used only to report",
+    "folds": "K-fold cross-validation by scene instead of the 4:1 split (every image is a test "
+    "image in one of the K runs)",
+    "fold": "which of the folds is the test side (0 .. folds-1)",
+    "model": "quality model",
+    "objective": "training objective (default: the model's own)",
+    "lr": "learning rate of every AdamW optimiser",
+    "weight_decay": "AdamW weight decay",
+    "batch_size": "images per iteration",
+    "epochs": "passes over the training split",
+    "image_size": "side of the square training and test crops, pixels",
+    "clip_grad": "clip each parameter group's gradient norm to this (default: no clipping)",
+    "bf16": "bf16 autocast (CUDA only)",
+    "seed": "seed of initialisation, data order and augmentation",
+    "num_workers": "DataLoader worker processes",
+    "sync_bn": "SyncBatchNorm under DDP (CUDA only)",
+    "freeze_bn": "BatchNorm uses its running statistics while training",
+    "device": "cpu, cuda or cuda:N",
+    "out_dir": "folder for log.csv, last.pt and best.pt",
+    "max_steps": "stop after this many iterations in all (default: epochs x batches)",
+    "noise_sigma": "train on images plus Gaussian noise of this standard deviation (pixel "
+    "units; for cprl-fast audit --certify; default: 0, off)",
+}
+#: Help of model and objective options that several entries share.
+OPTION_HELP = {
+    "arch": "ResNet depth: resnet18, resnet34, resnet50 or resnet101",
+    "pretrained": "backbone initialisation: imagenet (torchvision's weights, from torch's "
+    "cache or downloaded) or a local state-dict file",
+    "placement": "CA placement: last (last block of each stage), all, or comma-separated blocks",
+    "b": "initial offset b of every CA module (0.5 keeps every channel)",
+    "temperature": "temperature T of the CA mask's sigmoid",
+    "rank": "hard (the paper) or soft rank in the CA modules",
+    "tau": "soft-rank temperature, in units of the channel means",
+    "units": "LWTA group size",
+    "bins": "NIMA score bins",
+    "scnn_steps": "DBCNN: S-CNN pre-training steps on the built-in distortions",
+    "lam": "weight lambda of the intervention losses",
+    "mode": "faithful (Algorithm 1's alternating order) or fast (one backward per iteration)",
+    "sigma": "std of NIMA's target distribution around the label, on [0, 1]",
+    "eps": "L-infinity budget of the training attack, pixel units (e.g. 0.0039 = 1/255)",
+    "steps": "PGD steps per training batch",
+    "weight": "weight of the input-gradient penalty",
+}
+
+
+def parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+#: The listing's type names -> what argparse converts a value with.
+CONVERTERS = {"bool": parse_bool, "int": int, "float": float, "str": str}
+
+
+def with_default(text: str, default: object) -> str:
+    return text if "default:" in text else f"{text} (default: {default})"
+
+
+def entries_help(entries: dict[str, str]) -> str:
+    """``name: about; ...`` of a registry's entries, as the listing holds them."""
+    return "; ".join(f"{n}: {about}".rstrip(": ") for n, about in entries.items())
+
+
+def eps_text(eps: Iterable[float]) -> str:
+    """Budgets as the flags write them: ``1/255,2/255``."""
+    return ",".join(f"{e * 255:g}/255" for e in eps)
+
+
+def add_dataset(p: argparse.ArgumentParser, default: str | None, help: str) -> None:
+    p.add_argument("--dataset", default=default, choices=load()["datasets"], help=help)
+
+
+def add_root(p: argparse.ArgumentParser, default: str = "") -> None:
+    """--root; ``default`` says where it comes from when it is not given."""
+    p.add_argument("--root", help=RUN_HELP["root"] + (f" (default: {default})" if default else ""))
+
+
+def add_split(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--split", default="test", choices=load()["splits"],
+                   help=f"which split to {what} on (default: test)")  # fmt: skip
+
+
+def add_attack(p: argparse.ArgumentParser, default: Iterable[str]) -> None:
+    """--attack, comma-separated names of the attack registry."""
+    default = ",".join(default)
+    p.add_argument("--attack", default=default,
+                   help=f"comma-separated attacks: {entries_help(load()['attacks'])} "
+                   f"(default: {default})")  # fmt: skip
+
+
+def attack_list(text: str) -> list[str]:
+    """The names of --attack, checked against the attack registry (imports cprl_fast)."""
+    from cprl_fast.attacks import check_attack_names
+
+    return check_attack_names(a.strip() for a in text.split(",") if a.strip())
+
+
+def add_batch_and_device(p: argparse.ArgumentParser) -> None:
+    """--batch-size and --device, as evaluate, audit and score take them."""
+    p.add_argument("--batch-size", type=int, default=16, help="images per batch (default: 16)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+
+
+def add_protocol(p: argparse.ArgumentParser, out: str, arch: str, size: int, epochs: int,
+                 lr: float, eps: str = "1/255", dataset: str = "builtin") -> None:  # fmt: skip
+    """The options `reproduce`, `demo` and `study` share, with each command's defaults."""
+    add_dataset(p, dataset, f"dataset (default: {dataset})")
+    add_root(p)
+    p.add_argument("--out-dir", type=Path, default=Path(out),
+                   help=f"report folder, resumable (default: {out})")  # fmt: skip
+    what = "budget" if "," not in eps else "comma-separated budgets"
+    p.add_argument("--eps", default=eps,
+                   help=f"attack {what} in pixel units, e.g. 1/255 (default: {eps})")  # fmt: skip
+    p.add_argument("--arch", default=arch, help=f"{OPTION_HELP['arch']} (default: {arch})")
+    p.add_argument("--image-size", type=int, default=size,
+                   help=f"{RUN_HELP['image_size']} (default: {size})")  # fmt: skip
+    p.add_argument("--epochs", type=int, default=epochs,
+                   help=f"{RUN_HELP['epochs']} (default: {epochs})")  # fmt: skip
+    p.add_argument("--batch-size", type=int, default=16,
+                   help=f"{RUN_HELP['batch_size']} (default: 16)")  # fmt: skip
+    p.add_argument("--lr", type=float, default=lr, help=f"{RUN_HELP['lr']} (default: {lr:g})")
+    p.add_argument("--max-steps", type=int, help=RUN_HELP["max_steps"])
+    p.add_argument("--device", default="cpu", help=f"{RUN_HELP['device']} (default: cpu)")
+
+
+def protocol_config(args: argparse.Namespace):
+    """The TrainConfig that `reproduce`, `demo` and `study` start each model's run from."""
+    from cprl_fast.train import TrainConfig
+
+    return TrainConfig(model_options={"arch": args.arch}, image_size=args.image_size,
+                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                       max_steps=args.max_steps, device=args.device)  # fmt: skip
+
+
+def add_certify(p: argparse.ArgumentParser) -> None:
+    """--certify and --certify-n, as audit and study take them."""
+    p.add_argument("--certify", default="", metavar="SIGMA[,SIGMA...]",
+                   help="also certify by median smoothing at these noise levels (pixel units, "
+                   "e.g. 0.12,0.25): smoothed SRCC, interval widths, certified SRCC")  # fmt: skip
+    p.add_argument("--certify-n", type=int, default=1000,
+                   help="noise draws per image for --certify (default: 1000)")  # fmt: skip
+
+
+def certify_sigmas(text: str, option: str = "--certify") -> list[float]:
+    from cprl_fast.evaluate import parse_eps
+
+    try:
+        sigmas = [parse_eps(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        sigmas = [-1.0]
+    if any(v <= 0 for v in sigmas):
+        raise UserError(f"{option} needs noise levels > 0 such as 0.12,0.25, got {text!r}")
+    return sigmas
+
+
+def parse_named_path(text: str) -> tuple[str | None, Path]:
+    """``"name=path"`` -> ``(name, path)``; a plain ``"path"`` -> ``(None, path)``."""
+    name, sep, path = str(text).partition("=")
+    if sep and name and "/" not in name:
+        return name, Path(path)
+    return None, Path(text)

@@ -1,0 +1,82 @@
+"""The command line's front end (``cprl_fast_cli``): its static listing of the registries is
+what the registries hold, and ``--help``, every command's ``--help`` and argument errors never
+import torch or cprl_fast (so they answer at once; ``bench/cli_latency.py`` times them)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from cprl_fast_cli import COMMANDS, catalog, make_catalog
+
+
+def test_the_committed_listing_is_what_the_registries_hold():
+    now = make_catalog.build()
+    assert json.loads(make_catalog.text(now)) == catalog.load(), (
+        "cprl_fast_cli/catalog.json is stale: run python -m cprl_fast_cli.make_catalog --write"
+    )
+
+
+def test_the_listing_check_fails_on_a_stale_file(tmp_path, monkeypatch, capsys):
+    stale = tmp_path / "catalog.json"
+    listing = make_catalog.build()
+    listing["models"].pop(next(iter(listing["models"])))
+    stale.write_text(make_catalog.text(listing))
+    monkeypatch.setattr(make_catalog, "PATH", stale)
+    assert make_catalog.main([]) == 1 and "differs from" in capsys.readouterr().out
+    assert make_catalog.main(["--write"]) == 0
+    assert make_catalog.main([]) == 0 and stale.read_text() == make_catalog.text(
+        make_catalog.build()
+    )
+
+
+def test_every_suite_names_registered_attacks_and_the_boxes_partition_them():
+    from cprl_fast.attacks import ATTACKS, SUITES, black_box_checks, white_box
+
+    for name, names in SUITES.items():
+        assert names and all(n in ATTACKS for n in names), name
+    assert set(white_box()) | set(black_box_checks()) == set(ATTACKS)
+    assert not set(white_box()) & set(black_box_checks())
+
+
+ANSWERED_WITHOUT_TORCH = [
+    ["--help"],
+    *[[c, "--help"] for c in COMMANDS],
+    ["train", "--epochz", "3"],
+    ["bogus"],
+    ["score"],
+    ["audit", "--module", "m:f", "--certify-n", "2.5"],
+    ["train", "--dataset", "nosuch"],
+]
+
+
+def test_help_and_argument_errors_import_neither_torch_nor_cprl_fast():
+    code = (
+        "import sys, json\n"
+        "from cprl_fast_cli import main\n"
+        "out = []\n"
+        f"for argv in {ANSWERED_WITHOUT_TORCH!r}:\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit as done:\n"
+        "        out.append(done.code)\n"
+        "heavy = sorted(m for m in ('torch', 'cprl_fast', 'numpy') if m in sys.modules)\n"
+        "print(json.dumps({'codes': out, 'heavy': heavy}), file=sys.stderr)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    result = json.loads(r.stderr.strip().splitlines()[-1])
+    assert result["heavy"] == [], result
+    helps = len(COMMANDS) + 1
+    assert result["codes"] == [0] * helps + [2] * (len(ANSWERED_WITHOUT_TORCH) - helps)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_each_command_module_has_a_parser_and_a_run(command):
+    from cprl_fast_cli import command as module_of
+
+    module = module_of(command)
+    assert callable(module.add_parser) and callable(module.run)
+    assert module.__doc__ and f"cprl-fast {command}" in module.__doc__
