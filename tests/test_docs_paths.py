@@ -54,3 +54,10 @@ def test_the_readme_starts_small():
     linked = set(LINK.findall("\n".join(lines)))
     pages = {f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md")}
     assert pages <= linked, pages - linked
+
+
+def test_the_layout_page_lists_every_test_file():
+    listed = set(re.findall(r"`(test_\w+\.py)`", (ROOT / "docs" / "layout.md").read_text()))
+    files = {p.name for p in (ROOT / "tests").glob("test_*.py")}
+    assert files - listed == set(), f"docs/layout.md's test table misses {sorted(files - listed)}"
+    assert listed - files - {p.name for p in (ROOT / "bench").glob("test_*.py")} == set()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-COMMITTED = Path(__file__).resolve().parents[2] / "results" / "robustness-builtin-v2"
+COMMITTED = Path(__file__).resolve().parents[1] / "results" / "robustness-builtin-v2"
 REPORT = {"report.md", "report.json", "worst_vs_eps.png"}
 
 #: every test here runs the command line in a fresh process (seconds each)
