@@ -57,6 +57,7 @@ def _audit(device: str, out: Path) -> str:
     import io
     import json
 
+    from cprl_fast.reports import AuditReport, eps_label
     from cprl_fast_cli import main
 
     with contextlib.redirect_stdout(io.StringIO()):  # the report is in the files
@@ -66,12 +67,10 @@ def _audit(device: str, out: Path) -> str:
                      "--out-dir", str(out / "audit")])  # fmt: skip
     if code != 0:
         raise RuntimeError(f"audit exited {code}")
-    report = json.loads((out / "audit" / "report.json").read_text())
-    res = report["results"]
-    worst = {f"{float(e) * 255:.0f}/255": round(r["worst"]["srcc"], 3) for e, r in res.items()}
-    clean = next(iter(res.values()))["clean"]["srcc"]
-    failed = sorted({d["check"] for d in report["diagnostics"] if not d["passed"]})
-    return f"clean SRCC {clean:.3f}, worst {worst}, failed checks {failed}"
+    report = AuditReport.from_json(json.loads((out / "audit" / "report.json").read_text()))
+    worst = {eps_label(e): round(report.worst(e)["srcc"], 3) for e in report.results}
+    failed = sorted(set(report.failed))
+    return f"clean SRCC {report.clean['srcc']:.3f}, worst {worst}, failed checks {failed}"
 
 
 def _certify(device: str, out: Path) -> str:

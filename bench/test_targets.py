@@ -65,4 +65,4 @@ def test_audit_suite(benchmark):
     benchmark.group = f"target 4: audit suite, {images} images {size}px, {len(eps)} eps"
     report = benchmark.pedantic(audit, args=(model, subset), rounds=1, iterations=1,
                                 kwargs={"eps": eps, "attacks": SUITE, "batch_size": 16})
-    assert set(report["results"][str(eps[0])]) >= set(SUITE)
+    assert set(report.results[eps[0]]) >= set(SUITE)

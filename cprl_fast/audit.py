@@ -40,8 +40,9 @@ from cprl_fast import metrics
 from cprl_fast.attacks import SUITES, black_box_checks, white_box
 from cprl_fast.checks import check_images
 from cprl_fast.evaluate import evaluate, predictions
-from cprl_fast.io import write_json_atomic, write_text_atomic
 from cprl_fast.nn import CPRLActivation
+from cprl_fast.render import write_audit
+from cprl_fast.reports import AuditReport, Check, eps_label, worst_of
 
 #: The budgets (L-infinity, pixel units) and the suite an audit runs by default.
 DEFAULT_EPS = (1 / 255, 2 / 255, 4 / 255, 8 / 255)
@@ -50,7 +51,7 @@ WHITE_BOX = white_box()
 #: The black-box attacks, each with the check that it is not stronger than the white box.
 BLACK_BOX = black_box_checks()
 #: The attacks of the unbounded check: iterative, deterministic from the clean image.
-UNBOUNDED = ("reflect10",)
+UNBOUNDED = SUITES["unbounded"]
 #: How far the worst-case SRCC may rise with eps before "damage grows with eps" fails (and
 #: three restarts may stay above one before "more restarts not weaker" fails).
 NON_MONOTONE_TOLERANCE = 0.05
@@ -62,8 +63,8 @@ def _has_ca(model: nn.Module) -> bool:
     return any(isinstance(m, CPRLActivation) for m in model.modules())
 
 
-def _check(name: str, eps: float | None, passed: bool, detail: str) -> dict:
-    return {"check": name, "eps": eps, "passed": bool(passed), "detail": detail}
+def _check(name: str, eps: float | None, passed: bool, detail: str) -> Check:
+    return Check(name, eps, bool(passed), detail)
 
 
 def _not_stronger(res: dict, a: str, b: str, labels) -> tuple[bool, str]:
@@ -75,13 +76,12 @@ def _not_stronger(res: dict, a: str, b: str, labels) -> tuple[bool, str]:
     return not (d["significant"] and d["difference"] < 0), detail
 
 
-def diagnose(by_eps: dict[float, dict], unbounded: dict, soft: bool) -> list[dict]:
-    """The gradient-masking checks on an audit's results (see the module's docstring); each
-    ``{"check", "eps", "passed", "detail"}``."""
+def diagnose(by_eps: dict[float, dict], unbounded: dict, soft: bool) -> list[Check]:
+    """The gradient-masking checks on an audit's results (see the module's docstring)."""
     checks = []
     labels = next(iter(by_eps.values()))["clean"]["labels"]
     for eps, res in by_eps.items():
-        tag = f"eps={eps * 255:g}/255: "
+        tag = f"eps={eps_label(eps)}: "
         white = [n for n in WHITE_BOX if n in res]
         for black, check in BLACK_BOX.items():
             if black in res and white:
@@ -100,15 +100,15 @@ def diagnose(by_eps: dict[float, dict], unbounded: dict, soft: bool) -> list[dic
         if soft and "pgd-soft" in res and "pgd" in res:
             passed, detail = _not_stronger(res, "pgd-soft", "pgd", labels)
             checks.append(_check("surrogate_not_stronger", eps, passed, tag + detail))
-    bad = sorted({f"{name} at eps={eps * 255:g}/255" for eps, res in by_eps.items()
+    bad = sorted({f"{name} at eps={eps_label(eps)}" for eps, res in by_eps.items()
                   for name, r in res.items() if not np.isfinite(r["srcc"])})  # fmt: skip
     checks.append(_check("metrics_finite", None, not bad,
                          "every SRCC is finite" if not bad else
                          f"SRCC is undefined (NaN) for {', '.join(bad[:4])}: the model gives "
                          "some images the same score"))  # fmt: skip
-    worst = [(eps, _worst(res)["srcc"]) for eps, res in sorted(by_eps.items())]
+    worst = [(eps, worst_of(res)["srcc"]) for eps, res in sorted(by_eps.items())]
     rises = [a for a, b in itertools.pairwise(worst) if b[1] > a[1] + NON_MONOTONE_TOLERANCE]
-    curve = ", ".join(f"{e * 255:g}/255: {v:.3f}" for e, v in worst)
+    curve = ", ".join(f"{eps_label(e)}: {v:.3f}" for e, v in worst)
     checks.append(_check("damage_grows_with_eps", None, not rises,
                          f"worst-case SRCC by eps: {curve}"))  # fmt: skip
     reached = min(unbounded[n]["srcc"] for n in unbounded)
@@ -171,18 +171,13 @@ def check_auditable(model: nn.Module, dataset, batch_size: int = 16, device="cpu
         raise ValueError("the model's gradient with respect to the images is NaN or infinite")
 
 
-def _worst(res: dict) -> dict:
-    return res.get("worst") or min((v for k, v in res.items() if k != "clean"),
-                                   key=lambda m: m["srcc"])  # fmt: skip
-
-
 def audit(model: nn.Module, dataset, eps: Sequence[float] = DEFAULT_EPS,
           attacks: Sequence[str] = SUITE, batch_size: int = 16, device="cpu", seed: int = 0,
           out_dir: str | Path | None = None, title: str = "model",
           source: nn.Module | None = None, certify_sigmas: Sequence[float] = (),
           certify_n: int = 1000, certify_alpha: float = 0.001,
           certify_layer: str | None = None, certify_feature_sigmas: Sequence[float] = (),
-          certify_lipschitz: str = "power") -> dict:  # fmt: skip
+          certify_lipschitz: str = "power") -> AuditReport:  # fmt: skip
     """Runs ``attacks`` at every ``eps`` on ``dataset`` (SRCC/PLCC with 95% bootstrap intervals,
     the worst case per eps) and the gradient-masking diagnostics; with ``out_dir`` writes
     report.md, report.json and srcc_vs_eps.png there. ``source``: another trained model; the
@@ -192,7 +187,7 @@ def audit(model: nn.Module, dataset, eps: Sequence[float] = DEFAULT_EPS,
     ball that holds each L-infinity ball, ``eps * sqrt(3 H W)``. ``certify_layer``,
     ``certify_feature_sigmas``, ``certify_lipschitz``: feature-space smoothing at that layer
     (:func:`cprl_fast.certify.certify_features`, sigma in feature units) on the same images,
-    beside the input-space rows with the time each took. Returns the report's content."""
+    beside the input-space rows with the time each took. Returns the report."""
     from tqdm import tqdm
 
     if certify_feature_sigmas:  # checked before any attack runs
@@ -221,43 +216,38 @@ def audit(model: nn.Module, dataset, eps: Sequence[float] = DEFAULT_EPS,
     for n in UNBOUNDED:
         pred, y = predictions(model, dataset, n, 1.0, batch_size, device, seed)
         unbounded[n] = {"srcc": metrics.srcc(pred, y)}
-    checks = diagnose(by_eps, unbounded, soft)
-    report = {"model": title, "images": len(dataset), "attacks": attacks,
-              "eps": [float(e) for e in eps], "results": {str(e): r for e, r in by_eps.items()},
-              "unbounded": unbounded, "diagnostics": checks}  # fmt: skip
+    report = AuditReport(model=title, images=len(dataset), attacks=attacks,
+                         eps=[float(e) for e in eps], results=by_eps, unbounded=unbounded,
+                         diagnostics=diagnose(by_eps, unbounded, soft))  # fmt: skip
     if certify_sigmas or certify_feature_sigmas:
-        report["certified"] = certified_rows(model, dataset, eps, certify_sigmas, certify_n,
-                                         certify_alpha, batch_size, device, seed, certify_layer,
-                                         certify_feature_sigmas, certify_lipschitz)  # fmt: skip
+        report.certified = certified_rows(model, dataset, eps, certify_sigmas, certify_n,
+                                          certify_alpha, batch_size, device, seed, certify_layer,
+                                          certify_feature_sigmas, certify_lipschitz)  # fmt: skip
     if out_dir is not None:
-        write(report, Path(out_dir))
+        write_audit(report, Path(out_dir))
     return report
 
 
-def summary(report: dict, dataset=None) -> dict:
+def summary(report: AuditReport, dataset=None) -> dict:
     """The audit in a few numbers, for a model card: clean SRCC, the worst case per eps with its
     interval and the attack it came from, the failed checks, and the certified table if any."""
-    results = {float(k): v for k, v in report["results"].items()}
-    clean = next(iter(results.values()))["clean"]
     info = getattr(dataset, "split_info", {}) or {}
-    out = {"date": time.strftime("%Y-%m-%d"), "images": report["images"],
+    worst = {e: report.worst(e) for e in sorted(report.results)}
+    out = {"date": time.strftime("%Y-%m-%d"), "images": report.images,
            "dataset": getattr(dataset, "name", None), "split": info.get("split"),
-           "attacks": report["attacks"], "clean_srcc": clean["srcc"],
-           "worst": {f"{e * 255:g}/255": {"srcc": _worst(r)["srcc"],
-                                          "ci": _worst(r).get("srcc_ci"),
-                                          "from": _worst(r).get("from")}
-                     for e, r in sorted(results.items())},
-           "failed_checks": sorted({c["check"] for c in report["diagnostics"]
-                                    if not c["passed"]})}  # fmt: skip
-    if report.get("certified"):
+           "attacks": report.attacks, "clean_srcc": report.clean["srcc"],
+           "worst": {eps_label(e): {"srcc": w["srcc"], "ci": w.get("srcc_ci"),
+                                    "from": w.get("from")} for e, w in worst.items()},
+           "failed_checks": sorted(set(report.failed))}  # fmt: skip
+    if report.certified:
         out["certified"] = [{"sigma": c["sigma"], "smoothed_srcc": c["srcc"],
                              "radii": [{k: r[k] for k in ("radius", "width", "certified_srcc")}
                                        for r in c["radii"]]}
-                            for c in report["certified"]]  # fmt: skip
+                            for c in report.certified]  # fmt: skip
     return out
 
 
-def record(checkpoint: str | Path, report: dict, dataset=None) -> None:
+def record(checkpoint: str | Path, report: AuditReport, dataset=None) -> None:
     """Writes :func:`summary` into the checkpoint's model card (key ``audit``), atomically and
     in its own format (``torch.save`` or safetensors)."""
     from cprl_fast.train.checkpoint import load, save_atomic, save_safetensors
@@ -298,125 +288,3 @@ def certified_rows(model, dataset, eps, sigmas, n, alpha, batch_size, device, se
             r["eps"] = float(e)
         out.append(res)
     return out
-
-
-def write(report: dict, out: Path) -> dict[str, Path]:
-    """report.json, report.md (tables with intervals, the worst case, the diagnostics) and
-    srcc_vs_eps.png (SRCC of each attack and the worst case, with its interval, against eps)."""
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / "report.json", "md": out / "report.md", "png": out / "srcc_vs_eps.png"}
-    write_json_atomic(paths["json"], report)
-    results = {float(k): v for k, v in report["results"].items()}
-    clean = next(iter(results.values()))["clean"]
-    lo, hi = clean["srcc_ci"]
-    lines = [f"# Robustness audit: {report['model']}", "",
-             f"{report['images']} images; clean SRCC {clean['srcc']:.3f} [{lo:.3f}, {hi:.3f}], "
-             f"PLCC {clean['plcc']:.3f}. Attacks: {', '.join(report['attacks'])}. Brackets: "
-             "95% bootstrap intervals over the images.", "",
-             "| eps | " + " | ".join(report["attacks"]) + " | worst |",
-             "| --- |" + " ---: |" * (len(report["attacks"]) + 1)]  # fmt: skip
-    for e, res in sorted(results.items()):
-        cells = [f"{res[a]['srcc']:.3f}" for a in report["attacks"]]
-        w = _worst(res)
-        wlo, whi = w.get("srcc_ci", (np.nan, np.nan))
-        cells.append(f"**{w['srcc']:.3f}** [{wlo:.3f}, {whi:.3f}] ({w.get('from', '')})")
-        lines.append(f"| {e * 255:g}/255 | " + " | ".join(cells) + " |")
-    failed = [c for c in report["diagnostics"] if not c["passed"]]
-    lines += ["", "## Gradient-masking diagnostics", "",
-              ("All passed." if not failed else
-               f"**{len(failed)} failed: the white-box numbers above may overstate robustness.**"),
-              "", "| check | result | detail |", "| --- | --- | --- |"]  # fmt: skip
-    lines += [f"| {c['check']} | {'pass' if c['passed'] else '**FAIL**'} | {c['detail']} |"
-              for c in report["diagnostics"]]  # fmt: skip
-    lines += ["", "![SRCC against eps](srcc_vs_eps.png)", "",
-              "*SRCC of each attack and of the worst case (band: its 95% interval) against the "
-              "budget eps; the dotted line is the clean SRCC.*"]  # fmt: skip
-    if report.get("certified"):
-        paths["certified"] = out / "certified.png"
-        lines += _certified_lines(report)
-        _plot_certified(report, results, paths["certified"])
-    write_text_atomic(paths["md"], "\n".join(lines) + "\n")
-    _plot(report, results, clean["srcc"], paths["png"])
-    return paths
-
-
-def _certified_lines(report: dict) -> list[str]:
-    first = report["certified"][0]
-    lines = ["", "## Certified (median smoothing)", "",
-             f"The smoothed model scores an image by the median of the model's scores over "
-             f"{first['n']} Gaussian noise draws of standard deviation sigma; each interval holds "
-             f"for every L2 perturbation up to the radius with probability "
-             f"{1 - first['alpha']:g} (cprl_fast/certify.py, docs/maths.md §8). Radius "
-             "eps*sqrt(d) is the L2 ball holding the L-infinity ball of eps. Certified SRCC: "
-             "a lower bound on the SRCC of any scores inside the intervals, holding with "
-             f"probability {max(0.0, 1 - report['images'] * first['alpha']):g} (all "
-             f"{report['images']} intervals at once).", ""]  # fmt: skip
-    feature = [c for c in report["certified"] if c.get("space", "input") != "input"]
-    if feature:
-        c = feature[0]
-        lines += [f"Feature-space rows (FS-IQA): the noise (sigma in feature units) is added to "
-                  f"the features of {c['space'].split('(')[1].rstrip(')')}, whose input-to-"
-                  f"feature Lipschitz constant L (median over the images {c['lipschitz']:.3g}) "
-                  f"turns an input radius r into the feature radius L r; L is the "
-                  f"{c['lipschitz_kind']}. Time: seconds for the whole certificate.",
-                  ""]  # fmt: skip
-    lines += ["| space | sigma | radius (L2) | holds L-inf eps | smoothed SRCC (clean) | "
-              "mean width | certified SRCC | time s |",
-              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
-    for c in report["certified"]:
-        lo, hi = c["srcc_ci"]
-        seconds = c.get("seconds", float("nan"))
-        for r in c["radii"]:
-            eps = f"{r['eps'] * 255:g}/255" if "eps" in r else "-"
-            lines.append(f"| {c.get('space', 'input')} | {c['sigma']:g} | {r['radius']:.3f} | "
-                         f"{eps} | {c['srcc']:.3f} [{lo:.3f}, {hi:.3f}] | {r['width']:.3f} | "
-                         f"{r['certified_srcc']:.3f} | {seconds:.1f} |")  # fmt: skip
-    lines += ["", "![certified SRCC](certified.png)", "",
-              "*Certified SRCC of the smoothed model at each sigma (the L2 ball holding each "
-              "L-infinity ball) beside the empirical worst-case SRCC of the model itself "
-              "under the attack suite, against eps. The certified curves are guarantees for "
-              "another model (the smoothed one); the empirical curve is an upper estimate "
-              "for this one.*"]  # fmt: skip
-    return lines
-
-
-def _plot_certified(report: dict, results: dict, path: Path) -> None:
-    from cprl_fast.figures import pyplot
-
-    plt = pyplot()
-    eps = sorted(results)
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    ax.plot([e * 255 for e in eps], [_worst(results[e])["srcc"] for e in eps], color="black",
-            lw=2, marker="o", label="empirical worst case (model)")  # fmt: skip
-    for c in report["certified"]:
-        pts = [(r["eps"] * 255, r["certified_srcc"]) for r in c["radii"] if "eps" in r]
-        ax.plot(*zip(*pts, strict=True), marker="s", ls="--",
-                label=f"certified, {c.get('space', 'input')} sigma={c['sigma']:g}")  # fmt: skip
-    ax.set(xlabel="budget eps (/255, L-infinity; certified at L2 radius eps*sqrt(d))",
-           ylabel="SRCC", title=f"{report['model']}: certified and empirical")  # fmt: skip
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # off the data
-    fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-
-
-def _plot(report: dict, results: dict, clean: float, path: Path) -> None:
-    from cprl_fast.figures import pyplot
-
-    plt = pyplot()
-    eps = sorted(results)
-    x = [e * 255 for e in eps]
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for a in report["attacks"]:
-        ax.plot(x, [results[e][a]["srcc"] for e in eps], marker="o", lw=1, label=a)
-    worst = [_worst(results[e]) for e in eps]
-    ax.plot(x, [w["srcc"] for w in worst], color="black", lw=2, label="worst")
-    band = np.array([w.get("srcc_ci", (np.nan, np.nan)) for w in worst])
-    ax.fill_between(x, band[:, 0], band[:, 1], color="black", alpha=0.15)
-    ax.axhline(clean, ls=":", color="grey", label="clean")
-    ax.set(xlabel="budget eps (/255, L-infinity)", ylabel="SRCC (band: worst case's 95% interval)",
-           title=f"{report['model']}: SRCC under attack")  # fmt: skip
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # off the band
-    fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)

@@ -23,6 +23,7 @@ from cprl_fast import attacks, metrics
 from cprl_fast.attacks.common import eval_mode
 from cprl_fast.checks import check_eps
 from cprl_fast.io import csv_cell, write_json_atomic, write_text_atomic
+from cprl_fast.reports import interval
 
 
 def parse_eps(text: str | float) -> float:
@@ -147,8 +148,7 @@ def _number(value: float | None, digits: int = 4) -> str:
 
 
 def _with_ci(m: dict, name: str) -> str:
-    lo, hi = m.get(f"{name}_ci", (float("nan"), float("nan")))
-    return f"{m[name]:.4f} [{lo:.2f}, {hi:.2f}]"
+    return interval(m[name], m.get(f"{name}_ci"), digits=4)
 
 
 def write_report(

@@ -22,6 +22,7 @@ from torch import nn
 from cprl_fast import attacks, metrics
 from cprl_fast.attacks.common import eval_mode, input_grad, targets
 from cprl_fast.attacks.losses import mse_loss
+from cprl_fast.reports import eps_label
 
 
 def pyplot():
@@ -136,7 +137,7 @@ def channel_activations(models: dict[str, tuple[nn.Module, nn.Module]], x: torch
         order = np.argsort(-np.abs(natural), kind="stable")
         out[name] = {"natural": natural[order].tolist(), "attacked": attacked[order].tolist()}
         ax.plot(natural[order], label="natural", lw=2.5, color="tab:blue")
-        ax.plot(attacked[order], label=f"PGD, eps={eps * 255:g}/255", lw=1, ls="--",
+        ax.plot(attacked[order], label=f"PGD, eps={eps_label(eps)}", lw=1, ls="--",
                 color="tab:red")  # fmt: skip
         ax.set(title=name, xlabel="channel (sorted by natural activation)")
         ax.legend(fontsize=7, loc="upper right")

@@ -27,6 +27,7 @@ from cprl_fast.evaluate import evaluate, write_report
 from cprl_fast.figures import draw_figures, figure_markdown
 from cprl_fast.io import read_json, write_json_atomic, write_text_atomic
 from cprl_fast.presets import MODEL_PRESETS
+from cprl_fast.reports import eps_label
 from cprl_fast.train import TrainConfig, Trainer
 from cprl_fast.train.checkpoint import load
 from cprl_fast.train.runs import load_run_splits
@@ -93,7 +94,7 @@ def reproduce(
     others = {name: train(name, model=name) for name in baselines}
     main = {n: attacked(n, m, attack_names) for n, m in {**models, **others}.items()}
     write_report(
-        main, out / "tables" / "main", f"{dataset}: clean and attacked, eps = {eps * 255:g}/255"
+        main, out / "tables" / "main", f"{dataset}: clean and attacked, eps = {eps_label(eps)}"
     )
 
     table5, table6 = {}, {}

@@ -27,10 +27,11 @@ import numpy as np
 from cprl_fast import metrics
 from cprl_fast.attacks import SUITES
 from cprl_fast.audit import DEFAULT_EPS, audit, certified_rows
-from cprl_fast.audit import write as write_audit
 from cprl_fast.data.base import IQADataset
-from cprl_fast.io import read_json, write_json_atomic, write_text_atomic
+from cprl_fast.io import read_json, write_json_atomic
 from cprl_fast.presets import MODEL_PRESETS
+from cprl_fast.render import write_audit, write_study
+from cprl_fast.reports import AuditReport, StudyReport, eps_key
 from cprl_fast.reproduce import train_model
 from cprl_fast.train import TrainConfig
 from cprl_fast.train.runs import load_run_splits
@@ -90,7 +91,7 @@ def _check_settings(out: Path, settings: dict) -> None:
 def run_one(dataset: str, root: str | None, out: Path, base: TrainConfig, folds: int, fold: int,
             seed: int, models: Sequence[str], eps: Sequence[float], attacks: Sequence[str],
             per_scene: int | None, certify_sigmas: Sequence[float] = (),
-            certify_n: int = 1000) -> dict:  # fmt: skip
+            certify_n: int = 1000) -> dict[str, AuditReport]:  # fmt: skip
     """One (fold, seed): trains ``models`` and audits each; returns ``{model: audit report}``.
     ``certify_sigmas``: also median smoothing (:func:`cprl_fast.certify.certify`, ``certify_n``
     draws) on the same images, added to an audit that lacks it (an audit already done keeps
@@ -118,45 +119,38 @@ def run_one(dataset: str, root: str | None, out: Path, base: TrainConfig, folds:
         start = time.perf_counter()
         report = audit(trained[name], tested, eps, attacks, cfg.batch_size, cfg.device, seed=seed,
                        title=f"{name} (fold {fold}, seed {seed})", source=source)  # fmt: skip
-        report["seconds"] = time.perf_counter() - start
-        report["transfer_from"] = transfer_source(name, models)
+        report.seconds = time.perf_counter() - start
+        report.transfer_from = transfer_source(name, models)
         write_audit(report, path.parent)
         reports[name] = report
     wanted = [{"sigma": float(v), "n": int(certify_n)} for v in certify_sigmas]
     for name in models:
         report = reports[name]
-        if wanted and [{k: c[k] for k in ("sigma", "n")} for c in report.get("certified", [])
-                       ] != wanted:  # fmt: skip
+        if wanted and [{k: c[k] for k in ("sigma", "n")} for c in report.certified] != wanted:
             start = time.perf_counter()
-            report["certified"] = certified_rows(
+            report.certified = certified_rows(
                 trained[name], tested, eps, certify_sigmas, certify_n, 0.001, cfg.batch_size,
                 cfg.device, seed,
             )  # fmt: skip
-            report["certify_seconds"] = time.perf_counter() - start
+            report.certify_seconds = time.perf_counter() - start
             write_audit(report, run_dir / "audit" / name)
     return reports
 
 
-def _worst_srcc(res: dict) -> tuple[float, str]:
-    w = res["worst"]
-    return w["srcc"], w.get("from", "")
-
-
-def summarise(runs: dict[str, dict], models: Sequence[str], eps: Sequence[float]) -> dict:
+def summarise(runs: dict[str, dict[str, AuditReport]], models: Sequence[str],
+              eps: Sequence[float]) -> dict:  # fmt: skip
     """Per model: clean SRCC and worst-case SRCC per eps as :func:`metrics.mean_interval` over
     the runs; per other model, the difference to the first model (paired by run: same fold,
     seed and images) over the runs, and in how many runs the paired bootstrap on the images
     found it significant; the diagnostics that failed, with the runs they failed in."""
-    keys = ["clean"] + [str(float(e)) for e in eps]
+    keys = ["clean"] + [eps_key(e) for e in eps]
+
+    def condition(rep: AuditReport, key: str) -> dict:
+        """The clean metrics, or the worst case at the budget report.json keys as ``key``."""
+        return rep.clean if key == "clean" else rep.worst(float(key))
 
     def values(name: str) -> dict[str, list[float]]:
-        out = {k: [] for k in keys}
-        for rep in (r[name] for r in runs.values()):
-            res = rep["results"]
-            out["clean"].append(next(iter(res.values()))["clean"]["srcc"])
-            for k in keys[1:]:
-                out[k].append(_worst_srcc(res[k])[0])
-        return out
+        return {k: [condition(r[name], k)["srcc"] for r in runs.values()] for k in keys}
 
     per_model = {n: values(n) for n in models}
     summary: dict = {"models": {}, "versus": {}, "diagnostics": {}, "certified": {}}
@@ -167,9 +161,8 @@ def summarise(runs: dict[str, dict], models: Sequence[str], eps: Sequence[float]
                                 for k, v in per_model[n].items()}  # fmt: skip
         failed: dict[str, list[str]] = {}
         for run, reps in runs.items():
-            for c in reps[n]["diagnostics"]:
-                if not c["passed"]:
-                    failed.setdefault(c["check"], []).append(run)
+            for check in reps[n].failed:
+                failed.setdefault(check, []).append(run)
         summary["diagnostics"][n] = failed
     ref = models[0]
     for n in models[1:]:
@@ -178,12 +171,8 @@ def summarise(runs: dict[str, dict], models: Sequence[str], eps: Sequence[float]
             diffs = np.subtract(per_model[n][k], per_model[ref][k])
             significant = []
             for reps in runs.values():
-                a, b = reps[n]["results"], reps[ref]["results"]
-                if k == "clean":
-                    ca, cb = next(iter(a.values()))["clean"], next(iter(b.values()))["clean"]
-                else:
-                    ca, cb = a[k]["worst"], b[k]["worst"]
-                labels = next(iter(a.values()))["clean"]["labels"]
+                ca, cb = condition(reps[n], k), condition(reps[ref], k)
+                labels = reps[n].clean["labels"]
                 d = metrics.paired_difference(ca["scores"], cb["scores"], labels)
                 significant.append(d["significant"] and np.sign(d["difference"]))
             summary["versus"][n][k] = {
@@ -194,11 +183,11 @@ def summarise(runs: dict[str, dict], models: Sequence[str], eps: Sequence[float]
     return summary
 
 
-def _summarise_certified(reports: list[dict]) -> list[dict]:
+def _summarise_certified(reports: list[AuditReport]) -> list[dict]:
     """Per (sigma, n) that every run certified: the smoothed clean SRCC, and per radius the
     mean interval width and the certified SRCC, each as :func:`metrics.mean_interval` over
     the runs; ``[]`` when some run has no certificate."""
-    tables = [{(c["sigma"], c["n"]): c for c in r.get("certified", [])} for r in reports]
+    tables = [{(c["sigma"], c["n"]): c for c in r.certified} for r in reports]
     keys = [k for k in tables[0] if all(k in t for t in tables)] if tables else []
     out = []
     for key in keys:
@@ -215,152 +204,6 @@ def _summarise_certified(reports: list[dict]) -> list[dict]:
                                                            bounds=(-1.0, 1.0)),
                     "radii": radii})  # fmt: skip
     return out
-
-
-def _cell(m: dict, digits: int = 3) -> str:
-    lo, hi = m["ci"]
-    if np.isnan(lo):
-        return f"{m['mean']:.{digits}f}"
-    return f"{m['mean']:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
-
-
-def _signed(m: dict) -> str:
-    lo, hi = m["ci"]
-    text = f"{m['mean']:+.3f}" if np.isnan(lo) else f"{m['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
-    verdict = "" if np.isnan(lo) else (" (excludes 0)" if lo > 0 or hi < 0 else "")
-    return text + verdict + f"; runs better/worse {m['runs_better']}/{m['runs_worse']}"
-
-
-def write_report(out: Path, settings: dict, runs: dict, summary: dict, command: str,
-                 sizes: dict) -> None:  # fmt: skip
-    """report.json, report.md and worst_vs_eps.png under ``out``."""
-    models, eps = settings["models"], settings["eps"]
-    keys = ["clean"] + [str(float(e)) for e in eps]
-    heads = ["clean"] + [f"worst {e * 255:g}/255" for e in eps]
-    n_runs = len(runs)
-    seconds = sum(r.get("seconds", 0.0) for reps in runs.values() for r in reps.values())
-    report = {"settings": settings, "command": command, "sizes": sizes, "summary": summary,
-              "runs": {run: {n: {"clean_srcc": next(iter(r["results"].values()))["clean"]["srcc"],
-                                 "worst": {e: _worst_srcc(v) for e, v in r["results"].items()},
-                                 "failed": [c["check"] for c in r["diagnostics"]
-                                            if not c["passed"]]}
-                             for n, r in reps.items()}
-                       for run, reps in runs.items()}}  # fmt: skip
-    write_json_atomic(out / "report.json", report)
-    cfg = settings["config"]
-    lines = [
-        f"# Robustness study on `{settings['dataset']}`", "",
-        f"Command: `{command}`", "",
-        (f"**Partial: {n_runs} of {sizes['planned']} runs finished; the same command resumes "
-         "the rest.**\n\n" if n_runs < sizes.get("planned", n_runs) else "")
-        + f"{settings['folds']} scene-disjoint folds x seeds {settings['seeds']}: {n_runs} runs "
-        f"({', '.join(runs)}). "
-        f"Per run: train {sizes['train']} / val {sizes['val']} (chooses the checkpoint) images; "
-        f"audited on {sizes['tested']} test images "
-        + (f"({settings['per_scene']} drawn per test scene) " if settings["per_scene"] else "")
-        + f"of {sizes['test']}. {cfg['model_options'].get('arch', '')} at {cfg['image_size']} px, "
-        f"{cfg['epochs']} epochs, batch {cfg['batch_size']}, lr {cfg['lr']:g}. Attacks at every "
-        f"budget (L-infinity): {', '.join(settings['attacks'])}, pgd-soft (models with CA "
-        "modules) and transfer (10-step score reflection crafted on the run's first model; for "
-        f"that model, on the second). Audit time {seconds / 60:.0f} min in all.", "",
-        "The worst case per image set and budget is the lowest SRCC over the attacks and their "
-        "per-image combination (docs/maths.md §5). Cells: mean over the runs [95% t-interval "
-        f"over the {n_runs} runs]; the runs share data, so read the interval as run-to-run "
-        "spread, not an exact test.", "",
-        "## SRCC, clean and worst case", "",
-        "| model | " + " | ".join(heads) + " |", "| --- |" + " ---: |" * len(heads),
-    ]  # fmt: skip
-    for n in models:
-        cells = [_cell(summary["models"][n][k]) for k in keys]
-        lines.append(f"| {MODEL_PRESETS[n][0]} | " + " | ".join(cells) + " |")
-    ref = MODEL_PRESETS[models[0]][0]
-    lines += ["", f"## Difference to {ref} (same runs, same images)", "",
-              "Mean difference in SRCC [95% t-interval over the runs]; runs better/worse: in "
-              "how many runs a paired bootstrap over the images found the model significantly "
-              f"better/worse than {ref}.", "",
-              "| model | " + " | ".join(heads) + " |",
-              "| --- |" + " --- |" * len(heads)]  # fmt: skip
-    for n in models[1:]:
-        cells = [_signed(summary["versus"][n][k]) for k in keys]
-        lines.append(f"| {MODEL_PRESETS[n][0]} | " + " | ".join(cells) + " |")
-    lines += ["", "## Gradient-masking diagnostics", "",
-              "Checks of cprl_fast/audit.py per run; a failed check means that model's white-box "
-              "numbers may overstate its robustness.", ""]  # fmt: skip
-    for n in models:
-        failed = summary["diagnostics"][n]
-        text = ("all passed in every run" if not failed else
-                "; ".join(f"{c} failed in {len(r)}/{n_runs} runs ({', '.join(r)})"
-                          for c, r in sorted(failed.items())))  # fmt: skip
-        lines.append(f"- {MODEL_PRESETS[n][0]}: {text}")
-    lines += _certified_lines(summary, models, n_runs)
-    lines += ["", "![worst-case SRCC against eps](worst_vs_eps.png)", "",
-              "*Worst-case SRCC over the attack suite against the budget eps (0: clean), mean "
-              f"over the {n_runs} fold x seed runs; bands: 95% t-intervals over the runs.*", "",
-              "## Per run", "", "| run | model | clean | " +
-              " | ".join(f"{e * 255:g}/255 (from)" for e in eps) + " | failed checks |",
-              "| --- | --- |" + " ---: |" * (len(eps) + 1) + " --- |"]  # fmt: skip
-    for run in runs:
-        for n in models:
-            r = report["runs"][run][n]
-            cells = [f"{r['worst'][str(float(e))][0]:.3f} ({r['worst'][str(float(e))][1]})"
-                     for e in eps]  # fmt: skip
-            lines.append(f"| {run} | {n} | {r['clean_srcc']:.3f} | " + " | ".join(cells) +
-                         f" | {', '.join(r['failed']) or '-'} |")  # fmt: skip
-    if settings["dataset"].startswith("builtin"):
-        lines += ["", "The built-in dataset is synthetic (MS-SSIM pseudo-MOS over distortions "
-                  "of natural photographs), not human opinion scores, and small: these "
-                  "numbers say how the models compare here, not what they do on KonIQ-10k "
-                  "or LIVE."]  # fmt: skip
-    write_text_atomic(out / "report.md", "\n".join(lines) + "\n")
-    _plot(summary, models, eps, out / "worst_vs_eps.png")
-
-
-def _certified_lines(summary: dict, models: Sequence[str], n_runs: int) -> list[str]:
-    rows = [(n, c) for n in models for c in summary.get("certified", {}).get(n, [])]
-    if not rows:
-        return []
-    alpha = rows[0][1]["alpha"]
-    lines = ["", "## Certified (median smoothing)", "",
-             "The smoothed model scores an image by the median of the model's scores over n "
-             "Gaussian noise draws of standard deviation sigma (cprl_fast/certify.py, "
-             "docs/maths.md §8). Per image, the certified interval holds for every L2 "
-             f"perturbation up to the radius with probability {1 - alpha:g}; certified SRCC: "
-             "the lowest SRCC any scores inside the intervals can have (holding with "
-             "probability 0.95 for all intervals of a run at once). Radius eps*sqrt(d) is the "
-             "L2 ball holding the L-infinity ball of eps. These guarantees are for the smoothed "
-             "model, not the model the attacks above were run on. Cells: mean over the runs "
-             f"[95% t-interval over the {n_runs} runs].", "",
-             "| model | sigma | n | smoothed SRCC (clean) | radius (L2) | holds L-inf eps | "
-             "mean width | certified SRCC |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
-    for n, c in rows:
-        for r in c["radii"]:
-            e = "-" if r["eps"] is None else f"{r['eps'] * 255:g}/255"
-            lines.append(f"| {MODEL_PRESETS[n][0]} | {c['sigma']:g} | {c['n']} | "
-                         f"{_cell(c['smoothed_srcc'])} | {r['radius']:.3f} | {e} | "
-                         f"{r['width']['mean']:.3f} | {_cell(r['certified_srcc'])} |")  # fmt: skip
-    return lines
-
-
-def _plot(summary: dict, models: Sequence[str], eps: Sequence[float], path: Path) -> None:
-    from cprl_fast.figures import pyplot
-
-    plt = pyplot()
-    keys = ["clean"] + [str(float(e)) for e in eps]
-    x = [0.0] + [e * 255 for e in eps]
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for n in models:
-        ms = [summary["models"][n][k] for k in keys]
-        line = ax.plot(x, [m["mean"] for m in ms], marker="o", lw=1.5, label=MODEL_PRESETS[n][0])
-        band = np.array([m["ci"] for m in ms], dtype=float)
-        ax.fill_between(x, band[:, 0], band[:, 1], color=line[0].get_color(), alpha=0.15)
-    ax.axhline(0.0, color="grey", lw=0.8, ls=":")
-    ax.set(xlabel="budget eps (/255, L-infinity; 0 = clean)", ylabel="worst-case SRCC",
-           title="Worst-case SRCC over the attack suite")  # fmt: skip
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def study(dataset: str, root: str | None, out_dir: str | Path, base: TrainConfig,
@@ -410,7 +253,8 @@ def study(dataset: str, root: str | None, out_dir: str | Path, base: TrainConfig
             runs[name] = run_one(dataset, root, out, base, folds, fold, seed, models, eps,
                                  attacks, per_scene, certify_sigmas, certify_n)  # fmt: skip
             if len(runs) >= 2:  # a partial report after every run: a stopped study keeps one
-                write_report(out, settings, runs, summarise(runs, models, eps), command, sizes)
+                write_study(StudyReport(settings, command, sizes, summarise(runs, models, eps),
+                                        runs), out)  # fmt: skip
     if len(runs) < 2:
         raise ValueError(f"{out} has {len(runs)} finished run(s): a summary needs 2 or more")
     return read_json(out / "report.json", "study report")
@@ -441,15 +285,12 @@ def report_only_summary(out: str | Path, command: str = "") -> dict:
     old = out / "report.json"
     if old.is_file():  # the command that ran the study, not this summary's
         command = str(read_json(old, "study report").get("command", "")) or command
-    write_report(out, settings, runs, summarise(runs, models, eps), command, sizes)
+    write_study(StudyReport(settings, command, sizes, summarise(runs, models, eps), runs), out)
     return read_json(out / "report.json", "study report")
 
 
-def _audit_report(path: Path) -> dict:
-    report = read_json(path, "audit report")
-    if not isinstance(report, dict) or not {"results", "diagnostics"} <= set(report):
-        raise ValueError(f"audit report {path} must be an object with results and diagnostics")
-    return report
+def _audit_report(path: Path) -> AuditReport:
+    return AuditReport.from_json(read_json(path, "audit report"), path)
 
 
 def _stored_sizes(out: Path, settings: dict, runs: dict) -> dict:
@@ -465,5 +306,5 @@ def _stored_sizes(out: Path, settings: dict, runs: dict) -> dict:
     counts = read_json(split, "split file").get("counts", {}) if split.is_file() else {}
     first = next(iter(next(iter(runs.values())).values()))
     return {"train": counts.get("train_images", "?"), "val": counts.get("val_images", "?"),
-            "test": counts.get("test_images", "?"), "tested": first.get("images", "?"),
+            "test": counts.get("test_images", "?"), "tested": first.images,
             "planned": planned}  # fmt: skip

@@ -17,13 +17,12 @@ from cprl_fast_cli.options import (
     add_split,
     attack_list,
     certify_sigmas,
-    eps_text,
 )
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
     listing = load()
-    eps = eps_text(listing["audit_eps"])
+    eps = listing["audit_eps"]
     p = sub.add_parser(
         "audit",
         help="robustness audit of any quality model: attack suite, worst case, masking checks",
@@ -131,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
                    certify_feature_sigmas=feature,
                    certify_lipschitz=args.certify_lipschitz)  # fmt: skip
     print((args.out_dir / "report.md").read_text())
-    failed = [c["check"] for c in report["diagnostics"] if not c["passed"]]
+    failed = report.failed
     listed = ": " + ", ".join(failed) if failed else ""
     print(f"wrote {args.out_dir}/report.md, report.json, srcc_vs_eps.png; "
           f"{len(failed)} diagnostic(s) failed{listed}")  # fmt: skip

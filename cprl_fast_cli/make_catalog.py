@@ -47,6 +47,7 @@ def build() -> dict[str, Any]:
     from cprl_fast.images import DEFAULT_MAX_PIXELS
     from cprl_fast.models import MODELS
     from cprl_fast.presets import MODEL_PRESETS
+    from cprl_fast.reports import eps_label
     from cprl_fast.reproduce import BASELINES
     from cprl_fast.train import TrainConfig
     from cprl_fast.train.objectives import OBJECTIVES, option_fields
@@ -83,7 +84,7 @@ def build() -> dict[str, Any]:
         "model_options": model_options,
         "objective_options": objective_options,
         "run_settings": run_settings,
-        "audit_eps": [float(e) for e in DEFAULT_EPS],
+        "audit_eps": ",".join(eps_label(e) for e in DEFAULT_EPS),
         "suites": {name: list(names) for name, names in SUITES.items()},
         "model_presets": list(MODEL_PRESETS),
         "baselines": list(BASELINES),

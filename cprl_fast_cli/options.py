@@ -88,11 +88,6 @@ def entries_help(entries: dict[str, str]) -> str:
     return "; ".join(f"{n}: {about}".rstrip(": ") for n, about in entries.items())
 
 
-def eps_text(eps: Iterable[float]) -> str:
-    """Budgets as the flags write them: ``1/255,2/255``."""
-    return ",".join(f"{e * 255:g}/255" for e in eps)
-
-
 def add_dataset(p: argparse.ArgumentParser, default: str | None, help: str) -> None:
     p.add_argument("--dataset", default=default, choices=load()["datasets"], help=help)
 

@@ -13,14 +13,13 @@ from cprl_fast_cli.options import (
     add_protocol,
     attack_list,
     certify_sigmas,
-    eps_text,
     protocol_config,
 )
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
     listing = load()
-    eps = eps_text(listing["audit_eps"])
+    eps = listing["audit_eps"]
     p = sub.add_parser(
         "study",
         help="robustness study: models x scene-disjoint folds x seeds, each audited, summarised",

@@ -36,15 +36,15 @@ def data():
 
 
 def _failed(report) -> set[str]:
-    return {c["check"] for c in report["diagnostics"] if not c["passed"]}
+    return set(report.failed)
 
 
 def test_silent_on_a_plain_model_and_writes_its_report(data, tmp_path):
     report = audit(Brightness(), data, eps=(2 / 255, 8 / 255), batch_size=16, out_dir=tmp_path,
                    title="brightness")  # fmt: skip
-    assert _failed(report) == set(), report["diagnostics"]
-    res = report["results"][str(8 / 255)]
-    assert res["worst"]["srcc"] <= min(res[a]["srcc"] for a in report["attacks"])
+    assert _failed(report) == set(), report.diagnostics
+    res = report.results[8 / 255]
+    assert res["worst"]["srcc"] <= min(res[a]["srcc"] for a in report.attacks)
     assert res["worst"]["srcc"] < res["clean"]["srcc"]
     md = (tmp_path / "report.md").read_text()
     assert "| 8/255 |" in md and "All passed." in md and "95% bootstrap" in md
@@ -55,7 +55,7 @@ def test_silent_on_a_plain_model_and_writes_its_report(data, tmp_path):
 def test_fires_on_a_model_that_masks_its_gradients(data, tmp_path):
     report = audit(Brightness(levels=4), data, eps=(2 / 255, 8 / 255), batch_size=16)
     failed = _failed(report)
-    assert "unbounded_reaches_chance" in failed, report["diagnostics"]
+    assert "unbounded_reaches_chance" in failed, report.diagnostics
 
 
 @pytest.mark.slow
@@ -107,17 +107,17 @@ class GradientFree(nn.Module):
 def test_transfer_joins_the_suite_and_catches_a_cut_gradient(data):
     masked = audit(GradientFree(), data, eps=(8 / 255,), attacks=("fgsm", "pgd"),
                    batch_size=16, source=Brightness())  # fmt: skip
-    assert "transfer" in masked["attacks"]
-    assert "transfer_not_stronger" in _failed(masked), masked["diagnostics"]
+    assert "transfer" in masked.attacks
+    assert "transfer_not_stronger" in _failed(masked), masked.diagnostics
     plain = audit(Brightness(), data, eps=(8 / 255,), attacks=("fgsm", "pgd", "reflect10"),
                   batch_size=16, source=Brightness())  # fmt: skip
-    assert "transfer_not_stronger" not in _failed(plain), plain["diagnostics"]
+    assert "transfer_not_stronger" not in _failed(plain), plain.diagnostics
 
 
 def test_certified_table_narrows_with_less_noise_and_falls_with_the_radius(data, tmp_path):
     report = audit(Brightness(), data, eps=(2 / 255, 8 / 255), attacks=("fgsm",), batch_size=16,
                    certify_sigmas=(0.02, 0.1), certify_n=200, out_dir=tmp_path)  # fmt: skip
-    low, high = report["certified"]
+    low, high = report.certified
     assert [r["eps"] for r in low["radii"][1:]] == [2 / 255, 8 / 255]
     for c in (low, high):
         bounds = [r["certified_srcc"] for r in c["radii"]]
@@ -136,8 +136,8 @@ def test_more_restarts_must_not_be_weaker():
     unbounded = {"reflect10": {"srcc": 0.0}}
     for three, passed in ((0.05, True), (0.12, True), (0.3, False)):
         checks = diagnose(results(0.1, three), unbounded, soft=False)
-        (check,) = [c for c in checks if c["check"] == "more_restarts_not_weaker"]
-        assert check["passed"] is passed, check
+        (check,) = [c for c in checks if c.check == "more_restarts_not_weaker"]
+        assert check.passed is passed, check
 
 
 def test_feature_space_rows_sit_beside_the_input_rows_with_their_time(data, tmp_path):
@@ -149,7 +149,7 @@ def test_feature_space_rows_sit_beside_the_input_rows_with_their_time(data, tmp_
                    certify_sigmas=(0.1,), certify_n=40, certify_layer="layer2",
                    certify_feature_sigmas=(0.5,), certify_lipschitz="product",
                    out_dir=tmp_path)  # fmt: skip
-    inp, feat = report["certified"]
+    inp, feat = report.certified
     assert inp["space"] == "input" and feat["space"] == "feature (layer2)"
     assert "proof" in feat["lipschitz_kind"] and feat["lipschitz"] > 1
     assert feat["seconds"] > 0 and inp["seconds"] > 0

@@ -11,9 +11,24 @@ import pytest
 import torch
 
 
-def _cli(*args, cwd=None):
+def _cli(*args, cwd=None, env=None):
     return subprocess.run([sys.executable, "-m", "cprl_fast_cli", *args], capture_output=True,
-                          text=True, cwd=cwd)  # fmt: skip
+                          text=True, cwd=cwd, env=env)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def built_in_cache(tmp_path_factory):
+    """An environment whose built-in data are already generated: an error found after the data
+    are read must not depend on whether an earlier test generated them."""
+    import os
+
+    from data_fixtures import shared_builtin_root
+
+    from cprl_fast.data.builtin import generate
+
+    root = shared_builtin_root(tmp_path_factory)
+    generate(root, "builtin-v1")
+    return {**os.environ, "CPRL_FAST_CACHE": str(root)}
 
 
 def _one_line(r, message: str) -> None:
@@ -54,8 +69,8 @@ def files(tmp_path_factory):
     ],
 )
 @pytest.mark.slow
-def test_bad_options(args, message):
-    _one_line(_cli(*args), message)
+def test_bad_options(args, message, built_in_cache):
+    _one_line(_cli(*args, env=built_in_cache), message)
 
 
 @pytest.mark.parametrize(

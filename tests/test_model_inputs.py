@@ -107,8 +107,8 @@ def test_a_nan_srcc_never_sits_beside_all_checks_passed():
            "fgsm": {"srcc": float("nan"), "mse": 0.1, "scores": np.zeros(8)},
            "worst": {"srcc": float("nan")}}  # fmt: skip
     checks = diagnose({1 / 255: res}, {"reflect10": {"srcc": 0.0}}, soft=False)
-    failed = [c for c in checks if not c["passed"]]
-    assert any(c["check"] == "metrics_finite" for c in failed)
+    failed = [c for c in checks if not c.passed]
+    assert any(c.check == "metrics_finite" for c in failed)
 
 
 def test_a_device_or_fifo_is_refused_never_opened(tmp_path):

@@ -49,3 +49,21 @@ def test_no_generic_code_branches_on_an_entry_name():
 def test_every_model_declares_a_registered_objective():
     for name in MODELS:
         assert default_objective(name) in OBJECTIVES, name
+
+
+def test_no_literal_attack_list_outside_the_registry():
+    """Suites are named in ``SUITES`` beside the attacks (with their properties); the library
+    uses those names, never a literal list of attack names of its own."""
+    import ast
+
+    hits = []
+    for folder in (PACKAGE, PACKAGE.parent / "cprl_fast_cli"):
+        for path in folder.rglob("*.py"):
+            if path == PACKAGE / "attacks" / "suite.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, (ast.Tuple, ast.List, ast.Set)) and node.elts and all(
+                    isinstance(e, ast.Constant) and e.value in ATTACKS for e in node.elts
+                ):
+                    hits.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
+    assert not hits, hits

@@ -67,7 +67,8 @@ ATTACKS.register("transfer", white_box=False, check="transfer_not_stronger",
 #: The suites the commands run by default: ``protocol`` (evaluate, reproduce: Tables 1-4),
 #: ``demo``, ``audit`` (cprl-fast audit, every eps), ``study`` (each run of a study; Square with
 #: 100 queries to keep a study's cost down), ``b-sweep`` and ``ablation`` (reproduce's Tables 5
-#: and 6).
+#: and 6) and ``unbounded`` (the audit's check at eps = 1: iterative, deterministic from the
+#: clean image).
 SUITES: dict[str, tuple[str, ...]] = {
     "protocol": ("fgsm", "pgd", "reflect"),
     "demo": ("fgsm", "pgd", "rank"),
@@ -75,6 +76,7 @@ SUITES: dict[str, tuple[str, ...]] = {
     "study": ("fgsm", "pgd", "reflect10", "rank", "square100"),
     "b-sweep": ("fgsm",),
     "ablation": ("fgsm", "pgd"),
+    "unbounded": ("reflect10",),
 }
 
 

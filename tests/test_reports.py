@@ -1,0 +1,68 @@
+"""The typed reports and their labels: one interval format, one budget label, and report.json
+read back into the same report (the committed studies' audits included)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from cprl_fast.reports import AuditReport, Check, eps_key, eps_label, interval, worst_of
+
+COMMITTED = Path(__file__).resolve().parents[1] / "results" / "robustness-builtin-v2"
+
+
+def test_interval_formats():
+    assert interval(0.51234, (0.4, 0.6)) == "0.512 [0.400, 0.600]"
+    assert interval(0.5, (math.nan, math.nan)) == "0.500"
+    assert interval(0.5, None, digits=2) == "0.50"
+    assert interval(0.01, (-0.03, 0.05), signed=True) == "+0.010 [-0.030, +0.050]"
+    assert interval(0.5, (0.4, 0.6), bold=True) == "**0.500** [0.400, 0.600]"
+
+
+def test_budget_labels():
+    assert eps_label(1 / 255) == "1/255" and eps_label(0.5 / 255) == "0.5/255"
+    assert eps_key(4 / 255) == str(4 / 255) and float(eps_key(4 / 255)) == 4 / 255
+
+
+def _metrics(srcc: float) -> dict:
+    return {"srcc": srcc, "srcc_ci": [srcc - 0.1, srcc + 0.1], "scores": [0.1, 0.2]}
+
+
+def test_an_audit_report_round_trips_through_json():
+    report = AuditReport(
+        model="m", images=2, attacks=["fgsm", "pgd"], eps=[1 / 255, 4 / 255],
+        results={e: {"clean": _metrics(0.9), "fgsm": _metrics(0.5), "pgd": _metrics(0.3 - e),
+                     "worst": {**_metrics(0.2 - e), "from": "pgd"}} for e in (1 / 255, 4 / 255)},
+        unbounded={"reflect10": {"srcc": 0.0}},
+        diagnostics=[Check("metrics_finite", None, True, "ok"), Check("x", 1 / 255, False, "d")],
+        seconds=1.5,
+    )  # fmt: skip
+    data = json.loads(json.dumps(report.to_json()))
+    assert set(data["results"]) == {str(1 / 255), str(4 / 255)} and "certified" not in data
+    back = AuditReport.from_json(data)
+    assert back == report
+    assert back.clean["srcc"] == 0.9 and back.failed == ["x"]
+    assert back.worst(4 / 255)["srcc"] == pytest.approx(0.2 - 4 / 255)
+    assert back.brief()["worst"][str(4 / 255)] == (back.worst(4 / 255)["srcc"], "pgd")
+
+
+def test_the_worst_case_falls_back_to_the_lowest_attack():
+    assert worst_of({"clean": _metrics(0.9), "a": _metrics(0.4), "b": _metrics(0.2)})["srcc"] == 0.2
+
+
+@pytest.mark.parametrize("path", sorted(COMMITTED.glob("runs/*/audit/*/report.json"))[:4],
+                         ids=lambda p: "/".join(p.parts[-4:-1]))  # fmt: skip
+def test_a_committed_audit_reads_back_to_the_same_json(path):
+    data = json.loads(path.read_text())
+    assert json.loads(json.dumps(AuditReport.from_json(data, path).to_json())) == data
+
+
+def test_a_malformed_audit_report_is_named():
+    with pytest.raises(ValueError, match=r"audit report bad\.json must be an object with"):
+        AuditReport.from_json({"results": {}}, "bad.json")
+    with pytest.raises(ValueError, match=r"audit report bad\.json is malformed"):
+        AuditReport.from_json({"model": "m", "images": 1, "attacks": [], "eps": [],
+                               "results": {"x": {}}, "diagnostics": []}, "bad.json")  # fmt: skip
