@@ -13,6 +13,8 @@ from cprl_fast_cli.options import (
     add_batch_and_device,
     add_certify,
     add_dataset,
+    add_eps,
+    add_out_dir,
     add_root,
     add_split,
     attack_list,
@@ -46,7 +48,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
         default=224,
         help="crop side for --module models (checkpoints use their own; default 224)",
     )
-    p.add_argument("--eps", default=eps, help=f"comma-separated budgets (default: {eps})")
+    add_eps(p, eps)
     add_attack(p, listing["suites"]["audit"])
     add_batch_and_device(p)
     p.add_argument("--transfer-from", metavar="CKPT",
@@ -68,9 +70,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="input-to-feature Lipschitz constant: power (per-image power-iteration "
                    "estimate, not a proof) or product (proven bound, plain ResNets; default: "
                    "power)")  # fmt: skip
-    p.add_argument("--out-dir", type=Path, default=Path("reports/audit"),
-                   help="folder for report.md, report.json, srcc_vs_eps.png "
-                   "(default: reports/audit)")  # fmt: skip
+    add_out_dir(p, "reports/audit", "report.md, report.json, srcc_vs_eps.png")
     return p
 
 

@@ -4,7 +4,6 @@ Figs 4-6)."""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from cprl_fast_cli.catalog import load
 from cprl_fast_cli.options import (
@@ -12,6 +11,8 @@ from cprl_fast_cli.options import (
     add_attack,
     add_batch_and_device,
     add_dataset,
+    add_eps,
+    add_out_dir,
     add_root,
     add_split,
     attack_list,
@@ -33,19 +34,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     add_root(p, "the first model's training run's")
     add_split(p, "evaluate")
     add_attack(p, load()["suites"]["protocol"])
-    p.add_argument(
-        "--eps",
-        default="1/255",
-        help="L-infinity budget in pixel units, e.g. 1/255 (default: 1/255)",
-    )
+    add_eps(p, "1/255")
     add_batch_and_device(p)
     p.add_argument("--figures", action="store_true", help="also draw Figs 4, 5 and 6")
-    p.add_argument(
-        "--out-dir",
-        type=Path,
-        default=Path("reports/evaluate"),
-        help="folder for the tables and figures (default: reports/evaluate)",
-    )
+    add_out_dir(p, "reports/evaluate", "the tables and figures")
     return p
 
 

@@ -118,9 +118,23 @@ def attack_list(text: str) -> list[str]:
 
 
 def add_batch_and_device(p: argparse.ArgumentParser) -> None:
-    """--batch-size and --device, as evaluate, audit and score take them."""
+    """--batch-size and --device (evaluate, audit, score, and the protocols' training)."""
     p.add_argument("--batch-size", type=int, default=16, help="images per batch (default: 16)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--device", default="cpu", help=f"{RUN_HELP['device']} (default: cpu)")
+
+
+def add_eps(p: argparse.ArgumentParser, default: str) -> None:
+    """--eps: one budget, or several comma-separated (as the default shows), in pixel units."""
+    what = "budget" if "," not in default else "comma-separated budgets"
+    p.add_argument("--eps", default=default,
+                   help=f"attack {what} (L-infinity, pixel units), e.g. 1/255 "
+                   f"(default: {default})")  # fmt: skip
+
+
+def add_out_dir(p: argparse.ArgumentParser, default: str, what: str) -> None:
+    """--out-dir, the folder a command writes ``what`` into."""
+    p.add_argument("--out-dir", type=Path, default=Path(default),
+                   help=f"folder for {what} (default: {default})")  # fmt: skip
 
 
 def add_protocol(p: argparse.ArgumentParser, out: str, arch: str, size: int, epochs: int,
@@ -128,21 +142,16 @@ def add_protocol(p: argparse.ArgumentParser, out: str, arch: str, size: int, epo
     """The options `reproduce`, `demo` and `study` share, with each command's defaults."""
     add_dataset(p, dataset, f"dataset (default: {dataset})")
     add_root(p)
-    p.add_argument("--out-dir", type=Path, default=Path(out),
-                   help=f"report folder, resumable (default: {out})")  # fmt: skip
-    what = "budget" if "," not in eps else "comma-separated budgets"
-    p.add_argument("--eps", default=eps,
-                   help=f"attack {what} in pixel units, e.g. 1/255 (default: {eps})")  # fmt: skip
+    add_out_dir(p, out, "the report, resumable")
+    add_eps(p, eps)
     p.add_argument("--arch", default=arch, help=f"{OPTION_HELP['arch']} (default: {arch})")
     p.add_argument("--image-size", type=int, default=size,
                    help=f"{RUN_HELP['image_size']} (default: {size})")  # fmt: skip
     p.add_argument("--epochs", type=int, default=epochs,
                    help=f"{RUN_HELP['epochs']} (default: {epochs})")  # fmt: skip
-    p.add_argument("--batch-size", type=int, default=16,
-                   help=f"{RUN_HELP['batch_size']} (default: 16)")  # fmt: skip
     p.add_argument("--lr", type=float, default=lr, help=f"{RUN_HELP['lr']} (default: {lr:g})")
     p.add_argument("--max-steps", type=int, help=RUN_HELP["max_steps"])
-    p.add_argument("--device", default="cpu", help=f"{RUN_HELP['device']} (default: cpu)")
+    add_batch_and_device(p)
 
 
 def protocol_config(args: argparse.Namespace):
