@@ -60,6 +60,12 @@ p.add_argument(
     help="batch = groups x 5 levels of one (scene, type), aligned crops",
 )
 p.add_argument("--rank_weight", type=float, default=1.0)
+p.add_argument("--ema", type=float, default=0.0,
+               help="evaluate an exponential moving average of the weights and buffers with "
+               "this decay per step (0: the weights as trained)")  # fmt: skip
+p.add_argument("--norm", default="none",
+               help="input normalisation: none, or lcn (Kang et al. 2014's local contrast "
+               "normalisation, per channel, 7x7 window, constant 0.02)")  # fmt: skip
 p.add_argument("--table", help="print the table of these runs' JSON lines and exit")
 p.add_argument("--ceiling", action="store_true",
                help="print each fold's SRCC of the distortion-level oracle, exit")  # fmt: skip
@@ -86,13 +92,14 @@ if a.table:
     for line in open(a.table):
         r = json.loads(line)
         groups = f"{r['groups']} (weight {r['rank_weight']:g})" if r.get("groups") else "-"
-        key = (r["label"], r["resize"], r["crop"], r["batch"], r["test"], r["loss"], groups,
-               r["steps"])  # fmt: skip
+        norm = r.get("norm", "none") + (f", EMA {r['ema']:g}" if r.get("ema") else "")
+        key = (r["label"], norm, r["resize"], r["crop"], r["batch"], r["test"],
+               r["loss"], groups, r["steps"])  # fmt: skip
         runs[key].append(r)
-    print("| label | input | batch | test | loss | groups | steps | folds | held-out SRCC, mean "
-          "[95% t-interval] | per fold | s per run |")  # fmt: skip
-    print("| --- | --- | ---: | --- | --- | --- | ---: | --- | --- | --- | ---: |")
-    for (label, resize, crop, batch, test, loss, groups, steps), rs in sorted(runs.items()):
+    print("| label | input | norm, weights | batch | test | loss | groups | steps | folds | "
+          "held-out SRCC, mean [95% t-interval] | per fold | s per run |")  # fmt: skip
+    print("| --- | --- | --- | ---: | --- | --- | --- | ---: | --- | --- | --- | ---: |")
+    for (label, norm, resize, crop, batch, test, loss, groups, steps), rs in sorted(runs.items()):
         rs.sort(key=lambda r: r["fold"])
         v = [r["srcc"] for r in rs]
         m = statistics.mean(v)
@@ -100,7 +107,7 @@ if a.table:
                 if len(v) > 1 else float("nan"))  # fmt: skip
         size = f"resized to {resize}" if resize else f"{crop} px crops"
         interval = f"[{m - half:.3f}, {m + half:.3f}]" if len(v) > 1 else "(one fold)"
-        print(f"| {label} | {size} | {batch} | {test} | {loss} | {groups} | {steps} | "
+        print(f"| {label} | {size} | {norm} | {batch} | {test} | {loss} | {groups} | {steps} | "
               f"{','.join(str(r['fold']) for r in rs)} | {m:.3f} {interval} "
               f"| {', '.join(f'{x:.2f}' for x in v)} | "
               f"{statistics.mean(r['seconds'] for r in rs):.0f} |")  # fmt: skip
@@ -132,7 +139,29 @@ else:
     ytr = torch.tensor([getattr(it, a.label) for it in tr], dtype=torch.float32)
 Xte = torch.stack([load(it) for it in te])
 yte = np.array([it.score for it in te])
+
+
+class LocalContrastNorm(torch.nn.Module):
+    """(x - local mean) / (local std + c) per channel, over a k x k window (Kang et al. 2014)."""
+
+    def __init__(self, k: int = 7, c: float = 0.02):
+        super().__init__()
+        self.k, self.c = k, c
+
+    def forward(self, x):
+        mean = F.avg_pool2d(x, self.k, 1, self.k // 2, count_include_pad=False)
+        sq = F.avg_pool2d(x * x, self.k, 1, self.k // 2, count_include_pad=False)
+        return (x - mean) / ((sq - mean * mean).clamp(min=0).sqrt() + self.c)
+
+
 model = build("resnet", arch=a.arch)
+if a.norm == "lcn":
+    model = torch.nn.Sequential(LocalContrastNorm(), model)
+trained = model
+if a.ema:
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(a.ema), use_buffers=True)
 opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=1e-4)
 sched = torch.optim.lr_scheduler.OneCycleLR(opt, a.lr, total_steps=a.steps, pct_start=0.1)
 g = torch.Generator().manual_seed(a.seed)
@@ -187,6 +216,7 @@ def lossf(s, y, group=None):
 def evaluate(X=None, y=None):
     X = Xte if X is None else X
     y = yte if y is None else y
+    model = averaged.module if a.ema else trained
     model.eval()
     out = []
     with torch.no_grad():
@@ -215,6 +245,8 @@ for step in range(1, a.steps + 1):
     loss.backward()
     opt.step()
     sched.step()
+    if a.ema:
+        averaged.update_parameters(model)
     if step % max(a.steps // 5, 1) == 0 or step == a.steps:
         srcc, plcc = evaluate()
         sub = torch.arange(0, len(Xtr), 4)
