@@ -28,7 +28,8 @@ __all__ = ["COMMANDS", "LONG_COMMANDS", "UserError", "command", "main", "parser"
 
 #: The commands, each the module ``cprl_fast_cli.<name>`` (``add_parser``, ``run``), in the
 #: order ``--help`` lists them.
-COMMANDS = ("train", "evaluate", "reproduce", "demo", "audit", "score", "info", "study", "export")
+COMMANDS = ("train", "evaluate", "reproduce", "demo", "audit", "score", "info", "study", "export",
+            "synthesize")
 
 #: Commands that print which thread count they use (score, info and export print output that
 #: other programs read).

@@ -1,7 +1,8 @@
 """Writes or checks ``catalog.json``, the static listing of the registries that the command
-line's parser reads (:mod:`cprl_fast_cli.catalog`): datasets, splits, models and their
-factories' options, training objectives and theirs, the run settings of TrainConfig, attacks and
-their named suites, the audit's budgets, model presets, export formats and the pixel limit.
+line's parser reads (:mod:`cprl_fast_cli.catalog`): datasets, synthetic distortions, splits,
+models and their factories' options, training objectives and theirs, the run settings of
+TrainConfig, attacks and their named suites, the audit's budgets, model presets, export formats
+and the pixel limit.
 
     python -m cprl_fast_cli.make_catalog           # exit 1 if the file differs
     python -m cprl_fast_cli.make_catalog --write   # after changing a registry
@@ -43,6 +44,7 @@ def build() -> dict[str, Any]:
     from cprl_fast.audit import DEFAULT_EPS
     from cprl_fast.certify import FEATURE_LAYERS
     from cprl_fast.data import DATASETS, SPLITS
+    from cprl_fast.data.distortions import DISTORTIONS
     from cprl_fast.export import FORMATS
     from cprl_fast.images import DEFAULT_MAX_PIXELS
     from cprl_fast.models import MODELS
@@ -77,6 +79,7 @@ def build() -> dict[str, Any]:
     }
     return {
         "datasets": list(DATASETS),
+        "distortions": list(DISTORTIONS),
         "splits": list(SPLITS),
         "models": _abouts(MODELS),
         "objectives": _abouts(OBJECTIVES),

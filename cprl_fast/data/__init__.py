@@ -6,8 +6,9 @@
     ...                     split_file="live-0.json")
 
 Names (:data:`DATASETS`, from the loaders' registry): ``live``, ``vcl``, ``livec``, ``koniq``,
-``builtin``. Formats: each loader module's
-docstring (``live.py``, ``vcl.py``, ``livec.py``, ``koniq.py``, ``builtin.py``).
+``builtin``, ``builtin-v2`` and ``synthetic`` (a folder :func:`synthesize` wrote). Formats: each
+loader module's docstring (``live.py``, ``vcl.py``, ``livec.py``, ``koniq.py``, ``builtin.py``,
+``synthetic.py``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
-from cprl_fast.data import builtin, koniq, live, livec, vcl  # noqa: F401  (register the loaders)
+from cprl_fast.data import builtin, koniq, live, livec, synthetic, vcl  # noqa: F401  (loaders)
 from cprl_fast.data.base import (
     LOADERS,
     DatasetFormatError,
@@ -33,6 +34,7 @@ from cprl_fast.data.splits import (
     scene_split,
     split_seeds,
 )
+from cprl_fast.data.synthetic import synthesize
 from cprl_fast.data.transforms import test_transform, to_tensor, train_transform
 from cprl_fast.io import write_json_atomic
 
@@ -46,6 +48,7 @@ __all__ = [
     "load_items",
     "load_splits",
     "split_seeds",
+    "synthesize",
     "test_transform",
     "to_tensor",
     "train_transform",

@@ -1,0 +1,136 @@
+"""Synthetic distortions at five levels each, and the pseudo-MOS they are scored by: what the
+built-in datasets and :func:`cprl_fast.data.synthetic.synthesize` generate.
+
+:data:`DISTORTIONS` maps each type to its five parameters (level 1 = mildest). The list follows
+KADID-10k's 25 types (Lin, Hosu and Saupe, QoMEX 2019) where a type needs nothing but numpy and
+Pillow; not implemented (they need a codec or a reference implementation this project does not
+ship): lens blur, colour diffusion, colour saturation 2, JPEG 2000, denoise, non-eccentricity
+patch and colour block. builtin-v1 uses the first five types (:data:`LEVELS`), builtin-v2 the
+first ten (:data:`LEVELS_V2`); their images do not change when types are added here.
+
+The pseudo-MOS of a distorted image is :func:`ms_ssim` against its reference (piq's
+``multi_scale_ssim``, float32), min-max mapped to [0, 1] over a dataset.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image, ImageEnhance, ImageFilter
+
+LEVELS = {
+    "blur": (0.8, 1.5, 2.5, 4.0, 6.0),  # Gaussian radius, px
+    "noise": (0.02, 0.05, 0.09, 0.14, 0.20),  # standard deviation on [0, 1]
+    "jpeg": (50, 25, 12, 6, 2),  # quality
+    "contrast": (0.7, 0.5, 0.35, 0.22, 0.12),  # contrast factor
+    "pixelate": (2, 3, 4, 6, 9),  # block size, px
+}
+LEVELS_V2 = {
+    **LEVELS,
+    "saturation": (0.6, 0.4, 0.2, 0.1, 0.0),  # colour factor (0: greyscale)
+    "quantise": (32, 16, 8, 5, 3),  # grey levels per channel
+    "motion": (5, 9, 15, 23, 33),  # horizontal motion-blur length, px
+    "ringing": (0.5, 0.35, 0.22, 0.14, 0.08),  # ideal low-pass cut-off, share of Nyquist
+    "chroma": (1, 2, 4, 6, 9),  # red and blue channels shifted apart, px
+}
+#: Every type with its five parameters: builtin-v2's ten, then the further KADID-10k types.
+DISTORTIONS = {
+    **LEVELS_V2,
+    "brighten": (1.2, 1.45, 1.8, 2.3, 3.0),  # gamma lift: x ** (1 / p)
+    "darken": (1.2, 1.45, 1.8, 2.3, 3.0),  # gamma: x ** p
+    "mean_shift": (0.04, 0.08, 0.13, 0.19, 0.26),  # added to every pixel, on [0, 1]
+    "impulse": (0.005, 0.015, 0.03, 0.06, 0.1),  # share of pixels set to 0 or 1
+    "multiplicative": (0.05, 0.1, 0.18, 0.28, 0.4),  # std of speckle: x * (1 + N(0, p))
+    "sharpen": (100, 200, 300, 450, 650),  # unsharp mask strength, percent (radius 2 px)
+    "jitter": (1, 2, 3, 4, 6),  # each pixel taken from up to p px away
+}
+
+
+def distort(img: Image.Image, kind: str, level: int, seed: int) -> Image.Image:
+    """``img`` (RGB) distorted by ``kind`` at ``level`` (1..5); ``seed`` drives the noise."""
+    if kind not in DISTORTIONS:
+        raise ValueError(f"unknown distortion {kind!r} (known: {', '.join(DISTORTIONS)})")
+    if level not in range(1, 6):
+        raise ValueError(f"distortion level must be 1..5, got {level!r}")
+    p = DISTORTIONS[kind][level - 1]
+    w, h = img.size
+    if kind == "blur":
+        return img.filter(ImageFilter.GaussianBlur(radius=p))
+    if kind == "sharpen":
+        return img.filter(ImageFilter.UnsharpMask(radius=2, percent=int(p), threshold=0))
+    if kind == "jpeg":
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=int(p))
+        buf.seek(0)
+        with Image.open(buf) as out:
+            return out.convert("RGB")
+    if kind == "contrast":
+        return ImageEnhance.Contrast(img).enhance(p)
+    if kind == "saturation":
+        return ImageEnhance.Color(img).enhance(p)
+    if kind == "pixelate":
+        small = img.resize((max(1, w // p), max(1, h // p)), Image.BOX)
+        return small.resize((w, h), Image.NEAREST)
+    rng = np.random.default_rng(seed)
+    arr = np.asarray(img, dtype=np.float64) / 255.0
+    if kind == "noise":
+        arr = arr + rng.normal(0.0, p, arr.shape)
+    elif kind == "quantise":
+        arr = np.round(arr * (p - 1)) / (p - 1)
+    elif kind == "motion":
+        kernel = np.ones(int(p)) / p
+        arr = np.apply_along_axis(lambda r: np.convolve(np.pad(r, p // 2, mode="edge"), kernel,
+                                                        mode="valid"), 1, arr)  # fmt: skip
+    elif kind == "ringing":  # an ideal (brick-wall) low-pass: Gibbs ringing at edges
+        f = np.fft.fft2(arr, axes=(0, 1))
+        fy, fx = np.meshgrid(np.fft.fftfreq(h), np.fft.fftfreq(w), indexing="ij")
+        keep = (np.abs(fy) <= p / 2) & (np.abs(fx) <= p / 2)
+        arr = np.real(np.fft.ifft2(f * keep[..., None], axes=(0, 1)))
+    elif kind == "chroma":
+        arr = arr.copy()
+        arr[..., 0] = np.roll(arr[..., 0], p, axis=1)
+        arr[..., 2] = np.roll(arr[..., 2], -p, axis=1)
+    elif kind == "brighten":
+        arr = arr ** (1.0 / p)
+    elif kind == "darken":
+        arr = arr**p
+    elif kind == "mean_shift":
+        arr = arr + p
+    elif kind == "impulse":
+        hit = rng.random(arr.shape[:2]) < p
+        arr = arr.copy()
+        arr[hit] = rng.integers(0, 2, (int(hit.sum()), 1)).astype(np.float64)
+    elif kind == "multiplicative":
+        arr = arr * (1.0 + rng.normal(0.0, p, arr.shape))
+    elif kind == "jitter":
+        ys = np.clip(np.arange(h)[:, None] + rng.integers(-p, p + 1, (h, w)), 0, h - 1)
+        xs = np.clip(np.arange(w)[None, :] + rng.integers(-p, p + 1, (h, w)), 0, w - 1)
+        arr = arr[ys, xs]
+    return Image.fromarray(np.round(np.clip(arr, 0, 1) * 255).astype(np.uint8))
+
+
+def square(img: Image.Image, size: int) -> Image.Image:
+    """``img`` with its shorter side resized to ``size`` (bicubic), centre-cropped to
+    ``size x size``."""
+    w, h = img.size
+    scale = size / min(w, h)
+    img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
+    w, h = img.size
+    left, top = (w - size) // 2, (h - size) // 2
+    return img.crop((left, top, left + size, top + size))
+
+
+def ms_ssim(a: Image.Image, b: Image.Image) -> float:
+    """MS-SSIM of two RGB images of one size (piq, float32, data range 1)."""
+    import piq
+    import torch
+
+    def t(img):
+        return (
+            torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)
+            .permute(2, 0, 1)[None]
+            .contiguous()
+        )
+
+    return float(piq.multi_scale_ssim(t(a), t(b), data_range=1.0))

@@ -1,0 +1,219 @@
+"""A KADID-style quality dataset from any folder of pristine photographs: each reference
+distorted by every chosen type (:data:`cprl_fast.data.distortions.DISTORTIONS`) at five levels,
+each image scored by its pseudo-MOS (MS-SSIM to its reference, min-max mapped to [0, 1] over the
+dataset). The built-in datasets are made by the same writer.
+
+    >>> from cprl_fast.data import synthesize
+    >>> synthesize("my_photos/", "my_dataset/", workers=2)  # doctest: +SKIP
+    >>> load_dataset("synthetic", "my_dataset/", split="train")  # doctest: +SKIP
+
+The output folder holds ``refs/<scene>.png`` (each reference, shorter side resized to ``size``
+and centre-cropped square), ``images/<scene>_<type>_<level>.png``, ``scores.csv`` (image,
+scene, distortion, level, ms_ssim, score) and a README. A scene is a reference's file name
+without its extension; the scene-disjoint splits keep each scene's images on one side.
+
+Deterministic: the noise of each image is seeded by its scene, type and level, so the same
+references give the same bytes on any machine and with any number of ``workers`` (processes;
+the images are computed in parallel and written in one order). The folder is built beside
+``out`` and renamed into place when complete, so an interrupted run leaves no partial dataset.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import csv
+import multiprocessing
+import os
+import shutil
+import tempfile
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from cprl_fast.data.base import DatasetFormatError, Item, register
+from cprl_fast.data.csvs import column, number, read_csv
+from cprl_fast.data.distortions import DISTORTIONS, distort, ms_ssim, square
+from cprl_fast.images import DEFAULT_MAX_PIXELS, read_image
+from cprl_fast.io import umask
+
+SCORE_FILE = "scores.csv"
+#: The smallest image side MS-SSIM's five scales (11-pixel windows) can score.
+MIN_SIZE = 161
+#: What a file must end with to be read as a reference photograph.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+README = ("Synthetic quality dataset made by cprl_fast: pseudo-MOS = MS-SSIM to the reference, "
+          "min-max mapped to [0, 1]. NOT human opinion scores.\n")  # fmt: skip
+
+
+def reference_files(references: str | Path | Iterable[str | Path]) -> list[Path]:
+    """The photographs ``references`` names: a folder (its image files, recursively, sorted) or
+    files. A missing path, a folder without images or two files of one scene name is an error
+    naming them."""
+    paths = [Path(references)] if isinstance(references, (str, Path)) else \
+        [Path(p) for p in references]  # fmt: skip
+    files = []
+    for p in paths:
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES
+                           and f.is_file())  # fmt: skip
+            if not found:
+                raise FileNotFoundError(f"no reference images ({', '.join(IMAGE_SUFFIXES)}) "
+                                        f"in {p}")  # fmt: skip
+            files += found
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"reference not found: {p}")
+    seen: dict[str, Path] = {}
+    for f in files:
+        if f.stem in seen:
+            raise ValueError(f"two references make scene {f.stem!r}: {seen[f.stem]} and {f}; "
+                             "rename one")  # fmt: skip
+        seen[f.stem] = f
+    return files
+
+
+def check_distortions(kinds: Iterable[str]) -> list[str]:
+    kinds = list(kinds)
+    unknown = [k for k in kinds if k not in DISTORTIONS]
+    if unknown or not kinds:
+        raise ValueError(f"distortions must name types of {', '.join(DISTORTIONS)}, "
+                         f"got {', '.join(unknown) or 'none'}")  # fmt: skip
+    return kinds
+
+
+def synthesize(references: str | Path | Iterable[str | Path], out: str | Path,
+               distortions: Sequence[str] | None = None, size: int = 256,
+               workers: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS,
+               progress: bool = True) -> Path:  # fmt: skip
+    """Writes the dataset of ``references`` (a folder or image files; see the module's
+    docstring) into ``out``, which must not exist yet; returns ``out``. ``distortions``: the
+    types (default: every one of :data:`DISTORTIONS`); ``size``: the side of every image, px;
+    ``workers``: processes computing images (started with ``spawn``: a script that calls this
+    with more than one worker needs the ``if __name__ == "__main__":`` guard; the command line
+    has it); ``max_pixels``: the largest reference read."""
+    out = Path(out)
+    if out.exists():
+        raise FileExistsError(f"output folder already exists: {out} (choose a new one)")
+    if isinstance(size, bool) or not isinstance(size, int) or not MIN_SIZE <= size <= 4096:
+        raise ValueError(f"size must be an integer side in pixels, {MIN_SIZE} to 4096 (MS-SSIM's "
+                         f"five scales need {MIN_SIZE}), got {size!r}")  # fmt: skip
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+    kinds = check_distortions(DISTORTIONS if distortions is None else distortions)
+    refs = {f.stem: square(read_image(f, max_pixels), size) for f in reference_files(references)}
+    return write_dataset(refs, out, {k: DISTORTIONS[k] for k in kinds}, workers, progress)
+
+
+def _seed(scene: str, kind: str, level: int) -> int:
+    return zlib.crc32(f"{scene}/{kind}/{level}".encode())
+
+
+_REFS: dict[str, Image.Image] = {}
+
+
+def _init_worker(refs: dict[str, tuple[tuple[int, int], bytes]]) -> None:
+    import torch
+
+    torch.set_num_threads(1)  # one process per core
+    _REFS.update({s: Image.frombytes("RGB", size, data) for s, (size, data) in refs.items()})
+
+
+def _one(job: tuple[str, str, int]) -> tuple[bytes, float]:
+    """One distorted image's RGB pixels and its MS-SSIM to its reference."""
+    scene, kind, level = job
+    ref = _REFS[scene]
+    img = distort(ref, kind, level, _seed(scene, kind, level))
+    return img.tobytes(), ms_ssim(img, ref)
+
+
+def write_dataset(refs: Mapping[str, Image.Image], out: Path,
+                  levels: Mapping[str, Sequence[float]], workers: int = 1,
+                  progress: bool = True, readme: str = README,
+                  desc: str | None = None) -> Path:  # fmt: skip
+    """Writes ``refs`` (scene -> RGB reference) distorted by each type of ``levels`` at its
+    five levels into ``out`` (built in a temporary folder beside it, then renamed into place);
+    returns ``out``. ``readme``: the text of README.txt; ``desc``: the progress bar's."""
+    from tqdm import tqdm
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    os.chmod(work, 0o777 & ~umask())  # mkdtemp's 0700 would outlive the rename
+    try:
+        (work / "refs").mkdir()
+        (work / "images").mkdir()
+        for scene, img in refs.items():
+            img.save(work / "refs" / f"{scene}.png")
+        jobs = [(s, k, lv) for s in refs for k in levels for lv in range(1, 6)]
+        shared = {s: (img.size, img.tobytes()) for s, img in refs.items()}
+        bar = tqdm(total=len(jobs), desc=desc or f"generating {out.name}", unit="img",
+                   disable=not progress)  # fmt: skip
+        if workers == 1:
+            _init_worker(shared)
+            done = map(_one, jobs)
+            pool = None
+        else:
+            pool = concurrent.futures.ProcessPoolExecutor(
+                workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker, initargs=(shared,))  # fmt: skip
+            done = pool.map(_one, jobs, chunksize=8)
+        rows = []
+        try:
+            for (scene, kind, level), (pixels, m) in zip(jobs, done, strict=True):
+                name = f"{scene}_{kind}_{level}.png"
+                Image.frombytes("RGB", refs[scene].size, pixels).save(work / "images" / name)
+                rows.append((name, scene, kind, level, m))
+                bar.update()
+        finally:
+            bar.close()
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
+            _REFS.clear()
+        raw = np.array([r[4] for r in rows])
+        span = raw.max() - raw.min()
+        q = (raw - raw.min()) / span if span > 0 else np.ones_like(raw)
+        with open(work / SCORE_FILE, "w", newline="") as fh:
+            writer = csv.writer(fh, lineterminator="\n")
+            writer.writerow(["image", "scene", "distortion", "level", "ms_ssim", "score"])
+            for (name, scene, kind, level, m), qk in zip(rows, q, strict=True):
+                writer.writerow([f"images/{name}", scene, kind, level, f"{m:.6f}", f"{qk:.6f}"])
+        (work / "README.txt").write_text(readme)
+        if out.exists():  # an incomplete earlier attempt of the caller's (builtin's lock)
+            shutil.rmtree(out)
+        os.replace(work, out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return out
+
+
+def read_scores(folder: Path) -> tuple[list[Item], Path]:
+    """The items of a dataset this module wrote (``folder/scores.csv``), each with its scene,
+    distortion and level; a malformed score file is an error naming it."""
+    score_file = folder / SCORE_FILE
+    if not score_file.is_file():
+        raise FileNotFoundError(f"no {SCORE_FILE} in {folder}: make one with "
+                                "cprl-fast synthesize")  # fmt: skip
+    header, rows = read_csv(score_file)
+    cols = [column(header, score_file, c) for c in ("image", "scene", "distortion", "level")]
+    ms, score = column(header, score_file, "ms_ssim"), column(header, score_file, "score")
+    items = []
+    for i, r in enumerate(rows):
+        image, scene, kind, level = (r[c] for c in cols)
+        items.append(
+            Item(str(folder / image), number(r, score, score_file, i + 2),
+                 number(r, ms, score_file, i + 2), scene, kind, int(level))
+        )  # fmt: skip
+    if not items:
+        raise DatasetFormatError(f"{score_file} lists no image")
+    return items, score_file
+
+
+@register("synthetic", synthetic=True,
+          about="a dataset of cprl-fast synthesize (--root: its folder)")  # fmt: skip
+def load_synthetic(root: Path, **_options) -> tuple[list[Item], Path]:
+    """Items of a dataset :func:`synthesize` wrote into ``root``."""
+    return read_scores(root)

@@ -1,0 +1,117 @@
+"""cprl_fast.data.synthetic and .distortions: a quality dataset from any photographs, the same
+bytes with any number of workers, loadable as ``synthetic``; every distortion type at every
+level; the built-in sets made by the same writer; bad input named."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cprl_fast.data import load_items, synthesize
+from cprl_fast.data.distortions import DISTORTIONS, distort, ms_ssim, square
+from cprl_fast.data.synthetic import MIN_SIZE, reference_files
+
+KINDS = ["blur", "noise", "impulse"]
+
+
+def _photo(seed: int, w: int = 240, h: int = 200) -> Image.Image:
+    """A smooth image with edges (a gradient and two rectangles) and a little texture."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w] / max(w, h)
+    arr = np.stack([x, y, 1 - x * y], -1) * 180 + rng.normal(0, 6, (h, w, 3))
+    arr[40:120, 30 + 20 * seed : 90 + 20 * seed] = (230, 40, 40)
+    arr[130:180, 120:200] = (20, 60, 200)
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+
+
+@pytest.fixture(scope="module")
+def refs(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("refs")
+    _photo(0).save(d / "beach.png")
+    (d / "sub").mkdir()
+    _photo(1).convert("RGBA").save(d / "sub" / "city.png")
+    (d / "notes.txt").write_text("not an image")
+    return d
+
+
+def _digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            h.update(p.relative_to(folder).as_posix().encode() + p.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def made(refs, tmp_path_factory) -> Path:
+    return synthesize(refs, tmp_path_factory.mktemp("made") / "ds", KINDS, size=MIN_SIZE,
+                      progress=False)  # fmt: skip
+
+
+def test_a_dataset_from_a_folder_of_photographs_loads_as_synthetic(made):
+    items, score_file = load_items("synthetic", made)
+    assert score_file == made / "scores.csv" and len(items) == 2 * len(KINDS) * 5
+    assert {i.scene for i in items} == {"beach", "city"}
+    assert {i.distortion for i in items} == set(KINDS)
+    assert {i.level for i in items} == {1, 2, 3, 4, 5}
+    scores = np.array([i.score for i in items])
+    assert scores.min() == 0 and scores.max() == 1
+    assert sorted(p.name for p in (made / "refs").iterdir()) == ["beach.png", "city.png"]
+    with Image.open(made / "images" / "city_blur_3.png") as img:
+        assert img.size == (MIN_SIZE, MIN_SIZE) and img.mode == "RGB"
+    for scene in ("beach", "city"):  # within a scene and type, a higher level scores lower
+        for kind in KINDS:
+            got = [i.score for i in sorted(items, key=lambda i: i.level)
+                   if i.scene == scene and i.distortion == kind]  # fmt: skip
+            assert got[0] > got[-1], (scene, kind, got)
+
+
+@pytest.mark.slow
+def test_two_workers_write_the_same_bytes(refs, made, tmp_path):
+    again = synthesize(refs, tmp_path / "ds", KINDS, size=MIN_SIZE, workers=2, progress=False)
+    assert _digest(again) == _digest(made)
+
+
+@pytest.mark.parametrize("kind", list(DISTORTIONS))
+def test_every_distortion_changes_the_image_more_at_higher_levels(kind):
+    ref = square(_photo(2), MIN_SIZE)
+    mild, strong = (distort(ref, kind, level, seed=7) for level in (1, 5))
+    assert mild.size == ref.size and mild.mode == "RGB"
+    assert ms_ssim(strong, ref) < ms_ssim(mild, ref) < 1.0
+    twice = [np.asarray(distort(ref, kind, 3, seed=7)) for _ in range(2)]
+    assert np.array_equal(*twice)
+
+
+def test_bad_input_is_named(refs, made, tmp_path):
+    with pytest.raises(FileExistsError, match="already exists"):
+        synthesize(refs, made, KINDS)
+    with pytest.raises(ValueError, match=r"distortions must name types of .*got lens"):
+        synthesize(refs, tmp_path / "a", ["blur", "lens"])
+    with pytest.raises(ValueError, match="size must be an integer side in pixels, 161"):
+        synthesize(refs, tmp_path / "b", KINDS, size=64)
+    with pytest.raises(FileNotFoundError, match="no reference images"):
+        synthesize(tmp_path, tmp_path / "c", KINDS)
+    (tmp_path / "x").mkdir()
+    _photo(0).save(tmp_path / "x" / "beach.jpg")
+    with pytest.raises(ValueError, match="two references make scene 'beach'"):
+        reference_files([refs, tmp_path / "x"])
+    with pytest.raises(ValueError, match=r"level must be 1\.\.5, got 0"):
+        distort(_photo(0), "blur", 0, 0)
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no leftovers
+
+
+def test_the_command_writes_a_dataset_and_names_a_bad_out(refs, tmp_path, capsys):
+    from cprl_fast_cli import main
+
+    out = tmp_path / "cli"
+    args = ["synthesize", str(refs), "--out", str(out), "--distortions", "blur,jitter",
+            "--size", str(MIN_SIZE)]  # fmt: skip
+    assert main(args) == 0
+    assert "--dataset synthetic --root" in capsys.readouterr().out
+    assert len(load_items("synthetic", out)[0]) == 2 * 2 * 5
+    assert main(args) == 2
+    assert capsys.readouterr().err.strip().endswith("already exists: name a new folder")
