@@ -3,6 +3,8 @@ it compares, medians and spread), with its ratio and PASS/FAIL against the targe
 
     OMP_NUM_THREADS=2 python -m bench.targets --out bench/results/targets-cpu.json
     python -m bench.targets --quick          # small shapes: checks the plumbing only
+    python -m bench.targets --gpu bench/results/h200-2026-11-26   # issue 25's GPU targets,
+                                             # read from a committed GPU run (bench/gpu_targets.py)
 
 1. drop-in cost: CA-ResNet-18 over ResNet-18, forward + backward (128 px, batch 16), eager
    and both under torch.compile: at most 1.05x.
@@ -188,7 +190,15 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=21)
     p.add_argument("--audit-images", type=int, default=64)
     p.add_argument("--out", help="write the rows as JSON here")
+    p.add_argument("--gpu", metavar="RUN_FOLDER",
+                   help="measure nothing: print issue 25's GPU targets from a committed GPU "
+                   "run")  # fmt: skip
     args = p.parse_args(argv)
+    if args.gpu:
+        from bench.gpu_targets import report
+
+        print(report(args.gpu))
+        return 0
     from cprl_fast.threads import set_threads
 
     note = set_threads()

@@ -176,7 +176,9 @@ SPEC = OpSpec(
     call=_call,
     variants=({"soft": False}, {"soft": True}),
     shapes=((2, 5, 3, 7), (3, 1, 4, 4), (1, 2, 1, 1), (4, 33, 1, 1), (2, 64, 9, 5), (2, 300, 2, 3)),
-    bench_shapes=((16, 256, 80, 80), (16, 512, 40, 40), (16, 1024, 20, 20), (16, 2048, 10, 10)),
+    # the largest CA input of ResNet-50 at 320 px (batch 16), then its four at 224 px (batch 32)
+    bench_shapes=((16, 256, 80, 80), (32, 256, 56, 56), (32, 512, 28, 28), (32, 1024, 14, 14),
+                  (32, 2048, 7, 7)),
     small_bench_shapes=((2, 32, 8, 8), (2, 64, 4, 4)),
     passes=("fwd", "bwd", "fwdbwd"),
     # fwd reads f, writes y; bwd reads f and dy, writes df ([N, C] vectors are negligible)
