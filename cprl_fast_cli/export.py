@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from cprl_fast_cli.catalog import load
-from cprl_fast_cli.options import UserError
+from cprl_fast_cli.options import UserError, add_device, add_overwrite
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -29,8 +29,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
         type=Path,
         help="file to write (default: beside the checkpoint, .safetensors or .pt2)",
     )
-    p.add_argument("--device", default="cpu", help="device of the pt2 export (default: cpu)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    add_device(p, ": the pt2 export's (its AOTInductor package runs there)")
+    add_overwrite(p, "existing output files")
     p.add_argument("--no-aoti", action="store_true",
                    help="pt2: skip the AOTInductor compile (about a minute on a CPU)")  # fmt: skip
     return p

@@ -117,10 +117,21 @@ def attack_list(text: str) -> list[str]:
     return check_attack_names(a.strip() for a in text.split(",") if a.strip())
 
 
+def add_device(p: argparse.ArgumentParser, what: str = "") -> None:
+    """--device; ``what`` says what runs there when it is not the command's whole work."""
+    p.add_argument("--device", default="cpu",
+                   help=f"{RUN_HELP['device']}{what} (default: cpu)")  # fmt: skip
+
+
 def add_batch_and_device(p: argparse.ArgumentParser) -> None:
     """--batch-size and --device (evaluate, audit, score, and the protocols' training)."""
     p.add_argument("--batch-size", type=int, default=16, help="images per batch (default: 16)")
-    p.add_argument("--device", default="cpu", help=f"{RUN_HELP['device']} (default: cpu)")
+    add_device(p)
+
+
+def add_overwrite(p: argparse.ArgumentParser, what: str) -> None:
+    """--overwrite: replace ``what`` (an existing output), which is otherwise refused."""
+    p.add_argument("--overwrite", action="store_true", help=f"replace {what}")
 
 
 def add_eps(p: argparse.ArgumentParser, default: str) -> None:

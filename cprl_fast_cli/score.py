@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from cprl_fast_cli.catalog import load
-from cprl_fast_cli.options import UserError, add_batch_and_device
+from cprl_fast_cli.options import UserError, add_batch_and_device, add_overwrite
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -28,7 +28,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", help="image files or folders")
     p.add_argument("--model", required=True, help="checkpoint (best.pt) of cprl-fast train")
     p.add_argument("--out", type=Path, help="CSV or JSON file to write (default: CSV to stdout)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    add_overwrite(p, "an existing --out file")
     p.add_argument("--max-pixels", type=int, default=max_pixels,
                    help="per-image pixel limit: larger images are failures, read no further "
                    f"than their header (default: {max_pixels} = 8192 x 8192)")  # fmt: skip

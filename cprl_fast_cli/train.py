@@ -23,6 +23,7 @@ from cprl_fast_cli.options import (
     OPTION_HELP,
     RUN_HELP,
     UserError,
+    add_overwrite,
     entries_help,
     with_default,
 )
@@ -39,9 +40,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--config", type=Path, help="JSON or TOML file of options (flags override)")
     p.add_argument("--resume", action="store_true", help="continue exactly from out_dir/last.pt")
-    p.add_argument("--overwrite", action="store_true",
-                   help="start over in an out_dir that holds another run (removes its "
-                   "checkpoints and log)")  # fmt: skip
+    add_overwrite(p, "another run in out_dir: start over (removes its checkpoints and log)")
     choices = {"dataset": listing["datasets"], "model": sorted(listing["models"]),
                "objective": sorted(listing["objectives"])}  # fmt: skip
     about = {"model": listing["models"], "objective": listing["objectives"]}

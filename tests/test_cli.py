@@ -80,3 +80,20 @@ def test_each_command_module_has_a_parser_and_a_run(command):
     module = module_of(command)
     assert callable(module.add_parser) and callable(module.run)
     assert module.__doc__ and f"cprl-fast {command}" in module.__doc__
+
+
+#: Options several commands take: each is defined once (in cprl_fast_cli/options.py).
+SHARED = ("--dataset", "--root", "--split", "--attack", "--eps", "--out-dir", "--batch-size",
+          "--device", "--overwrite", "--certify", "--certify-n")  # fmt: skip
+
+
+def test_each_shared_option_is_defined_once():
+    from pathlib import Path
+
+    import cprl_fast_cli
+
+    folder = Path(cprl_fast_cli.__file__).parent
+    texts = {p.name: p.read_text() for p in folder.glob("*.py")}
+    for flag in SHARED:
+        where = [name for name, text in texts.items() if f'"{flag}"' in text]
+        assert where == ["options.py"], (flag, where)
