@@ -3,17 +3,14 @@
 :func:`evaluate` runs a model over a dataset, clean and under each attack at budget ``eps``
 (the attack targets are the labels, loss ``(h(x') - y)^2``; score reflection uses ``sign(y -
 0.5)``), and returns per condition SRCC, PLCC, KRCC, MSE, RMSE, the mean score change ``|s' - s|``
-and the robustness score ``R`` (docs/maths.md §6). :func:`write_report` writes it as JSON, CSV and a
-markdown table.
+and the robustness score ``R`` (docs/maths.md §6). :func:`cprl_fast.render.write_results` writes
+it as JSON, CSV and a markdown table.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Sequence
 from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,8 +19,6 @@ from torch import nn
 from cprl_fast import attacks, metrics
 from cprl_fast.attacks.common import eval_mode
 from cprl_fast.checks import check_eps
-from cprl_fast.io import csv_cell, write_json_atomic, write_text_atomic
-from cprl_fast.reports import interval
 
 
 def parse_eps(text: str | float) -> float:
@@ -141,55 +136,3 @@ COLUMNS = ("srcc", "plcc", "krcc", "mse", "rmse", "score_change", "robustness")
 
 
 Results = dict[str, dict[str, dict]]  # model -> condition -> metric -> value
-
-
-def _number(value: float | None, digits: int = 4) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def _with_ci(m: dict, name: str) -> str:
-    return interval(m[name], m.get(f"{name}_ci"), digits=4)
-
-
-def write_report(
-    results: Results, out_dir: str | Path, title: str = "Clean and attacked quality prediction"
-) -> dict[str, Path]:
-    """Writes ``{model: {condition: metrics}}`` as results.json, results.csv and results.md."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / "results.json", "csv": out / "results.csv", "md": out / "results.md"}
-    write_json_atomic(paths["json"], results)
-    ci = {c: f"{c}_ci" for c in ("srcc", "plcc")}
-    table = io.StringIO()
-    w = csv.writer(table, lineterminator="\n")
-    w.writerow(["model", "condition", *COLUMNS, "srcc_lo", "srcc_hi", "plcc_lo", "plcc_hi"])
-    for model, conds in results.items():
-        for cond, m in conds.items():
-            bounds = [f"{v:.6f}" for c in ci.values() for v in m.get(c, [float("nan")] * 2)]
-            w.writerow([csv_cell(model), cond, *(_number(m[c], 6) for c in COLUMNS), *bounds])
-    write_text_atomic(paths["csv"], table.getvalue())
-    lines = [f"# {title}", "", "| model | condition | " + " | ".join(COLUMNS) + " |",
-             "| --- | --- |" + " ---: |" * len(COLUMNS)]  # fmt: skip
-    for model, conds in results.items():
-        for cond, m in conds.items():
-            name = f"worst ({m['from']})" if cond == "worst" else cond
-            cells = [_with_ci(m, c) if c in ci else _number(m[c]) for c in COLUMNS]
-            lines.append(f"| {model} | {name} | " + " | ".join(cells) + " |")
-    n = len(next(iter(next(iter(results.values())).values())).get("scores", []))
-    lines += ["", f"SRCC and PLCC with 95% bootstrap intervals over the {n} images "
-              "(resampled 2000 times); `worst`: the lowest SRCC over the attacks and their "
-              "per-image combination (AutoAttack-style)."]  # fmt: skip
-    models = list(results)
-    first = models[0] if models else ""
-    for other in models[1:]:  # each model against the first (the reference)
-        diffs = compare(results, other, first)
-        lines += ["", f"SRCC({other}) - SRCC({first}) on the same images, paired bootstrap 95% "
-                  f"interval (positive: {other} ranks the images better than {first}):", "",
-                  "| condition | difference | interval | significant |",
-                  "| --- | ---: | --- | --- |"]  # fmt: skip
-        for cond, d in diffs.items():
-            lo, hi = d["ci"]
-            mark = "yes" if d["significant"] else "no"
-            lines.append(f"| {cond} | {d['difference']:+.4f} | [{lo:+.4f}, {hi:+.4f}] | {mark} |")
-    write_text_atomic(paths["md"], "\n".join(lines) + "\n")
-    return paths

@@ -1,19 +1,23 @@
-"""The one place audit and study reports become markdown and figures: report.md and
-srcc_vs_eps.png (and certified.png) of an audit, report.md and worst_vs_eps.png of a study.
+"""The one place results become markdown, CSV, JSON and figures: the clean-and-attacked tables
+of evaluate and reproduce (:func:`write_results`), report.md and srcc_vs_eps.png (and
+certified.png) of an audit, report.md and worst_vs_eps.png of a study.
 Every interval is written by :func:`cprl_fast.reports.interval`, every budget by
 :func:`cprl_fast.reports.eps_label`, every certified table by :func:`certified_table` and every
 curve against the budget by :func:`plot_against_eps`."""
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from cprl_fast.evaluate import COLUMNS, Results, compare
 from cprl_fast.figures import pyplot
-from cprl_fast.io import write_json_atomic, write_text_atomic
+from cprl_fast.io import csv_cell, write_json_atomic, write_text_atomic
 from cprl_fast.presets import MODEL_PRESETS
 from cprl_fast.reports import AuditReport, StudyReport, eps_key, eps_label, interval
 
@@ -73,6 +77,61 @@ def certified_table(first: str, rows: Sequence[Sequence[str]],
 
 def _holds(r: dict) -> str:
     return "-" if r.get("eps") is None else eps_label(r["eps"])
+
+
+# --- evaluate's and reproduce's tables -------------------------------------------------------
+
+
+def _number(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _with_ci(m: dict, name: str) -> str:
+    return interval(m[name], m.get(f"{name}_ci"), digits=4)
+
+
+def write_results(
+    results: Results, out_dir: str | Path, title: str = "Clean and attacked quality prediction"
+) -> dict[str, Path]:
+    """Writes ``{model: {condition: metrics}}`` as results.json, results.csv and results.md."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "results.json", "csv": out / "results.csv", "md": out / "results.md"}
+    write_json_atomic(paths["json"], results)
+    ci = {c: f"{c}_ci" for c in ("srcc", "plcc")}
+    table = io.StringIO()
+    w = csv.writer(table, lineterminator="\n")
+    w.writerow(["model", "condition", *COLUMNS, "srcc_lo", "srcc_hi", "plcc_lo", "plcc_hi"])
+    for model, conds in results.items():
+        for cond, m in conds.items():
+            bounds = [f"{v:.6f}" for c in ci.values() for v in m.get(c, [float("nan")] * 2)]
+            w.writerow([csv_cell(model), cond, *(_number(m[c], 6) for c in COLUMNS), *bounds])
+    write_text_atomic(paths["csv"], table.getvalue())
+    lines = [f"# {title}", "", "| model | condition | " + " | ".join(COLUMNS) + " |",
+             "| --- | --- |" + " ---: |" * len(COLUMNS)]  # fmt: skip
+    for model, conds in results.items():
+        for cond, m in conds.items():
+            name = f"worst ({m['from']})" if cond == "worst" else cond
+            cells = [_with_ci(m, c) if c in ci else _number(m[c]) for c in COLUMNS]
+            lines.append(f"| {model} | {name} | " + " | ".join(cells) + " |")
+    n = len(next(iter(next(iter(results.values())).values())).get("scores", []))
+    lines += ["", f"SRCC and PLCC with 95% bootstrap intervals over the {n} images "
+              "(resampled 2000 times); `worst`: the lowest SRCC over the attacks and their "
+              "per-image combination (AutoAttack-style)."]  # fmt: skip
+    models = list(results)
+    first = models[0] if models else ""
+    for other in models[1:]:  # each model against the first (the reference)
+        diffs = compare(results, other, first)
+        lines += ["", f"SRCC({other}) - SRCC({first}) on the same images, paired bootstrap 95% "
+                  f"interval (positive: {other} ranks the images better than {first}):", "",
+                  "| condition | difference | interval | significant |",
+                  "| --- | ---: | --- | --- |"]  # fmt: skip
+        for cond, d in diffs.items():
+            lo, hi = d["ci"]
+            mark = "yes" if d["significant"] else "no"
+            lines.append(f"| {cond} | {d['difference']:+.4f} | [{lo:+.4f}, {hi:+.4f}] | {mark} |")
+    write_text_atomic(paths["md"], "\n".join(lines) + "\n")
+    return paths
 
 
 # --- an audit ------------------------------------------------------------------------------

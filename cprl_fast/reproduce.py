@@ -23,10 +23,11 @@ import torch
 
 from cprl_fast.attacks import SUITES
 from cprl_fast.data import LOADERS
-from cprl_fast.evaluate import evaluate, write_report
+from cprl_fast.evaluate import evaluate
 from cprl_fast.figures import draw_figures, figure_markdown
 from cprl_fast.io import read_json, write_json_atomic, write_text_atomic
 from cprl_fast.presets import MODEL_PRESETS
+from cprl_fast.render import write_results
 from cprl_fast.reports import eps_label
 from cprl_fast.train import TrainConfig, Trainer
 from cprl_fast.train.checkpoint import load
@@ -93,7 +94,7 @@ def reproduce(
     models = {"resnet": train("resnet", model="resnet"), "cprl": train("cprl", model="cprl", b=0.4)}
     others = {name: train(name, model=name) for name in baselines}
     main = {n: attacked(n, m, attack_names) for n, m in {**models, **others}.items()}
-    write_report(
+    write_results(
         main, out / "tables" / "main", f"{dataset}: clean and attacked, eps = {eps_label(eps)}"
     )
 
@@ -103,13 +104,13 @@ def reproduce(
         model = models["cprl"] if b == 0.4 else train(name, model="cprl", b=b)
         table5[f"b={b:g}"] = attacked(name, model, SUITES["b-sweep"])
     if ablations:
-        write_report(table5, out / "tables" / "table5_b", "Table 5: the offset b")
+        write_results(table5, out / "tables" / "table5_b", "Table 5: the offset b")
         ca_alone = train("ca", **MODEL_PRESETS["ca"][1])
         table6 = {
             "CA alone": attacked("ca", ca_alone, SUITES["ablation"]),
             "CA + PNS": main["cprl"],
         }
-        write_report(table6, out / "tables" / "table6_pns", "Table 6: CA alone against CA + PNS")
+        write_results(table6, out / "tables" / "table6_pns", "Table 6: CA alone against CA + PNS")
 
     names = {"ResNet": models["resnet"], "CPRL": models["cprl"]}
     fig6 = draw_figures(names, test_set, out / "figures", bs, dev)

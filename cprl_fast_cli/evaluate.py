@@ -42,8 +42,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cprl_fast.evaluate import evaluate, parse_eps, write_report
+    from cprl_fast.evaluate import evaluate, parse_eps
     from cprl_fast.figures import draw_figures
+    from cprl_fast.render import write_results
     from cprl_fast.train.runs import load_run_splits, load_trained
 
     eps = parse_eps(args.eps)
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         name: evaluate(t.model, dataset, names, eps, args.batch_size, args.device)
         for name, t in models.items()
     }
-    paths = write_report(results, args.out_dir, f"{dataset.name} {args.split}, eps = {args.eps}")
+    paths = write_results(results, args.out_dir, f"{dataset.name} {args.split}, eps = {args.eps}")
     if args.figures:
         plain = {n: t.model for n, t in models.items()}
         draw_figures(plain, dataset, args.out_dir, args.batch_size, args.device)

@@ -16,8 +16,9 @@ from PIL import Image
 
 from cprl_fast import figures, metrics
 from cprl_fast.data import load_dataset
-from cprl_fast.evaluate import evaluate, parse_eps, predictions, worst_case, write_report
+from cprl_fast.evaluate import evaluate, parse_eps, predictions, worst_case
 from cprl_fast.models import cprl_resnet, resnet_iqa
+from cprl_fast.render import write_results
 from cprl_fast.train import TrainConfig, Trainer
 
 
@@ -56,7 +57,7 @@ def test_eps_zero_is_the_clean_result_and_attacks_move_scores(data, models):
 def test_report_files_agree(data, models, tmp_path):
     _, ds = data
     results = {"resnet": evaluate(models["resnet"], ds, ["fgsm"], eps=1 / 255)}
-    paths = write_report(results, tmp_path)
+    paths = write_results(results, tmp_path)
     assert json.loads(paths["json"].read_text()) == results
     rows = list(csv.DictReader(open(paths["csv"])))
     assert [r["condition"] for r in rows] == ["clean", "fgsm"]
@@ -92,7 +93,7 @@ def test_report_has_intervals_worst_case_and_paired_comparisons(data, models, tm
             assert lo <= m["srcc"] <= hi and hi - lo > 0
         assert conds["worst"]["srcc"] <= min(conds["fgsm"]["srcc"], conds["rank"]["srcc"])
         assert conds["clean"]["robustness"] is None  # no floor artefact for unmoved scores
-    md = write_report(results, tmp_path)["md"].read_text()
+    md = write_results(results, tmp_path)["md"].read_text()
     assert "| cprl | worst (" in md and "95% bootstrap intervals over the 50 images" in md
     first, other = list(results)
     assert f"SRCC({other}) - SRCC({first}) on the same images" in md and "| worst |" in md
