@@ -62,6 +62,7 @@ def test_the_model_learned(trained):
     assert metrics.srcc(_scores(model, x), y) > 0.5
 
 
+@pytest.mark.slow
 def test_damage_grows_with_eps(trained):
     model, x, y = trained
     clean = _scores(model, x)
@@ -72,6 +73,7 @@ def test_damage_grows_with_eps(trained):
     assert moves[0] < moves[1] < moves[2]
 
 
+@pytest.mark.slow
 def test_large_eps_breaks_an_undefended_model(trained):
     model, x, y = trained
     clean = metrics.srcc(_scores(model, x), y)
@@ -79,6 +81,7 @@ def test_large_eps_breaks_an_undefended_model(trained):
     assert attacked < clean - 0.5
 
 
+@pytest.mark.slow
 def test_pgd_hurts_at_least_as_much_as_fgsm(trained):
     model, x, y = trained
     eps = 2 / 255
@@ -89,6 +92,7 @@ def test_pgd_hurts_at_least_as_much_as_fgsm(trained):
     assert loss_pgd >= loss_fgsm
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("steps", [1, 10])
 def test_score_reflection_crosses_towards_the_other_side(trained, steps):
     model, x, _y = trained
@@ -99,6 +103,7 @@ def test_score_reflection_crosses_towards_the_other_side(trained, steps):
     assert away.mean() >= 0.95
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "attack",
     [
@@ -155,6 +160,7 @@ def test_the_rank_attack_lowers_srcc_where_the_score_attack_cannot():
     assert by_rank < 0.7, by_rank
 
 
+@pytest.mark.slow
 def test_the_rank_attack_on_a_trained_model(trained):
     model, x, y = trained
     eps, g = 2 / 255, torch.Generator().manual_seed(0)
@@ -171,6 +177,7 @@ def test_soft_srcc_approaches_srcc():
     assert abs(float(attacks.soft_srcc(s, t, 0.05)) - hard) < 0.2
 
 
+@pytest.mark.slow
 def test_seeds_differ(trained):
     model, x, y = trained
     a = attacks.pgd(model, x, y, eps=2 / 255, steps=2, generator=torch.Generator().manual_seed(1))
@@ -178,6 +185,7 @@ def test_seeds_differ(trained):
     assert not torch.equal(a, b)
 
 
+@pytest.mark.slow
 def test_square_raises_the_loss(trained):
     model, x, y = trained
     clean = np.mean((_scores(model, x) - y.numpy()) ** 2)
@@ -186,6 +194,7 @@ def test_square_raises_the_loss(trained):
     assert np.mean((_scores(model, x_sq) - y.numpy()) ** 2) > clean
 
 
+@pytest.mark.slow
 def test_eot_averages_gradients(trained):
     model, x, y = trained
     torch.testing.assert_close(attacks.fgsm(model, x, y, eps=2 / 255, eot=3),
@@ -216,6 +225,7 @@ def test_robustness_score():
     np.testing.assert_allclose(metrics.score_change(clean, attacked), [0.1, 0.0], atol=1e-12)
 
 
+@pytest.mark.slow
 def test_bad_arguments(trained):
     model, x, y = trained
     with pytest.raises(ValueError, match="eps must be finite and >= 0"):
