@@ -1,5 +1,6 @@
-"""Named model presets: which model with which training settings, one definition for the study,
-reproduce and the CLI."""
+"""Named model presets (which model with which training settings) and training recipes (how
+the images reach the model and how it is optimised): one definition for the study, reproduce,
+the demo and the CLI."""
 
 from __future__ import annotations
 
@@ -20,3 +21,34 @@ MODEL_PRESETS: dict[str, tuple[str, dict]] = {
                                              "noise_sigma": STUDY_NOISE_SIGMA}),
     "cprl-noise": ("CPRL, noise-trained", {"model": "cprl", "noise_sigma": STUDY_NOISE_SIGMA}),
 }  # fmt: skip
+
+#: Training recipes by name: a line that says what each does and the TrainConfig settings that
+#: define it (model options under ``model_options``). A command's explicit flags override them.
+#:
+#: - ``resized``: each image resized (shorter side) and cropped to ``image_size``, scored whole;
+#:   a constant learning rate. The paper's preprocessing, for a backbone with ImageNet weights.
+#: - ``native``: random 64 px crops of the 256 px images (the built-in data's size: no resizing
+#:   there), flipped; Kang et al.'s local contrast normalisation in front of the network; an
+#:   image scored as the mean over its 64 px tiles; one-cycle learning rate peaking at 1e-3,
+#:   batches of 32. The best recipe found for a ResNet-18 trained from scratch on builtin-v2
+#:   (``results/learning-builtin-v2``).
+RECIPES: dict[str, tuple[str, dict]] = {
+    "resized": ("images resized to --image-size and scored whole, constant learning rate "
+                "(the paper's preprocessing)", {}),
+    "native": ("64 px crops at native resolution (256 px images), local contrast "
+               "normalisation, scored by 64 px tiles, one-cycle lr 1e-3, batch 32",
+               {"image_size": 256, "train_crop": 64, "hflip": True, "schedule": "onecycle",
+                "lr": 1e-3, "weight_decay": 1e-4, "batch_size": 32,
+                "model_options": {"input_norm": "lcn", "patch": 64}}),
+}  # fmt: skip
+
+
+def recipe_settings(name: str) -> dict:
+    """The settings of recipe ``name`` (a copy: TrainConfig fields, ``model_options`` nested);
+    ValueError naming the recipes for an unknown name."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r} (known: {', '.join(RECIPES)})")
+    settings = dict(RECIPES[name][1])
+    if "model_options" in settings:
+        settings["model_options"] = dict(settings["model_options"])
+    return settings

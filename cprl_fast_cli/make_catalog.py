@@ -48,7 +48,7 @@ def build() -> dict[str, Any]:
     from cprl_fast.export import FORMATS
     from cprl_fast.images import DEFAULT_MAX_PIXELS
     from cprl_fast.models import MODELS
-    from cprl_fast.presets import MODEL_PRESETS
+    from cprl_fast.presets import MODEL_PRESETS, RECIPES
     from cprl_fast.reports import eps_label
     from cprl_fast.reproduce import BASELINES
     from cprl_fast.train import TrainConfig
@@ -90,6 +90,8 @@ def build() -> dict[str, Any]:
         "audit_eps": ",".join(eps_label(e) for e in DEFAULT_EPS),
         "suites": {name: list(names) for name, names in SUITES.items()},
         "model_presets": list(MODEL_PRESETS),
+        "recipes": {name: {"about": about, "settings": settings}
+                    for name, (about, settings) in RECIPES.items()},
         "baselines": list(BASELINES),
         "feature_layers": list(FEATURE_LAYERS),
         "export_formats": list(FORMATS),

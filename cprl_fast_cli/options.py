@@ -44,6 +44,11 @@ RUN_HELP = {
     "max_steps": "stop after this many iterations in all (default: epochs x batches)",
     "noise_sigma": "train on images plus Gaussian noise of this standard deviation (pixel "
     "units; for cprl-fast audit --certify; default: 0, off)",
+    "train_crop": "train on random crops of this side, pixels, of the image-size images "
+    "(native-resolution crops; pair with the model's --patch)",
+    "hflip": "random horizontal flips of the training crops",
+    "schedule": "learning rate: constant, or onecycle (warm-up over the first tenth, then "
+    "cosine down)",
 }
 #: Help of model and objective options that several entries share.
 OPTION_HELP = {
@@ -58,6 +63,8 @@ OPTION_HELP = {
     "units": "LWTA group size",
     "bins": "NIMA score bins",
     "scnn_steps": "DBCNN: S-CNN pre-training steps on the built-in distortions",
+    "input_norm": "input normalisation: imagenet, or lcn (local contrast normalisation first)",
+    "patch": "score an image as the mean over its tiles of this side, pixels (default: whole)",
     "lam": "weight lambda of the intervention losses",
     "mode": "faithful (Algorithm 1's alternating order) or fast (one backward per iteration)",
     "sigma": "std of NIMA's target distribution around the label, on [0, 1]",
@@ -123,10 +130,21 @@ def add_device(p: argparse.ArgumentParser, what: str = "") -> None:
                    help=f"{RUN_HELP['device']}{what} (default: cpu)")  # fmt: skip
 
 
-def add_batch_and_device(p: argparse.ArgumentParser) -> None:
-    """--batch-size and --device (evaluate, audit, score, and the protocols' training)."""
-    p.add_argument("--batch-size", type=int, default=16, help="images per batch (default: 16)")
+def add_batch_and_device(p: argparse.ArgumentParser, batch: int | None = 16,
+                         what: str = "") -> None:  # fmt: skip
+    """--batch-size and --device (evaluate, audit, score, and the protocols' training);
+    ``batch`` None: the default comes from elsewhere, ``what`` says from where."""
+    p.add_argument("--batch-size", type=int, default=batch,
+                   help=f"images per batch (default: {what or batch})")  # fmt: skip
     add_device(p)
+
+
+def add_recipe(p: argparse.ArgumentParser, default: str) -> None:
+    """--recipe, a name of cprl_fast.presets.RECIPES: settings that the flags override."""
+    recipes = {name: entry["about"] for name, entry in load()["recipes"].items()}
+    p.add_argument("--recipe", default=default, choices=list(recipes),
+                   help=f"training recipe, whose settings the flags override: "
+                   f"{entries_help(recipes)} (default: {default})")  # fmt: skip
 
 
 def add_overwrite(p: argparse.ArgumentParser, what: str) -> None:
@@ -148,30 +166,49 @@ def add_out_dir(p: argparse.ArgumentParser, default: str, what: str) -> None:
                    help=f"folder for {what} (default: {default})")  # fmt: skip
 
 
+#: The protocol commands' training flags whose default is the recipe's setting where it has
+#: one, else the command's own.
+PROTOCOL_FLAGS = ("image_size", "epochs", "lr", "batch_size")
+
+
 def add_protocol(p: argparse.ArgumentParser, out: str, arch: str, size: int, epochs: int,
-                 lr: float, eps: str = "1/255", dataset: str = "builtin") -> None:  # fmt: skip
-    """The options `reproduce`, `demo` and `study` share, with each command's defaults."""
+                 lr: float, eps: str = "1/255", dataset: str = "builtin",
+                 recipe: str = "resized") -> None:  # fmt: skip
+    """The options `reproduce`, `demo` and `study` share, with each command's defaults (the
+    recipe's settings replace ``size``, ``epochs``, ``lr`` and the batch size of 16 where it
+    has them)."""
     add_dataset(p, dataset, f"dataset (default: {dataset})")
     add_root(p)
     add_out_dir(p, out, "the report, resumable")
     add_eps(p, eps)
+    add_recipe(p, recipe)
+    own = {"image_size": size, "epochs": epochs, "lr": lr, "batch_size": 16}
+    p.set_defaults(protocol_defaults=own)
+
+    def default(name: str) -> str:
+        return f"the recipe's where it sets one, else {own[name]:g}"
+
     p.add_argument("--arch", default=arch, help=f"{OPTION_HELP['arch']} (default: {arch})")
-    p.add_argument("--image-size", type=int, default=size,
-                   help=f"{RUN_HELP['image_size']} (default: {size})")  # fmt: skip
-    p.add_argument("--epochs", type=int, default=epochs,
-                   help=f"{RUN_HELP['epochs']} (default: {epochs})")  # fmt: skip
-    p.add_argument("--lr", type=float, default=lr, help=f"{RUN_HELP['lr']} (default: {lr:g})")
+    p.add_argument("--image-size", type=int, default=None,
+                   help=f"{RUN_HELP['image_size']} (default: {default('image_size')})")
+    p.add_argument("--epochs", type=int, default=None,
+                   help=f"{RUN_HELP['epochs']} (default: {default('epochs')})")  # fmt: skip
+    p.add_argument("--lr", type=float, default=None,
+                   help=f"{RUN_HELP['lr']} (default: {default('lr')})")  # fmt: skip
     p.add_argument("--max-steps", type=int, help=RUN_HELP["max_steps"])
-    add_batch_and_device(p)
+    add_batch_and_device(p, None, default("batch_size"))
 
 
 def protocol_config(args: argparse.Namespace):
-    """The TrainConfig that `reproduce`, `demo` and `study` start each model's run from."""
+    """The TrainConfig that `reproduce`, `demo` and `study` start each model's run from: the
+    command's defaults, overridden by the recipe's settings, overridden by the flags given."""
+    from cprl_fast.presets import recipe_settings
     from cprl_fast.train import TrainConfig
 
-    return TrainConfig(model_options={"arch": args.arch}, image_size=args.image_size,
-                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                       max_steps=args.max_steps, device=args.device)  # fmt: skip
+    settings = {**args.protocol_defaults, **recipe_settings(args.recipe)}
+    settings.update({k: getattr(args, k) for k in PROTOCOL_FLAGS if getattr(args, k) is not None})
+    settings["model_options"] = {**settings.get("model_options", {}), "arch": args.arch}
+    return TrainConfig(**settings, max_steps=args.max_steps, device=args.device)
 
 
 def add_certify(p: argparse.ArgumentParser) -> None:

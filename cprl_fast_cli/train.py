@@ -2,12 +2,15 @@
 
     cprl-fast train --dataset builtin --model cprl --arch resnet18 --epochs 2 --image-size 64
     cprl-fast train --config run.json --resume
+    cprl-fast train --recipe native --dataset builtin-v2 --model resnet --arch resnet18 --epochs 34
 
 Every run setting of TrainConfig is a flag; so is every option of every registered model (its
 factory's arguments: --arch, --placement, --b, ...) and of every training objective (--lam,
 --mode, --eps, ...): each goes to the chosen model or objective, and an option the chosen one
 does not have is an error. --config reads a JSON or TOML file of the same names; flags given on
-the command line override it. The choices and help below come from the registries of models,
+the command line override it, and both override the --recipe's settings (see
+cprl_fast.presets.RECIPES; `native` is the recipe that learns the built-in data from scratch).
+The choices and help below come from the registries of models,
 objectives, datasets and attacks.
 """
 
@@ -24,6 +27,7 @@ from cprl_fast_cli.options import (
     RUN_HELP,
     UserError,
     add_overwrite,
+    add_recipe,
     entries_help,
     with_default,
 )
@@ -41,6 +45,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="JSON or TOML file of options (flags override)")
     p.add_argument("--resume", action="store_true", help="continue exactly from out_dir/last.pt")
     add_overwrite(p, "another run in out_dir: start over (removes its checkpoints and log)")
+    add_recipe(p, "resized")
     choices = {"dataset": listing["datasets"], "model": sorted(listing["models"]),
                "objective": sorted(listing["objectives"])}  # fmt: skip
     about = {"model": listing["models"], "objective": listing["objectives"]}
@@ -89,13 +94,18 @@ def _read_config(path: Path) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from cprl_fast.io import json_text
+    from cprl_fast.presets import recipe_settings
     from cprl_fast.train import TrainConfig
     from cprl_fast.train.runs import train_and_test
 
-    values = _read_config(args.config) if args.config else {}
+    given = _read_config(args.config) if args.config else {}
     settings = set(load()["run_settings"]) | set(load()["model_options"]) | \
         set(load()["objective_options"])  # fmt: skip
-    values.update({k: v for k, v in vars(args).items() if v is not None and k in settings})
+    given.update({k: v for k, v in vars(args).items() if v is not None and k in settings})
+    values = recipe_settings(args.recipe)
+    nested = {**values.pop("model_options", {}), **given.pop("model_options", {})}
+    values.update(given)
+    values["model_options"] = nested  # flat model options given override these
     if isinstance(values.get("placement"), str) and "," in values["placement"]:
         values["placement"] = [s.strip() for s in values["placement"].split(",")]
     cfg = TrainConfig.from_dict(values)

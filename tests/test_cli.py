@@ -97,3 +97,35 @@ def test_each_shared_option_is_defined_once():
     for flag in SHARED:
         where = [name for name, text in texts.items() if f'"{flag}"' in text]
         assert where == ["options.py"], (flag, where)
+
+
+def test_a_recipe_sets_what_the_flags_leave_and_the_flags_win():
+    from cprl_fast_cli import parser
+    from cprl_fast_cli.options import protocol_config
+
+    plain = protocol_config(parser().parse_args(["study"]))
+    assert (plain.image_size, plain.lr, plain.batch_size, plain.train_crop) == (64, 3e-4, 16, None)
+    native = protocol_config(parser().parse_args(["study", "--recipe", "native"]))
+    assert (native.image_size, native.lr, native.batch_size, native.train_crop) == (256, 1e-3, 32,
+                                                                                   64)  # fmt: skip
+    assert native.model_options == {"input_norm": "lcn", "patch": 64, "arch": "resnet18"}
+    assert native.epochs == 10 and native.schedule == "onecycle" and native.hflip
+    mine = protocol_config(parser().parse_args(["demo", "--recipe", "native", "--lr", "2e-3",
+                                                "--batch-size", "8", "--arch", "resnet34"]))
+    assert (mine.lr, mine.batch_size, mine.model_options["arch"]) == (2e-3, 8, "resnet34")
+
+
+def test_train_takes_a_recipe_and_its_flags_override_it(tmp_path, monkeypatch):
+    from cprl_fast.train import runs
+    from cprl_fast_cli import main
+
+    seen = {}
+    monkeypatch.setattr(runs, "train_and_test", lambda cfg, **_: seen.setdefault("cfg", cfg) and {})
+    assert main(["train", "--recipe", "native", "--model", "resnet", "--patch", "32",
+                 "--train-crop", "32", "--out-dir", str(tmp_path)]) == 0  # fmt: skip
+    cfg = seen["cfg"]
+    assert cfg.model_options == {"input_norm": "lcn", "patch": 32}
+    assert (cfg.train_crop, cfg.image_size, cfg.schedule, cfg.hflip) == (32, 256, "onecycle", True)
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "--recipe", "crops"])
+    assert stop.value.code == 2

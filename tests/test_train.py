@@ -187,10 +187,13 @@ class TestTrainer:
         ]
 
     @pytest.mark.slow
-    @pytest.mark.parametrize("noise", [0.0, 0.1], ids=["plain", "noise-trained"])
-    def test_resume_is_exact(self, builtin_sets, tmp_path, noise):
+    @pytest.mark.parametrize(
+        "setting", [{}, {"noise_sigma": 0.1}, {"schedule": "onecycle", "epochs": 1}],
+        ids=["plain", "noise-trained", "onecycle"],
+    )  # fmt: skip
+    def test_resume_is_exact(self, builtin_sets, tmp_path, setting):
         _, train, test = builtin_sets
-        small = {**SMALL, "noise_sigma": noise}
+        small = {**SMALL, **setting}
         full = Trainer(TrainConfig(**small, out_dir=str(tmp_path / "a"), max_steps=4), train, test)
         full.fit()
         Trainer(TrainConfig(**small, out_dir=str(tmp_path / "b"), max_steps=2), train, test).fit()

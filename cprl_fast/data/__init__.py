@@ -142,6 +142,8 @@ def load_splits(
     official_split: bool = False,
     transform: Callable | None = None,
     image_size: int = 320,
+    train_crop: int | None = None,
+    hflip: bool = False,
     skip_unreadable: bool = False,
     **options,
 ) -> dict[str, IQADataset]:
@@ -160,6 +162,8 @@ def load_splits(
         transform: PIL image -> tensor; default the train (random crop) or test (centre crop)
             transform of docs/maths.md section 7 at ``image_size``.
         image_size: side of the square crops of the default transforms.
+        train_crop, hflip: the default train transform's crop (``None``: ``image_size``) and
+            random horizontal flips (:func:`train_transform`).
         skip_unreadable: drop (and count, in ``dataset.skipped``) missing or undecodable
             images instead of stopping at the first missing one.
         options: loader options (``resolution`` for KonIQ: ``"1024x768"`` or ``"512x384"``).
@@ -173,7 +177,9 @@ def load_splits(
     def transform_for(split: str) -> Callable:
         if transform is not None:
             return transform
-        return train_transform(image_size) if split == "train" else test_transform(image_size)
+        if split == "train":
+            return train_transform(image_size, train_crop, hflip)
+        return test_transform(image_size)
 
     if official_split:
         official_sets = LOADERS.info(name).get("official_split")

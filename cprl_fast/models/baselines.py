@@ -78,10 +78,11 @@ def _replace_relus(module: nn.Module, make) -> int:
 
 
 @register("lwta", objective="regression", about="stochastic local winner-takes-all")
-def lwta(arch: str = "resnet50", pretrained=None, units: int = 2) -> QualityResNet:
+def lwta(arch: str = "resnet50", pretrained=None, units: int = 2, input_norm: str = "imagenet",
+         patch: int | None = None) -> QualityResNet:  # fmt: skip
     backbone = backbone_for(arch, pretrained)
     _replace_relus(backbone, lambda: LWTA(units))
-    return QualityResNet(backbone)
+    return QualityResNet(backbone, input_norm, patch)
 
 
 # --- feature denoising -------------------------------------------------------------------------
@@ -110,24 +111,26 @@ class DenoisingBlock(nn.Module):
 
 
 @register("denoise", objective="regression", about="feature denoising blocks")
-def denoise(arch: str = "resnet50", pretrained=None) -> QualityResNet:
+def denoise(arch: str = "resnet50", pretrained=None, input_norm: str = "imagenet",
+            patch: int | None = None) -> QualityResNet:  # fmt: skip
     backbone = backbone_for(arch, pretrained)
     for stage in ("layer1", "layer2", "layer3", "layer4"):
         layer = getattr(backbone, stage)
         last = layer[-1]
         channels = last.bn3.num_features if hasattr(last, "bn3") else last.bn2.num_features
         layer.append(DenoisingBlock(channels))
-    return QualityResNet(backbone)
+    return QualityResNet(backbone, input_norm, patch)
 
 
 # --- SAT and NT ------------------------------------------------------------------------------
 
 
 @register("sat", objective="sat", about="smooth adversarial training (SiLU, PGD batches)")
-def sat(arch: str = "resnet50", pretrained=None) -> QualityResNet:
+def sat(arch: str = "resnet50", pretrained=None, input_norm: str = "imagenet",
+        patch: int | None = None) -> QualityResNet:  # fmt: skip
     backbone = backbone_for(arch, pretrained)
     _replace_relus(backbone, lambda: nn.SiLU(inplace=False))
-    return QualityResNet(backbone)
+    return QualityResNet(backbone, input_norm, patch)
 
 
 register("nt", objective="nt", about="input-gradient norm regularisation")(resnet_iqa)
@@ -139,18 +142,20 @@ register("nt", objective="nt", about="input-gradient norm regularisation")(resne
 class NIMA(QualityResNet):
     """Softmax over ``bins`` score bins; score = the distribution's mean on [0, 1]."""
 
-    def __init__(self, backbone, bins: int = 10):
-        super().__init__(backbone)
+    def __init__(self, backbone, bins: int = 10, input_norm: str = "imagenet",
+                 patch: int | None = None):  # fmt: skip
+        super().__init__(backbone, input_norm, patch)
         self.head = nn.Linear(self.head.in_features, bins)
         self.register_buffer("centres", torch.linspace(0, 1, bins), persistent=False)
 
     def distribution(self, x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.head(self.features(x)).float(), dim=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def score(self, x: torch.Tensor) -> torch.Tensor:
         return self.distribution(x) @ self.centres
 
 
 @register("nima", objective="emd", about="NIMA: score bins and the EMD loss")
-def nima(arch: str = "resnet50", pretrained=None, bins: int = 10) -> NIMA:
-    return NIMA(backbone_for(arch, pretrained), bins)
+def nima(arch: str = "resnet50", pretrained=None, bins: int = 10, input_norm: str = "imagenet",
+         patch: int | None = None) -> NIMA:  # fmt: skip
+    return NIMA(backbone_for(arch, pretrained), bins, input_norm, patch)

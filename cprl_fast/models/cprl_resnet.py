@@ -18,6 +18,7 @@ import torchvision
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
+from cprl_fast.models.inputs import INPUT_NORMS, LocalContrastNorm, tiles
 from cprl_fast.nn import CPRLActivation
 
 ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101")
@@ -142,27 +143,52 @@ def _load_pretrained(resnet: ResNet, pretrained, arch: str) -> None:
 
 
 class QualityResNet(nn.Module):
-    """ImageNet normalisation -> ResNet backbone -> GAP -> linear -> sigmoid.
+    """Input normalisation -> ResNet backbone -> GAP -> linear -> sigmoid.
 
     Input: images ``[N, 3, H, W]`` in ``[0, 1]``; output: quality ``[N]`` in ``[0, 1]``.
+    ``input_norm`` and ``patch`` are described in :mod:`cprl_fast.models.inputs`: with
+    ``patch``, an image larger than ``patch`` px is scored as the mean of its tiles' scores.
     """
 
-    def __init__(self, backbone: ResNet):
+    def __init__(self, backbone: ResNet, input_norm: str = "imagenet", patch: int | None = None):
         super().__init__()
+        if input_norm not in INPUT_NORMS:
+            raise ValueError(f"input_norm must be one of {', '.join(INPUT_NORMS)}, "
+                             f"got {input_norm!r}")  # fmt: skip
         in_features = backbone.fc.in_features
         backbone.fc = nn.Identity()
+        self.lcn = LocalContrastNorm() if input_norm == "lcn" else None
+        self.patch = patch
         self.backbone = backbone
         self.head = nn.Linear(in_features, 1)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Images ``[N, 3, H, W]`` -> what the backbone reads (same shape)."""
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"images must have shape [N, 3, H, W], got {list(x.shape)}")
-        return self.backbone((x - self.mean) / self.std)
+        if self.lcn is not None:
+            x = self.lcn(x)
+        return (x - self.mean) / self.std
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Images ``[N, 3, H, W]`` -> pooled backbone features ``[N, F]`` (no tiling)."""
+        return self.backbone(self.normalize(x))
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        """Images ``[N, 3, H, W]`` -> quality ``[N]``, each image at once (no tiling)."""
+        return torch.sigmoid(self.head(self.features(x))).squeeze(1)
+
+    def _tiled(self, x: torch.Tensor) -> bool:
+        return self.patch is not None and max(x.shape[-2:]) > self.patch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.head(self.features(x))).squeeze(1)
+        if not self._tiled(x):
+            return self.score(x)
+        if x.dim() != 4:
+            raise ValueError(f"images must have shape [N, 3, H, W], got {list(x.shape)}")
+        return self.score(tiles(x, self.patch)).view(x.shape[0], -1).mean(1)
 
     def _first_ca(self) -> tuple[int, int] | None:
         for s, stage in enumerate(STAGES):
@@ -182,10 +208,12 @@ class QualityResNet(nn.Module):
         where = self._first_ca()
         if where is None:
             raise ValueError("the model has no CA module: it has no prefix to share")
-        if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f"images must have shape [N, 3, H, W], got {list(x.shape)}")
+        if self._tiled(x):
+            raise ValueError(f"images of {x.shape[-2]}x{x.shape[-1]} px are scored by tiles of "
+                             f"patch={self.patch} px: the prefix takes crops of at most that size "
+                             "(train with train_crop <= patch)")  # fmt: skip
         b = self.backbone
-        z = b.maxpool(b.relu(b.bn1(b.conv1((x - self.mean) / self.std))))
+        z = b.maxpool(b.relu(b.bn1(b.conv1(self.normalize(x)))))
         for s in range(where[0]):
             z = getattr(b, STAGES[s])(z)
         stage = getattr(b, STAGES[where[0]])
@@ -217,9 +245,11 @@ def backbone_for(arch: str, pretrained) -> ResNet:
     return resnet
 
 
-def resnet_iqa(arch: str = "resnet50", pretrained=None) -> QualityResNet:
-    """The plain ResNet quality model (the paper's "ResNet" baseline)."""
-    return QualityResNet(backbone_for(arch, pretrained))
+def resnet_iqa(arch: str = "resnet50", pretrained=None, input_norm: str = "imagenet",
+               patch: int | None = None) -> QualityResNet:  # fmt: skip
+    """The plain ResNet quality model (the paper's "ResNet" baseline); ``input_norm`` and
+    ``patch``: :mod:`cprl_fast.models.inputs`."""
+    return QualityResNet(backbone_for(arch, pretrained), input_norm, patch)
 
 
 def cprl_resnet(
@@ -230,6 +260,8 @@ def cprl_resnet(
     temperature: float = 1.0,
     rank: str = "hard",
     tau: float | None = None,
+    input_norm: str = "imagenet",
+    patch: int | None = None,
 ) -> QualityResNet:
     """The CPRL quality model: a ResNet with CA modules at ``placement`` and the quality head.
 
@@ -242,7 +274,8 @@ def cprl_resnet(
             torchvision ResNet, or a torchvision weights enum; its ``fc`` is not used.
         b, temperature, rank, tau: of every :class:`CPRLActivation` (initial offset, mask
             temperature, ``"hard"`` or ``"soft"`` rank, soft-rank temperature).
+        input_norm, patch: :mod:`cprl_fast.models.inputs`.
     """
     backbone = backbone_for(arch, pretrained)
     convert_resnet(backbone, placement, b=b, temperature=temperature, rank=rank, tau=tau)
-    return QualityResNet(backbone)
+    return QualityResNet(backbone, input_norm, patch)

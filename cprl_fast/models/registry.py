@@ -12,6 +12,7 @@ import math
 
 from torch import nn
 
+from cprl_fast.models.inputs import INPUT_NORMS
 from cprl_fast.registry import Registry
 
 MODELS = Registry("model")
@@ -20,7 +21,10 @@ register = MODELS.register
 
 #: Integer model options and their documented bounds (inclusive): a model card or a config
 #: outside them is refused before anything is built.
-INT_OPTION_LIMITS = {"units": (1, 2048), "bins": (2, 1000), "scnn_steps": (0, 1_000_000)}
+INT_OPTION_LIMITS = {"units": (1, 2048), "bins": (2, 1000), "scnn_steps": (0, 1_000_000),
+                     "patch": (16, 4096)}  # fmt: skip
+#: Integer options whose ``None`` means "off".
+OPTIONAL_INT_OPTIONS = ("patch",)
 #: The most block names a placement list may hold.
 MAX_PLACEMENTS = 256
 #: Float model options: each must be finite.
@@ -41,6 +45,11 @@ def check_options(name: str, options: dict) -> None:
             f"model {name!r} has no option {', '.join(unknown)} (its options: {', '.join(known)})"
         )
     for key, value in options.items():
+        if key in OPTIONAL_INT_OPTIONS and value is None:
+            continue
+        if key == "input_norm" and value not in INPUT_NORMS:
+            raise ValueError(f"model option input_norm must be one of {', '.join(INPUT_NORMS)}, "
+                             f"got {value!r}")  # fmt: skip
         if key in INT_OPTION_LIMITS:
             lo, hi = INT_OPTION_LIMITS[key]
             if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:

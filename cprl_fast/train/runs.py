@@ -145,7 +145,8 @@ def load_run_splits(cfg: TrainConfig, splits=("train", "test"), dataset: str | N
             data_root = None
     return load_splits(name, data_root, tuple(splits), split_file=split_file,
                        seed=cfg.split_seed, val_ratio=cfg.val_ratio, folds=cfg.folds,
-                       fold=cfg.fold, image_size=cfg.image_size)  # fmt: skip
+                       fold=cfg.fold, image_size=cfg.image_size, train_crop=cfg.train_crop,
+                       hflip=cfg.hflip)  # fmt: skip
 
 
 def train_and_test(cfg: TrainConfig, resume: bool = False, overwrite: bool = False,

@@ -43,6 +43,7 @@ from cprl_fast.models.registry import (
 )
 from cprl_fast.train import checkpoint
 from cprl_fast.train.objectives import OBJECTIVES, make_objective, option_fields
+from cprl_fast.train.schedule import onecycle
 
 log = logging.getLogger("cprl_fast.train")
 
@@ -50,7 +51,8 @@ log = logging.getLogger("cprl_fast.train")
 #: Settings of the run that define the experiment: a resumed run must have the same.
 EXPERIMENT_KEYS = (
     "model", "model_options", "objective", "objective_options", "dataset", "split_seed",
-    "val_ratio", "folds", "fold", "seed", "batch_size", "noise_sigma",
+    "val_ratio", "folds", "fold", "seed", "batch_size", "noise_sigma", "train_crop", "hflip",
+    "schedule",
 )  # fmt: skip
 
 
@@ -60,7 +62,12 @@ RUN_NUMBERS = (
     ("lr", 0.0, float), ("weight_decay", None, float), ("batch_size", 1, int),
     ("epochs", 1, int), ("image_size", 1, int), ("clip_grad", 0.0, float),
     ("seed", 0, int), ("split_seed", 0, int), ("num_workers", 0, int), ("max_steps", 0, int),
+    ("train_crop", 1, int),
 )  # fmt: skip
+#: Run settings whose ``None`` means "off".
+OPTIONAL_NUMBERS = ("clip_grad", "max_steps", "train_crop")
+#: The learning-rate schedules (:mod:`cprl_fast.train.schedule`).
+SCHEDULES = ("constant", "onecycle")
 
 
 #: The training loop reads the step losses to the host (for log.csv, the progress bar and the
@@ -70,11 +77,12 @@ LOG_EVERY = 25
 #: The documented upper bounds of the run's counts (a model card outside them is refused before
 #: anything is built or allocated).
 RUN_LIMITS = {"batch_size": 65536, "epochs": 100_000, "image_size": 4096, "num_workers": 256,
-              "max_steps": 10**9, "seed": 2**63 - 1, "split_seed": 2**63 - 1}  # fmt: skip
+              "max_steps": 10**9, "seed": 2**63 - 1, "split_seed": 2**63 - 1,
+              "train_crop": 4096}  # fmt: skip
 
 
 def _check_number(name: str, value, low, kind) -> None:
-    if value is None and name in ("clip_grad", "max_steps"):
+    if value is None and name in OPTIONAL_NUMBERS:
         return
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if kind is int:
@@ -127,6 +135,14 @@ class TrainConfig:
     #: train on ``x + N(0, noise_sigma^2)`` (pixel units; 0: off): Gaussian noise augmentation,
     #: the standard way to make a median-smoothed model (cprl_fast.certify) accurate
     noise_sigma: float = 0.0
+    #: train on random ``train_crop``-px crops of the ``image_size``-px images (None: the whole
+    #: ``image_size`` crop); with a model ``patch`` of the same size, the recipe of native-
+    #: resolution crops that are scored by tiles at test (cprl_fast.models.inputs)
+    train_crop: int | None = None
+    hflip: bool = False  #: random horizontal flips of the training crops
+    #: learning rate: ``constant`` (``lr`` throughout) or ``onecycle`` (warm up to ``lr`` over
+    #: the first tenth of ``epochs``' iterations, then cosine down; torch's OneCycleLR)
+    schedule: str = "constant"
 
     def __post_init__(self):
         from cprl_fast.data.base import LOADERS
@@ -140,6 +156,14 @@ class TrainConfig:
         for name, low, kind in RUN_NUMBERS:
             _check_number(name, getattr(self, name), low, kind)
         check_device(self.device)
+        if self.train_crop is not None and self.train_crop > self.image_size:
+            raise ValueError(f"train_crop must be <= image_size ({self.image_size}), "
+                             f"got {self.train_crop!r}")  # fmt: skip
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, "
+                             f"got {self.schedule!r}")  # fmt: skip
+        if not isinstance(self.hflip, bool):
+            raise ValueError(f"hflip must be true or false, got {self.hflip!r}")
         sigma = self.noise_sigma
         if (
             isinstance(sigma, bool)
@@ -385,6 +409,17 @@ class Trainer:
         with run_folder(self.out, lock=self.rank == 0):
             return self._fit(resume, overwrite)
 
+    def _schedule(self, total: int) -> None:
+        """Sets every optimiser's learning rate (and Adam's beta1) for the next iteration, by
+        ``cfg.schedule`` over ``total`` iterations (``epochs`` x batches per epoch: ``max_steps``
+        stops a run early without changing its curve, so a resume continues it exactly)."""
+        if self.cfg.schedule == "constant":
+            return
+        lr, beta1 = onecycle(self.step, total, self.cfg.lr)
+        for opt in self.opts.values():
+            for group in opt.param_groups:
+                group["lr"], group["betas"] = lr, (beta1, group["betas"][1])
+
     def _log(self, pending, epoch: int, logger, writer, bar, fh) -> None:
         """Reads the losses of the steps since the last log to the host (one transfer for all)
         and writes their rows; stops the run at the first non-finite loss."""
@@ -468,6 +503,7 @@ class Trainer:
                 )  # fmt: skip
                 pending: list[tuple[int, dict[str, torch.Tensor]]] = []
                 for x, y in loader:
+                    self._schedule(cfg.epochs * per_epoch)
                     pending.append((self.step + 1, self.train_step(x, y)))
                     bar.update(1)
                     if len(pending) >= LOG_EVERY:

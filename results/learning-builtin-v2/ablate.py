@@ -66,6 +66,13 @@ p.add_argument("--ema", type=float, default=0.0,
 p.add_argument("--norm", default="none",
                help="input normalisation: none, or lcn (Kang et al. 2014's local contrast "
                "normalisation, per channel, 7x7 window, constant 0.02)")  # fmt: skip
+p.add_argument("--aux", type=float, default=0.0,
+               help="weight of an auxiliary cross-entropy on the image's (distortion, level), "
+               "a 50-way linear head on the pooled features (0: none); the JSON line then also "
+               "has srcc_posterior: the expected family label under the head's mean softmax "
+               "over the patches")  # fmt: skip
+p.add_argument("--aug", default="flip",
+               help="flip (horizontal flips) or dihedral (the 8 flips and quarter turns)")
 p.add_argument("--table", help="print the table of these runs' JSON lines and exit")
 p.add_argument("--ceiling", action="store_true",
                help="print each fold's SRCC of the distortion-level oracle, exit")  # fmt: skip
@@ -93,11 +100,14 @@ if a.table:
         r = json.loads(line)
         groups = f"{r['groups']} (weight {r['rank_weight']:g})" if r.get("groups") else "-"
         norm = r.get("norm", "none") + (f", EMA {r['ema']:g}" if r.get("ema") else "")
+        norm += ", dihedral" if r.get("aug") == "dihedral" else ""
+        norm += f", aux {r['aux']:g}" if r.get("aux") else ""
         key = (r["label"], norm, r["resize"], r["crop"], r["batch"], r["test"],
                r["loss"], groups, r["steps"])  # fmt: skip
         runs[key].append(r)
-    print("| label | input | norm, weights | batch | test | loss | groups | steps | folds | "
-          "held-out SRCC, mean [95% t-interval] | per fold | s per run |")  # fmt: skip
+    print("| label | input | norm, weights, augmentation, auxiliary loss | batch | test | loss | "
+          "groups | steps | folds | held-out SRCC, mean [95% t-interval] | per fold | "
+          "s per run |")  # fmt: skip
     print("| --- | --- | --- | ---: | --- | --- | --- | ---: | --- | --- | --- | ---: |")
     for (label, norm, resize, crop, batch, test, loss, groups, steps), rs in sorted(runs.items()):
         rs.sort(key=lambda r: r["fold"])
@@ -107,10 +117,20 @@ if a.table:
                 if len(v) > 1 else float("nan"))  # fmt: skip
         size = f"resized to {resize}" if resize else f"{crop} px crops"
         interval = f"[{m - half:.3f}, {m + half:.3f}]" if len(v) > 1 else "(one fold)"
-        print(f"| {label} | {size} | {norm} | {batch} | {test} | {loss} | {groups} | {steps} | "
-              f"{','.join(str(r['fold']) for r in rs)} | {m:.3f} {interval} "
-              f"| {', '.join(f'{x:.2f}' for x in v)} | "
-              f"{statistics.mean(r['seconds'] for r in rs):.0f} |")  # fmt: skip
+        row = (f"| {label} | {size} | {norm} | {batch} | {test} | {loss} | {groups} | {steps} | "
+               f"{','.join(str(r['fold']) for r in rs)} | {m:.3f} {interval} "
+               f"| {', '.join(f'{x:.2f}' for x in v)} | "
+               f"{statistics.mean(r['seconds'] for r in rs):.0f} |")  # fmt: skip
+        print(row)
+        if all("srcc_posterior" in r for r in rs):  # the same runs, scored by the aux head
+            v = [r["srcc_posterior"] for r in rs]
+            m = statistics.mean(v)
+            half = student_t.ppf(0.975, len(v) - 1) * statistics.stdev(v) / len(v) ** 0.5
+            cells = row.split(" | ")
+            cells[0] = "| posterior"
+            cells[-3] = f"{m:.3f} [{m - half:.3f}, {m + half:.3f}]"
+            cells[-2] = ", ".join(f"{x:.2f}" for x in v)
+            print(" | ".join(cells))
     raise SystemExit(0)
 torch.set_num_threads(a.threads)
 torch.manual_seed(a.seed)
@@ -154,8 +174,32 @@ class LocalContrastNorm(torch.nn.Module):
         return (x - mean) / ((sq - mean * mean).clamp(min=0).sqrt() + self.c)
 
 
+classes = sorted({(it.distortion, it.level) for it in items})
+cls_tr = torch.tensor([classes.index((it.distortion, it.level)) for it in tr])
+fam_mean = defaultdict(list)
+for it in tr:
+    fam_mean[(it.distortion, it.level)].append(it.score)
+table = torch.tensor([np.mean(fam_mean[c]) for c in classes], dtype=torch.float32)
+
+
+class WithAux(torch.nn.Module):
+    """The quality model plus a linear (distortion, level) head on its pooled features; the
+    forward returns the scores ``[N]`` (the quality head, unchanged) and the logits."""
+
+    def __init__(self, quality, norm):
+        super().__init__()
+        self.quality, self.norm = quality, norm
+        self.aux = torch.nn.Linear(quality.head.in_features, len(classes))
+
+    def forward(self, x):
+        f = self.quality.features(self.norm(x))
+        return torch.sigmoid(self.quality.head(f)).squeeze(1), self.aux(f)
+
+
 model = build("resnet", arch=a.arch)
-if a.norm == "lcn":
+if a.aux:
+    model = WithAux(model, LocalContrastNorm() if a.norm == "lcn" else torch.nn.Identity())
+elif a.norm == "lcn":
     model = torch.nn.Sequential(LocalContrastNorm(), model)
 trained = model
 if a.ema:
@@ -191,10 +235,16 @@ def batch():
     )
     flip = torch.rand(a.batch, generator=g) < 0.5
     x[flip] = x[flip].flip(-1)
-    return x.float() / 255, ytr[idx], None
+    if a.aug == "dihedral":  # and a quarter turn k = 0..3 each (with the flip: all 8)
+        turns = torch.randint(4, (a.batch,), generator=g)
+        x = torch.stack([xi.rot90(int(k), (-2, -1)) for xi, k in zip(x, turns, strict=True)])
+    return x.float() / 255, ytr[idx], cls_tr[idx]
 
 
-def lossf(s, y, group=None):
+def lossf(s, y, group=None, cls=None):
+    if a.aux:  # s = (scores, logits)
+        s, logits = s
+        return F.mse_loss(s, y) + a.aux * F.cross_entropy(logits, cls)
     if group is not None:  # MSE + a hinge on every pair of one group ordered by its labels
         same = group[:, None] == group[None]
         d, dy = s[:, None] - s[None], y[:, None] - y[None]
@@ -218,7 +268,7 @@ def evaluate(X=None, y=None):
     y = yte if y is None else y
     model = averaged.module if a.ema else trained
     model.eval()
-    out = []
+    out, post = [], []
     with torch.no_grad():
         for k in range(0, len(X), 25):
             x = X[k : k + 25].float() / 255
@@ -227,20 +277,30 @@ def evaluate(X=None, y=None):
                 x = x[..., o : o + a.crop, o : o + a.crop]
             if a.test == "patches":  # mean score over the non-overlapping crop-sized patches
                 n, c = x.shape[0], a.crop
-                p = x.unfold(2, c, c).unfold(3, c, c).permute(0, 2, 3, 1, 4, 5).reshape(-1, 3, c, c)
-                out.append(model(p).view(n, -1).mean(1))
-                continue
-            out.append(model(x))
+                x = x.unfold(2, c, c).unfold(3, c, c).permute(0, 2, 3, 1, 4, 5).reshape(-1, 3, c, c)
+            else:
+                n = x.shape[0]
+            o = model(x)
+            if a.aux:
+                o, logits = o
+                post.append(logits.softmax(1).view(n, -1, len(classes)).mean(1) @ table)
+            out.append(o.view(n, -1).mean(1))
     model.train()
     s = torch.cat(out).numpy()
-    return spearmanr(s, y)[0], pearsonr(s, y)[0]
+    result = [spearmanr(s, y)[0], pearsonr(s, y)[0]]
+    if a.aux:
+        result.append(spearmanr(torch.cat(post).numpy(), y)[0])
+    return result
 
 
 t0 = time.time()
 log = []
 for step in range(1, a.steps + 1):
-    x, y, group = batch()
-    loss = lossf(model(x), y, group)
+    x, y, extra = batch()
+    if a.groups:
+        loss = lossf(model(x), y, group=extra)
+    else:
+        loss = lossf(model(x), y, cls=extra)
     opt.zero_grad()
     loss.backward()
     opt.step()
@@ -248,14 +308,14 @@ for step in range(1, a.steps + 1):
     if a.ema:
         averaged.update_parameters(model)
     if step % max(a.steps // 5, 1) == 0 or step == a.steps:
-        srcc, plcc = evaluate()
+        srcc, plcc, *posterior = evaluate()
         sub = torch.arange(0, len(Xtr), 4)
         tr_srcc = evaluate(Xtr[sub], ytr[sub].numpy())[0]
         log.append((step, round(time.time() - t0), round(srcc, 3)))
         print(
             step,
             f"{time.time() - t0:.0f}s loss {loss.item():.3f} srcc {srcc:.3f} plcc {plcc:.3f} "
-            f"train {tr_srcc:.3f}",
+            f"train {tr_srcc:.3f}" + (f" posterior {posterior[0]:.3f}" if posterior else ""),
             flush=True,
         )
 print(
@@ -264,6 +324,7 @@ print(
             **{k: v for k, v in vars(a).items() if k != "table"},
             "srcc": srcc,
             "plcc": plcc,
+            **({"srcc_posterior": posterior[0]} if posterior else {}),
             "seconds": time.time() - t0,
             "log": log,
         }
