@@ -82,6 +82,33 @@ def robustness(clean, attacked) -> float:
     return float(np.mean(np.log10(np.maximum(c, 1 - c) / (np.abs(a - c) + 1e-6))))
 
 
+#: The names of :func:`msu_scores`, as reports print them.
+MSU_SCORES = {"robustness_score": "robustness score R", "absolute_gain": "absolute gain",
+              "relative_gain": "relative gain"}  # fmt: skip
+
+
+def msu_scores(clean, attacked) -> dict[str, float]:
+    """The MSU metrics-robustness benchmark's scores of one attack (Antsiferova et al., 2024;
+    docs/maths.md §6), each the mean over the images, on scores min-max scaled by the clean
+    scores' range (``f`` clean, ``f'`` attacked, both scaled):
+
+    - ``robustness_score``: ``log10(max(f, 1 - f) / (|f' - f| + 1e-6))`` (higher: more robust);
+    - ``absolute_gain``: ``f' - f`` (signed: an attack that lowers scores has a negative gain);
+    - ``relative_gain``: ``(f' - f) / (f + 1)``.
+
+    NaN when the clean scores are all equal (no range to scale by)."""
+    c, a = _arrays(clean, attacked)
+    lo, span = c.min(), c.max() - c.min()
+    if span == 0:
+        return dict.fromkeys(MSU_SCORES, float("nan"))
+    c, a = (c - lo) / span, (a - lo) / span
+    return {
+        "robustness_score": float(np.mean(np.log10(np.maximum(c, 1 - c) / (np.abs(a - c) + 1e-6)))),
+        "absolute_gain": float(np.mean(a - c)),
+        "relative_gain": float(np.mean((a - c) / (c + 1))),
+    }
+
+
 # -- confidence intervals --------------------------------------------------------------------
 #: Resamples of every bootstrap interval (percentile method) and its confidence level.
 BOOTSTRAP_RESAMPLES = 2000

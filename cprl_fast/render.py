@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cprl_fast import metrics
 from cprl_fast.evaluate import COLUMNS, Results, compare
 from cprl_fast.figures import pyplot
 from cprl_fast.io import csv_cell, write_json_atomic, write_text_atomic
@@ -252,6 +253,26 @@ def _signed(m: dict) -> str:
             + f"; runs better/worse {m['runs_better']}/{m['runs_worse']}")  # fmt: skip
 
 
+def _study_msu_lines(summary: dict, models, eps, n_runs: int) -> list[str]:
+    """The MSU benchmark's scores of each model's worst case, one table per score (absent in
+    a summary written before they were added)."""
+    if not summary.get("msu"):
+        return []
+    lines = ["", "## The MSU benchmark's scores of the worst case", "",
+             "The scores of the metrics-robustness benchmark of Antsiferova et al. (2024) on the "
+             "worst case's scores against the clean ones, both min-max scaled by the clean "
+             "scores' range (docs/maths.md §6): robustness score R (higher: more robust), "
+             "absolute and relative gain (signed; an attack that lowers scores has a negative "
+             f"gain). Mean over the {n_runs} runs [95% t-interval]."]  # fmt: skip
+    for metric, title in metrics.MSU_SCORES.items():
+        lines += ["", f"| {title} | " + " | ".join(f"worst {eps_label(e)}" for e in eps) + " |",
+                  "| --- |" + " ---: |" * len(eps)]  # fmt: skip
+        for n in models:
+            cells = [_cell(summary["msu"][n][eps_key(e)][metric]) for e in eps]
+            lines.append(f"| {MODEL_PRESETS[n][0]} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def write_study(report: StudyReport, out: Path) -> None:
     """report.json, report.md and worst_vs_eps.png under ``out``."""
     settings, runs, summary, sizes = report.settings, report.runs, report.summary, report.sizes
@@ -297,6 +318,7 @@ def write_study(report: StudyReport, out: Path) -> None:
     for n in models[1:]:
         cells = [_signed(summary["versus"][n][k]) for k in keys]
         lines.append(f"| {MODEL_PRESETS[n][0]} | " + " | ".join(cells) + " |")
+    lines += _study_msu_lines(summary, models, eps, n_runs)
     lines += ["", "## Gradient-masking diagnostics", "",
               "Checks of cprl_fast/audit.py per run; a failed check means that model's white-box "
               "numbers may overstate its robustness.", ""]  # fmt: skip

@@ -142,7 +142,9 @@ def summarise(runs: dict[str, dict[str, AuditReport]], models: Sequence[str],
     """Per model: clean SRCC and worst-case SRCC per eps as :func:`metrics.mean_interval` over
     the runs; per other model, the difference to the first model (paired by run: same fold,
     seed and images) over the runs, and in how many runs the paired bootstrap on the images
-    found it significant; the diagnostics that failed, with the runs they failed in."""
+    found it significant; the diagnostics that failed, with the runs they failed in; per model
+    and eps, the MSU benchmark's scores of the worst case (:func:`metrics.msu_scores`) over the
+    runs."""
     keys = ["clean"] + [eps_key(e) for e in eps]
 
     def condition(rep: AuditReport, key: str) -> dict:
@@ -153,7 +155,12 @@ def summarise(runs: dict[str, dict[str, AuditReport]], models: Sequence[str],
         return {k: [condition(r[name], k)["srcc"] for r in runs.values()] for k in keys}
 
     per_model = {n: values(n) for n in models}
-    summary: dict = {"models": {}, "versus": {}, "diagnostics": {}, "certified": {}}
+    summary: dict = {"models": {}, "versus": {}, "diagnostics": {}, "certified": {}, "msu": {}}
+    for n in models:  # the MSU benchmark's scores of the worst case against the clean scores
+        per_run = {k: [metrics.msu_scores(r[n].clean["scores"], condition(r[n], k)["scores"])
+                       for r in runs.values()] for k in keys[1:]}  # fmt: skip
+        summary["msu"][n] = {k: {m: metrics.mean_interval([v[m] for v in vs])
+                                 for m in metrics.MSU_SCORES} for k, vs in per_run.items()}
     for n in models:
         summary["certified"][n] = _summarise_certified([r[n] for r in runs.values()])
     for n in models:

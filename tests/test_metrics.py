@@ -78,3 +78,20 @@ def test_mean_interval_is_the_student_t_interval():
     assert one["mean"] == 0.4 and all(np.isnan(one["ci"]))
     with pytest.raises(ValueError, match="at least one value"):
         metrics.mean_interval([])
+
+
+def test_msu_scores_are_the_benchmarks_formulas_on_min_max_scaled_scores():
+    rng = np.random.default_rng(0)
+    clean = rng.uniform(0.2, 0.7, 40)
+    attacked = clean + rng.normal(0, 0.05, 40)
+    got = metrics.msu_scores(clean, attacked)
+    f = (clean - clean.min()) / (clean.max() - clean.min())
+    g = (attacked - clean.min()) / (clean.max() - clean.min())
+    r = np.mean([np.log10(max(a, 1 - a) / (abs(b - a) + 1e-6)) for a, b in zip(f, g, strict=True)])
+    assert got["robustness_score"] == pytest.approx(r)
+    assert got["absolute_gain"] == pytest.approx(np.mean(g - f))
+    assert got["relative_gain"] == pytest.approx(np.mean((g + 1 - (f + 1)) / (f + 1)))
+    lowered = metrics.msu_scores(clean, clean - 0.1)
+    assert lowered["absolute_gain"] < 0 and lowered["relative_gain"] < 0
+    assert metrics.msu_scores(clean, clean)["robustness_score"] > 5  # unmoved: about 6 decades
+    assert np.isnan(metrics.msu_scores([0.5, 0.5], [0.4, 0.6])["absolute_gain"])

@@ -63,11 +63,21 @@ def test_study_end_to_end_resumes_and_refuses_other_settings(tmp_path, tmp_path_
     assert got["ci"] == pytest.approx(metrics.mean_interval(worst, bounds=(-1, 1))["ci"])
     audit_path = out / "runs" / "fold0-seed0" / "audit" / "ca-noise" / "report.json"
     audit = json.loads(audit_path.read_text())
+    # the MSU benchmark's scores of the worst case, from each run's clean and worst scores
+    gains = []
+    for r in sorted(runs):
+        res = json.loads((out / "runs" / r / "audit" / "ca-noise" / "report.json").read_text())
+        cond = res["results"][key]
+        gains.append(metrics.msu_scores(cond["clean"]["scores"],
+                                        cond["worst"]["scores"])["absolute_gain"])
+    msu = report["summary"]["msu"]["ca-noise"][key]["absolute_gain"]
+    assert msu["mean"] == pytest.approx(np.mean(gains)) and msu["n"] == 2
     assert audit["images"] == 15 and "transfer" in audit["attacks"]
     assert audit["transfer_from"] == "resnet"
     assert {c["check"] for c in audit["diagnostics"]} >= {"transfer_not_stronger"}
     md = (out / "report.md").read_text()
     assert "| CA alone, noise-trained |" in md and "## Difference to ResNet" in md
+    assert "| absolute gain | worst 4/255 |" in md
     assert "## Certified" not in md
     ckpt = torch.load(out / "runs" / "fold0-seed0" / "models" / "ca-noise" / "best.pt",
                       weights_only=True)  # fmt: skip
