@@ -167,23 +167,23 @@ def add_out_dir(p: argparse.ArgumentParser, default: str, what: str) -> None:
 
 
 #: The protocol commands' training flags whose default is the recipe's setting where it has
-#: one, else the command's own.
+#: one, else the command's own (``epochs``: the command's own for the recipe).
 PROTOCOL_FLAGS = ("image_size", "epochs", "lr", "batch_size")
 
 
-def add_protocol(p: argparse.ArgumentParser, out: str, arch: str, size: int, epochs: int,
-                 lr: float, eps: str = "1/255", dataset: str = "builtin",
-                 recipe: str = "resized") -> None:  # fmt: skip
-    """The options `reproduce`, `demo` and `study` share, with each command's defaults (the
-    recipe's settings replace ``size``, ``epochs``, ``lr`` and the batch size of 16 where it
-    has them)."""
+def add_protocol(p: argparse.ArgumentParser, out: str, arch: str, size: int,
+                 epochs: dict[str, int], lr: float, eps: str = "1/255",
+                 dataset: str = "builtin", recipe: str = "resized") -> None:  # fmt: skip
+    """The options `reproduce`, `demo` and `study` share, with each command's defaults: the
+    recipe's settings replace ``size``, ``lr`` and the batch size of 16 where it has them;
+    ``epochs`` is the command's length per recipe (a recipe's steps per epoch differ)."""
     add_dataset(p, dataset, f"dataset (default: {dataset})")
     add_root(p)
     add_out_dir(p, out, "the report, resumable")
     add_eps(p, eps)
     add_recipe(p, recipe)
-    own = {"image_size": size, "epochs": epochs, "lr": lr, "batch_size": 16}
-    p.set_defaults(protocol_defaults=own)
+    own = {"image_size": size, "lr": lr, "batch_size": 16}
+    p.set_defaults(protocol_defaults=own, protocol_epochs=epochs)
 
     def default(name: str) -> str:
         return f"the recipe's where it sets one, else {own[name]:g}"
@@ -191,8 +191,9 @@ def add_protocol(p: argparse.ArgumentParser, out: str, arch: str, size: int, epo
     p.add_argument("--arch", default=arch, help=f"{OPTION_HELP['arch']} (default: {arch})")
     p.add_argument("--image-size", type=int, default=None,
                    help=f"{RUN_HELP['image_size']} (default: {default('image_size')})")
+    per_recipe = ", ".join(f"{n} with {r}" for r, n in epochs.items())
     p.add_argument("--epochs", type=int, default=None,
-                   help=f"{RUN_HELP['epochs']} (default: {default('epochs')})")  # fmt: skip
+                   help=f"{RUN_HELP['epochs']} (default: {per_recipe})")  # fmt: skip
     p.add_argument("--lr", type=float, default=None,
                    help=f"{RUN_HELP['lr']} (default: {default('lr')})")  # fmt: skip
     p.add_argument("--max-steps", type=int, help=RUN_HELP["max_steps"])
@@ -205,7 +206,8 @@ def protocol_config(args: argparse.Namespace):
     from cprl_fast.presets import recipe_settings
     from cprl_fast.train import TrainConfig
 
-    settings = {**args.protocol_defaults, **recipe_settings(args.recipe)}
+    settings = {**args.protocol_defaults, "epochs": args.protocol_epochs[args.recipe],
+                **recipe_settings(args.recipe)}
     settings.update({k: getattr(args, k) for k in PROTOCOL_FLAGS if getattr(args, k) is not None})
     settings["model_options"] = {**settings.get("model_options", {}), "arch": args.arch}
     return TrainConfig(**settings, max_steps=args.max_steps, device=args.device)

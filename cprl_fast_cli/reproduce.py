@@ -21,7 +21,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "writes report.md / report.json, tables/ and figures/ into --out-dir. Run it again to "
         "resume after an interruption.",
     )
-    add_protocol(p, out="reports/reproduce", arch="resnet50", size=320, epochs=10, lr=3e-5)
+    add_protocol(p, out="reports/reproduce", arch="resnet50", size=320, lr=3e-5,
+                 epochs={"resized": 10, "native": 100})  # fmt: skip
     add_attack(p, load()["suites"]["protocol"])
     p.add_argument("--baselines", default=baselines,
                    help="comma-separated models to train beside ResNet and CPRL ('' for none; "

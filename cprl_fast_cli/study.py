@@ -29,8 +29,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "json and worst_vs_eps.png: means over the runs with 95% intervals and paired "
         "differences to the first model. Resumable: run the same command again.",
     )
-    add_protocol(p, out="reports/study", arch="resnet18", size=64, epochs=10, lr=3e-4,
-                 eps=eps, dataset="builtin-v2")  # fmt: skip
+    add_protocol(p, out="reports/study", arch="resnet18", size=64, lr=3e-4, eps=eps,
+                 dataset="builtin-v2", recipe="native",
+                 epochs={"resized": 10, "native": 50})  # fmt: skip
     p.add_argument("--folds", type=int, default=3, help="scene-disjoint folds (default: 3)")
     p.add_argument("--seeds", default="0,1", help="comma-separated training seeds (default: 0,1)")
     p.add_argument("--models", default="resnet,ca,cprl,sat",

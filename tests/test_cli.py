@@ -103,16 +103,27 @@ def test_a_recipe_sets_what_the_flags_leave_and_the_flags_win():
     from cprl_fast_cli import parser
     from cprl_fast_cli.options import protocol_config
 
-    plain = protocol_config(parser().parse_args(["study"]))
+    plain = protocol_config(parser().parse_args(["study", "--recipe", "resized"]))
     assert (plain.image_size, plain.lr, plain.batch_size, plain.train_crop) == (64, 3e-4, 16, None)
-    native = protocol_config(parser().parse_args(["study", "--recipe", "native"]))
+    assert plain.epochs == 10 and plain.schedule == "constant"
+    native = protocol_config(parser().parse_args(["study"]))  # the study's default recipe
     assert (native.image_size, native.lr, native.batch_size, native.train_crop) == (256, 1e-3, 32,
                                                                                    64)  # fmt: skip
     assert native.model_options == {"input_norm": "lcn", "patch": 64, "arch": "resnet18"}
-    assert native.epochs == 10 and native.schedule == "onecycle" and native.hflip
+    assert native.epochs == 50 and native.schedule == "onecycle" and native.hflip
+    assert protocol_config(parser().parse_args(["demo"])).epochs == 100
+    assert protocol_config(parser().parse_args(["reproduce"])).train_crop is None
     mine = protocol_config(parser().parse_args(["demo", "--recipe", "native", "--lr", "2e-3",
                                                 "--batch-size", "8", "--arch", "resnet34"]))
     assert (mine.lr, mine.batch_size, mine.model_options["arch"]) == (2e-3, 8, "resnet34")
+
+
+def test_each_protocol_command_has_a_length_for_every_recipe():
+    from cprl_fast_cli import parser
+
+    for command in ("reproduce", "demo", "study"):
+        args = parser().parse_args([command])
+        assert set(args.protocol_epochs) == set(catalog.load()["recipes"]), command
 
 
 def test_train_takes_a_recipe_and_its_flags_override_it(tmp_path, monkeypatch):

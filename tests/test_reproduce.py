@@ -63,8 +63,8 @@ def test_demo_command(tmp_path, tmp_path_factory):
     import subprocess
     import sys
 
-    cmd = [sys.executable, "-m", "cprl_fast_cli", "demo", "--image-size", "32", "--max-steps", "2",
-           "--out-dir", str(tmp_path / "demo")]  # fmt: skip
+    cmd = [sys.executable, "-m", "cprl_fast_cli", "demo", "--recipe", "resized", "--image-size",
+           "32", "--max-steps", "2", "--out-dir", str(tmp_path / "demo")]  # fmt: skip
     env = {**os.environ, "CPRL_FAST_CACHE": str(shared_builtin_root(tmp_path_factory))}
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
