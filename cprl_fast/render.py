@@ -290,8 +290,10 @@ def write_study(report: StudyReport, out: Path) -> None:
          "the rest.**\n\n" if n_runs < sizes.get("planned", n_runs) else "")
         + f"{settings['folds']} scene-disjoint folds x seeds {settings['seeds']}: {n_runs} runs "
         f"({', '.join(runs)}). "
-        f"Per run: train {sizes['train']} / val {sizes['val']} (chooses the checkpoint) images; "
-        f"audited on {sizes['tested']} test images "
+        f"Per run: train {sizes['train']} / val {sizes['val']} "
+        + ("(chooses the checkpoint) images; " if sizes["val"] else
+           "images (no validation split: the last checkpoint); ")
+        + f"audited on {sizes['tested']} test images "
         + (f"({settings['per_scene']} drawn per test scene) " if settings["per_scene"] else "")
         + f"of {sizes['test']}. {cfg['model_options'].get('arch', '')} at {cfg['image_size']} px, "
         f"{cfg['epochs']} epochs, batch {cfg['batch_size']}, lr {cfg['lr']:g}. Attacks at every "

@@ -127,8 +127,10 @@ def reproduce(
     write_json_atomic(out / "report.json", report)
     arch = cfg.model_options.get("arch", "the default backbone")
     parts = [f"# CPRL protocol on `{dataset}`", "",
-             f"Train {len(train_set)} / val {len(val_set)} (chooses each model's checkpoint) / "
-             f"test {len(test_set)} images, scene-disjoint, split {split_file}; "
+             f"Train {len(train_set)} / val {len(val_set)} "
+             + ("(chooses each model's checkpoint) / " if len(val_set) else
+                "(no validation split: each model's last checkpoint) / ")
+             + f"test {len(test_set)} images, scene-disjoint, split {split_file}; "
              f"{arch} at {cfg.image_size} px, {cfg.epochs} epoch(s), batch {cfg.batch_size}.",
              ""]  # fmt: skip
     for sub in ("main", "table5_b", "table6_pns") if ablations else ("main",):
