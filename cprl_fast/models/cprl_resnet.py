@@ -18,7 +18,7 @@ import torchvision
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from cprl_fast.models.inputs import INPUT_NORMS, LocalContrastNorm, tiles
+from cprl_fast.models.inputs import LocalContrastNorm, check_input_norm, tiles
 from cprl_fast.nn import CPRLActivation
 
 ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101")
@@ -152,9 +152,7 @@ class QualityResNet(nn.Module):
 
     def __init__(self, backbone: ResNet, input_norm: str = "imagenet", patch: int | None = None):
         super().__init__()
-        if input_norm not in INPUT_NORMS:
-            raise ValueError(f"input_norm must be one of {', '.join(INPUT_NORMS)}, "
-                             f"got {input_norm!r}")  # fmt: skip
+        check_input_norm(input_norm)
         in_features = backbone.fc.in_features
         backbone.fc = nn.Identity()
         self.lcn = LocalContrastNorm() if input_norm == "lcn" else None

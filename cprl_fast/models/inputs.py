@@ -25,6 +25,13 @@ from torch.nn import functional as F
 INPUT_NORMS = ("imagenet", "lcn")
 
 
+def check_input_norm(value: object) -> None:
+    """ValueError naming the option unless ``value`` is one of :data:`INPUT_NORMS`."""
+    if not isinstance(value, str) or value not in INPUT_NORMS:
+        raise ValueError(f"model option input_norm must be one of {', '.join(INPUT_NORMS)}, "
+                         f"got {value!r}")  # fmt: skip
+
+
 class LocalContrastNorm(nn.Module):
     """``(x - local mean) / (local std + c)`` per channel over a ``k x k`` window (zero padding
     left out of the statistics). Input and output ``[N, C, H, W]``, any float dtype; no

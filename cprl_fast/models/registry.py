@@ -12,7 +12,7 @@ import math
 
 from torch import nn
 
-from cprl_fast.models.inputs import INPUT_NORMS
+from cprl_fast.models.inputs import check_input_norm
 from cprl_fast.registry import Registry
 
 MODELS = Registry("model")
@@ -47,9 +47,8 @@ def check_options(name: str, options: dict) -> None:
     for key, value in options.items():
         if key in OPTIONAL_INT_OPTIONS and value is None:
             continue
-        if key == "input_norm" and value not in INPUT_NORMS:
-            raise ValueError(f"model option input_norm must be one of {', '.join(INPUT_NORMS)}, "
-                             f"got {value!r}")  # fmt: skip
+        if key == "input_norm":
+            check_input_norm(value)
         if key in INT_OPTION_LIMITS:
             lo, hi = INT_OPTION_LIMITS[key]
             if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
