@@ -37,6 +37,7 @@ from scipy.stats import pearsonr, spearmanr
 
 from cprl_fast.data import load_items
 from cprl_fast.data.splits import scene_split
+from cprl_fast.models.inputs import LocalContrastNorm
 from cprl_fast.models.registry import build
 
 p = argparse.ArgumentParser()
@@ -161,17 +162,7 @@ Xte = torch.stack([load(it) for it in te])
 yte = np.array([it.score for it in te])
 
 
-class LocalContrastNorm(torch.nn.Module):
-    """(x - local mean) / (local std + c) per channel, over a k x k window (Kang et al. 2014)."""
-
-    def __init__(self, k: int = 7, c: float = 0.02):
-        super().__init__()
-        self.k, self.c = k, c
-
-    def forward(self, x):
-        mean = F.avg_pool2d(x, self.k, 1, self.k // 2, count_include_pad=False)
-        sq = F.avg_pool2d(x * x, self.k, 1, self.k // 2, count_include_pad=False)
-        return (x - mean) / ((sq - mean * mean).clamp(min=0).sqrt() + self.c)
+# LocalContrastNorm: the library's (cprl_fast.models.inputs), the same formula these runs used
 
 
 classes = sorted({(it.distortion, it.level) for it in items})
