@@ -1,28 +1,71 @@
-// Autograd of the native ops in C++ (the pattern of torchvision's ops/autograd kernels): the
-// forward and backward ops are called through the dispatcher below the autograd key, so one
-// registration serves the CPU and CUDA kernels, the fake kernels under torch.compile, and
-// every other key. Doing it here rather than from Python (torch.library.register_autograd)
-// takes the Python autograd.Function off every call: a CA activation's forward + backward
-// costs about as much host time as nn.ReLU's (bench/host_overhead.py). The Triton ops
-// (torch.ops.cprl_fast.<op>_triton) keep their Python autograd (cprl_fast/ops/_backend.py).
+// Autograd of the native ops in C++, written the way PyTorch's generated autograd is
+// (torch/csrc/autograd/generated/VariableType*.cpp): a Node subclass per op that holds the saved
+// tensors as SavedVariable members and the scalar settings as plain fields, created only when an
+// input requires grad, wired with collect_next_edges / set_history. The forward and backward ops
+// are called through the dispatcher below the autograd key, so one registration serves the CPU
+// and CUDA kernels, the fake kernels under torch.compile, and every other key.
+//
+// Why not torch::autograd::Function (the pattern of torchvision's ops, and this file's first
+// version): its generic apply (input and output info, the saved-data dictionary, output
+// wrapping) made a CA activation's forward + backward cost about 1.8x nn.ReLU's host time on
+// small tensors; a Node of its own brings it to about the cost of a builtin two-input op
+// (bench/host_overhead.py, docs/benchmarks.md). Forward-mode AD is refused, as the Function
+// refused it. The Triton ops (torch.ops.cprl_fast.<op>_triton) keep their Python autograd
+// (cprl_fast/ops/_backend.py).
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
+#include <torch/csrc/autograd/functions/utils.h>
 #include <torch/library.h>
+#include <torch/version.h>
 
+#include <mutex>
 #include <optional>
 #include <string>
 #include <tuple>
+#include <utility>
 
 namespace cprl_fast {
 namespace {
 
-using torch::autograd::AutogradContext;
+using torch::autograd::Node;
+using torch::autograd::SavedVariable;
 using torch::autograd::variable_list;
+
+// Nodes are held by std::shared_ptr up to torch 2.12 and by c10::intrusive_ptr from 2.13 on
+// (the GPU machine has 2.11, this project's VM 2.14).
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 13)
+template <typename T>
+c10::intrusive_ptr<T> make_node() {
+  return c10::make_intrusive<T>();
+}
+#else
+template <typename T>
+std::shared_ptr<T> make_node() {
+  return std::shared_ptr<T>(new T(), torch::autograd::deleteNode);
+}
+#endif
 
 // The typed handle of op ``name`` (each caller keeps it in a function-local static).
 template <typename Signature>
 c10::TypedOperatorHandle<Signature> op_handle(const char* name) {
   return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Signature>();
+}
+
+template <typename... Tensors>
+void refuse_forward_ad(const char* op, const Tensors&... tensors) {
+  TORCH_CHECK(!(torch::autograd::isFwGradDefined(tensors) || ...), "cprl_fast::", op,
+              ": forward-mode AD is not supported");
+}
+
+// Runs a backward op's call. A plain backward (grad mode off) calls the kernel below the autograd
+// keys: the backward ops have no autograd of their own, and going through autograd's boxed
+// fallback for them costs host time on every call. Under create_graph (grad mode on) the call
+// goes through that fallback as before, which marks the result as not differentiable twice.
+template <typename Call>
+auto below_autograd_unless_create_graph(Call call) {
+  if (at::GradMode::is_enabled()) return call();
+  at::AutoDispatchBelowADInplaceOrView guard;
+  return call();
 }
 
 using RankMaskSig = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
@@ -36,69 +79,109 @@ using InterveneBackwardSig = std::tuple<at::Tensor, at::Tensor, at::Tensor>(
     const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
     c10::string_view);
 
-// Saves f, mask (an output) and b; grad_mask stays undefined when nothing used the mask, and the
-// backward op then skips its term (an undefined grad_y is read as zeros).
-class RankMaskFunction : public torch::autograd::Function<RankMaskFunction> {
- public:
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& f, const at::Tensor& b,
-                               double temperature, bool soft, double tau) {
-    static const auto op = op_handle<RankMaskSig>("cprl_fast::rank_mask");
-    at::AutoDispatchBelowADInplaceOrView guard;
-    auto [y, mask] = op.call(f, b, temperature, soft, tau);
-    ctx->set_materialize_grads(false);
-    ctx->save_for_backward({f, mask, b});
-    ctx->saved_data["temperature"] = temperature;
-    ctx->saved_data["soft"] = soft;
-    ctx->saved_data["tau"] = tau;
-    return {y, mask};
-  }
-
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+// Inputs (f, b), outputs (y, mask). Saves f, b and mask (an output). A gradient the engine
+// passes undefined is an output nothing used: an undefined grad_y is read as zeros, and an
+// undefined grad_mask makes the backward op skip its term.
+struct RankMaskBackward : public Node {
+  variable_list apply(variable_list&& grads) override {
     static const auto op = op_handle<RankMaskBackwardSig>("cprl_fast::rank_mask_backward");
-    const auto saved = ctx->get_saved_variables();
-    const at::Tensor& f = saved[0];
-    at::Tensor grad_y = grads[0].defined() ? grads[0] : at::zeros_like(f);
+    std::lock_guard<std::mutex> lock(mutex_);
+    const at::Tensor f = f_.unpack();
+    const at::Tensor mask = mask_.unpack(getptr());
+    const at::Tensor b = b_.unpack();
+    const at::Tensor grad_y = grads[0].defined() ? grads[0] : at::zeros_like(f);
     std::optional<at::Tensor> grad_mask;
     if (grads[1].defined()) grad_mask = grads[1];
-    auto [grad_f, grad_b] =
-        op.call(grad_y, grad_mask, f, saved[1], saved[2], ctx->saved_data["temperature"].toDouble(),
-                ctx->saved_data["soft"].toBool(), ctx->saved_data["tau"].toDouble());
-    return {grad_f, grad_b, at::Tensor(), at::Tensor(), at::Tensor()};
+    auto [grad_f, grad_b] = below_autograd_unless_create_graph(
+        [&] { return op.call(grad_y, grad_mask, f, mask, b, temperature, soft, tau); });
+    variable_list out(2);
+    if (task_should_compute_output(0)) out[0] = std::move(grad_f);
+    if (task_should_compute_output(1)) out[1] = std::move(grad_b);
+    return out;
   }
+  std::string name() const override { return "RankMaskBackward"; }
+  void release_variables() override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    f_.reset_data();
+    mask_.reset_data();
+    b_.reset_data();
+  }
+
+  SavedVariable f_, mask_, b_;
+  double temperature = 1.0, tau = 0.0;
+  bool soft = false;
 };
 
-// Saves the inputs; the backward op recomputes the ReLU gate.
-class InterveneFunction : public torch::autograd::Function<InterveneFunction> {
- public:
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& f, const at::Tensor& t,
-                               const at::Tensor& mask, c10::string_view mode) {
-    static const auto op = op_handle<InterveneSig>("cprl_fast::intervene");
-    at::AutoDispatchBelowADInplaceOrView guard;
-    at::Tensor out = op.call(f, t, mask, mode);
-    ctx->save_for_backward({f, t, mask});
-    ctx->saved_data["mode"] = std::string(mode);
-    return {out};
+// Inputs (f, t, mask), output out. Saves the inputs; the backward op recomputes the ReLU gate.
+struct InterveneBackward : public Node {
+  variable_list apply(variable_list&& grads) override {
+    static const auto op = op_handle<InterveneBackwardSig>("cprl_fast::intervene_backward");
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!grads[0].defined()) return variable_list(3);
+    auto [grad_f, grad_t, grad_mask] = below_autograd_unless_create_graph(
+        [&] { return op.call(grads[0], f_.unpack(), t_.unpack(), mask_.unpack(), mode); });
+    variable_list out(3);
+    if (task_should_compute_output(0)) out[0] = std::move(grad_f);
+    if (task_should_compute_output(1)) out[1] = std::move(grad_t);
+    if (task_should_compute_output(2)) out[2] = std::move(grad_mask);
+    return out;
+  }
+  std::string name() const override { return "InterveneBackward"; }
+  void release_variables() override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    f_.reset_data();
+    t_.reset_data();
+    mask_.reset_data();
   }
 
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    static const auto op = op_handle<InterveneBackwardSig>("cprl_fast::intervene_backward");
-    const auto saved = ctx->get_saved_variables();
-    const std::string mode = ctx->saved_data["mode"].toStringRef();
-    auto [grad_f, grad_t, grad_mask] = op.call(grads[0], saved[0], saved[1], saved[2], mode);
-    return {grad_f, grad_t, grad_mask, at::Tensor()};
-  }
+  SavedVariable f_, t_, mask_;
+  std::string mode;
 };
 
 std::tuple<at::Tensor, at::Tensor> rank_mask_autograd(const at::Tensor& f, const at::Tensor& b,
                                                       double temperature, bool soft,
                                                       double tau) {
-  auto out = RankMaskFunction::apply(f, b, temperature, soft, tau);
-  return {out[0], out[1]};
+  static const auto op = op_handle<RankMaskSig>("cprl_fast::rank_mask");
+  refuse_forward_ad("rank_mask", f, b);
+  const bool requires_grad = torch::autograd::compute_requires_grad(f, b);
+  auto [y, mask] = [&] {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return op.call(f, b, temperature, soft, tau);
+  }();
+  if (requires_grad) {
+    auto node = make_node<RankMaskBackward>();
+    node->set_next_edges(torch::autograd::collect_next_edges(f, b));
+    node->temperature = temperature;
+    node->soft = soft;
+    node->tau = tau;
+    node->f_ = SavedVariable(f, false);
+    node->b_ = SavedVariable(b, false);
+    torch::autograd::set_history(y, node);
+    torch::autograd::set_history(mask, node);
+    node->mask_ = SavedVariable(mask, true);
+  }
+  return {std::move(y), std::move(mask)};
 }
 
 at::Tensor intervene_autograd(const at::Tensor& f, const at::Tensor& t, const at::Tensor& mask,
                               c10::string_view mode) {
-  return InterveneFunction::apply(f, t, mask, mode)[0];
+  static const auto op = op_handle<InterveneSig>("cprl_fast::intervene");
+  refuse_forward_ad("intervene", f, t, mask);
+  const bool requires_grad = torch::autograd::compute_requires_grad(f, t, mask);
+  at::Tensor out = [&] {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return op.call(f, t, mask, mode);
+  }();
+  if (requires_grad) {
+    auto node = make_node<InterveneBackward>();
+    node->set_next_edges(torch::autograd::collect_next_edges(f, t, mask));
+    node->mode = std::string(mode);
+    node->f_ = SavedVariable(f, false);
+    node->t_ = SavedVariable(t, false);
+    node->mask_ = SavedVariable(mask, false);
+    torch::autograd::set_history(out, node);
+  }
+  return out;
 }
 
 }  // namespace

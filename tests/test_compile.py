@@ -68,3 +68,41 @@ def test_cuda_dispatch_decision_traces_in_one_graph(choice):
     finally:
         _backend.set_backend(previous)
     assert torch.equal(out, torch.full((3,), 2.0 if expected == "native" else 3.0))
+
+
+@pytest.mark.parametrize("choice", ["auto", "native", "triton"])
+def test_op_for_traces_in_one_graph_and_follows_the_choice(choice, monkeypatch):
+    """op_for, what a CA layer calls on every forward, remembers the overload per (op, device)
+    and forgets it when the backend changes; traced with a cold memory it mutates a global
+    dictionary, which Dynamo must replay without breaking the graph."""
+    from cprl_fast.ops import _backend
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    previous = _backend.get_backend()
+    _backend.set_backend(choice)
+    try:
+        for device in (cpu, cuda):
+            try:
+                expected = _backend.kernel("rank_mask", device)[1]
+            except RuntimeError:
+                continue
+            assert _backend.op_for("rank_mask", device) is expected
+        _backend.set_backend(choice)  # empties the memory
+        try:
+            expected = _backend.kernel("rank_mask", cuda)[1]
+        except RuntimeError:
+            pytest.skip(f"backend {choice!r} cannot serve CUDA tensors in this build")
+
+        def fn(x):
+            return x + (_backend.op_for("rank_mask", cuda) is expected)
+
+        torch._dynamo.reset()
+        out = torch.compile(fn, fullgraph=True, backend="eager")(torch.zeros(3))
+        assert torch.equal(out, torch.ones(3))
+        if choice == "triton" and _backend.HAS_TRITON:  # never remembered: TRITON_INTERPRET
+            monkeypatch.setenv("TRITON_INTERPRET", "1")
+            assert _backend.op_for("rank_mask", cpu) is _backend.kernel("rank_mask", cpu)[1]
+            monkeypatch.delenv("TRITON_INTERPRET")
+            assert _backend.op_for("rank_mask", cpu) is torch.ops.cprl_fast.rank_mask.default
+    finally:
+        _backend.set_backend(previous)

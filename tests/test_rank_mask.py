@@ -135,13 +135,18 @@ class TestCAModuleOffset:
     def test_b_is_not_rounded_to_the_feature_dtype(self, monkeypatch):
         # bfloat16 rounds 0.4 to 0.4004, which at C = 2048 moves the threshold by 0.8 ranks;
         # the module passes b unchanged (float32) and the op computes the mask in float32
-        seen, original = [], ops.rank_mask_op
+        seen, original = [], ops.op_for
 
-        def spy(f, b, *args):
-            seen.append(b)
-            return original(f, b, *args)
+        def spy_for(name, device):
+            op = original(name, device)
 
-        monkeypatch.setattr("cprl_fast.nn.cpr_activation.ops.rank_mask_op", spy)
+            def spy(f, b, *args):
+                seen.append(b)
+                return op(f, b, *args)
+
+            return spy
+
+        monkeypatch.setattr("cprl_fast.nn.cpr_activation.ops.op_for", spy_for)
         act = CPRLActivation(2048)
         with torch.no_grad():
             act(feature((2, 2048, 2, 2), dtype=torch.bfloat16, seed=3))
@@ -172,3 +177,36 @@ class TestAutogradRegistration:
         out = ops.intervene(f, f.detach().relu(), torch.rand(2, 4), "sf")
         for tensor in (y, out):
             assert type(tensor.grad_fn).__name__ == "CppFunction"
+        assert (y.grad_fn.name(), out.grad_fn.name()) == ("RankMaskBackward", "InterveneBackward")
+
+    def test_saved_tensors_are_version_checked_and_freed(self):
+        f = torch.randn(2, 4, 3, 3, requires_grad=True)
+        h = f * 1
+        y = ops.rank_mask(h, 0.4)
+        h.add_(1)
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            y.sum().backward()
+        total = ops.intervene(f, f.detach().relu(), torch.rand(2, 4), "nc").sum()
+        total.backward()
+        with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+            total.backward()
+
+    def test_forward_mode_ad_is_refused(self):
+        import torch.autograd.forward_ad as fwAD
+
+        f = torch.randn(2, 4, 3, 3)
+        with fwAD.dual_level():
+            dual = fwAD.make_dual(f, torch.ones_like(f))
+            with pytest.raises(RuntimeError, match="forward-mode AD is not supported"):
+                ops.rank_mask(dual, 0.4)
+            with pytest.raises(RuntimeError, match="forward-mode AD is not supported"):
+                ops.intervene(dual, f.relu(), torch.rand(2, 4), "sf")
+
+    def test_second_order_is_flagged_not_silent(self):
+        # a plain backward calls the backward op below autograd; under create_graph it goes
+        # through autograd's fallback, which warns when the second backward reaches it
+        f = torch.randn(2, 4, 3, 3, dtype=torch.float64, requires_grad=True)
+        (g,) = torch.autograd.grad(ops.rank_mask(f, 0.4).sum(), f, create_graph=True)
+        assert g.requires_grad
+        with pytest.warns(UserWarning, match="autograd kernel was not registered"):
+            g.sum().backward()

@@ -120,11 +120,11 @@ class CPRLActivation(nn.Module):
             )
         # b goes in unchanged (float32): the op computes the mask in float32, so under bf16
         # autocast the threshold is not rounded to the features' dtype
-        y, mask = ops.rank_mask_op(f, self.b, *self._op_args)
+        y, mask = ops.op_for("rank_mask", f.device)(f, self.b, *self._op_args)
         if self.mode == "normal":
             return y
         net = self.fc_phi if self.mode == "sf" else self.fc_xi
-        return ops.intervene_op(f, net(f), mask, self.mode)
+        return ops.op_for("intervene", f.device)(f, net(f), mask, self.mode)
 
     def extra_repr(self) -> str:
         return (

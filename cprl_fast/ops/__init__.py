@@ -13,7 +13,13 @@ Plain-PyTorch references with the same signatures live in :mod:`cprl_fast.refere
 from cprl_fast.ops import attack_step as _attack_step_module
 from cprl_fast.ops import intervene as _intervene_module
 from cprl_fast.ops import rank_mask as _rank_mask_module
-from cprl_fast.ops._backend import get_backend, load_triton_kernels, set_backend, triton_usable
+from cprl_fast.ops._backend import (
+    get_backend,
+    load_triton_kernels,
+    op_for,
+    set_backend,
+    triton_usable,
+)
 from cprl_fast.ops.attack_step import attack_step, attack_step_, random_start
 from cprl_fast.ops.intervene import intervene, intervene_op
 from cprl_fast.ops.rank_mask import DEFAULT_TAU, rank_mask, rank_mask_op
@@ -32,6 +38,7 @@ __all__ = [
     "get_backend",
     "intervene",
     "intervene_op",
+    "op_for",
     "random_start",
     "rank_mask",
     "rank_mask_op",

@@ -122,12 +122,19 @@ def _initial_choice() -> str:
 
 _state = {"backend": _initial_choice()}
 
+# (op, device) -> the overload :func:`kernel` returns for them under the current choice; emptied
+# by set_backend. The forced Triton choice is never remembered: on the CPU it depends on
+# TRITON_INTERPRET, which a caller may change at any time. Keyed by the torch.device itself:
+# reading ``device.type`` costs more host time than the whole lookup.
+_ROUTES: dict[tuple[str, torch.device], torch._ops.OpOverload] = {}
+
 
 def set_backend(name: str) -> None:
     """Select the kernel backend: ``"auto"``, ``"native"`` or ``"triton"``."""
     if name not in CHOICES:
         raise ValueError(f"backend must be one of {', '.join(CHOICES)}, got {name!r}")
     _state["backend"] = name
+    _ROUTES.clear()
 
 
 def get_backend() -> str:
@@ -161,6 +168,18 @@ def kernel(op: str, device: torch.device) -> tuple[Backend, torch._ops.OpOverloa
     """(backend, op overload) serving op ``op`` for tensors on ``device``."""
     backend = resolve(device)
     return backend, backend.kernel(op)
+
+
+def op_for(op: str, device: torch.device) -> torch._ops.OpOverload:
+    """The op overload serving op ``op`` for tensors on ``device``, as :func:`kernel` chooses it,
+    remembered: what a layer calls on every forward (a dictionary read instead of resolving the
+    backend again; bench/host_overhead.py measures the host time per call)."""
+    found = _ROUTES.get((op, device))
+    if found is None:
+        found = kernel(op, device)[1]
+        if _state["backend"] != "triton":
+            _ROUTES[(op, device)] = found
+    return found
 
 
 # op name -> (setup_context(ctx, inputs, output, *, backend), backward(ctx, *grads, backend))

@@ -92,9 +92,9 @@ def attack_step(
     args = (x.detach(), grad.detach(), x0.detach(), float(alpha), float(eps), float(lo), float(hi))
     check_attack_step_args(*args)
     if out is None:
-        return _backend.kernel("attack_step", x.device)[1](*args)
+        return _backend.op_for("attack_step", x.device)(*args)
     check_out(x, grad, x0, out)
-    _backend.kernel("attack_step_out", x.device)[1](*args, out.detach())
+    _backend.op_for("attack_step_out", x.device)(*args, out.detach())
     return out
 
 

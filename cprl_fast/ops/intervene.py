@@ -108,7 +108,7 @@ def intervene(f: torch.Tensor, t: torch.Tensor, mask: torch.Tensor, mode: str) -
 def intervene_op(f: torch.Tensor, t: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
     """The op itself on its schema's arguments (``f`` and ``t`` ``[N, C, H, W]``), served by the
     selected backend; as :func:`cprl_fast.ops.rank_mask_op`, every backend's op checks them."""
-    return _backend.kernel("intervene", f.device)[1](f, t, mask, mode)
+    return _backend.op_for("intervene", f.device)(f, t, mask, mode)
 
 
 # -- the spec the shared tests and the benchmarks run -------------------------------------------

@@ -137,7 +137,7 @@ def rank_mask_op(
     :class:`cprl_fast.nn.CPRLActivation` calls on every forward with the arguments it checked
     once. Every backend's op checks the tensors itself (``csrc/checks.h``, and the Triton ops
     with :mod:`cprl_fast.checks`, word for word), so nothing is checked twice here."""
-    return _backend.kernel("rank_mask", f.device)[1](f, b, temperature, soft, tau)
+    return _backend.op_for("rank_mask", f.device)(f, b, temperature, soft, tau)
 
 
 # -- the spec the shared tests and the benchmarks run -------------------------------------------
