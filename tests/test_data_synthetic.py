@@ -12,7 +12,14 @@ import pytest
 from PIL import Image
 
 from cprl_fast.data import load_items, synthesize
-from cprl_fast.data.distortions import DISTORTIONS, distort, ms_ssim, square
+from cprl_fast.data.distortions import (
+    DISTORTIONS,
+    INTEGER_KINDS,
+    distort,
+    distort_by,
+    ms_ssim,
+    square,
+)
 from cprl_fast.data.synthetic import MIN_SIZE, reference_files
 
 KINDS = ["blur", "noise", "impulse"]
@@ -84,6 +91,19 @@ def test_every_distortion_changes_the_image_more_at_higher_levels(kind):
     assert ms_ssim(strong, ref) < ms_ssim(mild, ref) < 1.0
     twice = [np.asarray(distort(ref, kind, 3, seed=7)) for _ in range(2)]
     assert np.array_equal(*twice)
+
+
+@pytest.mark.parametrize("kind", ["blur", "noise", "jpeg", "motion"])
+def test_a_parameter_between_two_levels_distorts_between_them(kind):
+    ref = square(_photo(2), MIN_SIZE)
+    p2, p3 = DISTORTIONS[kind][1:3]
+    assert np.array_equal(np.asarray(distort_by(ref, kind, p3, seed=7)),
+                          np.asarray(distort(ref, kind, 3, seed=7)))  # fmt: skip
+    between = (p2 + p3) / 2 if kind not in INTEGER_KINDS else (p2 + p3 + 1) // 2
+    m2, mid, m3 = (ms_ssim(distort_by(ref, kind, p, seed=7), ref) for p in (p2, between, p3))
+    assert m3 < mid < m2
+    with pytest.raises(ValueError, match="at least 2 grey levels"):
+        distort_by(ref, "quantise", 1.2, seed=0)
 
 
 def test_bad_input_is_named(refs, made, tmp_path):

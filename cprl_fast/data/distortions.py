@@ -47,13 +47,32 @@ DISTORTIONS = {
 }
 
 
+#: The types whose parameter is a count (quality, pixels, grey levels): rounded to an integer.
+INTEGER_KINDS = frozenset({"jpeg", "pixelate", "quantise", "motion", "chroma", "jitter"})
+
+
 def distort(img: Image.Image, kind: str, level: int, seed: int) -> Image.Image:
     """``img`` (RGB) distorted by ``kind`` at ``level`` (1..5); ``seed`` drives the noise."""
     if kind not in DISTORTIONS:
         raise ValueError(f"unknown distortion {kind!r} (known: {', '.join(DISTORTIONS)})")
     if level not in range(1, 6):
         raise ValueError(f"distortion level must be 1..5, got {level!r}")
-    p = DISTORTIONS[kind][level - 1]
+    return distort_by(img, kind, DISTORTIONS[kind][level - 1], seed)
+
+
+def distort_by(img: Image.Image, kind: str, p: float, seed: int) -> Image.Image:
+    """``img`` (RGB) distorted by ``kind`` with parameter ``p`` in the unit of
+    :data:`DISTORTIONS`: any value, for example between two levels (rounded for
+    :data:`INTEGER_KINDS`, motion lengths to an odd one). ``seed`` drives the noise.
+    :func:`distort` at a level is this at the level's parameter."""
+    if kind not in DISTORTIONS:
+        raise ValueError(f"unknown distortion {kind!r} (known: {', '.join(DISTORTIONS)})")
+    if kind in INTEGER_KINDS:
+        p = max(1, round(p))
+    if kind == "motion":  # an odd length keeps the blur centred and the width unchanged
+        p = 2 * (p // 2) + 1
+    if kind == "quantise" and p < 2:
+        raise ValueError(f"quantise needs at least 2 grey levels per channel, got {p}")
     w, h = img.size
     if kind == "blur":
         return img.filter(ImageFilter.GaussianBlur(radius=p))

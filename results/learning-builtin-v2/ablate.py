@@ -74,6 +74,11 @@ p.add_argument("--aux", type=float, default=0.0,
                "over the patches")  # fmt: skip
 p.add_argument("--aug", default="flip",
                help="flip (horizontal flips) or dihedral (the 8 flips and quarter turns)")
+p.add_argument("--dense", type=int, default=0,
+               help="K: add K more images per (training scene, distortion type), each at a "
+               "parameter drawn between the type's mildest and strongest level (uniform in "
+               "the parameter, seeded), labelled by its MS-SSIM to the reference under the "
+               "dataset's own min-max map (0: none)")  # fmt: skip
 p.add_argument("--table", help="print the table of these runs' JSON lines and exit")
 p.add_argument("--ceiling", action="store_true",
                help="print each fold's SRCC of the distortion-level oracle, exit")  # fmt: skip
@@ -103,6 +108,7 @@ if a.table:
         norm = r.get("norm", "none") + (f", EMA {r['ema']:g}" if r.get("ema") else "")
         norm += ", dihedral" if r.get("aug") == "dihedral" else ""
         norm += f", aux {r['aux']:g}" if r.get("aux") else ""
+        norm += f", {r['dense']} more images per scene and type" if r.get("dense") else ""
         key = (r["label"], norm, r["resize"], r["crop"], r["batch"], r["test"],
                r["loss"], groups, r["steps"])  # fmt: skip
         runs[key].append(r)
@@ -158,6 +164,25 @@ if (
     ytr = torch.tensor([np.mean(fam[(it.distortion, it.level)]) for it in tr], dtype=torch.float32)
 else:
     ytr = torch.tensor([getattr(it, a.label) for it in tr], dtype=torch.float32)
+if a.dense:  # more images of the training scenes, at parameters between the dataset's levels
+    from cprl_fast.data.distortions import LEVELS_V2, distort_by, ms_ssim
+
+    lo, hi = min(it.raw_score for it in items), max(it.raw_score for it in items)
+    refs = {s: Image.open(f"{tr[0].path.rsplit('/images/', 1)[0]}/refs/{s}.png").convert("RGB")
+            for s in sorted({it.scene for it in tr})}  # fmt: skip
+    rng = np.random.default_rng(1000 + a.seed)
+    extra_x, extra_y = [], []
+    t_gen = time.time()
+    for ref in refs.values():
+        for kind, params in LEVELS_V2.items():
+            for _ in range(a.dense):
+                value = rng.uniform(min(params), max(params))
+                img = distort_by(ref, kind, value, seed=int(rng.integers(2**31)))
+                extra_y.append((ms_ssim(img, ref) - lo) / (hi - lo))
+                extra_x.append(torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1))
+    print(f"dense: {len(extra_x)} images in {time.time() - t_gen:.0f}s", flush=True)
+    Xtr = torch.cat([Xtr, torch.stack(extra_x)])
+    ytr = torch.cat([ytr, torch.tensor(extra_y, dtype=torch.float32)])
 Xte = torch.stack([load(it) for it in te])
 yte = np.array([it.score for it in te])
 
@@ -167,6 +192,8 @@ yte = np.array([it.score for it in te])
 
 classes = sorted({(it.distortion, it.level) for it in items})
 cls_tr = torch.tensor([classes.index((it.distortion, it.level)) for it in tr])
+if a.dense:  # between the levels: no class (cross-entropy ignores -100)
+    cls_tr = torch.cat([cls_tr, torch.full((len(Xtr) - len(tr),), -100)])
 fam_mean = defaultdict(list)
 for it in tr:
     fam_mean[(it.distortion, it.level)].append(it.score)
