@@ -191,6 +191,8 @@ class TestAutogradRegistration:
         with pytest.raises(RuntimeError, match="backward through the graph a second time"):
             total.backward()
 
+    # torch's forward_ad module scripts a helper on import, which torch itself deprecates
+    @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
     def test_forward_mode_ad_is_refused(self):
         import torch.autograd.forward_ad as fwAD
 
