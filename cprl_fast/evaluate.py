@@ -65,14 +65,33 @@ def worst_case(clean: np.ndarray, attacked: dict[str, np.ndarray], y: np.ndarray
     return worst, candidates[worst]
 
 
+#: What :func:`predictions` may remember within one run: its results by their arguments.
+PredictionMemo = dict[tuple, tuple[np.ndarray, np.ndarray]]
+
+
 def predictions(model: nn.Module, dataset, attack: str | None, eps: float, batch_size: int = 16,
-                device="cpu", seed: int = 0,
-                source: nn.Module | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+                device="cpu", seed: int = 0, source: nn.Module | None = None,
+                memo: PredictionMemo | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Scores of ``model`` on ``dataset`` (attacked by ``attack`` at ``eps`` when given;
-    ``source``: the model a transfer attack crafts on) and the labels, in dataset order."""
+    ``source``: the model a transfer attack crafts on) and the labels, in dataset order.
+
+    ``memo``: a dictionary that one run keeps (``cprl_fast.reproduce``) so that the same
+    predictions are computed once: the clean scores (any attack at eps 0 is the clean
+    condition), and an attack at one eps that both a table and a figure ask for. Keyed by the
+    identity of the model, dataset and source objects, so the caller must not change a model's
+    weights or a dataset while it keeps the memo; the results are deterministic in the other
+    arguments. Each call gets its own copies."""
     if attack is not None:
         _check_attacks([attack], source)
     check_eps(eps)
+    if memo is not None:
+        attacked = attack is not None and eps > 0
+        key = (id(model), id(dataset), attack if attacked else None, eps if attacked else 0.0,
+               batch_size, str(device), seed, id(source) if attacked else None)  # fmt: skip
+        if key not in memo:
+            memo[key] = predictions(model, dataset, attack, eps, batch_size, device, seed, source)
+        pred, labels = memo[key]
+        return pred.copy(), labels.copy()
     g = torch.Generator().manual_seed(seed)
     preds, labels = [], []
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
@@ -98,21 +117,22 @@ def _check_attacks(names: Sequence[str], source: nn.Module | None) -> list[str]:
 
 def evaluate(model: nn.Module, dataset, attack_names: Sequence[str] = attacks.SUITES["protocol"],
              eps: float = 1 / 255, batch_size: int = 16, device="cpu", seed: int = 0,
-             source: nn.Module | None = None) -> dict[str, dict[str, float]]:  # fmt: skip
+             source: nn.Module | None = None,
+             memo: PredictionMemo | None = None) -> dict[str, dict[str, float]]:  # fmt: skip
     """``{"clean": metrics, "<attack>": metrics, ...}`` of ``model`` on ``dataset`` (``source``:
-    the model the ``transfer`` attack crafts its images on)."""
+    the model the ``transfer`` attack crafts its images on; ``memo``: see :func:`predictions`)."""
     from tqdm import tqdm
 
     attack_names = _check_attacks(attack_names, source)
     check_eps(eps)
-    clean, y = predictions(model, dataset, None, eps, batch_size, device, seed)
+    clean, y = predictions(model, dataset, None, eps, batch_size, device, seed, memo=memo)
     results = {"clean": {**_condition(clean, clean, y, seed), "labels": [float(v) for v in y]}}
     attacked = {}
     # an inner bar (an audit runs it per budget): off when stderr is no terminal, no escapes
     for name in tqdm(list(attack_names), desc=f"attacks at eps={eps:.4g}", unit="attack",
                      leave=False, disable=None):  # fmt: skip
         attacked[name], _ = predictions(model, dataset, name, eps, batch_size, device, seed,
-                                        source)  # fmt: skip
+                                        source, memo)  # fmt: skip
         results[name] = _condition(clean, attacked[name], y, seed)
     if len(attacked) > 1:
         which, pred = worst_case(clean, attacked, y)

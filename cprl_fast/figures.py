@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -23,6 +24,9 @@ from cprl_fast import attacks, metrics
 from cprl_fast.attacks.common import eval_mode, input_grad, targets
 from cprl_fast.attacks.losses import mse_loss
 from cprl_fast.reports import eps_label
+
+if TYPE_CHECKING:
+    from cprl_fast.evaluate import PredictionMemo
 
 
 def pyplot():
@@ -152,9 +156,11 @@ def channel_activations(models: dict[str, tuple[nn.Module, nn.Module]], x: torch
 def srcc_vs_eps(models: dict[str, nn.Module], dataset, path: str | Path,
                 eps_values: Sequence[float] = (0, 1 / 255, 2 / 255, 4 / 255, 8 / 255),
                 attack: str = "pgd", batch_size: int = 16, device="cpu",
-                caption: str | None = None) -> dict:  # fmt: skip
+                caption: str | None = None,
+                memo: PredictionMemo | None = None) -> dict:  # fmt: skip
     """Fig. 6: SRCC of each model on ``dataset`` under ``attack`` at each eps, with its 95%
-    bootstrap interval over the images as a band (``ci`` in the returned data)."""
+    bootstrap interval over the images as a band (``ci`` in the returned data). ``memo``:
+    predictions a run already made (:func:`cprl_fast.evaluate.predictions`)."""
     from cprl_fast.evaluate import predictions
 
     plt = pyplot()
@@ -162,7 +168,7 @@ def srcc_vs_eps(models: dict[str, nn.Module], dataset, path: str | Path,
     for name, model in models.items():
         curves[name], bands[name] = [], []
         for eps in eps_values:
-            pred, y = predictions(model, dataset, attack, eps, batch_size, device)
+            pred, y = predictions(model, dataset, attack, eps, batch_size, device, memo=memo)
             curves[name].append(metrics.srcc(pred, y))
             bands[name].append(list(metrics.confidence_interval(pred, y)))
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
@@ -207,9 +213,11 @@ def figure_markdown(folder: str = "figures") -> list[str]:
 
 
 def draw_figures(models: dict[str, nn.Module], dataset, out_dir: str | Path,
-                 batch_size: int = 16, device: str | torch.device = "cpu") -> dict:  # fmt: skip
+                 batch_size: int = 16, device: str | torch.device = "cpu",
+                 memo: PredictionMemo | None = None) -> dict:  # fmt: skip
     """Figs 4 (score landscape), 5 (channel activations) and 6 (SRCC vs eps) for ``models`` on
-    ``dataset``, as ``out_dir/<figure>.png``; returns Fig. 6's data."""
+    ``dataset``, as ``out_dir/<figure>.png``; returns Fig. 6's data. ``memo``: predictions the
+    run already made (:func:`cprl_fast.evaluate.predictions`), reused by Fig. 6."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     x = dataset[0][0][None].to(device)
@@ -221,4 +229,4 @@ def draw_figures(models: dict[str, nn.Module], dataset, out_dir: str | Path,
                                 caption=CAPTIONS["fig5_channels"])  # fmt: skip
     return srcc_vs_eps(models, dataset, out / "fig6_srcc_vs_eps.png",
                                batch_size=batch_size, device=device,
-                               caption=CAPTIONS["fig6_srcc_vs_eps"])  # fmt: skip
+                               caption=CAPTIONS["fig6_srcc_vs_eps"], memo=memo)  # fmt: skip

@@ -136,6 +136,37 @@ def test_srcc_vs_eps_starts_at_the_clean_srcc(data, models, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_run_computes_each_prediction_once(data, models, tmp_path, monkeypatch):
+    # a table at 1/255 and Fig. 6 over (0, 1/255, 2/255) share the clean and the 1/255 scores
+    _, ds = data
+    model = models["resnet"]
+    expected = evaluate(model, ds, ["pgd"], eps=1 / 255)
+    fig_expected = figures.srcc_vs_eps({"r": model}, ds, tmp_path / "a.png",
+                                       eps_values=(0, 1 / 255, 2 / 255))  # fmt: skip
+    calls = []
+    real = figures.attacks.run_attack
+
+    def counted(name, model, x, y, eps, *args):
+        calls.append((name, eps))
+        return real(name, model, x, y, eps, *args)
+
+    monkeypatch.setattr(figures.attacks, "run_attack", counted)  # the module evaluate uses
+    memo = {}
+    table = evaluate(model, ds, ["pgd"], eps=1 / 255, memo=memo)
+    batches = len(calls)
+    fig = figures.srcc_vs_eps({"r": model}, ds, tmp_path / "b.png",
+                              eps_values=(0, 1 / 255, 2 / 255), memo=memo)  # fmt: skip
+    assert {eps for _, eps in calls[batches:]} == {2 / 255}  # only the new budget ran
+    assert len(memo) == 3  # clean, pgd at 1/255, pgd at 2/255
+    assert table["pgd"]["srcc"] == expected["pgd"]["srcc"]
+    assert table["clean"]["scores"] == expected["clean"]["scores"]
+    assert fig["srcc"] == fig_expected["srcc"]
+    again, _ = predictions(model, ds, "pgd", 1 / 255, memo=memo)
+    again[:] = -1  # each call gets its own copy
+    assert table["pgd"]["scores"] == list(predictions(model, ds, "pgd", 1 / 255, memo=memo)[0])
+
+
+@pytest.mark.slow
 def test_cli_evaluate(data, tmp_path):
     root, _ = data
     cfg = TrainConfig(model_options={"arch": "resnet18"}, image_size=32, batch_size=8,
