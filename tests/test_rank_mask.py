@@ -204,6 +204,23 @@ class TestAutogradRegistration:
             with pytest.raises(RuntimeError, match="forward-mode AD is not supported"):
                 ops.intervene(dual, f.relu(), torch.rand(2, 4), "sf")
 
+    def test_activation_checkpointing_gives_the_same_gradients(self):
+        # non-reentrant checkpointing packs and unpacks every saved tensor through
+        # saved_tensors_hooks: the node's SavedVariables must honour them
+        from torch.utils.checkpoint import checkpoint
+
+        torch.manual_seed(0)
+        act, conv = CPRLActivation(6).double(), torch.nn.Conv2d(6, 6, 3, padding=1).double()
+        x = torch.randn(2, 6, 5, 5, dtype=torch.float64, requires_grad=True)
+
+        def block(x):
+            return act(conv(x)).square().sum()
+
+        plain = torch.autograd.grad(block(x), [x, act.b])
+        again = torch.autograd.grad(checkpoint(block, x, use_reentrant=False), [x, act.b])
+        for a, b in zip(plain, again, strict=True):
+            torch.testing.assert_close(a, b)
+
     def test_second_order_is_flagged_not_silent(self):
         # a plain backward calls the backward op below autograd; under create_graph it goes
         # through autograd's fallback, which warns when the second backward reaches it
