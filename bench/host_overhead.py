@@ -7,9 +7,12 @@ On tensors this small the kernels take well under a microsecond, so what is time
 alone: the Python module call, the dispatcher, autograd's graph and the allocations. Each side
 runs forward + backward (with a dense upstream gradient, as inside a network) ``calls`` times
 per round; the sides alternate over ``rounds`` rounds (:func:`bench.timing.interleaved`), and
-the ratio is the median of the per-round ratios. Also timed: the bare op through the
-dispatcher (``torch.ops.cprl_fast.rank_mask``) and a two-input builtin (``x * b``, the same
-autograd graph shape as the op: two leaves), which show where the rest of the time goes.
+the ratio is the median of the per-round ratios. Also timed, to show where the time goes: the
+bare op the layer calls, ``cprl_fast._C.ca_activation`` (``ca_c``: the op through a typed
+dispatcher handle), the same op through torch.ops (``ca_op``: the boxed call path), the
+two-output ``torch.ops.cprl_fast.rank_mask`` (``op``, whose second output, the mask, the
+layer does not need) and a two-input builtin (``x * b``, the same autograd graph shape as the
+op: two leaves).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import torch
 from torch import nn
 
 from bench.timing import interleaved, ratio
+from cprl_fast import _C
 from cprl_fast.nn import CPRLActivation
 
 
@@ -34,9 +38,13 @@ def measure(shape=(2, 8, 4, 4), calls: int = 500, rounds: int = 21) -> dict:
     b = torch.tensor(0.4, requires_grad=True)
     relu, ca = nn.ReLU(), CPRLActivation(shape[1])
     op = torch.ops.cprl_fast.rank_mask.default
+    ca_op = torch.ops.cprl_fast.ca_activation.default
+    ca_c = _C.ca_activation
     one_call = {
         "relu": lambda: relu(x).backward(grad),
         "ca": lambda: ca(x).backward(grad),
+        "ca_c": lambda: ca_c(x, b, 1.0, False, 0.1).backward(grad),
+        "ca_op": lambda: ca_op(x, b, 1.0, False, 0.1).backward(grad),
         "op": lambda: op(x, b, 1.0, False, 0.1)[0].backward(grad),
         "mul": lambda: (x * b).backward(grad),
     }
@@ -74,7 +82,7 @@ def main(argv=None) -> None:
     for name, us in result["us_per_call"].items():
         r = result["ratio_to_relu"].get(name)
         extra = f"  {r['median']:.2f}x ReLU [{r['min']:.2f}, {r['max']:.2f}]" if r else ""
-        print(f"{name:5s} {us:7.1f} us per forward + backward{extra}")
+        print(f"{name:6s} {us:7.1f} us per forward + backward{extra}")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(result, fh, indent=1)

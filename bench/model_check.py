@@ -120,7 +120,7 @@ io = torch.load({str(out / "io.pt")!r})
 x = io["x"].to({device!r})
 program = torch.export.load({str(paths["program"])!r})
 ops = {{str(n.target) for n in program.graph.nodes if n.op == "call_function"}}
-assert "cprl_fast.rank_mask.default" in ops, sorted(ops)
+assert "cprl_fast.ca_activation.default" in ops, sorted(ops)
 runs = [program.module()]
 if {str(paths.get("aoti", ""))!r}:
     runs.append(torch._inductor.aoti_load_package({str(paths.get("aoti", ""))!r}))

@@ -4,7 +4,9 @@
   model card in its metadata; :func:`cprl_fast.load_model` and every command taking a
   checkpoint read it as they read ``best.pt``.
 - ``pt2``: ``torch.export`` of the model (the custom CA op is in the graph as
-  ``cprl_fast.rank_mask``; its fake kernel is what makes tracing possible), saved with
+  ``cprl_fast.ca_activation``, ``rank_mask``'s output alone, and in programs exported by
+  versions before it as ``cprl_fast.rank_mask``, which load as well; the op's fake kernel is
+  what makes tracing possible), saved with
   ``torch.export.save``, and an AOTInductor package compiled from it for the device (CPU here;
   CUDA with ``device="cuda"`` where the CUDA kernels are built). Both take crops
   ``[N, 3, S, S]`` in [0, 1] at the run's image size ``S`` (any N) and return scores ``[N]``;

@@ -79,9 +79,10 @@ using InterveneBackwardSig = std::tuple<at::Tensor, at::Tensor, at::Tensor>(
     const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
     c10::string_view);
 
-// Inputs (f, b), outputs (y, mask). Saves f, b and mask (an output). A gradient the engine
-// passes undefined is an output nothing used: an undefined grad_y is read as zeros, and an
-// undefined grad_mask makes the backward op skip its term.
+// Inputs (f, b), outputs (y, mask) for rank_mask, y alone for ca_activation. Saves f, b and mask
+// (an output of rank_mask only). A gradient the engine passes undefined is an output nothing
+// used: an undefined grad_y is read as zeros, and an undefined or absent grad_mask makes the
+// backward op skip its term.
 struct RankMaskBackward : public Node {
   variable_list apply(variable_list&& grads) override {
     static const auto op = op_handle<RankMaskBackwardSig>("cprl_fast::rank_mask_backward");
@@ -90,8 +91,8 @@ struct RankMaskBackward : public Node {
     const at::Tensor mask = mask_.unpack(getptr());
     const at::Tensor b = b_.unpack();
     const at::Tensor grad_y = grads[0].defined() ? grads[0] : at::zeros_like(f);
-    std::optional<at::Tensor> grad_mask;
-    if (grads[1].defined()) grad_mask = grads[1];
+    std::optional<at::Tensor> grad_mask;  // ca_activation has no mask output: one grad
+    if (grads.size() > 1 && grads[1].defined()) grad_mask = grads[1];
     auto [grad_f, grad_b] = below_autograd_unless_create_graph(
         [&] { return op.call(grad_y, grad_mask, f, mask, b, temperature, soft, tau); });
     variable_list out(2);
@@ -138,11 +139,15 @@ struct InterveneBackward : public Node {
   std::string mode;
 };
 
-std::tuple<at::Tensor, at::Tensor> rank_mask_autograd(const at::Tensor& f, const at::Tensor& b,
-                                                      double temperature, bool soft,
-                                                      double tau) {
+// rank_mask below the autograd keys, and its node when f or b requires grad. mask_is_output:
+// rank_mask returns the mask (it gets the node's history and is saved as an output);
+// ca_activation keeps it for the backward only.
+std::tuple<at::Tensor, at::Tensor> rank_mask_with_node(const char* name, const at::Tensor& f,
+                                                       const at::Tensor& b, double temperature,
+                                                       bool soft, double tau,
+                                                       bool mask_is_output) {
   static const auto op = op_handle<RankMaskSig>("cprl_fast::rank_mask");
-  refuse_forward_ad("rank_mask", f, b);
+  refuse_forward_ad(name, f, b);
   const bool requires_grad = torch::autograd::compute_requires_grad(f, b);
   auto [y, mask] = [&] {
     at::AutoDispatchBelowADInplaceOrView guard;
@@ -157,10 +162,31 @@ std::tuple<at::Tensor, at::Tensor> rank_mask_autograd(const at::Tensor& f, const
     node->f_ = SavedVariable(f, false);
     node->b_ = SavedVariable(b, false);
     torch::autograd::set_history(y, node);
-    torch::autograd::set_history(mask, node);
-    node->mask_ = SavedVariable(mask, true);
+    if (mask_is_output) torch::autograd::set_history(mask, node);
+    node->mask_ = SavedVariable(mask, mask_is_output);
   }
   return {std::move(y), std::move(mask)};
+}
+
+std::tuple<at::Tensor, at::Tensor> rank_mask_autograd(const at::Tensor& f, const at::Tensor& b,
+                                                      double temperature, bool soft,
+                                                      double tau) {
+  return rank_mask_with_node("rank_mask", f, b, temperature, soft, tau, true);
+}
+
+// rank_mask's y alone: the CA activation in its normal mode, what a CPRLActivation calls on every
+// forward. The same kernels and the same node; without the second output, a call costs less host
+// time (bench/host_overhead.py). The mask is saved, not returned.
+at::Tensor ca_activation_autograd(const at::Tensor& f, const at::Tensor& b, double temperature,
+                                  bool soft, double tau) {
+  return std::get<0>(rank_mask_with_node("ca_activation", f, b, temperature, soft, tau, false));
+}
+
+// Below the autograd keys (inference mode, the fake kernels of torch.compile): rank_mask's y.
+at::Tensor ca_activation_composite(const at::Tensor& f, const at::Tensor& b, double temperature,
+                                   bool soft, double tau) {
+  static const auto op = op_handle<RankMaskSig>("cprl_fast::rank_mask");
+  return std::get<0>(op.call(f, b, temperature, soft, tau));
 }
 
 at::Tensor intervene_autograd(const at::Tensor& f, const at::Tensor& t, const at::Tensor& mask,
@@ -188,7 +214,12 @@ at::Tensor intervene_autograd(const at::Tensor& f, const at::Tensor& t, const at
 
 TORCH_LIBRARY_IMPL(cprl_fast, Autograd, m) {
   m.impl("rank_mask", &rank_mask_autograd);
+  m.impl("ca_activation", &ca_activation_autograd);
   m.impl("intervene", &intervene_autograd);
+}
+
+TORCH_LIBRARY_IMPL(cprl_fast, CompositeExplicitAutograd, m) {
+  m.impl("ca_activation", &ca_activation_composite);
 }
 
 }  // namespace cprl_fast

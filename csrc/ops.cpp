@@ -1,18 +1,9 @@
 // The one place the cprl_fast operator schemas are declared. Each backend registers its
 // kernels in its own file (cpu/*_cpu.cpp, cuda/*_cuda.cu) with TORCH_LIBRARY_IMPL, autograd is
 // registered in autograd.cpp, and the fake (meta) kernels from Python (cprl_fast/ops/).
-#include <Python.h>
 #include <torch/library.h>
 
-// Importing cprl_fast._C runs the static TORCH_LIBRARY registrations below. The module itself
-// has no Python functions, so it needs neither pybind11 nor libtorch_python.
-PyMODINIT_FUNC PyInit__C(void) {
-  static struct PyModuleDef module_def = {
-      PyModuleDef_HEAD_INIT, "_C", "cprl_fast native operators (see torch.ops.cprl_fast)", -1,
-      nullptr};
-  return PyModule_Create(&module_def);
-}
-
+// The Python module that loads these registrations is csrc/python_module.cpp.
 namespace cprl_fast {
 
 bool cuda_built() {
@@ -25,6 +16,8 @@ bool cuda_built() {
 
 TORCH_LIBRARY(cprl_fast, m) {
   m.def("rank_mask(Tensor f, Tensor b, float temperature, bool soft, float tau) -> (Tensor, Tensor)");
+  // rank_mask's y alone (the CA activation's normal mode; autograd.cpp): no kernels of its own
+  m.def("ca_activation(Tensor f, Tensor b, float temperature, bool soft, float tau) -> Tensor");
   m.def(
       "rank_mask_backward(Tensor grad_y, Tensor? grad_mask, Tensor f, Tensor mask, Tensor b, "
       "float temperature, bool soft, float tau) -> (Tensor, Tensor)");

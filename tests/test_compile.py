@@ -106,3 +106,24 @@ def test_op_for_traces_in_one_graph_and_follows_the_choice(choice, monkeypatch):
             assert _backend.op_for("rank_mask", cpu) is torch.ops.cprl_fast.rank_mask.default
     finally:
         _backend.set_backend(previous)
+
+
+def test_ca_layer_compiles_in_one_graph():
+    # the normal mode calls cprl_fast._C.ca_activation (a C function): dynamo traces the
+    # torch.ops op in its place (torch.compiler.substitute_in_graph in ops/_backend.py)
+    from cprl_fast import CPRLActivation
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    layer = CPRLActivation(8)
+    compiled = torch.compile(layer, fullgraph=True, dynamic=False)
+    f = feature((2, 8, 5, 4), seed=3)
+    results = []
+    for fn in (layer, compiled):
+        fl = f.clone().requires_grad_(True)
+        y = fn(fl)
+        y.square().sum().backward()
+        results.append((y.detach(), fl.grad, layer.b.grad.clone()))
+        layer.b.grad = None
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b)

@@ -229,3 +229,125 @@ class TestAutogradRegistration:
         assert g.requires_grad
         with pytest.warns(UserWarning, match="autograd kernel was not registered"):
             g.sum().backward()
+
+
+class TestCAActivationOp:
+    """``cprl_fast::ca_activation``: rank_mask's y alone, the op a CPRLActivation calls in its
+    normal mode (one output, the mask saved instead of returned)."""
+
+    @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided", "permuted"])
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+    @pytest.mark.parametrize("rank", ["hard", "soft"])
+    def test_values_and_gradients_are_rank_masks(self, device, layout, dtype, rank):
+        soft, tau = rank == "soft", 0.3
+        f = feature((3, 7, 5, 4), dtype=dtype, device=device, seed=3, layout=layout)
+        b = torch.tensor(0.35, device=device)
+        grad = feature((3, 7, 5, 4), dtype=dtype, device=device, seed=4)
+        got_in = (f.detach().requires_grad_(), b.detach().requires_grad_())
+        want_in = (f.detach().requires_grad_(), b.detach().requires_grad_())
+        got = ops.ca_activation_op(*got_in, 0.8, soft, tau)
+        want = ops.rank_mask_op(*want_in, 0.8, soft, tau)[0]
+        assert got.stride() == want.stride()
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+        got.backward(grad)
+        want.backward(grad)
+        for a, w in zip(got_in, want_in, strict=True):
+            torch.testing.assert_close(a.grad, w.grad, rtol=0, atol=0)
+
+    @pytest.mark.parametrize("rank", ["hard", "soft"])
+    def test_gradcheck(self, device, rank):
+        f = feature((2, 5, 3, 3), dtype=torch.float64, device=device, seed=5).requires_grad_()
+        b = torch.tensor(0.4, dtype=torch.float64, device=device, requires_grad=True)
+        soft = rank == "soft"
+        assert torch.autograd.gradcheck(lambda f_, b_: ops.ca_activation_op(f_, b_, 0.7, soft, 0.3),
+                                         (f, b))  # fmt: skip
+
+    @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+    def test_opcheck(self, layout):
+        f = feature((2, 6, 3, 4), layout=layout, seed=2).requires_grad_()
+        b = torch.tensor(0.35, requires_grad=True)
+        for soft in (False, True):
+            torch.library.opcheck(torch.ops.cprl_fast.ca_activation.default, (f, b, 0.8, soft, 0.3))
+
+    def test_autograd_node_and_inference_mode(self):
+        f = torch.randn(2, 4, 3, 3, requires_grad=True)
+        b = torch.tensor(0.4, requires_grad=True)
+        y = ops.ca_activation_op(f, b, 1.0, False, 0.1)
+        assert y.grad_fn.name() == "RankMaskBackward"
+        assert len(y.grad_fn.next_functions) == 2
+        with torch.inference_mode():  # below the autograd keys: the composite kernel
+            y_inf = ops.ca_activation_op(f, b, 1.0, False, 0.1)
+        torch.testing.assert_close(y_inf, y.detach())
+        with pytest.raises(ValueError, match="b must be a tensor with one element"):
+            ops.ca_activation_op(f, b.repeat(2), 1.0, False, 0.1)
+
+    def test_layer_calls_it_in_the_normal_mode_only(self):
+        act = CPRLActivation(4)
+        f = torch.randn(2, 4, 3, 3, requires_grad=True)
+        assert act(f).grad_fn.name() == "RankMaskBackward"
+        act.set_mode("sf")
+        assert act(f).grad_fn.name() == "InterveneBackward"
+
+    def test_layer_with_a_parametrized_offset(self):
+        from torch.nn.utils import parametrize
+
+        class Half(torch.nn.Module):
+            def forward(self, b):
+                return b / 2
+
+        act = CPRLActivation(4, b=0.8)
+        parametrize.register_parametrization(act, "b", Half())
+        f = feature((2, 4, 3, 3), seed=1)
+        torch.testing.assert_close(act(f), ops.rank_mask(f, 0.4))
+
+
+class TestCAActivationEntryPoint:
+    """The native backend serves ca_activation with cprl_fast._C.ca_activation, which skips
+    torch.ops' boxed path for plain tensors and hands anything else to torch.ops."""
+
+    def _args(self):
+        f = feature((2, 4, 3, 3), seed=6).requires_grad_()
+        return f, torch.tensor(0.4, requires_grad=True)
+
+    def test_native_route_is_the_direct_entry_point(self):
+        from cprl_fast import _C
+
+        assert ops.op_for("ca_activation", torch.device("cpu")) is _C.ca_activation
+
+    def test_torch_function_mode_sees_the_op(self):
+        from torch.overrides import TorchFunctionMode
+
+        seen = []
+
+        class Record(TorchFunctionMode):
+            def __torch_function__(self, func, types, args=(), kwargs=None):
+                seen.append(func)
+                return func(*args, **(kwargs or {}))
+
+        f, b = self._args()
+        with Record():
+            y = ops.ca_activation_op(f, b, 1.0, False, 0.1)
+        assert torch.ops.cprl_fast.ca_activation.default in seen
+        torch.testing.assert_close(y, ops.rank_mask(f, b))
+
+    def test_subclass_goes_through_its_torch_function(self):
+        seen = []
+
+        class Logged(torch.Tensor):
+            @classmethod
+            def __torch_function__(cls, func, types, args=(), kwargs=None):
+                seen.append(func)
+                return super().__torch_function__(func, types, args, kwargs or {})
+
+        f, b = self._args()
+        ops.ca_activation_op(f.detach().as_subclass(Logged), b, 1.0, False, 0.1)
+        assert torch.ops.cprl_fast.ca_activation.default in seen
+
+    def test_other_argument_types_and_errors(self):
+        f, b = self._args()
+        want = ops.rank_mask(f, b)
+        torch.testing.assert_close(ops.ca_activation_op(f, b, 1, False, 0.1), want)  # int T
+        with pytest.raises(ValueError, match="temperature must be a positive finite number"):
+            ops.ca_activation_op(f, b, -1.0, False, 0.1)
+        with pytest.raises(TypeError, match="f must be float16, bfloat16"):
+            ops.ca_activation_op(f.detach().int(), b, 1.0, False, 0.1)

@@ -119,10 +119,15 @@ class CPRLActivation(nn.Module):
                 f"got {list(f.shape)}"
             )
         # b goes in unchanged (float32): the op computes the mask in float32, so under bf16
-        # autocast the threshold is not rounded to the features' dtype
-        y, mask = ops.op_for("rank_mask", f.device)(f, self.b, *self._op_args)
+        # autocast the threshold is not rounded to the features' dtype. Read from
+        # _parameters: Module.__getattr__ costs host time on every call (host_overhead.py);
+        # a parametrization (torch.nn.utils.parametrize) moves b out of it.
+        b = self._parameters.get("b")
+        if b is None:
+            b = self.b
         if self.mode == "normal":
-            return y
+            return ops.op_for("ca_activation", f.device)(f, b, *self._op_args)
+        _, mask = ops.op_for("rank_mask", f.device)(f, b, *self._op_args)
         net = self.fc_phi if self.mode == "sf" else self.fc_xi
         return ops.op_for("intervene", f.device)(f, net(f), mask, self.mode)
 

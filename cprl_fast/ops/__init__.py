@@ -22,7 +22,7 @@ from cprl_fast.ops._backend import (
 )
 from cprl_fast.ops.attack_step import attack_step, attack_step_, random_start
 from cprl_fast.ops.intervene import intervene, intervene_op
-from cprl_fast.ops.rank_mask import DEFAULT_TAU, rank_mask, rank_mask_op
+from cprl_fast.ops.rank_mask import DEFAULT_TAU, ca_activation_op, rank_mask, rank_mask_op
 
 #: op name -> its :class:`cprl_fast.ops.spec.OpSpec`
 SPECS = {m.SPEC.name: m.SPEC for m in (_rank_mask_module, _intervene_module, _attack_step_module)}
@@ -35,6 +35,7 @@ __all__ = [
     "SPECS",
     "attack_step",
     "attack_step_",
+    "ca_activation_op",
     "get_backend",
     "intervene",
     "intervene_op",

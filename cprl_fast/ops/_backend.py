@@ -2,7 +2,9 @@
 
 Backends (entries of :data:`BACKENDS`):
   ``native``: the C++ (CPU) and CUDA kernels of the ``cprl_fast._C`` extension, registered
-      for the CPU and CUDA dispatch keys of ``torch.ops.cprl_fast.<op>``.
+      for the CPU and CUDA dispatch keys of ``torch.ops.cprl_fast.<op>``. ``ca_activation``
+      is served by ``cprl_fast._C.ca_activation``, the same op called without torch.ops' boxed
+      path (``csrc/python_module.cpp``), which a CA layer calls on every forward.
   ``triton``: the Triton kernels of ``cprl_fast.kernels`` (CUDA tensors; CPU tensors under
       ``TRITON_INTERPRET=1``), registered as ``torch.ops.cprl_fast.<op>_triton`` with the
       native op's schema.
@@ -29,6 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
+from cprl_fast import _C
 from cprl_fast.registry import Registry
 
 #: The CUDA backend ``auto`` prefers: native was as fast or faster in 35 of 40 benchmark rows on
@@ -44,8 +47,9 @@ class Backend:
     name: str
     #: whether it can serve tensors on a device of this type ("cpu", "cuda")
     serves: Callable[[str], bool]
-    #: the op overload implementing op ``name`` (e.g. "rank_mask_backward")
-    kernel: Callable[[str], torch._ops.OpOverload]
+    #: the op overload implementing op ``name`` (e.g. "rank_mask_backward"); for
+    #: ``ca_activation`` on a backend without that op, a function of the same arguments
+    kernel: Callable[[str], Callable]
     why_not: str  #: what to do when it is chosen but cannot serve
 
 
@@ -56,8 +60,17 @@ NATIVE_CUDA = bool(torch.ops.cprl_fast.cuda_built())
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 
 
-def _native_kernel(name: str) -> torch._ops.OpOverload:
+def _native_kernel(name: str) -> Callable:
+    if name == "ca_activation":  # the same op without torch.ops' boxed call path
+        return _C.ca_activation
     return getattr(torch.ops.cprl_fast, name).default
+
+
+@torch.compiler.substitute_in_graph(_C.ca_activation)
+def _ca_activation_traced(f, b, temperature, soft, tau):
+    """What torch.compile traces for ``_C.ca_activation`` (a C function it cannot see into):
+    the op itself, through torch.ops."""
+    return torch.ops.cprl_fast.ca_activation.default(f, b, temperature, soft, tau)
 
 
 #: The Triton ops by name, filled once by :func:`load_triton_kernels`.
@@ -88,8 +101,16 @@ def load_triton_kernels() -> dict[str, torch._ops.OpOverload]:
     return _TRITON_OPS
 
 
-def _triton_kernel(name: str) -> torch._ops.OpOverload:
+def _triton_kernel(name: str) -> Callable:
+    if name == "ca_activation":  # no single-output Triton op: rank_mask's y
+        return _triton_ca_activation
     return _TRITON_OPS[name] if _TRITON_OPS else load_triton_kernels()[name]
+
+
+def _triton_ca_activation(f, b, temperature, soft, tau):
+    """``ca_activation`` on the Triton backend: ``rank_mask``'s ``y`` (the native backend has an
+    op of its own for it, ``csrc/autograd.cpp``, which saves host time per call)."""
+    return _triton_kernel("rank_mask")(f, b, temperature, soft, tau)[0]
 
 
 BACKENDS.register("native")(
@@ -126,7 +147,7 @@ _state = {"backend": _initial_choice()}
 # by set_backend. The forced Triton choice is never remembered: on the CPU it depends on
 # TRITON_INTERPRET, which a caller may change at any time. Keyed by the torch.device itself:
 # reading ``device.type`` costs more host time than the whole lookup.
-_ROUTES: dict[tuple[str, torch.device], torch._ops.OpOverload] = {}
+_ROUTES: dict[tuple[str, torch.device], Callable] = {}
 
 
 def set_backend(name: str) -> None:
@@ -170,7 +191,7 @@ def kernel(op: str, device: torch.device) -> tuple[Backend, torch._ops.OpOverloa
     return backend, backend.kernel(op)
 
 
-def op_for(op: str, device: torch.device) -> torch._ops.OpOverload:
+def op_for(op: str, device: torch.device) -> Callable:
     """The op overload serving op ``op`` for tensors on ``device``, as :func:`kernel` chooses it,
     remembered: what a layer calls on every forward (a dictionary read instead of resolving the
     backend again; bench/host_overhead.py measures the host time per call)."""

@@ -11,6 +11,8 @@ Schema::
 
     cprl_fast::rank_mask(Tensor f, Tensor b, float temperature, bool soft, float tau)
         -> (Tensor y, Tensor mask)
+    cprl_fast::ca_activation(Tensor f, Tensor b, float temperature, bool soft, float tau)
+        -> Tensor y          # rank_mask's y alone (autograd.cpp; no kernels of its own)
     cprl_fast::rank_mask_backward(Tensor grad_y, Tensor? grad_mask, Tensor f, Tensor mask,
         Tensor b, float temperature, bool soft, float tau) -> (Tensor grad_f, Tensor grad_b)
 
@@ -35,7 +37,7 @@ from cprl_fast.ops import _backend
 from cprl_fast.ops.spec import TOLERANCES, BadCall, OpSpec, feature, like
 from cprl_fast.reference.rank_mask import DEFAULT_TAU
 
-__all__ = ["DEFAULT_TAU", "SPEC", "rank_mask", "rank_mask_op"]
+__all__ = ["DEFAULT_TAU", "SPEC", "ca_activation_op", "rank_mask", "rank_mask_op"]
 
 
 @torch.library.register_fake("cprl_fast::rank_mask")
@@ -44,6 +46,12 @@ def _rank_mask_fake(f, b, temperature, soft, tau):
     y = torch.empty_like(f, memory_format=dense_format(f))
     mask = f.new_empty(f.shape[:2], dtype=acc_dtype(f.dtype))
     return y, mask
+
+
+@torch.library.register_fake("cprl_fast::ca_activation")
+def _ca_activation_fake(f, b, temperature, soft, tau):
+    check_rank_mask_args(f, b, temperature, soft, tau)
+    return torch.empty_like(f, memory_format=dense_format(f))
 
 
 @torch.library.register_fake("cprl_fast::rank_mask_backward")
@@ -138,6 +146,17 @@ def rank_mask_op(
     once. Every backend's op checks the tensors itself (``csrc/checks.h``, and the Triton ops
     with :mod:`cprl_fast.checks`, word for word), so nothing is checked twice here."""
     return _backend.op_for("rank_mask", f.device)(f, b, temperature, soft, tau)
+
+
+def ca_activation_op(
+    f: torch.Tensor, b: torch.Tensor, temperature: float, soft: bool, tau: float
+) -> torch.Tensor:
+    """:func:`rank_mask_op`'s ``y`` alone, from ``cprl_fast::ca_activation`` (the same kernels
+    and gradients; the mask is saved for the backward, not returned), which costs less host
+    time per call than taking ``y`` from the pair: what :class:`cprl_fast.nn.CPRLActivation`
+    calls in its normal mode. The Triton backend has no such op and returns ``rank_mask``'s
+    ``y``."""
+    return _backend.op_for("ca_activation", f.device)(f, b, temperature, soft, tau)
 
 
 # -- the spec the shared tests and the benchmarks run -------------------------------------------

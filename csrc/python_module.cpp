@@ -1,0 +1,80 @@
+// The cprl_fast._C module: importing it runs the static TORCH_LIBRARY registrations of the other
+// files (ops.cpp: schemas; cpu/, cuda/: kernels; autograd.cpp), and it holds one Python function.
+//
+// _C.ca_activation(f, b, temperature, soft, tau) calls cprl_fast::ca_activation through a typed
+// handle: the same op, dispatcher and autograd as torch.ops.cprl_fast.ca_activation, without the
+// boxed call path of torch.ops (argument conversion to IValues by schema, the boxed kernel
+// wrapper, the result's conversion back), which costs a CPRLActivation about 1 microsecond
+// per call (bench/host_overhead.py). It is what a CPRLActivation calls on the native backend
+// in its normal mode. Anything else goes to torch.ops unchanged: an argument that is not a plain
+// tensor (a subclass, which may define __torch_function__), an active torch function mode,
+// arguments of other Python types. Under torch.compile, dynamo traces the torch.ops op instead
+// (cprl_fast/ops/_backend.py registers it with torch.compiler.substitute_in_graph).
+#include <Python.h>
+#include <ATen/PythonTorchFunctionTLS.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/csrc/Exceptions.h>
+#include <torch/csrc/autograd/python_variable.h>
+
+namespace cprl_fast {
+namespace {
+
+// torch.ops.cprl_fast.ca_activation.default, looked up on the first call that needs it.
+PyObject* torch_ops_overload() {
+  static PyObject* overload = [] {
+    PyObject* obj = PyImport_ImportModule("torch");
+    for (const char* name : {"ops", "cprl_fast", "ca_activation", "default"}) {
+      if (obj == nullptr) break;
+      PyObject* next = PyObject_GetAttrString(obj, name);
+      Py_DECREF(obj);
+      obj = next;
+    }
+    return obj;  // a new reference kept for the process, or nullptr with the error set
+  }();
+  return overload;
+}
+
+PyObject* ca_activation(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
+  HANDLE_TH_ERRORS
+  if (nargs != 5 || !THPVariable_CheckExact(args[0]) || !THPVariable_CheckExact(args[1]) ||
+      !PyFloat_CheckExact(args[2]) || !PyBool_Check(args[3]) || !PyFloat_CheckExact(args[4]) ||
+      at::impl::torch_function_mode_enabled()) {
+    PyObject* overload = torch_ops_overload();
+    if (overload == nullptr) return nullptr;
+    return PyObject_Vectorcall(overload, args, nargs, nullptr);
+  }
+  using Sig = at::Tensor(const at::Tensor&, const at::Tensor&, double, bool, double);
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("cprl_fast::ca_activation", "")
+                             .typed<Sig>();
+  const at::Tensor& f = THPVariable_Unpack(args[0]);
+  const at::Tensor& b = THPVariable_Unpack(args[1]);
+  const double temperature = PyFloat_AS_DOUBLE(args[2]);
+  const bool soft = args[3] == Py_True;
+  const double tau = PyFloat_AS_DOUBLE(args[4]);
+  at::Tensor y;
+  {
+    pybind11::gil_scoped_release no_gil;  // as torch's own bindings: other threads may run
+    y = op.call(f, b, temperature, soft, tau);
+  }
+  return THPVariable_Wrap(std::move(y));
+  END_HANDLE_TH_ERRORS
+}
+
+PyMethodDef methods[] = {
+    {"ca_activation", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&ca_activation)),
+     METH_FASTCALL,
+     "ca_activation(f, b, temperature, soft, tau)\n--\n\n"
+     "torch.ops.cprl_fast.ca_activation, called without torch.ops' boxed path (see "
+     "csrc/python_module.cpp)."},
+    {nullptr, nullptr, 0, nullptr}};
+
+}  // namespace
+}  // namespace cprl_fast
+
+PyMODINIT_FUNC PyInit__C(void) {
+  static struct PyModuleDef module_def = {
+      PyModuleDef_HEAD_INIT, "_C", "cprl_fast native operators (see torch.ops.cprl_fast)", -1,
+      cprl_fast::methods};
+  return PyModule_Create(&module_def);
+}
