@@ -29,11 +29,11 @@ __all__ = ["COMMANDS", "LONG_COMMANDS", "UserError", "command", "main", "parser"
 #: The commands, each the module ``cprl_fast_cli.<name>`` (``add_parser``, ``run``), in the
 #: order ``--help`` lists them.
 COMMANDS = ("train", "evaluate", "reproduce", "demo", "audit", "score", "info", "study", "export",
-            "synthesize")
+            "synthesize", "pretrain")
 
 #: Commands that print which thread count they use (score, info and export print output that
 #: other programs read).
-LONG_COMMANDS = ("train", "evaluate", "reproduce", "demo", "audit", "study")
+LONG_COMMANDS = ("train", "evaluate", "reproduce", "demo", "audit", "study", "pretrain")
 
 
 class Parser(argparse.ArgumentParser):

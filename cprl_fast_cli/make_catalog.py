@@ -53,6 +53,7 @@ def build() -> dict[str, Any]:
     from cprl_fast.reproduce import BASELINES
     from cprl_fast.train import TrainConfig
     from cprl_fast.train.objectives import OBJECTIVES, option_fields
+    from cprl_fast.train.ranking import RankingConfig
 
     model_options: dict[str, dict[str, Any]] = {}
     for name in MODELS:
@@ -80,6 +81,7 @@ def build() -> dict[str, Any]:
     return {
         "datasets": list(DATASETS),
         "distortions": list(DISTORTIONS),
+        "ranking_distortions": list(RankingConfig().kinds),
         "splits": list(SPLITS),
         "models": _abouts(MODELS),
         "objectives": _abouts(OBJECTIVES),

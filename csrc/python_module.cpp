@@ -19,18 +19,19 @@
 namespace cprl_fast {
 namespace {
 
-// torch.ops.cprl_fast.ca_activation.default, looked up on the first call that needs it.
+// torch.ops.cprl_fast.ca_activation.default, looked up on the first call that needs it (with the
+// GIL held) and kept for the process; nullptr with the Python error set if the lookup fails.
 PyObject* torch_ops_overload() {
-  static PyObject* overload = [] {
-    PyObject* obj = PyImport_ImportModule("torch");
-    for (const char* name : {"ops", "cprl_fast", "ca_activation", "default"}) {
-      if (obj == nullptr) break;
-      PyObject* next = PyObject_GetAttrString(obj, name);
-      Py_DECREF(obj);
-      obj = next;
-    }
-    return obj;  // a new reference kept for the process, or nullptr with the error set
-  }();
+  static PyObject* overload = nullptr;
+  if (overload != nullptr) return overload;
+  PyObject* obj = PyImport_ImportModule("torch");
+  for (const char* name : {"ops", "cprl_fast", "ca_activation", "default"}) {
+    if (obj == nullptr) return nullptr;
+    PyObject* next = PyObject_GetAttrString(obj, name);
+    Py_DECREF(obj);
+    obj = next;
+  }
+  overload = obj;
   return overload;
 }
 

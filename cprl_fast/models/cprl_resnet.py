@@ -129,10 +129,20 @@ def _load_pretrained(resnet: ResNet, pretrained, arch: str) -> None:
         if not path.is_file():
             raise FileNotFoundError(f"pretrained weights file not found: {path}")
         state = torch.load(path, map_location="cpu", weights_only=True)
+        made_for = state.get("meta", {}).get("arch") if isinstance(state, dict) else None
+        if made_for not in (None, arch):  # e.g. cprl-fast pretrain's file records its arch
+            raise ValueError(f"pretrained weights {path} are for {made_for}, not {arch}: pass "
+                             f"--arch {made_for} or pretrain for {arch}")  # fmt: skip
         state = state.get("state_dict", state) if isinstance(state, dict) else state
     else:  # a torchvision WeightsEnum (downloads where online)
         state = pretrained.get_state_dict(progress=True)
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    own = resnet.state_dict()
+    wrong = [k for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    if wrong:
+        raise ValueError(f"pretrained weights do not fit this {arch}: {wrong[0]} is "
+                         f"{list(state[wrong[0]].shape)}, the model's "
+                         f"{list(own[wrong[0]].shape)} ({len(wrong)} tensors differ)")  # fmt: skip
     missing, unexpected = resnet.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith("fc.")]
     if missing or unexpected:

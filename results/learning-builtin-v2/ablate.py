@@ -79,6 +79,18 @@ p.add_argument("--dense", type=int, default=0,
                "parameter drawn between the type's mildest and strongest level (uniform in "
                "the parameter, seeded), labelled by its MS-SSIM to the reference under the "
                "dataset's own min-max map (0: none)")  # fmt: skip
+p.add_argument("--pretrain", type=int, default=0,
+               help="steps of ranking pretraining first (RankIQA's idea, no download): each "
+                    "step distorts --pretrain-crops crops of the training scenes' references on "
+                    "the fly, one random type each at 4 random strengths between its levels 1 "
+                    "and 5 plus the clean crop, and a hinge orders every pair of one crop's "
+                    "versions by strength")  # fmt: skip
+p.add_argument("--pretrain-crops", type=int, default=8)
+p.add_argument("--joint", type=float, default=0.0,
+               help="weight of the pretraining's ranking hinge added to every main step (a "
+                    "ranking batch of --pretrain-crops crops beside the MOS batch)")  # fmt: skip
+p.add_argument("--pretrain-lr", type=float, default=0.0,
+               help="peak learning rate of the pretraining (0: --lr)")  # fmt: skip
 p.add_argument("--table", help="print the table of these runs' JSON lines and exit")
 p.add_argument("--ceiling", action="store_true",
                help="print each fold's SRCC of the distortion-level oracle, exit")  # fmt: skip
@@ -109,7 +121,13 @@ if a.table:
         norm += ", dihedral" if r.get("aug") == "dihedral" else ""
         norm += f", aux {r['aux']:g}" if r.get("aux") else ""
         norm += f", {r['dense']} more images per scene and type" if r.get("dense") else ""
-        key = (r["label"], norm, r["resize"], r["crop"], r["batch"], r["test"],
+        if r.get("pretrain"):
+            norm += f", ranking pretraining {r['pretrain']} steps x {r['pretrain_crops']} crops"
+            if r.get("pretrain_lr") and r["pretrain_lr"] != r["lr"]:
+                norm += f" (peak lr {r['pretrain_lr']:g})"
+        norm += f", peak lr {r['lr']:g}" if r["lr"] != 1e-3 else ""
+        label = r["label"] if r["steps"] else "none (pretraining alone)"
+        key = (label, norm, r["resize"], r["crop"], r["batch"], r["test"],
                r["loss"], groups, r["steps"])  # fmt: skip
         runs[key].append(r)
     print("| label | input | norm, weights, augmentation, auxiliary loss | batch | test | loss | "
@@ -225,7 +243,8 @@ if a.ema:
 
     averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(a.ema), use_buffers=True)
 opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=1e-4)
-sched = torch.optim.lr_scheduler.OneCycleLR(opt, a.lr, total_steps=a.steps, pct_start=0.1)
+sched = (torch.optim.lr_scheduler.OneCycleLR(opt, a.lr, total_steps=a.steps, pct_start=0.1)
+         if a.steps else None)  # --steps 0: the pretraining alone  # fmt: skip
 g = torch.Generator().manual_seed(a.seed)
 H = Xtr.shape[-1]
 families = defaultdict(list)
@@ -311,14 +330,82 @@ def evaluate(X=None, y=None):
     return result
 
 
+def pretrain_by_ranking():
+    """--pretrain: RankIQA-style ranking of on-the-fly distortions of the training references.
+    Its own generators, optimiser and one-cycle schedule, so that the main phase draws the same
+    batches as a run without it."""
+    lr = a.pretrain_lr or a.lr
+    popt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    psched = torch.optim.lr_scheduler.OneCycleLR(popt, lr, total_steps=a.pretrain,
+                                                 pct_start=0.1)  # fmt: skip
+    t_start = time.time()
+    for step in range(1, a.pretrain + 1):
+        loss = ranking_loss()
+        popt.zero_grad()
+        loss.backward()
+        popt.step()
+        psched.step()
+        if step % max(a.pretrain // 5, 1) == 0:
+            srcc = evaluate()[0]
+            print(f"pretrain {step} {time.time() - t_start:.0f}s hinge {loss.item():.4f} "
+                  f"held-out srcc {srcc:.3f}", flush=True)  # fmt: skip
+
+
+_rank_state = {}
+
+
+def ranking_loss():
+    """One ranking batch: --pretrain-crops crops of the training references, each distorted
+    by one random type at 4 random strengths between its levels 1 and 5, plus the clean crop;
+    a hinge (margin 0.05) on every pair of one crop's versions ordered by strength."""
+    from cprl_fast.data.distortions import LEVELS_V2, distort_by
+
+    if not _rank_state:
+        scenes = sorted({it.scene for it in tr})
+        root = tr[0].path.rsplit("/images/", 1)[0]
+        _rank_state["refs"] = [Image.open(f"{root}/refs/{s}.png").convert("RGB") for s in scenes]
+        _rank_state["rng"] = np.random.default_rng(2000 + a.seed)
+    refs, rng, kinds = _rank_state["refs"], _rank_state["rng"], sorted(LEVELS_V2)
+    c, pad = a.crop, a.crop // 4  # distort a larger crop, keep its centre: no border effects
+    xs, strength = [], []
+    for _ in range(a.pretrain_crops):
+        ref = refs[rng.integers(len(refs))]
+        u, v = rng.integers(0, ref.size[0] - c - 2 * pad + 1, size=2)
+        big = ref.crop((int(u), int(v), int(u) + c + 2 * pad, int(v) + c + 2 * pad))
+        kind = kinds[rng.integers(len(kinds))]
+        levels = LEVELS_V2[kind]
+        ts = np.sort(rng.uniform(0, 4, size=4))  # strength: 0 = level 1, 4 = level 5
+        versions = [big] + [distort_by(big, kind, float(np.interp(t, range(5), levels)),
+                                       seed=int(rng.integers(2**31))) for t in ts]  # fmt: skip
+        for img in versions:
+            arr = np.asarray(img)[pad : pad + c, pad : pad + c]
+            xs.append(torch.from_numpy(arr.copy()).permute(2, 0, 1))
+        strength.append(np.concatenate([[-1.0], ts]))
+    x = torch.stack(xs).float() / 255
+    if rng.random() < 0.5:
+        x = x.flip(-1)
+    out = model(x)
+    scores = (out[0] if isinstance(out, tuple) else out).view(a.pretrain_crops, 5)
+    st = torch.tensor(np.stack(strength), dtype=torch.float32)
+    d = scores[:, :, None] - scores[:, None, :]  # d[i, j] = s_i - s_j
+    weaker = st[:, :, None] < st[:, None, :]  # version i is less distorted than j
+    return F.relu(0.05 - d[weaker]).mean()
+
+
+if a.pretrain:
+    pretrain_by_ranking()
 t0 = time.time()
 log = []
+if not a.steps:  # the pretrained model as it is (its score head ranks; no label was seen)
+    srcc, plcc, *posterior = evaluate()
 for step in range(1, a.steps + 1):
     x, y, extra = batch()
     if a.groups:
         loss = lossf(model(x), y, group=extra)
     else:
         loss = lossf(model(x), y, cls=extra)
+    if a.joint:
+        loss = loss + a.joint * ranking_loss()
     opt.zero_grad()
     loss.backward()
     opt.step()

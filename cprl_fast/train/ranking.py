@@ -1,0 +1,190 @@
+"""Quality-aware pretraining that needs no download: ranking distortion strengths.
+
+RankIQA's idea (Liu, van de Weijer and Bagdanov, ICCV 2017), on this project's own
+distortions: a crop of a pristine photograph and four versions of it distorted by one type at
+four random strengths between the type's levels 1 and 5 (:data:`cprl_fast.data.distortions.
+LEVELS_V2`) are ordered by strength, and a hinge asks the quality model's score to fall along
+that order, for every pair of one crop's five versions. No score of any image is used, only
+which of two versions of the same content is more distorted. Each step draws new crops,
+types and strengths, so the pairs are unlimited.
+
+The result is a backbone weights file that every ResNet model accepts as ``pretrained``
+(``cprl-fast train --pretrained FILE``): the plain ResNet, CA and CPRL (the CA modules start
+as they would from ImageNet weights), SAT. The same procedure in
+``results/learning-builtin-v2/ablate.py`` (round 5 there: 300 steps on the 12 training
+scenes' references of each of builtin-v2's five scene-disjoint folds) gave a model that,
+before it saw any label, ranked the held-out scenes' images with SRCC 0.49-0.70.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from cprl_fast.data.distortions import DISTORTIONS, LEVELS_V2, distort_by
+from cprl_fast.images import DEFAULT_MAX_PIXELS, read_image
+from cprl_fast.io import atomic_write
+
+#: versions per crop: the clean crop and four distorted ones
+VERSIONS = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class RankingConfig:
+    """Settings of :func:`pretrain_by_ranking`.
+
+    Attributes:
+        arch: the torchvision ResNet (``resnet18`` ... ``resnet152``).
+        input_norm: what the backbone reads (:mod:`cprl_fast.models.inputs`); train with the
+            same value (``lcn`` for ``--recipe native``).
+        steps: optimiser steps. crops: reference crops per step (each gives 5 images).
+        crop: crop side, px (the recipe's ``train_crop``). kinds: the distortion types drawn
+            (any of :data:`~cprl_fast.data.distortions.DISTORTIONS`; default builtin-v2's ten).
+        lr: peak of the one-cycle learning rate (AdamW, weight decay ``weight_decay``).
+        margin: the hinge's margin on score differences (scores are in [0, 1]).
+        seed: drives crops, types, strengths, noise and the initial weights.
+    """
+
+    arch: str = "resnet18"
+    input_norm: str = "lcn"
+    steps: int = 300
+    crops: int = 8
+    crop: int = 64
+    kinds: tuple[str, ...] = tuple(sorted(LEVELS_V2))
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    margin: float = 0.05
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("steps", "crops"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if isinstance(self.crop, bool) or not isinstance(self.crop, int) or self.crop < 16:
+            raise ValueError(f"crop must be an integer side >= 16 px, got {self.crop!r}")
+        unknown = [k for k in self.kinds if k not in DISTORTIONS]
+        if unknown or not self.kinds:
+            raise ValueError(f"kinds must name types of {', '.join(DISTORTIONS)}, "
+                             f"got {', '.join(unknown) or 'none'}")  # fmt: skip
+        if not (self.lr > 0 and np.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
+        if not (self.margin >= 0 and np.isfinite(self.margin)):
+            raise ValueError(f"margin must be a finite number >= 0, got {self.margin!r}")
+
+    @property
+    def border(self) -> int:
+        """Pixels around each crop that are distorted too and then dropped, so that no
+        distortion (a blur, a shift) sees the crop's edge."""
+        return self.crop // 4
+
+
+@dataclasses.dataclass(frozen=True)
+class RankingResult:
+    """What :func:`pretrain_by_ranking` wrote and how the run ended."""
+
+    path: Path  #: the weights file (``pretrained`` of every ResNet model)
+    config: RankingConfig
+    final_hinge: float  #: the last step's hinge
+    seconds: float  #: wall time of the run
+
+
+def ranking_batch(refs: Sequence[Image.Image], cfg: RankingConfig,
+                  rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """One batch: ``cfg.crops`` random crops of ``refs`` (RGB images at least ``crop + 2 *
+    border`` px on each side), each as the clean crop and 4 versions distorted by one random
+    type of ``cfg.kinds`` at strengths drawn uniformly between its levels 1 and 5.
+
+    Returns images ``[crops * 5, 3, crop, crop]`` float32 in [0, 1] (a crop's versions
+    consecutive, the clean one first; half the batches mirrored) and their strengths
+    ``[crops, 5]`` (-1 for the clean crop, 0 for level 1 up to 4 for level 5; ascending).
+    """
+    c, pad = cfg.crop, cfg.border
+    side = c + 2 * pad
+    images, strengths = [], []
+    for _ in range(cfg.crops):
+        ref = refs[rng.integers(len(refs))]
+        u = int(rng.integers(0, ref.size[0] - side + 1))
+        v = int(rng.integers(0, ref.size[1] - side + 1))
+        big = ref.crop((u, v, u + side, v + side))
+        kind = cfg.kinds[rng.integers(len(cfg.kinds))]
+        levels = DISTORTIONS[kind]
+        ts = np.sort(rng.uniform(0, len(levels) - 1, size=VERSIONS - 1))
+        versions = [big] + [distort_by(big, kind, float(np.interp(t, range(len(levels)), levels)),
+                                       seed=int(rng.integers(2**31))) for t in ts]  # fmt: skip
+        for img in versions:
+            a = np.asarray(img)[pad : pad + c, pad : pad + c]
+            images.append(torch.from_numpy(a.copy()).permute(2, 0, 1))
+        strengths.append(np.concatenate([[-1.0], ts]))
+    x = torch.stack(images).float() / 255
+    if rng.random() < 0.5:
+        x = x.flip(-1)
+    return x, torch.tensor(np.stack(strengths), dtype=torch.float32)
+
+
+def ranking_hinge(scores: torch.Tensor, strengths: torch.Tensor, margin: float) -> torch.Tensor:
+    """Mean of ``relu(margin - (s_i - s_j))`` over every pair ``(i, j)`` of one crop's versions
+    where ``i`` is less distorted than ``j``. ``scores``, ``strengths``: ``[crops, 5]``."""
+    d = scores[:, :, None] - scores[:, None, :]
+    weaker = strengths[:, :, None] < strengths[:, None, :]
+    return F.relu(margin - d[weaker]).mean()
+
+
+def load_references(references: str | Path | Iterable[str | Path], min_side: int,
+                    max_pixels: int = DEFAULT_MAX_PIXELS) -> list[Image.Image]:  # fmt: skip
+    """The RGB images of ``references`` (a folder, searched recursively, or files), each
+    checked to be at least ``min_side`` px on both sides."""
+    from cprl_fast.data.synthetic import reference_files
+
+    refs = []
+    for f in reference_files(references):
+        img = read_image(f, max_pixels)
+        if min(img.size) < min_side:
+            raise ValueError(f"reference {f} is {img.size[0]} x {img.size[1]} px: ranking crops "
+                             f"need at least {min_side} px on each side")  # fmt: skip
+        refs.append(img)
+    return refs
+
+
+def pretrain_by_ranking(references: str | Path | Iterable[str | Path], out: str | Path,
+                        cfg: RankingConfig = RankingConfig(), progress: bool = True,
+                        max_pixels: int = DEFAULT_MAX_PIXELS) -> RankingResult:  # fmt: skip
+    """Trains the plain quality ResNet of ``cfg.arch`` from random weights to rank distortion
+    strengths of crops of ``references`` (pristine photographs: a folder or files), then writes
+    its backbone's weights to ``out`` (replaced if it exists; written atomically)."""
+    from tqdm.auto import tqdm
+
+    from cprl_fast.models.registry import build
+
+    refs = load_references(references, cfg.crop + 2 * cfg.border, max_pixels)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    model = build("resnet", arch=cfg.arch, input_norm=cfg.input_norm)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.steps,
+                                                pct_start=0.1)  # fmt: skip
+    start = time.perf_counter()
+    hinge = torch.tensor(float("nan"))
+    bar = tqdm(range(cfg.steps), desc="ranking pretraining", disable=not progress)
+    for step in bar:
+        x, strengths = ranking_batch(refs, cfg, rng)
+        hinge = ranking_hinge(model(x).view(cfg.crops, VERSIONS), strengths, cfg.margin)
+        opt.zero_grad()
+        hinge.backward()
+        opt.step()
+        sched.step()
+        if step % 10 == 0:
+            bar.set_postfix(hinge=f"{hinge.item():.4f}")
+    state = {k: v.detach().clone() for k, v in model.backbone.state_dict().items()}
+    meta = {"pretraining": "ranking", **{k: list(v) if isinstance(v, tuple) else v
+                                         for k, v in dataclasses.asdict(cfg).items()}}  # fmt: skip
+    path = atomic_write(out, lambda tmp: torch.save({"state_dict": state, "meta": meta}, tmp))
+    return RankingResult(path, cfg, float(hinge.detach()), time.perf_counter() - start)

@@ -1,0 +1,64 @@
+"""cprl-fast pretrain: quality-aware pretraining without a download (ranking distortion
+strengths of crops of pristine photographs), written as a weights file --pretrained takes."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from cprl_fast_cli.catalog import load
+from cprl_fast_cli.options import OPTION_HELP, UserError, add_overwrite
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    kinds, default = load()["distortions"], load()["ranking_distortions"]
+    p = sub.add_parser(
+        "pretrain",
+        help="pretrain a backbone by ranking distortions of your photographs (no labels)",
+        description="Trains the plain quality ResNet from random weights to rank versions of "
+        "the same crop of a pristine photograph by how strongly one distortion type was "
+        "applied (RankIQA's idea; no quality score is used), then writes its backbone's "
+        "weights to OUT. Train from them with cprl-fast train --pretrained OUT and the same "
+        "--arch and --input-norm (for example with --recipe native, whose input norm is lcn). "
+        "Pretrain on the training scenes only: a test scene's photograph must not be among "
+        "the references.",
+    )
+    p.add_argument("references", nargs="+", help="pristine photographs or folders of them")
+    p.add_argument("--out", type=Path, required=True, help="the weights file to write (.pt)")
+    add_overwrite(p, "--out if it exists")
+    p.add_argument("--arch", default="resnet18", help=OPTION_HELP["arch"])
+    p.add_argument("--input-norm", default="lcn", choices=("imagenet", "lcn"),
+                   help=OPTION_HELP["input_norm"] + " (default: lcn)")  # fmt: skip
+    p.add_argument("--steps", type=int, default=300, help="optimiser steps (default: 300)")
+    p.add_argument("--crops", type=int, default=8,
+                   help="reference crops per step, each as 5 versions (default: 8)")  # fmt: skip
+    p.add_argument("--crop", type=int, default=64,
+                   help="crop side, pixels: the --train-crop you will train with (default: 64)")
+    p.add_argument("--distortions", default=",".join(default),
+                   help=f"comma-separated types of {', '.join(kinds)} (default: builtin-v2's "
+                   f"{len(default)}, {', '.join(default)})")  # fmt: skip
+    p.add_argument("--lr", type=float, default=1e-3,
+                   help="peak of the one-cycle learning rate (default: 0.001)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="seed of weights, crops and distortions")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from cprl_fast.io import check_output
+    from cprl_fast.train.ranking import RankingConfig, pretrain_by_ranking
+
+    kinds = tuple(k.strip() for k in args.distortions.split(",") if k.strip())
+    try:
+        cfg = RankingConfig(arch=args.arch, input_norm=args.input_norm, steps=args.steps,
+                            crops=args.crops, crop=args.crop, kinds=kinds, lr=args.lr,
+                            seed=args.seed)  # fmt: skip
+    except ValueError as err:  # "<field> must ...": name the option instead
+        field, rest = str(err).split(" ", 1)
+        option = {"kinds": "distortions"}.get(field, field).replace("_", "-")
+        raise UserError(f"--{option} {rest}") from None
+    check_output(args.out, args.overwrite, "--out", (".pt", ".pth"))
+    result = pretrain_by_ranking(args.references, args.out, cfg)
+    print(f"wrote {result.path} ({cfg.steps} steps in {result.seconds:.0f} s, last hinge "
+          f"{result.final_hinge:.4f}); train from it: cprl-fast train --pretrained "
+          f"{result.path} --arch {cfg.arch} --input-norm {cfg.input_norm}")  # fmt: skip
+    return 0
