@@ -1,6 +1,7 @@
 """End-to-end costs: CA-ResNet against ResNet (forward + backward), one CPRL training iteration
 (faithful and fast) against a plain-ResNet iteration, and PGD-10 throughput with the fused
-attack step against an eager step.
+attack step against an eager step (on CUDA also the loop captured in a CUDA graph,
+:class:`cprl_fast.attacks.GraphedPGD`; ``--bf16`` runs every PGD's model under autocast).
 
     python -m bench.end_to_end --out bench/results/e2e.json       # CPU defaults: ResNet-18, 128 px
     python -m bench.end_to_end --arch resnet50 --size 224 --batch 32 --bf16 --channels-last \
@@ -10,12 +11,14 @@ attack step against an eager step.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 
 import torch
 
 from bench.timing import interleaved, ratio
 from cprl_fast import ops, reference
+from cprl_fast.attacks import GraphedPGD
 from cprl_fast.attacks.common import eval_mode, input_grad
 from cprl_fast.attacks.losses import mse_loss
 from cprl_fast.io import write_json_atomic
@@ -39,14 +42,16 @@ def model_fwd_bwd(model, x, y, bf16: bool = False):
     return run
 
 
-def pgd10(model, x, y, eps: float, fused: bool):
-    """PGD-10 (no random start) with the fused op or the eager reference step."""
+def pgd10(model, x, y, eps: float, fused: bool, bf16: bool = False):
+    """PGD-10 (no random start) with the fused op or the eager reference step, the model under
+    bfloat16 autocast with ``bf16``."""
 
     def run():
         with eval_mode(model):
             xi = x.clone()
             for _ in range(10):
-                g = input_grad(model, xi, y, mse_loss)
+                with torch.autocast(x.device.type, torch.bfloat16, enabled=bf16):
+                    g = input_grad(model, xi, y, mse_loss)
                 if fused:
                     ops.attack_step_(xi, g, x, eps / 4, eps)
                 else:
@@ -89,7 +94,10 @@ def measure(arch="resnet18", size=128, n=16, device="cpu", eps=1 / 255, bf16: bo
     for key, (num, den) in pairs.items():
         r = ratio(timed, num, den)
         out[key], out[f"{key}_spread"] = r["median"], [r["min"], r["max"]]
-    steps = {"fused": pgd10(plain, x, y, eps, True), "eager": pgd10(plain, x, y, eps, False)}
+    steps = {"fused": pgd10(plain, x, y, eps, True, bf16),
+             "eager": pgd10(plain, x, y, eps, False, bf16)}  # fmt: skip
+    if device.type == "cuda":  # captured once, outside the timing; every call replays 10 steps
+        steps["graph"] = functools.partial(GraphedPGD(plain, x, eps, steps=10, bf16=bf16), x, y)
     pgd = interleaved(steps, device, max(3, rounds // 2))
     for name, t in pgd.items():
         out[f"pgd10_{name}_images_per_s"] = n / t["median_s"]

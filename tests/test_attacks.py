@@ -271,3 +271,32 @@ class _Apply(nn.Module):
 
     def forward(self, x):
         return self.fn.apply(x)
+
+
+class TestGraphedPGD:
+    """The attack loop captured in a CUDA graph (attacks.GraphedPGD): the GPU run checks it
+    against the eager loop; here, only what it refuses."""
+
+    def _model(self):
+        torch.manual_seed(0)
+        return cprl_resnet("resnet18", placement="last")
+
+    def test_needs_cuda_images(self):
+        with pytest.raises(ValueError, match="GraphedPGD needs CUDA images"):
+            attacks.GraphedPGD(self._model(), torch.rand(2, 3, 32, 32), 1 / 255)
+
+    @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (a CUDA graph)")
+    def test_matches_the_eager_loop_and_refuses_what_it_was_not_captured_for(self):
+        model = self._model().cuda()
+        x = torch.rand(4, 3, 32, 32, device="cuda")
+        graphed = attacks.GraphedPGD(model, x, 2 / 255, steps=5)
+        want = attacks.pgd(model, x, eps=2 / 255, steps=5, random_start=False)
+        got = graphed(x)
+        assert (got - x).abs().max() <= 2 / 255 + 1e-6
+        # a few pixels may take the other sign where a gradient is near 0 (sums' order)
+        assert ((got - want).abs() > 1e-6).float().mean() < 0.01
+        with pytest.raises(ValueError, match="captured for"):
+            graphed(x[:2])
+        model.load_state_dict({k: v.clone() for k, v in model.state_dict().items()}, assign=True)
+        with pytest.raises(RuntimeError, match="parameters moved"):
+            graphed(x)

@@ -16,6 +16,7 @@ it runs the model in eval mode and restores its mode, never touches parameter gr
 """
 
 from cprl_fast.attacks.gradient import fgsm, pgd, rank_pgd, score_reflection
+from cprl_fast.attacks.graphed import GraphedPGD
 from cprl_fast.attacks.losses import mse_loss, reflection_loss, soft_srcc
 from cprl_fast.attacks.masking import pgd_soft_rank, soft_rank, square
 from cprl_fast.attacks.suite import (
@@ -32,6 +33,7 @@ from cprl_fast.attacks.suite import (
 __all__ = [
     "ATTACKS",
     "SUITES",
+    "GraphedPGD",
     "black_box_checks",
     "check_attack_names",
     "fgsm",

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from scipy.stats import pearsonr, spearmanr
+from scipy.stats import pearsonr, rankdata, spearmanr
 
 from cprl_fast.data import load_items
 from cprl_fast.data.splits import scene_split
@@ -147,12 +147,17 @@ if a.table:
                f"| {', '.join(f'{x:.2f}' for x in v)} | "
                f"{statistics.mean(r['seconds'] for r in rs):.0f} |")  # fmt: skip
         print(row)
-        if all("srcc_posterior" in r for r in rs):  # the same runs, scored by the aux head
-            v = [r["srcc_posterior"] for r in rs]
+        # the same runs read out otherwise: by the aux head; by the ranks of the pretrained
+        # ranker plus the fine-tuned model's
+        for field, name in (("srcc_posterior", "posterior"),
+                            ("srcc_ensemble", "ranker + model (ranks)")):  # fmt: skip
+            if len(rs) < 2 or not all(field in r for r in rs):
+                continue
+            v = [r[field] for r in rs]
             m = statistics.mean(v)
             half = student_t.ppf(0.975, len(v) - 1) * statistics.stdev(v) / len(v) ** 0.5
             cells = row.split(" | ")
-            cells[0] = "| posterior"
+            cells[0] = f"| {name}"
             cells[-3] = f"{m:.3f} [{m - half:.3f}, {m + half:.3f}]"
             cells[-2] = ", ".join(f"{x:.2f}" for x in v)
             print(" | ".join(cells))
@@ -392,8 +397,27 @@ def ranking_loss():
     return F.relu(0.05 - d[weaker]).mean()
 
 
+def test_scores(m):
+    """The held-out images' scores by model ``m`` (no auxiliary head), as ``--test`` scores."""
+    m.eval()
+    out = []
+    with torch.no_grad():
+        for k in range(0, len(Xte), 25):
+            x = Xte[k : k + 25].float() / 255
+            n = x.shape[0]
+            if a.test == "patches":
+                c = a.crop
+                x = x.unfold(2, c, c).unfold(3, c, c).permute(0, 2, 3, 1, 4, 5).reshape(-1, 3, c, c)
+            out.append(m(x).view(n, -1).mean(1))
+    return torch.cat(out).numpy()
+
+
+pretrained_scores = None
 if a.pretrain:
     pretrain_by_ranking()
+    if not a.aux:  # kept for the ensemble of the ranker and the fine-tuned model (JSON line)
+        pretrained_scores = test_scores(model)
+        model.train()
 t0 = time.time()
 log = []
 if not a.steps:  # the pretrained model as it is (its score head ranks; no label was seen)
@@ -423,6 +447,11 @@ for step in range(1, a.steps + 1):
             f"train {tr_srcc:.3f}" + (f" posterior {posterior[0]:.3f}" if posterior else ""),
             flush=True,
         )
+ensemble = {}
+if pretrained_scores is not None and a.steps:  # the ranker alone, and its ranks + the model's
+    ensemble = {"srcc_pretrained": spearmanr(pretrained_scores, yte)[0],
+                "srcc_ensemble": spearmanr(rankdata(pretrained_scores)
+                                           + rankdata(test_scores(trained)), yte)[0]}  # fmt: skip
 print(
     json.dumps(
         {
@@ -430,6 +459,7 @@ print(
             "srcc": srcc,
             "plcc": plcc,
             **({"srcc_posterior": posterior[0]} if posterior else {}),
+            **ensemble,
             "seconds": time.time() - t0,
             "log": log,
         }
