@@ -126,6 +126,8 @@ if a.table:
             if r.get("pretrain_lr") and r["pretrain_lr"] != r["lr"]:
                 norm += f" (peak lr {r['pretrain_lr']:g})"
         norm += f", peak lr {r['lr']:g}" if r["lr"] != 1e-3 else ""
+        if r.get("joint"):
+            norm += f", the ranking hinge in every step (weight {r['joint']:g})"
         label = r["label"] if r["steps"] else "none (pretraining alone)"
         key = (label, norm, r["resize"], r["crop"], r["batch"], r["test"],
                r["loss"], groups, r["steps"])  # fmt: skip
