@@ -114,7 +114,7 @@ def test_command_line(refs, tmp_path, capsys):
 
 def test_weights_for_another_arch_are_refused_by_name(refs, tmp_path):
     out = pretrain_by_ranking(refs, tmp_path / "w.pt", SMALL, progress=False).path
-    with pytest.raises(ValueError, match=r"w\.pt are for resnet18, not resnet34: pass --arch"):
+    with pytest.raises(ValueError, match=r"are for resnet18, not resnet34: use arch resnet18"):
         build("resnet", arch="resnet34", pretrained=str(out))
     bare = tmp_path / "bare.pt"  # a state dict without the record: the shapes are compared
     torch.save(torch.load(out, weights_only=True)["state_dict"], bare)

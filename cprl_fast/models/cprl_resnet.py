@@ -129,10 +129,11 @@ def _load_pretrained(resnet: ResNet, pretrained, arch: str) -> None:
         if not path.is_file():
             raise FileNotFoundError(f"pretrained weights file not found: {path}")
         state = torch.load(path, map_location="cpu", weights_only=True)
-        made_for = state.get("meta", {}).get("arch") if isinstance(state, dict) else None
+        meta = state.get("meta") if isinstance(state, dict) else None
+        made_for = meta.get("arch") if isinstance(meta, dict) else None
         if made_for not in (None, arch):  # e.g. cprl-fast pretrain's file records its arch
-            raise ValueError(f"pretrained weights {path} are for {made_for}, not {arch}: pass "
-                             f"--arch {made_for} or pretrain for {arch}")  # fmt: skip
+            raise ValueError(f"pretrained weights {path} are for {made_for}, not {arch}: use "
+                             f"arch {made_for}, or pretrain for {arch}")  # fmt: skip
         state = state.get("state_dict", state) if isinstance(state, dict) else state
     else:  # a torchvision WeightsEnum (downloads where online)
         state = pretrained.get_state_dict(progress=True)

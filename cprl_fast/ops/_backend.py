@@ -185,7 +185,7 @@ def resolve(device: torch.device) -> Backend:
     return backend
 
 
-def kernel(op: str, device: torch.device) -> tuple[Backend, torch._ops.OpOverload]:
+def kernel(op: str, device: torch.device) -> tuple[Backend, Callable]:
     """(backend, op overload) serving op ``op`` for tensors on ``device``."""
     backend = resolve(device)
     return backend, backend.kernel(op)
