@@ -39,16 +39,18 @@ BASELINES = ("lwta", "denoise", "sat", "nt", "nima", "dbcnn")
 
 def train_model(name: str, cfg: TrainConfig, train_set, val_set, out: Path) -> torch.nn.Module:
     """The model trained on ``train_set``, as chosen on ``val_set`` (best.pt; last.pt where no
-    validation split exists)."""
+    validation split exists). A run whose models folder was removed (it is not meant for version
+    control) is trained again, from its seed."""
     run = dataclasses.replace(cfg, out_dir=str(out / "models" / name))
     trainer = Trainer(run, train_set, val_set)
     done = out / "steps" / f"train-{name}.json"
-    if not done.is_file():
+    folder = Path(run.out_dir)
+    kept = any((folder / n).is_file() for n in ("best.pt", "last.pt"))
+    if not (done.is_file() and kept):
         resume = (Path(run.out_dir) / "last.pt").is_file()
         # no last.pt: an earlier attempt stopped before its first checkpoint; start it over
         result = trainer.fit(resume=resume, overwrite=not resume)
         write_json_atomic(done, {"model": name, "val": result, "steps": trainer.step})
-    folder = Path(run.out_dir)
     if (folder / "best.pt").is_file():
         # only resuming reads last.pt (the optimisers: 2/3 of its size); this one is finished
         (folder / "last.pt").unlink(missing_ok=True)

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from cprl_fast import metrics
 from cprl_fast.attacks import SUITES
@@ -103,21 +104,27 @@ def run_one(dataset: str, root: str | None, out: Path, base: TrainConfig, folds:
                               seed=seed, split_file=str(split_file))  # fmt: skip
     splits = load_run_splits(cfg, ("train", "val", "test"))
     tested = audit_subset(splits["test"], per_scene, seed=fold)
-    trained = {}
-    for name in models:
-        changes = dict(MODEL_PRESETS[name][1])
-        changes["model_options"] = {**cfg.model_options, **changes.pop("model_options", {})}
-        run_cfg = dataclasses.replace(cfg, **changes)
-        trained[name] = train_model(name, run_cfg, splits["train"], splits["val"], run_dir)
+    trained: dict[str, torch.nn.Module] = {}
+
+    def model(name: str) -> torch.nn.Module:
+        """``name`` trained on the run's training scenes: only when an audit still needs it (a
+        finished run whose models folder is gone trains nothing)."""
+        if name not in trained:
+            changes = dict(MODEL_PRESETS[name][1])
+            changes["model_options"] = {**cfg.model_options, **changes.pop("model_options", {})}
+            run_cfg = dataclasses.replace(cfg, **changes)
+            trained[name] = train_model(name, run_cfg, splits["train"], splits["val"], run_dir)
+        return trained[name]
+
     reports = {}
     for name in models:
         path = run_dir / "audit" / name / "report.json"
         if path.is_file():
             reports[name] = _audit_report(path)
             continue
-        source = trained[transfer_source(name, models)]
+        source = model(transfer_source(name, models))
         start = time.perf_counter()
-        report = audit(trained[name], tested, eps, attacks, cfg.batch_size, cfg.device, seed=seed,
+        report = audit(model(name), tested, eps, attacks, cfg.batch_size, cfg.device, seed=seed,
                        title=f"{name} (fold {fold}, seed {seed})", source=source)  # fmt: skip
         report.seconds = time.perf_counter() - start
         report.transfer_from = transfer_source(name, models)
@@ -129,7 +136,7 @@ def run_one(dataset: str, root: str | None, out: Path, base: TrainConfig, folds:
         if wanted and [{k: c[k] for k in ("sigma", "n")} for c in report.certified] != wanted:
             start = time.perf_counter()
             report.certified = certified_rows(
-                trained[name], tested, eps, certify_sigmas, certify_n, 0.001, cfg.batch_size,
+                model(name), tested, eps, certify_sigmas, certify_n, 0.001, cfg.batch_size,
                 cfg.device, seed,
             )  # fmt: skip
             report.certify_seconds = time.perf_counter() - start

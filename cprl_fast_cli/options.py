@@ -49,6 +49,10 @@ RUN_HELP = {
     "hflip": "random horizontal flips of the training crops",
     "schedule": "learning rate: constant, or onecycle (warm-up over the first tenth, then "
     "cosine down)",
+    "rank_weight": "weight of a ranking hinge added to every step: crops of pristine photographs "
+    "at 5 distortion strengths, ordered (RankIQA; needs --train-crop; default: 0, off)",
+    "rank_references": "pristine photographs of --rank-weight's crops, a folder or file "
+    "(default: the training scenes' references of a dataset cprl-fast synthesize wrote)",
 }
 #: Help of model and objective options that several entries share.
 OPTION_HELP = {

@@ -7,7 +7,14 @@ import argparse
 from pathlib import Path
 
 from cprl_fast_cli.catalog import load
-from cprl_fast_cli.options import OPTION_HELP, UserError, add_overwrite
+from cprl_fast_cli.options import (
+    OPTION_HELP,
+    RUN_HELP,
+    UserError,
+    add_dataset,
+    add_overwrite,
+    add_root,
+)
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -23,7 +30,20 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "Pretrain on the training scenes only: a test scene's photograph must not be among "
         "the references.",
     )
-    p.add_argument("references", nargs="+", help="pristine photographs or folders of them")
+    p.add_argument("references", nargs="*",
+                   help="pristine photographs or folders of them (or --dataset)")  # fmt: skip
+    split = p.add_argument_group(
+        "the training scenes of a dataset, instead of REFERENCES",
+        "the refs/<scene>.png of the scenes on the training side of the split that cprl-fast "
+        "train makes with the same --dataset, --folds, --fold and --split-seed (a dataset "
+        "written by cprl-fast synthesize: builtin, builtin-v2, synthetic)",
+    )  # fmt: skip
+    add_dataset(split, None, "dataset whose training scenes' references to rank")
+    add_root(split)
+    split.add_argument("--folds", type=int, help=RUN_HELP["folds"] + " (default: the 4:1 split)")
+    split.add_argument("--fold", type=int, default=0, help=RUN_HELP["fold"] + " (default: 0)")
+    split.add_argument("--split-seed", type=int, default=0,
+                       help=RUN_HELP["split_seed"] + " (default: 0)")  # fmt: skip
     p.add_argument("--out", type=Path, required=True, help="the weights file to write (.pt)")
     add_overwrite(p, "--out if it exists")
     p.add_argument("--arch", default="resnet18", help=OPTION_HELP["arch"])
@@ -57,8 +77,23 @@ def run(args: argparse.Namespace) -> int:
         option = {"kinds": "distortions"}.get(field, field).replace("_", "-")
         raise UserError(f"--{option} {rest}") from None
     check_output(args.out, args.overwrite, "--out", (".pt", ".pth"))
-    result = pretrain_by_ranking(args.references, args.out, cfg)
+    result = pretrain_by_ranking(_references(args), args.out, cfg)
     print(f"wrote {result.path} ({cfg.steps} steps in {result.seconds:.0f} s, last hinge "
           f"{result.final_hinge:.4f}); train from it: cprl-fast train --pretrained "
           f"{result.path} --arch {cfg.arch} --input-norm {cfg.input_norm}")  # fmt: skip
     return 0
+
+
+def _references(args: argparse.Namespace) -> list:
+    """REFERENCES, or the training scenes' references of --dataset's split (val_ratio 0: every
+    scene but the test side's, as --recipe native trains)."""
+    if bool(args.references) == bool(args.dataset):
+        raise UserError("give the pristine photographs (REFERENCES) or --dataset, one of the two")
+    if not args.dataset:
+        return args.references
+    from cprl_fast.data import load_splits
+    from cprl_fast.data.synthetic import scene_references
+
+    train = load_splits(args.dataset, args.root, ("train",), seed=args.split_seed, val_ratio=0.0,
+                        folds=args.folds, fold=args.fold)["train"]  # fmt: skip
+    return scene_references(train.items)

@@ -3,6 +3,9 @@ ResNet model takes as ``pretrained``, and the command line."""
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -120,3 +123,128 @@ def test_weights_for_another_arch_are_refused_by_name(refs, tmp_path):
     torch.save(torch.load(out, weights_only=True)["state_dict"], bare)
     with pytest.raises(ValueError, match=r"pretrained weights do not fit this resnet50: .* is"):
         build("resnet", arch="resnet50", pretrained=str(bare))
+
+
+# -- the hinge beside every supervised step (TrainConfig.rank_weight) ---------------------------
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    """A dataset of three scenes written by synthesize: images/ and refs/<scene>.png."""
+    from cprl_fast.data import synthesize
+    from cprl_fast.data.synthetic import MIN_SIZE
+
+    photos = tmp_path_factory.mktemp("joint_refs")
+    for i in range(3):
+        _photo(i, size=(MIN_SIZE, MIN_SIZE)).save(photos / f"scene{i}.png")
+    return synthesize(photos, tmp_path_factory.mktemp("joint") / "ds", ["blur", "noise"],
+                      size=MIN_SIZE, progress=False)  # fmt: skip
+
+
+def _joint_config(made, tmp_path, **change):
+    from cprl_fast.train import TrainConfig
+
+    settings = {"dataset": "synthetic", "root": str(made), "model": "resnet",
+                "model_options": {"arch": "resnet18", "input_norm": "lcn", "patch": 32},
+                "image_size": 96, "train_crop": 32, "batch_size": 4, "lr": 1e-3, "val_ratio": 0.0,
+                "folds": 3, "fold": 0, "rank_weight": 1.0, "out_dir": str(tmp_path / "run"),
+                "split_file": str(tmp_path / "split.json")}  # fmt: skip
+    return TrainConfig(**{**settings, **change})
+
+
+def _trainer(cfg):
+    from cprl_fast.train import Trainer
+    from cprl_fast.train.runs import load_run_splits
+
+    return Trainer(cfg, load_run_splits(cfg, ("train",))["train"])
+
+
+def test_scene_references_are_the_split_scenes_own(made, tmp_path):
+    import shutil
+
+    from cprl_fast.data import load_items
+    from cprl_fast.data.synthetic import scene_references
+
+    items, _ = load_items("synthetic", made)
+    some = [it for it in items if it.scene != "scene1"]
+    assert scene_references(some) == [made / "refs" / "scene0.png", made / "refs" / "scene2.png"]
+    copy = tmp_path / "ds"
+    shutil.copytree(made, copy)
+    (copy / "refs" / "scene2.png").unlink()
+    moved = [dataclasses.replace(it, path=str(copy / Path(it.path).relative_to(made)))
+             for it in some]  # fmt: skip
+    with pytest.raises(FileNotFoundError, match=r"scene 'scene2': .*scene2\.png does not exist"):
+        scene_references(moved)
+
+
+def test_rank_weight_adds_the_hinge_of_the_training_scenes(made, tmp_path):
+    from cprl_fast.train.ranking import WithRankingHinge
+
+    trainer = _trainer(_joint_config(made, tmp_path))
+    assert isinstance(trainer.objective, WithRankingHinge)
+    assert trainer.objective.columns == ("loss", "rank_hinge")
+    train_scenes = sorted({it.scene for it in trainer.train_set.items})
+    term = trainer.objective.term
+    assert len(train_scenes) == 2 and len(term.refs) == 2  # the test scene's photograph is out
+    # a step's batch is a function of (seed, step): a resumed run draws the same
+    trainer.model.eval()
+    with torch.no_grad():
+        first = term(trainer.model, 5, torch.device("cpu"))
+        assert term(trainer.model, 5, torch.device("cpu")) == first
+        assert term(trainer.model, 6, torch.device("cpu")) != first
+    # the hinge moves the weights: one step with it differs from the same step without it
+    x, y = torch.rand(4, 3, 32, 32), torch.rand(4)
+    plain = _trainer(_joint_config(made, tmp_path, rank_weight=0.0))
+    losses = trainer.train_step(x, y)
+    plain_losses = plain.train_step(x, y)
+    assert set(losses) == {"loss", "rank_hinge"} and set(plain_losses) == {"loss"}
+    assert losses["rank_hinge"] > 0
+    torch.testing.assert_close(losses["loss"], plain_losses["loss"])  # same weights before
+    moved = [not torch.equal(a, b) for a, b in
+             zip(trainer.model.parameters(), plain.model.parameters(), strict=True)]  # fmt: skip
+    assert any(moved)
+
+
+def test_rank_weight_runs_through_fit_and_logs_its_column(made, tmp_path):
+    import csv
+
+    trainer = _trainer(_joint_config(made, tmp_path, max_steps=2))
+    trainer.fit()
+    with open(tmp_path / "run" / "log.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 2 and all(float(r["rank_hinge"]) >= 0 for r in rows)
+
+
+def test_rank_weight_refusals_are_named(made, tmp_path):
+    with pytest.raises(ValueError, match="rank_weight needs train_crop"):
+        _joint_config(made, tmp_path, train_crop=None)
+    with pytest.raises(ValueError, match="rank_weight must be >= 0"):
+        _joint_config(made, tmp_path, rank_weight=-1.0)
+    with pytest.raises(ValueError, match=r"rank_weight needs an objective of one loss .* 'pns'"):
+        _trainer(_joint_config(made, tmp_path, model="cprl", model_options={"arch": "resnet18"}))
+    with pytest.raises(FileNotFoundError, match=r"reference not found: .*nowhere"):
+        _trainer(_joint_config(made, tmp_path, rank_references=str(tmp_path / "nowhere")))
+
+
+def test_command_line_ranks_the_training_scenes_of_a_split(tmp_path_factory, tmp_path, capsys):
+    """--dataset/--folds/--fold: the references are the scenes cprl-fast train trains on for
+    that split, never a test scene's."""
+    from data_fixtures import shared_builtin_root
+
+    from cprl_fast.train import TrainConfig
+    from cprl_fast.train.runs import load_run_splits
+    from cprl_fast_cli import main, parser
+    from cprl_fast_cli.pretrain import _references
+
+    root = str(shared_builtin_root(tmp_path_factory))
+    argv = ["pretrain", "--dataset", "builtin", "--root", root, "--folds", "3", "--fold", "1",
+            "--out", str(tmp_path / "w.pt"), "--steps", "1", "--crops", "2", "--crop", "16"]
+    chosen = {Path(f).stem for f in _references(parser().parse_args(argv))}
+    cfg = TrainConfig(dataset="builtin", root=root, folds=3, fold=1, val_ratio=0.0,
+                      split_file=str(tmp_path / "split.json"))  # fmt: skip
+    splits = load_run_splits(cfg, ("train", "test"))
+    assert chosen == {it.scene for it in splits["train"].items}
+    assert not chosen & {it.scene for it in splits["test"].items}
+    assert main(argv) == 0 and (tmp_path / "w.pt").is_file()
+    assert main([*argv[:1], str(tmp_path), *argv[1:], "--overwrite"]) == 2
+    assert "REFERENCES) or --dataset, one of the two" in capsys.readouterr().err

@@ -5,6 +5,7 @@ changed settings."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -83,17 +84,22 @@ def test_study_end_to_end_resumes_and_refuses_other_settings(tmp_path, tmp_path_
                       weights_only=True)  # fmt: skip
     assert json.loads(ckpt["config"])["noise_sigma"] == STUDY_NOISE_SIGMA
     assert (out / "worst_vs_eps.png").stat().st_size > 10_000
-    # resumed: nothing is retrained or re-attacked
+    # resumed: nothing is retrained or re-attacked, even where the models are gone (they are
+    # not committed: a clone of a finished study summarises without training)
     stamp = (out / "runs" / "fold1-seed0" / "audit" / "resnet" / "report.json").stat().st_mtime_ns
+    shutil.rmtree(out / "runs" / "fold1-seed0" / "models")
     assert study("builtin", root, out, base, **kw)["summary"] == report["summary"]
     assert (out / "runs" / "fold1-seed0" / "audit" / "resnet" / "report.json").stat(
     ).st_mtime_ns == stamp  # fmt: skip
+    assert not (out / "runs" / "fold1-seed0" / "models").exists()
     with pytest.raises(ValueError, match=r"other settings \(eps differ\)"):
         study("builtin", root, out, base, **{**kw, "eps": (8 / 255,)})
     # certification added to the finished study: the attacks are kept, each run certified
     certified = study("builtin", root, out, base, **kw, certify_sigmas=(0.25,), certify_n=16)
     again = json.loads(audit_path.read_text())
     assert again["results"] == audit["results"] and again["certified"][0]["n"] == 16
+    # the removed models were trained again for it, from their seeds
+    assert (out / "runs" / "fold1-seed0" / "models" / "ca-noise" / "best.pt").is_file()
     per_run = [json.loads((out / "runs" / r / "audit" / "ca-noise" / "report.json").read_text())
                ["certified"][0]["radii"][1]["certified_srcc"] for r in sorted(runs)]  # fmt: skip
     cell = certified["summary"]["certified"]["ca-noise"][0]["radii"][1]["certified_srcc"]

@@ -130,6 +130,23 @@ def _one(job: tuple[str, str, int]) -> tuple[bytes, float]:
     return img.tobytes(), ms_ssim(img, ref)
 
 
+def scene_references(items: Iterable[Item]) -> list[Path]:
+    """``refs/<scene>.png`` beside the ``images/`` folder of a dataset that :func:`write_dataset`
+    wrote (builtin, builtin-v2, ``cprl-fast synthesize``), one per scene of ``items`` (the
+    :class:`~cprl_fast.data.base.Item` of one split), in scene order: the pristine photographs
+    of that split's scenes alone. A missing file is an error naming it."""
+    found: dict[str, Path] = {}
+    for item in items:
+        if item.scene not in found:
+            found[item.scene] = Path(item.path).parent.parent / "refs" / f"{item.scene}.png"
+    missing = [f for f in found.values() if not f.is_file()]
+    if missing:
+        raise FileNotFoundError(f"no pristine reference of scene {missing[0].stem!r}: "
+                                f"{missing[0]} does not exist (datasets written by "
+                                "cprl-fast synthesize have one per scene)")  # fmt: skip
+    return [found[s] for s in sorted(found)]
+
+
 def write_dataset(refs: Mapping[str, Image.Image], out: Path,
                   levels: Mapping[str, Sequence[float]], workers: int = 1,
                   progress: bool = True, readme: str = README,

@@ -52,7 +52,7 @@ log = logging.getLogger("cprl_fast.train")
 EXPERIMENT_KEYS = (
     "model", "model_options", "objective", "objective_options", "dataset", "split_seed",
     "val_ratio", "folds", "fold", "seed", "batch_size", "noise_sigma", "train_crop", "hflip",
-    "schedule",
+    "schedule", "rank_weight",
 )  # fmt: skip
 
 
@@ -62,7 +62,7 @@ RUN_NUMBERS = (
     ("lr", 0.0, float), ("weight_decay", None, float), ("batch_size", 1, int),
     ("epochs", 1, int), ("image_size", 1, int), ("clip_grad", 0.0, float),
     ("seed", 0, int), ("split_seed", 0, int), ("num_workers", 0, int), ("max_steps", 0, int),
-    ("train_crop", 1, int),
+    ("train_crop", 1, int), ("rank_weight", None, float),
 )  # fmt: skip
 #: Run settings whose ``None`` means "off".
 OPTIONAL_NUMBERS = ("clip_grad", "max_steps", "train_crop")
@@ -143,6 +143,13 @@ class TrainConfig:
     #: learning rate: ``constant`` (``lr`` throughout) or ``onecycle`` (warm up to ``lr`` over
     #: the first tenth of ``epochs``' iterations, then cosine down; torch's OneCycleLR)
     schedule: str = "constant"
+    #: weight of RankIQA's ranking hinge beside the objective's loss in every step (0: off):
+    #: which of two versions of one crop, distorted more or less, is better
+    #: (cprl_fast.train.ranking.with_ranking_hinge); needs ``train_crop``
+    rank_weight: float = 0.0
+    #: the pristine photographs the ranking crops come from, a folder or a file (None: the
+    #: training split's own scenes', from a dataset written by ``cprl-fast synthesize``)
+    rank_references: str | None = None
 
     def __post_init__(self):
         from cprl_fast.data.base import LOADERS
@@ -159,6 +166,9 @@ class TrainConfig:
         if self.train_crop is not None and self.train_crop > self.image_size:
             raise ValueError(f"train_crop must be <= image_size ({self.image_size}), "
                              f"got {self.train_crop!r}")  # fmt: skip
+        if self.rank_weight > 0 and self.train_crop is None:
+            raise ValueError("rank_weight needs train_crop: the ranking batches are crops of "
+                             "that side at native resolution (--recipe native sets it)")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, "
                              f"got {self.schedule!r}")  # fmt: skip
@@ -271,6 +281,13 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model = (model or build_model(cfg)).to(self.device)
         self.objective = make_objective(cfg.objective_name, cfg.objective_options)
+        if cfg.rank_weight > 0:
+            from cprl_fast.train.ranking import with_ranking_hinge
+
+            self.objective = with_ranking_hinge(
+                self.objective, cfg.objective_name, cfg.rank_weight, cfg.train_crop,
+                cfg.rank_references, train_set.items, cfg.seed,
+            )  # fmt: skip
         self.groups = self.objective.param_groups(self.model)
         self.opts = build_optimizers(self.groups, cfg)
         self.train_set, self.val_set = train_set, val_set
