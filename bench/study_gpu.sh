@@ -22,6 +22,18 @@ mkdir -p "$OUT"
 CLI=(${PYTHON:-python3} -m cprl_fast_cli --threads "${STUDY_THREADS:-$(nproc)}")
 DEADLINE=$(( $(date +%s) + ${STUDY_SECONDS:-300} ))
 
+# a fresh machine (no gpu_check.sh before in this lease) builds the extension first, as
+# gpu_check.sh does
+if [ "$DEVICE" = cuda ] && ! "${CLI[0]}" -c "import sys, cprl_fast
+sys.exit(not cprl_fast.has_cuda_kernels())" 2>/dev/null; then
+  echo "== build ($(date +%T))"
+  if ! MAX_JOBS=16 CPRL_FAST_CUDA=1 timeout 300 "${CLI[0]}" -m pip install --no-build-isolation \
+      --no-deps -e . >"$OUT/study-build.log" 2>&1; then
+    echo "build FAILED; the last lines of study-build.log:"; tail -n 30 "$OUT/study-build.log"
+    exit 1
+  fi
+fi
+
 # The committed studies' commands (docs/study.md): the robustness study over 5 models, 3 folds x
 # 2 seeds and 1-8/255; the certified one over the plain and noise-trained models.
 ROBUST=(--models resnet,ca,cprl,sat,nt --seeds 0,1)

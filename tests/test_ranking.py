@@ -218,6 +218,8 @@ def test_rank_weight_runs_through_fit_and_logs_its_column(made, tmp_path):
 def test_rank_weight_refusals_are_named(made, tmp_path):
     with pytest.raises(ValueError, match="rank_weight needs train_crop"):
         _joint_config(made, tmp_path, train_crop=None)
+    with pytest.raises(ValueError, match=r"rank_references must be a path \(text\), got 3"):
+        _joint_config(made, tmp_path, rank_references=3)
     with pytest.raises(ValueError, match="rank_weight must be >= 0"):
         _joint_config(made, tmp_path, rank_weight=-1.0)
     with pytest.raises(ValueError, match=r"rank_weight needs an objective of one loss .* 'pns'"):

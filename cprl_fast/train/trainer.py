@@ -166,6 +166,8 @@ class TrainConfig:
         if self.train_crop is not None and self.train_crop > self.image_size:
             raise ValueError(f"train_crop must be <= image_size ({self.image_size}), "
                              f"got {self.train_crop!r}")  # fmt: skip
+        if not isinstance(self.rank_references, (str, type(None))):
+            raise ValueError(f"rank_references must be a path (text), got {self.rank_references!r}")
         if self.rank_weight > 0 and self.train_crop is None:
             raise ValueError("rank_weight needs train_crop: the ranking batches are crops of "
                              "that side at native resolution (--recipe native sets it)")
