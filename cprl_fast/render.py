@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from cprl_fast import metrics
+from cprl_fast.data.base import LOADERS
 from cprl_fast.evaluate import COLUMNS, Results, compare
 from cprl_fast.figures import pyplot
 from cprl_fast.io import csv_cell, write_json_atomic, write_text_atomic
@@ -343,8 +344,8 @@ def write_study(report: StudyReport, out: Path) -> None:
             cells = [f"{r.worst(e)['srcc']:.3f} ({r.worst(e).get('from', '')})" for e in eps]
             lines.append(f"| {run} | {n} | {r.clean['srcc']:.3f} | " + " | ".join(cells) +
                          f" | {', '.join(r.failed) or '-'} |")  # fmt: skip
-    if settings["dataset"].startswith("builtin"):
-        lines += ["", "The built-in dataset is synthetic (MS-SSIM pseudo-MOS over distortions "
+    if settings["dataset"] in LOADERS and LOADERS.info(settings["dataset"]).get("synthetic"):
+        lines += ["", "The dataset is synthetic (MS-SSIM pseudo-MOS over distortions "
                   "of natural photographs), not human opinion scores, and small: these "
                   "numbers say how the models compare here, not what they do on KonIQ-10k "
                   "or LIVE."]  # fmt: skip
