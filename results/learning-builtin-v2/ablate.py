@@ -152,7 +152,8 @@ if a.table:
         # the same runs read out otherwise: by the aux head; by the ranks of the pretrained
         # ranker plus the fine-tuned model's
         for field, name in (("srcc_posterior", "posterior"),
-                            ("srcc_ensemble", "ranker + model (ranks)")):  # fmt: skip
+                            ("srcc_ensemble", "ranker + model (ranks)"),
+                            ("srcc_label", "against their own labels (fr-mean)")):  # fmt: skip
             if len(rs) < 2 or not all(field in r for r in rs):
                 continue
             v = [r[field] for r in rs]
@@ -177,6 +178,24 @@ def load(it):
     return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)
 
 
+def fr_mean(subset):
+    """--label fr-mean: per image, the mean over fr_labels.METRICS of its score min-max mapped
+    over all 750 images (distances negated first), as KADIS-700k-style pseudo-MOS from several
+    full-reference metrics rather than MS-SSIM alone."""
+    from pathlib import Path
+
+    from fr_labels import METRICS, OUT
+
+    table = json.loads(OUT.read_text())
+    mapped = {}
+    for name, (_, lower_better) in METRICS.items():
+        v = np.array([table[Path(it.path).name][name] for it in items])
+        v = -v if lower_better else v
+        mapped[name] = dict(zip([Path(it.path).name for it in items],
+                                (v - v.min()) / (v.max() - v.min()), strict=True))  # fmt: skip
+    return [float(np.mean([mapped[n][Path(it.path).name] for n in METRICS])) for it in subset]
+
+
 tr = [it for it in items if it.scene in set(sides["train"])]
 te = [it for it in items if it.scene in set(sides["test"])]
 Xtr = torch.stack([load(it) for it in tr])
@@ -187,6 +206,8 @@ if (
     for it in tr:
         fam[(it.distortion, it.level)].append(it.score)
     ytr = torch.tensor([np.mean(fam[(it.distortion, it.level)]) for it in tr], dtype=torch.float32)
+elif a.label == "fr-mean":  # the mean of seven full-reference scores (fr_labels.py)
+    ytr = torch.tensor(fr_mean(tr), dtype=torch.float32)
 else:
     ytr = torch.tensor([getattr(it, a.label) for it in tr], dtype=torch.float32)
 if a.dense:  # more images of the training scenes, at parameters between the dataset's levels
@@ -450,6 +471,9 @@ for step in range(1, a.steps + 1):
             flush=True,
         )
 ensemble = {}
+if a.label == "fr-mean" and not a.aux:  # the same model against its own kind of label
+    ensemble["srcc_label"] = spearmanr(test_scores(trained), fr_mean(te))[0]
+    ensemble["labels_srcc"] = spearmanr(fr_mean(te), yte)[0]  # fr-mean against MS-SSIM
 if pretrained_scores is not None and a.steps:  # the ranker alone, and its ranks + the model's
     ensemble = {"srcc_pretrained": spearmanr(pretrained_scores, yte)[0],
                 "srcc_ensemble": spearmanr(rankdata(pretrained_scores)
