@@ -6,9 +6,9 @@
 #   2. resumes the robustness study there, then the certified one, for at most STUDY_SECONDS
 #      (default 300) in all (a run cut by the limit keeps every audit it finished);
 #   3. removes the trained models (runs/*/models: about 45 MB each, not committed), so what comes
-#      back under $OUT is the audits and, once a study is complete, its report.
+#      back under $OUT is the audits and the report of the runs finished so far.
 # Commit $OUT/<study>/ as results/<study>/ and run it again in the next session until both
-# reports are there (each study's summary is written once all its runs are).
+# reports hold every run (the script prints how many they hold: 6 and 3).
 #
 #   device run:   bash bench/study_gpu.sh                (OUT is set by the device tool)
 #   CPU stand-in: bash bench/study_gpu.sh --device cpu   (tiny studies in reports/: the
