@@ -228,6 +228,7 @@ def test_rank_weight_refusals_are_named(made, tmp_path):
         _trainer(_joint_config(made, tmp_path, rank_references=str(tmp_path / "nowhere")))
 
 
+@pytest.mark.slow  # generates the built-in dataset when it runs alone: ~10 s
 def test_command_line_ranks_the_training_scenes_of_a_split(tmp_path_factory, tmp_path, capsys):
     """--dataset/--folds/--fold: the references are the scenes cprl-fast train trains on for
     that split, never a test scene's."""
