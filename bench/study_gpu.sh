@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Issue 27's two studies re-run on models that learn the built-in data (--recipe native), on a
-# lent GPU after bench/gpu_check.sh, resumable across sessions. On the 2-core VM they would take
-# about 50 CPU-hours (docs/study.md), so they run here, a few minutes per session:
+# Issue 27's two studies at full scale (50 epochs, every tile of 10 images per test scene) on
+# models that learn the built-in data (--recipe native), on a lent GPU after bench/gpu_check.sh,
+# resumable across sessions. On the 2-core VM they would take about 50 CPU-hours
+# (docs/study.md; the committed robustness-builtin-v2-native is a smaller scale run there), so
+# they run here, a few minutes per session:
 #   1. copies what is committed under results/<study>/ (STUDY_RESULTS) into $OUT/<study>/;
 #   2. resumes the robustness study there, then the certified one, for at most STUDY_SECONDS
 #      (default 300) in all (a run cut by the limit keeps every audit it finished);
@@ -41,7 +43,7 @@ CERTIFIED=(--models resnet,ca,cprl,resnet-noise,ca-noise,cprl-noise --seeds 0 --
            --attack fgsm,pgd,rank --certify 0.25 --certify-n 300)
 COMMON=(--recipe native --dataset builtin-v2 --folds 3 --per-scene 10 --device "$DEVICE")
 if [ "$DEVICE" = cuda ]; then
-  SUFFIX=native
+  SUFFIX=gpu  # (the CPU-scale study of docs/study.md is robustness-builtin-v2-native)
 else  # the stand-in: 2 folds, 2 training steps, 3 images of 64 px (one tile) per scene, one
   # budget and one attack
   SUFFIX=standin

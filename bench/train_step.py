@@ -2,6 +2,13 @@
 
     python -m bench.train_step            # ResNet-18, 128 px, batch 16, CPU (the issue's setting)
     python -m bench.train_step --arch resnet50 --size 320 --device cuda
+    python -m bench.train_step --presets resnet,ca,cprl,sat,nt   # the study's models
+
+With ``--presets``: one training iteration of each named model preset
+(:data:`cprl_fast.presets.MODEL_PRESETS`) with ``--recipe``'s settings (default ``native``: a
+batch of 32 crops of 64 px), through :meth:`cprl_fast.train.Trainer.train_step` as the study
+trains them, timed alternating, and each one's ratio to the first: what a study's models
+cost to train relative to each other.
 
 Prints the median time of: a plain-ResNet regression iteration (one forward + backward + AdamW
 step), a faithful PNS iteration (SF and NC alternate, so the two are averaged) and a fast one,
@@ -19,7 +26,8 @@ import torch
 
 from bench.timing import interleaved, ratio
 from cprl_fast.models import cprl_resnet, resnet_iqa
-from cprl_fast.train import TrainConfig, build_optimizers, make_objective
+from cprl_fast.presets import MODEL_PRESETS, preset_config, recipe_settings
+from cprl_fast.train import TrainConfig, Trainer, build_optimizers, make_objective
 from cprl_fast.train.pns import STEPS, param_groups
 
 
@@ -67,14 +75,51 @@ def measure(arch="resnet18", size=128, batch=16, device="cpu", rounds: int = 11)
     return out
 
 
+def measure_presets(names: list[str], recipe: str = "native", arch: str = "resnet18",
+                    device: str = "cpu", rounds: int = 11) -> dict:  # fmt: skip
+    """One training iteration per model preset in ``names`` under ``recipe``, timed alternating
+    (:func:`interleaved`): the median seconds per iteration, and per preset its per-round
+    ratio to the first preset's with the spread."""
+    settings = recipe_settings(recipe)
+    settings["model_options"] = {"arch": arch, **settings.get("model_options", {})}
+    base = TrainConfig(**settings, device=device)
+    side = base.train_crop or base.image_size
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(base.batch_size, 3, side, side, generator=g)
+    y = torch.rand(base.batch_size, generator=g)
+    fns = {}
+    for name in names:
+        trainer = Trainer(preset_config(name, base), train_set=None)
+        fns[name] = lambda trainer=trainer: trainer.train_step(x, y)
+    timed = interleaved(fns, torch.device(device), rounds)
+    out = {"recipe": recipe, "arch": arch, "batch": base.batch_size, "side": side,
+           "device": device, "threads": torch.get_num_threads(), "rounds": rounds}  # fmt: skip
+    for name in names:
+        r = ratio(timed, name, names[0])
+        out[name] = {"median_s": timed[name]["median_s"], "ratio": r["median"],
+                     "ratio_spread": [r["min"], r["max"]]}  # fmt: skip
+    return out
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--arch", default="resnet18")
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--presets", help="comma-separated model presets: time those instead")
+    p.add_argument("--recipe", default="native", help="with --presets: the training recipe")
+    p.add_argument("--rounds", type=int, default=11)
     args = p.parse_args(argv)
-    print(json.dumps(measure(args.arch, args.size, args.batch, args.device), indent=1))
+    if args.presets:
+        names = [n.strip() for n in args.presets.split(",") if n.strip()]
+        for n in names:
+            if n not in MODEL_PRESETS:
+                p.error(f"--presets: {n!r} is not one of {', '.join(MODEL_PRESETS)}")
+        result = measure_presets(names, args.recipe, args.arch, args.device, args.rounds)
+    else:
+        result = measure(args.arch, args.size, args.batch, args.device, args.rounds)
+    print(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ the demo and the CLI."""
 
 from __future__ import annotations
 
+import dataclasses
+
 #: The Gaussian noise (pixel units) the ``-noise`` models train with: the usual level for
 #: median smoothing at that sigma (``study --certify 0.25``).
 STUDY_NOISE_SIGMA = 0.25
@@ -55,3 +57,11 @@ def recipe_settings(name: str) -> dict:
     if "model_options" in settings:
         settings["model_options"] = dict(settings["model_options"])
     return settings
+
+
+def preset_config(name: str, base):
+    """``base`` (a :class:`cprl_fast.train.TrainConfig`, e.g. a recipe's) with model preset
+    ``name``'s settings, its model options merged over the base's: the run the study trains."""
+    changes = dict(MODEL_PRESETS[name][1])
+    changes["model_options"] = {**base.model_options, **changes.pop("model_options", {})}
+    return dataclasses.replace(base, **changes)

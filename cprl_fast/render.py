@@ -19,7 +19,7 @@ from cprl_fast import metrics
 from cprl_fast.data.base import LOADERS
 from cprl_fast.evaluate import COLUMNS, Results, compare
 from cprl_fast.figures import pyplot
-from cprl_fast.io import csv_cell, write_json_atomic, write_text_atomic
+from cprl_fast.io import atomic_write, csv_cell, write_json_atomic, write_text_atomic
 from cprl_fast.presets import MODEL_PRESETS
 from cprl_fast.reports import AuditReport, StudyReport, eps_key, eps_label, interval
 
@@ -59,7 +59,8 @@ def plot_against_eps(curves: Sequence[Curve], path: Path, title: str, xlabel: st
     else:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    # atomically: processes sharing a study (--share) may write the same figure
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight"), ".png")
     plt.close(fig)
 
 
@@ -296,7 +297,11 @@ def write_study(report: StudyReport, out: Path) -> None:
            "images (no validation split: the last checkpoint); ")
         + f"audited on {sizes['tested']} test images "
         + (f"({settings['per_scene']} drawn per test scene) " if settings["per_scene"] else "")
-        + f"of {sizes['test']}. {cfg['model_options'].get('arch', '')} at {cfg['image_size']} px, "
+        + f"of {sizes['test']}"
+        + (f", each attacked and scored as its central {settings['audit_crop']} px"
+           if settings.get("audit_crop") else "")
+        + ". "
+        + f"{cfg['model_options'].get('arch', '')} at {cfg['image_size']} px, "
         f"{cfg['epochs']} epochs, batch {cfg['batch_size']}, lr {cfg['lr']:g}. Attacks at every "
         f"budget (L-infinity): {', '.join(settings['attacks'])}, pgd-soft (models with CA "
         "modules) and transfer (10-step score reflection crafted on the run's first model; for "

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import time
 from pathlib import Path
 
 import torch
@@ -49,8 +50,12 @@ def train_model(name: str, cfg: TrainConfig, train_set, val_set, out: Path) -> t
     if not (done.is_file() and kept):
         resume = (Path(run.out_dir) / "last.pt").is_file()
         # no last.pt: an earlier attempt stopped before its first checkpoint; start it over
+        start = time.perf_counter()
         result = trainer.fit(resume=resume, overwrite=not resume)
-        write_json_atomic(done, {"model": name, "val": result, "steps": trainer.step})
+        # wall seconds of this process's part (the whole training unless it resumed)
+        write_json_atomic(done, {"model": name, "val": result, "steps": trainer.step,
+                                 "seconds": round(time.perf_counter() - start, 1),
+                                 "resumed": resume})  # fmt: skip
     if (folder / "best.pt").is_file():
         # only resuming reads last.pt (the optimisers: 2/3 of its size); this one is finished
         (folder / "last.pt").unlink(missing_ok=True)

@@ -24,13 +24,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torchvision.transforms import v2
 
 from cprl_fast import metrics
 from cprl_fast.attacks import SUITES
 from cprl_fast.audit import DEFAULT_EPS, audit, certified_rows
 from cprl_fast.data.base import IQADataset
+from cprl_fast.data.transforms import to_tensor
 from cprl_fast.io import read_json, write_json_atomic
-from cprl_fast.presets import MODEL_PRESETS
+from cprl_fast.presets import MODEL_PRESETS, preset_config
 from cprl_fast.render import write_audit, write_study
 from cprl_fast.reports import AuditReport, StudyReport, eps_key
 from cprl_fast.reproduce import train_model
@@ -50,9 +52,18 @@ def transfer_source(name: str, names: Sequence[str]) -> str:
     return names[1] if name == names[0] else names[0]
 
 
-def audit_subset(dataset: IQADataset, per_scene: int | None, seed: int) -> IQADataset:
+def audit_subset(dataset: IQADataset, per_scene: int | None, seed: int,
+                 crop: int | None = None) -> IQADataset:  # fmt: skip
     """``per_scene`` images drawn (seeded) from each scene of ``dataset``, in dataset order;
-    all of them when ``per_scene`` is None."""
+    all of them when ``per_scene`` is None. ``crop``: each image as its central ``crop`` x
+    ``crop`` pixels after the dataset's own transform (None: the whole image)."""
+    if crop is not None:
+        if crop < 32:
+            raise ValueError(f"audit crop must be >= 32 px (or None for the whole image), "
+                             f"got {crop}")  # fmt: skip
+        cropped = v2.Compose([dataset.transform or to_tensor, v2.CenterCrop(crop)])
+        dataset = IQADataset(dataset.name, dataset.items, cropped, dataset.skipped,
+                             {**dataset.split_info, "audit_crop": crop})  # fmt: skip
     if per_scene is None:
         return dataset
     if per_scene < 3:
@@ -67,10 +78,11 @@ def audit_subset(dataset: IQADataset, per_scene: int | None, seed: int) -> IQADa
                       dataset.skipped, info)  # fmt: skip
 
 
-def _settings(dataset, base, folds, seeds, models, eps, attacks, per_scene) -> dict:
+def _settings(dataset, base, folds, seeds, models, eps, attacks, per_scene, audit_crop) -> dict:
     return {"dataset": dataset, "folds": folds, "seeds": list(seeds), "models": list(models),
             "eps": [float(e) for e in eps], "attacks": list(attacks),
-            "per_scene": per_scene, "config": dataclasses.asdict(base)}  # fmt: skip
+            "per_scene": per_scene, "audit_crop": audit_crop,
+            "config": dataclasses.asdict(base)}  # fmt: skip
 
 
 def _check_settings(out: Path, settings: dict) -> None:
@@ -92,7 +104,8 @@ def _check_settings(out: Path, settings: dict) -> None:
 def run_one(dataset: str, root: str | None, out: Path, base: TrainConfig, folds: int, fold: int,
             seed: int, models: Sequence[str], eps: Sequence[float], attacks: Sequence[str],
             per_scene: int | None, certify_sigmas: Sequence[float] = (),
-            certify_n: int = 1000) -> dict[str, AuditReport]:  # fmt: skip
+            certify_n: int = 1000, audit_crop: int | None = None,
+            ) -> dict[str, AuditReport]:  # fmt: skip
     """One (fold, seed): trains ``models`` and audits each; returns ``{model: audit report}``.
     ``certify_sigmas``: also median smoothing (:func:`cprl_fast.certify.certify`, ``certify_n``
     draws) on the same images, added to an audit that lacks it (an audit already done keeps
@@ -103,17 +116,15 @@ def run_one(dataset: str, root: str | None, out: Path, base: TrainConfig, folds:
     cfg = dataclasses.replace(base, dataset=dataset, root=root, folds=folds, fold=fold,
                               seed=seed, split_file=str(split_file))  # fmt: skip
     splits = load_run_splits(cfg, ("train", "val", "test"))
-    tested = audit_subset(splits["test"], per_scene, seed=fold)
+    tested = audit_subset(splits["test"], per_scene, seed=fold, crop=audit_crop)
     trained: dict[str, torch.nn.Module] = {}
 
     def model(name: str) -> torch.nn.Module:
         """``name`` trained on the run's training scenes: only when an audit still needs it (a
         finished run whose models folder is gone trains nothing)."""
         if name not in trained:
-            changes = dict(MODEL_PRESETS[name][1])
-            changes["model_options"] = {**cfg.model_options, **changes.pop("model_options", {})}
-            run_cfg = dataclasses.replace(cfg, **changes)
-            trained[name] = train_model(name, run_cfg, splits["train"], splits["val"], run_dir)
+            trained[name] = train_model(name, preset_config(name, cfg), splits["train"],
+                                        splits["val"], run_dir)  # fmt: skip
         return trained[name]
 
     reports = {}
@@ -226,13 +237,21 @@ def study(dataset: str, root: str | None, out_dir: str | Path, base: TrainConfig
           eps: Sequence[float] = DEFAULT_EPS, attacks: Sequence[str] = STUDY_ATTACKS,
           per_scene: int | None = None, command: str = "",
           report_only: bool = False, certify_sigmas: Sequence[float] = (),
-          certify_n: int = 1000) -> dict:  # fmt: skip
+          certify_n: int = 1000, share: tuple[int, int] = (0, 1),
+          audit_crop: int | None = None) -> dict:  # fmt: skip
     """Runs (or resumes) every (fold, seed) and writes the summary; returns report.json's
-    content. ``per_scene``: audit that many seeded images per test scene (None: all).
+    content (``{}`` when ``share`` leaves fewer than 2 finished runs in the folder so far).
+    ``per_scene``: audit that many seeded images per test scene (None: all); ``audit_crop``:
+    attack and score each as its central ``audit_crop`` px square (None: the whole image; a
+    128 px crop of a 256 px image is a quarter of the cost).
     ``report_only``: train nothing, summarise the runs already finished (at least 2) with the
     settings the folder holds (:func:`report_only_summary`: read-only but for the report).
     ``certify_sigmas``, ``certify_n``: median smoothing of every model on its audit's images
-    (not a setting the resume check compares: it can be added to a finished study)."""
+    (not a setting the resume check compares: it can be added to a finished study).
+    ``share``: ``(k, n)``, this process does runs ``k, k + n, k + 2n, ...`` of the study's
+    runs in order (:func:`run_names`), so ``n`` processes (one per GPU or core, or machines
+    sharing the folder) split one study; after each of its runs a process writes the summary
+    of every run the folder has finished."""
     from cprl_fast.attacks import check_attack_names
     from cprl_fast.data.splits import check_fold
 
@@ -246,32 +265,63 @@ def study(dataset: str, root: str | None, out_dir: str | Path, base: TrainConfig
     if not seeds:
         raise ValueError("seeds must name at least one training seed")
     check_attack_names(attacks)
+    if audit_crop is not None and not 32 <= audit_crop <= base.image_size:
+        raise ValueError(f"audit crop must be between 32 px and the image size "
+                         f"({base.image_size} px), got {audit_crop}")  # fmt: skip
     out = Path(out_dir)
     if report_only:
         return report_only_summary(out, command)
     out.mkdir(parents=True, exist_ok=True)
-    settings = _settings(dataset, base, folds, seeds, models, eps, attacks, per_scene)
+    settings = _settings(dataset, base, folds, seeds, models, eps, attacks, per_scene,
+                         audit_crop)
     _check_settings(out, settings)
     split_file = str(out / "splits" / "fold0.json")
     cfg = dataclasses.replace(base, dataset=dataset, root=root, folds=folds, fold=0,
                               split_file=split_file)  # fmt: skip
     s = load_run_splits(cfg, ("train", "val", "test"))
     sizes = {"train": len(s["train"]), "val": len(s["val"]), "test": len(s["test"]),
-             "tested": len(audit_subset(s["test"], per_scene, 0)),
+             "tested": len(audit_subset(s["test"], per_scene, 0, audit_crop)),
              "planned": folds * len(seeds)}  # fmt: skip
-    runs = {}
-    # seeds outside folds: a study stopped early has covered every fold with the first seed
-    for seed in seeds:
-        for fold in range(folds):
-            name = f"fold{fold}-seed{seed}"
-            runs[name] = run_one(dataset, root, out, base, folds, fold, seed, models, eps,
-                                 attacks, per_scene, certify_sigmas, certify_n)  # fmt: skip
-            if len(runs) >= 2:  # a partial report after every run: a stopped study keeps one
-                write_study(StudyReport(settings, command, sizes, summarise(runs, models, eps),
-                                        runs), out)  # fmt: skip
+    index, count = check_share(share)
+    for _, fold, seed in run_names(folds, seeds)[index::count]:
+        run_one(dataset, root, out, base, folds, fold, seed, models, eps, attacks, per_scene,
+                certify_sigmas, certify_n, audit_crop)  # fmt: skip
+        runs = finished_runs(out, models, folds, seeds)
+        if len(runs) >= 2:  # a partial report after every run: a stopped study keeps one
+            write_study(StudyReport(settings, command, sizes, summarise(runs, models, eps),
+                                    runs), out)  # fmt: skip
+    runs = finished_runs(out, models, folds, seeds)
     if len(runs) < 2:
+        if count > 1:
+            return {}
         raise ValueError(f"{out} has {len(runs)} finished run(s): a summary needs 2 or more")
     return read_json(out / "report.json", "study report")
+
+
+def run_names(folds: int, seeds: Sequence[int]) -> list[tuple[str, int, int]]:
+    """The runs of a study in the order it does them, as ``(name, fold, seed)``: seeds outside
+    folds, so a study stopped early has covered every fold with the first seed."""
+    return [(f"fold{fold}-seed{seed}", fold, seed) for seed in seeds for fold in range(folds)]
+
+
+def check_share(share: tuple[int, int]) -> tuple[int, int]:
+    """``(k, n)`` checked: ``n >= 1`` processes share a study, this one is ``0 <= k < n``."""
+    index, count = share
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"share must be K/N with 0 <= K < N, got {index}/{count}")
+    return index, count
+
+
+def finished_runs(out: Path, models: Sequence[str], folds: int,
+                  seeds: Sequence[int]) -> dict[str, dict[str, AuditReport]]:  # fmt: skip
+    """The runs of the study in ``out`` whose every model's audit is written, in run order:
+    ``{run name: {model: audit report}}``."""
+    runs = {}
+    for name, _, _ in run_names(folds, seeds):
+        paths = {m: out / "runs" / name / "audit" / m / "report.json" for m in models}
+        if all(p.is_file() for p in paths.values()):
+            runs[name] = {m: _audit_report(p) for m, p in paths.items()}
+    return runs
 
 
 def report_only_summary(out: str | Path, command: str = "") -> dict:
@@ -286,13 +336,7 @@ def report_only_summary(out: str | Path, command: str = "") -> dict:
         raise ValueError(f"study settings {out / 'study.json'} must be an object with "
                          f"{', '.join(need)}")  # fmt: skip
     models, eps = list(settings["models"]), [float(e) for e in settings["eps"]]
-    runs = {}
-    for seed in settings["seeds"]:
-        for fold in range(int(settings["folds"])):
-            name = f"fold{fold}-seed{seed}"
-            paths = {m: out / "runs" / name / "audit" / m / "report.json" for m in models}
-            if all(p.is_file() for p in paths.values()):
-                runs[name] = {m: _audit_report(p) for m, p in paths.items()}
+    runs = finished_runs(out, models, int(settings["folds"]), settings["seeds"])
     if len(runs) < 2:
         raise ValueError(f"{out} has {len(runs)} finished run(s): a summary needs 2 or more")
     sizes = _stored_sizes(out, settings, runs)

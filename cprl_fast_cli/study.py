@@ -45,12 +45,48 @@ def add_parser(sub) -> argparse.ArgumentParser:
         help="audit this many seeded images per test scene (default: every image)",
     )
     p.add_argument(
+        "--audit-crop",
+        type=int,
+        metavar="PX",
+        help="attack and score each audited image as its central PX x PX crop, a cheaper "
+        "audit (128 of a 256 px image: a quarter of the pixels; default: the whole image)",
+    )
+    p.add_argument(
         "--report-only",
         action="store_true",
         help="train and attack nothing: summarise the runs already finished",
     )
+    p.add_argument(
+        "--share",
+        default="0/1",
+        metavar="K/N",
+        help="do runs K, K+N, K+2N, ... of the study only, so N processes (one per GPU or "
+        "core, or machines sharing --out-dir) split it; each writes the summary of every run "
+        "the folder has finished (default: 0/1, every run)",
+    )
     add_certify(p)
     return p
+
+
+def without_share(argv: list[str]) -> list[str]:
+    """The command line less its --share: the study's command, the same for every share."""
+    out, skip = [], False
+    for a in argv:
+        if skip or a.startswith("--share="):
+            skip = False
+            continue
+        skip = a == "--share"
+        if not skip:
+            out.append(a)
+    return out
+
+
+def parse_share(text: str) -> tuple[int, int]:
+    """--share's K/N as ``(k, n)``; UserError naming the option otherwise."""
+    k, sep, n = text.partition("/")
+    if not (sep and k.strip().isdigit() and n.strip().isdigit()) or not 0 <= int(k) < int(n):
+        raise UserError(f"--share must be K/N with 0 <= K < N (e.g. 0/2), got {text!r}")
+    return int(k), int(n)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,13 +98,19 @@ def run(args: argparse.Namespace) -> int:
         seeds = [int(v) for v in args.seeds.split(",") if v.strip()]
     except ValueError:
         raise UserError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
-    command = "cprl-fast " + " ".join(shlex.quote(a) for a in args.command_line)
+    command = "cprl-fast " + " ".join(shlex.quote(a) for a in without_share(args.command_line))
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     if args.certify_n < 1:
         raise UserError(f"--certify-n must be >= 1, got {args.certify_n}")
-    study(args.dataset, args.root, args.out_dir, protocol_config(args), args.folds, seeds,
-          models, eps, attack_list(args.attack), args.per_scene, command, args.report_only,
-          certify_sigmas(args.certify), args.certify_n)  # fmt: skip
+    share = parse_share(args.share)
+    report = study(args.dataset, args.root, args.out_dir, protocol_config(args), args.folds,
+                   seeds, models, eps, attack_list(args.attack), args.per_scene, command,
+                   args.report_only, certify_sigmas(args.certify), args.certify_n, share,
+                   args.audit_crop)
+    if not report:
+        print(f"share {args.share} done; {args.out_dir} has fewer than 2 finished runs, so no "
+              "summary yet (the other shares write it)")
+        return 0
     print((args.out_dir / "report.md").read_text())
     print(f"report: {args.out_dir / 'report.md'}")
     return 0

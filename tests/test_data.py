@@ -413,6 +413,9 @@ class TestFolds:
             load_dataset("vcl", tmp_path, split="test", folds=3, fold=3)
         with pytest.raises(ValueError, match="folds must be at most the 23 scenes"):
             load_dataset("vcl", tmp_path, split="test", folds=40)
+        # a fold without folds (cprl-fast pretrain --dataset ... --fold 2) is refused, not ignored
+        with pytest.raises(ValueError, match="fold=2 needs folds"):
+            load_dataset("vcl", tmp_path, split="test", fold=2)
 
 
 @pytest.mark.slow

@@ -23,6 +23,32 @@ def test_lcn_is_the_local_mean_and_std_over_the_window_inside_the_image():
     assert LocalContrastNorm()(flat).abs().max() < 1e-6
 
 
+def test_lcn_gradients_are_finite_on_flat_and_saturated_regions():
+    # a window of equal values has variance exactly 0, where sqrt's derivative is infinite:
+    # the input gradient (attacks) and the gradient of the input-gradient norm (NT's penalty,
+    # a double backward) must stay finite there
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 32, 32)
+    x[:, :, :16, :16] = 1.0  # saturated
+    x[:, :, 16:, 16:] = 0.0
+    x.requires_grad_(True)
+    model = build("resnet", arch="resnet18", input_norm="lcn", patch=16).eval()
+    (g,) = torch.autograd.grad(model(x).sum(), x, create_graph=True)
+    assert torch.isfinite(g).all() and g.abs().sum() > 0
+    penalty = g.pow(2).sum()
+    penalty.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(v).all() for v in grads)
+    # the forward is the formula's: sqrt of the clamped variance
+    y = torch.rand(1, 3, 9, 9, dtype=torch.float64)
+    y[..., :5, :5] = 0.5
+    k = LocalContrastNorm(k=3)
+    mean = torch.nn.functional.avg_pool2d(y, 3, 1, 1, count_include_pad=False)
+    square = torch.nn.functional.avg_pool2d(y * y, 3, 1, 1, count_include_pad=False)
+    expected = (y - mean) / ((square - mean * mean).clamp(min=0).sqrt() + k.c)
+    assert torch.equal(k(y), expected)
+
+
 @pytest.mark.parametrize(("length", "size", "starts"), [
     (256, 64, [0, 64, 128, 192]), (100, 64, [0, 36]), (64, 64, [0]), (40, 64, [0]),
     (130, 64, [0, 33, 66]),

@@ -15,8 +15,10 @@ from data_fixtures import shared_builtin_root
 from cprl_fast import metrics
 from cprl_fast.data.base import IQADataset, Item
 from cprl_fast.presets import STUDY_NOISE_SIGMA
-from cprl_fast.study import audit_subset, study, transfer_source
+from cprl_fast.study import audit_subset, check_share, run_names, study, transfer_source
 from cprl_fast.train import TrainConfig
+from cprl_fast_cli.options import UserError
+from cprl_fast_cli.study import parse_share, without_share
 
 
 def _items(scenes: int, per: int) -> list[Item]:
@@ -113,3 +115,60 @@ def test_study_refuses_bad_models(tmp_path):
         study("builtin", None, tmp_path, base, models=("resnet", "vgg"))
     with pytest.raises(ValueError, match="at least two different"):
         study("builtin", None, tmp_path, base, models=("resnet", "resnet"))
+
+
+def test_share_parses_checks_and_leaves_the_recorded_command():
+    assert parse_share("1/2") == (1, 2) and parse_share("0/1") == (0, 1)
+    for bad in ("2/2", "1", "a/2", "-1/2", "0/0"):
+        with pytest.raises(UserError, match=f"--share must be K/N with 0 <= K < N.*{bad!r}"):
+            parse_share(bad)
+    with pytest.raises(ValueError, match="share must be K/N"):
+        check_share((3, 2))
+    argv = ["study", "--share", "1/2", "--folds", "3", "--share=0/2"]
+    assert without_share(argv) == ["study", "--folds", "3"]
+    names = [n for n, _, _ in run_names(2, (0, 1))]
+    assert names == ["fold0-seed0", "fold1-seed0", "fold0-seed1", "fold1-seed1"]
+
+
+@pytest.mark.slow
+def test_study_shares_split_the_runs_and_the_last_one_summarises(tmp_path, tmp_path_factory):
+    base = TrainConfig(model_options={"arch": "resnet18"}, image_size=32, epochs=1,
+                       max_steps=1, batch_size=8)  # fmt: skip
+    out, root = tmp_path / "study", str(shared_builtin_root(tmp_path_factory))
+    kw = dict(folds=2, seeds=(0,), models=("resnet", "ca"), eps=(4 / 255,), attacks=("fgsm",),
+              per_scene=3, command="test")  # fmt: skip
+    # the first share does fold 0 only: one finished run, no summary yet
+    assert study("builtin", root, out, base, **kw, share=(0, 2)) == {}
+    assert (out / "runs" / "fold0-seed0" / "audit" / "ca" / "report.json").is_file()
+    assert not (out / "runs" / "fold1-seed0").exists() and not (out / "report.json").exists()
+    # the second does fold 1 and summarises both
+    report = study("builtin", root, out, base, **kw, share=(1, 2))
+    assert set(report["runs"]) == {"fold0-seed0", "fold1-seed0"}
+    # which the whole study, resumed, finds done: the same summary, nothing trained
+    shutil.rmtree(out / "runs" / "fold0-seed0" / "models")
+    assert study("builtin", root, out, base, **kw)["summary"] == report["summary"]
+    assert not (out / "runs" / "fold0-seed0" / "models").exists()
+
+
+def test_audit_crop_is_the_central_square_of_each_image(tmp_path):
+    from PIL import Image
+
+    from cprl_fast.data.transforms import to_tensor
+
+    rng = np.random.default_rng(0)
+    items = []
+    for i in range(4):
+        path = tmp_path / f"s{i % 2}_{i}.png"
+        Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(path)
+        items.append(Item(path=str(path), score=i / 4, raw_score=float(i), scene=f"s{i % 2}"))
+    ds = IQADataset("x", items, split_info={"seed": 0})
+    sub = audit_subset(ds, None, 0, crop=32)
+    whole = to_tensor(Image.open(items[1].path).convert("RGB"))
+    assert torch.equal(sub[1][0], whole[:, 8:40, 16:48]) and sub.split_info["audit_crop"] == 32
+    assert len(audit_subset(ds, 3, 0, crop=32)) == 4
+    with pytest.raises(ValueError, match="audit crop must be >= 32 px"):
+        audit_subset(ds, None, 0, crop=16)
+    with pytest.raises(ValueError, match=r"audit crop must be between 32 px and the image size "
+                                         r"\(64 px\), got 128"):  # fmt: skip
+        study("builtin", None, tmp_path / "s", TrainConfig(image_size=64), audit_crop=128)
+    assert not (tmp_path / "s").exists()

@@ -47,11 +47,11 @@ def scene_split(
     if len(scenes) < 2:
         raise ValueError(f"a scene-disjoint split needs at least 2 scenes, got {len(scenes)}")
     order = [scenes[i] for i in np.random.default_rng(seed).permutation(len(scenes))]
+    check_split_folds(folds, fold, len(scenes))
     if folds is None:
         n_fit = min(max(round(train_ratio * len(scenes)), 1), len(scenes) - 1)
         fit, test = order[:n_fit], order[n_fit:]
     else:
-        check_fold(folds, fold, len(scenes))
         groups = np.array_split(np.arange(len(scenes)), folds)
         test = [order[i] for i in groups[fold]]
         fit = [order[i] for k, g in enumerate(groups) if k != fold for i in g]
@@ -63,6 +63,16 @@ def scene_split(
         "val": sorted(fit[len(fit) - n_val :]),
         "test": sorted(test),
     }
+
+
+def check_split_folds(folds: int | None, fold: int, scenes: int | None = None) -> None:
+    """:func:`check_fold`, where ``folds`` None (the ratio split) needs ``fold`` 0: a fold
+    without folds is an error, never ignored."""
+    if folds is None:
+        if fold != 0:
+            raise ValueError(f"fold={fold!r} needs folds (K-fold cross-validation)")
+    else:
+        check_fold(folds, fold, scenes)
 
 
 def check_fold(folds: int, fold: int, scenes: int | None = None) -> None:

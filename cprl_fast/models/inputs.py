@@ -44,7 +44,13 @@ class LocalContrastNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mean = F.avg_pool2d(x, self.k, 1, self.k // 2, count_include_pad=False)
         square = F.avg_pool2d(x * x, self.k, 1, self.k // 2, count_include_pad=False)
-        return (x - mean) / ((square - mean * mean).clamp(min=0).sqrt() + self.c)
+        var = square - mean * mean
+        # sqrt of the variance where it is > 0, else 0: the forward of clamp(min=0).sqrt(), but
+        # a flat window (variance exactly 0) gets gradient 0, not inf * 0 = NaN, so attacks and
+        # input-gradient penalties (NT) stay finite on flat or saturated regions
+        positive = var > 0
+        std = torch.where(positive, torch.where(positive, var, 1.0).sqrt(), 0.0)
+        return (x - mean) / (std + self.c)
 
     def extra_repr(self) -> str:
         return f"k={self.k}, c={self.c}"

@@ -72,22 +72,30 @@ class Objective:
         """The training loss of one batch; ``net`` is ``model`` or its DDP wrapper."""
         return _mse(net(x), y)
 
+    def losses(
+        self, net: nn.Module, model: nn.Module, x: torch.Tensor, y: torch.Tensor, t: int,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
+        """The loss one step minimises and the losses it logs (by column) at iteration ``t``."""
+        loss = self.loss(net, model, x, y)
+        return loss, {self.columns[0]: loss}
+
     def step(
         self, net: nn.Module, model: nn.Module, groups: dict[str, list[nn.Parameter]],
         opts: dict[str, torch.optim.Optimizer], x: torch.Tensor, y: torch.Tensor, t: int,
         clip: float | None, autocast: contextlib.AbstractContextManager,
     ) -> dict[str, torch.Tensor]:  # fmt: skip
-        """One optimisation step at iteration ``t``; returns the losses (before the update) as
-        detached 0-d tensors, never read to the host inside the step (no GPU synchronisation)."""
+        """One optimisation step at iteration ``t`` of :meth:`losses`' total; returns the logged
+        losses (before the update) as detached 0-d tensors, never read to the host inside the
+        step (no GPU synchronisation)."""
         opt = opts["theta"]
         opt.zero_grad(set_to_none=True)
         with autocast:
-            loss = self.loss(net, model, x, y)
-        loss.backward()
+            total, logged = self.losses(net, model, x, y, t)
+        total.backward()
         if clip is not None:
             torch.nn.utils.clip_grad_norm_(groups["theta"], clip)
         opt.step()
-        return {self.columns[0]: loss.detach()}
+        return {k: v.detach() for k, v in logged.items()}
 
 
 OBJECTIVES.register("regression", about="mean squared error of the scores")(Objective)

@@ -229,17 +229,10 @@ class WithRankingHinge(Objective):
     def param_groups(self, model):
         return self.inner.param_groups(model)
 
-    def step(self, net, model, groups, opts, x, y, t, clip, autocast):
-        opt = opts["theta"]
-        opt.zero_grad(set_to_none=True)
-        with autocast:
-            loss = self.inner.loss(net, model, x, y)
-            hinge = self.term(net, t, x.device)
-        (loss + self.weight * hinge).backward()
-        if clip is not None:
-            torch.nn.utils.clip_grad_norm_(groups["theta"], clip)
-        opt.step()
-        return {self.inner.columns[0]: loss.detach(), "rank_hinge": hinge.detach()}
+    def losses(self, net, model, x, y, t):
+        loss = self.inner.loss(net, model, x, y)
+        hinge = self.term(net, t, x.device)
+        return loss + self.weight * hinge, {self.inner.columns[0]: loss, "rank_hinge": hinge}
 
 
 def with_ranking_hinge(objective: Objective, name: str, weight: float, crop: int,
@@ -252,7 +245,8 @@ def with_ranking_hinge(objective: Objective, name: str, weight: float, crop: int
     the test scenes' photographs out of training; a folder given should too."""
     from cprl_fast.data.synthetic import scene_references
 
-    if type(objective).step is not Objective.step:
+    one_loss = type(objective).step is Objective.step and type(objective).losses is Objective.losses
+    if not one_loss:
         raise ValueError(f"rank_weight needs an objective of one loss (regression, emd, sat, "
                          f"nt), not {name!r}")  # fmt: skip
     cfg = RankingConfig(crop=crop, seed=seed)

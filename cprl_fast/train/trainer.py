@@ -30,7 +30,7 @@ from torch import nn
 
 from cprl_fast import metrics
 from cprl_fast.checks import check_device
-from cprl_fast.data.splits import check_fold
+from cprl_fast.data.splits import check_split_folds
 from cprl_fast.io import TEMPORARY, remove_stale_temporaries, write_text_atomic
 from cprl_fast.models.registry import (
     MODELS,
@@ -185,10 +185,7 @@ class TrainConfig:
             raise ValueError(f"noise_sigma must be a finite number >= 0, got {sigma!r}")
         if not (isinstance(self.val_ratio, (int, float)) and 0.0 <= self.val_ratio < 1.0):
             raise ValueError(f"val_ratio must be a number in [0, 1), got {self.val_ratio!r}")
-        if self.folds is not None:
-            check_fold(self.folds, self.fold)
-        elif self.fold != 0:
-            raise ValueError(f"fold={self.fold!r} needs folds (K-fold cross-validation)")
+        check_split_folds(self.folds, self.fold)
 
     @property
     def objective_name(self) -> str:
