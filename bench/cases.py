@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 import torch._dynamo
+import torch._functorch.config
 
 import cprl_fast
 from cprl_fast.ops import SPECS
@@ -136,7 +137,10 @@ def make_case(op: str, shape, provider: str, pass_: str, device: torch.device,
             return outs[0] if isinstance(outs, tuple) else outs
 
         if pass_ == "bwd":
-            out = first(with_backend(lambda: call(op, fn, leaves))())  # the graph, built once
+            # the graph, built once and replayed: a compiled graph must keep the buffers it
+            # would otherwise donate to its one backward (retain_graph would be refused)
+            with torch._functorch.config.patch(donated_buffer=False):
+                out = first(with_backend(lambda: call(op, fn, leaves))())
 
             def body():
                 return torch.autograd.grad(out, wrt, grad_out, retain_graph=True)

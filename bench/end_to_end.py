@@ -16,7 +16,7 @@ import json
 
 import torch
 
-from bench.timing import interleaved, ratio
+from bench.timing import gpu_busy_fraction, interleaved, per_call, ratio
 from cprl_fast import ops, reference
 from cprl_fast.attacks import GraphedPGD
 from cprl_fast.attacks.common import eval_mode, input_grad
@@ -62,15 +62,24 @@ def pgd10(model, x, y, eps: float, fused: bool, bf16: bool = False):
 
 
 def measure(arch="resnet18", size=128, n=16, device="cpu", eps=1 / 255, bf16: bool = False,
-            channels_last: bool = False, rounds: int = 11,
+            channels_last: bool = False, rounds: int | None = None, calls: int | None = None,
             compiled: bool = False) -> dict:  # fmt: skip
     """The drop-in cost (CA-ResNet over ResNet, forward + backward; with ``compiled`` also both
-    under torch.compile), PGD-10 throughput (fused step against eager) and one training
-    iteration (bench/train_step.py), each pair timed alternating (:func:`interleaved`, medians
-    of ``rounds`` and their spread)."""
+    under torch.compile), PGD-10 throughput (fused step against eager; on CUDA also the loop
+    captured in a CUDA graph) and one training iteration (bench/train_step.py), each group
+    timed alternating (:func:`interleaved`: ``rounds`` rounds of ``calls`` synchronised calls
+    per side; defaults 21 x 20 on CUDA, 11 x 1 on the CPU), with ``bf16`` autocast and
+    ``channels_last`` for every case. Per side: wall, host and device seconds per call
+    (``*_fwd_bwd_s`` is the wall time) and, on CUDA, torch.profiler's GPU-busy fraction;
+    ``cudnn.benchmark`` on for both sides."""
     from bench.train_step import measure as train_measure
 
     device = torch.device(device)
+    cuda = device.type == "cuda"
+    rounds = rounds or (21 if cuda else 11)
+    calls = calls or (20 if cuda else 1)
+    if cuda:
+        torch.backends.cudnn.benchmark = True
     x, y = batch(size, n, device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     x = x.contiguous(memory_format=fmt)
@@ -79,15 +88,18 @@ def measure(arch="resnet18", size=128, n=16, device="cpu", eps=1 / 255, bf16: bo
     cprl = cprl_resnet(arch).to(device, memory_format=fmt).train()
     out = {"arch": arch, "size": size, "batch": n, "device": str(device), "bf16": bf16,
            "channels_last": channels_last, "threads": torch.get_num_threads(),
-           "rounds": rounds}  # fmt: skip
+           "rounds": rounds, "calls_per_round": calls, "cudnn_benchmark": cuda,
+           "timing": "interleaved rounds; wall and host time per call from perf_counter, "
+                     "device time from CUDA events around each round's calls"}  # fmt: skip
     fns = {"resnet": model_fwd_bwd(plain, x, y, bf16), "cprl": model_fwd_bwd(cprl, x, y, bf16)}
     if compiled:
         fns["resnet_compiled"] = model_fwd_bwd(torch.compile(plain), x, y, bf16)
         fns["cprl_compiled"] = model_fwd_bwd(torch.compile(cprl), x, y, bf16)
-    timed = interleaved(fns, device, rounds)
+    timed = interleaved(fns, device, rounds, calls=calls)
     for name, t in timed.items():
         out[f"{name}_fwd_bwd_s"] = t["median_s"]
         out[f"{name}_fwd_bwd_iqr_s"] = t["iqr_s"]
+        out[f"{name}_fwd_bwd"] = {**per_call(t), "gpu_busy": gpu_busy_fraction(fns[name], device)}
     pairs = {"cprl_over_resnet": ("cprl", "resnet")}
     if compiled:
         pairs["compiled_cprl_over_resnet"] = ("cprl_compiled", "resnet_compiled")
@@ -96,12 +108,19 @@ def measure(arch="resnet18", size=128, n=16, device="cpu", eps=1 / 255, bf16: bo
         out[key], out[f"{key}_spread"] = r["median"], [r["min"], r["max"]]
     steps = {"fused": pgd10(plain, x, y, eps, True, bf16),
              "eager": pgd10(plain, x, y, eps, False, bf16)}  # fmt: skip
-    if device.type == "cuda":  # captured once, outside the timing; every call replays 10 steps
+    if cuda:  # captured once, outside the timing; every call replays 10 steps
         steps["graph"] = functools.partial(GraphedPGD(plain, x, eps, steps=10, bf16=bf16), x, y)
-    pgd = interleaved(steps, device, max(3, rounds // 2))
+    # a PGD-10 call is ten forward + backward passes: a tenth of the calls (at least 2) gives as
+    # many passes per side and round as the other cases
+    pgd_calls = max(2, calls // 10) if cuda else 1
+    pgd = interleaved(steps, device, rounds if cuda else max(3, rounds // 2), calls=pgd_calls)
     for name, t in pgd.items():
         out[f"pgd10_{name}_images_per_s"] = n / t["median_s"]
-    out["train_iteration"] = train_measure(arch, size, n, str(device), rounds)
+        out[f"pgd10_{name}"] = {**per_call(t), "gpu_busy": gpu_busy_fraction(steps[name], device,
+                                                                             pgd_calls)}
+    out["pgd10_calls_per_round"] = pgd_calls
+    out["train_iteration"] = train_measure(arch, size, n, str(device), rounds, calls=calls,
+                                           bf16=bf16, channels_last=channels_last)
     return out
 
 
@@ -113,13 +132,16 @@ def main(argv=None) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for the model passes")
     p.add_argument("--channels-last", action="store_true", help="channels_last models and images")
-    p.add_argument("--rounds", type=int, default=11, help="alternating rounds (default: 11)")
+    p.add_argument("--rounds", type=int,
+                   help="alternating rounds (default: 21 on CUDA, 11 on the CPU)")
+    p.add_argument("--calls", type=int,
+                   help="synchronised calls per side per round (default: 20 on CUDA, 1 on the CPU)")
     p.add_argument("--compiled", action="store_true",
                    help="also the drop-in cost with both models under torch.compile")  # fmt: skip
     p.add_argument("--out")
     args = p.parse_args(argv)
     result = measure(args.arch, args.size, args.batch, args.device, bf16=args.bf16,
-                     channels_last=args.channels_last, rounds=args.rounds,
+                     channels_last=args.channels_last, rounds=args.rounds, calls=args.calls,
                      compiled=args.compiled)  # fmt: skip
     print(json.dumps(result, indent=1))
     if args.out:

@@ -2,18 +2,25 @@
 # The one prepared run for a lent GPU (the device tool), answering every question in one go
 # within a fixed time (GPU_CHECK_SECONDS, default 470: the lease is about 15 minutes in all);
 # a failure or time-out in one step never hides the next, and every step writes as it goes.
+# Ordered by what is owed (issue 25):
 #   1. build (time-limited, whole log kept; a failed build stops here with the log's tail)
-#   2. the op tests (every backend on the device, workers in parallel when pytest-xdist is
-#      there), and beside them compute-sanitizer memcheck then racecheck over every op forward
-#      and backward (bench/sanitize.py, itself checked against the reference)
-#   3. benchmark: every op and pass for native, triton, eager and torch.compile in float32 and
-#      bfloat16, each row printed and saved as measured, each checked against eager
-#   4. end to end: CA-ResNet-50 vs ResNet-50 (batch 32, 224 px, bf16 autocast, channels_last),
-#      a CPRL training iteration (faithful, fast) vs a plain one, PGD-10 images/s
-#   5. using a model (GPU only; bench/model_check.py): train a tiny CPRL model there, certify
+#   2. end to end, interleaved (bench/end_to_end.py: 21 rounds of 20 synchronised calls per side,
+#      cudnn.benchmark on, GPU-busy fraction per side): CA-ResNet-50 vs ResNet-50 (batch 32,
+#      224 px, bf16 autocast, channels_last), a CPRL training iteration (faithful, fast) vs a
+#      plain one and PGD-10 images/s (eager step, fused step, graph-captured loop), all in
+#      that setting
+#   3. op rows at the targets' shapes (rank_mask and intervene forward + backward, float32 and
+#      bfloat16): providers interleaved per round, device time of CUDA graph replays and of
+#      plain calls (CUDA events), host time per call, each row checked against eager
+#   4. using a model (GPU only; bench/model_check.py): train a tiny CPRL model there, certify
 #      it (against the CPU's certificate), export it as pt2 + AOTInductor package for the
 #      device and load that in a fresh process, audit it
-# Writes gpu.txt, build.log, tests.log, sanitizer.log, bench.json, bench.md, e2e.json under $OUT.
+#   5. the op tests (every backend on the device, workers in parallel when pytest-xdist is
+#      there), and beside them compute-sanitizer memcheck then racecheck over every op forward
+#      and backward (bench/sanitize.py, itself checked against the reference)
+#   6. the remaining op rows (every other op and pass), in the time left
+# Writes gpu.txt, build.log, e2e.json, bench.json, bench.md, tests.log, sanitizer.log,
+# bench-rest.json, bench-rest.md under $OUT.
 #
 #   device run:   bash bench/gpu_check.sh                   (OUT is set by the device tool)
 #   CPU stand-in: bash bench/gpu_check.sh --device cpu      (small shapes, no build, no
@@ -71,15 +78,35 @@ if [ "$DEVICE" = cuda ]; then
   $PY -c "import cprl_fast; assert cprl_fast.has_cuda_kernels(), 'no CUDA kernels built'" \
     || { tail -n 20 "$OUT/build.log"; exit 1; }
   echo "build: $(( $(date +%s) - start )) s"
-  TEST_FILTER=cuda TEST_LIMIT=170 BENCH_LIMIT=210 E2E_LIMIT=120
+  TEST_FILTER=cuda TEST_LIMIT=120 BENCH_LIMIT=140 E2E_LIMIT=170 REST_LIMIT=60 BENCH_ARGS=""
   E2E_ARGS="--arch resnet50 --batch 32 --size 224 --bf16 --channels-last"
 else
   export CPRL_BENCH_SMALL=1
   TEST_FILTER="cpu-native and not gradcheck and not matches_reference and not dtypes and not compiled"
-  TEST_LIMIT=200 BENCH_LIMIT=120 E2E_LIMIT=180
-  E2E_ARGS="--arch resnet18 --batch 2 --size 32"
+  TEST_LIMIT=200 BENCH_LIMIT=120 E2E_LIMIT=180 REST_LIMIT=120 BENCH_ARGS="--rounds 3"
+  # channels_last as on the GPU; bfloat16 autocast left out: this CPU emulates bfloat16
+  # convolutions, 3-4x slower (tests/test_bench_train_step.py runs that path)
+  E2E_ARGS="--arch resnet18 --batch 2 --size 32 --channels-last --rounds 3"
 fi
 
+step "end to end"
+# shellcheck disable=SC2086
+limited "$E2E_LIMIT" $PY -m bench.end_to_end $E2E_ARGS --device "$DEVICE" \
+  --out "$OUT/e2e.json" || echo "end to end stopped early (exit $?)"
+
+step "op rows at the targets' shapes"
+# shellcheck disable=SC2086
+limited "$BENCH_LIMIT" $PY -m bench.run --device "$DEVICE" --dtype float32,bfloat16 $BENCH_ARGS \
+  --ops rank_mask,intervene --passes fwdbwd \
+  --out "$OUT/bench.json" --markdown "$OUT/bench.md" >/dev/null \
+  || echo "op rows stopped early (exit $?)"
+[ -f "$OUT/bench.md" ] && cat "$OUT/bench.md"
+
+if [ "$DEVICE" = cuda ]; then
+  step "using a model"
+  limited 150 $PY -m bench.model_check --device cuda 2>/tmp/model_check.err \
+    || { echo "model check stopped (exit $?); its stderr ends:"; tail -n 15 /tmp/model_check.err; }
+fi
 step "tests and compute-sanitizer"
 : >"$OUT/sanitizer.log"
 (
@@ -103,20 +130,15 @@ tail -n 15 "$OUT/tests.log"
 wait "$sanitizer"
 grep -E "ERROR SUMMARY|RACECHECK SUMMARY|exit|sanitize:" "$OUT/sanitizer.log"
 
-step "benchmark"
-limited "$BENCH_LIMIT" $PY -m bench.run --device "$DEVICE" --dtype float32,bfloat16 \
-  --out "$OUT/bench.json" --markdown "$OUT/bench.md" >/dev/null \
-  || echo "benchmark stopped early (exit $?)"
-[ -f "$OUT/bench.md" ] && cat "$OUT/bench.md"
-
-step "end to end"
+step "the other op rows"
 # shellcheck disable=SC2086
-limited "$E2E_LIMIT" $PY -m bench.end_to_end $E2E_ARGS --device "$DEVICE" \
-  --out "$OUT/e2e.json" || echo "end to end stopped early (exit $?)"
-
-if [ "$DEVICE" = cuda ]; then
-  step "using a model"
-  limited 150 $PY -m bench.model_check --device cuda 2>/tmp/model_check.err \
-    || { echo "model check stopped (exit $?); its stderr ends:"; tail -n 15 /tmp/model_check.err; }
-fi
+limited "$REST_LIMIT" $PY -m bench.run --device "$DEVICE" --dtype float32,bfloat16 $BENCH_ARGS \
+  --ops rank_mask,intervene --passes fwd,bwd \
+  --out "$OUT/bench-rest.json" --markdown "$OUT/bench-rest.md" >/dev/null \
+  || echo "op rows stopped early (exit $?)"
+# shellcheck disable=SC2086
+limited "$REST_LIMIT" $PY -m bench.run --device "$DEVICE" --dtype float32,bfloat16 $BENCH_ARGS \
+  --ops attack_step --out "$OUT/bench-attack.json" --markdown "$OUT/bench-attack.md" \
+  >/dev/null || echo "op rows stopped early (exit $?)"
+for f in bench-rest.md bench-attack.md; do [ -f "$OUT/$f" ] && cat "$OUT/$f"; done
 step "done"

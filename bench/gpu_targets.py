@@ -8,8 +8,9 @@ It reads every JSON file under the folder that holds op rows (``bench.run``'s ``
 end-to-end file (``e2e.json``), and the CPU host-time result (``--host``, default the newest
 ``bench/results/host-overhead-*.json``). It measures nothing: a target the run did not measure
 is MISSING, never a pass. How each number was timed is what the run recorded (its README says
-more): the op rows of the runs of 2026-11-26 are CUDA-event medians of single calls, not CUDA
-graphs, and their end-to-end numbers timed each side on its own, not interleaved.
+more; a row's ``timing`` says which clock it is read on, ``single calls`` where the run
+predates it): the op rows of the runs of 2026-11-26 are CUDA-event medians of single calls,
+not CUDA graphs, and their end-to-end numbers timed each side on its own, not interleaved.
 """
 
 from __future__ import annotations
@@ -82,13 +83,18 @@ def op_targets(folder: Path) -> list[Target]:
                     return rows.get((op, shape, "fwdbwd", provider, dtype))
 
                 native, compiled, eager = get("native"), get("compile"), get("eager")
-                where = native[1] if native else "not in any file of the run"
+                where = "not in any file of the run"
+                if native:
+                    where = f"{native[1]} ({native[0].get('timing', 'single calls')})"
                 out.append(_check(f"{name}, share of copy bandwidth",
                                   native[0]["copy_fraction"] if native else None, ">= 0.8",
                                   where))  # fmt: skip
-                for base, goal, label in ((compiled, ">= 1.2", "torch.compile"),
-                                          (eager, ">= 3", "eager")):  # fmt: skip
-                    value = base[0]["seconds"] / native[0]["seconds"] if native and base else None
+                for base, goal, label, key in ((compiled, ">= 1.2", "torch.compile", "compile"),
+                                               (eager, ">= 3", "eager", "eager")):  # fmt: skip
+                    value = None
+                    if native and base:  # the ratio bench.run took on the rows' common clock
+                        value = native[0].get(f"speedup_vs_{key}",
+                                              base[0]["seconds"] / native[0]["seconds"])
                     out.append(_check(f"{name}, speed-up over {label}", value, goal, where))
     return out
 

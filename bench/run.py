@@ -4,11 +4,19 @@ JSON after every row, so a killed run loses nothing it measured.
     python -m bench.run --device cpu --out bench/results/cpu.json
     python -m bench.run --device cuda --dtype float32,bfloat16 --out bench.json --markdown bench.md
 
-Each row: median time, achieved GB/s (the op's minimum bytes / time), that as a fraction of the
+The providers of one op, shape, pass and dtype are timed together, alternating round by round
+(:func:`bench.timing.interleaved`: ``--rounds`` rounds of ``--calls`` calls each). On CUDA
+each provider is timed twice: plain calls (device time from CUDA events, host time per call
+in its own column) and replays of the same call captured in a CUDA graph (its kernels alone,
+no launch overhead: ``seconds``, ``timing: cuda-graph``; a provider that cannot be captured
+keeps its event time and says why). On the CPU ``seconds`` is the wall time (``timing:
+wall``), which is host time there.
+
+Each row: that time, achieved GB/s (the op's minimum bytes / time), that as a fraction of the
 copy bandwidth measured in the same run, for ``native``/``triton`` the speed-up over ``eager``
-and over ``compile`` (and triton's time over native's), for forward + backward the bytes
-autograd saves for backward, and ``check``: the row's result against eager (``ok`` or the
-mismatch), so a fast wrong kernel shows.
+and over ``compile`` (and triton's time over native's; both sides on the same clock), for
+forward + backward the bytes autograd saves for backward, and ``check``: the row's result
+against eager (``ok`` or the mismatch), so a fast wrong kernel shows.
 """
 
 from __future__ import annotations
@@ -20,10 +28,11 @@ from datetime import datetime, timezone
 
 import torch
 
-from bench.cases import SPECS, all_cases, call, function, inputs, make_case
+from bench.cases import SPECS, call, function, inputs, make_case, providers_for, shapes_for
 from bench.timing import (
     copy_bandwidth,
-    median_seconds,
+    cuda_graphed,
+    interleaved,
     peak_memory_bytes,
     saved_activation_bytes,
 )
@@ -107,47 +116,115 @@ def saved_bytes(op: str, shape, provider: str, device, dtype) -> int | None:
     return saved_activation_bytes(lambda: call(op, fn, tuple(leaves)))
 
 
+#: The clocks two rows are compared on, best first: the first that both rows have.
+CLOCKS = ("graph_seconds", "event_seconds", "wall_seconds")
+
+
 def add_ratios(rows: list[dict]) -> None:
+    """``speedup_vs_<base>`` on every row that has a ``base`` row (eager, compile, native) of the
+    same op, shape, pass and dtype: base time over this row's, on the first clock of
+    :data:`CLOCKS` both rows have (rows without those columns: ``seconds``)."""
     by_key = {(r["op"], tuple(r["shape"]), r["pass"], r["dtype"], r["provider"]): r for r in rows}
     for r in rows:
         key = (r["op"], tuple(r["shape"]), r["pass"], r["dtype"])
         for base in ("eager", "compile", "native"):
             other = by_key.get((*key, base))
             if other is not None and other is not r:
-                r[f"speedup_vs_{base}"] = other["seconds"] / r["seconds"]
+                clock = next((c for c in CLOCKS if r.get(c) and other.get(c)), "seconds")
+                r[f"speedup_vs_{base}"] = other[clock] / r[clock]
+
+
+def groups(device: torch.device, ops_filter: set[str] | None = None,
+           passes_filter: set[str] | None = None):  # fmt: skip
+    """Every (op, shape, pass) to time on ``device``, in the specs' order."""
+    for op in SPECS:
+        if ops_filter and op not in ops_filter:
+            continue
+        for shape in shapes_for(op):
+            for pass_ in SPECS[op].passes:
+                if not passes_filter or pass_ in passes_filter:
+                    yield op, tuple(shape), pass_
+
+
+def time_providers(cases: dict, device: torch.device, rounds: int, calls: int,
+                   graphs: bool) -> dict[str, dict]:  # fmt: skip
+    """Per provider: ``wall_seconds``, ``host_seconds`` and (CUDA) ``event_seconds`` per call of
+    plain calls, and with ``graphs`` (CUDA) ``graph_seconds`` of graph replays, all providers
+    alternating; ``seconds`` and ``timing``: the clock a row is read on (``graph_error`` where
+    capture failed)."""
+    fns = {p: c.fn for p, c in cases.items()}
+    plain = interleaved(fns, device, rounds, calls=calls)
+    out = {p: {"wall_seconds": t["median_s"], "host_seconds": t["host"]["median_s"],
+               "event_seconds": t["device"]["median_s"] if t["device"] else None,
+               "graph_seconds": None} for p, t in plain.items()}  # fmt: skip
+    if graphs:
+        replays = {}
+        for p, fn in fns.items():
+            try:
+                replays[p] = cuda_graphed(fn, device)
+            except Exception as err:  # the row keeps its event time and says why
+                out[p]["graph_error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+                torch.cuda.synchronize(device)
+        if replays:
+            for p, t in interleaved(replays, device, rounds, calls=calls).items():
+                out[p]["graph_seconds"] = t["device"]["median_s"]
+    for row in out.values():
+        clock = next(c for c in CLOCKS if row[c])
+        row["seconds"] = row[clock]
+        row["timing"] = {"graph_seconds": "cuda-graph", "event_seconds": "cuda-events",
+                         "wall_seconds": "wall"}[clock]  # fmt: skip
+    return out
 
 
 def run(device: torch.device, ops_filter: set[str] | None, dtypes: list[torch.dtype],
-        out: str | None = None, markdown: str | None = None) -> dict:  # fmt: skip
+        out: str | None = None, markdown: str | None = None,
+        passes_filter: set[str] | None = None, rounds: int | None = None,
+        calls: int | None = None) -> dict:  # fmt: skip
+    """Times every group of :func:`groups` in every dtype (defaults: 21 rounds of 20 calls on
+    CUDA, 7 rounds of 1 call on the CPU); writes ``out`` and ``markdown`` after every group."""
+    cuda = device.type == "cuda"
+    rounds = rounds or (21 if cuda else 7)
+    calls = calls or (20 if cuda else 1)
     copy_bps = copy_bandwidth(device)
     result = {
         "machine": describe_machine(device),
         "device": str(device),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "copy_gbps": copy_bps / 1e9,
+        "rounds": rounds,
+        "calls_per_round": calls,
+        "timing": "providers of a row alternating per round; " + (
+            "seconds: CUDA-event device time of graph replays (else of plain calls)"
+            if cuda else "seconds: wall time"),
         "rows": [],
-    }
+    }  # fmt: skip
     print(f"copy bandwidth: {copy_bps / 1e9:.1f} GB/s (read + write)", flush=True)
     for dtype in dtypes:
-        for op, shape, pass_, provider in all_cases(device, dtype):
-            if ops_filter and op not in ops_filter:
-                continue
-            case = make_case(op, shape, provider, pass_, device, dtype)
-            seconds = median_seconds(case.fn, device)
-            row = {
-                "op": op, "shape": list(shape), "pass": pass_, "provider": provider,
-                "dtype": str(dtype).removeprefix("torch."), "seconds": seconds,
-                "gbps": case.min_bytes / seconds / 1e9,
-                "copy_fraction": case.min_bytes / seconds / copy_bps,
-                "peak_bytes": peak_memory_bytes(case.fn, device),
-            }  # fmt: skip
-            if provider != "eager":
-                row["check"] = check_against_eager(case.fn, op, shape, pass_, device, dtype)
-            if pass_ == "fwdbwd":
-                row["saved_bytes"] = saved_bytes(op, shape, provider, device, dtype)
-            result["rows"].append(row)
+        for op, shape, pass_ in groups(device, ops_filter, passes_filter):
+            cases = {p: make_case(op, shape, p, pass_, device, dtype)
+                     for p in providers_for(device)}  # fmt: skip
+            # bwd's graph is built once outside any capture, so its backward runs on that
+            # stream, not the capturing one: timed by events only
+            timed = time_providers(cases, device, rounds, calls, graphs=cuda and pass_ != "bwd")
+            rows = []
+            for provider, case in cases.items():
+                t = timed[provider]
+                row = {
+                    "op": op, "shape": list(shape), "pass": pass_, "provider": provider,
+                    "dtype": str(dtype).removeprefix("torch."), **t,
+                    "gbps": case.min_bytes / t["seconds"] / 1e9,
+                    "copy_fraction": case.min_bytes / t["seconds"] / copy_bps,
+                    "peak_bytes": peak_memory_bytes(case.fn, device),
+                }  # fmt: skip
+                if provider != "eager":
+                    row["check"] = check_against_eager(case.fn, op, shape, pass_, device, dtype)
+                if pass_ == "fwdbwd":
+                    row["saved_bytes"] = saved_bytes(op, shape, provider, device, dtype)
+                rows.append(row)
+            result["rows"] += rows
             add_ratios(result["rows"])
-            print(format_row(row), flush=True)
+            for row in rows:
+                print(format_row(row), flush=True)
             if out:
                 write_json_atomic(out, result)
             if markdown:
@@ -155,8 +232,8 @@ def run(device: torch.device, ops_filter: set[str] | None, dtypes: list[torch.dt
     return result
 
 
-COLUMNS = ("| op | pass | dtype | shape | provider | ms | GB/s | % copy | x eager | x compile "
-           "| triton/native time | saved MB | check |")  # fmt: skip
+COLUMNS = ("| op | pass | dtype | shape | provider | ms | timing | host us/call | GB/s | % copy "
+           "| x eager | x compile | triton/native time | saved MB | check |")  # fmt: skip
 
 
 def format_row(r: dict) -> str:
@@ -166,9 +243,11 @@ def format_row(r: dict) -> str:
         if r["provider"] == "triton" and "speedup_vs_native" in r
         else None
     )
+    host = r.get("host_seconds")
     return (
         f"| {r['op']} | {r['pass']} | {r['dtype']} | {'x'.join(map(str, r['shape']))} "
-        f"| {r['provider']} | {r['seconds'] * 1e3:.3f} | {r['gbps']:.1f} "
+        f"| {r['provider']} | {r['seconds'] * 1e3:.3f} | {r.get('timing', '')} "
+        f"| {'' if host is None else f'{host * 1e6:.0f}'} | {r['gbps']:.1f} "
         f"| {100 * r['copy_fraction']:.0f} | {r.get('speedup_vs_eager', float('nan')):.2f} "
         f"| {r.get('speedup_vs_compile', float('nan')):.2f} "
         f"| {'' if tri is None else f'{tri:.2f}'} "
@@ -182,7 +261,8 @@ def format_table(result: dict) -> str:
         f" | torch {result['machine']['torch']} | copy {result['copy_gbps']:.1f} GB/s",
         "",
         COLUMNS,
-        "| --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| --- | --- | --- | --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: "
+        "| ---: | --- |",
     ]
     lines += [format_row(r) for r in result["rows"]]
     return "\n".join(lines)
@@ -194,6 +274,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--ops", default="", help="comma-separated subset of the ops")
+    parser.add_argument("--passes", default="", help="comma-separated subset of fwd, bwd, fwdbwd")
+    parser.add_argument("--rounds", type=int,
+                        help="alternating rounds per row (default: 21 on CUDA, 7 on the CPU)")
+    parser.add_argument("--calls", type=int,
+                        help="calls per provider per round (default: 20 on CUDA, 1 on the CPU)")
     parser.add_argument("--dtype", default="float32",
                         help="comma-separated: float32, bfloat16, float16")  # fmt: skip
     parser.add_argument("--out", help="write the JSON result here (after every row)")
@@ -201,12 +286,20 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     ops_filter = {o for o in args.ops.split(",") if o} or None
+    passes_filter = {p for p in args.passes.split(",") if p} or None
+    for o in ops_filter or ():
+        if o not in SPECS:
+            sys.exit(f"bench.run: --ops: {o!r} is not one of {', '.join(SPECS)}")
+    for p in passes_filter or ():
+        if p not in ("fwd", "bwd", "fwdbwd"):
+            sys.exit(f"bench.run: --passes: {p!r} is not one of fwd, bwd, fwdbwd")
     dtypes = [getattr(torch, d.strip()) for d in args.dtype.split(",") if d.strip()]
     for d in dtypes:
         if d not in CHECK_TOLERANCE:
             sys.exit(f"bench.run: --dtype must be float32, bfloat16 or float16, got {d}")
     print(COLUMNS, flush=True)
-    run(device, ops_filter, dtypes, args.out, args.markdown)
+    run(device, ops_filter, dtypes, args.out, args.markdown, passes_filter, args.rounds,
+        args.calls)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,11 @@
 """Timers, copy bandwidth and activation memory for the benchmarks.
 
-On a GPU, times come from CUDA events through ``triton.testing.do_bench`` (median of repeats,
-L2 flushed between them); on the CPU from ``time.perf_counter`` (median of repeats after warm-up).
+:func:`median_seconds` times one callable: on a GPU from CUDA events through
+``triton.testing.do_bench`` (median of repeats, L2 flushed between them), on the CPU from
+``time.perf_counter`` (median of repeats after warm-up). :func:`interleaved` times several
+alternating, per round, with wall, host and (CUDA) device time per call in separate columns;
+:func:`cuda_graphed` captures a callable in a CUDA graph so that its device time is its
+kernels' alone; :func:`gpu_busy_fraction` says how much of a wall time the GPU was busy.
 """
 
 from __future__ import annotations
@@ -31,39 +35,135 @@ def median_seconds(fn: Callable[[], object], device: torch.device, min_time: flo
     return statistics.median(times)
 
 
+def _spread(t: list[float]) -> dict:
+    q = statistics.quantiles(t, n=4) if len(t) >= 2 else [t[0]] * 3
+    return {"median_s": statistics.median(t), "min_s": min(t), "max_s": max(t),
+            "iqr_s": q[2] - q[0], "rounds": t}  # fmt: skip
+
+
 def interleaved(fns: dict[str, Callable[[], object]], device: torch.device, rounds: int = 11,
-                warmup: int = 2) -> dict[str, dict]:  # fmt: skip
-    """Times several callables alternating: each round calls every one once (the order rotates
-    from round to round), so a slow patch of a shared machine hits all of them alike. Returns
-    per name the median seconds, the spread (min, max, interquartile range) and the per-round
-    times; ratios between two names are best taken per round (:func:`ratio`)."""
+                warmup: int = 2, calls: int = 1) -> dict[str, dict]:  # fmt: skip
+    """Times several callables alternating: each round calls every one ``calls`` times in a row
+    (the order rotates from round to round), so a slow patch of a shared machine hits all of
+    them alike. Per name, in seconds per call:
+
+    - ``median_s``, ``min_s``, ``max_s``, ``iqr_s``, ``rounds``: wall time, the device
+      synchronised before the first call and after the last;
+    - ``host``: the same for host time, from the first call until the last returned, before
+      waiting for the device (on the CPU, where nothing runs behind the host, the wall time);
+    - ``device`` (CUDA only, else None): the time between two CUDA events recorded on the
+      current stream around the calls, i.e. device time including any gap the host leaves.
+
+    Ratios between two names are best taken per round (:func:`ratio`)."""
+    if calls < 1 or rounds < 1:
+        raise ValueError(f"calls and rounds must be >= 1, got {calls}, {rounds}")
     names = list(fns)
     for _ in range(warmup):
         for name in names:
             fns[name]()
-    times: dict[str, list[float]] = {n: [] for n in names}
+    cuda = device.type == "cuda"
+    wall: dict[str, list[float]] = {n: [] for n in names}
+    host: dict[str, list[float]] = {n: [] for n in names}
+    dev: dict[str, list[float]] = {n: [] for n in names}
     for r in range(rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
-            if device.type == "cuda":
+            fn = fns[name]
+            if cuda:
                 torch.cuda.synchronize(device)
+                start, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
+                start.record()
             t0 = time.perf_counter()
-            fns[name]()
-            if device.type == "cuda":
+            for _ in range(calls):
+                fn()
+            t1 = time.perf_counter()
+            if cuda:
+                end.record()
                 torch.cuda.synchronize(device)
-            times[name].append(time.perf_counter() - t0)
-    out = {}
-    for name, t in times.items():
-        q = statistics.quantiles(t, n=4) if len(t) >= 2 else [t[0]] * 3
-        out[name] = {"median_s": statistics.median(t), "min_s": min(t), "max_s": max(t),
-                     "iqr_s": q[2] - q[0], "rounds": t}  # fmt: skip
-    return out
+                dev[name].append(start.elapsed_time(end) / 1e3 / calls)
+            wall[name].append((time.perf_counter() - t0) / calls)
+            host[name].append((t1 - t0) / calls)
+    return {n: {**_spread(wall[n]), "calls": calls, "host": _spread(host[n]),
+                "device": _spread(dev[n]) if cuda else None} for n in names}  # fmt: skip
 
 
-def ratio(timed: dict[str, dict], num: str, den: str) -> dict:
+def per_call(timed: dict) -> dict:
+    """One name of :func:`interleaved` as flat columns: median seconds per call of wall, host and
+    device time (``device_s`` None off CUDA)."""
+    device = timed["device"]
+    return {"wall_s": timed["median_s"], "host_s": timed["host"]["median_s"],
+            "device_s": device["median_s"] if device else None}  # fmt: skip
+
+
+def ratio(timed: dict[str, dict], num: str, den: str, clock: str = "wall") -> dict:
     """The median over rounds of ``num``'s time over ``den``'s in the same round, with the
-    spread of those per-round ratios (min, max)."""
-    r = [a / b for a, b in zip(timed[num]["rounds"], timed[den]["rounds"], strict=True)]
+    spread of those per-round ratios (min, max). ``clock``: ``wall``, ``host`` or ``device``
+    (CUDA only)."""
+
+    def rounds(name: str) -> list[float]:
+        return timed[name]["rounds"] if clock == "wall" else timed[name][clock]["rounds"]
+
+    r = [a / b for a, b in zip(rounds(num), rounds(den), strict=True)]
     return {"median": statistics.median(r), "min": min(r), "max": max(r)}
+
+
+def cuda_graphed(fn: Callable[[], object], device: torch.device,
+                 warmup: int = 3) -> Callable[[], None]:  # fmt: skip
+    """``fn`` captured once in a CUDA graph; the returned callable replays it: the same kernels
+    on the same buffers, with no host work per kernel, so its device time is the kernels'
+    alone (for timing: the replay returns nothing). ``fn`` runs ``warmup`` times on a side
+    stream first (lazy initialisation, compilation, cuDNN's choices and the allocator settle,
+    as torch.cuda.graph requires). Raises what capture raises (a host synchronisation or a
+    CPU tensor inside ``fn``)."""
+    if device.type != "cuda":
+        raise ValueError(f"a CUDA graph needs a CUDA device, got {device}")
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            fn()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    torch.cuda.synchronize(device)
+    return graph.replay
+
+
+def covered_seconds(intervals: list[tuple[float, float]]) -> float:
+    """Length of the union of ``(start, end)`` intervals (kernels on several streams overlap)."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(intervals):
+        if end <= reach:
+            continue
+        total += end - max(start, reach)
+        reach = end
+    return total
+
+
+def gpu_busy_fraction(fn: Callable[[], object], device: torch.device,
+                      calls: int = 20) -> float | None:  # fmt: skip
+    """The share of the wall time of ``calls`` synchronised calls of ``fn`` in which some GPU
+    kernel, copy or set runs (the union of their intervals under torch.profiler, over the wall
+    time); near 1: the device is the bottleneck, well below: the host or launches are. None on
+    a CPU device, or when the profiler records no device activity."""
+    if device.type != "cuda":
+        return None
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize(device)
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize(device)
+        wall = time.perf_counter() - t0
+    spans = [(e.time_range.start / 1e6, e.time_range.end / 1e6) for e in prof.events()
+             if e.device_type == DeviceType.CUDA]  # fmt: skip
+    if not spans or wall <= 0:
+        return None
+    return min(1.0, covered_seconds(spans) / wall)
 
 
 def copy_bandwidth(device: torch.device, nbytes: int | None = None) -> float:

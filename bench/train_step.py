@@ -24,50 +24,68 @@ import json
 
 import torch
 
-from bench.timing import interleaved, ratio
+from bench.timing import gpu_busy_fraction, interleaved, per_call, ratio
 from cprl_fast.models import cprl_resnet, resnet_iqa
 from cprl_fast.presets import MODEL_PRESETS, preset_config, recipe_settings
 from cprl_fast.train import TrainConfig, Trainer, build_optimizers, make_objective
 from cprl_fast.train.pns import STEPS, param_groups
 
 
-def measure(arch="resnet18", size=128, batch=16, device="cpu", rounds: int = 11) -> dict:
-    """Plain, faithful and fast iterations timed alternating (:func:`interleaved`): medians of
-    ``rounds`` (an even number of faithful iterations alternates SF and NC sub-steps fairly),
-    and each mode's per-round ratio to the plain iteration with its spread."""
+def measure(arch="resnet18", size=128, batch=16, device="cpu", rounds: int = 11,
+            calls: int = 1, bf16: bool = False, channels_last: bool = False,
+            unshared: bool | None = None) -> dict:  # fmt: skip
+    """Plain, faithful and fast iterations timed alternating (:func:`interleaved`, ``rounds``
+    rounds of ``calls`` calls per side): medians of the rounds (an even number of faithful
+    iterations per side and round alternates SF and NC sub-steps fairly), each mode's per-round
+    ratio to the plain iteration with its spread, and per side wall, host and device seconds
+    per call (``*_timing``) and, on CUDA, torch.profiler's GPU-busy fraction. ``bf16``: every
+    step under bfloat16 autocast; ``channels_last``: models and images in that layout.
+    ``unshared`` (default: off CUDA only) adds each mode with its prefix not shared."""
     device = torch.device(device)
+    unshared = device.type != "cuda" if unshared is None else unshared
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
     g = torch.Generator().manual_seed(0)
-    x = torch.rand(batch, 3, size, size, generator=g).to(device)
+    x = torch.rand(batch, 3, size, size, generator=g).to(device).contiguous(memory_format=fmt)
     y = torch.rand(batch, generator=g).to(device)
     cfg = TrainConfig(model_options={"arch": arch})
     torch.manual_seed(0)
-    plain = resnet_iqa(arch).to(device).train()
+    plain = resnet_iqa(arch).to(device, memory_format=fmt).train()
     opt = build_optimizers(make_objective("regression").param_groups(plain), cfg)["theta"]
+
+    def autocast():
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
     def plain_step():
         opt.zero_grad(set_to_none=True)
-        torch.mean((plain(x) - y) ** 2).backward()
+        with autocast():
+            loss = torch.mean((plain(x).float() - y) ** 2)
+        loss.backward()
         opt.step()
 
     fns = {"plain": plain_step}
     for mode in STEPS:
-        for share in (True, False):  # unshared: the step before the prefix was shared
-            torch.manual_seed(0)
-            model = cprl_resnet(arch).to(device).train()
+        for share in (True, False) if unshared else (True,):  # unshared: the step before
+            torch.manual_seed(0)  # the prefix was shared
+            model = cprl_resnet(arch).to(device, memory_format=fmt).train()
             groups = param_groups(model)
             opts = build_optimizers(vars(groups), cfg)
             t = [0]
 
             def cprl_step(model=model, opts=opts, groups=groups, mode=mode, share=share, t=t):
-                STEPS[mode](model, groups, opts, x, y, t[0], 1.0, share_prefix=share)
+                with autocast():
+                    STEPS[mode](model, groups, opts, x, y, t[0], 1.0, share_prefix=share)
                 t[0] += 1
 
             fns[mode if share else f"{mode}_unshared"] = cprl_step
-    timed = interleaved(fns, device, rounds)
+    timed = interleaved(fns, device, rounds, calls=calls)
     out = {"arch": arch, "size": size, "batch": batch, "device": str(device),
-           "threads": torch.get_num_threads(), "rounds": rounds,
+           "threads": torch.get_num_threads(), "rounds": rounds, "calls_per_round": calls,
+           "bf16": bf16, "channels_last": channels_last,
            "plain_s": timed["plain"]["median_s"]}  # fmt: skip
-    for mode in [*STEPS, *(f"{m}_unshared" for m in STEPS)]:
+    for name, t in timed.items():
+        out[f"{name}_timing"] = {**per_call(t), "gpu_busy": gpu_busy_fraction(fns[name], device,
+                                                                              calls)}
+    for mode in [m for m in fns if m != "plain"]:
         out[f"{mode}_s"] = timed[mode]["median_s"]
         r = ratio(timed, mode, "plain")
         out[f"{mode}_ratio"] = r["median"]
@@ -110,6 +128,9 @@ def main(argv=None) -> None:
     p.add_argument("--presets", help="comma-separated model presets: time those instead")
     p.add_argument("--recipe", default="native", help="with --presets: the training recipe")
     p.add_argument("--rounds", type=int, default=11)
+    p.add_argument("--calls", type=int, default=1, help="calls per side per round (default: 1)")
+    p.add_argument("--bf16", action="store_true", help="every step under bfloat16 autocast")
+    p.add_argument("--channels-last", action="store_true", help="channels_last models and images")
     args = p.parse_args(argv)
     if args.presets:
         names = [n.strip() for n in args.presets.split(",") if n.strip()]
@@ -118,7 +139,8 @@ def main(argv=None) -> None:
                 p.error(f"--presets: {n!r} is not one of {', '.join(MODEL_PRESETS)}")
         result = measure_presets(names, args.recipe, args.arch, args.device, args.rounds)
     else:
-        result = measure(args.arch, args.size, args.batch, args.device, args.rounds)
+        result = measure(args.arch, args.size, args.batch, args.device, args.rounds,
+                         calls=args.calls, bf16=args.bf16, channels_last=args.channels_last)
     print(json.dumps(result, indent=1))
 
 

@@ -20,3 +20,17 @@ def test_presets_time_each_model_against_the_first():
     assert out["resnet"]["ratio"] == 1.0 and out["ca"]["median_s"] > 0
     lo, hi = out["ca"]["ratio_spread"]
     assert lo <= out["ca"]["ratio"] <= hi
+
+
+@pytest.mark.slow
+def test_the_training_iteration_in_the_gpu_setting_times_every_side():
+    # bfloat16 autocast and channels_last, as bench/gpu_check.sh runs it on a GPU (tiny here)
+    out = train_step.measure("resnet18", 16, 2, "cpu", rounds=1, calls=2, bf16=True,
+                             channels_last=True, unshared=False)  # fmt: skip
+    assert out["bf16"] and out["channels_last"] and out["calls_per_round"] == 2
+    assert not any(k.endswith("_unshared_s") for k in out)
+    for side in ("plain", "faithful", "fast"):
+        timing = out[f"{side}_timing"]
+        assert timing["wall_s"] > 0 and timing["host_s"] > 0
+        assert timing["device_s"] is None and timing["gpu_busy"] is None  # the CPU
+    assert out["faithful_ratio_spread"][0] <= out["faithful_ratio"]

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from cprl_fast.ops import SPECS
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -24,17 +26,40 @@ def test_gpu_check_runs_to_the_end_on_the_cpu(tmp_path):
                        capture_output=True, text=True, timeout=900)  # fmt: skip
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     assert "CUT by its time limit" not in r.stdout
-    for step in ("machine", "tests and compute-sanitizer", "benchmark", "end to end", "done"):
+    for step in ("machine", "end to end", "op rows at the targets' shapes",
+                 "tests and compute-sanitizer", "the other op rows", "done"):  # fmt: skip
         assert f"== {step}" in r.stdout, step
-    bench = json.loads((tmp_path / "bench.json").read_text())
-    dtypes = {row["dtype"] for row in bench["rows"]}
-    assert dtypes == {"float32", "bfloat16"}
-    checked = [row for row in bench["rows"] if row["provider"] != "eager"]
+    # issue 25's order: what is owed first (end to end, then the targets' op rows)
+    assert r.stdout.index("== end to end") < r.stdout.index("== op rows") \
+        < r.stdout.index("== tests and compute-sanitizer")  # fmt: skip
+    rows = {}
+    for name in ("bench.json", "bench-rest.json", "bench-attack.json"):
+        rows[name] = json.loads((tmp_path / name).read_text())["rows"]
+    assert "stopped early" not in r.stdout, r.stdout[-3000:]
+    every = [row for r in rows.values() for row in r]
+    checked = [row for row in every if row["provider"] != "eager"]
     assert checked and all(row["check"].startswith("ok") for row in checked), checked
-    assert {row["op"] for row in bench["rows"]} == {"rank_mask", "intervene", "attack_step"}
+
+    def expected(ops, passes):  # every shape, dtype and provider of those ops and passes
+        return {(op, tuple(shape), p, dtype, provider)
+                for op in ops for shape in SPECS[op].small_bench_shapes for p in passes
+                for dtype in ("float32", "bfloat16") for provider in ("eager", "compile", "native")}
+
+    def found(name):
+        return {(row["op"], tuple(row["shape"]), row["pass"], row["dtype"], row["provider"])
+                for row in rows[name]}  # fmt: skip
+
+    assert found("bench.json") == expected(("rank_mask", "intervene"), ("fwdbwd",))
+    assert found("bench-rest.json") == expected(("rank_mask", "intervene"), ("fwd", "bwd"))
+    assert found("bench-attack.json") == expected(("attack_step",), ("fwd",))
+    # on the CPU a row is read on the wall clock, with the host time in its own column
+    assert all(row["timing"] == "wall" and row["host_seconds"] > 0 for row in every)
     assert "| rank_mask |" in (tmp_path / "bench.md").read_text()
     tests_log = (tmp_path / "tests.log").read_text()
     assert " passed" in tests_log and " failed" not in tests_log, tests_log[-2000:]
     assert "sanitize:" in (tmp_path / "sanitizer.log").read_text()
     e2e = json.loads((tmp_path / "e2e.json").read_text())
     assert e2e["cprl_fwd_bwd_s"] > 0 and e2e["train_iteration"]["fast_ratio"] > 0
+    # every end-to-end case in channels_last, as on the GPU
+    assert e2e["channels_last"] and e2e["train_iteration"]["channels_last"]
+    assert e2e["cprl_fwd_bwd"]["host_s"] > 0 and e2e["pgd10_fused"]["wall_s"] > 0

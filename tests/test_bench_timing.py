@@ -1,0 +1,93 @@
+"""bench.timing's clocks and bench.run's grouping of providers: interleaved rounds with wall,
+host and device columns, the union of kernel intervals behind the GPU-busy fraction, ratios
+taken on a clock both rows have, and what a CPU device refuses or leaves empty."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from bench.run import add_ratios, groups, time_providers
+from bench.timing import covered_seconds, cuda_graphed, gpu_busy_fraction, interleaved, ratio
+
+CPU = torch.device("cpu")
+
+
+def test_interleaved_calls_each_side_calls_times_per_round_and_reports_per_call():
+    counts = {"a": 0, "b": 0}
+
+    def side(name, seconds):
+        def fn():
+            counts[name] += 1
+            time.sleep(seconds)
+
+        return fn
+
+    timed = interleaved({"a": side("a", 0.002), "b": side("b", 0.0)}, CPU, rounds=3, warmup=1,
+                        calls=4)  # fmt: skip
+    assert counts == {"a": 1 + 3 * 4, "b": 1 + 3 * 4}
+    a, b = timed["a"], timed["b"]
+    assert len(a["rounds"]) == 3 and a["calls"] == 4
+    # per call, not per round: one sleep of 2 ms, not four
+    assert 0.0018 < a["median_s"] < 0.006
+    assert b["median_s"] < a["median_s"]
+    # on the CPU the host is all there is: host time is the wall time, no device column
+    assert a["host"]["rounds"] == pytest.approx(a["rounds"], rel=0.05, abs=1e-5)
+    assert a["device"] is None
+    r = ratio(timed, "a", "b", clock="host")
+    assert r["min"] <= r["median"] <= r["max"] and r["median"] > 1
+    with pytest.raises(ValueError, match="calls and rounds"):
+        interleaved({"a": side("a", 0)}, CPU, calls=0)
+
+
+def test_covered_seconds_is_the_union_of_overlapping_intervals():
+    assert covered_seconds([]) == 0
+    assert covered_seconds([(0, 1), (2, 3)]) == 2
+    assert covered_seconds([(0, 2), (1, 3), (1.5, 2.5)]) == 3  # overlaps count once
+    assert covered_seconds([(5, 6), (0, 10)]) == 10  # nested, in any order
+
+
+def test_gpu_only_clocks_say_so_on_the_cpu():
+    assert gpu_busy_fraction(lambda: None, CPU) is None
+    with pytest.raises(ValueError, match="CUDA graph needs a CUDA device"):
+        cuda_graphed(lambda: None, CPU)
+
+
+def test_ratios_use_a_clock_both_rows_have():
+    def row(provider, **clocks):
+        return {"op": "rank_mask", "shape": [2, 8, 4, 4], "pass": "fwd", "dtype": "float32",
+                "provider": provider, "seconds": 1.0, **clocks}  # fmt: skip
+
+    # native captured in a graph, compile not: both are compared on CUDA events
+    native = row("native", graph_seconds=0.5, event_seconds=1.0, wall_seconds=2.0)
+    compiled = row("compile", graph_seconds=None, event_seconds=3.0, wall_seconds=3.5)
+    eager = row("eager", graph_seconds=2.0, event_seconds=4.0, wall_seconds=8.0)
+    add_ratios([eager, compiled, native])
+    assert native["speedup_vs_compile"] == pytest.approx(3.0)
+    assert native["speedup_vs_eager"] == pytest.approx(4.0)  # both have graphs
+    # rows from before the clocks (committed runs): their seconds
+    old = [row("native"), {**row("eager"), "seconds": 2.0}]
+    add_ratios(old)
+    assert old[0]["speedup_vs_eager"] == pytest.approx(2.0)
+
+
+def test_time_providers_alternates_the_providers_of_a_row(monkeypatch):
+    monkeypatch.setenv("CPRL_BENCH_SMALL", "1")
+    found = list(groups(CPU, {"rank_mask"}, {"fwdbwd"}))
+    assert found and {(op, p) for op, _, p in found} == {("rank_mask", "fwdbwd")}
+    order = []
+
+    class Case:
+        def __init__(self, name):
+            self.fn = lambda: order.append(name)
+
+    timed = time_providers({"eager": Case("eager"), "native": Case("native")}, CPU, rounds=2,
+                           calls=1, graphs=False)  # fmt: skip
+    # warm-up, then round 0 eager first, round 1 native first
+    assert order[-4:] == ["eager", "native", "native", "eager"]
+    for t in timed.values():
+        assert t["timing"] == "wall" and t["seconds"] == t["wall_seconds"]
+        assert t["event_seconds"] is None and t["graph_seconds"] is None
+        assert t["host_seconds"] > 0
