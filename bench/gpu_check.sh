@@ -19,8 +19,8 @@
 #      there), and beside them compute-sanitizer memcheck then racecheck over every op forward
 #      and backward (bench/sanitize.py, itself checked against the reference)
 #   6. the remaining op rows (every other op and pass), in the time left
-# Writes gpu.txt, build.log, e2e.json, bench.json, bench.md, tests.log, sanitizer.log,
-# bench-rest.json, bench-rest.md under $OUT.
+# Writes timing.md (how each number is timed), gpu.txt, build.log, e2e.json, bench.json,
+# bench.md, tests.log, sanitizer.log, bench-rest.*, bench-attack.* under $OUT.
 #
 #   device run:   bash bench/gpu_check.sh                   (OUT is set by the device tool)
 #   CPU stand-in: bash bench/gpu_check.sh --device cpu      (small shapes, no build, no
@@ -54,6 +54,27 @@ limited() {
 }
 
 step "machine"
+# how every number of this run was timed, for the results README (issue 25: each GPU results
+# README says how each number was timed)
+cat >"$OUT/timing.md" <<'TIMING'
+# How this run's numbers were timed (bench/gpu_check.sh)
+
+- `e2e.json` (bench/end_to_end.py): each group's sides alternate round by round, 21 rounds of
+  20 synchronised calls per side on CUDA (PGD-10: 2 calls, 20 forward + backward passes);
+  `*_fwd_bwd_s`, `pgd10_*_images_per_s` and the ratios are wall time per call (device
+  synchronised before the first call and after the last), ratios the median of per-round
+  ratios; `host_s` is the host's time until the last call returned, `device_s` CUDA events
+  around the calls, `gpu_busy` torch.profiler's union of kernel intervals over the wall time
+  of 20 further calls. cudnn.benchmark on; ResNet-50, 224 px, batch 32, bfloat16 autocast,
+  channels_last for every case.
+- `bench.json`, `bench-rest.json`, `bench-attack.json` (bench/run.py): the providers of a row
+  alternate round by round, 21 rounds of 20 calls; `seconds` is the CUDA-event device time of
+  replays of a CUDA graph of one call (`timing: cuda-graph`), or of plain calls where capture
+  failed or for the backward-only pass (`timing: cuda-events`; `graph_error` says why);
+  `host_seconds` is host time per plain call; `speedup_vs_*` compares two rows on a clock
+  both have; `copy_fraction` is the op's minimum bytes over `seconds` against a 1 GiB copy
+  timed in the same process.
+TIMING
 {
   if [ "$DEVICE" = cuda ]; then
     nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv

@@ -36,6 +36,7 @@ def test_gpu_check_runs_to_the_end_on_the_cpu(tmp_path):
     for name in ("bench.json", "bench-rest.json", "bench-attack.json"):
         rows[name] = json.loads((tmp_path / name).read_text())["rows"]
     assert "stopped early" not in r.stdout, r.stdout[-3000:]
+    assert "CUDA-event device time" in (tmp_path / "timing.md").read_text()
     every = [row for r in rows.values() for row in r]
     checked = [row for row in every if row["provider"] != "eager"]
     assert checked and all(row["check"].startswith("ok") for row in checked), checked
