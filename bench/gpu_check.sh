@@ -68,7 +68,8 @@ cat >"$OUT/timing.md" <<'TIMING'
   of 20 further calls. cudnn.benchmark on; ResNet-50, 224 px, batch 32, bfloat16 autocast,
   channels_last for every case.
 - `bench.json`, `bench-rest.json`, `bench-attack.json` (bench/run.py): the providers of a row
-  alternate round by round, 21 rounds of 20 calls; `seconds` is the CUDA-event device time of
+  alternate round by round, 21 rounds of 20 calls, the L2 cache overwritten (256 MiB) before
+  each call outside its events; `seconds` is the CUDA-event device time of
   replays of a CUDA graph of one call (`timing: cuda-graph`), or of plain calls where capture
   failed or for the backward-only pass (`timing: cuda-events`; `graph_error` says why);
   `host_seconds` is host time per plain call; `speedup_vs_*` compares two rows on a clock

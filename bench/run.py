@@ -5,8 +5,9 @@ JSON after every row, so a killed run loses nothing it measured.
     python -m bench.run --device cuda --dtype float32,bfloat16 --out bench.json --markdown bench.md
 
 The providers of one op, shape, pass and dtype are timed together, alternating round by round
-(:func:`bench.timing.interleaved`: ``--rounds`` rounds of ``--calls`` calls each). On CUDA
-each provider is timed twice: plain calls (device time from CUDA events, host time per call
+(:func:`bench.timing.interleaved`: ``--rounds`` rounds of ``--calls`` calls each; on CUDA
+the L2 cache overwritten before every call, outside its timing). On CUDA each provider is
+timed twice: plain calls (device time from CUDA events, host time per call
 in its own column) and replays of the same call captured in a CUDA graph (its kernels alone,
 no launch overhead: ``seconds``, ``timing: cuda-graph``; a provider that cannot be captured
 keeps its event time and says why). On the CPU ``seconds`` is the wall time (``timing:
@@ -33,6 +34,7 @@ from bench.timing import (
     copy_bandwidth,
     cuda_graphed,
     interleaved,
+    l2_flush,
     peak_memory_bytes,
     saved_activation_bytes,
 )
@@ -153,7 +155,8 @@ def time_providers(cases: dict, device: torch.device, rounds: int, calls: int,
     alternating; ``seconds`` and ``timing``: the clock a row is read on (``graph_error`` where
     capture failed)."""
     fns = {p: c.fn for p, c in cases.items()}
-    plain = interleaved(fns, device, rounds, calls=calls)
+    flush = l2_flush(device) if device.type == "cuda" else None  # every call from HBM
+    plain = interleaved(fns, device, rounds, calls=calls, flush=flush)
     out = {p: {"wall_seconds": t["median_s"], "host_seconds": t["host"]["median_s"],
                "event_seconds": t["device"]["median_s"] if t["device"] else None,
                "graph_seconds": None} for p, t in plain.items()}  # fmt: skip
@@ -166,7 +169,7 @@ def time_providers(cases: dict, device: torch.device, rounds: int, calls: int,
                 out[p]["graph_error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
                 torch.cuda.synchronize(device)
         if replays:
-            for p, t in interleaved(replays, device, rounds, calls=calls).items():
+            for p, t in interleaved(replays, device, rounds, calls=calls, flush=flush).items():
                 out[p]["graph_seconds"] = t["device"]["median_s"]
     for row in out.values():
         clock = next(c for c in CLOCKS if row[c])

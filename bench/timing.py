@@ -42,7 +42,8 @@ def _spread(t: list[float]) -> dict:
 
 
 def interleaved(fns: dict[str, Callable[[], object]], device: torch.device, rounds: int = 11,
-                warmup: int = 2, calls: int = 1) -> dict[str, dict]:  # fmt: skip
+                warmup: int = 2, calls: int = 1,
+                flush: Callable[[], object] | None = None) -> dict[str, dict]:  # fmt: skip
     """Times several callables alternating: each round calls every one ``calls`` times in a row
     (the order rotates from round to round), so a slow patch of a shared machine hits all of
     them alike. Per name, in seconds per call:
@@ -54,6 +55,10 @@ def interleaved(fns: dict[str, Callable[[], object]], device: torch.device, roun
     - ``device`` (CUDA only, else None): the time between two CUDA events recorded on the
       current stream around the calls, i.e. device time including any gap the host leaves.
 
+    ``flush`` (CUDA only; :func:`l2_flush`): called before every call, outside its events and
+    host time (the wall time includes it), so that no call finds its inputs in the L2 cache
+    the previous one left; device time is then the sum of per-call event pairs.
+
     Ratios between two names are best taken per round (:func:`ratio`)."""
     if calls < 1 or rounds < 1:
         raise ValueError(f"calls and rounds must be >= 1, got {calls}, {rounds}")
@@ -62,28 +67,45 @@ def interleaved(fns: dict[str, Callable[[], object]], device: torch.device, roun
         for name in names:
             fns[name]()
     cuda = device.type == "cuda"
+    flush = flush if cuda else None
     wall: dict[str, list[float]] = {n: [] for n in names}
     host: dict[str, list[float]] = {n: [] for n in names}
     dev: dict[str, list[float]] = {n: [] for n in names}
     for r in range(rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
             fn = fns[name]
+            events = []
             if cuda:
                 torch.cuda.synchronize(device)
-                start, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
-                start.record()
             t0 = time.perf_counter()
-            for _ in range(calls):
+            hosted = 0.0
+            for i in range(calls):
+                if flush is not None:
+                    flush()
+                if cuda and (flush is not None or i == 0):
+                    events.append(torch.cuda.Event(enable_timing=True))
+                    events[-1].record()
+                t1 = time.perf_counter()
                 fn()
-            t1 = time.perf_counter()
+                hosted += time.perf_counter() - t1
+                if cuda and (flush is not None or i == calls - 1):
+                    events.append(torch.cuda.Event(enable_timing=True))
+                    events[-1].record()
             if cuda:
-                end.record()
                 torch.cuda.synchronize(device)
-                dev[name].append(start.elapsed_time(end) / 1e3 / calls)
+                pairs = zip(events[::2], events[1::2], strict=True)
+                dev[name].append(sum(a.elapsed_time(b) for a, b in pairs) / 1e3 / calls)
             wall[name].append((time.perf_counter() - t0) / calls)
-            host[name].append((t1 - t0) / calls)
+            host[name].append(hosted / calls)
     return {n: {**_spread(wall[n]), "calls": calls, "host": _spread(host[n]),
                 "device": _spread(dev[n]) if cuda else None} for n in names}  # fmt: skip
+
+
+def l2_flush(device: torch.device, nbytes: int = 256 << 20) -> Callable[[], object]:
+    """A callable that overwrites ``nbytes`` (default 256 MiB, several times an H100's or
+    H200's L2) on ``device``, as ``triton.testing.do_bench`` does between repeats."""
+    buffer = torch.empty(nbytes, dtype=torch.int8, device=device)
+    return buffer.zero_
 
 
 def per_call(timed: dict) -> dict:

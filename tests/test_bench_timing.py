@@ -38,6 +38,10 @@ def test_interleaved_calls_each_side_calls_times_per_round_and_reports_per_call(
     assert a["device"] is None
     r = ratio(timed, "a", "b", clock="host")
     assert r["min"] <= r["median"] <= r["max"] and r["median"] > 1
+    # the L2 flush is a GPU matter: on the CPU it is never called
+    flushed = []
+    interleaved({"a": side("a", 0)}, CPU, rounds=1, warmup=0, flush=lambda: flushed.append(1))
+    assert not flushed
     with pytest.raises(ValueError, match="calls and rounds"):
         interleaved({"a": side("a", 0)}, CPU, calls=0)
 
@@ -91,3 +95,74 @@ def test_time_providers_alternates_the_providers_of_a_row(monkeypatch):
         assert t["timing"] == "wall" and t["seconds"] == t["wall_seconds"]
         assert t["event_seconds"] is None and t["graph_seconds"] is None
         assert t["host_seconds"] > 0
+
+
+def test_the_cuda_clocks_pair_their_events_without_a_gpu(monkeypatch):
+    # CUDA events stood in by host clocks: checks how interleaved places and sums them
+    class Event:
+        def __init__(self, enable_timing=False):
+            self.at = None
+
+        def record(self):
+            self.at = time.perf_counter()
+
+        def elapsed_time(self, end):  # milliseconds, as CUDA events give
+            return (end.at - self.at) * 1e3
+
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    flushes = []
+
+    def flush():
+        flushes.append(1)
+        time.sleep(0.003)  # outside the calls' device and host time
+
+    timed = interleaved({"a": lambda: time.sleep(0.001)}, torch.device("cuda"), rounds=2,
+                        warmup=0, calls=3, flush=flush)  # fmt: skip
+    assert len(flushes) == 2 * 3
+    a = timed["a"]
+    assert 0.0009 < a["device"]["median_s"] < 0.0025  # per call, without the flushes
+    assert 0.0009 < a["host"]["median_s"] < 0.0025
+    assert a["median_s"] > 0.003  # wall time includes them
+    # without a flush: one event pair around all the calls of a round
+    plain = interleaved({"a": lambda: time.sleep(0.001)}, torch.device("cuda"), rounds=1,
+                        warmup=0, calls=3)  # fmt: skip
+    assert 0.0009 < plain["a"]["device"]["median_s"] < 0.0025
+
+
+def test_a_provider_that_cannot_be_captured_keeps_its_event_time(monkeypatch):
+    import bench.run as bench_run
+
+    class Event:
+        def __init__(self, enable_timing=False):
+            self.at = None
+
+        def record(self):
+            self.at = time.perf_counter()
+
+        def elapsed_time(self, end):
+            return (end.at - self.at) * 1e3
+
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    monkeypatch.setattr(bench_run, "l2_flush", lambda device: lambda: None)
+
+    def graphed(fn, device):
+        if fn is cases["eager"].fn:
+            raise RuntimeError("operation not permitted when stream is capturing\nmore")
+        return fn
+
+    monkeypatch.setattr(bench_run, "cuda_graphed", graphed)
+
+    class Case:
+        def __init__(self):
+            self.fn = lambda: time.sleep(0.0005)
+
+    cases = {"eager": Case(), "native": Case()}
+    timed = time_providers(cases, torch.device("cuda"), rounds=1, calls=2, graphs=True)
+    assert timed["native"]["timing"] == "cuda-graph"
+    assert timed["native"]["seconds"] == timed["native"]["graph_seconds"] > 0
+    eager = timed["eager"]
+    assert eager["timing"] == "cuda-events" and eager["graph_seconds"] is None
+    assert eager["graph_error"] == "RuntimeError: operation not permitted when stream is capturing"
+    assert eager["seconds"] == eager["event_seconds"] > 0
