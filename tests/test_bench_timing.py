@@ -97,20 +97,29 @@ def test_time_providers_alternates_the_providers_of_a_row(monkeypatch):
         assert t["host_seconds"] > 0
 
 
-def test_the_cuda_clocks_pair_their_events_without_a_gpu(monkeypatch):
-    # CUDA events stood in by host clocks: checks how interleaved places and sums them
-    class Event:
-        def __init__(self, enable_timing=False):
-            self.at = None
+class HostEvent:
+    """A CUDA event stood in by the host clock (no GPU here)."""
 
-        def record(self):
-            self.at = time.perf_counter()
+    def __init__(self, enable_timing=False):
+        self.at = None
 
-        def elapsed_time(self, end):  # milliseconds, as CUDA events give
-            return (end.at - self.at) * 1e3
+    def record(self):
+        self.at = time.perf_counter()
 
-    monkeypatch.setattr(torch.cuda, "Event", Event)
+    def elapsed_time(self, end):  # milliseconds, as CUDA events give
+        return (end.at - self.at) * 1e3
+
+
+@pytest.fixture
+def host_cuda_clock(monkeypatch):
+    """torch.cuda's events and synchronize stood in by the host: the CUDA code paths of the
+    timers run on the CPU."""
+    monkeypatch.setattr(torch.cuda, "Event", HostEvent)
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+
+
+def test_the_cuda_clocks_pair_their_events_without_a_gpu(host_cuda_clock):
+    # checks how interleaved places and sums the events
     flushes = []
 
     def flush():
@@ -130,21 +139,9 @@ def test_the_cuda_clocks_pair_their_events_without_a_gpu(monkeypatch):
     assert 0.0009 < plain["a"]["device"]["median_s"] < 0.0025
 
 
-def test_a_provider_that_cannot_be_captured_keeps_its_event_time(monkeypatch):
+def test_a_provider_that_cannot_be_captured_keeps_its_event_time(monkeypatch, host_cuda_clock):
     import bench.run as bench_run
 
-    class Event:
-        def __init__(self, enable_timing=False):
-            self.at = None
-
-        def record(self):
-            self.at = time.perf_counter()
-
-        def elapsed_time(self, end):
-            return (end.at - self.at) * 1e3
-
-    monkeypatch.setattr(torch.cuda, "Event", Event)
-    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
     monkeypatch.setattr(bench_run, "l2_flush", lambda device: lambda: None)
 
     def graphed(fn, device):
