@@ -157,10 +157,21 @@ def make_case(op: str, shape, provider: str, pass_: str, device: torch.device,
     return Case(op, tuple(shape), provider, pass_, dtype, device, with_backend(body), min_bytes)
 
 
-def all_cases(device: torch.device, dtype: torch.dtype = torch.float32):
-    """Every (op, shape, pass, provider) for ``device``, built lazily one at a time."""
+def groups(device: torch.device, ops_filter: set[str] | None = None,
+           passes_filter: set[str] | None = None):  # fmt: skip
+    """Every (op, shape, pass) to time on ``device``, in the specs' order, optionally only
+    those ops and passes."""
     for op in OPS:
+        if ops_filter and op not in ops_filter:
+            continue
         for shape in shapes_for(op):
             for pass_ in SPECS[op].passes:
-                for provider in providers_for(device):
-                    yield op, shape, pass_, provider
+                if not passes_filter or pass_ in passes_filter:
+                    yield op, tuple(shape), pass_
+
+
+def all_cases(device: torch.device, dtype: torch.dtype = torch.float32):
+    """Every (op, shape, pass, provider) for ``device``, built lazily one at a time."""
+    for op, shape, pass_ in groups(device):
+        for provider in providers_for(device):
+            yield op, shape, pass_, provider

@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 
 import torch
 
-from bench.cases import SPECS, call, function, inputs, make_case, providers_for, shapes_for
+from bench.cases import SPECS, call, function, groups, inputs, make_case, providers_for
 from bench.timing import (
     copy_bandwidth,
     cuda_graphed,
@@ -134,18 +134,6 @@ def add_ratios(rows: list[dict]) -> None:
             if other is not None and other is not r:
                 clock = next((c for c in CLOCKS if r.get(c) and other.get(c)), "seconds")
                 r[f"speedup_vs_{base}"] = other[clock] / r[clock]
-
-
-def groups(device: torch.device, ops_filter: set[str] | None = None,
-           passes_filter: set[str] | None = None):  # fmt: skip
-    """Every (op, shape, pass) to time on ``device``, in the specs' order."""
-    for op in SPECS:
-        if ops_filter and op not in ops_filter:
-            continue
-        for shape in shapes_for(op):
-            for pass_ in SPECS[op].passes:
-                if not passes_filter or pass_ in passes_filter:
-                    yield op, tuple(shape), pass_
 
 
 def time_providers(cases: dict, device: torch.device, rounds: int, calls: int,

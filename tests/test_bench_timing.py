@@ -9,7 +9,8 @@ import time
 import pytest
 import torch
 
-from bench.run import add_ratios, groups, time_providers
+from bench.cases import groups
+from bench.run import add_ratios, time_providers
 from bench.timing import covered_seconds, cuda_graphed, gpu_busy_fraction, interleaved, ratio
 
 CPU = torch.device("cpu")
