@@ -5,11 +5,11 @@ built-in datasets and :func:`cprl_fast.data.synthetic.synthesize` generate.
 KADID-10k's 25 types (Lin, Hosu and Saupe, QoMEX 2019), each made with numpy, scipy, Pillow or
 scikit-image, plus ``ringing`` (an ideal low-pass). Where this differs from KADID-10k's own
 code: motion blur is horizontal, the colour shift (``chroma``) moves red and blue apart
-everywhere rather than at edges, ``denoise`` uses total-variation denoising (scikit-image) where
-KADID-10k used its own denoiser, and the patches of ``patch_shift`` and ``colour_block`` are
-16 px in a 256 x 256 image, in proportion in others. builtin-v1 uses the first five types
-(:data:`LEVELS`), builtin-v2 the first ten (:data:`LEVELS_V2`); their images do not change when
-types are added here.
+everywhere rather than at edges, ``denoised`` (KADID-10k's "denoise") uses total-variation
+denoising (scikit-image) where KADID-10k used its own denoiser, and the patches of
+``patch_shift`` and ``colour_block`` are 16 px in a 256 x 256 image, in proportion in others.
+builtin-v1 uses the first five types (:data:`LEVELS`), builtin-v2 the first ten
+(:data:`LEVELS_V2`); their images do not change when types are added here.
 
 The pseudo-MOS of a distorted image is :func:`ms_ssim` against its reference (piq's
 ``multi_scale_ssim``, float32), min-max mapped to [0, 1] over a dataset.
@@ -54,7 +54,7 @@ DISTORTIONS = {
     "oversaturate": (1.5, 2.0, 3.0, 4.5, 6.0),  # CIELAB a* and b* multiplied by p
     "jpeg2000": (20, 40, 80, 160, 320),  # JPEG 2000 compression ratio
     "chroma_noise": (0.02, 0.04, 0.07, 0.11, 0.16),  # std of noise on Cb and Cr, share of range
-    "denoise": (0.03, 0.06, 0.1, 0.15, 0.22),  # std of white noise, then TV-denoised
+    "denoised": (0.03, 0.06, 0.1, 0.15, 0.22),  # std of white noise, then TV-denoised
     "patch_shift": (10, 20, 40, 70, 110),  # patches copied up to a patch's side away (PATCH)
     "colour_block": (1, 2, 4, 7, 11),  # blocks of one random colour (side: PATCH)
 }
@@ -174,7 +174,7 @@ def distort_by(img: Image.Image, kind: str, p: float, seed: int) -> Image.Image:
         ycc = rgb2ycbcr(arr)
         ycc[..., 1:] += rng.normal(0.0, p * (240.0 - 16.0), ycc[..., 1:].shape)
         arr = ycbcr2rgb(ycc)
-    elif kind == "denoise":
+    elif kind == "denoised":
         from skimage.restoration import denoise_tv_chambolle
 
         noisy = arr + rng.normal(0.0, p, arr.shape)
