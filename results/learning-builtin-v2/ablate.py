@@ -79,6 +79,13 @@ p.add_argument("--dense", type=int, default=0,
                "parameter drawn between the type's mildest and strongest level (uniform in "
                "the parameter, seeded), labelled by its MS-SSIM to the reference under the "
                "dataset's own min-max map (0: none)")  # fmt: skip
+p.add_argument("--leaves", type=int, default=0,
+               help="K: add K procedural scenes (a dead-leaves image each: discs of power-law "
+               "radii in colours drawn from the training references, with 1/f texture, "
+               "150-3000 discs and texture 0.01-0.1 drawn per scene; "
+               "leaves_scene), each distorted by builtin-v2's ten types at their five levels "
+               "and labelled by its MS-SSIM to its clean version under the dataset's own "
+               "min-max map (0: none)")  # fmt: skip
 p.add_argument("--pretrain", type=int, default=0,
                help="steps of ranking pretraining first (RankIQA's idea, no download): each "
                     "step distorts --pretrain-crops crops of the training scenes' references on "
@@ -127,6 +134,7 @@ if a.table:
         norm += ", dihedral" if r.get("aug") == "dihedral" else ""
         norm += f", aux {r['aux']:g}" if r.get("aux") else ""
         norm += f", {r['dense']} more images per scene and type" if r.get("dense") else ""
+        norm += f", {r['leaves']} dead-leaves scenes" if r.get("leaves") else ""
         if r.get("pretrain"):
             norm += f", ranking pretraining {r['pretrain']} steps x {r['pretrain_crops']} crops"
             if r.get("pretrain_lr") and r["pretrain_lr"] != r["lr"]:
@@ -237,6 +245,53 @@ if a.dense:  # more images of the training scenes, at parameters between the dat
     print(f"dense: {len(extra_x)} images in {time.time() - t_gen:.0f}s", flush=True)
     Xtr = torch.cat([Xtr, torch.stack(extra_x)])
     ytr = torch.cat([ytr, torch.tensor(extra_y, dtype=torch.float32)])
+
+
+def leaves_scene(rng, palette, size=256, discs=3000, r_min=2.0, r_max=96.0, texture=0.06):
+    """One dead-leaves image (Lee, Mumford and Huang 2001's occlusion model; Baradad et al.
+    2021 pretrain on such images): ``discs`` discs, later ones on top, radii drawn from
+    p(r) ~ r^-3 on [r_min, r_max] px, each one colour drawn from ``palette`` ([K, 3] uint8),
+    then a 1/f noise field of standard deviation ``texture`` (on [0, 1]) multiplied in."""
+    from PIL import ImageDraw
+
+    img = Image.new("RGB", (size, size), tuple(int(v) for v in palette[rng.integers(len(palette))]))
+    draw = ImageDraw.Draw(img)
+    u = rng.random(discs)
+    radii = (r_min**-2 - u * (r_min**-2 - r_max**-2)) ** -0.5
+    centres = rng.random((discs, 2)) * size
+    for (cx, cy), r in zip(centres, radii, strict=True):
+        colour = tuple(int(v) for v in palette[rng.integers(len(palette))])
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=colour)
+    fy, fx = np.meshgrid(np.fft.fftfreq(size), np.fft.fftfreq(size), indexing="ij")
+    amp = 1.0 / np.maximum(np.hypot(fy, fx), 1.0 / size)
+    field = np.real(np.fft.ifft2(amp * np.exp(2j * np.pi * rng.random((size, size)))))
+    field = field / field.std() * texture
+    arr = np.asarray(img, dtype=np.float64) / 255 * (1 + field[..., None])
+    return Image.fromarray(np.round(np.clip(arr, 0, 1) * 255).astype(np.uint8))
+
+
+if a.leaves:  # procedural scenes, distorted at the dataset's own levels
+    from cprl_fast.data.distortions import LEVELS_V2, distort, ms_ssim
+
+    lo, hi = min(it.raw_score for it in items), max(it.raw_score for it in items)
+    ref_dir = tr[0].path.rsplit("/images/", 1)[0] + "/refs"
+    palette = np.concatenate([np.asarray(Image.open(f"{ref_dir}/{s}.png").convert("RGB"))
+                              .reshape(-1, 3)[::97] for s in sorted({it.scene for it in tr})])
+    rng = np.random.default_rng(2000 + a.seed)
+    extra_x, extra_y = [], []
+    t_gen = time.time()
+    for _ in range(a.leaves):
+        discs = int(np.exp(rng.uniform(np.log(150), np.log(3000))))  # sparse to busy
+        ref = leaves_scene(rng, palette, discs=discs, texture=rng.uniform(0.01, 0.1))
+        for kind in LEVELS_V2:
+            for level in range(1, 6):
+                img = distort(ref, kind, level, seed=int(rng.integers(2**31)))
+                extra_y.append((ms_ssim(img, ref) - lo) / (hi - lo))
+                extra_x.append(torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1))
+    print(f"leaves: {len(extra_x)} images of {a.leaves} scenes in {time.time() - t_gen:.0f}s",
+          flush=True)  # fmt: skip
+    Xtr = torch.cat([Xtr, torch.stack(extra_x)])
+    ytr = torch.cat([ytr, torch.tensor(extra_y, dtype=torch.float32)])
 Xte = torch.stack([load(it) for it in te])
 yte = np.array([it.score for it in te])
 
@@ -246,7 +301,7 @@ yte = np.array([it.score for it in te])
 
 classes = sorted({(it.distortion, it.level) for it in items})
 cls_tr = torch.tensor([classes.index((it.distortion, it.level)) for it in tr])
-if a.dense:  # between the levels: no class (cross-entropy ignores -100)
+if a.dense or a.leaves:  # added images: no class (cross-entropy ignores -100)
     cls_tr = torch.cat([cls_tr, torch.full((len(Xtr) - len(tr),), -100)])
 fam_mean = defaultdict(list)
 for it in tr:
