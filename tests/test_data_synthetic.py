@@ -106,6 +106,14 @@ def test_a_parameter_between_two_levels_distorts_between_them(kind):
         distort_by(ref, "quantise", 1.2, seed=0)
 
 
+def test_jpeg2000_without_openjpeg_is_named(monkeypatch):
+    import PIL.features
+
+    monkeypatch.setattr(PIL.features, "check", lambda name: name != "jpg_2000")
+    with pytest.raises(RuntimeError, match="'jpeg2000' needs Pillow with JPEG 2000 support"):
+        distort(square(_photo(2), MIN_SIZE), "jpeg2000", 1, seed=0)
+
+
 def test_bad_input_is_named(refs, made, tmp_path):
     with pytest.raises(FileExistsError, match="already exists"):
         synthesize(refs, made, KINDS)

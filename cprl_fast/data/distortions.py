@@ -21,7 +21,7 @@ import io
 import warnings
 
 import numpy as np
-from PIL import Image, ImageEnhance, ImageFilter
+from PIL import Image, ImageEnhance, ImageFilter, features
 
 LEVELS = {
     "blur": (0.8, 1.5, 2.5, 4.0, 6.0),  # Gaussian radius, px
@@ -97,6 +97,11 @@ def distort_by(img: Image.Image, kind: str, p: float, seed: int) -> Image.Image:
     if kind == "sharpen":
         return img.filter(ImageFilter.UnsharpMask(radius=2, percent=int(p), threshold=0))
     if kind in ("jpeg", "jpeg2000"):
+        if kind == "jpeg2000" and not features.check("jpg_2000"):
+            raise RuntimeError(
+                "distortion 'jpeg2000' needs Pillow with JPEG 2000 support "
+                "(OpenJPEG; Pillow's wheels have it): choose other distortions"
+            )
         buf = io.BytesIO()
         if kind == "jpeg":
             img.save(buf, format="JPEG", quality=int(p))
