@@ -226,25 +226,41 @@ elif a.label == "fr-mean":  # the mean of seven full-reference scores (fr_labels
     ytr = torch.tensor(fr_mean(tr), dtype=torch.float32)
 else:
     ytr = torch.tensor([getattr(it, a.label) for it in tr], dtype=torch.float32)
-if a.dense:  # more images of the training scenes, at parameters between the dataset's levels
-    from cprl_fast.data.distortions import LEVELS_V2, distort_by, ms_ssim
+
+
+def training_references() -> dict:
+    """The training scenes' reference photographs, by scene name."""
+    ref_dir = tr[0].path.rsplit("/images/", 1)[0] + "/refs"
+    return {s: Image.open(f"{ref_dir}/{s}.png").convert("RGB")
+            for s in sorted({it.scene for it in tr})}  # fmt: skip
+
+
+def add_to_training(made: list[tuple]) -> None:
+    """Appends ``(image, reference)`` pairs to the training set, each labelled by its MS-SSIM
+    to the reference under builtin-v2's own min-max map."""
+    global Xtr, ytr
+    from cprl_fast.data.distortions import ms_ssim
 
     lo, hi = min(it.raw_score for it in items), max(it.raw_score for it in items)
-    refs = {s: Image.open(f"{tr[0].path.rsplit('/images/', 1)[0]}/refs/{s}.png").convert("RGB")
-            for s in sorted({it.scene for it in tr})}  # fmt: skip
+    y = [(ms_ssim(img, ref) - lo) / (hi - lo) for img, ref in made]
+    x = [torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1) for img, _ in made]
+    Xtr = torch.cat([Xtr, torch.stack(x)])
+    ytr = torch.cat([ytr, torch.tensor(y, dtype=torch.float32)])
+
+
+if a.dense:  # more images of the training scenes, at parameters between the dataset's levels
+    from cprl_fast.data.distortions import LEVELS_V2, distort_by
+
     rng = np.random.default_rng(1000 + a.seed)
-    extra_x, extra_y = [], []
+    made = []
     t_gen = time.time()
-    for ref in refs.values():
+    for ref in training_references().values():
         for kind, params in LEVELS_V2.items():
             for _ in range(a.dense):
                 value = rng.uniform(min(params), max(params))
-                img = distort_by(ref, kind, value, seed=int(rng.integers(2**31)))
-                extra_y.append((ms_ssim(img, ref) - lo) / (hi - lo))
-                extra_x.append(torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1))
-    print(f"dense: {len(extra_x)} images in {time.time() - t_gen:.0f}s", flush=True)
-    Xtr = torch.cat([Xtr, torch.stack(extra_x)])
-    ytr = torch.cat([ytr, torch.tensor(extra_y, dtype=torch.float32)])
+                made.append((distort_by(ref, kind, value, seed=int(rng.integers(2**31))), ref))
+    add_to_training(made)
+    print(f"dense: {len(made)} images in {time.time() - t_gen:.0f}s", flush=True)
 
 
 def leaves_scene(rng, palette, size=256, discs=3000, r_min=2.0, r_max=96.0, texture=0.06):
@@ -271,27 +287,22 @@ def leaves_scene(rng, palette, size=256, discs=3000, r_min=2.0, r_max=96.0, text
 
 
 if a.leaves:  # procedural scenes, distorted at the dataset's own levels
-    from cprl_fast.data.distortions import LEVELS_V2, distort, ms_ssim
+    from cprl_fast.data.distortions import LEVELS_V2, distort
 
-    lo, hi = min(it.raw_score for it in items), max(it.raw_score for it in items)
-    ref_dir = tr[0].path.rsplit("/images/", 1)[0] + "/refs"
-    palette = np.concatenate([np.asarray(Image.open(f"{ref_dir}/{s}.png").convert("RGB"))
-                              .reshape(-1, 3)[::97] for s in sorted({it.scene for it in tr})])
+    palette = np.concatenate([np.asarray(ref).reshape(-1, 3)[::97]
+                              for ref in training_references().values()])  # fmt: skip
     rng = np.random.default_rng(2000 + a.seed)
-    extra_x, extra_y = [], []
+    made = []
     t_gen = time.time()
     for _ in range(a.leaves):
         discs = int(np.exp(rng.uniform(np.log(150), np.log(3000))))  # sparse to busy
         ref = leaves_scene(rng, palette, discs=discs, texture=rng.uniform(0.01, 0.1))
         for kind in LEVELS_V2:
             for level in range(1, 6):
-                img = distort(ref, kind, level, seed=int(rng.integers(2**31)))
-                extra_y.append((ms_ssim(img, ref) - lo) / (hi - lo))
-                extra_x.append(torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1))
-    print(f"leaves: {len(extra_x)} images of {a.leaves} scenes in {time.time() - t_gen:.0f}s",
+                made.append((distort(ref, kind, level, seed=int(rng.integers(2**31))), ref))
+    add_to_training(made)
+    print(f"leaves: {len(made)} images of {a.leaves} scenes in {time.time() - t_gen:.0f}s",
           flush=True)  # fmt: skip
-    Xtr = torch.cat([Xtr, torch.stack(extra_x)])
-    ytr = torch.cat([ytr, torch.tensor(extra_y, dtype=torch.float32)])
 Xte = torch.stack([load(it) for it in te])
 yte = np.array([it.score for it in te])
 
