@@ -170,10 +170,19 @@ def mean_interval(values, level: float = CONFIDENCE,
     """The mean of repeated measurements (e.g. one SRCC per fold x seed) with its Student-t
     interval (``n - 1`` degrees of freedom), the spread (``min``, ``max``) and ``n``. With one
     value the interval is ``(nan, nan)``. Repeated runs that share data (folds of one dataset)
-    are not independent, so the interval is a guide to run-to-run spread, not an exact test."""
+    are not independent, so the interval is a guide to run-to-run spread, not an exact test.
+
+    NaN values (an SRCC of constant scores is undefined) are left out of every statistic and
+    counted as ``undefined``; ``n`` counts the others. With none left, every statistic is NaN."""
     v = np.asarray(values, dtype=np.float64).ravel()
     if v.size == 0:
         raise ValueError("mean_interval needs at least one value")
+    undefined = int(np.isnan(v).sum())
+    v = v[~np.isnan(v)]
+    if v.size == 0:
+        nan = float("nan")
+        return {"mean": nan, "ci": [nan, nan], "min": nan, "max": nan, "n": 0,
+                "undefined": undefined}  # fmt: skip
     mean = float(v.mean())
     if v.size < 2:
         lo = hi = float("nan")
@@ -183,4 +192,4 @@ def mean_interval(values, level: float = CONFIDENCE,
         if bounds is not None:  # the mean cannot leave the values' range (SRCC: [-1, 1])
             lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
     return {"mean": mean, "ci": [lo, hi], "min": float(v.min()), "max": float(v.max()),
-            "n": int(v.size)}  # fmt: skip
+            "n": int(v.size), "undefined": undefined}  # fmt: skip

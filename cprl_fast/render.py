@@ -245,7 +245,15 @@ def _plot_audit_certified(report: AuditReport, path: Path) -> None:
 
 
 def _cell(m: dict) -> str:
-    return interval(m["mean"], m["ci"])
+    """A mean over the runs with its interval; where some runs' value is undefined (an SRCC
+    of constant scores), how many runs the mean is over."""
+    undefined = m.get("undefined", 0)
+    if not undefined:
+        return interval(m["mean"], m["ci"])
+    runs = m["n"] + undefined
+    if m["n"] == 0:
+        return f"undefined in all {runs} runs (constant scores)"
+    return f"{interval(m['mean'], m['ci'])} ({m['n']} of {runs} runs; constant scores in the rest)"
 
 
 def _signed(m: dict) -> str:

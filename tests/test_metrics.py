@@ -80,6 +80,16 @@ def test_mean_interval_is_the_student_t_interval():
         metrics.mean_interval([])
 
 
+def test_mean_interval_leaves_out_and_counts_undefined_values():
+    values = [0.31, float("nan"), 0.45, 0.12]
+    got, defined = metrics.mean_interval(values), metrics.mean_interval([0.31, 0.45, 0.12])
+    assert got["undefined"] == 1 and got["n"] == 3 and defined["undefined"] == 0
+    assert got["mean"] == pytest.approx(defined["mean"])
+    assert got["ci"] == pytest.approx(defined["ci"])
+    none = metrics.mean_interval([float("nan")] * 2)
+    assert none["n"] == 0 and none["undefined"] == 2 and np.isnan(none["mean"])
+
+
 def test_msu_scores_are_the_benchmarks_formulas_on_min_max_scaled_scores():
     rng = np.random.default_rng(0)
     clean = rng.uniform(0.2, 0.7, 40)

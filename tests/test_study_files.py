@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-COMMITTED = Path(__file__).resolve().parents[1] / "results" / "robustness-builtin-v2"
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+COMMITTED = RESULTS / "robustness-builtin-v2"
 REPORT = {"report.md", "report.json", "worst_vs_eps.png"}
 
 #: every test here runs the command line in a fresh process (seconds each)
@@ -55,3 +56,16 @@ def test_corrupt_study_files_are_named(tmp_path):
     audit.write_text("[]")
     r = _report_only(folder, tmp_path / "cache")
     assert r.returncode == 2 and str(audit) in r.stderr, r.stderr
+
+
+def test_report_only_says_in_how_many_runs_a_mean_is_defined(tmp_path):
+    # fold 0's smoothed CPRL scores every image alike: its smoothed SRCC is undefined, and the
+    # mean over the runs is over the other two, said so (it used to read "nan")
+    folder = tmp_path / "study"
+    shutil.copytree(RESULTS / "certified-builtin-v2-native", folder,
+                    ignore=shutil.ignore_patterns("models"))  # fmt: skip
+    r = _report_only(folder, tmp_path / "cache")
+    assert r.returncode == 0, r.stderr
+    report = (folder / "report.md").read_text()
+    row = next(line for line in report.splitlines() if line.startswith("| CPRL (CA + PNS) | 0.25"))
+    assert "(2 of 3 runs; constant scores in the rest)" in row and "| nan |" not in report
