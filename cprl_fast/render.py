@@ -244,23 +244,27 @@ def _plot_audit_certified(report: AuditReport, path: Path) -> None:
 # --- a study -------------------------------------------------------------------------------
 
 
-def _cell(m: dict) -> str:
-    """A mean over the runs with its interval; where some runs' value is undefined (an SRCC
-    of constant scores), how many runs the mean is over."""
+def _over_runs(m: dict, text: str) -> str:
+    """``text`` (a :func:`metrics.mean_interval` over the runs, formatted) and, where some
+    runs' value is undefined (an SRCC of constant scores), over how many runs it is."""
     undefined = m.get("undefined", 0)
     if not undefined:
-        return interval(m["mean"], m["ci"])
+        return text
     runs = m["n"] + undefined
     if m["n"] == 0:
         return f"undefined in all {runs} runs (constant scores)"
-    return f"{interval(m['mean'], m['ci'])} ({m['n']} of {runs} runs; constant scores in the rest)"
+    return f"{text} ({m['n']} of {runs} runs; constant scores in the rest)"
+
+
+def _cell(m: dict) -> str:
+    return _over_runs(m, interval(m["mean"], m["ci"]))
 
 
 def _signed(m: dict) -> str:
     lo, hi = m["ci"]
     verdict = "" if np.isnan(lo) else (" (excludes 0)" if lo > 0 or hi < 0 else "")
-    return (interval(m["mean"], m["ci"], signed=True) + verdict
-            + f"; runs better/worse {m['runs_better']}/{m['runs_worse']}")  # fmt: skip
+    return _over_runs(m, interval(m["mean"], m["ci"], signed=True) + verdict
+                      + f"; runs better/worse {m['runs_better']}/{m['runs_worse']}")  # fmt: skip
 
 
 def _study_msu_lines(summary: dict, models, eps, n_runs: int) -> list[str]:
