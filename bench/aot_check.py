@@ -50,6 +50,7 @@ class KernelPlan:
 def plans() -> list[KernelPlan]:
     from cprl_fast.kernels._common import (
         ELEMENTWISE_BLOCK,
+        OFFSET_GRAD_BLOCK,
         RANK_BLOCK_I,
         RANK_BLOCK_J,
         TILE_WARPS,
@@ -75,7 +76,15 @@ def plans() -> list[KernelPlan]:
             "_backward_pass",
             frozenset({"f_ptr", "g_ptr", "gf_ptr"}),
             reduce,
-            (),
+            ("SOFT",),
+            TILE_WARPS,
+        ),
+        KernelPlan(
+            "rank_mask",
+            "_offset_grad",
+            frozenset(),
+            ({"BLOCK": OFFSET_GRAD_BLOCK},),
+            ("FROM_BITS", "HAS_GRAD_MASK", "SOFT"),
             TILE_WARPS,
         ),
         KernelPlan("rank_mask", "_soft_rank_grad", frozenset(), rank, ("FROM_BITS",), TILE_WARPS),

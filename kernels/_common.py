@@ -202,6 +202,9 @@ class Geometry:
 
 
 ELEMENTWISE_BLOCK = 1024
+#: (sample, channel) pairs per program of rank_mask's backward epilogue (``_offset_grad``): up
+#: to this many (N * C), one program and no separate sum of the blocks' shares.
+OFFSET_GRAD_BLOCK = 1024
 RANK_BLOCK_I = 32
 RANK_BLOCK_J = 64
 #: Warps of the reductions and of the pairwise rank kernels: their [2048-element] tiles hold

@@ -4,9 +4,12 @@ and ``cprl_fast::rank_mask_backward_triton`` with ``torch.library.triton_op``.
 Forward: ``_channel_sums`` (one program per (n, block of channels), looping over pixels),
 ``_masks`` (one program per (n, block of channels): pairwise comparison against every channel,
 tiled [BLOCK_I x BLOCK_J]; the soft rank sums sigmoids instead), ``_channel_elementwise``
-(elementwise ``relu(f * M)``). Backward: ``_backward_pass`` writes ``grad_f`` and reduces
-``A = sum gy*gate*f`` (and the channel sums), the [N, C] epilogue gives ``grad_b`` (a fixed-order
-torch sum: deterministic) and the soft rank adds ``_soft_rank_grad`` and ``_channel_elementwise``.
+(elementwise ``relu(f * M)``); ``_masks`` adds the split reduction's partial sums itself.
+Backward: ``_backward_pass`` writes ``grad_f`` and reduces ``A = sum gy*gate*f`` (and, for the
+soft rank, the channel sums), ``_offset_grad`` is the [N, C] epilogue (``grad_b`` in a fixed
+order: deterministic; a torch sum of its blocks' shares only where N * C exceeds one block), and
+the soft rank adds ``_soft_rank_grad`` and ``_channel_elementwise``. Launches per call: forward
+3; backward 2 (hard rank, N * C <= 1024), 3 (hard) or 4-5 (soft).
 Shapes: ``f`` [N, C, H, W] in float16/bfloat16/float32/float64; mask [N, C] in float32 (float64
 for float64 ``f``); all per-channel arithmetic in that op-math type.
 """
@@ -27,6 +30,7 @@ from cprl_fast.checks import (
 )
 
 from ._common import (
+    OFFSET_GRAD_BLOCK,
     RANK_BLOCK_I,
     RANK_BLOCK_J,
     TILE_WARPS,
@@ -76,12 +80,24 @@ def _score_less(a, b):
 
 
 @triton.jit
+def _split_sum(part_ptr, n, SPLITS, C, c, cm):
+    """The channel sums of channels ``c`` of sample ``n`` from the partial sums [N, SPLITS, C]
+    of a split reduction, added in split order (a fixed order: deterministic)."""
+    row = part_ptr + n * SPLITS * C + c
+    acc = tl.load(row, mask=cm, other=0.0)
+    for split in range(1, SPLITS):
+        acc += tl.load(row + split * C, mask=cm, other=0.0)
+    return acc
+
+
+@triton.jit
 def _masks(
-    sum_ptr,
+    part_ptr,
     b_ptr,
     mask_ptr,
     C,
     HW,
+    SPLITS,
     temperature,
     tau,
     FROM_BITS: tl.constexpr,
@@ -90,15 +106,17 @@ def _masks(
     BLOCK_I: tl.constexpr,
     BLOCK_J: tl.constexpr,
 ):
+    """The masks of channels ``c`` of sample ``n``, their channel sums added from the partial
+    sums [N, SPLITS, C] of ``_channel_sums`` here (no launch of its own)."""
     temperature = scalar(temperature, FROM_BITS)
     tau = scalar(tau, FROM_BITS)
     n, c, cm = channel_block(C, BLOCK_I)
-    sc = tl.load(sum_ptr + n * C + c, mask=cm, other=0.0) / HW
+    sc = _split_sum(part_ptr, n, SPLITS, C, c, cm) / HW
     rank = tl.zeros((BLOCK_I,), dtype=ACC)
     for j0 in range(0, C, BLOCK_J):
         j = j0 + tl.arange(0, BLOCK_J)
         jm = j < C
-        sj = tl.load(sum_ptr + n * C + j, mask=jm, other=0.0) / HW
+        sj = _split_sum(part_ptr, n, SPLITS, C, j, jm) / HW
         a = sj[None, :]
         b = sc[:, None]
         valid = jm[None, :] & (j[None, :] != c[:, None])
@@ -153,10 +171,13 @@ def _backward_pass(
     sc,
     sp,
     CHUNK,
+    SOFT: tl.constexpr,
     ACC: tl.constexpr,
     BLOCK_C: tl.constexpr,
     BLOCK_P: tl.constexpr,
 ):
+    """grad_f = gate * gy * M per element, and per (sample, channel, split) the partial sums of
+    ``A = sum gy * gate * f`` and (SOFT: the soft rank's backward needs them) of ``f``."""
     n, c, cm = channel_block(C, BLOCK_C)
     split, begin = pixel_split(CHUNK)
     m = tl.load(mask_ptr + n * C + c, mask=cm, other=0.0)[:, None]
@@ -169,10 +190,51 @@ def _backward_pass(
         gg = tl.where(f * m <= 0, 0.0, g)  # torch.relu's gate: NaN passes
         tl.store(gf_ptr + offs, (gg * m).to(gf_ptr.dtype.element_ty), mask=valid)
         acc_a += gg * f
-        acc_s += f
+        if SOFT:
+            acc_s += f
     part = (n * tl.num_programs(2) + split) * C + c
     tl.store(a_ptr + part, tl.sum(acc_a, axis=1), mask=cm)
-    tl.store(s_ptr + part, tl.sum(acc_s, axis=1), mask=cm)
+    if SOFT:
+        tl.store(s_ptr + part, tl.sum(acc_s, axis=1), mask=cm)
+
+
+@triton.jit
+def _offset_grad(
+    a_ptr,
+    s_ptr,
+    gm_ptr,
+    mask_ptr,
+    g_ptr,
+    sum_ptr,
+    gb_ptr,
+    N,
+    C,
+    SPLITS,
+    temperature,
+    FROM_BITS: tl.constexpr,
+    HAS_GRAD_MASK: tl.constexpr,
+    SOFT: tl.constexpr,
+    ACC: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    """The backward's [N, C] epilogue in one launch (as the CUDA ``offset_grad_kernel``), per
+    block of BLOCK (sample, channel) pairs: ``D = A (+ grad_mask)`` with A added over the
+    splits, ``share = D * M (1 - M)``; the block's share of ``grad_b = C / T * sum share`` in
+    ``gb_ptr[block]`` (the caller adds the blocks in a fixed order); SOFT: ``G = share / T`` and
+    the channel sums added over the splits, for ``_soft_rank_grad``."""
+    temperature = scalar(temperature, FROM_BITS)
+    nc = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    valid = nc < N * C
+    n, c = nc // C, nc % C
+    a = _split_sum(a_ptr, n, SPLITS, C, c, valid)
+    if HAS_GRAD_MASK:
+        a += tl.load(gm_ptr + nc, mask=valid, other=0.0)
+    m = tl.load(mask_ptr + nc, mask=valid, other=0.0)
+    share = tl.where(valid, a * (m * (1.0 - m)), 0.0).to(ACC)
+    tl.store(gb_ptr + tl.program_id(0), tl.sum(share, axis=0) * C / temperature)
+    if SOFT:
+        tl.store(g_ptr + nc, share / temperature, mask=valid)
+        tl.store(sum_ptr + nc, _split_sum(s_ptr, n, SPLITS, C, c, valid), mask=valid)
 
 
 @triton.jit
@@ -236,13 +298,13 @@ def rank_mask_triton(
         BLOCK_P=block_p,
         num_warps=TILE_WARPS,
     )
-    sums = partial.sum(dim=1) if splits > 1 else partial[:, 0]  # fixed order: deterministic
     launch(_masks)[(geo.N, triton.cdiv(geo.C, RANK_BLOCK_I))](
-        sums,
+        partial,
         b.reshape(1).to(acc),
         mask,
         geo.C,
         geo.HW,
+        splits,
         temperature_arg,
         tau_arg,
         FROM_BITS=from_bits,
@@ -299,7 +361,7 @@ def rank_mask_backward_triton(
     m = mask.to(acc).contiguous()
     block_c, block_p, splits, chunk = geo.reduce_plan()
     a_part = torch.empty((geo.N, splits, geo.C), dtype=acc, device=f.device)
-    s_part = torch.empty_like(a_part)
+    s_part = torch.empty_like(a_part) if soft else a_part  # only the soft rank reads f's sums
     ACC = tl_acc(f.dtype)
     launch(_backward_pass)[geo.reduce_grid(block_c, splits)](
         geo.x,
@@ -314,19 +376,44 @@ def rank_mask_backward_triton(
         geo.sc,
         geo.sp,
         chunk,
+        SOFT=soft,
         ACC=ACC,
         BLOCK_C=block_c,
         BLOCK_P=block_p,
         num_warps=TILE_WARPS,
     )
-    a_sum, s_sum = (t.sum(dim=1) for t in (a_part, s_part))  # fixed order: deterministic
-    d = a_sum if grad_mask is None else a_sum + grad_mask.to(acc)
-    slope = d * m * (1 - m)
-    grad_b = (slope.sum() * (geo.C / temperature)).to(b.dtype).reshape(b.shape)
+    (temperature_arg,), from_bits = scalar_args(f, temperature)
+    blocks = triton.cdiv(geo.N * geo.C, OFFSET_GRAD_BLOCK)
+    shares = torch.empty(blocks, dtype=acc, device=f.device)
+    # G and the channel sums: the soft rank's only (else a written buffer stands in: never an
+    # input, which this op must not be seen to write)
+    big_g = torch.empty_like(m) if soft else shares
+    s_sum = torch.empty_like(m) if soft else shares
+    gm = m if grad_mask is None else grad_mask.to(acc).contiguous()
+    launch(_offset_grad)[(blocks,)](
+        a_part,
+        s_part,
+        gm,
+        m,
+        big_g,
+        s_sum,
+        shares,
+        geo.N,
+        geo.C,
+        splits,
+        temperature_arg,
+        FROM_BITS=from_bits,
+        HAS_GRAD_MASK=grad_mask is not None,
+        SOFT=soft,
+        ACC=ACC,
+        BLOCK=OFFSET_GRAD_BLOCK,
+        num_warps=TILE_WARPS,
+    )
+    # the blocks' shares in a fixed order (deterministic); one block: no launch at all
+    grad_b = (shares if blocks == 1 else shares.sum()).reshape(b.shape).to(b.dtype)
     if soft:
         tau_arg, from_bits = scalar_args(f, tau)
-        big_g = (slope / temperature).contiguous()
-        ds = torch.empty_like(a_sum)
+        ds = torch.empty_like(m)
         launch(_soft_rank_grad)[(geo.N, triton.cdiv(geo.C, RANK_BLOCK_I))](
             s_sum,
             big_g,

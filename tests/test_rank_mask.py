@@ -16,6 +16,17 @@ def _offset(value: float, dtype: torch.dtype, device) -> torch.Tensor:
     return torch.tensor(value, dtype=dtype, device=device)
 
 
+def _outputs_and_grads(fn, f, gy, gm, rank: str) -> list[torch.Tensor]:
+    """[y, mask, grad_f, grad_b] of ``fn`` (a rank_mask) at ``f`` with b = 0.4, the loss
+    ``sum(y * gy) + sum(mask * gm)`` (a None weight leaves that output out of it)."""
+    x = f.clone().requires_grad_(True)
+    b = _offset(0.4, f.dtype, f.device).requires_grad_(True)
+    y, m = fn(x, b, rank=rank, tau=0.3 if rank == "soft" else None, return_mask=True)
+    sum(out.mul(w).sum() for out, w in ((y, gy), (m, gm)) if w is not None).backward()
+    # the hard rank's mask does not depend on f: the reference leaves no gradient
+    return [y, m, torch.zeros_like(f) if x.grad is None else x.grad, b.grad]
+
+
 class TestRankMaskForward:
     def test_channels_last_output_stays_channels_last(self, device):
         f = feature((2, 8, 4, 5), device=device, layout="channels_last")
@@ -99,6 +110,20 @@ class TestRankMaskBackward:
         torch.testing.assert_close(got.grad, want.grad, equal_nan=True)
         assert got.grad[0, 2, 1, 1] != 0
 
+    # more (sample, channel) pairs than one block of the Triton backward's epilogue (1024),
+    # and more pixels than one split of the Triton reductions of a channels_last map (256):
+    # paths that the odd test shapes of tests/test_op_specs.py are too small to reach (both
+    # channels_last: an NCHW map's many small programs are slow in Triton's interpreter)
+    @pytest.mark.parametrize("shape", [(5, 210, 2, 3), (2, 6, 17, 17)], ids=["pairs", "pixels"])
+    @pytest.mark.parametrize("rank", ["hard", "soft"])
+    def test_larger_maps_match_the_reference(self, device, shape, rank):
+        f = feature(shape, dtype=torch.float64, device=device, seed=31, layout="channels_last")
+        gy = feature(shape, dtype=torch.float64, device=device, seed=32)
+        gm = feature(shape[:2], dtype=torch.float64, device=device, seed=33)
+        got, want = (_outputs_and_grads(fn, f, gy, gm, rank)
+                     for fn in (ops.rank_mask, reference.rank_mask))  # fmt: skip
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+
     def test_gradient_of_b_only(self, device):
         f = feature((2, 5, 2, 2), device=device, seed=8, dtype=torch.float64)
         b = _offset(0.4, torch.float64, device).requires_grad_(True)
@@ -112,16 +137,10 @@ class TestRankMaskBackward:
         f = feature((2, 6, 3, 3), dtype=torch.float64, device=device, seed=21)
         gy = feature((2, 6, 3, 3), dtype=torch.float64, device=device, seed=22)
         gm = feature((2, 6), dtype=torch.float64, device=device, seed=23)
-        tau = 0.3 if rank == "soft" else None
-        grads = []
-        for fn in (ops.rank_mask, reference.rank_mask):
-            x = f.clone().requires_grad_(True)
-            b = _offset(0.4, torch.float64, device).requires_grad_(True)
-            y, m = fn(x, b, rank=rank, tau=tau, return_mask=True)
-            (y.mul(gy) if used == "y" else m.mul(gm)).sum().backward()
-            # the hard rank's mask does not depend on f: the reference leaves no gradient
-            grads.append([torch.zeros_like(f) if x.grad is None else x.grad, b.grad])
-        torch.testing.assert_close(grads[0], grads[1])
+        got, want = (_outputs_and_grads(fn, f, gy if used == "y" else None,
+                                        gm if used == "mask" else None, rank)[2:]
+                     for fn in (ops.rank_mask, reference.rank_mask))  # fmt: skip
+        torch.testing.assert_close(got, want)
 
     def test_soft_rank_approaches_hard_rank(self, device):
         f = feature((2, 9, 3, 3), device=device, seed=13, dtype=torch.float64, gap=0.5)
