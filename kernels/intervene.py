@@ -147,29 +147,32 @@ def intervene_backward_triton(
     acc = acc_dtype(f.dtype)
     grad_f = torch.empty_like(geo.x)
     grad_t = torch.empty_like(geo.x)
-    grad_m = torch.zeros((geo.N, geo.C), dtype=acc, device=f.device)
-    if geo.N > 0:
-        block_c, block_p, splits, chunk = geo.reduce_plan()
-        partial = torch.empty((geo.N, splits, geo.C), dtype=acc, device=f.device)
-        launch(_backward_pass)[geo.reduce_grid(block_c, splits)](
-            geo.dense(grad),
-            geo.x,
-            geo.dense(t),
-            mask.to(acc).contiguous(),
-            grad_f,
-            grad_t,
-            partial,
-            geo.C,
-            geo.HW,
-            geo.sn,
-            geo.sc,
-            geo.sp,
-            chunk,
-            NC=mode == "nc",
-            ACC=tl_acc(f.dtype),
-            BLOCK_C=block_c,
-            BLOCK_P=block_p,
-            num_warps=WIDE_TILE_WARPS,
-        )
-        grad_m = partial.sum(dim=1)  # fixed order: deterministic
+    if geo.N == 0:
+        return grad_f, grad_t, torch.zeros((0, geo.C), dtype=mask.dtype, device=f.device)
+    block_c, block_p, splits, chunk = geo.reduce_plan()
+    # the kernel writes partial sums [N, splits, C]; with one split they are grad_mask itself
+    partial = torch.empty((geo.N, geo.C) if splits == 1 else (geo.N, splits, geo.C), dtype=acc,
+                          device=f.device)  # fmt: skip
+    launch(_backward_pass)[geo.reduce_grid(block_c, splits)](
+        geo.dense(grad),
+        geo.x,
+        geo.dense(t),
+        mask.to(acc).contiguous(),
+        grad_f,
+        grad_t,
+        partial,
+        geo.C,
+        geo.HW,
+        geo.sn,
+        geo.sc,
+        geo.sp,
+        chunk,
+        NC=mode == "nc",
+        ACC=tl_acc(f.dtype),
+        BLOCK_C=block_c,
+        BLOCK_P=block_p,
+        num_warps=WIDE_TILE_WARPS,
+    )
+    # the splits' sums in a fixed order (deterministic); one split: no launch at all
+    grad_m = partial.sum(dim=1) if splits > 1 else partial
     return grad_f, grad_t, grad_m.to(mask.dtype)

@@ -384,7 +384,7 @@ def rank_mask_backward_triton(
     )
     (temperature_arg,), from_bits = scalar_args(f, temperature)
     blocks = triton.cdiv(geo.N * geo.C, OFFSET_GRAD_BLOCK)
-    shares = torch.empty(blocks, dtype=acc, device=f.device)
+    shares = torch.empty(b.shape if blocks == 1 else (blocks,), dtype=acc, device=f.device)
     # G and the channel sums: the soft rank's only (else a written buffer stands in: never an
     # input, which this op must not be seen to write)
     big_g = torch.empty_like(m) if soft else shares
@@ -410,7 +410,7 @@ def rank_mask_backward_triton(
         num_warps=TILE_WARPS,
     )
     # the blocks' shares in a fixed order (deterministic); one block: no launch at all
-    grad_b = (shares if blocks == 1 else shares.sum()).reshape(b.shape).to(b.dtype)
+    grad_b = (shares if blocks == 1 else shares.sum().reshape(b.shape)).to(b.dtype)
     if soft:
         tau_arg, from_bits = scalar_args(f, tau)
         ds = torch.empty_like(m)

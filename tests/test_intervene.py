@@ -59,3 +59,17 @@ class TestInterveneBackward:
         mask64 = mask.double().requires_grad_(True)
         ops.intervene(f, t, mask64, "nc").sum().backward()
         assert mask64.grad.dtype == torch.float64 and mask64.grad.shape == (2, 5)
+
+    def test_a_channels_last_map_of_several_splits_matches_the_reference(self, device):
+        # more pixels than one split of the Triton reductions of a channels_last map (256): the
+        # mask's gradient adds the splits' partial sums, which the spec's odd shapes never reach
+        f, t, mask = SPEC.sample((2, 6, 17, 17), dtype=torch.float64, device=device, seed=23,
+                                 layout="channels_last")[:3]  # fmt: skip
+        weight = torch.linspace(-1, 1, f.numel(), dtype=f.dtype, device=device).reshape(f.shape)
+        for mode in ("sf", "nc"):
+            grads = []
+            for fn in (ops.intervene, reference.intervene):
+                leaves = [v.clone().requires_grad_(True) for v in (f, t, mask)]
+                fn(*leaves, mode).mul(weight).sum().backward()
+                grads.append([v.grad for v in leaves])
+            torch.testing.assert_close(grads[0], grads[1], rtol=1e-9, atol=1e-9)
