@@ -197,6 +197,11 @@ class Geometry:
         chunk = triton.cdiv(triton.cdiv(self.HW, splits), block_p) * block_p
         return block_c, block_p, triton.cdiv(self.HW, chunk), chunk
 
+    def reduce_args(self, chunk: int) -> tuple[int, int, int, int, int, int]:
+        """What a channel reduction kernel is told of the map, in its argument order after its
+        pointers: ``C, HW, sn, sc, sp, CHUNK`` (``chunk`` from :meth:`reduce_plan`)."""
+        return self.C, self.HW, self.sn, self.sc, self.sp, chunk
+
     def reduce_grid(self, block_c: int, splits: int) -> tuple[int, int, int]:
         return self.N, triton.cdiv(self.C, block_c), splits
 
