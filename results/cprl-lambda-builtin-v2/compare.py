@@ -23,6 +23,7 @@ import torch
 
 from cprl_fast import metrics
 from cprl_fast.evaluate import predictions
+from cprl_fast.reports import interval
 from cprl_fast.train.runs import load_run_splits, load_trained
 
 HERE = Path(__file__).resolve().parent
@@ -71,20 +72,40 @@ def plot(data: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def write_outputs(data: dict) -> None:
+    """table.md and srcc_per_run.png from compare.json's ``data``; prints the table."""
+    results, summary, diffs = data["runs"], data["mean"], data["lambda_0.1_minus_1"]
+    runs = sorted({r["run"] for rows in results.values() for r in rows})
+    labels = {**MODELS, **CONTEXT}
+    lines = ["| run | " + " | ".join(labels[n] for n in results) + " |",
+             "| --- |" + " ---: |" * len(results)]  # fmt: skip
+    for run in runs:
+        found = {n: next((r for r in results[n] if r["run"] == run), None) for n in results}
+        cells = ["-" if r is None else interval(r["srcc"], r["ci"]) for r in found.values()]
+        lines.append(f"| {run} | " + " | ".join(cells) + " |")
+    lines.append("| mean [95% t over the runs] | " + " | ".join(
+        f"{interval(summary[n]['mean'], summary[n]['ci'])} (n={summary[n]['n']})"
+        for n in results) + " |")  # fmt: skip
+    (HERE / "table.md").write_text("\n".join(lines) + "\n")
+    plot(data, HERE / "srcc_per_run.png")
+    print("\n".join(lines))
+    print(f"lambda 0.1 - lambda 1, mean over runs: "
+          f"{interval(diffs['mean'], diffs['ci'], signed=True)} (n={diffs['n']})")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--context", action="store_true", help="add the study's ResNet and CA")
-    p.add_argument("--plot-only", action="store_true", help="redraw srcc_per_run.png from "
-                   "compare.json (no model needed)")  # fmt: skip
+    p.add_argument("--from-json", action="store_true", help="rewrite table.md and "
+                   "srcc_per_run.png from compare.json (no model needed)")  # fmt: skip
     args = p.parse_args()
-    if args.plot_only:
-        plot(json.loads((HERE / "compare.json").read_text()), HERE / "srcc_per_run.png")
+    if args.from_json:
+        write_outputs(json.loads((HERE / "compare.json").read_text()))
         return
     torch.set_num_threads(2)
     (HERE / "logs").mkdir(exist_ok=True)
-    runs = sorted(d for d in (HERE / "runs").iterdir() if d.is_dir())
     results: dict[str, list[dict]] = {}
-    for run in runs:
+    for run in sorted(d for d in (HERE / "runs").iterdir() if d.is_dir()):
         folders = {n: run / "models" / n for n in MODELS}
         if args.context and run.name.endswith("seed0"):
             folders.update({n: STUDY / run.name / "models" / n for n in CONTEXT})
@@ -108,24 +129,7 @@ def main() -> None:
                                    for r in results["cprl-lam0.1"]], bounds=(-2.0, 2.0))
     data = {"runs": results, "mean": summary, "lambda_0.1_minus_1": diffs}
     (HERE / "compare.json").write_text(json.dumps(data, indent=1) + "\n")
-    plot(data, HERE / "srcc_per_run.png")
-    labels = {**MODELS, **CONTEXT}
-    lines = ["| run | " + " | ".join(labels[n] for n in results) + " |",
-             "| --- |" + " ---: |" * len(results)]
-    for run in runs:
-        cells = []
-        for n in results:
-            r = next((r for r in results[n] if r["run"] == run.name), None)
-            cells.append("-" if r is None else
-                         f"{r['srcc']:.3f} [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}]")
-        lines.append(f"| {run.name} | " + " | ".join(cells) + " |")
-    lines.append("| mean [95% t over the runs] | " + " | ".join(
-        f"{summary[n]['mean']:.3f} [{summary[n]['ci'][0]:.3f}, {summary[n]['ci'][1]:.3f}]"
-        f" (n={summary[n]['n']})" for n in results) + " |")
-    (HERE / "table.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    print(f"lambda 0.1 - lambda 1, mean over runs: {diffs['mean']:+.3f} "
-          f"[{diffs['ci'][0]:+.3f}, {diffs['ci'][1]:+.3f}] (n={diffs['n']})")
+    write_outputs(data)
 
 
 if __name__ == "__main__":
