@@ -1,4 +1,5 @@
-"""Every op forward and backward on odd shapes, both layouts, every backend the device has: the
+"""Every op forward and backward on odd shapes, both layouts, every backend the device has (and
+the paths of the CUDA kernels' 16-byte packs and multi-block epilogue, ``CASES``): the
 script ``bench/gpu_check.sh`` runs under compute-sanitizer (memcheck, racecheck). Each call is
 also checked against the reference, so the sanitizer run doubles as a correctness run.
 
@@ -15,8 +16,18 @@ import torch
 import cprl_fast
 from cprl_fast.ops import SPECS
 from cprl_fast.ops._backend import BACKENDS
+from cprl_fast.ops.spec import unaligned
 
-SHAPES = ((3, 5, 7, 9), (2, 33, 1, 3), (1, 70, 5, 5))
+#: (shape, dtype, placement): odd shapes (single-element loops); rows a multiple of 8 long in
+#: both layouts (16-byte packs of every dtype), also one element off alignment; and more than
+#: 4096 (sample, channel) pairs (rank_mask's offset gradient over several blocks).
+CASES = tuple(
+    [(shape, torch.float32, layout) for shape in ((3, 5, 7, 9), (2, 33, 1, 3), (1, 70, 5, 5))
+     for layout in ("contiguous", "channels_last")]
+    + [((2, 16, 4, 6), dtype, placement) for dtype in (torch.float32, torch.bfloat16)
+       for placement in ("contiguous", "channels_last", "unaligned")]
+    + [((2, 2400, 2, 2), torch.float32, "contiguous")]
+)  # fmt: skip
 
 
 def run(device: torch.device) -> int:
@@ -28,20 +39,19 @@ def run(device: torch.device) -> int:
         cprl_fast.set_backend(backend)
         for spec in SPECS.values():
             for variant in spec.variants:
-                for layout in ("contiguous", "channels_last"):
-                    for shape in SHAPES:
-                        args = list(spec.sample(shape, device=device, layout=layout, seed=calls,
-                                                **variant))  # fmt: skip
-                        for i in spec.grad_args:
-                            args[i] = args[i].detach().requires_grad_(True)
-                        outs = spec.call(spec.public, tuple(args))
-                        want = spec.call(spec.reference, tuple(args))
-                        torch.testing.assert_close(
-                            outs, want, **spec.tolerance(torch.float32, variant)
-                        )
-                        if spec.grad_args:
-                            torch.autograd.backward(outs, [torch.ones_like(o) for o in outs])
-                        calls += 1
+                for shape, dtype, placement in CASES:
+                    layout = "contiguous" if placement == "unaligned" else placement
+                    args = spec.sample(shape, dtype=dtype, device=device, layout=layout,
+                                       seed=calls, **variant)  # fmt: skip
+                    args = list(unaligned(args) if placement == "unaligned" else args)
+                    for i in spec.grad_args:
+                        args[i] = args[i].detach().requires_grad_(True)
+                    outs = spec.call(spec.public, tuple(args))
+                    want = spec.call(spec.reference, tuple(args))
+                    torch.testing.assert_close(outs, want, **spec.tolerance(dtype, variant))
+                    if spec.grad_args:
+                        torch.autograd.backward(outs, [torch.ones_like(o) for o in outs])
+                    calls += 1
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     cprl_fast.set_backend("auto")

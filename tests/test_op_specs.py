@@ -15,7 +15,7 @@ from conftest import HAS_TRITON, INTERPRETED
 
 from cprl_fast import ops
 from cprl_fast.ops import SPECS, _backend
-from cprl_fast.ops.spec import DTYPES, LAYOUTS, like, seed_of
+from cprl_fast.ops.spec import DTYPES, LAYOUTS, like, seed_of, unaligned
 
 CASES = [(spec, variant) for spec in SPECS.values() for variant in spec.variants]
 CASE_IDS = [f"{s.name}-{'-'.join(map(str, v.values())) or 'default'}" for s, v in CASES]
@@ -60,10 +60,9 @@ def test_forward_matches_reference(device, spec, variant, shape, layout):
         torch.testing.assert_close(g, w, **spec.tolerance(torch.float32, variant))
 
 
-@pytest.mark.parametrize(("spec", "variant"), CASES, ids=CASE_IDS)
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_dtypes(device, spec, variant, dtype):
-    args = spec.sample(spec.shapes[0], dtype=dtype, device=device, seed=3, **variant)
+def _matches_reference_in(spec, variant, args, dtype):
+    """Outputs (and, for a differentiable op, gradients) of ``args`` in ``dtype`` against the
+    reference, at the dtype's tolerance."""
     close = spec.tolerance(dtype, variant)
     if not spec.grad_args:
         for g, w in zip(_outputs(spec, spec.public, args), _outputs(spec, spec.reference, args),
@@ -81,6 +80,29 @@ def test_dtypes(device, spec, variant, dtype):
     for g, w in zip(got, want, strict=True):
         assert g.dtype == w.dtype and g.shape == w.shape
         torch.testing.assert_close(g, w, **(close if g.dim() == 4 else loose))
+
+
+@pytest.mark.parametrize(("spec", "variant"), CASES, ids=CASE_IDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_dtypes(device, spec, variant, dtype):
+    args = spec.sample(spec.shapes[0], dtype=dtype, device=device, seed=3, **variant)
+    _matches_reference_in(spec, variant, args, dtype)
+
+
+@pytest.mark.parametrize(("spec", "variant"), CASES, ids=CASE_IDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("placement", ["contiguous", "channels_last", "unaligned"])
+def test_packed_rows(device, spec, variant, dtype, placement):
+    """Rows (HW pixels, or C channels in channels_last) a multiple of 8 long, where the CUDA
+    kernels move 16-byte packs of every dtype, and the same values one element off alignment,
+    where they must fall back to single elements."""
+    layout = "contiguous" if placement == "unaligned" else placement
+    args = spec.sample((2, 16, 4, 6), dtype=dtype, device=device, layout=layout, seed=5, **variant)
+    if placement == "unaligned":
+        args = unaligned(args)
+        maps = [a for a in args if isinstance(a, torch.Tensor) and a.dim() == 4]
+        assert maps and all(a.data_ptr() % 16 and a.is_contiguous() for a in maps)
+    _matches_reference_in(spec, variant, args, dtype)
 
 
 @pytest.mark.parametrize(("spec", "variant"), DIFFERENTIABLE, ids=DIFF_IDS)

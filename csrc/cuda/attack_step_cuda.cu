@@ -14,11 +14,6 @@ namespace cprl_fast {
 namespace {
 
 template <typename scalar_t, int V>
-struct alignas(sizeof(scalar_t) * V) Vec {
-  scalar_t v[V];
-};
-
-template <typename scalar_t, int V>
 __global__ void attack_step_kernel(int64_t n, const scalar_t* x, const scalar_t* g,
                                    const scalar_t* x0, scalar_t* out, double alpha, double eps,
                                    double lo, double hi) {
@@ -27,22 +22,20 @@ __global__ void attack_step_kernel(int64_t n, const scalar_t* x, const scalar_t*
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
   const int64_t nvec = n / V;
   for (int64_t k = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; k < nvec; k += stride) {
-    const auto xv = reinterpret_cast<const Vec<scalar_t, V>*>(x)[k];
-    const auto gv = reinterpret_cast<const Vec<scalar_t, V>*>(g)[k];
-    const auto x0v = reinterpret_cast<const Vec<scalar_t, V>*>(x0)[k];
-    Vec<scalar_t, V> ov;
+    const auto xv = cprl::load_pack<V>(x, k * V);
+    const auto gv = cprl::load_pack<V>(g, k * V);
+    const auto x0v = cprl::load_pack<V>(x0, k * V);
+    cprl::Pack<scalar_t, V> ov;
 #pragma unroll
     for (int j = 0; j < V; ++j)
       ov.v[j] = static_cast<scalar_t>(
           cprl::attack_step_value(acc_t(xv.v[j]), acc_t(gv.v[j]), acc_t(x0v.v[j]), a, e, l, h));
-    reinterpret_cast<Vec<scalar_t, V>*>(out)[k] = ov;
+    cprl::store_pack<V>(out, k * V, ov);
   }
   for (int64_t i = nvec * V + int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
     out[i] = static_cast<scalar_t>(
         cprl::attack_step_value(acc_t(x[i]), acc_t(g[i]), acc_t(x0[i]), a, e, l, h));
 }
-
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 void launch(const cprl::AttackStepParams& p, at::ScalarType dtype, c10::Device device) {
   const c10::cuda::CUDAGuard guard(device);  // after the checks of glue/attack_step.h
@@ -54,7 +47,7 @@ void launch(const cprl::AttackStepParams& p, at::ScalarType dtype, c10::Device d
     const auto* x0p = static_cast<const scalar_t*>(p.x0);
     auto* op = static_cast<scalar_t*>(p.out);
     constexpr int V = 16 / sizeof(scalar_t);
-    if (aligned16(xp) && aligned16(gp) && aligned16(x0p) && aligned16(op)) {
+    if (cuda::all_aligned16({xp, gp, x0p, op})) {
       const int64_t blocks = cuda::elementwise_blocks(cuda::ceil_div(p.numel, V), kThreads);
       attack_step_kernel<scalar_t, V><<<blocks, kThreads, 0, stream>>>(
           p.numel, xp, gp, x0p, op, p.alpha, p.eps, p.lo, p.hi);

@@ -21,9 +21,17 @@ struct InterveneForward {
   const acc_t* mask;
   scalar_t* out;
   cprl::InterveneMode mode;
-  __device__ void operator()(int64_t i, int64_t nc) const {
-    const auto w = cprl::intervene_weights(mask[nc], mode);
-    out[i] = static_cast<scalar_t>(cprl::intervene_value(acc_t(f[i]), acc_t(t[i]), w));
+  template <int V>
+  __device__ void apply(int64_t i, int64_t nc, int64_t step) const {
+    const auto fv = cprl::load_pack<V>(f, i);
+    const auto tv = cprl::load_pack<V>(t, i);
+    cprl::Pack<scalar_t, V> ov;
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      const auto w = cprl::intervene_weights(mask[nc + k * step], mode);
+      ov.v[k] = static_cast<scalar_t>(cprl::intervene_value(acc_t(fv.v[k]), acc_t(tv.v[k]), w));
+    }
+    cprl::store_pack<V>(out, i, ov);
   }
 };
 
@@ -36,12 +44,22 @@ struct InterveneBackward {
   scalar_t* grad_f;
   scalar_t* grad_t;
   cprl::InterveneMode mode;
-  __device__ void operator()(int64_t i, int64_t nc, acc_t& gm, acc_t&) const {
-    const auto w = cprl::intervene_weights(mask[nc], mode);
-    const auto gr = cprl::intervene_grads(acc_t(f[i]), acc_t(t[i]), acc_t(g[i]), w);
-    grad_f[i] = static_cast<scalar_t>(gr.f);
-    grad_t[i] = static_cast<scalar_t>(gr.t);
-    gm += gr.m;
+  template <int V, int STEP>
+  __device__ void reduce(int64_t i, int64_t nc, acc_t* gm, acc_t*) const {
+    const auto gv = cprl::load_pack<V>(g, i);
+    const auto fv = cprl::load_pack<V>(f, i);
+    const auto tv = cprl::load_pack<V>(t, i);
+    cprl::Pack<scalar_t, V> gf, gt;
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      const auto w = cprl::intervene_weights(mask[nc + k * STEP], mode);
+      const auto gr = cprl::intervene_grads(acc_t(fv.v[k]), acc_t(tv.v[k]), acc_t(gv.v[k]), w);
+      gf.v[k] = static_cast<scalar_t>(gr.f);
+      gt.v[k] = static_cast<scalar_t>(gr.t);
+      gm[k * STEP] += gr.m;
+    }
+    cprl::store_pack<V>(grad_f, i, gf);
+    cprl::store_pack<V>(grad_t, i, gt);
   }
 };
 
@@ -54,11 +72,14 @@ at::Tensor intervene_cuda(const at::Tensor& f, const at::Tensor& t, const at::Te
         const c10::cuda::CUDAGuard guard(acc_options.device());
         CPRL_DISPATCH_FLOATING(dtype, "intervene_cuda", [&] {
           using acc_t = at::opmath_type<scalar_t>;
-          cuda::nc_map(p.sz, InterveneForward<scalar_t, acc_t>{
-                                 static_cast<const scalar_t*>(p.f),
-                                 static_cast<const scalar_t*>(p.t),
-                                 static_cast<const acc_t*>(p.mask),
-                                 static_cast<scalar_t*>(p.out), p.mode});
+          const auto* fp = static_cast<const scalar_t*>(p.f);
+          const auto* tp = static_cast<const scalar_t*>(p.t);
+          auto* op = static_cast<scalar_t*>(p.out);
+          cuda::nc_map<scalar_t>(
+              p.sz,
+              InterveneForward<scalar_t, acc_t>{fp, tp, static_cast<const acc_t*>(p.mask), op,
+                                                p.mode},
+              {fp, tp, op});
         });
       });
 }
@@ -74,13 +95,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> intervene_backward_cuda(
         CPRL_DISPATCH_FLOATING(dtype, "intervene_backward_cuda", [&] {
           using acc_t = at::opmath_type<scalar_t>;
           at::Tensor unused = at::empty({p.sz.N * p.sz.C}, acc_options);
-          cuda::nc_reduce<acc_t>(
+          const auto* gp = static_cast<const scalar_t*>(p.grad);
+          const auto* fp = static_cast<const scalar_t*>(p.f);
+          const auto* tp = static_cast<const scalar_t*>(p.t);
+          auto* gfp = static_cast<scalar_t*>(p.grad_f);
+          auto* gtp = static_cast<scalar_t*>(p.grad_t);
+          cuda::nc_reduce<scalar_t>(
               p.sz, static_cast<acc_t*>(p.grad_mask), unused.data_ptr<acc_t>(),
-              InterveneBackward<scalar_t, acc_t>{
-                  static_cast<const scalar_t*>(p.grad), static_cast<const scalar_t*>(p.f),
-                  static_cast<const scalar_t*>(p.t), static_cast<const acc_t*>(p.mask),
-                  static_cast<scalar_t*>(p.grad_f), static_cast<scalar_t*>(p.grad_t), p.mode},
-              acc_options);
+              InterveneBackward<scalar_t, acc_t>{gp, fp, tp, static_cast<const acc_t*>(p.mask),
+                                                 gfp, gtp, p.mode},
+              acc_options, {gp, fp, tp, gfp, gtp});
         });
       });
 }

@@ -3,8 +3,10 @@
 // against its sample's C means in shared memory by branch-free pairwise counting (C <= 12288
 // float / 6144 double; beyond, one block per sample through global memory) and writes M; then
 // the apply pass relu(f * M) (nc_map). Backward: one nc_reduce pass writes grad_f and
-// reduces A (and the channel sums for the soft rank); one block reduces grad_b in a fixed
-// order (deterministic); the soft rank adds a per-sample pass and an elementwise pass.
+// reduces A (and the channel sums for the soft rank); offset_grad_kernel's blocks (one up to
+// 4096 sample-channel pairs; then a second one-block kernel adds their sums) reduce grad_b in
+// a fixed order (deterministic); the soft rank adds a per-sample pass and an elementwise pass.
+// The passes over the map move 16-byte packs where they can (nc_loops.cuh).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -24,7 +26,12 @@ constexpr size_t kMaxSmem = 48 * 1024;
 template <typename scalar_t, typename acc_t>
 struct ChannelSum {
   const scalar_t* f;
-  __device__ void operator()(int64_t i, int64_t, acc_t& s0, acc_t&) const { s0 += acc_t(f[i]); }
+  template <int V, int STEP>
+  __device__ void reduce(int64_t i, int64_t, acc_t* s0, acc_t*) const {
+    const auto fv = cprl::load_pack<V>(f, i);
+#pragma unroll
+    for (int k = 0; k < V; ++k) s0[k * STEP] += acc_t(fv.v[k]);
+  }
 };
 
 template <typename scalar_t, typename acc_t>
@@ -32,8 +39,14 @@ struct ApplyMask {
   const scalar_t* f;
   const acc_t* mask;
   scalar_t* y;
-  __device__ void operator()(int64_t i, int64_t nc) const {
-    y[i] = static_cast<scalar_t>(cprl::rank_mask_apply(acc_t(f[i]), mask[nc]));
+  template <int V>
+  __device__ void apply(int64_t i, int64_t nc, int64_t step) const {
+    const auto fv = cprl::load_pack<V>(f, i);
+    cprl::Pack<scalar_t, V> out;
+#pragma unroll
+    for (int k = 0; k < V; ++k)
+      out.v[k] = static_cast<scalar_t>(cprl::rank_mask_apply(acc_t(fv.v[k]), mask[nc + k * step]));
+    cprl::store_pack<V>(y, i, out);
   }
 };
 
@@ -43,14 +56,21 @@ struct MaskBackward {
   const scalar_t* g;
   const acc_t* mask;
   scalar_t* grad_f;
-  __device__ void operator()(int64_t i, int64_t nc, acc_t& a, acc_t& s) const {
-    const acc_t m = mask[nc];
-    const acc_t fv = acc_t(f[i]);
-    const acc_t gv = acc_t(g[i]);
-    const acc_t gg = cprl::rank_mask_gated(fv, gv, m);
-    grad_f[i] = static_cast<scalar_t>(gg * m);
-    a += gg * fv;
-    s += fv;
+  template <int V, int STEP>
+  __device__ void reduce(int64_t i, int64_t nc, acc_t* a, acc_t* s) const {
+    const auto fv = cprl::load_pack<V>(f, i);
+    const auto gv = cprl::load_pack<V>(g, i);
+    cprl::Pack<scalar_t, V> out;
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      const acc_t m = mask[nc + k * STEP];
+      const acc_t fk = acc_t(fv.v[k]);
+      const acc_t gg = cprl::rank_mask_gated(fk, acc_t(gv.v[k]), m);
+      out.v[k] = static_cast<scalar_t>(gg * m);
+      a[k * STEP] += gg * fk;
+      s[k * STEP] += fk;
+    }
+    cprl::store_pack<V>(grad_f, i, out);
   }
 };
 
@@ -58,8 +78,13 @@ template <typename scalar_t, typename acc_t>
 struct AddChannelTerm {
   const acc_t* term;
   scalar_t* grad_f;
-  __device__ void operator()(int64_t i, int64_t nc) const {
-    grad_f[i] = static_cast<scalar_t>(acc_t(grad_f[i]) + term[nc]);
+  template <int V>
+  __device__ void apply(int64_t i, int64_t nc, int64_t step) const {
+    auto gv = cprl::load_pack<V>(grad_f, i);
+#pragma unroll
+    for (int k = 0; k < V; ++k)
+      gv.v[k] = static_cast<scalar_t>(acc_t(gv.v[k]) + term[nc + k * step]);
+    cprl::store_pack<V>(grad_f, i, gv);
   }
 };
 
@@ -94,26 +119,47 @@ __global__ void mask_kernel(int N, int C, int64_t HW, const acc_t* sums, const a
   }
 }
 
-// One block: G = D * M(1-M) / T per channel and grad_b = C/T * sum D * M(1-M), in a fixed order.
+constexpr int kOffsetThreads = 1024;   // a power of two (block_total's tree)
+constexpr int64_t kPairsPerThread = 4;  // (sample, channel) pairs per thread before a 2nd block
+
+// The sum of v over the block's kOffsetThreads threads, in a fixed order; valid in thread 0.
 template <typename acc_t>
-__global__ void offset_grad_kernel(int64_t NC, int64_t C, const acc_t* A, const acc_t* grad_mask,
-                                   const acc_t* mask, acc_t temperature, acc_t* G,
-                                   acc_t* grad_b) {
-  __shared__ acc_t partial[1024];
+__device__ acc_t block_total(acc_t v) {
+  __shared__ acc_t partial[kOffsetThreads];
+  partial[threadIdx.x] = v;
+  __syncthreads();
+  for (int stride = kOffsetThreads / 2; stride > 0; stride /= 2) {
+    if (threadIdx.x < stride) partial[threadIdx.x] += partial[threadIdx.x + stride];
+    __syncthreads();
+  }
+  return partial[0];
+}
+
+// Blocks over the N*C pairs (grid-stride): G = D * M(1-M) / T per pair, and out[block] = scale *
+// the block's sum of D * M(1-M), in a fixed order (one block: out = grad_b, scale = C/T).
+template <typename acc_t>
+__global__ void offset_grad_kernel(int64_t NC, const acc_t* A, const acc_t* grad_mask,
+                                   const acc_t* mask, acc_t temperature, acc_t* G, acc_t scale,
+                                   acc_t* out) {
   acc_t acc = acc_t(0);
-  for (int64_t nc = threadIdx.x; nc < NC; nc += blockDim.x) {
+  for (int64_t nc = int64_t(blockIdx.x) * kOffsetThreads + threadIdx.x; nc < NC;
+       nc += int64_t(gridDim.x) * kOffsetThreads) {
     const acc_t share =
         cprl::offset_grad_share(A[nc], grad_mask ? grad_mask[nc] : acc_t(0), mask[nc]);
     G[nc] = share / temperature;
     acc += share;
   }
-  partial[threadIdx.x] = acc;
-  __syncthreads();
-  for (int stride = blockDim.x / 2; stride > 0; stride /= 2) {
-    if (threadIdx.x < stride) partial[threadIdx.x] += partial[threadIdx.x + stride];
-    __syncthreads();
-  }
-  if (threadIdx.x == 0) *grad_b = partial[0] * acc_t(C) / temperature;
+  const acc_t total = block_total(acc);
+  if (threadIdx.x == 0) out[blockIdx.x] = total * scale;
+}
+
+// One block: *out = scale * the sum of the n block sums, in a fixed order.
+template <typename acc_t>
+__global__ void sum_blocks_kernel(int64_t n, const acc_t* partial, acc_t scale, acc_t* out) {
+  acc_t acc = acc_t(0);
+  for (int64_t j = threadIdx.x; j < n; j += kOffsetThreads) acc += partial[j];
+  const acc_t total = block_total(acc);
+  if (threadIdx.x == 0) *out = total * scale;
 }
 
 // Grid (channel blocks, samples), as mask_kernel: ds[n, k] = dL/ds_k / HW of the soft rank
@@ -151,7 +197,8 @@ void forward(const cprl::RankMaskForwardParams& p, const at::TensorOptions& acc_
   acc_t* mp = static_cast<acc_t*>(p.mask);
   at::Tensor sums = at::empty({2, sz.N * sz.C}, acc_options);
   acc_t* s0 = sums.data_ptr<acc_t>();
-  cuda::nc_reduce<acc_t>(sz, s0, s0 + sz.N * sz.C, ChannelSum<scalar_t, acc_t>{fp}, acc_options);
+  cuda::nc_reduce<scalar_t>(sz, s0, s0 + sz.N * sz.C, ChannelSum<scalar_t, acc_t>{fp},
+                            acc_options, {fp});
   TORCH_CHECK_VALUE(sz.C < (int64_t(1) << 31) && sz.N < (int64_t(1) << 31),
                     "rank_mask on CUDA needs N and C below 2^31, got ", sz.N, " and ", sz.C);
   const size_t smem = smem_for(sz.C, 1, sizeof(acc_t));
@@ -164,7 +211,8 @@ void forward(const cprl::RankMaskForwardParams& p, const at::TensorOptions& acc_
       int(sz.N), int(sz.C), sz.HW, s0, static_cast<const acc_t*>(p.b), acc_t(p.temperature),
       p.soft, acc_t(p.tau), smem > 0, scratch.defined() ? scratch.data_ptr<acc_t>() : nullptr, mp);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  cuda::nc_map(sz, ApplyMask<scalar_t, acc_t>{fp, mp, static_cast<scalar_t*>(p.y)});
+  scalar_t* yp = static_cast<scalar_t*>(p.y);
+  cuda::nc_map<scalar_t>(sz, ApplyMask<scalar_t, acc_t>{fp, mp, yp}, {fp, yp});
 }
 
 template <typename scalar_t>
@@ -173,22 +221,31 @@ void backward(const cprl::RankMaskBackwardParams& p, const at::TensorOptions& ac
   const cprl::NCHWSizes& sz = p.sz;
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   const int64_t NC = sz.N * sz.C;
-  at::Tensor work = at::empty({4, NC}, acc_options);  // A, S, G, ds
+  const int64_t blocks =
+      std::clamp<int64_t>(cuda::ceil_div(NC, kOffsetThreads * kPairsPerThread), 1, kOffsetThreads);
+  at::Tensor work = at::empty({4 * NC + blocks}, acc_options);  // A, S, G, ds, block sums
   acc_t* A = work.data_ptr<acc_t>();
   acc_t* S = A + NC;
   acc_t* G = S + NC;
   acc_t* ds = G + NC;
+  acc_t* block_sums = ds + NC;
   const acc_t* mp = static_cast<const acc_t*>(p.mask);
   scalar_t* gfp = static_cast<scalar_t*>(p.grad_f);
-  cuda::nc_reduce<acc_t>(
-      sz, A, S,
-      MaskBackward<scalar_t, acc_t>{static_cast<const scalar_t*>(p.f),
-                                    static_cast<const scalar_t*>(p.grad_y), mp, gfp},
-      acc_options);
-  offset_grad_kernel<acc_t><<<1, 1024, 0, stream>>>(
-      NC, sz.C, A, static_cast<const acc_t*>(p.grad_mask), mp, acc_t(p.temperature), G,
-      static_cast<acc_t*>(p.grad_b));
+  const scalar_t* fp = static_cast<const scalar_t*>(p.f);
+  const scalar_t* gp = static_cast<const scalar_t*>(p.grad_y);
+  cuda::nc_reduce<scalar_t>(sz, A, S, MaskBackward<scalar_t, acc_t>{fp, gp, mp, gfp}, acc_options,
+                            {fp, gp, gfp});
+  const acc_t temperature = acc_t(p.temperature);
+  const acc_t b_scale = acc_t(sz.C) / temperature;
+  acc_t* grad_b = static_cast<acc_t*>(p.grad_b);
+  offset_grad_kernel<acc_t><<<unsigned(blocks), kOffsetThreads, 0, stream>>>(
+      NC, A, static_cast<const acc_t*>(p.grad_mask), mp, temperature, G,
+      blocks == 1 ? b_scale : acc_t(1), blocks == 1 ? grad_b : block_sums);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
+  if (blocks > 1) {
+    sum_blocks_kernel<acc_t><<<1, kOffsetThreads, 0, stream>>>(blocks, block_sums, b_scale, grad_b);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
   if (!p.soft) return;
   const size_t smem = size_t(sz.C) * 2 * sizeof(acc_t);
   TORCH_CHECK_VALUE(smem <= kMaxSmem, "the soft rank on CUDA supports C <= ", kMaxSmem / (2 * sizeof(acc_t)),
@@ -196,7 +253,7 @@ void backward(const cprl::RankMaskBackwardParams& p, const at::TensorOptions& ac
   soft_rank_grad_kernel<acc_t><<<rank_grid(sz.N, sz.C), kRankThreads, smem, stream>>>(
       int(sz.N), int(sz.C), sz.HW, S, G, acc_t(p.tau), ds);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  cuda::nc_map(sz, AddChannelTerm<scalar_t, acc_t>{ds, gfp});
+  cuda::nc_map<scalar_t>(sz, AddChannelTerm<scalar_t, acc_t>{ds, gfp}, {gfp});
 }
 
 std::tuple<at::Tensor, at::Tensor> rank_mask_cuda(const at::Tensor& f, const at::Tensor& b,

@@ -13,6 +13,7 @@
 #include "core/attack_step.h"
 #include "core/common.h"
 #include "core/intervene.h"
+#include "core/nc_tiles.h"
 #include "core/rank_mask.h"
 
 namespace {
@@ -228,6 +229,161 @@ void test_layout_indexing() {
   }
 }
 
+// The GPU loops' per-thread work (core/nc_tiles.h), run for every thread of a grid on the host.
+// Odd and even sizes, both layouts, every pack width that divides the row.
+const cprl::NCHWSizes kTileShapes[] = {
+    {1, 1, 1, cprl::Layout::kNCHW},  {2, 3, 5, cprl::Layout::kNCHW},
+    {3, 8, 16, cprl::Layout::kNCHW}, {2, 16, 600, cprl::Layout::kNCHW},
+    {2, 3, 5, cprl::Layout::kNHWC},  {3, 8, 16, cprl::Layout::kNHWC},
+    {2, 64, 49, cprl::Layout::kNHWC}, {1, 24, 1000, cprl::Layout::kNHWC},
+    {2, 520, 9, cprl::Layout::kNHWC},
+};
+
+// Counts each element's visits and every channel row that differs from NCHWSizes::nc_of.
+struct VisitRecorder {
+  const cprl::NCHWSizes* sz;
+  std::vector<int>* hits;
+  int* wrong_nc;
+  const std::vector<double>* x;  // reduce: the values summed
+
+  template <int V>
+  void apply(int64_t i, int64_t nc, int64_t step) const {
+    for (int k = 0; k < V; ++k) visit(i + k, nc + k * step);
+  }
+  template <int V, int STEP>
+  void reduce(int64_t i, int64_t nc, double* s0, double* s1) const {
+    for (int k = 0; k < V; ++k) {
+      visit(i + k, nc + k * STEP);
+      s0[k * STEP] += (*x)[i + k];
+      s1[k * STEP] += 2 * (*x)[i + k];
+    }
+  }
+  void visit(int64_t i, int64_t nc) const {
+    if (i < 0 || i >= sz->numel()) {
+      ++*wrong_nc;
+      return;
+    }
+    ++(*hits)[i];
+    if (sz->nc_of(i) != nc) ++*wrong_nc;
+  }
+};
+
+template <int V>
+void check_map_grid(const cprl::NCHWSizes& sz, const cprl::MapGeometry& g) {
+  std::vector<int> hits(sz.numel(), 0);
+  int wrong = 0;
+  const VisitRecorder rec{&sz, &hits, &wrong, nullptr};
+  for (int64_t by = 0; by < g.gy; ++by)
+    for (int64_t bx = 0; bx < g.gx; ++bx)
+      for (int64_t ty = 0; ty < g.dy; ++ty)
+        for (int64_t tx = 0; tx < g.dx; ++tx)
+          cprl::map_thread<V>(sz, {bx, by, tx, ty, g.gx, g.gy, g.dx, g.dy}, rec);
+  EXPECT(wrong == 0);
+  for (int h : hits) EXPECT(h == 1);
+}
+
+template <int V>
+void check_map(const cprl::NCHWSizes& sz) {
+  if (cprl::row_length(sz) % V != 0) return;
+  for (int64_t sms : {1, 4, 132}) {
+    const cprl::MapGeometry g = cprl::map_geometry(sz, V, sms);
+    EXPECT(g.dx >= 32 && g.dx * g.dy == 256 && g.gx >= 1 && g.gy >= 1 && g.gy <= 65535);
+    check_map_grid<V>(sz, g);
+  }
+  check_map_grid<V>(sz, {32, 2, 3, 2});  // grid-stride in both dimensions
+}
+
+void test_nc_tiles_map() {
+  for (const auto& sz : kTileShapes) {
+    check_map<1>(sz);
+    check_map<2>(sz);
+    check_map<4>(sz);
+    check_map<8>(sz);
+  }
+  EXPECT(cprl::vector_width(6400, 4, true) == 4);
+  EXPECT(cprl::vector_width(49, 4, true) == 1);
+  EXPECT(cprl::vector_width(64, 8, false) == 1);
+  alignas(16) float buf[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+  const auto pk = cprl::load_pack<4>(buf, 4);
+  EXPECT(pk.v[0] == 5.f && pk.v[3] == 8.f);
+  cprl::store_pack<4>(buf, 0, pk);
+  EXPECT(buf[0] == 5.f && buf[3] == 8.f && buf[4] == 5.f);
+}
+
+// Sums x by channel row through the per-thread reduce functions and compares with a direct
+// sum: NCHW as a warp of 32 lanes per row (the shuffle adds the lanes), NHWC as blocks of 8
+// pixel lanes over `splits` pixel splits (the second kernel adds the splits).
+template <int V>
+void check_reduce_once(const cprl::NCHWSizes& sz, int64_t splits) {
+  std::mt19937 gen(7);
+  std::uniform_real_distribution<double> u(-1, 1);
+  std::vector<double> x(sz.numel());
+  for (auto& v : x) v = u(gen);
+  std::vector<double> want(sz.N * sz.C, 0.0), got0(sz.N * sz.C, 0.0), got1(sz.N * sz.C, 0.0);
+  for (int64_t i = 0; i < sz.numel(); ++i) want[sz.nc_of(i)] += x[i];
+  std::vector<int> hits(sz.numel(), 0);
+  int wrong = 0;
+  const VisitRecorder rec{&sz, &hits, &wrong, &x};
+  if (sz.layout == cprl::Layout::kNCHW) {
+    for (int64_t row = 0; row < sz.N * sz.C; ++row)
+      for (int64_t lane = 0; lane < 32; ++lane) {
+        double s0 = 0, s1 = 0;
+        cprl::reduce_row_lane<V>(sz, row, lane, 32, rec, s0, s1);
+        got0[row] += s0;
+        got1[row] += s1;
+      }
+  } else {
+    for (int64_t n = 0; n < sz.N; ++n)
+      for (int64_t c0 = 0; c0 < sz.C; c0 += V)
+        for (int64_t s = 0; s < splits; ++s)
+          for (int64_t ty = 0; ty < 8; ++ty) {
+            double s0[V] = {}, s1[V] = {};
+            cprl::reduce_pixels_thread<V>(sz, n, c0, cprl::split_pixels(sz.HW, splits, s), ty, 8,
+                                          rec, s0, s1);
+            for (int k = 0; k < V; ++k) {
+              got0[n * sz.C + c0 + k] += s0[k];
+              got1[n * sz.C + c0 + k] += s1[k];
+            }
+          }
+  }
+  EXPECT(wrong == 0);
+  for (int h : hits) EXPECT(h == 1);
+  for (int64_t nc = 0; nc < sz.N * sz.C; ++nc) {
+    EXPECT_NEAR(got0[nc], want[nc], 1e-9);
+    EXPECT_NEAR(got1[nc], 2 * want[nc], 1e-9);
+  }
+}
+
+template <int V>
+void check_reduce(const cprl::NCHWSizes& sz) {
+  if (cprl::row_length(sz) % V != 0) return;
+  if (sz.layout == cprl::Layout::kNCHW) {
+    check_reduce_once<V>(sz, 1);
+    return;
+  }
+  for (int64_t splits : {cprl::nhwc_splits(sz.HW), int64_t(3), sz.HW + 2})
+    check_reduce_once<V>(sz, splits);
+}
+
+void test_nc_tiles_reduce() {
+  for (const auto& sz : kTileShapes) {
+    check_reduce<1>(sz);
+    check_reduce<2>(sz);
+    check_reduce<4>(sz);
+    check_reduce<8>(sz);
+  }
+  EXPECT(cprl::nhwc_splits(1) == 1 && cprl::nhwc_splits(257) == 2 && cprl::nhwc_splits(1 << 20) == 64);
+  for (int64_t splits : {1, 3, 7}) {  // the splits tile [0, HW) without overlap
+    int64_t next = 0;
+    for (int64_t s = 0; s < splits; ++s) {
+      const cprl::PixelRange r = cprl::split_pixels(10, splits, s);
+      EXPECT(r.begin == next && r.end >= r.begin);
+      next = r.end;
+    }
+    EXPECT(next == 10);
+  }
+}
+
 const std::vector<std::pair<std::string, std::function<void()>>> kTests = {
     {"hard_rank_sort_equals_count", test_hard_rank_sort_equals_count},
     {"hard_rank_definition", test_hard_rank_definition},
@@ -240,6 +396,8 @@ const std::vector<std::pair<std::string, std::function<void()>>> kTests = {
     {"intervene_backward", test_intervene_backward},
     {"attack_step", test_attack_step},
     {"layout_indexing", test_layout_indexing},
+    {"nc_tiles_map", test_nc_tiles_map},
+    {"nc_tiles_reduce", test_nc_tiles_reduce},
 };
 
 }  // namespace
