@@ -28,4 +28,4 @@ def test_core_unit_tests_under_sanitizers(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "100% tests passed" in result.stdout
-    assert "out of 13" in result.stdout
+    assert "out of 14" in result.stdout

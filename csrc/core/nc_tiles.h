@@ -125,6 +125,20 @@ CPRL_HD PixelRange split_pixels(int64_t HW, int64_t splits, int64_t s) {
   return {begin, end};
 }
 
+// Where the partial sum of channel c of sample n over pixel split s goes: [N, splits, C].
+CPRL_HD int64_t partial_index(int64_t n, int64_t s, int64_t splits, int64_t C, int64_t c) {
+  return (n * splits + s) * C + c;
+}
+
+// The sum of channel c of sample n from the partial sums [N, splits, C], added in split order
+// (a fixed order: deterministic). splits == 1: the sums themselves.
+template <typename T>
+CPRL_HD T split_sum(const T* part, int64_t n, int64_t splits, int64_t C, int64_t c) {
+  T acc = part[partial_index(n, 0, splits, C, c)];
+  for (int64_t s = 1; s < splits; ++s) acc += part[partial_index(n, s, splits, C, c)];
+  return acc;
+}
+
 // nc_reduce over NHWC pixels: the thread owning channels c0 .. c0+V-1 of sample n adds pixels
 // first, first + stride, ... of `pixels` to s0[k] and s1[k] (channel c0 + k).
 template <int V, typename acc_t, typename Fn>

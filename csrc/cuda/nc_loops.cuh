@@ -8,7 +8,8 @@
 //   may also write per-element outputs (one pass over memory).
 //   NCHW: one warp per (n, c) row; lanes stride the row's packs, then a shuffle tree.
 //   NHWC: blocks of 32 x V channels x 8 pixel lanes over one of S pixel splits write partial
-//   sums [N, S, C]; a second kernel adds the S partials in a fixed order.
+//   sums [N, S, C]; a second kernel adds the S partials in a fixed order (nc_reduce), or the
+//   kernel that reads them does (nc_reduce_partials, cprl::split_sum).
 //   Both orders depend on the shape alone: results are deterministic (no float atomics).
 // nc_map: an element functor over every pack, row by row (no per-element division); rows
 //   shorter than 256 packs share a block (2-D blocks), so small maps fill the threads.
@@ -107,8 +108,8 @@ __global__ void nc_reduce_nhwc_kernel(cprl::NCHWSizes sz, int64_t splits, acc_t*
         s0[k] += sh0[y][threadIdx.x * V + k];
         s1[k] += sh1[y][threadIdx.x * V + k];
       }
-      part0[(n * splits + s) * sz.C + c0 + k] = s0[k];
-      part1[(n * splits + s) * sz.C + c0 + k] = s1[k];
+      part0[cprl::partial_index(n, s, splits, sz.C, c0 + k)] = s0[k];
+      part1[cprl::partial_index(n, s, splits, sz.C, c0 + k)] = s1[k];
     }
   }
 }
@@ -119,51 +120,68 @@ __global__ void sum_splits_kernel(int64_t N, int64_t C, int64_t splits, const ac
   const int64_t nc = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (nc >= N * C) return;
   const int64_t n = nc / C, c = nc % C;
-  acc_t s0 = acc_t(0), s1 = acc_t(0);
-  for (int64_t s = 0; s < splits; ++s) {
-    s0 += part0[(n * splits + s) * C + c];
-    s1 += part1[(n * splits + s) * C + c];
-  }
-  a0[nc] = s0;
-  a1[nc] = s1;
+  a0[nc] = cprl::split_sum(part0, n, splits, C, c);
+  a1[nc] = cprl::split_sum(part1, n, splits, C, c);
+}
+
+// The pixel splits of nc_reduce_partials: 1 for NCHW (a warp sums a whole row), else
+// cprl::nhwc_splits.
+inline int64_t reduce_splits(const cprl::NCHWSizes& sz) {
+  return sz.layout == cprl::Layout::kNCHW ? 1 : cprl::nhwc_splits(sz.HW);
 }
 
 template <int V, typename acc_t, typename Fn>
-void nc_reduce_packs(const cprl::NCHWSizes& sz, acc_t* a0, acc_t* a1, const Fn& fn,
-                     const at::TensorOptions& acc_options) {
+void nc_reduce_partials_packs(const cprl::NCHWSizes& sz, acc_t* p0, acc_t* p1, const Fn& fn) {
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   if (sz.layout == cprl::Layout::kNCHW) {
     const int64_t blocks = ceil_div(sz.N * sz.C, kRowsPerBlock);
-    nc_reduce_nchw_kernel<V, acc_t><<<blocks, kRowsPerBlock * kWarp, 0, stream>>>(sz, a0, a1, fn);
+    nc_reduce_nchw_kernel<V, acc_t><<<blocks, kRowsPerBlock * kWarp, 0, stream>>>(sz, p0, p1, fn);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     return;
   }
   TORCH_CHECK_VALUE(sz.N <= 65535, "channels_last features on CUDA support N <= 65535, got N = ",
                     sz.N);
-  const int64_t splits = cprl::nhwc_splits(sz.HW);
-  at::Tensor part = at::empty({2, sz.N * splits * sz.C}, acc_options);
-  acc_t* part0 = part.data_ptr<acc_t>();
-  acc_t* part1 = part0 + sz.N * splits * sz.C;
+  const int64_t splits = reduce_splits(sz);
   const dim3 grid(ceil_div(sz.C, kWarp * V), sz.N, splits);
-  nc_reduce_nhwc_kernel<V, acc_t><<<grid, dim3(kWarp, kLanesY), 0, stream>>>(sz, splits, part0,
-                                                                            part1, fn);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-  sum_splits_kernel<acc_t><<<ceil_div(sz.N * sz.C, 256), 256, 0, stream>>>(sz.N, sz.C, splits, part0,
-                                                                           part1, a0, a1);
+  nc_reduce_nhwc_kernel<V, acc_t><<<grid, dim3(kWarp, kLanesY), 0, stream>>>(sz, splits, p0, p1,
+                                                                            fn);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-// a0, a1: device arrays of N * C accumulators; ptrs: every element array fn reads or writes
-// (for the pack width).
+// The partial sums [N, S, C] (S = reduce_splits(sz)) into p0 and p1 (N * S * C accumulators
+// each), which their reader adds with cprl::split_sum (in a fixed order; for NCHW maps they
+// are the sums): no launch of its own for the last step. ptrs: every element array fn reads
+// or writes (for the pack width).
+template <typename scalar_t, typename acc_t, typename Fn>
+void nc_reduce_partials(const cprl::NCHWSizes& sz, acc_t* p0, acc_t* p1, const Fn& fn,
+                        std::initializer_list<const void*> ptrs) {
+  if (sz.numel() == 0) return;
+  constexpr int kVec = 16 / sizeof(scalar_t);
+  if (pack_width<scalar_t>(cprl::row_length(sz), ptrs) == kVec)
+    nc_reduce_partials_packs<kVec>(sz, p0, p1, fn);
+  else
+    nc_reduce_partials_packs<1>(sz, p0, p1, fn);
+}
+
+// The sums themselves into a0 and a1 (N * C accumulators each): nc_reduce_partials, then (for
+// more than one split) one kernel that adds the splits.
 template <typename scalar_t, typename acc_t, typename Fn>
 void nc_reduce(const cprl::NCHWSizes& sz, acc_t* a0, acc_t* a1, const Fn& fn,
                const at::TensorOptions& acc_options, std::initializer_list<const void*> ptrs) {
   if (sz.numel() == 0) return;
-  constexpr int kVec = 16 / sizeof(scalar_t);
-  if (pack_width<scalar_t>(cprl::row_length(sz), ptrs) == kVec)
-    nc_reduce_packs<kVec>(sz, a0, a1, fn, acc_options);
-  else
-    nc_reduce_packs<1>(sz, a0, a1, fn, acc_options);
+  const int64_t splits = reduce_splits(sz);
+  if (splits == 1) {
+    nc_reduce_partials<scalar_t>(sz, a0, a1, fn, ptrs);
+    return;
+  }
+  at::Tensor part = at::empty({2, sz.N * splits * sz.C}, acc_options);
+  acc_t* part0 = part.data_ptr<acc_t>();
+  acc_t* part1 = part0 + sz.N * splits * sz.C;
+  nc_reduce_partials<scalar_t>(sz, part0, part1, fn, ptrs);
+  sum_splits_kernel<acc_t><<<ceil_div(sz.N * sz.C, 256), 256, 0,
+                             at::cuda::getCurrentCUDAStream()>>>(sz.N, sz.C, splits, part0, part1,
+                                                                 a0, a1);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 template <int V, typename Fn>

@@ -1,12 +1,14 @@
 // rank_mask on CUDA: kernels on the parameters of core/rank_mask.h (set up by glue/rank_mask.h).
-// Forward: channel sums (nc_reduce); a grid of (channel blocks, samples) ranks each channel
-// against its sample's C means in shared memory by branch-free pairwise counting (C <= 12288
-// float / 6144 double; beyond, one block per sample through global memory) and writes M; then
-// the apply pass relu(f * M) (nc_map). Backward: one nc_reduce pass writes grad_f and
-// reduces A (and the channel sums for the soft rank); offset_grad_kernel's blocks (one up to
-// 4096 sample-channel pairs; then a second one-block kernel adds their sums) reduce grad_b in
-// a fixed order (deterministic); the soft rank adds a per-sample pass and an elementwise pass.
-// The passes over the map move 16-byte packs where they can (nc_loops.cuh).
+// Forward: the channel sums (nc_reduce_partials: a channels_last map's pixel splits are added
+// by the kernel that reads them); the hard rank sorts each sample's C channel keys in one block
+// (a bitonic sort in shared memory, core/rank_sort.h; past 4096 float / 2048 double keys, in
+// global memory), the soft rank sums sigmoids over every pair (a grid of (channel blocks,
+// samples), the means in shared memory up to C = 12288 float / 6144 double); both write M;
+// then the apply pass relu(f * M) (nc_map). Backward: one nc_reduce_partials pass writes
+// grad_f and reduces A (and the channel sums for the soft rank); offset_grad_kernel's blocks
+// (one up to 4096 sample-channel pairs; then a one-block kernel adds their sums) reduce grad_b
+// in a fixed order (deterministic); the soft rank adds a per-sample pass and an elementwise
+// pass. The passes over the map move 16-byte packs where they can (nc_loops.cuh).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -15,6 +17,7 @@
 #include <torch/library.h>
 
 #include "../glue/rank_mask.h"
+#include "../core/rank_sort.h"
 #include "nc_loops.cuh"
 
 namespace cprl_fast {
@@ -93,29 +96,58 @@ inline size_t smem_for(int64_t C, int arrays, size_t elem) {
   return bytes <= kMaxSmem ? bytes : 0;
 }
 
-// Grid (channel blocks, samples): each block loads its sample's C means into shared memory
-// (from the channel sums; from global memory when C does not fit) and ranks kRankThreads
-// channels against all C, branch-free with int32 counters, then writes their masks. Samples
-// beyond gridDim.y are taken in a grid-stride loop.
+// The soft rank. Grid (channel blocks, samples): each block loads its sample's C means into
+// shared memory (from the channel sums; from global memory when C does not fit) and sums
+// kRankThreads channels' sigmoids against all C, then writes their masks. Samples beyond
+// gridDim.y are taken in a grid-stride loop.
 template <typename acc_t>
-__global__ void mask_kernel(int N, int C, int64_t HW, const acc_t* sums, const acc_t* b,
-                            acc_t temperature, bool soft, acc_t tau, bool use_smem,
-                            acc_t* means_scratch, acc_t* mask) {
+__global__ void soft_mask_kernel(int N, int C, int64_t HW, const acc_t* sums, int64_t splits,
+                                 const acc_t* b, acc_t temperature, acc_t tau, bool use_smem,
+                                 acc_t* means_scratch, acc_t* mask) {
   extern __shared__ unsigned char smem_raw[];
   const acc_t inv_hw = acc_t(1) / acc_t(HW);
   const acc_t bv = *b;
   for (int n = blockIdx.y; n < N; n += gridDim.y) {
-    const acc_t* sn = sums + int64_t(n) * C;
     // shared memory, or (gridDim.x == 1 then) this sample's slice of the global scratch
     acc_t* means = use_smem ? reinterpret_cast<acc_t*>(smem_raw) : means_scratch + int64_t(n) * C;
-    for (int j = threadIdx.x; j < C; j += blockDim.x) means[j] = sn[j] * inv_hw;
+    for (int j = threadIdx.x; j < C; j += blockDim.x)
+      means[j] = cprl::split_sum(sums, n, splits, C, j) * inv_hw;
     __syncthreads();
-    for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < C; c += gridDim.x * blockDim.x) {
-      const acc_t r = soft ? cprl::soft_rank(means, C, c, tau)
-                           : acc_t(cprl::hard_rank_count(means, C, c));
-      mask[int64_t(n) * C + c] = cprl::mask_value(r, int64_t(C), bv, temperature);
+    for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < C; c += gridDim.x * blockDim.x)
+      mask[int64_t(n) * C + c] =
+          cprl::mask_value(cprl::soft_rank(means, C, c, tau), int64_t(C), bv, temperature);
+    __syncthreads();
+  }
+}
+
+// The hard rank. One block per sample (grid-stride past 65535): the sample's C rank keys (in
+// shared memory, or this sample's slice of a global scratch when the P keys do not fit),
+// bitonic-sorted in place, and each channel's mask from its sorted position, which is its
+// stable ascending rank (core/rank_sort.h).
+template <typename acc_t>
+__global__ void sorted_mask_kernel(int N, int C, int P, int64_t HW, const acc_t* sums,
+                                   int64_t splits, const acc_t* b, acc_t temperature,
+                                   cprl::RankKey<acc_t>* scratch, acc_t* mask) {
+  using Key = cprl::RankKey<acc_t>;
+  extern __shared__ __align__(16) unsigned char sort_smem[];
+  const acc_t inv_hw = acc_t(1) / acc_t(HW);
+  const acc_t bv = *b;
+  for (int n = blockIdx.x; n < N; n += gridDim.x) {
+    Key* keys = scratch != nullptr ? scratch + int64_t(n) * P : reinterpret_cast<Key*>(sort_smem);
+    for (int i = threadIdx.x; i < P; i += blockDim.x)
+      keys[i] = i < C ? cprl::rank_key(cprl::split_sum(sums, n, splits, C, i) * inv_hw, i)
+                      : Key::last();
+    __syncthreads();
+    for (int k = 2; k <= P; k *= 2) {
+      for (int j = k / 2; j > 0; j /= 2) {
+        for (int t = threadIdx.x; t < P / 2; t += blockDim.x) cprl::bitonic_exchange(keys, k, j, t);
+        __syncthreads();
+      }
     }
-    __syncthreads();
+    for (int i = threadIdx.x; i < C; i += blockDim.x)
+      mask[int64_t(n) * C + keys[i].idx] =
+          cprl::mask_value(acc_t(i), int64_t(C), bv, temperature);
+    __syncthreads();  // every position read before the next sample's keys overwrite them
   }
 }
 
@@ -135,17 +167,20 @@ __device__ acc_t block_total(acc_t v) {
   return partial[0];
 }
 
-// Blocks over the N*C pairs (grid-stride): G = D * M(1-M) / T per pair, and out[block] = scale *
-// the block's sum of D * M(1-M), in a fixed order (one block: out = grad_b, scale = C/T).
+// Blocks over the N*C pairs (grid-stride): G = D * M(1-M) / T per pair (A from its partial sums
+// over `splits` pixel splits), and out[block] = scale * the block's sum of D * M(1-M), in a
+// fixed order (one block: out = grad_b, scale = C/T).
 template <typename acc_t>
-__global__ void offset_grad_kernel(int64_t NC, const acc_t* A, const acc_t* grad_mask,
-                                   const acc_t* mask, acc_t temperature, acc_t* G, acc_t scale,
-                                   acc_t* out) {
+__global__ void offset_grad_kernel(int64_t N, int64_t C, const acc_t* A, int64_t splits,
+                                   const acc_t* grad_mask, const acc_t* mask, acc_t temperature,
+                                   acc_t* G, acc_t scale, acc_t* out) {
   acc_t acc = acc_t(0);
-  for (int64_t nc = int64_t(blockIdx.x) * kOffsetThreads + threadIdx.x; nc < NC;
+  for (int64_t nc = int64_t(blockIdx.x) * kOffsetThreads + threadIdx.x; nc < N * C;
        nc += int64_t(gridDim.x) * kOffsetThreads) {
+    const int64_t n = nc / C;
+    const acc_t a = cprl::split_sum(A, n, splits, C, nc - n * C);
     const acc_t share =
-        cprl::offset_grad_share(A[nc], grad_mask ? grad_mask[nc] : acc_t(0), mask[nc]);
+        cprl::offset_grad_share(a, grad_mask ? grad_mask[nc] : acc_t(0), mask[nc]);
     G[nc] = share / temperature;
     acc += share;
   }
@@ -165,8 +200,8 @@ __global__ void sum_blocks_kernel(int64_t n, const acc_t* partial, acc_t scale, 
 // Grid (channel blocks, samples), as mask_kernel: ds[n, k] = dL/ds_k / HW of the soft rank
 // (S holds the channel sums), the sample's means and G in shared memory.
 template <typename acc_t>
-__global__ void soft_rank_grad_kernel(int N, int C, int64_t HW, const acc_t* S, const acc_t* G,
-                                      acc_t tau, acc_t* ds) {
+__global__ void soft_rank_grad_kernel(int N, int C, int64_t HW, const acc_t* S, int64_t splits,
+                                      const acc_t* G, acc_t tau, acc_t* ds) {
   extern __shared__ unsigned char smem_raw[];
   acc_t* s = reinterpret_cast<acc_t*>(smem_raw);
   acc_t* g = s + C;
@@ -174,7 +209,7 @@ __global__ void soft_rank_grad_kernel(int N, int C, int64_t HW, const acc_t* S, 
   const int k = blockIdx.x * blockDim.x + threadIdx.x;
   for (int n = blockIdx.y; n < N; n += gridDim.y) {
     for (int j = threadIdx.x; j < C; j += blockDim.x) {
-      s[j] = S[int64_t(n) * C + j] * inv_hw;
+      s[j] = cprl::split_sum(S, n, splits, C, j) * inv_hw;
       g[j] = G[int64_t(n) * C + j];
     }
     __syncthreads();
@@ -192,24 +227,44 @@ template <typename scalar_t>
 void forward(const cprl::RankMaskForwardParams& p, const at::TensorOptions& acc_options) {
   using acc_t = at::opmath_type<scalar_t>;
   const cprl::NCHWSizes& sz = p.sz;
+  TORCH_CHECK_VALUE(sz.C <= (int64_t(1) << 30) && sz.N < (int64_t(1) << 31),
+                    "rank_mask on CUDA needs N below 2^31 and C at most 2^30, got ", sz.N,
+                    " and ", sz.C);
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   const scalar_t* fp = static_cast<const scalar_t*>(p.f);
   acc_t* mp = static_cast<acc_t*>(p.mask);
-  at::Tensor sums = at::empty({2, sz.N * sz.C}, acc_options);
+  // the channel sums as partial sums over S pixel splits, added by the mask kernel
+  const int64_t S = cuda::reduce_splits(sz);
+  at::Tensor sums = at::empty({2, sz.N * S * sz.C}, acc_options);
   acc_t* s0 = sums.data_ptr<acc_t>();
-  cuda::nc_reduce<scalar_t>(sz, s0, s0 + sz.N * sz.C, ChannelSum<scalar_t, acc_t>{fp},
-                            acc_options, {fp});
-  TORCH_CHECK_VALUE(sz.C < (int64_t(1) << 31) && sz.N < (int64_t(1) << 31),
-                    "rank_mask on CUDA needs N and C below 2^31, got ", sz.N, " and ", sz.C);
-  const size_t smem = smem_for(sz.C, 1, sizeof(acc_t));
-  // without room in shared memory, the means go through global memory: one block per sample
-  // (the only block that writes them is the one that reads them)
-  at::Tensor scratch = smem > 0 ? at::Tensor() : at::empty({sz.N * sz.C}, acc_options);
-  const dim3 grid = smem > 0 ? rank_grid(sz.N, sz.C) : dim3(1, unsigned(std::min<int64_t>(sz.N, 65535)));
-  const int threads = smem > 0 ? kRankThreads : 1024;
-  mask_kernel<acc_t><<<grid, threads, smem, stream>>>(
-      int(sz.N), int(sz.C), sz.HW, s0, static_cast<const acc_t*>(p.b), acc_t(p.temperature),
-      p.soft, acc_t(p.tau), smem > 0, scratch.defined() ? scratch.data_ptr<acc_t>() : nullptr, mp);
+  cuda::nc_reduce_partials<scalar_t>(sz, s0, s0 + sz.N * S * sz.C, ChannelSum<scalar_t, acc_t>{fp},
+                                     {fp});
+  const acc_t* bp = static_cast<const acc_t*>(p.b);
+  if (p.soft) {
+    const size_t smem = smem_for(sz.C, 1, sizeof(acc_t));
+    // without room in shared memory, the means go through global memory: one block per
+    // sample (the only block that writes them is the one that reads them)
+    at::Tensor scratch = smem > 0 ? at::Tensor() : at::empty({sz.N * sz.C}, acc_options);
+    const dim3 grid =
+        smem > 0 ? rank_grid(sz.N, sz.C) : dim3(1, unsigned(std::min<int64_t>(sz.N, 65535)));
+    const int threads = smem > 0 ? kRankThreads : 1024;
+    soft_mask_kernel<acc_t><<<grid, threads, smem, stream>>>(
+        int(sz.N), int(sz.C), sz.HW, s0, S, bp, acc_t(p.temperature), acc_t(p.tau), smem > 0,
+        scratch.defined() ? scratch.data_ptr<acc_t>() : nullptr, mp);
+  } else {
+    using Key = cprl::RankKey<acc_t>;
+    const int P = cprl::sort_length(sz.C);
+    const size_t bytes = size_t(P) * sizeof(Key);
+    // P keys past shared memory (P > 4096 float / 2048 double): a global scratch per sample
+    at::Tensor scratch = bytes <= kMaxSmem
+                             ? at::Tensor()
+                             : at::empty({sz.N * int64_t(bytes)}, acc_options.dtype(at::kByte));
+    const int threads = int(std::clamp<int64_t>(P / 2, cuda::kWarp, 1024));
+    sorted_mask_kernel<acc_t><<<unsigned(std::min<int64_t>(sz.N, 65535)), threads,
+                                scratch.defined() ? 0 : bytes, stream>>>(
+        int(sz.N), int(sz.C), P, sz.HW, s0, S, bp, acc_t(p.temperature),
+        scratch.defined() ? reinterpret_cast<Key*>(scratch.data_ptr()) : nullptr, mp);
+  }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   scalar_t* yp = static_cast<scalar_t*>(p.y);
   cuda::nc_map<scalar_t>(sz, ApplyMask<scalar_t, acc_t>{fp, mp, yp}, {fp, yp});
@@ -223,23 +278,26 @@ void backward(const cprl::RankMaskBackwardParams& p, const at::TensorOptions& ac
   const int64_t NC = sz.N * sz.C;
   const int64_t blocks =
       std::clamp<int64_t>(cuda::ceil_div(NC, kOffsetThreads * kPairsPerThread), 1, kOffsetThreads);
-  at::Tensor work = at::empty({4 * NC + blocks}, acc_options);  // A, S, G, ds, block sums
+  // A and the channel sums as partial sums over `splits` pixel splits (added where read), G, ds,
+  // and the offset gradient's block sums
+  const int64_t splits = cuda::reduce_splits(sz);
+  at::Tensor work = at::empty({2 * splits * NC + 2 * NC + blocks}, acc_options);
   acc_t* A = work.data_ptr<acc_t>();
-  acc_t* S = A + NC;
-  acc_t* G = S + NC;
+  acc_t* S = A + splits * NC;
+  acc_t* G = S + splits * NC;
   acc_t* ds = G + NC;
   acc_t* block_sums = ds + NC;
   const acc_t* mp = static_cast<const acc_t*>(p.mask);
   scalar_t* gfp = static_cast<scalar_t*>(p.grad_f);
   const scalar_t* fp = static_cast<const scalar_t*>(p.f);
   const scalar_t* gp = static_cast<const scalar_t*>(p.grad_y);
-  cuda::nc_reduce<scalar_t>(sz, A, S, MaskBackward<scalar_t, acc_t>{fp, gp, mp, gfp}, acc_options,
-                            {fp, gp, gfp});
+  cuda::nc_reduce_partials<scalar_t>(sz, A, S, MaskBackward<scalar_t, acc_t>{fp, gp, mp, gfp},
+                                     {fp, gp, gfp});
   const acc_t temperature = acc_t(p.temperature);
   const acc_t b_scale = acc_t(sz.C) / temperature;
   acc_t* grad_b = static_cast<acc_t*>(p.grad_b);
   offset_grad_kernel<acc_t><<<unsigned(blocks), kOffsetThreads, 0, stream>>>(
-      NC, A, static_cast<const acc_t*>(p.grad_mask), mp, temperature, G,
+      sz.N, sz.C, A, splits, static_cast<const acc_t*>(p.grad_mask), mp, temperature, G,
       blocks == 1 ? b_scale : acc_t(1), blocks == 1 ? grad_b : block_sums);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   if (blocks > 1) {
@@ -251,7 +309,7 @@ void backward(const cprl::RankMaskBackwardParams& p, const at::TensorOptions& ac
   TORCH_CHECK_VALUE(smem <= kMaxSmem, "the soft rank on CUDA supports C <= ", kMaxSmem / (2 * sizeof(acc_t)),
                     " channels, got ", sz.C);
   soft_rank_grad_kernel<acc_t><<<rank_grid(sz.N, sz.C), kRankThreads, smem, stream>>>(
-      int(sz.N), int(sz.C), sz.HW, S, G, acc_t(p.tau), ds);
+      int(sz.N), int(sz.C), sz.HW, S, splits, G, acc_t(p.tau), ds);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   cuda::nc_map<scalar_t>(sz, AddChannelTerm<scalar_t, acc_t>{ds, gfp}, {gfp});
 }

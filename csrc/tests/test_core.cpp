@@ -15,6 +15,7 @@
 #include "core/intervene.h"
 #include "core/nc_tiles.h"
 #include "core/rank_mask.h"
+#include "core/rank_sort.h"
 
 namespace {
 
@@ -62,6 +63,55 @@ void test_hard_rank_sort_equals_count() {
       if (r >= 0 && r < C) seen[r] = true;
     }
   }
+}
+
+// The GPU's bitonic sort of rank keys (core/rank_sort.h), stage by stage on the host, gives
+// hard_rank_count's ranks: ties, NaN, +-0 and +-inf included, float and double scores.
+template <typename T>
+void check_bitonic_ranks(const std::vector<T>& s) {
+  const int C = int(s.size());
+  const int P = cprl::sort_length(C);
+  EXPECT(P >= C && P < 2 * C + 1 && (P & (P - 1)) == 0);
+  std::vector<cprl::RankKey<T>> keys(P, cprl::RankKey<T>::last());
+  for (int c = 0; c < C; ++c) keys[c] = cprl::rank_key(s[c], c);
+  for (int k = 2; k <= P; k *= 2)
+    for (int j = k / 2; j > 0; j /= 2)
+      for (int t = 0; t < P / 2; ++t) cprl::bitonic_exchange(keys.data(), k, j, t);
+  for (int pos = 0; pos < P; ++pos) {
+    if (pos >= C) {  // the padding sorts last
+      EXPECT(keys[pos].idx == ~uint32_t(0));
+      continue;
+    }
+    const uint32_t c = keys[pos].idx;
+    EXPECT(c < uint32_t(C));
+    if (c < uint32_t(C)) EXPECT(pos == cprl::hard_rank_count(s.data(), C, int(c)));
+  }
+}
+
+void test_hard_rank_bitonic_sort() {
+  std::mt19937 rng(321);
+  for (int trial = 0; trial < 300; ++trial) {
+    const int C = trial < 40 ? 1 + trial : 1 + int(rng() % 600);
+    std::vector<double> sd(C);
+    std::vector<float> sf(C);
+    for (int c = 0; c < C; ++c) {
+      const int kind = int(rng() % 12);
+      const double v = kind == 0 ? kNaN : kind == 1 ? kInf : kind == 2 ? -kInf
+                     : kind == 3 ? -0.0 : kind == 4 ? 0.0 : kind == 5 ? -kNaN
+                     : double(int(rng() % 9) - 4) * 0.25;
+      sd[c] = v;
+      sf[c] = float(v);
+    }
+    check_bitonic_ranks(sd);
+    check_bitonic_ranks(sf);
+  }
+  // distinct random scores, a larger sort
+  std::normal_distribution<double> normal;
+  std::vector<double> big(2048);
+  for (auto& v : big) v = normal(rng);
+  check_bitonic_ranks(big);
+  EXPECT(cprl::sort_length(1) == 1 && cprl::sort_length(2048) == 2048 &&
+         cprl::sort_length(2049) == 4096);
 }
 
 // docs/maths.md's definition: r = #{s_j < s_c} + #{j < c : s_j == s_c}; NaN after +inf.
@@ -332,7 +382,8 @@ void check_reduce_once(const cprl::NCHWSizes& sz, int64_t splits) {
         got0[row] += s0;
         got1[row] += s1;
       }
-  } else {
+  } else {  // each block's 8 lanes added into the partial sums [N, splits, C], then the splits
+    std::vector<double> part0(sz.N * splits * sz.C, 0.0), part1(part0.size(), 0.0);
     for (int64_t n = 0; n < sz.N; ++n)
       for (int64_t c0 = 0; c0 < sz.C; c0 += V)
         for (int64_t s = 0; s < splits; ++s)
@@ -341,10 +392,15 @@ void check_reduce_once(const cprl::NCHWSizes& sz, int64_t splits) {
             cprl::reduce_pixels_thread<V>(sz, n, c0, cprl::split_pixels(sz.HW, splits, s), ty, 8,
                                           rec, s0, s1);
             for (int k = 0; k < V; ++k) {
-              got0[n * sz.C + c0 + k] += s0[k];
-              got1[n * sz.C + c0 + k] += s1[k];
+              part0[cprl::partial_index(n, s, splits, sz.C, c0 + k)] += s0[k];
+              part1[cprl::partial_index(n, s, splits, sz.C, c0 + k)] += s1[k];
             }
           }
+    for (int64_t n = 0; n < sz.N; ++n)
+      for (int64_t c = 0; c < sz.C; ++c) {
+        got0[n * sz.C + c] = cprl::split_sum(part0.data(), n, splits, sz.C, c);
+        got1[n * sz.C + c] = cprl::split_sum(part1.data(), n, splits, sz.C, c);
+      }
   }
   EXPECT(wrong == 0);
   for (int h : hits) EXPECT(h == 1);
@@ -387,6 +443,7 @@ void test_nc_tiles_reduce() {
 const std::vector<std::pair<std::string, std::function<void()>>> kTests = {
     {"hard_rank_sort_equals_count", test_hard_rank_sort_equals_count},
     {"hard_rank_definition", test_hard_rank_definition},
+    {"hard_rank_bitonic_sort", test_hard_rank_bitonic_sort},
     {"soft_rank_limit", test_soft_rank_limit},
     {"soft_rank_backward", test_soft_rank_backward_finite_difference},
     {"mask_value", test_mask_value},
