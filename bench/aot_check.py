@@ -45,6 +45,7 @@ class KernelPlan:
     blocks: tuple[dict, ...]  #: the block-size constexprs of each launch geometry
     switches: tuple[str, ...] = ()
     num_warps: int = 4  #: as the launch passes it
+    dtypes: tuple[str, ...] = tuple(FEATURE_DTYPES)  #: the feature dtypes it is launched for
 
 
 def plans() -> list[KernelPlan]:
@@ -53,6 +54,7 @@ def plans() -> list[KernelPlan]:
         OFFSET_GRAD_BLOCK,
         RANK_BLOCK_I,
         RANK_BLOCK_J,
+        SORT_MAX_C,
         TILE_WARPS,
         WIDE_TILE_WARPS,
     )
@@ -64,6 +66,15 @@ def plans() -> list[KernelPlan]:
     return [
         KernelPlan("rank_mask", "_channel_sums", frozenset({"f_ptr"}), reduce, (), TILE_WARPS),
         KernelPlan("rank_mask", "_masks", frozenset(), rank, ("FROM_BITS", "SOFT"), TILE_WARPS),
+        KernelPlan(  # float32 op-math only (its keys hold a float32's bits and an index)
+            "rank_mask",
+            "_sorted_masks",
+            frozenset(),
+            ({"BLOCK": 16}, {"BLOCK": 256}, {"BLOCK": SORT_MAX_C}),
+            (),
+            TILE_WARPS,
+            ("fp32", "bf16", "fp16"),
+        ),
         KernelPlan(
             "rank_mask",
             "_channel_elementwise",
@@ -163,7 +174,7 @@ def check_triton() -> list[str]:
         fn = getattr(importlib.import_module(f"cprl_fast.kernels.{plan.module}"), plan.name)
         worst = (0, 0)
         for dtype, blocks, index, values in itertools.product(
-            FEATURE_DTYPES, plan.blocks, ("i32", "i64"),
+            plan.dtypes, plan.blocks, ("i32", "i64"),
             itertools.product((False, True), repeat=len(plan.switches)),
         ):  # fmt: skip
             switches = dict(zip(plan.switches, values, strict=True))

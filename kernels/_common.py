@@ -212,6 +212,10 @@ ELEMENTWISE_BLOCK = 1024
 OFFSET_GRAD_BLOCK = 1024
 RANK_BLOCK_I = 32
 RANK_BLOCK_J = 64
+#: The largest C whose float32 hard rank one program sorts (``_sorted_masks``: the keys stay in
+#: registers; bench/aot_check.py checks the largest block for spills); past it, and in float64,
+#: the pairwise count.
+SORT_MAX_C = 4096
 #: Warps of the reductions and of the pairwise rank kernels: their [2048-element] tiles hold
 #: several operands, which spill registers at 4 warps (bench/aot_check.py checks for spills).
 TILE_WARPS = 8

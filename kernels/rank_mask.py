@@ -1,10 +1,12 @@
 """Triton kernels of ``rank_mask`` (docs/maths.md §1), wrapped as ``cprl_fast::rank_mask_triton``
 and ``cprl_fast::rank_mask_backward_triton`` with ``torch.library.triton_op``.
 
-Forward: ``_channel_sums`` (one program per (n, block of channels), looping over pixels),
-``_masks`` (one program per (n, block of channels): pairwise comparison against every channel,
-tiled [BLOCK_I x BLOCK_J]; the soft rank sums sigmoids instead), ``_channel_elementwise``
-(elementwise ``relu(f * M)``); ``_masks`` adds the split reduction's partial sums itself.
+Forward: ``_channel_sums`` (one program per (n, block of channels), looping over pixels), the
+masks, and ``_channel_elementwise`` (elementwise ``relu(f * M)``). The hard rank in float32
+(C <= SORT_MAX_C) is ``_sorted_masks``: one program per sample sorts the channels' keys
+(``tl.sort``, O(C log^2 C)); else ``_masks`` (one program per (n, block of channels): pairwise
+comparison against every channel, tiled [BLOCK_I x BLOCK_J]; the soft rank sums sigmoids
+instead). Both add the split reduction's partial sums themselves.
 Backward: ``_backward_pass`` writes ``grad_f`` and reduces ``A = sum gy*gate*f`` (and, for the
 soft rank, the channel sums), ``_offset_grad`` is the [N, C] epilogue (``grad_b`` in a fixed
 order: deterministic; a torch sum of its blocks' shares only where N * C exceeds one block), and
@@ -33,6 +35,7 @@ from ._common import (
     OFFSET_GRAD_BLOCK,
     RANK_BLOCK_I,
     RANK_BLOCK_J,
+    SORT_MAX_C,
     TILE_WARPS,
     Geometry,
     channel_block,
@@ -130,6 +133,36 @@ def _masks(
     cf = C * 1.0
     mask = sigmoid((rank - cf / 2.0 + bv * cf) / temperature)
     tl.store(mask_ptr + n * C + c, mask, mask=cm)
+
+
+@triton.jit
+def _ordered_bits(x):
+    """The bits of float32 ``x`` as uint32 whose unsigned order is x's: any NaN last, -0 as +0
+    (the mapping of csrc/core/rank_sort.h; ``^`` rather than ``~``, which the interpreter
+    refuses on unsigned types)."""
+    u = x.to(tl.uint32, bitcast=True)
+    u = tl.where((u >> 31) == 1, u ^ 0xFFFFFFFF, u | 0x80000000)
+    u = tl.where(x == 0, 0x80000000, u)
+    return tl.where(x != x, 0xFFFFFFFF, u)
+
+
+@triton.jit
+def _sorted_masks(part_ptr, b_ptr, mask_ptr, C, HW, SPLITS, temperature, BLOCK: tl.constexpr):
+    """The hard-rank masks of sample n (one program per sample; float32): each channel's key,
+    its mean's ordered bits then its index (distinct keys in the stable ascending order, NaN
+    last), sorted; the channel at sorted position i has rank i. The channel sums are added from
+    the partial sums [N, SPLITS, C] here."""
+    n = tl.program_id(0).to(tl.int64)
+    c = tl.arange(0, BLOCK)
+    cm = c < C
+    means = _split_sum(part_ptr, n, SPLITS, C, c, cm) / HW
+    key = (_ordered_bits(means).to(tl.uint64) << 32) | c.to(tl.uint64)
+    key = tl.sort(tl.where(cm, key, 0xFFFFFFFFFFFFFFFF))  # padding last
+    channel = (key & 0xFFFFFFFF).to(tl.int64)
+    bv = tl.load(b_ptr).to(tl.float32)
+    cf = C * 1.0
+    mask = sigmoid((c.to(tl.float32) - cf / 2.0 + bv * cf) / temperature)
+    tl.store(mask_ptr + n * C + channel, mask, mask=cm)
 
 
 @triton.jit
@@ -293,22 +326,35 @@ def rank_mask_triton(
         BLOCK_P=block_p,
         num_warps=TILE_WARPS,
     )
-    launch(_masks)[(geo.N, triton.cdiv(geo.C, RANK_BLOCK_I))](
-        partial,
-        b.reshape(1).to(acc),
-        mask,
-        geo.C,
-        geo.HW,
-        splits,
-        temperature_arg,
-        tau_arg,
-        FROM_BITS=from_bits,
-        SOFT=soft,
-        ACC=ACC,
-        BLOCK_I=RANK_BLOCK_I,
-        BLOCK_J=RANK_BLOCK_J,
-        num_warps=TILE_WARPS,
-    )
+    if not soft and acc == torch.float32 and geo.C <= SORT_MAX_C:
+        launch(_sorted_masks)[(geo.N,)](
+            partial,
+            b.reshape(1).to(acc),
+            mask,
+            geo.C,
+            geo.HW,
+            splits,
+            float(temperature),
+            BLOCK=max(16, triton.next_power_of_2(geo.C)),
+            num_warps=TILE_WARPS,
+        )
+    else:
+        launch(_masks)[(geo.N, triton.cdiv(geo.C, RANK_BLOCK_I))](
+            partial,
+            b.reshape(1).to(acc),
+            mask,
+            geo.C,
+            geo.HW,
+            splits,
+            temperature_arg,
+            tau_arg,
+            FROM_BITS=from_bits,
+            SOFT=soft,
+            ACC=ACC,
+            BLOCK_I=RANK_BLOCK_I,
+            BLOCK_J=RANK_BLOCK_J,
+            num_warps=TILE_WARPS,
+        )
     rows, inner, block, grid = geo.rows()
     launch(_channel_elementwise)[grid](
         geo.x,

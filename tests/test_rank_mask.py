@@ -41,9 +41,12 @@ class TestRankMaskForward:
         torch.testing.assert_close(y, y_ref)
         torch.testing.assert_close(m, m_ref)
 
-    def test_ties_rank_stably_by_index(self, device):
+    # float32 as well as float64: the CUDA and Triton hard ranks sort keys built from the
+    # scores' bits, which differ by dtype
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+    def test_ties_rank_stably_by_index(self, device, dtype):
         # Channels 0, 2 and 5 are identical copies: equal scores rank by channel index.
-        base = feature((2, 6, 3, 3), dtype=torch.float64, device=device, seed=11)
+        base = feature((2, 6, 3, 3), dtype=dtype, device=device, seed=11)
         f = base.clone()
         f[:, 2] = f[:, 0]
         f[:, 5] = f[:, 0]
@@ -53,12 +56,24 @@ class TestRankMaskForward:
         # distinct ranks give distinct masks: tied channels differ, later index higher
         assert torch.all(m[:, 0] < m[:, 2]) and torch.all(m[:, 2] < m[:, 5])
 
-    def test_all_channels_equal(self, device):
-        f = torch.ones(2, 7, 2, 2, device=device, dtype=torch.float64)
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+    def test_all_channels_equal(self, device, dtype):
+        f = torch.ones(2, 7, 2, 2, device=device, dtype=dtype)
         _, m = ops.rank_mask(f, 0.4, return_mask=True)
         r = torch.arange(7, dtype=torch.float64, device=device)
         expected = torch.sigmoid(r - 7 / 2 + 0.4 * 7).expand(2, 7)
-        torch.testing.assert_close(m, expected)
+        torch.testing.assert_close(m, expected.to(dtype))
+
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+    def test_signed_zeros_tie(self, device, dtype):
+        # -0 and +0 are equal scores (IEEE, and torch.sort): they rank by channel index
+        f = feature((1, 6, 2, 2), dtype=dtype, device=device, seed=4)
+        f[0, 1], f[0, 4] = 0.0, -0.0
+        f[0, 2], f[0, 3] = -0.0, 0.0
+        _, m = ops.rank_mask(f, 0.1, return_mask=True)
+        _, m_ref = reference.rank_mask(f, 0.1, return_mask=True)
+        torch.testing.assert_close(m, m_ref)
+        assert m[0, 1] < m[0, 2] < m[0, 3] < m[0, 4]
 
     def test_mask_formula_and_b_direction(self, device):
         # Channel c has mean c: rank = c, so M = sigmoid(c - C/2 + b*C) exactly (Eq. 7).
@@ -87,15 +102,20 @@ class TestRankMaskForward:
         torch.testing.assert_close(m, m_ref)  # NaN channel ranks last, masks stay finite
         assert torch.isfinite(m).all()
 
-    def test_infinities_rank_before_nan(self, device):
-        f = feature((1, 5, 1, 1), device=device, seed=9, dtype=torch.float64)
-        f[0, 1] = float("inf")
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+    def test_infinities_rank_before_nan(self, device, dtype):
+        # sample 1's NaN has its sign bit set: still after +inf (a sort key must not take the
+        # sign of a NaN for a negative number's)
+        f = feature((2, 5, 1, 1), device=device, seed=9, dtype=dtype)
+        f[:, 1] = float("inf")
         f[0, 3] = float("nan")
-        f[0, 4] = float("-inf")
+        f[1, 3] = -torch.tensor(float("nan"), dtype=dtype)
+        f[:, 4] = float("-inf")
+        assert torch.signbit(f[1, 3]).item() and not torch.signbit(f[0, 3]).item()
         _, m = ops.rank_mask(f, 0.0, return_mask=True)
         _, m_ref = reference.rank_mask(f, 0.0, return_mask=True)
         torch.testing.assert_close(m, m_ref)
-        assert m[0, 4] == m.min() and m[0, 3] == m.max()
+        assert (m[:, 4] == m.min(dim=1).values).all() and (m[:, 3] == m.max(dim=1).values).all()
 
 
 class TestRankMaskBackward:
