@@ -125,9 +125,10 @@ __global__ void soft_mask_kernel(int N, int C, int64_t HW, const acc_t* sums, in
 // bitonic-sorted in place, and each channel's mask from its sorted position, which is its
 // stable ascending rank (core/rank_sort.h).
 template <typename acc_t>
-__global__ void sorted_mask_kernel(int N, int C, int P, int64_t HW, const acc_t* sums,
-                                   int64_t splits, const acc_t* b, acc_t temperature,
-                                   cprl::RankKey<acc_t>* scratch, acc_t* mask) {
+__global__ void __launch_bounds__(1024)
+    sorted_mask_kernel(int N, int C, int P, int64_t HW, const acc_t* sums, int64_t splits,
+                       const acc_t* b, acc_t temperature, cprl::RankKey<acc_t>* scratch,
+                       acc_t* mask) {
   using Key = cprl::RankKey<acc_t>;
   extern __shared__ __align__(16) unsigned char sort_smem[];
   const acc_t inv_hw = acc_t(1) / acc_t(HW);
@@ -171,9 +172,10 @@ __device__ acc_t block_total(acc_t v) {
 // over `splits` pixel splits), and out[block] = scale * the block's sum of D * M(1-M), in a
 // fixed order (one block: out = grad_b, scale = C/T).
 template <typename acc_t>
-__global__ void offset_grad_kernel(int64_t N, int64_t C, const acc_t* A, int64_t splits,
-                                   const acc_t* grad_mask, const acc_t* mask, acc_t temperature,
-                                   acc_t* G, acc_t scale, acc_t* out) {
+__global__ void __launch_bounds__(kOffsetThreads)
+    offset_grad_kernel(int64_t N, int64_t C, const acc_t* A, int64_t splits,
+                       const acc_t* grad_mask, const acc_t* mask, acc_t temperature, acc_t* G,
+                       acc_t scale, acc_t* out) {
   acc_t acc = acc_t(0);
   for (int64_t nc = int64_t(blockIdx.x) * kOffsetThreads + threadIdx.x; nc < N * C;
        nc += int64_t(gridDim.x) * kOffsetThreads) {
@@ -190,7 +192,8 @@ __global__ void offset_grad_kernel(int64_t N, int64_t C, const acc_t* A, int64_t
 
 // One block: *out = scale * the sum of the n block sums, in a fixed order.
 template <typename acc_t>
-__global__ void sum_blocks_kernel(int64_t n, const acc_t* partial, acc_t scale, acc_t* out) {
+__global__ void __launch_bounds__(kOffsetThreads)
+    sum_blocks_kernel(int64_t n, const acc_t* partial, acc_t scale, acc_t* out) {
   acc_t acc = acc_t(0);
   for (int64_t j = threadIdx.x; j < n; j += kOffsetThreads) acc += partial[j];
   const acc_t total = block_total(acc);
