@@ -326,26 +326,18 @@ def rank_mask_triton(
         BLOCK_P=block_p,
         num_warps=TILE_WARPS,
     )
+    # the masks' arguments up to the temperature, the same for both kernels
+    sums_to_mask = (partial, b.reshape(1).to(acc), mask, geo.C, geo.HW, splits)
     if not soft and acc == torch.float32 and geo.C <= SORT_MAX_C:
         launch(_sorted_masks)[(geo.N,)](
-            partial,
-            b.reshape(1).to(acc),
-            mask,
-            geo.C,
-            geo.HW,
-            splits,
+            *sums_to_mask,
             float(temperature),
             BLOCK=max(16, triton.next_power_of_2(geo.C)),
             num_warps=TILE_WARPS,
         )
     else:
         launch(_masks)[(geo.N, triton.cdiv(geo.C, RANK_BLOCK_I))](
-            partial,
-            b.reshape(1).to(acc),
-            mask,
-            geo.C,
-            geo.HW,
-            splits,
+            *sums_to_mask,
             temperature_arg,
             tau_arg,
             FROM_BITS=from_bits,
