@@ -21,9 +21,11 @@ import torch._functorch.config
 
 import cprl_fast
 from cprl_fast.ops import SPECS
-from cprl_fast.ops.spec import OpSpec
+from cprl_fast.ops.spec import OpSpec, in_layout
 
 OPS = tuple(SPECS)
+#: The memory layouts a benchmark times (the dense ones a network hands an op: NCHW and NHWC).
+LAYOUTS = ("contiguous", "channels_last")
 
 
 def small_mode() -> bool:
@@ -50,11 +52,13 @@ class Case:
     device: torch.device
     fn: Callable[[], object]
     min_bytes: int
+    layout: str = "contiguous"
 
     @property
     def name(self) -> str:
         shape = "x".join(map(str, self.shape))
-        return f"{self.op}/{self.pass_}/{shape}/{self.provider}"
+        layout = "" if self.layout == "contiguous" else f"/{self.layout}"
+        return f"{self.op}/{self.pass_}/{shape}{layout}/{self.provider}"
 
 
 @functools.cache
@@ -73,10 +77,14 @@ def function(op: str, provider: str) -> Callable:
     raise ValueError(f"unknown provider {provider!r}")
 
 
-def inputs(op: str, shape, dtype, device, seed: int = 0) -> tuple:
-    """The spec's sample at a benchmark shape, with its benchmark variant."""
+def inputs(op: str, shape, dtype, device, seed: int = 0, layout: str = "contiguous") -> tuple:
+    """The spec's sample at a benchmark shape, with its benchmark variant, its 4-D tensors
+    stored in ``layout`` (one of :data:`LAYOUTS`)."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     spec: OpSpec = SPECS[op]
-    return spec.sample(tuple(shape), dtype=dtype, device=device, seed=seed, **spec.bench_variant)
+    return spec.sample(tuple(shape), dtype=dtype, device=device, seed=seed, layout=layout,
+                       **spec.bench_variant)  # fmt: skip
 
 
 def _float64(a):
@@ -89,9 +97,11 @@ def call(op: str, fn: Callable, args: tuple):
 
 
 def make_case(op: str, shape, provider: str, pass_: str, device: torch.device,
-              dtype: torch.dtype = torch.float32, upcast: bool = False) -> Case:  # fmt: skip
-    """Builds the inputs and the no-argument callable that one timing repeats. ``upcast``: the
-    same inputs (drawn in ``dtype``) converted to float64, for an exact-as-possible result."""
+              dtype: torch.dtype = torch.float32, upcast: bool = False,
+              layout: str = "contiguous") -> Case:  # fmt: skip
+    """Builds the inputs (4-D ones, and the output's gradient, stored in ``layout``) and the
+    no-argument callable that one timing repeats. ``upcast``: the same inputs (drawn in
+    ``dtype``) converted to float64, for an exact-as-possible result."""
     if provider == "triton" and device.type != "cuda":
         raise ValueError("the triton provider needs a CUDA device")
     backend = provider if provider in ("native", "triton") else "auto"
@@ -101,7 +111,7 @@ def make_case(op: str, shape, provider: str, pass_: str, device: torch.device,
         torch._dynamo.reset()
     spec = SPECS[op]
     fn = function(op, provider)
-    args = inputs(op, shape, dtype, device)
+    args = inputs(op, shape, dtype, device, layout=layout)
     if upcast:
         args = tuple(_float64(a) for a in args)
 
@@ -130,6 +140,8 @@ def make_case(op: str, shape, provider: str, pass_: str, device: torch.device,
         wrt = [leaves[i] for i in spec.grad_args]
         g = torch.Generator(device=device).manual_seed(1)
         grad_out = torch.randn(shape, generator=g, dtype=dtype, device=device)
+        if grad_out.dim() == 4:  # as the next layer would hand it back
+            grad_out = in_layout(grad_out, layout)
         if upcast:
             grad_out = grad_out.double()
 
@@ -154,7 +166,8 @@ def make_case(op: str, shape, provider: str, pass_: str, device: torch.device,
     for s in shape:
         numel *= s
     min_bytes = spec.bytes_moved[pass_] * numel * torch.empty((), dtype=dtype).element_size()
-    return Case(op, tuple(shape), provider, pass_, dtype, device, with_backend(body), min_bytes)
+    return Case(op, tuple(shape), provider, pass_, dtype, device, with_backend(body), min_bytes,
+                layout)
 
 
 def groups(device: torch.device, ops_filter: set[str] | None = None,

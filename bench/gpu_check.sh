@@ -18,9 +18,13 @@
 #   5. the op tests (every backend on the device, workers in parallel when pytest-xdist is
 #      there), and beside them compute-sanitizer memcheck then racecheck over every op forward
 #      and backward (bench/sanitize.py, itself checked against the reference)
-#   6. the remaining op rows (every other op and pass), in the time left
+#   6. the op rows of step 3 in channels_last (bfloat16 first, the end-to-end setting)
+#   7. each kernel of those rows under Nsight Compute (bench/kernel_profile.py: device time,
+#      DRAM bytes, L2 hit rate per kernel, against a copy of the same map)
+#   8. the remaining op rows (every other op and pass), in the time left
 # Writes timing.md (how each number is timed), gpu.txt, build.log, e2e.json, bench.json,
-# bench.md, tests.log, sanitizer.log, bench-rest.*, bench-attack.* under $OUT.
+# bench.md, tests.log, sanitizer.log, bench-cl.*, kernels.* (and kernels-manifest.json),
+# bench-rest.*, bench-attack.* under $OUT.
 #
 #   device run:   bash bench/gpu_check.sh                   (OUT is set by the device tool)
 #   CPU stand-in: bash bench/gpu_check.sh --device cpu      (small shapes, no build, no
@@ -67,7 +71,9 @@ cat >"$OUT/timing.md" <<'TIMING'
   around the calls, `gpu_busy` torch.profiler's union of kernel intervals over the wall time
   of 20 further calls. cudnn.benchmark on; ResNet-50, 224 px, batch 32, bfloat16 autocast,
   channels_last for every case.
-- `bench.json`, `bench-rest.json`, `bench-attack.json` (bench/run.py): the providers of a row
+- `bench.json`, `bench-cl.json`, `bench-rest.json`, `bench-attack.json` (bench/run.py; a
+  row's `layout` says whether its maps and gradients were NCHW, `contiguous`, or NHWC,
+  `channels_last`, as in bench-cl.json): the providers of a row
   alternate round by round, 21 rounds of 20 calls, the L2 cache overwritten (256 MiB) before
   each call outside its events; `seconds` is the CUDA-event device time of
   replays of a CUDA graph of one call (`timing: cuda-graph`), or of plain calls where capture
@@ -75,6 +81,11 @@ cat >"$OUT/timing.md" <<'TIMING'
   `host_seconds` is host time per plain call; `speedup_vs_*` compares two rows on a clock
   both have; `copy_fraction` is the op's minimum bytes over `seconds` against a 1 GiB copy
   timed in the same process.
+- `kernels.csv` (ncu's raw page), `kernels.md`, `kernels.json` (bench/kernel_profile.py): one
+  call per case after unprofiled warm-up, each kernel's duration as ncu measures it (kernel by
+  kernel, so no launch gaps), `--cache-control none` (a kernel finds in L2 what the previous
+  one left, as in a real call); per case the DRAM bytes over one map (the passes it made) and
+  the share of copy bandwidth its kernels' time would give with no gaps.
 TIMING
 {
   if [ "$DEVICE" = cuda ]; then
@@ -100,12 +111,15 @@ if [ "$DEVICE" = cuda ]; then
   $PY -c "import cprl_fast; assert cprl_fast.has_cuda_kernels(), 'no CUDA kernels built'" \
     || { tail -n 20 "$OUT/build.log"; exit 1; }
   echo "build: $(( $(date +%s) - start )) s"
-  TEST_FILTER=cuda TEST_LIMIT=120 BENCH_LIMIT=140 E2E_LIMIT=170 REST_LIMIT=60 BENCH_ARGS=""
+  TEST_FILTER=cuda TEST_LIMIT=120 BENCH_LIMIT=140 E2E_LIMIT=170 CL_LIMIT=120 NCU_LIMIT=120
+  REST_LIMIT=60
+  BENCH_ARGS=""
   E2E_ARGS="--arch resnet50 --batch 32 --size 224 --bf16 --channels-last"
 else
   export CPRL_BENCH_SMALL=1
   TEST_FILTER="cpu-native and not gradcheck and not matches_reference and not dtypes and not compiled"
-  TEST_LIMIT=200 BENCH_LIMIT=120 E2E_LIMIT=180 REST_LIMIT=120 BENCH_ARGS="--rounds 3"
+  TEST_LIMIT=200 BENCH_LIMIT=120 E2E_LIMIT=180 CL_LIMIT=120 NCU_LIMIT=120 REST_LIMIT=120
+  BENCH_ARGS="--rounds 3"
   # channels_last as on the GPU; bfloat16 autocast left out: this CPU emulates bfloat16
   # convolutions, 3-4x slower (tests/test_bench_train_step.py runs that path)
   E2E_ARGS="--arch resnet18 --batch 2 --size 32 --channels-last --rounds 3"
@@ -151,6 +165,34 @@ echo "tests: exit $?"
 tail -n 15 "$OUT/tests.log"
 wait "$sanitizer"
 grep -E "ERROR SUMMARY|RACECHECK SUMMARY|exit|sanitize:" "$OUT/sanitizer.log"
+
+step "op rows at the targets' shapes, channels_last"
+# shellcheck disable=SC2086
+limited "$CL_LIMIT" $PY -m bench.run --device "$DEVICE" --dtype bfloat16,float32 $BENCH_ARGS \
+  --layout channels_last --ops rank_mask,intervene --passes fwdbwd \
+  --out "$OUT/bench-cl.json" --markdown "$OUT/bench-cl.md" >/dev/null \
+  || echo "op rows stopped early (exit $?)"
+[ -f "$OUT/bench-cl.md" ] && cat "$OUT/bench-cl.md"
+
+step "kernels under Nsight Compute"
+if [ "$DEVICE" = cuda ] && command -v ncu >/dev/null; then
+  # the driver starts no case past its budget, so that ncu still writes what it profiled
+  cap=$(left "$NCU_LIMIT") budget=()
+  (( cap == 0 )) || budget=(--budget $(( cap > 60 ? cap - 30 : cap / 2 )))
+  limited "$NCU_LIMIT" ncu --csv --page raw --print-units base --profile-from-start off \
+    --cache-control none --metrics "$($PY -m bench.kernel_profile --print-metrics)" \
+    $PY -m bench.kernel_profile --device cuda "${budget[@]}" \
+    --manifest "$OUT/kernels-manifest.json" >"$OUT/kernels.csv" 2>"$OUT/kernels.log" \
+    || { echo "ncu stopped early (exit $?); kernels.log ends:"; tail -n 5 "$OUT/kernels.log"; }
+  $PY -m bench.kernel_profile --summarize "$OUT/kernels.csv" \
+    --manifest "$OUT/kernels-manifest.json" --markdown "$OUT/kernels.md" \
+    --out "$OUT/kernels.json" | head -n 70 || echo "no kernel summary; kernels.csv is kept"
+else
+  # no profiler here: the driver's calls alone (the plumbing)
+  limited "$NCU_LIMIT" $PY -m bench.kernel_profile --device "$DEVICE" --dtype float32 \
+    --manifest "$OUT/kernels-manifest.json" 2>"$OUT/kernels.log" \
+    || echo "kernel profile stopped early (exit $?)"
+fi
 
 step "the other op rows"
 # shellcheck disable=SC2086

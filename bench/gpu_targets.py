@@ -4,7 +4,9 @@
     python -m bench.targets --gpu bench/results/h200-2026-11-26
     python -m bench.gpu_targets bench/results/h200-2026-11-26 [--host FILE]
 
-It reads every JSON file under the folder that holds op rows (``bench.run``'s ``rows``) and the
+The op targets are per dtype and per layout (NCHW, and channels_last, named so; rows that
+predate the ``layout`` column are NCHW). It reads every JSON file under the folder that holds op
+rows (``bench.run``'s ``rows``) and the
 end-to-end file (``e2e.json``), and the CPU host-time result (``--host``, default the newest
 ``bench/results/host-overhead-*.json``). It measures nothing: a target the run did not measure
 is MISSING, never a pass. How each number was timed is what the run recorded (its README says
@@ -26,6 +28,9 @@ SHAPES = ((16, 256, 80, 80), (32, 256, 56, 56), (32, 512, 28, 28), (32, 1024, 14
           (32, 2048, 7, 7))  # fmt: skip
 OPS = ("rank_mask", "intervene")
 DTYPES = ("float32", "bfloat16")
+#: NCHW, then NHWC (issue 25: kernels at their floor in both; a target's name says
+#: ``channels_last`` where it is that layout's)
+LAYOUTS = ("contiguous", "channels_last")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -54,8 +59,9 @@ def _check(name: str, value: float | None, goal: str, source: str) -> Target:
 
 
 def op_rows(folder: Path) -> dict[tuple, tuple[dict, str]]:
-    """(op, shape, pass, provider, dtype) -> (row, file) over every op-row file under
-    ``folder`` (a row measured twice: the later file, in sorted order, wins)."""
+    """(op, shape, pass, provider, dtype, layout) -> (row, file) over every op-row file under
+    ``folder`` (a row measured twice: the later file, in sorted order, wins; rows of runs
+    before the layout column are NCHW)."""
     out = {}
     for path in sorted(folder.rglob("*.json")):
         try:
@@ -66,7 +72,7 @@ def op_rows(folder: Path) -> dict[tuple, tuple[dict, str]]:
         for r in rows if isinstance(rows, list) else []:
             if isinstance(r, dict) and "op" in r:
                 key = (r["op"], tuple(r["shape"]), r["pass"], r["provider"],
-                       r.get("dtype", "float32"))  # fmt: skip
+                       r.get("dtype", "float32"), r.get("layout", "contiguous"))  # fmt: skip
                 out[key] = (r, str(path.relative_to(folder)))
     return out
 
@@ -74,28 +80,29 @@ def op_rows(folder: Path) -> dict[tuple, tuple[dict, str]]:
 def op_targets(folder: Path) -> list[Target]:
     rows = op_rows(folder)
     out = []
-    for op in OPS:
-        for dtype in DTYPES:
-            for shape in SHAPES:
-                name = f"{op} fwd+bwd {list(shape)} {dtype}"
+    for op, layout, dtype in ((o, lay, d) for o in OPS for lay in LAYOUTS for d in DTYPES):
+        for shape in SHAPES:
+            name = f"{op} fwd+bwd {list(shape)} {dtype}"
+            if layout != "contiguous":
+                name += f" {layout}"
 
-                def get(provider, op=op, shape=shape, dtype=dtype):
-                    return rows.get((op, shape, "fwdbwd", provider, dtype))
+            def get(provider, op=op, shape=shape, dtype=dtype, layout=layout):
+                return rows.get((op, shape, "fwdbwd", provider, dtype, layout))
 
-                native, compiled, eager = get("native"), get("compile"), get("eager")
-                where = "not in any file of the run"
-                if native:
-                    where = f"{native[1]} ({native[0].get('timing', 'single calls')})"
-                out.append(_check(f"{name}, share of copy bandwidth",
-                                  native[0]["copy_fraction"] if native else None, ">= 0.8",
-                                  where))  # fmt: skip
-                for base, goal, label, key in ((compiled, ">= 1.2", "torch.compile", "compile"),
-                                               (eager, ">= 3", "eager", "eager")):  # fmt: skip
-                    value = None
-                    if native and base:  # the ratio bench.run took on the rows' common clock
-                        value = native[0].get(f"speedup_vs_{key}",
-                                              base[0]["seconds"] / native[0]["seconds"])
-                    out.append(_check(f"{name}, speed-up over {label}", value, goal, where))
+            native, compiled, eager = get("native"), get("compile"), get("eager")
+            where = "not in any file of the run"
+            if native:
+                where = f"{native[1]} ({native[0].get('timing', 'single calls')})"
+            out.append(_check(f"{name}, share of copy bandwidth",
+                              native[0]["copy_fraction"] if native else None, ">= 0.8",
+                              where))  # fmt: skip
+            for base, goal, label, key in ((compiled, ">= 1.2", "torch.compile", "compile"),
+                                           (eager, ">= 3", "eager", "eager")):  # fmt: skip
+                value = None
+                if native and base:  # the ratio bench.run took on the rows' common clock
+                    value = native[0].get(f"speedup_vs_{key}",
+                                          base[0]["seconds"] / native[0]["seconds"])
+                out.append(_check(f"{name}, speed-up over {label}", value, goal, where))
     return out
 
 

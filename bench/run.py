@@ -3,14 +3,16 @@ JSON after every row, so a killed run loses nothing it measured.
 
     python -m bench.run --device cpu --out bench/results/cpu.json
     python -m bench.run --device cuda --dtype float32,bfloat16 --out bench.json --markdown bench.md
+    python -m bench.run --device cuda --layout channels_last --dtype bfloat16 --passes fwdbwd
 
-The providers of one op, shape, pass and dtype are timed together, alternating round by round
-(:func:`bench.timing.interleaved`: ``--rounds`` rounds of ``--calls`` calls each; on CUDA
-the L2 cache overwritten before every call, outside its timing). On CUDA each provider is
-timed twice: plain calls (device time from CUDA events, host time per call
-in its own column) and replays of the same call captured in a CUDA graph (its kernels alone,
-no launch overhead: ``seconds``, ``timing: cuda-graph``; a provider that cannot be captured
-keeps its event time and says why). On the CPU ``seconds`` is the wall time (``timing:
+The providers of one op, shape, pass, dtype and layout (NCHW ``contiguous`` or NHWC
+``channels_last``: the op's 4-D inputs and the output's gradient) are timed together,
+alternating round by round (:func:`bench.timing.interleaved`: ``--rounds`` rounds of
+``--calls`` calls each; on CUDA the L2 cache overwritten before every call, outside its
+timing). On CUDA each provider is timed twice: plain calls (device time from CUDA events, host
+time per call in its own column) and replays of the same call captured in a CUDA graph (its
+kernels alone, no launch overhead: ``seconds``, ``timing: cuda-graph``; a provider that cannot
+be captured keeps its event time and says why). On the CPU ``seconds`` is the wall time (``timing:
 wall``), which is host time there.
 
 Each row: that time, achieved GB/s (the op's minimum bytes / time), that as a fraction of the
@@ -29,7 +31,7 @@ from datetime import datetime, timezone
 
 import torch
 
-from bench.cases import SPECS, call, function, groups, inputs, make_case, providers_for
+from bench.cases import LAYOUTS, SPECS, call, function, groups, inputs, make_case, providers_for
 from bench.timing import (
     copy_bandwidth,
     cuda_graphed,
@@ -76,21 +78,22 @@ def describe_machine(device: torch.device) -> dict:
     return info
 
 
-def check_against_eager(case_fn, op, shape, pass_, device, dtype) -> str:
+def check_against_eager(case_fn, op, shape, pass_, device, dtype,
+                        layout: str = "contiguous") -> str:  # fmt: skip
     """``ok`` when this provider's result is close to eager's. Where it is not (a reduction over
     thousands of pixels differs in the last bits with the order of summation: torch.compile
     differs from eager there too), ``ok (float64)`` when, per output, its root-mean-square error
     against a float64 evaluation of the same inputs is at most twice eager's plus the dtype's
     atol (the rule of Inductor's accuracy checks); else the first lines of the mismatch."""
     got = case_fn()
-    want = make_case(op, shape, "eager", pass_, device, dtype).fn()
+    want = make_case(op, shape, "eager", pass_, device, dtype, layout=layout).fn()
     try:
         torch.testing.assert_close(got, want, **CHECK_TOLERANCE[dtype])
         return "ok"
     except AssertionError as err:
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         mismatch = "MISMATCH: " + "; ".join(lines[:3])
-    exact = make_case(op, shape, "eager", pass_, device, dtype, upcast=True).fn()
+    exact = make_case(op, shape, "eager", pass_, device, dtype, upcast=True, layout=layout).fn()
     atol = CHECK_TOLERANCE[dtype]["atol"]
     for g, w, e in zip(_tensors(got), _tensors(want), _tensors(exact), strict=True):
         if _rmse(g, e) > 2 * _rmse(w, e) + atol:
@@ -106,12 +109,13 @@ def _rmse(a: torch.Tensor, exact: torch.Tensor) -> float:
     return (a.double() - exact).pow(2).mean().sqrt().item()
 
 
-def saved_bytes(op: str, shape, provider: str, device, dtype) -> int | None:
+def saved_bytes(op: str, shape, provider: str, device, dtype,
+                layout: str = "contiguous") -> int | None:  # fmt: skip
     """Activation memory autograd keeps for backward (eager-mode providers of a differentiable
     op; a compiled graph saves inside its own autograd.Function)."""
     if not SPECS[op].grad_args or provider == "compile":
         return None
-    leaves = list(inputs(op, tuple(shape), dtype, device))
+    leaves = list(inputs(op, tuple(shape), dtype, device, layout=layout))
     for i in SPECS[op].grad_args:
         leaves[i].requires_grad_(True)
     fn = function(op, provider)
@@ -124,11 +128,15 @@ CLOCKS = ("graph_seconds", "event_seconds", "wall_seconds")
 
 def add_ratios(rows: list[dict]) -> None:
     """``speedup_vs_<base>`` on every row that has a ``base`` row (eager, compile, native) of the
-    same op, shape, pass and dtype: base time over this row's, on the first clock of
+    same op, shape, pass, dtype and layout: base time over this row's, on the first clock of
     :data:`CLOCKS` both rows have (rows without those columns: ``seconds``)."""
-    by_key = {(r["op"], tuple(r["shape"]), r["pass"], r["dtype"], r["provider"]): r for r in rows}
+
+    def group(r: dict) -> tuple:
+        return r["op"], tuple(r["shape"]), r["pass"], r["dtype"], r.get("layout", "contiguous")
+
+    by_key = {(*group(r), r["provider"]): r for r in rows}
     for r in rows:
-        key = (r["op"], tuple(r["shape"]), r["pass"], r["dtype"])
+        key = group(r)
         for base in ("eager", "compile", "native"):
             other = by_key.get((*key, base))
             if other is not None and other is not r:
@@ -170,9 +178,10 @@ def time_providers(cases: dict, device: torch.device, rounds: int, calls: int,
 def run(device: torch.device, ops_filter: set[str] | None, dtypes: list[torch.dtype],
         out: str | None = None, markdown: str | None = None,
         passes_filter: set[str] | None = None, rounds: int | None = None,
-        calls: int | None = None) -> dict:  # fmt: skip
-    """Times every group of :func:`groups` in every dtype (defaults: 21 rounds of 20 calls on
-    CUDA, 7 rounds of 1 call on the CPU); writes ``out`` and ``markdown`` after every group."""
+        calls: int | None = None, layouts: tuple[str, ...] = ("contiguous",)) -> dict:  # fmt: skip
+    """Times every group of :func:`groups` in every dtype and layout, in that order (defaults:
+    21 rounds of 20 calls on CUDA, 7 rounds of 1 call on the CPU); writes ``out`` and
+    ``markdown`` after every group."""
     cuda = device.type == "cuda"
     rounds = rounds or (21 if cuda else 7)
     calls = calls or (20 if cuda else 1)
@@ -190,9 +199,9 @@ def run(device: torch.device, ops_filter: set[str] | None, dtypes: list[torch.dt
         "rows": [],
     }  # fmt: skip
     print(f"copy bandwidth: {copy_bps / 1e9:.1f} GB/s (read + write)", flush=True)
-    for dtype in dtypes:
+    for dtype, layout in ((d, lay) for d in dtypes for lay in layouts):
         for op, shape, pass_ in groups(device, ops_filter, passes_filter):
-            cases = {p: make_case(op, shape, p, pass_, device, dtype)
+            cases = {p: make_case(op, shape, p, pass_, device, dtype, layout=layout)
                      for p in providers_for(device)}  # fmt: skip
             # bwd's graph is built once outside any capture, so its backward runs on that
             # stream, not the capturing one: timed by events only
@@ -202,15 +211,16 @@ def run(device: torch.device, ops_filter: set[str] | None, dtypes: list[torch.dt
                 t = timed[provider]
                 row = {
                     "op": op, "shape": list(shape), "pass": pass_, "provider": provider,
-                    "dtype": str(dtype).removeprefix("torch."), **t,
+                    "dtype": str(dtype).removeprefix("torch."), "layout": layout, **t,
                     "gbps": case.min_bytes / t["seconds"] / 1e9,
                     "copy_fraction": case.min_bytes / t["seconds"] / copy_bps,
                     "peak_bytes": peak_memory_bytes(case.fn, device),
                 }  # fmt: skip
                 if provider != "eager":
-                    row["check"] = check_against_eager(case.fn, op, shape, pass_, device, dtype)
+                    row["check"] = check_against_eager(case.fn, op, shape, pass_, device, dtype,
+                                                       layout)  # fmt: skip
                 if pass_ == "fwdbwd":
-                    row["saved_bytes"] = saved_bytes(op, shape, provider, device, dtype)
+                    row["saved_bytes"] = saved_bytes(op, shape, provider, device, dtype, layout)
                 rows.append(row)
             result["rows"] += rows
             add_ratios(result["rows"])
@@ -223,8 +233,8 @@ def run(device: torch.device, ops_filter: set[str] | None, dtypes: list[torch.dt
     return result
 
 
-COLUMNS = ("| op | pass | dtype | shape | provider | ms | timing | host us/call | GB/s | % copy "
-           "| x eager | x compile | triton/native time | saved MB | check |")  # fmt: skip
+COLUMNS = ("| op | pass | dtype | layout | shape | provider | ms | timing | host us/call | GB/s "
+           "| % copy | x eager | x compile | triton/native time | saved MB | check |")  # fmt: skip
 
 
 def format_row(r: dict) -> str:
@@ -236,7 +246,8 @@ def format_row(r: dict) -> str:
     )
     host = r.get("host_seconds")
     return (
-        f"| {r['op']} | {r['pass']} | {r['dtype']} | {'x'.join(map(str, r['shape']))} "
+        f"| {r['op']} | {r['pass']} | {r['dtype']} | {r.get('layout', 'contiguous')} "
+        f"| {'x'.join(map(str, r['shape']))} "
         f"| {r['provider']} | {r['seconds'] * 1e3:.3f} | {r.get('timing', '')} "
         f"| {'' if host is None else f'{host * 1e6:.0f}'} | {r['gbps']:.1f} "
         f"| {100 * r['copy_fraction']:.0f} | {r.get('speedup_vs_eager', float('nan')):.2f} "
@@ -252,8 +263,8 @@ def format_table(result: dict) -> str:
         f" | torch {result['machine']['torch']} | copy {result['copy_gbps']:.1f} GB/s",
         "",
         COLUMNS,
-        "| --- | --- | --- | --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: "
-        "| ---: | --- |",
+        "| --- | --- | --- | --- | --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: "
+        "| ---: | ---: | --- |",
     ]
     lines += [format_row(r) for r in result["rows"]]
     return "\n".join(lines)
@@ -272,6 +283,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="calls per provider per round (default: 20 on CUDA, 1 on the CPU)")
     parser.add_argument("--dtype", default="float32",
                         help="comma-separated: float32, bfloat16, float16")  # fmt: skip
+    parser.add_argument("--layout", default="contiguous",
+                        help="comma-separated: " + ", ".join(LAYOUTS))  # fmt: skip
     parser.add_argument("--out", help="write the JSON result here (after every row)")
     parser.add_argument("--markdown", help="write the table as markdown here (after every row)")
     args = parser.parse_args(argv)
@@ -288,9 +301,13 @@ def main(argv: list[str] | None = None) -> None:
     for d in dtypes:
         if d not in CHECK_TOLERANCE:
             sys.exit(f"bench.run: --dtype must be float32, bfloat16 or float16, got {d}")
+    layouts = tuple(v.strip() for v in args.layout.split(",") if v.strip())
+    for lay in layouts or ("",):
+        if lay not in LAYOUTS:
+            sys.exit(f"bench.run: --layout: {lay!r} is not one of {', '.join(LAYOUTS)}")
     print(COLUMNS, flush=True)
     run(device, ops_filter, dtypes, args.out, args.markdown, passes_filter, args.rounds,
-        args.calls)
+        args.calls, layouts)
 
 
 if __name__ == "__main__":

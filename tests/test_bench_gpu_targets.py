@@ -40,7 +40,7 @@ def test_the_report_counts_and_the_targets_command_prints_it(tmp_path, capsys):
     (tmp_path / "e2e.json").write_text(json.dumps({"cprl_over_resnet": 1.02}))
     text = report(tmp_path, host=tmp_path / "none.json")
     assert "PASS    CA-ResNet-50 / ResNet-50 forward + backward: 1.02 (goal <= 1.05)" in text
-    total = 2 * 2 * len(SHAPES) * 3 + 6 + 1  # ops x dtypes x shapes x 3, end to end, host
+    total = 2 * 2 * 2 * len(SHAPES) * 3 + 6 + 1  # ops x layouts x dtypes x shapes x 3, e2e, host
     assert text.splitlines()[-1].endswith(f"1 PASS, 0 FAIL, {total - 1} MISSING")
     assert targets_main(["--gpu", str(tmp_path)]) == 0
     assert "CA-ResNet-50" in capsys.readouterr().out

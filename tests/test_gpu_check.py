@@ -27,16 +27,21 @@ def test_gpu_check_runs_to_the_end_on_the_cpu(tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     assert "CUT by its time limit" not in r.stdout
     for step in ("machine", "end to end", "op rows at the targets' shapes",
-                 "tests and compute-sanitizer", "the other op rows", "done"):  # fmt: skip
+                 "tests and compute-sanitizer", "op rows at the targets' shapes, channels_last",
+                 "kernels under Nsight Compute", "the other op rows", "done"):  # fmt: skip
         assert f"== {step}" in r.stdout, step
     # issue 25's order: what is owed first (end to end, then the targets' op rows)
     assert r.stdout.index("== end to end") < r.stdout.index("== op rows") \
         < r.stdout.index("== tests and compute-sanitizer")  # fmt: skip
     rows = {}
-    for name in ("bench.json", "bench-rest.json", "bench-attack.json"):
+    for name in ("bench.json", "bench-cl.json", "bench-rest.json", "bench-attack.json"):
         rows[name] = json.loads((tmp_path / name).read_text())["rows"]
     assert "stopped early" not in r.stdout, r.stdout[-3000:]
     assert "CUDA-event device time" in (tmp_path / "timing.md").read_text()
+    # the kernel profile's driver ran every case of its plan (no ncu on the CPU)
+    profiled = json.loads((tmp_path / "kernels-manifest.json").read_text())["cases"]
+    assert {c["op"] for c in profiled} == {"copy", "rank_mask", "intervene"}
+    assert {c["layout"] for c in profiled} == {"contiguous", "channels_last"}
     every = [row for r in rows.values() for row in r]
     checked = [row for row in every if row["provider"] != "eager"]
     assert checked and all(row["check"].startswith("ok") for row in checked), checked
@@ -46,11 +51,14 @@ def test_gpu_check_runs_to_the_end_on_the_cpu(tmp_path):
                 for op in ops for shape in SPECS[op].small_bench_shapes for p in passes
                 for dtype in ("float32", "bfloat16") for provider in ("eager", "compile", "native")}
 
-    def found(name):
+    def found(name, layout="contiguous"):
+        assert {row["layout"] for row in rows[name]} == {layout}, name
         return {(row["op"], tuple(row["shape"]), row["pass"], row["dtype"], row["provider"])
                 for row in rows[name]}  # fmt: skip
 
     assert found("bench.json") == expected(("rank_mask", "intervene"), ("fwdbwd",))
+    assert found("bench-cl.json", "channels_last") == expected(("rank_mask", "intervene"),
+                                                               ("fwdbwd",))  # fmt: skip
     assert found("bench-rest.json") == expected(("rank_mask", "intervene"), ("fwd", "bwd"))
     assert found("bench-attack.json") == expected(("attack_step",), ("fwd",))
     # on the CPU a row is read on the wall clock, with the host time in its own column
