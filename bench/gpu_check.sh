@@ -29,6 +29,9 @@
 #   device run:   bash bench/gpu_check.sh                   (OUT is set by the device tool)
 #   CPU stand-in: bash bench/gpu_check.sh --device cpu      (small shapes, no build, no
 #                 sanitizer: tests the script's plumbing; tests/test_gpu_check.py runs it)
+#   some steps:   GPU_CHECK_ONLY=tests,kernels bash bench/gpu_check.sh   (a second call on a
+#                 warm machine, for what the first one's time limit cut; the machine step and
+#                 the build always run)
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 DEVICE=cuda
@@ -36,6 +39,15 @@ if [ "${1:-}" = "--device" ]; then DEVICE=${2:?--device needs cuda or cpu}; fi
 OUT=${OUT:-bench/results/gpu-latest}
 mkdir -p "$OUT"
 PY=${PYTHON:-python3}
+# the steps GPU_CHECK_ONLY may name, in the order they run
+STEPS="e2e ops model tests ops-cl kernels rest"
+ONLY=${GPU_CHECK_ONLY:-}
+for s in ${ONLY//,/ }; do
+  [[ " $STEPS " == *" $s "* ]] \
+    || { echo "gpu_check: GPU_CHECK_ONLY: '$s' is not one of ${STEPS// /, }" >&2; exit 2; }
+done
+# wanted KEY: whether step KEY runs (all of them when GPU_CHECK_ONLY is unset or empty)
+wanted() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
 # GPU_CHECK_SECONDS=none: no deadline and no step limits (the tests run the CPU stand-in so,
 # on a machine whose load is not theirs to know)
 exec 3>&1
@@ -125,57 +137,68 @@ else
   E2E_ARGS="--arch resnet18 --batch 2 --size 32 --channels-last --rounds 3"
 fi
 
-step "end to end"
-# shellcheck disable=SC2086
-limited "$E2E_LIMIT" $PY -m bench.end_to_end $E2E_ARGS --device "$DEVICE" \
-  --out "$OUT/e2e.json" || echo "end to end stopped early (exit $?)"
+if wanted e2e; then
+  step "end to end"
+  # shellcheck disable=SC2086
+  limited "$E2E_LIMIT" $PY -m bench.end_to_end $E2E_ARGS --device "$DEVICE" \
+    --out "$OUT/e2e.json" || echo "end to end stopped early (exit $?)"
+fi
 
-step "op rows at the targets' shapes"
-# shellcheck disable=SC2086
-limited "$BENCH_LIMIT" $PY -m bench.run --device "$DEVICE" --dtype float32,bfloat16 $BENCH_ARGS \
-  --ops rank_mask,intervene --passes fwdbwd \
-  --out "$OUT/bench.json" --markdown "$OUT/bench.md" >/dev/null \
-  || echo "op rows stopped early (exit $?)"
-[ -f "$OUT/bench.md" ] && cat "$OUT/bench.md"
+if wanted ops; then
+  step "op rows at the targets' shapes"
+  # shellcheck disable=SC2086
+  limited "$BENCH_LIMIT" $PY -m bench.run --device "$DEVICE" --dtype float32,bfloat16 \
+    $BENCH_ARGS --ops rank_mask,intervene --passes fwdbwd \
+    --out "$OUT/bench.json" --markdown "$OUT/bench.md" >/dev/null \
+    || echo "op rows stopped early (exit $?)"
+  [ -f "$OUT/bench.md" ] && cat "$OUT/bench.md"
+fi
 
-if [ "$DEVICE" = cuda ]; then
+if [ "$DEVICE" = cuda ] && wanted model; then
   step "using a model"
   limited 150 $PY -m bench.model_check --device cuda 2>/tmp/model_check.err \
     || { echo "model check stopped (exit $?); its stderr ends:"; tail -n 15 /tmp/model_check.err; }
 fi
-step "tests and compute-sanitizer"
-: >"$OUT/sanitizer.log"
-(
-  if [ "$DEVICE" = cuda ] && command -v compute-sanitizer >/dev/null; then
-    for tool in memcheck racecheck; do
-      echo "-- $tool" >>"$OUT/sanitizer.log"
-      limited 120 compute-sanitizer --tool "$tool" --error-exitcode 3 \
-        $PY -m bench.sanitize --device cuda >>"$OUT/sanitizer.log" 2>&1
-      echo "$tool: exit $?" >>"$OUT/sanitizer.log"
-    done
-  else
-    limited 120 $PY -m bench.sanitize --device "$DEVICE" >>"$OUT/sanitizer.log" 2>&1
-  fi
-) &
-sanitizer=$!
-limited "$TEST_LIMIT" $PY -m pytest tests/test_op_specs.py tests/test_rank_mask.py \
-  tests/test_intervene.py tests/test_attack_step.py tests/test_compile.py \
-  tests/test_triton_helpers.py -k "$TEST_FILTER" "${PYTEST_ARGS[@]}" >"$OUT/tests.log" 2>&1
-echo "tests: exit $?"
-tail -n 15 "$OUT/tests.log"
-wait "$sanitizer"
-grep -E "ERROR SUMMARY|RACECHECK SUMMARY|exit|sanitize:" "$OUT/sanitizer.log"
 
-step "op rows at the targets' shapes, channels_last"
-# shellcheck disable=SC2086
-limited "$CL_LIMIT" $PY -m bench.run --device "$DEVICE" --dtype bfloat16,float32 $BENCH_ARGS \
-  --layout channels_last --ops rank_mask,intervene --passes fwdbwd \
-  --out "$OUT/bench-cl.json" --markdown "$OUT/bench-cl.md" >/dev/null \
-  || echo "op rows stopped early (exit $?)"
-[ -f "$OUT/bench-cl.md" ] && cat "$OUT/bench-cl.md"
+if wanted tests; then
+  step "tests and compute-sanitizer"
+  : >"$OUT/sanitizer.log"
+  (
+    if [ "$DEVICE" = cuda ] && command -v compute-sanitizer >/dev/null; then
+      for tool in memcheck racecheck; do
+        echo "-- $tool" >>"$OUT/sanitizer.log"
+        limited 120 compute-sanitizer --tool "$tool" --error-exitcode 3 \
+          $PY -m bench.sanitize --device cuda >>"$OUT/sanitizer.log" 2>&1
+        echo "$tool: exit $?" >>"$OUT/sanitizer.log"
+      done
+    else
+      limited 120 $PY -m bench.sanitize --device "$DEVICE" >>"$OUT/sanitizer.log" 2>&1
+    fi
+  ) &
+  sanitizer=$!
+  limited "$TEST_LIMIT" $PY -m pytest tests/test_op_specs.py tests/test_rank_mask.py \
+    tests/test_intervene.py tests/test_attack_step.py tests/test_compile.py \
+    tests/test_triton_helpers.py -k "$TEST_FILTER" "${PYTEST_ARGS[@]}" >"$OUT/tests.log" 2>&1
+  echo "tests: exit $?"
+  tail -n 15 "$OUT/tests.log"
+  wait "$sanitizer"
+  grep -E "ERROR SUMMARY|RACECHECK SUMMARY|exit|sanitize:" "$OUT/sanitizer.log"
+fi
 
-step "kernels under Nsight Compute"
-if [ "$DEVICE" = cuda ] && command -v ncu >/dev/null; then
+if wanted ops-cl; then
+  step "op rows at the targets' shapes, channels_last"
+  # shellcheck disable=SC2086
+  limited "$CL_LIMIT" $PY -m bench.run --device "$DEVICE" --dtype bfloat16,float32 \
+    $BENCH_ARGS --layout channels_last --ops rank_mask,intervene --passes fwdbwd \
+    --out "$OUT/bench-cl.json" --markdown "$OUT/bench-cl.md" >/dev/null \
+    || echo "op rows stopped early (exit $?)"
+  [ -f "$OUT/bench-cl.md" ] && cat "$OUT/bench-cl.md"
+fi
+
+if ! wanted kernels; then
+  :
+elif [ "$DEVICE" = cuda ] && command -v ncu >/dev/null; then
+  step "kernels under Nsight Compute"
   # the driver starts no case past its budget, so that ncu still writes what it profiled
   cap=$(left "$NCU_LIMIT") budget=()
   (( cap == 0 )) || budget=(--budget $(( cap > 60 ? cap - 30 : cap / 2 )))
@@ -188,21 +211,24 @@ if [ "$DEVICE" = cuda ] && command -v ncu >/dev/null; then
     --manifest "$OUT/kernels-manifest.json" --markdown "$OUT/kernels.md" \
     --out "$OUT/kernels.json" | head -n 70 || echo "no kernel summary; kernels.csv is kept"
 else
+  step "kernels under Nsight Compute"
   # no profiler here: the driver's calls alone (the plumbing)
   limited "$NCU_LIMIT" $PY -m bench.kernel_profile --device "$DEVICE" --dtype float32 \
     --manifest "$OUT/kernels-manifest.json" 2>"$OUT/kernels.log" \
     || echo "kernel profile stopped early (exit $?)"
 fi
 
-step "the other op rows"
-# shellcheck disable=SC2086
-limited "$REST_LIMIT" $PY -m bench.run --device "$DEVICE" --dtype float32,bfloat16 $BENCH_ARGS \
-  --ops rank_mask,intervene --passes fwd,bwd \
-  --out "$OUT/bench-rest.json" --markdown "$OUT/bench-rest.md" >/dev/null \
-  || echo "op rows stopped early (exit $?)"
-# shellcheck disable=SC2086
-limited "$REST_LIMIT" $PY -m bench.run --device "$DEVICE" --dtype float32,bfloat16 $BENCH_ARGS \
-  --ops attack_step --out "$OUT/bench-attack.json" --markdown "$OUT/bench-attack.md" \
-  >/dev/null || echo "op rows stopped early (exit $?)"
-for f in bench-rest.md bench-attack.md; do [ -f "$OUT/$f" ] && cat "$OUT/$f"; done
+if wanted rest; then
+  step "the other op rows"
+  # shellcheck disable=SC2086
+  limited "$REST_LIMIT" $PY -m bench.run --device "$DEVICE" --dtype float32,bfloat16 \
+    $BENCH_ARGS --ops rank_mask,intervene --passes fwd,bwd \
+    --out "$OUT/bench-rest.json" --markdown "$OUT/bench-rest.md" >/dev/null \
+    || echo "op rows stopped early (exit $?)"
+  # shellcheck disable=SC2086
+  limited "$REST_LIMIT" $PY -m bench.run --device "$DEVICE" --dtype float32,bfloat16 \
+    $BENCH_ARGS --ops attack_step --out "$OUT/bench-attack.json" \
+    --markdown "$OUT/bench-attack.md" >/dev/null || echo "op rows stopped early (exit $?)"
+  for f in bench-rest.md bench-attack.md; do [ -f "$OUT/$f" ] && cat "$OUT/$f"; done
+fi
 step "done"

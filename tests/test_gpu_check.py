@@ -72,3 +72,29 @@ def test_gpu_check_runs_to_the_end_on_the_cpu(tmp_path):
     # every end-to-end case in channels_last, as on the GPU
     assert e2e["channels_last"] and e2e["train_iteration"]["channels_last"]
     assert e2e["cprl_fwd_bwd"]["host_s"] > 0 and e2e["pgd10_fused"]["wall_s"] > 0
+
+
+def _gpu_check(tmp_path, only: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable,
+           "GPU_CHECK_SECONDS": "none", "GPU_CHECK_ONLY": only}  # fmt: skip
+    return subprocess.run(["bash", "bench/gpu_check.sh", "--device", "cpu"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_second_call_runs_only_the_steps_it_names(tmp_path):
+    r = _gpu_check(tmp_path, "kernels")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert "== machine" in r.stdout and "== kernels under Nsight Compute" in r.stdout
+    for step in ("end to end", "op rows", "tests and compute-sanitizer", "the other op rows"):
+        assert f"== {step}" not in r.stdout, step
+    assert (tmp_path / "kernels-manifest.json").is_file()
+    assert not (tmp_path / "bench.json").exists() and not (tmp_path / "e2e.json").exists()
+
+
+def test_a_step_it_does_not_know_is_refused_before_anything_runs(tmp_path):
+    r = _gpu_check(tmp_path, "tests,kernel")
+    assert r.returncode == 2
+    assert r.stderr.strip() == ("gpu_check: GPU_CHECK_ONLY: 'kernel' is not one of e2e, ops, "
+                                "model, tests, ops-cl, kernels, rest")  # fmt: skip
+    assert not (tmp_path / "timing.md").exists()
