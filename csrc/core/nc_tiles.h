@@ -88,15 +88,24 @@ inline int64_t nhwc_splits(int64_t HW) {
   return s < 1 ? 1 : (s > 64 ? 64 : s);
 }
 
-// nc_map: thread (tx, ty) of block (bx, by) takes rows by*dy + ty, stepping gy*dy, and in each
-// the packs bx*dx + tx, stepping gx*dx. One division per row (NHWC), none per element.
+// The order in which nc_map's blocks take the map's rows. A GPU starts a grid's blocks in
+// order, so with kLastToFirst the first blocks take the last rows: a pass over a map that a
+// reduction has just read first to last (nc_reduce walks the map in memory order) starts on
+// the rows that reduction left in the L2 cache, before the pass's own traffic evicts them.
+enum class RowOrder { kFirstToLast, kLastToFirst };
+
+// nc_map: thread (tx, ty) of block (bx, by) takes the rows by*dy + ty, stepping gy*dy (counted
+// from the last row with kLastToFirst), and in each the packs bx*dx + tx, stepping gx*dx. One
+// division per row (NHWC), none per element.
 template <int V, typename Fn>
-CPRL_HD void map_thread(const NCHWSizes& sz, const ThreadCoords& t, const Fn& fn) {
+CPRL_HD void map_thread(const NCHWSizes& sz, const ThreadCoords& t, const Fn& fn,
+                        RowOrder order = RowOrder::kFirstToLast) {
   const bool nchw = sz.layout == Layout::kNCHW;
   const int64_t rows = map_rows(sz);
   const int64_t len = row_length(sz);
   const int64_t packs = len / V;
-  for (int64_t row = t.by * t.dy + t.ty; row < rows; row += t.gy * t.dy) {
+  for (int64_t r = t.by * t.dy + t.ty; r < rows; r += t.gy * t.dy) {
+    const int64_t row = order == RowOrder::kFirstToLast ? r : rows - 1 - r;
     const int64_t nc0 = nchw ? row : (row / sz.HW) * sz.C;
     for (int64_t k = t.bx * t.dx + t.tx; k < packs; k += t.gx * t.dx)
       fn.template apply<V>(row * len + k * V, nchw ? nc0 : nc0 + k * V, nchw ? 0 : 1);

@@ -8,11 +8,14 @@
 //   may also write per-element outputs (one pass over memory).
 //   NCHW: one warp per (n, c) row; lanes stride the row's packs, then a shuffle tree.
 //   NHWC: blocks of 32 x V channels x 8 pixel lanes over one of S pixel splits write partial
-//   sums [N, S, C]; a second kernel adds the S partials in a fixed order (nc_reduce), or the
+//   sums [N, S, C] (grid: channel blocks, then splits, then samples, so that the blocks, which
+//   a GPU starts in order, walk the map in memory order, as the NCHW warps do); a second kernel adds the S partials in a fixed order (nc_reduce), or the
 //   kernel that reads them does (nc_reduce_partials, cprl::split_sum).
 //   Both orders depend on the shape alone: results are deterministic (no float atomics).
 // nc_map: an element functor over every pack, row by row (no per-element division); rows
-//   shorter than 256 packs share a block (2-D blocks), so small maps fill the threads.
+//   shorter than 256 packs share a block (2-D blocks), so small maps fill the threads. Rows
+//   first to last, or last to first (cprl::RowOrder: a pass right after a reduction over the
+//   same map starts where the reduction ended, on rows still in L2).
 //
 // Functor interface (device), as in core/nc_tiles.h:
 //   template <int V, int STEP> void reduce(int64_t i, int64_t nc, acc_t* s0, acc_t* s1) const
@@ -79,7 +82,7 @@ __global__ void nc_reduce_nchw_kernel(cprl::NCHWSizes sz, acc_t* a0, acc_t* a1, 
   }
 }
 
-// grid (ceil(C / (32 V)), N, S), block (32, kLanesY): thread x owns channels c0 .. c0+V-1 and
+// grid (ceil(C / (32 V)), S, N), block (32, kLanesY): thread x owns channels c0 .. c0+V-1 and
 // writes their partial sums of pixel split s.
 template <int V, typename acc_t, typename Fn>
 __global__ void nc_reduce_nhwc_kernel(cprl::NCHWSizes sz, int64_t splits, acc_t* part0,
@@ -87,8 +90,8 @@ __global__ void nc_reduce_nhwc_kernel(cprl::NCHWSizes sz, int64_t splits, acc_t*
   __shared__ acc_t sh0[kLanesY][kWarp * V];
   __shared__ acc_t sh1[kLanesY][kWarp * V];
   const int64_t c0 = (int64_t(blockIdx.x) * kWarp + threadIdx.x) * V;
-  const int64_t n = blockIdx.y;
-  const int64_t s = blockIdx.z;
+  const int64_t s = blockIdx.y;
+  const int64_t n = blockIdx.z;
   acc_t s0[V], s1[V];
 #pragma unroll
   for (int k = 0; k < V; ++k) s0[k] = s1[k] = acc_t(0);
@@ -142,7 +145,7 @@ void nc_reduce_partials_packs(const cprl::NCHWSizes& sz, acc_t* p0, acc_t* p1, c
   TORCH_CHECK_VALUE(sz.N <= 65535, "channels_last features on CUDA support N <= 65535, got N = ",
                     sz.N);
   const int64_t splits = reduce_splits(sz);
-  const dim3 grid(ceil_div(sz.C, kWarp * V), sz.N, splits);
+  const dim3 grid(ceil_div(sz.C, kWarp * V), splits, sz.N);
   nc_reduce_nhwc_kernel<V, acc_t><<<grid, dim3(kWarp, kLanesY), 0, stream>>>(sz, splits, p0, p1,
                                                                             fn);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -185,8 +188,8 @@ void nc_reduce(const cprl::NCHWSizes& sz, acc_t* a0, acc_t* a1, const Fn& fn,
 }
 
 template <int V, typename Fn>
-__global__ void nc_map_kernel(cprl::NCHWSizes sz, Fn fn) {
-  cprl::map_thread<V>(sz, thread_coords(), fn);
+__global__ void nc_map_kernel(cprl::NCHWSizes sz, Fn fn, cprl::RowOrder order) {
+  cprl::map_thread<V>(sz, thread_coords(), fn, order);
 }
 
 inline int64_t elementwise_blocks(int64_t n, int threads) {
@@ -195,23 +198,24 @@ inline int64_t elementwise_blocks(int64_t n, int threads) {
 }
 
 template <int V, typename Fn>
-void nc_map_packs(const cprl::NCHWSizes& sz, const Fn& fn) {
+void nc_map_packs(const cprl::NCHWSizes& sz, const Fn& fn, cprl::RowOrder order) {
   const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
   const cprl::MapGeometry g = cprl::map_geometry(sz, V, sms, kMapThreads);
   nc_map_kernel<V><<<dim3(unsigned(g.gx), unsigned(g.gy)), dim3(unsigned(g.dx), unsigned(g.dy)), 0,
-                     at::cuda::getCurrentCUDAStream()>>>(sz, fn);
+                     at::cuda::getCurrentCUDAStream()>>>(sz, fn, order);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 // ptrs: every element array fn reads or writes (for the pack width).
 template <typename scalar_t, typename Fn>
-void nc_map(const cprl::NCHWSizes& sz, const Fn& fn, std::initializer_list<const void*> ptrs) {
+void nc_map(const cprl::NCHWSizes& sz, const Fn& fn, std::initializer_list<const void*> ptrs,
+            cprl::RowOrder order = cprl::RowOrder::kFirstToLast) {
   if (sz.numel() == 0) return;
   constexpr int kVec = 16 / sizeof(scalar_t);
   if (pack_width<scalar_t>(cprl::row_length(sz), ptrs) == kVec)
-    nc_map_packs<kVec>(sz, fn);
+    nc_map_packs<kVec>(sz, fn, order);
   else
-    nc_map_packs<1>(sz, fn);
+    nc_map_packs<1>(sz, fn, order);
 }
 
 }  // namespace cprl_fast::cuda

@@ -4,11 +4,13 @@
 // (a bitonic sort in shared memory, core/rank_sort.h; past 4096 float / 2048 double keys, in
 // global memory), the soft rank sums sigmoids over every pair (a grid of (channel blocks,
 // samples), the means in shared memory up to C = 12288 float / 6144 double); both write M;
-// then the apply pass relu(f * M) (nc_map). Backward: one nc_reduce_partials pass writes
-// grad_f and reduces A (and the channel sums for the soft rank); offset_grad_kernel's blocks
+// then the apply pass relu(f * M) (nc_map, last row first: it starts on the rows the sums
+// left in L2). Backward: one nc_reduce_partials pass writes grad_f and reduces A (and the
+// channel sums for the soft rank); offset_grad_kernel's blocks
 // (one up to 4096 sample-channel pairs; then a one-block kernel adds their sums) reduce grad_b
 // in a fixed order (deterministic); the soft rank adds a per-sample pass and an elementwise
-// pass. The passes over the map move 16-byte packs where they can (nc_loops.cuh).
+// pass (last row first, as the forward's apply pass). The passes over the map move 16-byte
+// packs where they can (nc_loops.cuh).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -270,7 +272,8 @@ void forward(const cprl::RankMaskForwardParams& p, const at::TensorOptions& acc_
   }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   scalar_t* yp = static_cast<scalar_t*>(p.y);
-  cuda::nc_map<scalar_t>(sz, ApplyMask<scalar_t, acc_t>{fp, mp, yp}, {fp, yp});
+  cuda::nc_map<scalar_t>(sz, ApplyMask<scalar_t, acc_t>{fp, mp, yp}, {fp, yp},
+                         cprl::RowOrder::kLastToFirst);
 }
 
 template <typename scalar_t>
@@ -314,7 +317,8 @@ void backward(const cprl::RankMaskBackwardParams& p, const at::TensorOptions& ac
   soft_rank_grad_kernel<acc_t><<<rank_grid(sz.N, sz.C), kRankThreads, smem, stream>>>(
       int(sz.N), int(sz.C), sz.HW, S, splits, G, acc_t(p.tau), ds);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  cuda::nc_map<scalar_t>(sz, AddChannelTerm<scalar_t, acc_t>{ds, gfp}, {gfp});
+  cuda::nc_map<scalar_t>(sz, AddChannelTerm<scalar_t, acc_t>{ds, gfp}, {gfp},
+                         cprl::RowOrder::kLastToFirst);
 }
 
 std::tuple<at::Tensor, at::Tensor> rank_mask_cuda(const at::Tensor& f, const at::Tensor& b,

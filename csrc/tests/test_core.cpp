@@ -318,18 +318,34 @@ struct VisitRecorder {
   }
 };
 
+// Records the first element a thread visits.
+struct FirstVisit {
+  int64_t* first;
+  template <int V>
+  void apply(int64_t i, int64_t, int64_t) const {
+    if (*first < 0) *first = i;
+  }
+};
+
 template <int V>
 void check_map_grid(const cprl::NCHWSizes& sz, const cprl::MapGeometry& g) {
-  std::vector<int> hits(sz.numel(), 0);
-  int wrong = 0;
-  const VisitRecorder rec{&sz, &hits, &wrong, nullptr};
-  for (int64_t by = 0; by < g.gy; ++by)
-    for (int64_t bx = 0; bx < g.gx; ++bx)
-      for (int64_t ty = 0; ty < g.dy; ++ty)
-        for (int64_t tx = 0; tx < g.dx; ++tx)
-          cprl::map_thread<V>(sz, {bx, by, tx, ty, g.gx, g.gy, g.dx, g.dy}, rec);
-  EXPECT(wrong == 0);
-  for (int h : hits) EXPECT(h == 1);
+  for (const auto order : {cprl::RowOrder::kFirstToLast, cprl::RowOrder::kLastToFirst}) {
+    std::vector<int> hits(sz.numel(), 0);
+    int wrong = 0;
+    const VisitRecorder rec{&sz, &hits, &wrong, nullptr};
+    for (int64_t by = 0; by < g.gy; ++by)
+      for (int64_t bx = 0; bx < g.gx; ++bx)
+        for (int64_t ty = 0; ty < g.dy; ++ty)
+          for (int64_t tx = 0; tx < g.dx; ++tx)
+            cprl::map_thread<V>(sz, {bx, by, tx, ty, g.gx, g.gy, g.dx, g.dy}, rec, order);
+    EXPECT(wrong == 0);
+    for (int h : hits) EXPECT(h == 1);
+    // the grid's first thread starts on the first row, or on the last
+    int64_t first = -1;
+    cprl::map_thread<V>(sz, {0, 0, 0, 0, g.gx, g.gy, g.dx, g.dy}, FirstVisit{&first}, order);
+    const int64_t len = cprl::row_length(sz);
+    EXPECT(first == (order == cprl::RowOrder::kFirstToLast ? 0 : sz.numel() - len));
+  }
 }
 
 template <int V>
