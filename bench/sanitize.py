@@ -20,8 +20,9 @@ from cprl_fast.ops.spec import unaligned
 
 #: (shape, dtype, placement): odd shapes (single-element loops); rows a multiple of 8 long in
 #: both layouts (16-byte packs of every dtype), also one element off alignment; more than 4096
-#: (sample, channel) pairs (rank_mask's offset gradient over several blocks); and more than 4096
-#: channels (the hard rank's sort in global memory).
+#: (sample, channel) pairs (rank_mask's offset gradient over several blocks; the hard rank's
+#: radix sort in its largest block); and more than 4096 channels (the hard rank's bitonic sort
+#: in global memory).
 CASES = tuple(
     [(shape, torch.float32, layout) for shape in ((3, 5, 7, 9), (2, 33, 1, 3), (1, 70, 5, 5))
      for layout in ("contiguous", "channels_last")]

@@ -56,6 +56,21 @@ class TestRankMaskForward:
         # distinct ranks give distinct masks: tied channels differ, later index higher
         assert torch.all(m[:, 0] < m[:, 2]) and torch.all(m[:, 2] < m[:, 5])
 
+    # every block shape of the CUDA hard rank's radix sort (64 x 4, 128 x 8, 256 x 8 and 512 x 8
+    # keys) at its limits, and past the last, the bitonic sort in global memory; with a tie.
+    # temperature = C keeps every rank's mask apart from its neighbours' (no saturation).
+    @pytest.mark.parametrize("C", [1, 256, 257, 1024, 1025, 2048, 2049, 4096, 4097])
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+    def test_every_sort_size_ranks_as_the_reference(self, device_backend, C, dtype):
+        device, backend = device_backend
+        if C > 256 and backend == "triton" and device.type == "cpu":
+            pytest.skip("a CUDA kernel's path; 2-8 s in Triton's interpreter (the GPU runs it)")
+        f = feature((2, C, 1, 3), dtype=dtype, device=device, seed=C)
+        f[:, -1] = f[:, 0]
+        _, m = ops.rank_mask(f, 0.1, temperature=float(C), return_mask=True)
+        _, m_ref = reference.rank_mask(f, 0.1, temperature=float(C), return_mask=True)
+        torch.testing.assert_close(m, m_ref)
+
     @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
     def test_all_channels_equal(self, device, dtype):
         f = torch.ones(2, 7, 2, 2, device=device, dtype=dtype)
@@ -135,14 +150,19 @@ class TestRankMaskBackward:
     # paths that the odd test shapes of tests/test_op_specs.py are too small to reach (both
     # channels_last: an NCHW map's many small programs are slow in Triton's interpreter)
     # (and for CUDA: past 4096 pairs, where the backward's offset gradient takes several
-    # blocks, and past 2048 float64 channels, where the hard rank's sort leaves shared memory)
-    @pytest.mark.parametrize("shape", [(5, 210, 2, 3), (2, 6, 17, 17), (3, 2100, 1, 2)],
-                             ids=["pairs", "pixels", "blocks"])  # fmt: skip
+    # blocks and the hard rank's radix sort its largest block shape, and past 4096 channels,
+    # where the hard rank is a bitonic sort in global memory)
+    @pytest.mark.parametrize("shape", [(5, 210, 2, 3), (2, 6, 17, 17), (3, 2100, 1, 2),
+                                       (1, 4100, 1, 1)],
+                             ids=["pairs", "pixels", "blocks", "sort-in-memory"])  # fmt: skip
     @pytest.mark.parametrize("rank", ["hard", "soft"])
     def test_larger_maps_match_the_reference(self, device_backend, shape, rank):
         device, backend = device_backend
         if shape[1] > 1024 and backend == "triton" and device.type == "cpu":
             pytest.skip("a CUDA kernel's path; 10 s in Triton's interpreter (the GPU runs it)")
+        if shape[1] > 4096 and rank == "soft":
+            pytest.skip("the hard rank's path (the soft rank's backward on CUDA takes at most "
+                        "3072 float64 channels)")  # fmt: skip
         f = feature(shape, dtype=torch.float64, device=device, seed=31, layout="channels_last")
         gy = feature(shape, dtype=torch.float64, device=device, seed=32)
         gm = feature(shape[:2], dtype=torch.float64, device=device, seed=33)

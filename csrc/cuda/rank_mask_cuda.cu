@@ -1,8 +1,8 @@
 // rank_mask on CUDA: kernels on the parameters of core/rank_mask.h (set up by glue/rank_mask.h).
 // Forward: the channel sums (nc_reduce_partials: a channels_last map's pixel splits are added
 // by the kernel that reads them); the hard rank sorts each sample's C channel keys in one block
-// (a bitonic sort in shared memory, core/rank_sort.h; past 4096 float / 2048 double keys, in
-// global memory), the soft rank sums sigmoids over every pair (a grid of (channel blocks,
+// (CUB's block radix sort up to 4096 channels; past it, a bitonic sort in global memory,
+// core/rank_sort.h), the soft rank sums sigmoids over every pair (a grid of (channel blocks,
 // samples), the means in shared memory up to C = 12288 float / 6144 double); both write M;
 // then the apply pass relu(f * M) (nc_map, last row first: it starts on the rows the sums
 // left in L2). Backward: one nc_reduce_partials pass writes grad_f and reduces A (and the
@@ -17,6 +17,8 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
+
+#include <cub/block/block_radix_sort.cuh>
 
 #include "../glue/rank_mask.h"
 #include "../core/rank_sort.h"
@@ -122,21 +124,77 @@ __global__ void soft_mask_kernel(int N, int C, int64_t HW, const acc_t* sums, in
   }
 }
 
-// The hard rank. One block per sample (grid-stride past 65535): the sample's C rank keys (in
-// shared memory, or this sample's slice of a global scratch when the P keys do not fit),
-// bitonic-sorted in place, and each channel's mask from its sorted position, which is its
-// stable ascending rank (core/rank_sort.h).
+// The hard rank up to kRadixMaxC channels. One block per sample (grid-stride past 65535): each
+// thread holds IPT consecutive channels' score bits (cprl::ordered_bits: NaN last, -0 = +0;
+// padding past C as the largest key), CUB's block radix sort orders them with the channels
+// as values, and a channel's sorted position is its stable ascending rank (the sort is
+// stable and the channels enter in index order, so ties go by index, as core/rank_sort.h's
+// keys order them).
+constexpr int64_t kRadixMaxC = 4096;
+
+template <typename acc_t, int THREADS, int IPT>
+__global__ void __launch_bounds__(THREADS)
+    radix_mask_kernel(int N, int C, int64_t HW, const acc_t* sums, int64_t splits, const acc_t* b,
+                      acc_t temperature, acc_t* mask) {
+  using Bits = typename cprl::RankKeyBits<acc_t>::type;
+  using Sort = cub::BlockRadixSort<Bits, THREADS, IPT, uint32_t>;
+  __shared__ typename Sort::TempStorage temp;
+  const acc_t inv_hw = acc_t(1) / acc_t(HW);
+  const acc_t bv = *b;
+  for (int n = blockIdx.x; n < N; n += gridDim.x) {
+    Bits keys[IPT];
+    uint32_t channel[IPT];
+#pragma unroll
+    for (int k = 0; k < IPT; ++k) {
+      const int c = threadIdx.x * IPT + k;  // a blocked arrangement: the channels in order
+      channel[k] = uint32_t(c);
+      keys[k] = c < C ? cprl::ordered_bits(cprl::split_sum(sums, n, splits, C, c) * inv_hw)
+                      : ~Bits(0);
+    }
+    Sort(temp).Sort(keys, channel);
+#pragma unroll
+    for (int k = 0; k < IPT; ++k) {
+      const int position = threadIdx.x * IPT + k;
+      if (channel[k] < uint32_t(C))
+        mask[int64_t(n) * C + channel[k]] =
+            cprl::mask_value(acc_t(position), int64_t(C), bv, temperature);
+    }
+    __syncthreads();  // temp is reused by the next sample's sort
+  }
+}
+
+// One radix_mask_kernel launch, its block shape chosen by C (THREADS x IPT >= C).
+template <typename acc_t>
+void launch_radix_mask(int64_t N, int64_t C, int64_t HW, const acc_t* sums, int64_t splits,
+                       const acc_t* b, acc_t temperature, acc_t* mask, cudaStream_t stream) {
+  const unsigned grid = unsigned(std::min<int64_t>(N, 65535));
+  const auto go = [&](auto kernel, int threads) {
+    kernel<<<grid, threads, 0, stream>>>(int(N), int(C), HW, sums, splits, b, temperature, mask);
+  };
+  if (C <= 256)
+    go(radix_mask_kernel<acc_t, 64, 4>, 64);
+  else if (C <= 1024)
+    go(radix_mask_kernel<acc_t, 128, 8>, 128);
+  else if (C <= 2048)
+    go(radix_mask_kernel<acc_t, 256, 8>, 256);
+  else
+    go(radix_mask_kernel<acc_t, 512, 8>, 512);
+}
+
+// The hard rank past kRadixMaxC channels. One block per sample (grid-stride past 65535): the
+// sample's C rank keys in its slice of a global scratch, bitonic-sorted in place, and each
+// channel's mask from its sorted position, which is its stable ascending rank
+// (core/rank_sort.h).
 template <typename acc_t>
 __global__ void __launch_bounds__(1024)
     sorted_mask_kernel(int N, int C, int P, int64_t HW, const acc_t* sums, int64_t splits,
                        const acc_t* b, acc_t temperature, cprl::RankKey<acc_t>* scratch,
                        acc_t* mask) {
   using Key = cprl::RankKey<acc_t>;
-  extern __shared__ __align__(16) unsigned char sort_smem[];
   const acc_t inv_hw = acc_t(1) / acc_t(HW);
   const acc_t bv = *b;
   for (int n = blockIdx.x; n < N; n += gridDim.x) {
-    Key* keys = scratch != nullptr ? scratch + int64_t(n) * P : reinterpret_cast<Key*>(sort_smem);
+    Key* keys = scratch + int64_t(n) * P;
     for (int i = threadIdx.x; i < P; i += blockDim.x)
       keys[i] = i < C ? cprl::rank_key(cprl::split_sum(sums, n, splits, C, i) * inv_hw, i)
                       : Key::last();
@@ -256,19 +314,16 @@ void forward(const cprl::RankMaskForwardParams& p, const at::TensorOptions& acc_
     soft_mask_kernel<acc_t><<<grid, threads, smem, stream>>>(
         int(sz.N), int(sz.C), sz.HW, s0, S, bp, acc_t(p.temperature), acc_t(p.tau), smem > 0,
         scratch.defined() ? scratch.data_ptr<acc_t>() : nullptr, mp);
+  } else if (sz.C <= kRadixMaxC) {
+    launch_radix_mask<acc_t>(sz.N, sz.C, sz.HW, s0, S, bp, acc_t(p.temperature), mp, stream);
   } else {
     using Key = cprl::RankKey<acc_t>;
     const int P = cprl::sort_length(sz.C);
-    const size_t bytes = size_t(P) * sizeof(Key);
-    // P keys past shared memory (P > 4096 float / 2048 double): a global scratch per sample
-    at::Tensor scratch = bytes <= kMaxSmem
-                             ? at::Tensor()
-                             : at::empty({sz.N * int64_t(bytes)}, acc_options.dtype(at::kByte));
-    const int threads = int(std::clamp<int64_t>(P / 2, cuda::kWarp, 1024));
-    sorted_mask_kernel<acc_t><<<unsigned(std::min<int64_t>(sz.N, 65535)), threads,
-                                scratch.defined() ? 0 : bytes, stream>>>(
+    at::Tensor scratch =
+        at::empty({sz.N * int64_t(P) * int64_t(sizeof(Key))}, acc_options.dtype(at::kByte));
+    sorted_mask_kernel<acc_t><<<unsigned(std::min<int64_t>(sz.N, 65535)), 1024, 0, stream>>>(
         int(sz.N), int(sz.C), P, sz.HW, s0, S, bp, acc_t(p.temperature),
-        scratch.defined() ? reinterpret_cast<Key*>(scratch.data_ptr()) : nullptr, mp);
+        reinterpret_cast<Key*>(scratch.data_ptr()), mp);
   }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   scalar_t* yp = static_cast<scalar_t*>(p.y);

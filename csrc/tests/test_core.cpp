@@ -1,6 +1,7 @@
 // Unit tests of the torch-independent kernel core (csrc/core), built by CMakeLists.txt and run
 // by ctest, optionally under AddressSanitizer and UBSan (-DCPRL_SANITIZE=ON).
 // Usage: cprl_core_tests <test name> ; with no argument, runs every test.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -84,6 +85,21 @@ void check_bitonic_ranks(const std::vector<T>& s) {
     }
     const uint32_t c = keys[pos].idx;
     EXPECT(c < uint32_t(C));
+    if (c < uint32_t(C)) EXPECT(pos == cprl::hard_rank_count(s.data(), C, int(c)));
+  }
+  // The CUDA radix path's contract (rank_mask_cuda.cu, radix_mask_kernel): a stable sort of
+  // the score bits alone, the channels entering in index order, padding past C as the largest
+  // bits, puts every channel at its rank (ties, NaN and +-0 included) and the padding last.
+  using Bits = typename cprl::RankKeyBits<T>::type;
+  std::vector<uint32_t> order(P);
+  std::vector<Bits> bits(P, ~Bits(0));
+  for (int i = 0; i < P; ++i) order[i] = uint32_t(i);
+  for (int c = 0; c < C; ++c) bits[c] = cprl::ordered_bits(s[c]);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](uint32_t a, uint32_t b) { return bits[a] < bits[b]; });
+  for (int pos = 0; pos < P; ++pos) {
+    const uint32_t c = order[pos];
+    EXPECT((pos < C) == (c < uint32_t(C)));
     if (c < uint32_t(C)) EXPECT(pos == cprl::hard_rank_count(s.data(), C, int(c)));
   }
 }
