@@ -20,7 +20,7 @@
 #      and backward (bench/sanitize.py, itself checked against the reference)
 #   6. the op rows of step 3 in channels_last (bfloat16 first, the end-to-end setting)
 #   7. each kernel of those rows under Nsight Compute (bench/kernel_profile.py: device time,
-#      DRAM bytes, L2 hit rate per kernel, against a copy of the same map)
+#      DRAM bytes, L2 hit rate per kernel, against a copy of the same map; native, then Triton)
 #   8. the remaining op rows (every other op and pass), in the time left
 # Writes timing.md (how each number is timed), gpu.txt, build.log, e2e.json, bench.json,
 # bench.md, tests.log, sanitizer.log, bench-cl.*, kernels.* (and kernels-manifest.json),
@@ -204,7 +204,7 @@ elif [ "$DEVICE" = cuda ] && command -v ncu >/dev/null; then
   (( cap == 0 )) || budget=(--budget $(( cap > 60 ? cap - 30 : cap / 2 )))
   limited "$NCU_LIMIT" ncu --csv --page raw --print-units base --profile-from-start off \
     --cache-control none --metrics "$($PY -m bench.kernel_profile --print-metrics)" \
-    $PY -m bench.kernel_profile --device cuda "${budget[@]}" \
+    $PY -m bench.kernel_profile --device cuda --provider native,triton "${budget[@]}" \
     --manifest "$OUT/kernels-manifest.json" >"$OUT/kernels.csv" 2>"$OUT/kernels.log" \
     || { echo "ncu stopped early (exit $?); kernels.log ends:"; tail -n 5 "$OUT/kernels.log"; }
   $PY -m bench.kernel_profile --summarize "$OUT/kernels.csv" \

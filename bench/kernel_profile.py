@@ -13,8 +13,9 @@ On the GPU machine (``bench/gpu_check.sh`` runs it so)::
 
 The driver builds each case with :func:`bench.cases.make_case` (forward + backward of
 rank_mask and intervene at the benchmark shapes, in each dtype, layout and provider asked
-for) and, before the cases of a shape and dtype, a plain copy of a map of that size (its
-floor). It calls each case a few times unprofiled, then once between ``cudaProfilerStart`` and
+for, every case of the first provider before the next provider's, so a budget cuts Triton's
+before native's) and, before the cases of a shape and dtype, a plain copy of a map of that
+size (its floor). It calls each case a few times unprofiled, then once between ``cudaProfilerStart`` and
 ``cudaProfilerStop`` (``torch.cuda.profiler``), right after a one-kernel marker
 (``torch.cuda._sleep``, ATen's ``spin_kernel``) that tells the summary where the case's kernels
 begin; the manifest lists the cases in that order and is rewritten after each one, and
@@ -84,14 +85,16 @@ class ProfileCase:
 
 
 def plan(dtypes: list[torch.dtype], layouts: list[str], providers: list[str]) -> list[tuple]:
-    """(op, shape, dtype, layout, provider) in the order they are profiled: per dtype and
-    layout, per shape, the copy, then each op in each provider."""
+    """(op, shape, dtype, layout, provider) in the order they are profiled (a budget cuts the
+    last): per provider, per dtype and layout, per shape, each op; with the first provider,
+    the copy of that shape before its ops."""
     out = []
-    for dtype in dtypes:
-        for layout in layouts:
-            for shape in shapes_for(OPS[0]):
-                out.append(("copy", tuple(shape), dtype, layout, "torch"))
-                for provider in providers:
+    for provider in providers:
+        for dtype in dtypes:
+            for layout in layouts:
+                for shape in shapes_for(OPS[0]):
+                    if provider == providers[0]:
+                        out.append(("copy", tuple(shape), dtype, layout, "torch"))
                     for op in OPS:
                         if tuple(shape) in map(tuple, shapes_for(op)):
                             out.append((op, tuple(shape), dtype, layout, provider))

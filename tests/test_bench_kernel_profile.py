@@ -101,3 +101,17 @@ def test_a_profile_that_does_not_match_its_manifest_is_refused():
 def test_it_prints_the_metrics_ncu_collects(capsys):
     assert main(["--print-metrics"]) == 0
     assert capsys.readouterr().out.strip() == ",".join(METRICS)
+
+
+def test_the_plan_profiles_every_native_case_before_the_triton_ones(monkeypatch):
+    from bench.kernel_profile import plan
+
+    monkeypatch.setenv("CPRL_BENCH_SMALL", "1")
+    cases = plan([torch.float32, torch.bfloat16], ["contiguous", "channels_last"],
+                 ["native", "triton"])  # fmt: skip
+    providers = [c[4] for c in cases]
+    last_native = max(i for i, p in enumerate(providers) if p == "native")
+    assert providers.index("triton") > last_native
+    copies = [c for c in cases if c[0] == "copy"]
+    assert len(copies) == 2 * 2 * 2 and all(cases.index(c) < last_native for c in copies)
+    assert len(cases) == len(copies) + 2 * len(copies) * 2  # two ops per copy, per provider
