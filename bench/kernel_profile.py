@@ -11,11 +11,11 @@ On the GPU machine (``bench/gpu_check.sh`` runs it so)::
     python -m bench.kernel_profile --summarize kernels.csv --manifest kernels-manifest.json \\
         --markdown kernels.md --out kernels.json
 
-The driver builds each case with :func:`bench.cases.make_case` (forward + backward of
-rank_mask and intervene at the benchmark shapes, in each dtype, layout and provider asked
-for, every case of the first provider before the next provider's, so a budget cuts Triton's
-before native's) and, before the cases of a shape and dtype, a plain copy of a map of that
-size (its floor). It calls each case a few times unprofiled, then once between ``cudaProfilerStart`` and
+The driver builds each case with :func:`bench.cases.make_case` (forward + backward of rank_mask
+and intervene at the benchmark shapes, in each dtype, layout and provider asked for, every case
+of the first provider before the next provider's, so a budget cuts Triton's before native's)
+and, before the cases of a shape and dtype, a plain copy of a map of that size (its floor). It
+calls each case a few times unprofiled, then once between ``cudaProfilerStart`` and
 ``cudaProfilerStop`` (``torch.cuda.profiler``), right after a one-kernel marker
 (``torch.cuda._sleep``, ATen's ``spin_kernel``) that tells the summary where the case's kernels
 begin; the manifest lists the cases in that order and is rewritten after each one, and
