@@ -112,6 +112,24 @@ CPRL_HD void map_thread(const NCHWSizes& sz, const ThreadCoords& t, const Fn& fn
   }
 }
 
+// nc_reduce over NCHW rows: the lanes that share one channel row, 8, 16 or 32 (a warp holds
+// 32 / lanes rows): about 4 packs a lane or more, so a short row (7 x 7 pixels: 49) does not
+// leave most of a warp idle and pay a 32-lane shuffle tree for 49 values. A function of the
+// shape alone, so the order of the sums is too (deterministic).
+inline int nchw_row_lanes(int64_t packs) { return packs <= 64 ? 8 : packs <= 128 ? 16 : 32; }
+
+// The channel row and lane of thread `thread` of block `block` in the NCHW reduce: blocks of
+// `warps` warps, each warp 32 / lanes rows of `lanes` lanes, rows in order.
+struct RowLane {
+  int64_t row;
+  int64_t lane;
+};
+CPRL_HD RowLane nchw_row_lane(int64_t block, int64_t thread, int64_t warps, int64_t lanes) {
+  const int64_t rows_per_warp = 32 / lanes;
+  const int64_t warp = block * warps + thread / 32;
+  return {warp * rows_per_warp + (thread % 32) / lanes, thread % lanes};
+}
+
 // nc_reduce over NCHW rows: lane `lane` of the `lanes` that share channel row `row` adds the
 // row's packs lane, lane + lanes, ... to s0 and s1; the lanes' sums add up to the row's.
 template <int V, typename acc_t, typename Fn>

@@ -6,7 +6,9 @@
 //
 // nc_reduce: for every (n, c), two sums over p of what an element functor adds; the functor
 //   may also write per-element outputs (one pass over memory).
-//   NCHW: one warp per (n, c) row; lanes stride the row's packs, then a shuffle tree.
+//   NCHW: 8, 16 or 32 lanes per (n, c) row by its length (cprl::nchw_row_lanes; a warp holds
+//   several short rows); lanes stride the row's packs, then a shuffle tree within the row's
+//   lanes.
 //   NHWC: blocks of 32 x V channels x 8 pixel lanes over one of S pixel splits write partial
 //   sums [N, S, C] (grid: channel blocks, then splits, then samples, so that the blocks, which
 //   a GPU starts in order, walk the map in memory order, as the NCHW warps do); a second kernel adds the S partials in a fixed order (nc_reduce), or the
@@ -36,7 +38,7 @@
 namespace cprl_fast::cuda {
 
 constexpr int kWarp = 32;
-constexpr int kRowsPerBlock = 8;  // warps per block in the NCHW reduce
+constexpr int kReduceWarps = 8;  // warps per block in the NCHW reduce
 constexpr int kLanesY = 8;        // pixel lanes per block in the NHWC reduce
 constexpr int kMapThreads = 256;
 
@@ -60,25 +62,30 @@ __device__ __forceinline__ cprl::ThreadCoords thread_coords() {
           gridDim.x,  gridDim.y,  blockDim.x,  blockDim.y};
 }
 
-template <typename acc_t>
-__device__ __forceinline__ acc_t warp_sum(acc_t v) {
+// The sum of v over each group of LANES consecutive lanes of the warp, in its first lane.
+template <int LANES, typename acc_t>
+__device__ __forceinline__ acc_t lanes_sum(acc_t v) {
 #pragma unroll
-  for (int offset = kWarp / 2; offset > 0; offset /= 2) v += __shfl_down_sync(0xffffffffu, v, offset);
+  for (int offset = LANES / 2; offset > 0; offset /= 2)
+    v += __shfl_down_sync(0xffffffffu, v, offset, LANES);
   return v;
 }
 
-template <int V, typename acc_t, typename Fn>
+// Blocks of kReduceWarps warps, each warp 32 / LANES rows (cprl::nchw_row_lane).
+template <int V, int LANES, typename acc_t, typename Fn>
 __global__ void nc_reduce_nchw_kernel(cprl::NCHWSizes sz, acc_t* a0, acc_t* a1, Fn fn) {
-  const int64_t row = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
-  const int lane = threadIdx.x % kWarp;
-  if (row >= sz.N * sz.C) return;  // whole warps exit together
+  const cprl::RowLane rl = cprl::nchw_row_lane(blockIdx.x, threadIdx.x, kReduceWarps, LANES);
+  const int64_t rows = sz.N * sz.C;
+  // a warp past the last row exits whole; in the last warp every lane takes part in the
+  // shuffles, and lanes of rows past the end add nothing and write nothing
+  if (rl.row - rl.row % (kWarp / LANES) >= rows) return;
   acc_t s0 = acc_t(0), s1 = acc_t(0);
-  cprl::reduce_row_lane<V>(sz, row, lane, kWarp, fn, s0, s1);
-  s0 = warp_sum(s0);
-  s1 = warp_sum(s1);
-  if (lane == 0) {
-    a0[row] = s0;
-    a1[row] = s1;
+  if (rl.row < rows) cprl::reduce_row_lane<V>(sz, rl.row, rl.lane, LANES, fn, s0, s1);
+  s0 = lanes_sum<LANES>(s0);
+  s1 = lanes_sum<LANES>(s1);
+  if (rl.lane == 0 && rl.row < rows) {
+    a0[rl.row] = s0;
+    a1[rl.row] = s1;
   }
 }
 
@@ -137,8 +144,17 @@ template <int V, typename acc_t, typename Fn>
 void nc_reduce_partials_packs(const cprl::NCHWSizes& sz, acc_t* p0, acc_t* p1, const Fn& fn) {
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   if (sz.layout == cprl::Layout::kNCHW) {
-    const int64_t blocks = ceil_div(sz.N * sz.C, kRowsPerBlock);
-    nc_reduce_nchw_kernel<V, acc_t><<<blocks, kRowsPerBlock * kWarp, 0, stream>>>(sz, p0, p1, fn);
+    const int lanes = cprl::nchw_row_lanes(sz.HW / V);
+    const int64_t blocks = ceil_div(sz.N * sz.C, kReduceWarps * (kWarp / lanes));
+    const auto go = [&](auto kernel) {
+      kernel<<<blocks, kReduceWarps * kWarp, 0, stream>>>(sz, p0, p1, fn);
+    };
+    if (lanes == 8)
+      go(nc_reduce_nchw_kernel<V, 8, acc_t, Fn>);
+    else if (lanes == 16)
+      go(nc_reduce_nchw_kernel<V, 16, acc_t, Fn>);
+    else
+      go(nc_reduce_nchw_kernel<V, 32, acc_t, Fn>);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     return;
   }

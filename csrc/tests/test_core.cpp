@@ -393,10 +393,11 @@ void test_nc_tiles_map() {
 }
 
 // Sums x by channel row through the per-thread reduce functions and compares with a direct
-// sum: NCHW as a warp of 32 lanes per row (the shuffle adds the lanes), NHWC as blocks of 8
-// pixel lanes over `splits` pixel splits (the second kernel adds the splits).
+// sum: NCHW as blocks of 8 warps of `lanes` lanes per row (the shuffle adds a row's lanes),
+// NHWC as blocks of 8 pixel lanes over `splits` pixel splits (the second kernel adds the
+// splits).
 template <int V>
-void check_reduce_once(const cprl::NCHWSizes& sz, int64_t splits) {
+void check_reduce_once(const cprl::NCHWSizes& sz, int64_t splits, int64_t lanes = 32) {
   std::mt19937 gen(7);
   std::uniform_real_distribution<double> u(-1, 1);
   std::vector<double> x(sz.numel());
@@ -406,14 +407,22 @@ void check_reduce_once(const cprl::NCHWSizes& sz, int64_t splits) {
   std::vector<int> hits(sz.numel(), 0);
   int wrong = 0;
   const VisitRecorder rec{&sz, &hits, &wrong, &x};
-  if (sz.layout == cprl::Layout::kNCHW) {
-    for (int64_t row = 0; row < sz.N * sz.C; ++row)
-      for (int64_t lane = 0; lane < 32; ++lane) {
+  if (sz.layout == cprl::Layout::kNCHW) {  // the kernel's grid, thread by thread
+    const int64_t rows = sz.N * sz.C;
+    const int64_t rows_per_block = 8 * (32 / lanes);
+    std::vector<int> lane_hits(rows * lanes, 0);
+    for (int64_t block = 0; block < (rows + rows_per_block - 1) / rows_per_block; ++block)
+      for (int64_t thread = 0; thread < 8 * 32; ++thread) {
+        const cprl::RowLane rl = cprl::nchw_row_lane(block, thread, 8, lanes);
+        EXPECT(rl.lane >= 0 && rl.lane < lanes && rl.row >= 0);
+        if (rl.row >= rows) continue;
+        ++lane_hits[rl.row * lanes + rl.lane];
         double s0 = 0, s1 = 0;
-        cprl::reduce_row_lane<V>(sz, row, lane, 32, rec, s0, s1);
-        got0[row] += s0;
-        got1[row] += s1;
+        cprl::reduce_row_lane<V>(sz, rl.row, rl.lane, lanes, rec, s0, s1);
+        got0[rl.row] += s0;
+        got1[rl.row] += s1;
       }
+    for (int h : lane_hits) EXPECT(h == 1);  // each row's lanes, once each
   } else {  // each block's 8 lanes added into the partial sums [N, splits, C], then the splits
     std::vector<double> part0(sz.N * splits * sz.C, 0.0), part1(part0.size(), 0.0);
     for (int64_t n = 0; n < sz.N; ++n)
@@ -446,7 +455,7 @@ template <int V>
 void check_reduce(const cprl::NCHWSizes& sz) {
   if (cprl::row_length(sz) % V != 0) return;
   if (sz.layout == cprl::Layout::kNCHW) {
-    check_reduce_once<V>(sz, 1);
+    for (int64_t lanes : {8, 16, 32}) check_reduce_once<V>(sz, 1, lanes);
     return;
   }
   for (int64_t splits : {cprl::nhwc_splits(sz.HW), int64_t(3), sz.HW + 2})
@@ -460,6 +469,8 @@ void test_nc_tiles_reduce() {
     check_reduce<4>(sz);
     check_reduce<8>(sz);
   }
+  EXPECT(cprl::nchw_row_lanes(49) == 8 && cprl::nchw_row_lanes(100) == 16 &&
+         cprl::nchw_row_lanes(1600) == 32);
   EXPECT(cprl::nhwc_splits(1) == 1 && cprl::nhwc_splits(257) == 2);
   EXPECT(cprl::nhwc_splits(1 << 20) == 64);
   for (int64_t splits : {1, 3, 7}) {  // the splits tile [0, HW) without overlap
