@@ -18,7 +18,8 @@ from cprl_fast.ops import SPECS
 from cprl_fast.ops._backend import BACKENDS
 from cprl_fast.ops.spec import unaligned
 
-#: (shape, dtype, placement): odd shapes (single-element loops); rows a multiple of 8 long in
+#: (shape, dtype, placement): odd shapes (single-element loops; NCHW rows of 8 lanes), NCHW rows
+#: of 100 and 300 pixels (16 and 32 lanes a row); rows a multiple of 8 long in
 #: both layouts (16-byte packs of every dtype), also one element off alignment; more than 4096
 #: (sample, channel) pairs (rank_mask's offset gradient over several blocks; the hard rank's
 #: radix sort in its largest block); and more than 4096 channels (the hard rank's bitonic sort
@@ -26,6 +27,7 @@ from cprl_fast.ops.spec import unaligned
 CASES = tuple(
     [(shape, torch.float32, layout) for shape in ((3, 5, 7, 9), (2, 33, 1, 3), (1, 70, 5, 5))
      for layout in ("contiguous", "channels_last")]
+    + [(shape, torch.float32, "contiguous") for shape in ((2, 5, 10, 10), (2, 3, 15, 20))]
     + [((2, 16, 4, 6), dtype, placement) for dtype in (torch.float32, torch.bfloat16)
        for placement in ("contiguous", "channels_last", "unaligned")]
     + [(shape, torch.float32, "contiguous") for shape in ((2, 2400, 2, 2), (1, 5000, 1, 1))]
