@@ -11,8 +11,9 @@
 //   lanes.
 //   NHWC: blocks of 32 x V channels x 8 pixel lanes over one of S pixel splits write partial
 //   sums [N, S, C] (grid: channel blocks, then splits, then samples, so that the blocks, which
-//   a GPU starts in order, walk the map in memory order, as the NCHW warps do); a second kernel adds the S partials in a fixed order (nc_reduce), or the
-//   kernel that reads them does (nc_reduce_partials, cprl::split_sum).
+//   a GPU starts in order, walk the map in memory order, as the NCHW warps do); a second
+//   kernel adds the S partials in a fixed order (nc_reduce), or the kernel that reads them
+//   does (nc_reduce_partials, cprl::split_sum).
 //   Both orders depend on the shape alone: results are deterministic (no float atomics).
 // nc_map: an element functor over every pack, row by row (no per-element division); rows
 //   shorter than 256 packs share a block (2-D blocks), so small maps fill the threads. Rows
@@ -39,7 +40,7 @@ namespace cprl_fast::cuda {
 
 constexpr int kWarp = 32;
 constexpr int kReduceWarps = 8;  // warps per block in the NCHW reduce
-constexpr int kLanesY = 8;        // pixel lanes per block in the NHWC reduce
+constexpr int kLanesY = 8;       // pixel lanes per block in the NHWC reduce
 constexpr int kMapThreads = 256;
 
 CPRL_HD int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
