@@ -59,13 +59,24 @@ def tile(n, c, cm, p0, HW, sn, sc, sp, BLOCK_P: tl.constexpr):
 
 
 @triton.jit
-def pixel_split(CHUNK):
-    """This program's split of a split reduction (grid dimension 2) and the first pixel of its
-    range [begin, begin + CHUNK); the caller loops ``for p in range(0, CHUNK, BLOCK_P)`` over
-    ``begin + p`` (integer loop bounds: Triton's interpreter cannot loop from a program id),
-    and the tiles mask the pixels past HW of the last split."""
-    split = tl.program_id(2)
-    return split, split * CHUNK
+def reduce_block(C, HW, CHUNK, BLOCK_C: tl.constexpr):
+    """This program's tile of a channel reduction, on a 1-D grid of N x splits x
+    cdiv(C, BLOCK_C) programs (``Geometry.reduce_grid``) taken channel blocks fastest, then
+    pixel splits, then samples: the programs, which a GPU starts in order, walk the map in
+    memory order in either layout, so the pass that follows (taken last row first) starts on
+    what they left in L2. Returns the sample n (64-bit), its block of channels c and their
+    validity mask, the split, the first pixel of its range [begin, begin + CHUNK) and the
+    number of splits (the partial sums are [N, splits, C]). The caller loops
+    ``for p in range(0, CHUNK, BLOCK_P)`` over ``begin + p`` (integer loop bounds: Triton's
+    interpreter cannot loop from a program id); the tiles mask the pixels past HW."""
+    # 32-bit division: the grid, and so the channel blocks and the splits, are below 2^31
+    pid = tl.program_id(0)
+    blocks = tl.cdiv(C, BLOCK_C).to(tl.int32)
+    splits = tl.cdiv(HW, CHUNK).to(tl.int32)
+    rest = pid // blocks
+    split = rest % splits
+    c = (pid % blocks) * BLOCK_C + tl.arange(0, BLOCK_C)
+    return (rest // splits).to(tl.int64), c, c < C, split, split * CHUNK, splits
 
 
 @triton.jit
@@ -202,8 +213,9 @@ class Geometry:
         pointers: ``C, HW, sn, sc, sp, CHUNK`` (``chunk`` from :meth:`reduce_plan`)."""
         return self.C, self.HW, self.sn, self.sc, self.sp, chunk
 
-    def reduce_grid(self, block_c: int, splits: int) -> tuple[int, int, int]:
-        return self.N, triton.cdiv(self.C, block_c), splits
+    def reduce_grid(self, block_c: int, splits: int) -> tuple[int]:
+        """The 1-D grid of a channel reduction (``reduce_block``)."""
+        return (self.N * splits * triton.cdiv(self.C, block_c),)
 
 
 ELEMENTWISE_BLOCK = 1024

@@ -19,11 +19,10 @@ from cprl_fast.checks import acc_dtype, check_intervene_args, check_output_grad
 from ._common import (
     WIDE_TILE_WARPS,
     Geometry,
-    channel_block,
     launch,
     native_schema,
     on_device_of,
-    pixel_split,
+    reduce_block,
     relu,
     row_elements,
     tile,
@@ -83,8 +82,7 @@ def _backward_pass(
     BLOCK_C: tl.constexpr,
     BLOCK_P: tl.constexpr,
 ):
-    n, c, cm = channel_block(C, BLOCK_C)
-    split, begin = pixel_split(CHUNK)
+    n, c, cm, split, begin, splits = reduce_block(C, HW, CHUNK, BLOCK_C)
     m = tl.load(mask_ptr + n * C + c, mask=cm, other=0.0)[:, None]
     kf, kt = _weights(m, NC)
     acc = tl.zeros((BLOCK_C, BLOCK_P), dtype=ACC)
@@ -100,7 +98,7 @@ def _backward_pass(
     total = tl.sum(acc, axis=1)
     if NC:
         total = -total
-    tl.store(gm_ptr + (n * tl.num_programs(2) + split) * C + c, total, mask=cm)
+    tl.store(gm_ptr + (n * splits + split) * C + c, total, mask=cm)
 
 
 @triton_op("cprl_fast::intervene_triton", mutates_args=(), schema=native_schema("intervene"))

@@ -42,7 +42,7 @@ from ._common import (
     launch,
     native_schema,
     on_device_of,
-    pixel_split,
+    reduce_block,
     relu,
     row_elements,
     scalar,
@@ -67,13 +67,12 @@ def _channel_sums(
     BLOCK_C: tl.constexpr,
     BLOCK_P: tl.constexpr,
 ):
-    n, c, cm = channel_block(C, BLOCK_C)
-    split, begin = pixel_split(CHUNK)
+    n, c, cm, split, begin, splits = reduce_block(C, HW, CHUNK, BLOCK_C)
     acc = tl.zeros((BLOCK_C, BLOCK_P), dtype=ACC)
     for p in range(0, CHUNK, BLOCK_P):
         offs, m = tile(n, c, cm, begin + p, HW, sn, sc, sp, BLOCK_P)
         acc += tl.load(f_ptr + offs, mask=m, other=0.0).to(ACC)
-    tl.store(out_ptr + (n * tl.num_programs(2) + split) * C + c, tl.sum(acc, axis=1), mask=cm)
+    tl.store(out_ptr + (n * splits + split) * C + c, tl.sum(acc, axis=1), mask=cm)
 
 
 @triton.jit
@@ -181,9 +180,13 @@ def _channel_elementwise(
     BLOCK: tl.constexpr,
 ):
     """out = x + v[channel] (ADD: the soft rank's term of grad_f) or relu(x * v[channel]) (the
-    forward's apply pass), elementwise over a dense map, row by row (``row_elements``)."""
+    forward's apply pass), elementwise over a dense map, row by row (``row_elements``), last
+    row first: it follows a reduction over the same map (``reduce_block``'s order) and starts
+    on the rows that reduction left in L2."""
     for r in range(0, ROWS, ROW_STEP):
-        i, im, nc = row_elements(r + tl.program_id(1), ROWS, INNER, C, HW, CHANNELS_LAST, BLOCK)
+        row = r + tl.program_id(1)
+        row = tl.where(row < ROWS, ROWS - 1 - row, row)  # rows past the end stay past it
+        i, im, nc = row_elements(row, ROWS, INNER, C, HW, CHANNELS_LAST, BLOCK)
         v = tl.load(v_ptr + nc, mask=im, other=0.0)
         x = tl.load(x_ptr + i, mask=im, other=0.0).to(ACC)
         out = x + v if ADD else relu(x * v)
@@ -211,8 +214,7 @@ def _backward_pass(
 ):
     """grad_f = gate * gy * M per element, and per (sample, channel, split) the partial sums of
     ``A = sum gy * gate * f`` and (SOFT: the soft rank's backward needs them) of ``f``."""
-    n, c, cm = channel_block(C, BLOCK_C)
-    split, begin = pixel_split(CHUNK)
+    n, c, cm, split, begin, splits = reduce_block(C, HW, CHUNK, BLOCK_C)
     m = tl.load(mask_ptr + n * C + c, mask=cm, other=0.0)[:, None]
     acc_a = tl.zeros((BLOCK_C, BLOCK_P), dtype=ACC)
     acc_s = tl.zeros((BLOCK_C, BLOCK_P), dtype=ACC)
@@ -225,7 +227,7 @@ def _backward_pass(
         acc_a += gg * f
         if SOFT:
             acc_s += f
-    part = (n * tl.num_programs(2) + split) * C + c
+    part = (n * splits + split) * C + c
     tl.store(a_ptr + part, tl.sum(acc_a, axis=1), mask=cm)
     if SOFT:
         tl.store(s_ptr + part, tl.sum(acc_s, axis=1), mask=cm)
