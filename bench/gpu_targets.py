@@ -29,7 +29,8 @@ SHAPES = ((16, 256, 80, 80), (32, 256, 56, 56), (32, 512, 28, 28), (32, 1024, 14
 OPS = ("rank_mask", "intervene")
 DTYPES = ("float32", "bfloat16")
 #: NCHW, then NHWC (issue 25: kernels at their floor in both; a target's name says
-#: ``channels_last`` where it is that layout's)
+#: ``channels_last`` where it is that layout's); bench.cases.LAYOUTS, spelt out here as SHAPES
+#: is (this module does not import torch; a test keeps them equal)
 LAYOUTS = ("contiguous", "channels_last")
 RESULTS = Path(__file__).resolve().parent / "results"
 

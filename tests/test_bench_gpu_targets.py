@@ -46,3 +46,13 @@ def test_the_report_counts_and_the_targets_command_prints_it(tmp_path, capsys):
     assert "CA-ResNet-50" in capsys.readouterr().out
     with pytest.raises(FileNotFoundError, match="GPU run folder not found"):
         gpu_targets(tmp_path / "nope")
+
+
+def test_the_targets_name_the_shapes_and_layouts_the_benchmarks_time():
+    # bench.gpu_targets stays free of torch, so it spells these out; they must agree
+    from bench import cases
+    from bench.gpu_targets import LAYOUTS, OPS
+
+    assert LAYOUTS == cases.LAYOUTS
+    for op in OPS:
+        assert SHAPES == tuple(tuple(s) for s in cases.SPECS[op].bench_shapes)
