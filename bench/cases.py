@@ -28,6 +28,17 @@ OPS = tuple(SPECS)
 LAYOUTS = ("contiguous", "channels_last")
 
 
+def option_values(option: str, text: str, allowed, required: bool = True) -> list[str]:
+    """The comma-separated values of a command-line option, each one of ``allowed`` (none at
+    all only where not ``required``); else a ValueError naming the option, the value and what
+    it takes (one line)."""
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    for v in values or ([""] if required else []):
+        if v not in allowed:
+            raise ValueError(f"{option}: {v!r} is not one of {', '.join(allowed)}")
+    return values
+
+
 def small_mode() -> bool:
     return os.environ.get("CPRL_BENCH_SMALL") == "1"
 

@@ -43,8 +43,9 @@ from pathlib import Path
 
 import torch
 
-from bench.cases import LAYOUTS, make_case, shapes_for
+from bench.cases import LAYOUTS, make_case, option_values, shapes_for
 from cprl_fast.io import write_json_atomic, write_text_atomic
+from cprl_fast.ops.spec import in_layout
 
 #: ncu's metrics per kernel (one replay pass on sm_90, so that ``--cache-control none`` keeps
 #: the L2 state the previous kernel left): device time, DRAM traffic, L2 hit rate, occupancy
@@ -108,9 +109,7 @@ def _callable(op, shape, dtype, layout, provider, device) -> tuple[ProfileCase, 
         numel *= s
     name = str(dtype).removeprefix("torch.")
     if op == "copy":
-        src = torch.randn(shape, dtype=dtype, device=device)
-        if layout == "channels_last":
-            src = src.contiguous(memory_format=torch.channels_last)
+        src = in_layout(torch.randn(shape, dtype=dtype, device=device), layout)
         dst = torch.empty_like(src)
         case = ProfileCase(op, list(shape), name, layout, provider, numel * itemsize,
                            2 * numel * itemsize)  # fmt: skip
@@ -345,19 +344,13 @@ def main(argv: list[str] | None = None) -> int:
             write_text_atomic(args.markdown, text)
         print(text)
         return 0
-    dtypes = []
-    for d in (v.strip() for v in args.dtype.split(",") if v.strip()):
-        if d not in ("float32", "bfloat16", "float16"):
-            p.error(f"--dtype: {d!r} is not one of float32, bfloat16, float16")
-        dtypes.append(getattr(torch, d))
-    layouts = [v.strip() for v in args.layout.split(",") if v.strip()]
-    for lay in layouts:
-        if lay not in LAYOUTS:
-            p.error(f"--layout: {lay!r} is not one of {', '.join(LAYOUTS)}")
-    providers = [v.strip() for v in args.provider.split(",") if v.strip()]
-    for prov in providers:
-        if prov not in ("native", "triton"):
-            p.error(f"--provider: {prov!r} is not one of native, triton")
+    try:
+        dtypes = [getattr(torch, d) for d in
+                  option_values("--dtype", args.dtype, ("float32", "bfloat16", "float16"))]
+        layouts = option_values("--layout", args.layout, LAYOUTS)
+        providers = option_values("--provider", args.provider, ("native", "triton"))
+    except ValueError as err:
+        p.error(str(err))
     drive(torch.device(args.device), dtypes, layouts, providers, args.manifest, args.budget)
     return 0
 

@@ -31,7 +31,17 @@ from datetime import datetime, timezone
 
 import torch
 
-from bench.cases import LAYOUTS, SPECS, call, function, groups, inputs, make_case, providers_for
+from bench.cases import (
+    LAYOUTS,
+    SPECS,
+    call,
+    function,
+    groups,
+    inputs,
+    make_case,
+    option_values,
+    providers_for,
+)
 from bench.timing import (
     copy_bandwidth,
     cuda_graphed,
@@ -289,22 +299,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--markdown", help="write the table as markdown here (after every row)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-    ops_filter = {o for o in args.ops.split(",") if o} or None
-    passes_filter = {p for p in args.passes.split(",") if p} or None
-    for o in ops_filter or ():
-        if o not in SPECS:
-            sys.exit(f"bench.run: --ops: {o!r} is not one of {', '.join(SPECS)}")
-    for p in passes_filter or ():
-        if p not in ("fwd", "bwd", "fwdbwd"):
-            sys.exit(f"bench.run: --passes: {p!r} is not one of fwd, bwd, fwdbwd")
+    try:
+        ops_filter = set(option_values("--ops", args.ops, SPECS, required=False)) or None
+        passes_filter = set(option_values("--passes", args.passes, ("fwd", "bwd", "fwdbwd"),
+                                          required=False)) or None  # fmt: skip
+        layouts = tuple(option_values("--layout", args.layout, LAYOUTS))
+    except ValueError as err:
+        sys.exit(f"bench.run: {err}")
     dtypes = [getattr(torch, d.strip()) for d in args.dtype.split(",") if d.strip()]
     for d in dtypes:
         if d not in CHECK_TOLERANCE:
             sys.exit(f"bench.run: --dtype must be float32, bfloat16 or float16, got {d}")
-    layouts = tuple(v.strip() for v in args.layout.split(",") if v.strip())
-    for lay in layouts or ("",):
-        if lay not in LAYOUTS:
-            sys.exit(f"bench.run: --layout: {lay!r} is not one of {', '.join(LAYOUTS)}")
     print(COLUMNS, flush=True)
     run(device, ops_filter, dtypes, args.out, args.markdown, passes_filter, args.rounds,
         args.calls, layouts)
