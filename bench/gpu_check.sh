@@ -15,15 +15,17 @@
 #   4. using a model (GPU only; bench/model_check.py): train a tiny CPRL model there, certify
 #      it (against the CPU's certificate), export it as pt2 + AOTInductor package for the
 #      device and load that in a fresh process, audit it
-#   5. the op tests (every backend on the device, workers in parallel when pytest-xdist is
+#   5. the audit's full suite timed against its floor (bench/audit_time.py: the CPRL ResNet-50,
+#      224 px, 32 built-in images scaled to 250; each pass's cost measured before and after)
+#   6. the op tests (every backend on the device, workers in parallel when pytest-xdist is
 #      there), and beside them compute-sanitizer memcheck then racecheck over every op forward
 #      and backward (bench/sanitize.py, itself checked against the reference)
-#   6. the op rows of step 3 in channels_last (bfloat16 first, the end-to-end setting)
-#   7. each kernel of those rows under Nsight Compute (bench/kernel_profile.py: device time,
+#   7. the op rows of step 3 in channels_last (bfloat16 first, the end-to-end setting)
+#   8. each kernel of those rows under Nsight Compute (bench/kernel_profile.py: device time,
 #      DRAM bytes, L2 hit rate per kernel, against a copy of the same map; native, then Triton)
-#   8. the remaining op rows (every other op and pass), in the time left
+#   9. the remaining op rows (every other op and pass), in the time left
 # Writes timing.md (how each number is timed), gpu.txt, build.log, e2e.json, bench.json,
-# bench.md, tests.log, sanitizer.log, bench-cl.*, kernels.* (and kernels-manifest.json),
+# bench.md, audit.json, tests.log, sanitizer.log, bench-cl.*, kernels.* (and kernels-manifest.json),
 # bench-rest.*, bench-attack.* under $OUT.
 #
 #   device run:   bash bench/gpu_check.sh                   (OUT is set by the device tool)
@@ -39,8 +41,10 @@ if [ "${1:-}" = "--device" ]; then DEVICE=${2:?--device needs cuda or cpu}; fi
 OUT=${OUT:-bench/results/gpu-latest}
 mkdir -p "$OUT"
 PY=${PYTHON:-python3}
+# packages carried for the GPU machine (bench/gpu_deps.sh), where there are any
+if [ -d .gpu-deps ]; then export PYTHONPATH="$PWD/.gpu-deps${PYTHONPATH:+:$PYTHONPATH}"; fi
 # the steps GPU_CHECK_ONLY may name, in the order they run
-STEPS="e2e ops model tests ops-cl kernels rest"
+STEPS="e2e ops model audit tests ops-cl kernels rest"
 ONLY=${GPU_CHECK_ONLY:-}
 for s in ${ONLY//,/ }; do
   [[ " $STEPS " == *" $s "* ]] \
@@ -93,6 +97,11 @@ cat >"$OUT/timing.md" <<'TIMING'
   `host_seconds` is host time per plain call; `speedup_vs_*` compares two rows on a clock
   both have; `copy_fraction` is the op's minimum bytes over `seconds` against a 1 GiB copy
   timed in the same process.
+- `audit.json` (bench/audit_time.py): the audit's suite at its four eps, once, on 32 built-in
+  images in batches of 16 (wall time, device synchronised), scaled linearly to 250; its floor
+  is the suite's passes per image times the median per-image time of an eval forward and of a
+  forward + input-gradient backward at batch 16 (rounds alternating them), measured before
+  and after the audit (`floor_s`, low first); `over_floor` is the scaled time over their mean.
 - `kernels.csv` (ncu's raw page), `kernels.md`, `kernels.json` (bench/kernel_profile.py): one
   call per case after unprofiled warm-up, each kernel's duration as ncu measures it (kernel by
   kernel, so no launch gaps), `--cache-control none` (a kernel finds in L2 what the previous
@@ -106,6 +115,8 @@ TIMING
     echo "CPU stand-in: $(nproc) cores"
   fi
   $PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
+  $PY -c "import importlib.util as u; print('piq', 'found' if u.find_spec('piq') else
+    'MISSING: the built-in data cannot be generated (bash bench/gpu_deps.sh, carry .gpu-deps)')"
 } 2>&1 | tee "$OUT/gpu.txt"
 
 PYTEST_ARGS=(-q -rfE -p no:cacheprovider)
@@ -124,13 +135,15 @@ if [ "$DEVICE" = cuda ]; then
     || { tail -n 20 "$OUT/build.log"; exit 1; }
   echo "build: $(( $(date +%s) - start )) s"
   TEST_FILTER=cuda TEST_LIMIT=120 BENCH_LIMIT=140 E2E_LIMIT=170 CL_LIMIT=120 NCU_LIMIT=120
-  REST_LIMIT=60
+  REST_LIMIT=60 AUDIT_LIMIT=120
+  AUDIT_ARGS="--arch resnet50 --size 224 --images 32 --rounds 5"
   BENCH_ARGS=""
   E2E_ARGS="--arch resnet50 --batch 32 --size 224 --bf16 --channels-last"
 else
   export CPRL_BENCH_SMALL=1
   TEST_FILTER="cpu-native and not gradcheck and not matches_reference and not dtypes and not compiled"
   TEST_LIMIT=200 BENCH_LIMIT=120 E2E_LIMIT=180 CL_LIMIT=120 NCU_LIMIT=120 REST_LIMIT=120
+  AUDIT_LIMIT=120 AUDIT_ARGS="--arch resnet18 --size 32 --images 4 --rounds 3"
   BENCH_ARGS="--rounds 3"
   # channels_last as on the GPU; bfloat16 autocast left out: this CPU emulates bfloat16
   # convolutions, 3-4x slower (tests/test_bench_train_step.py runs that path)
@@ -158,6 +171,14 @@ if [ "$DEVICE" = cuda ] && wanted model; then
   step "using a model"
   limited 150 $PY -m bench.model_check --device cuda 2>/tmp/model_check.err \
     || { echo "model check stopped (exit $?); its stderr ends:"; tail -n 15 /tmp/model_check.err; }
+fi
+
+if wanted audit; then
+  step "the audit's suite against its floor"
+  # shellcheck disable=SC2086
+  limited "$AUDIT_LIMIT" $PY -m bench.audit_time --device "$DEVICE" $AUDIT_ARGS \
+    --out "$OUT/audit.json" 2>"$OUT/audit.log" \
+    || { echo "audit timing stopped early (exit $?); audit.log ends:"; tail -n 5 "$OUT/audit.log"; }
 fi
 
 if wanted tests; then

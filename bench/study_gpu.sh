@@ -17,6 +17,8 @@
 #                 plumbing only; tests/test_study_gpu.py runs it)
 set -uo pipefail
 export PYTHONUNBUFFERED=1
+# packages carried for the GPU machine (bench/gpu_deps.sh), where there are any
+if [ -d .gpu-deps ]; then export PYTHONPATH="$PWD/.gpu-deps${PYTHONPATH:+:$PYTHONPATH}"; fi
 DEVICE=cuda
 if [ "${1:-}" = "--device" ]; then DEVICE=${2:?--device needs cuda or cpu}; fi
 OUT=${OUT:-reports/study-gpu}

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import torch
 
@@ -104,83 +103,30 @@ def allocator(shape: tuple[int, ...], rounds: int) -> list[dict]:
                  f"{r['max']:.2f}")]  # fmt: skip
 
 
-def suite_passes(attacks, eps_count: int) -> dict[str, int]:
-    """The work the audit suite cannot skip, per image: ``{"fb": forward + input-gradient
-    backward passes, "f": forward-only passes}``. Each gradient attack's steps x restarts at
-    every eps, each query of the gradient-free one at every eps, the clean forward once, and the
-    unbounded check's steps; every loss evaluation and re-scoring beyond these is overhead."""
-    from cprl_fast.attacks import ATTACKS
-    from cprl_fast.audit import UNBOUNDED
+def audit_rows(images: int, rounds: int) -> list[dict]:
+    """Target 4 (bench/audit_time.py): the audit of a plain ResNet-18 on ``images`` built-in
+    images at 64 px, scaled to 250, beside its floor and the most that batching eps gains."""
+    from bench.audit_time import TARGET_IMAGES, time_audit
 
-    fb, f = 0, 1
-    for name in attacks:
-        settings = ATTACKS.info(name)["settings"]
-        if "queries" in settings:
-            f += eps_count * settings["queries"]
-        else:
-            fb += eps_count * settings.get("steps", 1) * settings.get("restarts", 1)
-    for name in UNBOUNDED:
-        fb += ATTACKS.info(name)["settings"].get("steps", 1)
-    return {"fb": fb, "f": f}
-
-
-def per_image_passes(model, size: int, batches: tuple[int, ...], rounds: int) -> dict:
-    """Seconds per image of an eval forward (``"f<n>"``) and of a forward + input-gradient
-    backward (``"fb<n>"``) at each batch size ``n``: medians of ``rounds``, all alternating."""
-    x = torch.rand(max(batches), 3, size, size, generator=torch.Generator().manual_seed(0))
-    fns = {}
-    for n in batches:
-        def forward(n=n):
-            with torch.no_grad():
-                model(x[:n])
-
-        def forward_backward(n=n):
-            xr = x[:n].clone().requires_grad_(True)
-            torch.autograd.grad(model(xr).sum(), xr)
-
-        fns[f"f{n}"], fns[f"fb{n}"] = forward, forward_backward
-    timed = interleaved(fns, torch.device("cpu"), rounds)
-    return {k: v["median_s"] / int(k.lstrip("fb")) for k, v in timed.items()}
-
-
-def audit_time(images: int, rounds: int) -> list[dict]:
-    """The audit timed on ``images`` images and scaled to 250; its floor from the cost of one
-    pass measured just before and just after it (this VM's speed drifts within minutes)."""
-    from cprl_fast.audit import DEFAULT_EPS, SUITE, audit
-    from cprl_fast.data import load_splits
-    from cprl_fast.models import resnet_iqa
-
-    data = load_splits("builtin", None, ("all",), image_size=64)["all"]
-    subset = torch.utils.data.Subset(data, range(min(images, len(data))))
-    torch.manual_seed(0)
-    model = resnet_iqa("resnet18").eval()
-    wide = 16 * len(DEFAULT_EPS)
-    before = per_image_passes(model, 64, (16, wide), rounds)
-    start = time.perf_counter()
-    audit(model, subset, attacks=SUITE, batch_size=16)
-    seconds = time.perf_counter() - start
-    after = per_image_passes(model, 64, (16, wide), rounds)
-    scaled = seconds * 250 / len(subset)
-    passes = suite_passes(SUITE, len(DEFAULT_EPS))
-    floors = sorted(250 * (passes["fb"] * u["fb16"] + passes["f"] * u["f16"])
-                    for u in (before, after))  # fmt: skip
-    unit = {k: (before[k] + after[k]) / 2 for k in before}
-    square = 250 * (passes["f"] - 1) * unit["f16"]
-    gain = [u["fb16"] / u[f"fb{wide}"] for u in (before, after)]
+    t = time_audit("resnet18", cprl=False, size=64, images=images, rounds=rounds)
+    unit, wide = t.pass_s, t.batch_size * len(t.eps)
+    square = TARGET_IMAGES * (t.passes["f"] - 1) * unit[f"f{t.batch_size}"]
     return [
-        _row("4. audit, full suite, 250 images (s)", scaled, 300.0, "lower",
-             f"{seconds:.0f} s on {len(subset)} images x {len(DEFAULT_EPS)} eps x {len(SUITE)} "
-             f"attacks, scaled to 250; {scaled / floors[1]:.2f}-{scaled / floors[0]:.2f}x its "
-             f"floor"),
-        _row("4. audit floor, 250 images (s)", sum(floors) / 2, 300.0, "lower",
-             f"{floors[0]:.0f}-{floors[1]:.0f} s (before and after the audit): {passes['fb']} "
-             f"fwd+bwd ({unit['fb16'] * 1e3:.2f} ms/image) + {passes['f']} fwd "
-             f"({unit['f16'] * 1e3:.2f} ms/image) per image at batch 16, the suite's steps and "
-             f"queries alone; Square's queries are {square:.0f} s of it"),
-        _row("4. batching the 4 eps, per-image gain (x)", sum(gain) / 2, 3.0, "higher",
-             f"fwd+bwd per image at batch 16 over batch {wide}, alternating (before and after "
-             f"the audit: {gain[0]:.2f}, {gain[1]:.2f}): the most that batching eps (or "
-             f"restarts) into one pass could gain over a loop of single-eps calls here"),
+        _row(f"4. audit, full suite, {TARGET_IMAGES} images (s)", t.seconds, 300.0, "lower",
+             f"{t.measured_s:.0f} s on {t.images} images x {len(t.eps)} eps x "
+             f"{len(t.attacks)} attacks, scaled to {TARGET_IMAGES}; "
+             f"{t.over_floor_range[0]:.2f}-{t.over_floor_range[1]:.2f}x its floor"),
+        _row(f"4. audit floor, {TARGET_IMAGES} images (s)", sum(t.floor_s) / 2, 300.0, "lower",
+             f"{t.floor_s[0]:.0f}-{t.floor_s[1]:.0f} s (before and after the audit): "
+             f"{t.passes['fb']} fwd+bwd ({unit[f'fb{t.batch_size}'] * 1e3:.2f} ms/image) + "
+             f"{t.passes['f']} fwd ({unit[f'f{t.batch_size}'] * 1e3:.2f} ms/image) per image "
+             f"at batch {t.batch_size}, the suite's steps and queries alone; Square's queries "
+             f"are {square:.0f} s of it"),
+        _row(f"4. batching the {len(t.eps)} eps, per-image gain (x)", t.eps_batch_gain, 3.0,
+             "higher",
+             f"fwd+bwd per image at batch {t.batch_size} over batch {wide}, alternating (mean "
+             f"of before and after the audit): the most that batching eps (or restarts) into "
+             f"one pass could gain over a loop of single-eps calls here"),
     ]  # fmt: skip
 
 
@@ -208,7 +154,7 @@ def main(argv=None) -> int:
     rows += training(32 if args.quick else 128, 2 if args.quick else 16, rounds)
     rows += allocator(ALLOCATOR_SHAPE[args.quick], rounds)
     if not args.quick:
-        rows += audit_time(args.audit_images, rounds)
+        rows += audit_rows(args.audit_images, rounds)
     for r in rows:
         print(f"{'PASS' if r['pass'] else 'FAIL'}  {r['target']}: {r['value']:.3g} "
               f"(goal {r['goal']}) - {r['detail']}", flush=True)  # fmt: skip

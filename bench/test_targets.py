@@ -17,7 +17,8 @@ import os
 import pytest
 import torch
 
-from bench.targets import ALLOCATOR_SHAPE, main, suite_passes, training_loop
+from bench.audit_time import suite_passes
+from bench.targets import ALLOCATOR_SHAPE, main, training_loop
 from cprl_fast import ops, reference
 
 SMALL = os.environ.get("CPRL_BENCH_SMALL") == "1"

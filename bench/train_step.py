@@ -14,7 +14,8 @@ Prints the median time of: a plain-ResNet regression iteration (one forward + ba
 step), a faithful PNS iteration (SF and NC alternate, so the two are averaged) and a fast one,
 each also with ``share_prefix=False`` (``*_unshared``: every forward computes the part before
 the first CA module again, as the steps did before it was shared), all alternating, and their
-ratios to the plain iteration.
+ratios to the plain iteration, beside the ratios the pass count allows (``floors``:
+:func:`pass_floors`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,26 @@ from cprl_fast.models import cprl_resnet, resnet_iqa
 from cprl_fast.presets import MODEL_PRESETS, preset_config, recipe_settings
 from cprl_fast.train import TrainConfig, Trainer, build_optimizers, make_objective
 from cprl_fast.train.pns import STEPS, param_groups
+
+
+def pass_floors(arch: str, size: int) -> dict:
+    """The iteration ratios the pass count allows (docs/maths.md §4): with ``p`` the share of
+    the CPRL ResNet's multiply-adds in front of its first CA module (the prefix the steps
+    share; ``torch.utils.flop_counter`` on one image of ``size`` px), a faithful iteration
+    costs at least ``(8 - 2p) / 3`` plain ones and a fast one ``(6 - 3p) / 3``. A count, not a
+    timing: it takes no account of kernels that run below their share of the time."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = cprl_resnet(arch).eval()
+    x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        with FlopCounterMode(display=False) as whole:
+            model(x)
+        with FlopCounterMode(display=False) as prefix:
+            model.prefix(x)
+    p = prefix.get_total_flops() / whole.get_total_flops()
+    return {"prefix_share": p, "faithful_floor": (8 - 2 * p) / 3, "fast_floor": (6 - 3 * p) / 3,
+            "gmac": whole.get_total_flops() / 2e9}  # fmt: skip
 
 
 def measure(arch="resnet18", size=128, batch=16, device="cpu", rounds: int = 11,
@@ -81,7 +102,7 @@ def measure(arch="resnet18", size=128, batch=16, device="cpu", rounds: int = 11,
     out = {"arch": arch, "size": size, "batch": batch, "device": str(device),
            "threads": torch.get_num_threads(), "rounds": rounds, "calls_per_round": calls,
            "bf16": bf16, "channels_last": channels_last,
-           "plain_s": timed["plain"]["median_s"]}  # fmt: skip
+           "plain_s": timed["plain"]["median_s"], "floors": pass_floors(arch, size)}  # fmt: skip
     for name, t in timed.items():
         out[f"{name}_timing"] = {**per_call(t), "gpu_busy": gpu_busy_fraction(fns[name], device,
                                                                               calls)}

@@ -171,6 +171,20 @@ def check_auditable(model: nn.Module, dataset, batch_size: int = 16, device="cpu
         raise ValueError("the model's gradient with respect to the images is NaN or infinite")
 
 
+def audit_attacks(model: nn.Module, attacks: Sequence[str] = SUITE,
+                  source: nn.Module | None = None) -> list[str]:
+    """The attacks :func:`audit` runs at every eps: ``attacks``, then ``transfer`` when a
+    ``source`` model is given and ``pgd-soft`` for a model with CA modules (each once)."""
+    attacks = list(attacks)
+    if not attacks:
+        raise ValueError("attacks must name at least one attack of the suite")
+    if source is not None and "transfer" not in attacks:
+        attacks.append("transfer")
+    if _has_ca(model) and "pgd-soft" not in attacks:
+        attacks.append("pgd-soft")
+    return attacks
+
+
 def audit(model: nn.Module, dataset, eps: Sequence[float] = DEFAULT_EPS,
           attacks: Sequence[str] = SUITE, batch_size: int = 16, device="cpu", seed: int = 0,
           out_dir: str | Path | None = None, title: str = "model",
@@ -197,17 +211,11 @@ def audit(model: nn.Module, dataset, eps: Sequence[float] = DEFAULT_EPS,
             raise ValueError("feature-space smoothing needs the layer to add noise at")
         split_features(model, certify_layer)
     check_auditable(model, dataset, batch_size, device)
-    attacks = list(attacks)
-    if not attacks:
-        raise ValueError("attacks must name at least one attack of the suite")
+    attacks = audit_attacks(model, attacks, source)
     eps = list(eps)
     if not eps:
         raise ValueError("eps must hold at least one budget, e.g. (1/255, 4/255)")
-    if source is not None and "transfer" not in attacks:
-        attacks.append("transfer")
     soft = _has_ca(model)
-    if soft and "pgd-soft" not in attacks:
-        attacks.append("pgd-soft")
     by_eps = {}
     for e in tqdm(list(eps), desc="audit: budgets", unit="eps"):
         by_eps[float(e)] = evaluate(model, dataset, attacks, e, batch_size, device, seed, source)

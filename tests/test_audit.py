@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from cprl_fast.audit import audit
+from cprl_fast.audit import SUITE, audit, audit_attacks
+from cprl_fast.nn import CPRLActivation
 
 
 class Brightness(nn.Module):
@@ -59,6 +60,17 @@ def test_fires_on_a_model_that_masks_its_gradients(data, tmp_path):
 
 
 @pytest.mark.slow
+def test_the_attacks_it_runs_add_transfer_and_the_surrogate_once():
+    # what bench/audit_time.py counts as the suite's work
+    plain, with_ca = Brightness(), nn.Sequential(CPRLActivation(3), Brightness())
+    assert audit_attacks(plain) == list(SUITE)
+    assert audit_attacks(with_ca, ("fgsm",), source=plain) == ["fgsm", "transfer", "pgd-soft"]
+    assert audit_attacks(with_ca, ("pgd-soft", "transfer"), source=plain) == ["pgd-soft",
+                                                                              "transfer"]
+    with pytest.raises(ValueError, match="attacks must name at least one attack"):
+        audit_attacks(plain, ())
+
+
 def test_cli_audits_any_module(tmp_path):
     import os
     import subprocess

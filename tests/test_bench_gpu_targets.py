@@ -36,6 +36,27 @@ def test_the_committed_h200_run_reads_as_its_files_say():
     assert t["audit suite time, 250 images, s"].passed is None
 
 
+def test_the_iteration_targets_name_their_pass_count_floor(tmp_path):
+    it = {"faithful_ratio": 2.9, "fast_ratio": 2.1, "floors": {"faithful_floor": 2.54}}
+    (tmp_path / "e2e.json").write_text(json.dumps({"train_iteration": it}))
+    t = _by_name(gpu_targets(tmp_path, host=tmp_path / "none.json"))
+    faithful, fast = t["CPRL iteration / plain, faithful"], t["CPRL iteration / plain, fast"]
+    assert faithful.passed is True and faithful.source == "e2e.json (its pass-count floor: 2.54)"
+    assert fast.passed is False and fast.source == "e2e.json"  # no floor recorded for it
+
+
+def test_the_audit_targets_come_from_audit_json_with_their_setting(tmp_path):
+    (tmp_path / "e2e.json").write_text(json.dumps({"cprl_over_resnet": 1.02}))
+    (tmp_path / "audit.json").write_text(json.dumps(
+        {"model": "cprl_resnet50", "size": 224, "images": 32, "seconds": 200.0,
+         "over_floor": 1.25}))  # fmt: skip
+    t = _by_name(gpu_targets(tmp_path, host=tmp_path / "none.json"))
+    over, seconds = t["audit suite time / its floor"], t["audit suite time, 250 images, s"]
+    assert over.passed is True and over.value == 1.25
+    assert seconds.passed is False and seconds.value == 200.0
+    assert seconds.source == "audit.json: cprl_resnet50, 224 px, 32 images timed, scaled to 250"
+
+
 def test_the_report_counts_and_the_targets_command_prints_it(tmp_path, capsys):
     (tmp_path / "e2e.json").write_text(json.dumps({"cprl_over_resnet": 1.02}))
     text = report(tmp_path, host=tmp_path / "none.json")

@@ -34,3 +34,17 @@ def test_the_training_iteration_in_the_gpu_setting_times_every_side():
         assert timing["wall_s"] > 0 and timing["host_s"] > 0
         assert timing["device_s"] is None and timing["gpu_busy"] is None  # the CPU
     assert out["faithful_ratio_spread"][0] <= out["faithful_ratio"]
+    assert out["floors"]["faithful_floor"] == pytest.approx(
+        (8 - 2 * out["floors"]["prefix_share"]) / 3)
+
+
+def test_the_pass_count_floor_follows_the_prefix_share():
+    # docs/maths.md §4: ResNet-18's stem and layer1 are about 0.3 of its multiply-adds; a
+    # deeper network's prefix is a smaller share, so its floors are higher
+    r18, r50 = train_step.pass_floors("resnet18", 64), train_step.pass_floors("resnet50", 64)
+    assert 0.25 < r18["prefix_share"] < 0.35 and r50["prefix_share"] < r18["prefix_share"]
+    for f in (r18, r50):
+        p = f["prefix_share"]
+        assert f["faithful_floor"] == pytest.approx((8 - 2 * p) / 3)
+        assert f["fast_floor"] == pytest.approx((6 - 3 * p) / 3)
+    assert r50["faithful_floor"] > r18["faithful_floor"] and r50["gmac"] > r18["gmac"]

@@ -27,12 +27,13 @@ def test_gpu_check_runs_to_the_end_on_the_cpu(tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     assert "CUT by its time limit" not in r.stdout
     for step in ("machine", "end to end", "op rows at the targets' shapes",
-                 "tests and compute-sanitizer", "op rows at the targets' shapes, channels_last",
+                 "the audit's suite against its floor", "tests and compute-sanitizer",
+                 "op rows at the targets' shapes, channels_last",
                  "kernels under Nsight Compute", "the other op rows", "done"):  # fmt: skip
         assert f"== {step}" in r.stdout, step
     # issue 25's order: what is owed first (end to end, then the targets' op rows)
     assert r.stdout.index("== end to end") < r.stdout.index("== op rows") \
-        < r.stdout.index("== tests and compute-sanitizer")  # fmt: skip
+        < r.stdout.index("== the audit's") < r.stdout.index("== tests and compute-sanitizer")
     rows = {}
     for name in ("bench.json", "bench-cl.json", "bench-rest.json", "bench-attack.json"):
         rows[name] = json.loads((tmp_path / name).read_text())["rows"]
@@ -72,6 +73,13 @@ def test_gpu_check_runs_to_the_end_on_the_cpu(tmp_path):
     # every end-to-end case in channels_last, as on the GPU
     assert e2e["channels_last"] and e2e["train_iteration"]["channels_last"]
     assert e2e["cprl_fwd_bwd"]["host_s"] > 0 and e2e["pgd10_fused"]["wall_s"] > 0
+    # the audit timed against its floor, in the form bench.gpu_targets reads
+    audit = json.loads((tmp_path / "audit.json").read_text())
+    assert audit["model"] == "cprl_resnet18" and audit["images"] == 4
+    assert "pgd-soft" in audit["attacks"]
+    assert audit["seconds"] == pytest.approx(audit["measured_s"] * 250 / 4)
+    assert audit["over_floor"] == pytest.approx(audit["seconds"] / (sum(audit["floor_s"]) / 2))
+    assert "`audit.json`" in (tmp_path / "timing.md").read_text()
 
 
 def _gpu_check(tmp_path, only: str) -> subprocess.CompletedProcess:
@@ -96,5 +104,5 @@ def test_a_step_it_does_not_know_is_refused_before_anything_runs(tmp_path):
     r = _gpu_check(tmp_path, "tests,kernel")
     assert r.returncode == 2
     assert r.stderr.strip() == ("gpu_check: GPU_CHECK_ONLY: 'kernel' is not one of e2e, ops, "
-                                "model, tests, ops-cl, kernels, rest")  # fmt: skip
+                                "model, audit, tests, ops-cl, kernels, rest")  # fmt: skip
     assert not (tmp_path / "timing.md").exists()
