@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from bench.run import describe_machine
 from bench.timing import interleaved
 from cprl_fast.io import write_json_atomic
 
@@ -38,7 +39,8 @@ class AuditTiming:
     """One timed audit and its floor. Seconds are wall time (the device synchronised), per
     ``TARGET_IMAGES`` images unless the name says otherwise."""
 
-    device: str  #: where it ran (``torch.cuda.get_device_name`` on CUDA)
+    device: str  #: ``cpu`` or ``cuda``
+    machine: dict  #: :func:`bench.run.describe_machine`: torch, CPU, threads, the GPU's name
     model: str  #: e.g. ``"cprl_resnet50"`` (CA activations: the audit adds ``pgd-soft``)
     size: int  #: image side, pixels
     batch_size: int
@@ -55,8 +57,8 @@ class AuditTiming:
     eps_batch_gain: float  #: fwd+bwd per image at ``batch_size`` over at ``batch_size x eps``
     timing: str = (
         "wall time (perf_counter, device synchronised); the audit once on `images` images, "
-        "scaled linearly to 250; each pass's time the median of `rounds` rounds that alternate "
-        "the passes and batch sizes"
+        f"scaled linearly to {TARGET_IMAGES}; each pass's time the median of `rounds` rounds "
+        "that alternate the passes and batch sizes"
     )
 
 
@@ -113,10 +115,6 @@ def build_model(arch: str, cprl: bool, device: torch.device) -> tuple[nn.Module,
     return model.eval().to(device), f"{'cprl_' if cprl else ''}{arch}"
 
 
-def device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-
-
 def time_audit(arch: str = "resnet18", cprl: bool = False, size: int = 64, images: int = 64,
                batch_size: int = 16, eps: Sequence[float] | None = None, rounds: int = 21,
                device: str | torch.device = "cpu") -> AuditTiming:  # fmt: skip
@@ -157,8 +155,9 @@ def time_audit(arch: str = "resnet18", cprl: bool = False, size: int = 64, image
     seconds = measured * TARGET_IMAGES / images
     gain = sum(u[fb] / u[f"fb{wide}"] for u in (before, after)) / 2
     return AuditTiming(
-        device=device_name(device), model=name, size=size, batch_size=batch_size, eps=eps,
-        attacks=attacks, images=images, measured_s=measured, seconds=seconds, passes=passes,
+        device=device.type, machine=describe_machine(device), model=name, size=size,
+        batch_size=batch_size, eps=eps, attacks=attacks, images=images, measured_s=measured,
+        seconds=seconds, passes=passes,
         pass_s={k: (before[k] + after[k]) / 2 for k in before}, floor_s=floors,
         over_floor=seconds / (sum(floors) / 2),
         over_floor_range=[seconds / floors[1], seconds / floors[0]], eps_batch_gain=gain,
@@ -186,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
                        rounds=args.rounds, device=args.device)  # fmt: skip
     except ValueError as err:
         p.error(str(err))
-    print(f"audit of {t.model} on {t.device}, {t.size} px, {len(t.attacks)} attacks x "
+    where = t.machine.get("gpu", t.machine["cpu"])
+    print(f"audit of {t.model} on {where}, {t.size} px, {len(t.attacks)} attacks x "
           f"{len(t.eps)} eps: {t.measured_s:.1f} s on {t.images} images, {t.seconds:.0f} s "
           f"scaled to {TARGET_IMAGES}; floor {t.floor_s[0]:.0f}-{t.floor_s[1]:.0f} s "
           f"({t.passes['fb']} fwd+bwd + {t.passes['f']} fwd per image): {t.over_floor:.2f}x "
