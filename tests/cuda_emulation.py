@@ -10,12 +10,24 @@ headers the kernels include (ATen's CUDA context, the guard, CUB's block radix s
 first on the include path. ``tests/test_cuda_emulated.py`` compares these ops with the CPU
 kernels, and runs the emulator's own fault cases (``csrc/tests/cuda_emu/self_test.cu``: the
 ops ``selftest_neighbour`` and ``selftest_shuffle``).
+
+As a script, ``python tests/cuda_emulation.py BUILD_DIR --sanitize`` builds them under
+AddressSanitizer and UBSan and runs every case of :func:`cases` (run it with
+:func:`sanitized_environment`: the ASan runtime must be loaded first); an out-of-bounds access
+of a kernel in a tensor's memory is then an error, as compute-sanitizer's memcheck would report
+on a GPU.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
 import re
 import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -105,9 +117,15 @@ def _write_sources(src: Path) -> list[Path]:
     return [ops, *sources]
 
 
-def build(build_dir: Path, verbose: bool = False) -> None:
+SANITIZE_FLAGS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
+                  "-fno-omit-frame-pointer"]  # fmt: skip
+
+
+def build(build_dir: Path, sanitize: bool = False, verbose: bool = False) -> None:
     """Compiles the rewritten sources into ``build_dir`` and loads them: afterwards
-    ``torch.ops.cprl_fast_emu.<op>`` runs the CUDA kernels of ``<op>`` on CPU tensors."""
+    ``torch.ops.cprl_fast_emu.<op>`` runs the CUDA kernels of ``<op>`` on CPU tensors.
+    ``sanitize``: under AddressSanitizer and UBSan (the process needs
+    :func:`sanitized_environment`)."""
     from torch.utils import cpp_extension
 
     sources = _write_sources(build_dir / "src")
@@ -117,13 +135,169 @@ def build(build_dir: Path, verbose: bool = False) -> None:
         name="cprl_fast_cuda_emu",
         sources=[str(s) for s in sources],
         extra_include_paths=[str(EMU / "include")],
-        extra_cflags=["-O1", "-fvisibility=hidden"],
+        extra_cflags=["-O1", "-fvisibility=hidden", *(SANITIZE_FLAGS if sanitize else [])],
+        extra_ldflags=SANITIZE_FLAGS[:1] if sanitize else [],
         build_directory=str(out),
         is_python_module=False,
         verbose=verbose,
     )
 
 
+def sanitized_environment() -> dict[str, str]:
+    """The environment of a process that loads the sanitized build: the compiler's ASan
+    runtime preloaded (before Python's own libraries; with the C++ runtime, whose exceptions
+    ASan intercepts), leak checks off (the interpreter keeps its objects to the end)."""
+    runtime = [
+        subprocess.run(["c++", f"-print-file-name={lib}"], capture_output=True, text=True,
+                       check=True).stdout.strip()
+        for lib in ("libasan.so", "libstdc++.so")
+    ]  # fmt: skip
+    return {**os.environ, "LD_PRELOAD": " ".join(runtime), "ASAN_OPTIONS": "detect_leaks=0",
+            "UBSAN_OPTIONS": "print_stacktrace=1"}  # fmt: skip
+
+
 def op(name: str) -> torch._ops.OpOverloadPacket:
     """The emulated CUDA kernel of op ``name``."""
     return getattr(getattr(torch.ops, NAMESPACE), name)
+
+
+# -- the cases: shapes that take every launch path -------------------------------------------
+
+DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+PLACEMENTS = ("contiguous", "channels_last", "unaligned")
+
+#: shapes that take every launch path of the passes over a map (rank_mask's and intervene's)
+MAP_SHAPES = (
+    (2, 5, 3, 7),  # odd rows: single elements, 8 lanes
+    (3, 40, 20, 20),  # 400-pixel rows: 16 lanes (float32 packs); 2 NHWC splits
+    (2, 20, 24, 24),  # 576-pixel rows: 32 lanes (float32 packs); 3 NHWC splits
+    (2, 70, 17, 17),  # 289 pixels, 70 channels: NHWC single elements over 2 splits
+    (2, 300, 2, 3),  # the radix sort's 128 x 8 block
+)
+#: rank_mask's sorts past 1024 channels (on the op-math dtype: float32 or float64)
+SORT_SHAPES = (
+    (4, 1100, 1, 1),  # radix sort, 256 threads x 8; the offset gradient over 2 blocks
+    (2, 3000, 1, 1),  # radix sort, 512 threads x 8
+    (2, 4100, 1, 2),  # past 4096 channels: the bitonic sort in global memory
+)
+SOFT_GLOBAL_SHAPE = (1, 6200, 1, 1)  # float64 means past 48 KiB: the soft rank in global memory
+
+
+@dataclass(frozen=True)
+class Case:
+    """One comparison of an emulated CUDA op with the CPU kernel: ``spec`` names the op's
+    :class:`cprl_fast.ops.spec.OpSpec`; its backward too unless ``forward_only``."""
+
+    spec: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    placement: str  #: one of PLACEMENTS
+    variant: dict = field(default_factory=dict)
+    forward_only: bool = False
+
+
+def map_cases(spec: str, variant: dict, dtype: torch.dtype, placement: str) -> list[Case]:
+    """rank_mask's or intervene's cases at MAP_SHAPES."""
+    return [Case(spec, shape, dtype, placement, variant) for shape in MAP_SHAPES]
+
+
+def sort_cases(dtype: torch.dtype) -> list[Case]:
+    """rank_mask's cases at SORT_SHAPES (the soft rank at the first: a sort size is no path
+    of its own, and its C^2 sums cost seconds here), and the soft rank in global memory."""
+    out = [Case("rank_mask", shape, dtype, "contiguous", {"soft": False}) for shape in SORT_SHAPES]
+    out.append(Case("rank_mask", SORT_SHAPES[0], dtype, "contiguous", {"soft": True}))
+    if dtype == torch.float64:
+        out.append(Case("rank_mask", SOFT_GLOBAL_SHAPE, dtype, "contiguous", {"soft": True},
+                        forward_only=True))  # fmt: skip
+    return out
+
+
+def attack_step_cases(dtype: torch.dtype, placement: str) -> list[Case]:
+    from cprl_fast.ops import SPECS
+
+    shapes = (*SPECS["attack_step"].shapes, (2, 3, 7, 5))
+    return [Case("attack_step", shape, dtype, placement) for shape in shapes]
+
+
+def cases() -> Iterator[Case]:
+    """Every case the tests compare."""
+    from cprl_fast.ops import SPECS
+
+    for name in ("rank_mask", "intervene"):
+        for variant in SPECS[name].variants:
+            for dtype in DTYPES:
+                for placement in PLACEMENTS:
+                    yield from map_cases(name, variant, dtype, placement)
+    for dtype in (torch.float32, torch.float64):
+        yield from sort_cases(dtype)
+    for dtype in DTYPES:
+        for placement in PLACEMENTS:
+            yield from attack_step_cases(dtype, placement)
+
+
+def sample(case: Case, seed: int = 7) -> tuple:
+    """The op's arguments for ``case`` (``unaligned``: dense, one element off alignment)."""
+    from cprl_fast.ops import SPECS
+    from cprl_fast.ops.spec import unaligned
+
+    spec = SPECS[case.spec]
+    layout = "channels_last" if case.placement == "channels_last" else "contiguous"
+    args = spec.sample(case.shape, dtype=case.dtype, device="cpu", layout=layout, seed=seed,
+                       **case.variant)  # fmt: skip
+    return unaligned(args) if case.placement == "unaligned" else args
+
+
+def _outputs(result) -> tuple[torch.Tensor, ...]:
+    return result if isinstance(result, tuple) else (result,)
+
+
+def _assert_same(got, want, tol: dict) -> None:
+    for g, w in zip(_outputs(got), _outputs(want), strict=True):
+        assert g.shape == w.shape and g.dtype == w.dtype and g.stride() == w.stride()
+        torch.testing.assert_close(g, w, **tol)
+
+
+def check(case: Case) -> None:
+    """The emulated CUDA kernels of ``case`` against the CPU kernels, within the op's
+    tolerance (hard-rank masks exactly; attack_step's ``out=`` form as well)."""
+    from cprl_fast.ops import SPECS
+
+    spec = SPECS[case.spec]
+    args = sample(case)
+    tol = spec.tolerance(case.dtype, case.variant)
+    forward, want = op(spec.name)(*args), spec.op(*args)
+    _assert_same(forward, want, tol)
+    if spec.name == "rank_mask" and not case.variant.get("soft"):
+        assert torch.equal(forward[1], want[1])  # the same ranks, exactly
+    if spec.name == "attack_step":
+        out = torch.full_like(args[0], float("nan"))
+        op("attack_step_out")(*args, out)
+        torch.testing.assert_close(out, want, **tol)
+    if spec.backward_op and not case.forward_only:
+        bargs = spec.backward_sample(args, 13)
+        expected = getattr(torch.ops.cprl_fast, spec.backward_op)(*bargs)
+        _assert_same(op(spec.backward_op)(*bargs), expected, tol)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Build the CUDA kernels for the CPU emulator and compare every case with "
+        "the CPU kernels."
+    )
+    parser.add_argument("build_dir", type=Path, help="folder for the rewritten sources and build")
+    parser.add_argument("--sanitize", action="store_true",
+                        help="build under AddressSanitizer and UBSan (run with the environment "
+                        "of sanitized_environment())")  # fmt: skip
+    args = parser.parse_args(argv)
+    import cprl_fast  # noqa: F401  (the CPU kernels the cases compare with)
+
+    build(args.build_dir, sanitize=args.sanitize)
+    every = list(cases())
+    for case in every:
+        check(case)
+    print(f"{len(every)} cases: the emulated CUDA kernels match the CPU kernels")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -5,42 +5,39 @@ launch path (8, 16 and 32 lanes per NCHW row; 16-byte packs and single elements;
 several NHWC pixel splits; each radix-sort block size and the bitonic sort past 4096
 channels; one and several blocks of the offset gradient; the soft rank in shared and in
 global memory). Results must not depend on the order the emulated threads run in, nor on the
-number of multiprocessors. This checks indexing, launch geometry, shuffles and barriers on a
-machine without a GPU; the GPU itself (memory model, speed) is tested only on one."""
+number of multiprocessors, and no case may touch memory outside its tensors (AddressSanitizer)
+or hit undefined behaviour (UBSan). This checks indexing, launch geometry, shuffles and
+barriers on a machine without a GPU; the GPU itself (memory model, speed) is tested only on
+one."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from contextlib import contextmanager
 
 import cuda_emulation
 import pytest
 import torch
+from cuda_emulation import (
+    DTYPES,
+    PLACEMENTS,
+    Case,
+    attack_step_cases,
+    check,
+    map_cases,
+    sample,
+    sort_cases,
+)
 
 from cprl_fast.ops import SPECS
-from cprl_fast.ops.spec import unaligned
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(shutil.which("c++") is None, reason="no C++ compiler"),
 ]
-
-DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-PLACEMENTS = ("contiguous", "channels_last", "unaligned")
-
-#: shapes that take every launch path of rank_mask and intervene (see the module docstring)
-MAP_SHAPES = (
-    (2, 5, 3, 7),  # odd rows: single elements, 8 lanes
-    (3, 40, 20, 20),  # 400-pixel rows: 16 lanes (float32 packs); 2 NHWC splits
-    (2, 20, 24, 24),  # 576-pixel rows: 32 lanes (float32 packs); 3 NHWC splits
-    (2, 70, 17, 17),  # 289 pixels, 70 channels: NHWC single elements over 2 splits
-    (2, 300, 2, 3),  # radix sort, 128 threads x 8
-    (4, 1100, 1, 1),  # radix sort, 256 threads x 8; offset gradient over 2 blocks
-    (2, 3000, 1, 1),  # radix sort, 512 threads x 8
-)
-BITONIC_SHAPE = (2, 4100, 1, 2)  # past 4096 channels: the bitonic sort in global memory
-SOFT_GLOBAL_SHAPE = (1, 6200, 1, 1)  # float64 means past 48 KiB: the soft rank in global memory
 
 
 @pytest.fixture(scope="module")
@@ -63,92 +60,44 @@ def environment(**values: str):
                 os.environ[k] = v
 
 
-def sample(spec, shape, dtype, placement, variant, seed=7):
-    layout = "channels_last" if placement == "channels_last" else "contiguous"
-    args = spec.sample(shape, dtype=dtype, device="cpu", layout=layout, seed=seed, **variant)
-    return unaligned(args) if placement == "unaligned" else args
+MAP_VARIANTS = [(name, v) for name in ("rank_mask", "intervene") for v in SPECS[name].variants]
+MAP_IDS = [f"{name}-{'-'.join(map(str, v.values()))}" for name, v in MAP_VARIANTS]
 
 
-def outputs(result) -> tuple[torch.Tensor, ...]:
-    return result if isinstance(result, tuple) else (result,)
-
-
-def assert_same(got, want, tol: dict) -> None:
-    for g, w in zip(outputs(got), outputs(want), strict=True):
-        assert g.shape == w.shape and g.dtype == w.dtype and g.stride() == w.stride()
-        torch.testing.assert_close(g, w, **tol)
-
-
-def check(emulated, spec, shape, dtype, placement, variant) -> None:
-    """Forward (and backward) of the emulated CUDA kernels against the CPU kernels."""
-    args = sample(spec, shape, dtype, placement, variant)
-    tol = spec.tolerance(dtype, variant)
-    forward = emulated(spec.name)(*args)
-    assert_same(forward, spec.op(*args), tol)
-    if spec.name == "rank_mask" and not variant.get("soft"):
-        assert torch.equal(forward[1], spec.op(*args)[1])  # the same ranks, exactly
-    if spec.backward_op:
-        bargs = spec.backward_sample(args, 13)
-        want = getattr(torch.ops.cprl_fast, spec.backward_op)(*bargs)
-        assert_same(emulated(spec.backward_op)(*bargs), want, tol)
-
-
-MAP_CASES = [
-    (spec, variant)
-    for spec in (SPECS["rank_mask"], SPECS["intervene"])
-    for variant in spec.variants
-]
-MAP_IDS = [f"{s.name}-{'-'.join(map(str, v.values()))}" for s, v in MAP_CASES]
-
-
-@pytest.mark.parametrize(("spec", "variant"), MAP_CASES, ids=MAP_IDS)
+@pytest.mark.parametrize(("name", "variant"), MAP_VARIANTS, ids=MAP_IDS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("placement", PLACEMENTS)
-def test_map_ops_match_cpu_kernels(emulated, spec, variant, dtype, placement):
-    for shape in MAP_SHAPES:
-        if variant.get("soft") and shape[1] > 2048:
-            continue  # a sort size, no path of the soft rank's; its C^2 sums cost seconds here
-        check(emulated, spec, shape, dtype, placement, variant)
+def test_map_ops_match_cpu_kernels(emulated, name, variant, dtype, placement):
+    for case in map_cases(name, variant, dtype, placement):
+        check(case)
 
 
 @pytest.mark.parametrize("dtype", (torch.float32, torch.float64), ids=str)
-@pytest.mark.parametrize("layout", ("contiguous", "channels_last"))
-def test_hard_rank_past_radix_sort(emulated, dtype, layout):
-    check(emulated, SPECS["rank_mask"], BITONIC_SHAPE, dtype, layout, {"soft": False})
-
-
-def test_soft_rank_in_global_memory(emulated):
-    spec = SPECS["rank_mask"]
-    args = sample(spec, SOFT_GLOBAL_SHAPE, torch.float64, "contiguous", {"soft": True})
-    assert_same(emulated("rank_mask")(*args), spec.op(*args), spec.tolerance(torch.float64, {}))
+def test_rank_mask_sorts_match_cpu_kernel(emulated, dtype):
+    for case in sort_cases(dtype):
+        check(case)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("placement", PLACEMENTS)
 def test_attack_step_matches_cpu_kernel(emulated, dtype, placement):
-    spec = SPECS["attack_step"]
-    for shape in (*spec.shapes, (2, 3, 7, 5)):
-        check(emulated, spec, shape, dtype, placement, {})
-        args = sample(spec, shape, dtype, placement, {})
-        out = torch.full_like(args[0], float("nan"))
-        emulated("attack_step_out")(*args, out)
-        torch.testing.assert_close(out, spec.op(*args), **spec.tolerance(dtype, {}))
+    for case in attack_step_cases(dtype, placement):
+        check(case)
 
 
-@pytest.mark.parametrize("layout", ("contiguous", "channels_last"))
-def test_results_do_not_depend_on_thread_order_or_multiprocessors(emulated, layout):
+@pytest.mark.parametrize("placement", ("contiguous", "channels_last"))
+def test_results_do_not_depend_on_thread_order_or_multiprocessors(emulated, placement):
     """Bit for bit the same under other thread orders and multiprocessor counts: no race the
     emulator can see, and fixed-order reductions (no float atomics)."""
     spec = SPECS["rank_mask"]
     for variant in spec.variants:
-        args = sample(spec, (2, 40, 20, 20), torch.float32, layout, variant)
+        args = sample(Case("rank_mask", (2, 40, 20, 20), torch.float32, placement, variant))
         bargs = spec.backward_sample(args, 13)
         runs = []
         for seed, sms in (("1", "2"), ("2", "2"), ("3", "1"), ("4", "132")):
             with environment(CPRL_EMU_SEED=seed, CPRL_EMU_SMS=sms):
-                runs.append(
-                    (*emulated("rank_mask")(*args), *emulated("rank_mask_backward")(*bargs))
-                )
+                forward = emulated("rank_mask")(*args)
+                runs.append((*forward, *emulated("rank_mask_backward")(*bargs)))
         for run in runs[1:]:
             for a, b in zip(run, runs[0], strict=True):
                 assert torch.equal(a, b)
@@ -177,3 +126,19 @@ def test_emulator_refuses_a_shuffle_some_lanes_do_not_reach(emulated):
     torch.testing.assert_close(got, torch.where(lanes % 32 < 31, lanes + 1, lanes).float())
     with pytest.raises(RuntimeError, match="warp shuffle that 8 lane"):
         emulated("selftest_shuffle")(56)
+
+
+def test_every_case_under_address_sanitizer_and_ubsan(tmp_path):
+    """Every case again, built under ASan and UBSan in a process of its own (the ASan runtime
+    must be loaded first): a read or write outside a tensor's memory, or undefined behaviour
+    such as a signed overflow in the index arithmetic, fails it."""
+    script = cuda_emulation.__file__
+    result = subprocess.run(
+        [sys.executable, script, str(tmp_path / "build"), "--sanitize"],
+        env=cuda_emulation.sanitized_environment(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-6000:]
+    assert "cases: the emulated CUDA kernels match the CPU kernels" in result.stdout

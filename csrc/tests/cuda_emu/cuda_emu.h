@@ -12,7 +12,10 @@
 // __shared__ arrays are function statics (blocks do not overlap); dynamic shared memory is
 // filled with 0xFF bytes (NaN) before each block. CUB's BlockRadixSort is emulated by a stable
 // sort of the block's items. What it cannot show: the memory model and caches, warp lockstep
-// beyond the shuffles, timing, and device-only code paths (__CUDA_ARCH__).
+// beyond the shuffles, timing, and device-only code paths (__CUDA_ARCH__). Environment:
+// CPRL_EMU_SEED (thread orders), CPRL_EMU_SMS (multiprocessors), CPRL_EMU_STACK_KIB (each
+// fiber's stack, default 64: AddressSanitizer clears a switched-to stack's shadow, so larger
+// stacks cost time on every switch).
 #pragma once
 
 #include <sys/mman.h>
@@ -185,7 +188,7 @@ inline void launch(const Launch& l, const std::function<void()>& body) {
   if (l.grid.y > 65535 || l.grid.z > 65535 || l.grid.x > 0x7fffffffu)
     fail("grid dimensions past CUDA's limits");
   if (l.smem > 48 * 1024) fail("more than 48 KiB of dynamic shared memory without an opt-in");
-  const size_t stack_bytes = 256 * 1024;
+  const size_t stack_bytes = size_t(env_long("CPRL_EMU_STACK_KIB", 64)) * 1024;
   if (r.stacks_mapped < threads * stack_bytes) {
     if (r.stacks) munmap(r.stacks, r.stacks_mapped);
     r.stacks_mapped = threads * stack_bytes;
