@@ -56,7 +56,6 @@ enum class Wait { kRunning, kBlock, kWarp, kDone };
 struct Fiber {
   ucontext_t ctx;
   uint3 tid;
-  int warp = 0;
   Wait wait = Wait::kRunning;
 };
 
@@ -70,9 +69,10 @@ struct Runtime {
   ucontext_t scheduler;
   int current = -1;
   char* stacks = nullptr;
-  size_t stack_bytes = 0;
+  size_t stack_bytes = 0;  // per fiber, its guard page included
   size_t stacks_mapped = 0;
   uint64_t launches = 0;
+  std::string error;  // a fault an emulated thread found (thrown by the scheduler)
 };
 
 inline Runtime& rt() {
@@ -98,6 +98,15 @@ inline void yield(Wait w) {
   swapcontext(&f.ctx, &r.scheduler);
 }
 
+// A fault found inside an emulated thread: an exception must not unwind through a fiber's
+// first frame, so the thread stops here for good and the scheduler throws.
+[[noreturn]] inline void thread_fail(const std::string& what) {
+  Runtime& r = rt();
+  if (r.error.empty()) r.error = what;
+  yield(Wait::kDone);
+  std::abort();  // never resumed
+}
+
 inline void fiber_entry() {
   Runtime& r = rt();
   (*r.body)();
@@ -112,7 +121,8 @@ dim3 to_dim3(T v) {
     return v;
   } else {
     static_assert(std::is_integral_v<T>, "a launch dimension is a dim3 or an integer");
-    if (v < 1 || uint64_t(v) > 0xffffffffull) fail("launch dimension out of range: " + std::to_string(v));
+    if (v < 1 || uint64_t(v) > 0xffffffffull)
+      fail("launch dimension out of range: " + std::to_string(v));
     return dim3(unsigned(v));
   }
 }
@@ -133,11 +143,10 @@ inline void run_block(std::mt19937_64& rng) {
     Fiber& f = r.fibers[t];
     f.tid = {t % r.block_dim.x, (t / r.block_dim.x) % r.block_dim.y,
              t / (r.block_dim.x * r.block_dim.y)};
-    f.warp = int(t / 32);
     f.wait = Wait::kRunning;
     getcontext(&f.ctx);
-    f.ctx.uc_stack.ss_sp = r.stacks + size_t(t) * r.stack_bytes;
-    f.ctx.uc_stack.ss_size = r.stack_bytes;
+    f.ctx.uc_stack.ss_sp = r.stacks + size_t(t) * r.stack_bytes + 4096;  // above its guard
+    f.ctx.uc_stack.ss_size = r.stack_bytes - 4096;
     f.ctx.uc_link = &r.scheduler;
     makecontext(&f.ctx, fiber_entry, 0);
   }
@@ -152,7 +161,12 @@ inline void run_block(std::mt19937_64& rng) {
       swapcontext(&r.scheduler, &r.fibers[t].ctx);
     }
     ready.clear();
-    // warps whose every lane waits at a shuffle go on; a shuffle some lane cannot reach is an error
+    if (!r.error.empty()) {
+      const std::string what = r.error;
+      r.error.clear();
+      fail(what);
+    }
+    // a warp whose every lane waits at a shuffle goes on; one some lane cannot reach is an error
     for (int w = 0; w < warps; ++w) {
       const unsigned lo = unsigned(w) * 32, hi = std::min(threads, lo + 32);
       unsigned at_shuffle = 0;
@@ -188,16 +202,20 @@ inline void launch(const Launch& l, const std::function<void()>& body) {
   if (l.grid.y > 65535 || l.grid.z > 65535 || l.grid.x > 0x7fffffffu)
     fail("grid dimensions past CUDA's limits");
   if (l.smem > 48 * 1024) fail("more than 48 KiB of dynamic shared memory without an opt-in");
+  // each fiber's stack above a guard page (an overflow faults rather than runs into the next)
+  const size_t page = 4096;
   const size_t stack_bytes = size_t(env_long("CPRL_EMU_STACK_KIB", 64)) * 1024;
-  if (r.stacks_mapped < threads * stack_bytes) {
+  if (r.stack_bytes != stack_bytes + page || r.stacks_mapped < threads * (stack_bytes + page)) {
     if (r.stacks) munmap(r.stacks, r.stacks_mapped);
-    r.stacks_mapped = threads * stack_bytes;
+    r.stacks_mapped = threads * (stack_bytes + page);
     void* p = mmap(nullptr, r.stacks_mapped, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED) fail("cannot map fiber stacks");
     r.stacks = static_cast<char*>(p);
+    for (uint64_t t = 0; t < threads; ++t)
+      mprotect(r.stacks + t * (stack_bytes + page), page, PROT_NONE);
   }
-  r.stack_bytes = stack_bytes;
+  r.stack_bytes = stack_bytes + page;
   r.fibers.assign(threads, Fiber{});
   r.shuffle.assign(threads * 16, 0);
   r.smem.assign(l.smem, 0xFF);
@@ -220,7 +238,9 @@ inline void sync_threads() { yield(Wait::kBlock); }
 template <typename T>
 T shfl_down(unsigned mask, T v, unsigned delta, int width) {
   static_assert(sizeof(T) <= 16, "a shuffled value is at most 16 bytes");
-  if (mask != 0xffffffffu) fail("only full-warp shuffles are emulated");
+  if (mask != 0xffffffffu) thread_fail("only full-warp shuffles are emulated");
+  if (width < 1 || width > 32 || (width & (width - 1)) != 0)
+    thread_fail("a shuffle width that is not a power of two up to 32: " + std::to_string(width));
   Runtime& r = rt();
   const int me = r.current;
   std::memcpy(&r.shuffle[size_t(me) * 16], &v, sizeof(T));

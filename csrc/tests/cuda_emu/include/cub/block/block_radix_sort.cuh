@@ -26,7 +26,7 @@ class BlockRadixSort {
     static std::vector<std::pair<Key, Value>> items;
     const unsigned t = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
     if (blockDim.x * blockDim.y * blockDim.z != unsigned(THREADS))
-      ::cprl_emu::fail("BlockRadixSort launched with a block of another size than THREADS");
+      ::cprl_emu::thread_fail("BlockRadixSort in a block of another size than THREADS");
     if (t == 0) items.assign(size_t(THREADS) * IPT, {});
     __syncthreads();
     for (int k = 0; k < IPT; ++k) items[size_t(t) * IPT + k] = {keys[k], values[k]};
