@@ -13,11 +13,9 @@ one."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
-from contextlib import contextmanager
 
 import cuda_emulation
 import pytest
@@ -38,20 +36,6 @@ def emulated(tmp_path_factory):
     return cuda_emulation.op
 
 
-@contextmanager
-def environment(**values: str):
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 @pytest.mark.parametrize("placement", PLACEMENTS)
 def test_nan_infinite_and_tied_channels_match_cpu_kernel(emulated, placement):
     for case in special_cases(placement):
@@ -59,7 +43,7 @@ def test_nan_infinite_and_tied_channels_match_cpu_kernel(emulated, placement):
 
 
 @pytest.mark.parametrize("placement", ("contiguous", "channels_last"))
-def test_results_do_not_depend_on_thread_order_or_multiprocessors(emulated, placement):
+def test_results_do_not_depend_on_thread_order_or_multiprocessors(emulated, placement, monkeypatch):
     """Bit for bit the same under other thread orders and multiprocessor counts: no race the
     emulator can see, and fixed-order reductions (no float atomics)."""
     spec = SPECS["rank_mask"]
@@ -68,15 +52,16 @@ def test_results_do_not_depend_on_thread_order_or_multiprocessors(emulated, plac
         bargs = spec.backward_sample(args, 13)
         runs = []
         for seed, sms in (("1", "2"), ("2", "2"), ("3", "1"), ("4", "132")):
-            with environment(CPRL_EMU_SEED=seed, CPRL_EMU_SMS=sms):
-                forward = emulated("rank_mask")(*args)
-                runs.append((*forward, *emulated("rank_mask_backward")(*bargs)))
+            monkeypatch.setenv("CPRL_EMU_SEED", seed)  # read by every emulated launch
+            monkeypatch.setenv("CPRL_EMU_SMS", sms)
+            forward = emulated("rank_mask")(*args)
+            runs.append((*forward, *emulated("rank_mask_backward")(*bargs)))
         for run in runs[1:]:
             for a, b in zip(run, runs[0], strict=True):
                 assert torch.equal(a, b)
 
 
-def test_emulator_finds_a_missing_barrier(emulated):
+def test_emulator_finds_a_missing_barrier(emulated, monkeypatch):
     """Its own check: a thread that reads its neighbour's shared-memory write gets it after a
     barrier, under every thread order, and without one gets something else under some order.
     (Static shared arrays outlive a block in the emulator, so each call writes new values: a
@@ -84,12 +69,12 @@ def test_emulator_finds_a_missing_barrier(emulated):
     neighbours = torch.remainder(torch.arange(64) + 1, 64).float()
     racy = []
     for seed in range(4):
-        with environment(CPRL_EMU_SEED=str(seed)):
-            offset = 100.0 * seed
-            got = emulated("selftest_neighbour")(offset + 0.5, False)
-            racy.append(not torch.equal(got, neighbours + offset + 0.5))
-            got = emulated("selftest_neighbour")(offset + 0.75, True)
-            assert torch.equal(got, neighbours + offset + 0.75)
+        monkeypatch.setenv("CPRL_EMU_SEED", str(seed))
+        offset = 100.0 * seed
+        got = emulated("selftest_neighbour")(offset + 0.5, False)
+        racy.append(not torch.equal(got, neighbours + offset + 0.5))
+        got = emulated("selftest_neighbour")(offset + 0.75, True)
+        assert torch.equal(got, neighbours + offset + 0.75)
     assert any(racy)
 
 
