@@ -144,9 +144,9 @@ def build(build_dir: Path, sanitize: bool = False, verbose: bool = False) -> Non
 
 
 def _runtime_library(name: str) -> str:
-    out = subprocess.run(["c++", f"-print-file-name={name}"], capture_output=True, text=True,
-                         check=True).stdout.strip()  # fmt: skip
-    return out  # the bare name when the compiler has no such library
+    """The compiler's path of library ``name`` (the bare name when it has none)."""
+    return subprocess.run(["c++", f"-print-file-name={name}"], capture_output=True, text=True,
+                          check=True).stdout.strip()  # fmt: skip
 
 
 def has_asan() -> bool:
@@ -270,8 +270,8 @@ def sample(case: Case, seed: int = 7) -> tuple:
     if case.special:  # in place, so the layout and alignment stay
         f = args[0]
         f.add_(0.025)  # no other channel's mean near 0 (they are 0.05 apart, one of them at 0)
+        special = (float("nan"), float("inf"), -float("inf"), -0.0, 0.0)
         for n in range(f.shape[0]):
-            special = (float("nan"), float("inf"), -float("inf"), -0.0, 0.0)
             for k, value in enumerate(special):
                 f[n, (n + 2 * k) % f.shape[1]] = value
     return args
@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
             check(case)
         except AssertionError as e:
             failed.append(case)
-            print(f"FAILED {case}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}")
+            print(f"FAILED {case}: {(str(e).strip().splitlines() or [''])[0]}")
     print(f"{len(every) - len(failed)} of {len(every)} cases: the emulated CUDA kernels match "
           "the CPU kernels")  # fmt: skip
     return 1 if failed else 0
