@@ -111,6 +111,8 @@ TIMING
 {
   if [ "$DEVICE" = cuda ]; then
     nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
+    # the CUDA compiler the build will use (CUB, and so the radix sort, come with it)
+    echo "nvcc: $(nvcc --version 2>&1 | grep -i release || echo 'not found on the PATH')"
   else
     echo "CPU stand-in: $(nproc) cores"
   fi
