@@ -9,7 +9,8 @@ from data_fixtures import shared_builtin_root
 from torch import nn
 from torchvision.transforms import v2
 
-from cprl_fast import attacks, metrics
+from cprl_fast import attacks, metrics, ops
+from cprl_fast.attacks.common import input_grad
 from cprl_fast.data import load_dataset
 from cprl_fast.models import cprl_resnet
 
@@ -221,6 +222,24 @@ def test_soft_rank_surrogate_on_cprl():
         pass
 
 
+def test_an_attack_that_could_not_move_the_images_is_refused():
+    # no labels: the targets are the model's own clean scores, where the squared error and its
+    # gradient are exactly 0, so FGSM (and PGD without a random start) would return x unchanged
+    torch.manual_seed(0)
+    model = cprl_resnet("resnet18").eval()
+    x = torch.rand(2, 3, 32, 32)
+    with pytest.raises(ValueError, match="fgsm needs target scores y"):
+        attacks.fgsm(model, x, eps=2 / 255)
+    with pytest.raises(ValueError, match="pgd needs target scores y"):
+        attacks.pgd(model, x, eps=2 / 255, steps=1, random_start=False)
+    # what moves without labels still runs: a random start, another loss, labels given
+    g = torch.Generator().manual_seed(0)
+    for x_adv in (attacks.pgd(model, x, eps=2 / 255, steps=1, generator=g),
+                  attacks.fgsm(model, x, eps=2 / 255, loss=attacks.reflection_loss),
+                  attacks.fgsm(model, x, torch.tensor([0.1, 0.9]), eps=2 / 255)):  # fmt: skip
+        assert 0 < (x_adv - x).abs().max() <= 2 / 255 + 1e-6
+
+
 def test_robustness_score():
     clean = np.array([0.9, 0.2])
     attacked = np.array([0.8, 0.2])
@@ -291,16 +310,22 @@ class TestGraphedPGD:
 
     @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (a CUDA graph)")
     def test_matches_the_eager_loop_and_refuses_what_it_was_not_captured_for(self):
-        model = self._model().cuda()
+        model = self._model().cuda().eval()
         x = torch.rand(4, 3, 32, 32, device="cuda")
+        y = torch.rand(4, device="cuda")  # labels: at the model's own scores the gradient is 0
         graphed = attacks.GraphedPGD(model, x, 2 / 255, steps=5)
-        want = attacks.pgd(model, x, eps=2 / 255, steps=5, random_start=False)
-        got = graphed(x)
-        assert (got - x).abs().max() <= 2 / 255 + 1e-6
+        want = x.clone()  # the same five steps, eager
+        for _ in range(5):
+            g = input_grad(model, want, y, attacks.mse_loss)
+            ops.attack_step_(want, g, x, 2 / 255 / 4, 2 / 255)
+        got = graphed(x, y)
+        assert (got - x).abs().max() <= 2 / 255 + 1e-6 and (got - x).abs().max() > 1 / 255
         # a few pixels may take the other sign where a gradient is near 0 (sums' order)
         assert ((got - want).abs() > 1e-6).float().mean() < 0.01
+        with pytest.raises(ValueError, match="GraphedPGD needs target scores y"):
+            graphed(x)
         with pytest.raises(ValueError, match="captured for"):
-            graphed(x[:2])
+            graphed(x[:2], y[:2])
         model.load_state_dict({k: v.clone() for k, v in model.state_dict().items()}, assign=True)
         with pytest.raises(RuntimeError, match="parameters moved"):
-            graphed(x)
+            graphed(x, y)

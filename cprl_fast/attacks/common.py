@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
+from cprl_fast.attacks.losses import mse_loss
 from cprl_fast.checks import check_eps
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -19,6 +20,19 @@ def check_images(x: torch.Tensor, eps: float) -> None:
     if not x.is_floating_point():
         raise TypeError(f"x must be floating point, got {x.dtype}")
     check_eps(eps)
+
+
+def check_targets(attack: str, y: torch.Tensor | None, loss: Loss, random_start: bool) -> None:
+    """Refuses the one setting in which a gradient attack cannot move: no labels (the targets are
+    then the model's own clean scores), the squared error, and the first step from the clean
+    image, where that loss and its gradient are exactly 0 whatever the model."""
+    if y is None and loss is mse_loss and not random_start:
+        raise ValueError(
+            f"{attack} needs target scores y (e.g. the images' MOS) for its squared-error loss: "
+            "at the model's own clean scores, the default, that loss and its gradient are "
+            "exactly 0, so no step would move the images; pass y, or use a random start (pgd) "
+            "or score_reflection, which need no labels"
+        )
 
 
 @contextlib.contextmanager

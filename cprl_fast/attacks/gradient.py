@@ -10,6 +10,7 @@ from cprl_fast import ops
 from cprl_fast.attacks.common import (
     Loss,
     check_images,
+    check_targets,
     eval_mode,
     input_grad,
     keep_worse,
@@ -27,11 +28,13 @@ def fgsm(
 
     Args:
         model: images ``[N, 3, H, W]`` in [lo, hi] -> scores ``[N]``.
-        x: clean images. y: target scores ``[N]`` (default: the model's clean predictions).
+        x: clean images. y: target scores ``[N]``, e.g. the MOS labels (default: the model's
+            clean predictions; required with the default loss, whose gradient there is 0).
         eps: L-infinity budget in pixel units (1/255 = one grey level).
         loss: per-sample objective to ascend (default ``(h(x') - y)^2``).
         eot: gradients averaged over this many passes (for stochastic models).
     """
+    check_targets("fgsm", y, loss, random_start=False)
     return pgd(model, x, y, eps=eps, alpha=eps, steps=1, random_start=False, loss=loss, lo=lo,
                hi=hi, eot=eot)  # fmt: skip
 
@@ -44,8 +47,11 @@ def pgd(
 ) -> torch.Tensor:  # fmt: skip
     """Projected gradient ascent (Madry et al.): ``steps`` steps of size ``alpha`` (default
     ``eps / 4``) inside the L-infinity ball, from a random start drawn from ``generator``;
-    with ``restarts > 1`` the worst case per sample over the restarts is kept."""
+    with ``restarts > 1`` the worst case per sample over the restarts is kept. ``y``: target
+    scores ``[N]`` (default: the model's clean predictions; required with the default loss and
+    no random start, whose first gradient would be 0)."""
     check_images(x, eps)
+    check_targets("pgd", y, loss, random_start)
     if steps < 1 or restarts < 1 or eot < 1:
         raise ValueError(f"steps, restarts and eot must be >= 1, got {steps}, {restarts}, {eot}")
     alpha = eps / 4 if alpha is None else alpha

@@ -13,7 +13,14 @@ import torch
 from torch import nn
 
 from cprl_fast import ops
-from cprl_fast.attacks.common import Loss, check_images, eval_mode, input_grad, targets
+from cprl_fast.attacks.common import (
+    Loss,
+    check_images,
+    check_targets,
+    eval_mode,
+    input_grad,
+    targets,
+)
 from cprl_fast.attacks.losses import mse_loss
 
 
@@ -29,10 +36,12 @@ class GraphedPGD:
         loss: the per-sample objective to ascend, as :func:`cprl_fast.attacks.pgd`'s.
 
     Calling it with images ``x`` (the example's shape, dtype and device) and targets ``y``
-    ``[N]`` (default: the model's clean scores) returns the adversarial images, a new tensor.
-    Each call replays the graph ``steps`` times: the steps of :func:`cprl_fast.attacks.pgd`
-    with ``random_start=False`` (which also keeps the clean image of a sample whose loss the
-    steps did not raise), up to the order of floating-point sums.
+    ``[N]`` (e.g. the MOS labels; the default, the model's clean scores, only with a loss other
+    than the squared error, whose gradient there is 0) returns the adversarial images, a new
+    tensor. Each call replays the graph ``steps`` times: the steps of
+    :func:`cprl_fast.attacks.pgd` with ``random_start=False``, up to the order of
+    floating-point sums, and returns the last step's images (``pgd`` keeps a sample's clean
+    image where the steps did not raise its loss).
     """
 
     def __init__(self, model: nn.Module, example: torch.Tensor, eps: float,
@@ -44,7 +53,7 @@ class GraphedPGD:
             raise ValueError(f"GraphedPGD needs CUDA images (a CUDA graph), got {example.device}")
         if steps < 1 or warmup < 1:
             raise ValueError(f"steps and warmup must be >= 1, got {steps}, {warmup}")
-        self.model, self.steps = model, steps
+        self.model, self.steps, self.loss = model, steps, loss
         self.x0, self.xi = example.detach().clone(), example.detach().clone()
         self.y = torch.zeros(example.shape[0], device=example.device)
         alpha = eps / 4 if alpha is None else alpha
@@ -71,6 +80,7 @@ class GraphedPGD:
         return [t.data_ptr() for t in (*self.model.parameters(), *self.model.buffers())]
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        check_targets("GraphedPGD", y, self.loss, random_start=False)
         if x.shape != self.x0.shape or x.dtype != self.x0.dtype or x.device != self.x0.device:
             raise ValueError(f"GraphedPGD was captured for {list(self.x0.shape)} "
                              f"{self.x0.dtype} on {self.x0.device}, got {list(x.shape)} "
