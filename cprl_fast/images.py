@@ -23,6 +23,8 @@ header, so memory stays bounded by the limit.
 
 from __future__ import annotations
 
+import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -54,8 +56,17 @@ def check_max_pixels(max_pixels: int, name: str = "max_pixels") -> int:
 def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """The image file ``path`` as an 8-bit RGB PIL image, as a viewer shows it (see the module's
     docstring). Raises ``FileNotFoundError`` for a missing file, :class:`ImageTooLarge` for one
-    over ``max_pixels`` and ``OSError`` for one that cannot be decoded; each names the file."""
+    over ``max_pixels`` and ``OSError`` for one that cannot be decoded or is not a regular file
+    (a FIFO, device or socket is never opened: reading one could block or never end); each
+    names the file."""
     max_pixels = check_max_pixels(max_pixels)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image file is missing: {path}") from None
+    if not stat.S_ISREG(mode):
+        raise OSError(f"image {path} is not a regular file (a FIFO, device or socket is never "
+                      "opened)")  # fmt: skip
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -41,12 +41,15 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def image_files(paths: Iterable[str | Path]) -> list[Path]:
-    """Files and the image files under folders (recursive, regular files only), folders in
-    sorted order; a path that does not exist, or is a device or FIFO, is an error naming it."""
+    """Files and the image files under folders (recursive, by suffix), folders in sorted
+    order; a path that does not exist, or is a device or FIFO, is an error naming it. Inside a
+    folder such an entry (or a broken link) with an image's suffix is listed, so that scoring
+    reports it as a failure (:func:`~cprl_fast.images.read_image` refuses it unopened) rather
+    than leaving it out unsaid."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out += sorted(f for f in p.rglob("*") if f.is_file()
+            out += sorted(f for f in p.rglob("*") if not f.is_dir()
                           and f.suffix.lower() in IMAGE_SUFFIXES)  # fmt: skip
         elif p.is_file():
             out.append(p)
@@ -152,7 +155,9 @@ class QualityMetric(nn.Module):
             inputs = [inputs]
         for k, item in enumerate(inputs):
             if isinstance(item, (str, Path)):
-                for f in image_files([item]):
+                # a folder's image files; any other path is read as it is (read_image refuses
+                # one that is missing or not a regular file: a failure, never opened)
+                for f in image_files([item]) if Path(item).is_dir() else [Path(item)]:
                     yield str(f), f
             elif isinstance(item, Image.Image):
                 yield f"image {k}", item

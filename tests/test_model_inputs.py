@@ -114,12 +114,15 @@ def test_a_nan_srcc_never_sits_beside_all_checks_passed():
 def test_a_device_or_fifo_is_refused_never_opened(tmp_path):
     import os
 
+    from cprl_fast.images import read_image
     from cprl_fast.score import image_files
 
     fifo = tmp_path / "pipe.png"
     os.mkfifo(fifo)
     with pytest.raises(ValueError, match="not a regular file or folder"):
         image_files([fifo])  # opening it would block forever
-    assert image_files([tmp_path]) == []  # skipped inside a folder
+    assert image_files([tmp_path]) == [fifo]  # inside a folder: listed, to fail when read
+    with pytest.raises(OSError, match=r"pipe\.png is not a regular file"):
+        read_image(fifo)
     with pytest.raises(ValueError, match="not a regular file"):
         image_files(["/dev/zero"])

@@ -96,6 +96,28 @@ def test_as_loss_lets_gradients_reach_the_images(run):
         assert not metric(x).requires_grad
 
 
+def test_a_folder_entry_that_is_not_an_image_file_is_a_failure_row(run, tmp_path):
+    import os
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    os.mkfifo(tmp_path / "b.png")  # opening it would block: never opened
+    (tmp_path / "c.png").symlink_to(tmp_path / "gone.png")  # a broken link
+    (tmp_path / "d.png").symlink_to("/dev/zero")  # a device: never ends
+    (tmp_path / "notes.txt").write_text("not an image's suffix: not listed")
+    metric = cprl_fast.load_model(run / "best.pt")
+    done, failed = metric.score(tmp_path)
+    assert [name for name, _ in done] == [str(tmp_path / "a.png")]
+    errors = {f.path: f.error for f in failed}
+    assert list(errors) == [str(tmp_path / n) for n in ("b.png", "c.png", "d.png")]
+    assert "not a regular file" in errors[str(tmp_path / "b.png")]
+    assert "missing" in errors[str(tmp_path / "c.png")]
+    assert "not a regular file" in errors[str(tmp_path / "d.png")]
+    # the same files named one by one (as the CLI passes a folder's files on) give the same rows
+    files = [tmp_path / n for n in ("a.png", "b.png", "c.png", "d.png")]
+    assert metric.score(files) == (done, failed)
+
+
 def test_bad_inputs(run):
     metric = cprl_fast.load_model(run / "best.pt")
     with pytest.raises(TypeError, match="input 0: expected a path, PIL image"):
