@@ -125,6 +125,16 @@ def check_eps(eps: float) -> None:
         raise ValueError(f"eps must be finite and >= 0, got {eps:g}")
 
 
+def check_image_eps(eps: float) -> None:
+    """The budget of an attack on images in [0, 1] (every dataset's, every command's): finite
+    and in [0, 1], 1 being unbounded; a larger one is a budget in grey levels by mistake."""
+    check_eps(eps)
+    if eps > 1:
+        hint = f"; {eps:g} grey levels is {eps:g}/255" if eps == int(eps) and eps <= 255 else ""
+        raise ValueError(f"eps must be at most 1 for images in [0, 1] (1/255 is one grey level, "
+                         f"1 is unbounded), got {eps:g}{hint}")  # fmt: skip
+
+
 def check_range(lo: float, hi: float) -> None:
     """The valid pixel range of an attack: ``lo <= hi``."""
     if not lo <= hi:

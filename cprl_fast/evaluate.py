@@ -18,11 +18,11 @@ from torch import nn
 
 from cprl_fast import attacks, metrics
 from cprl_fast.attacks.common import eval_mode
-from cprl_fast.checks import check_eps
+from cprl_fast.checks import check_image_eps
 
 
 def parse_eps(text: str | float) -> float:
-    """``"1/255"``, ``"0.004"`` or a number -> float, checked (finite, ``>= 0``) before any work
+    """``"1/255"``, ``"0.004"`` or a number -> float, checked (finite, in [0, 1]) before any work
     is done with it."""
     if isinstance(text, (int, float)):
         eps = float(text)
@@ -33,7 +33,7 @@ def parse_eps(text: str | float) -> float:
             raise ValueError(
                 f"eps must be a number or a fraction like 1/255, got {text!r}"
             ) from None
-    check_eps(eps)
+    check_image_eps(eps)
     return eps
 
 
@@ -83,7 +83,7 @@ def predictions(model: nn.Module, dataset, attack: str | None, eps: float, batch
     arguments. Each call gets its own copies."""
     if attack is not None:
         _check_attacks([attack], source)
-    check_eps(eps)
+    check_image_eps(eps)
     if memo is not None:
         attacked = attack is not None and eps > 0
         key = (id(model), id(dataset), attack if attacked else None, eps if attacked else 0.0,
@@ -124,7 +124,7 @@ def evaluate(model: nn.Module, dataset, attack_names: Sequence[str] = attacks.SU
     from tqdm import tqdm
 
     attack_names = _check_attacks(attack_names, source)
-    check_eps(eps)
+    check_image_eps(eps)
     clean, y = predictions(model, dataset, None, eps, batch_size, device, seed, memo=memo)
     results = {"clean": {**_condition(clean, clean, y, seed), "labels": [float(v) for v in y]}}
     attacked = {}

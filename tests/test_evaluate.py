@@ -36,9 +36,14 @@ def models():
 
 def test_parse_eps():
     assert parse_eps("1/255") == pytest.approx(1 / 255)
-    assert parse_eps("0.5") == 0.5 and parse_eps(2) == 2.0
+    assert parse_eps("0.5") == 0.5 and parse_eps(1) == 1.0
     with pytest.raises(ValueError, match="fraction like 1/255"):
         parse_eps("one")
+    # a budget in grey levels by mistake: for images in [0, 1] anything above 1 is unbounded
+    with pytest.raises(ValueError, match=r"at most 1 .*got 8; 8 grey levels is 8/255"):
+        parse_eps("8")
+    with pytest.raises(ValueError, match=r"at most 1 .*got 1\.5$"):
+        parse_eps(1.5)
 
 
 @pytest.mark.slow
