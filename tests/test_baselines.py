@@ -110,6 +110,11 @@ def test_sat_trains_on_adversarial_batches():
     assert not any(isinstance(m, torch.nn.ReLU) for m in model.modules())
 
 
+def test_sat_refuses_a_budget_in_grey_levels():
+    with pytest.raises(ValueError, match=r"eps must be at most 1 .* 8 grey levels is 8/255"):
+        make_objective("sat", {"eps": 8.0})
+
+
 def test_nt_penalty_is_zero_for_a_constant_model():
     torch.manual_seed(0)
     model = build("nt", arch="resnet18").train()

@@ -29,6 +29,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from cprl_fast.checks import check_image_eps
 from cprl_fast.registry import Registry
 from cprl_fast.train import pns
 
@@ -171,6 +172,7 @@ class SATOptions:
 
     def __post_init__(self):
         _positive("eps", self.eps)
+        check_image_eps(self.eps)  # a budget in grey levels by mistake (8 for 8/255)
         if not (isinstance(self.steps, int) and self.steps >= 1):
             raise ValueError(f"steps must be an integer >= 1, got {self.steps!r}")
 
