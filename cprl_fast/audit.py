@@ -204,7 +204,14 @@ def audit(model: nn.Module, dataset, eps: Sequence[float] = DEFAULT_EPS,
     beside the input-space rows with the time each took. Returns the report."""
     from tqdm import tqdm
 
-    if certify_feature_sigmas:  # checked before any attack runs
+    if certify_sigmas or certify_feature_sigmas:  # checked before any attack runs
+        from cprl_fast.certify import check_settings
+
+        for sigma in certify_sigmas:
+            check_settings(sigma, certify_n, certify_alpha, (0.0,), batch_size)
+        for sigma in certify_feature_sigmas:
+            check_settings(sigma, certify_n, certify_alpha, (0.0,), batch_size, pixel_units=False)
+    if certify_feature_sigmas:
         from cprl_fast.certify import split_features
 
         if certify_layer is None:

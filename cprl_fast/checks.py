@@ -125,14 +125,34 @@ def check_eps(eps: float) -> None:
         raise ValueError(f"eps must be finite and >= 0, got {eps:g}")
 
 
+def _grey_levels_hint(value: float) -> str:
+    """``"; 8 grey levels is 8/255"`` for a whole number up to 255 (what a pixel-unit value
+    above 1 most likely meant), else ``""``."""
+    return f"; {value:g} grey levels is {value:g}/255" if value == int(value) <= 255 else ""
+
+
 def check_image_eps(eps: float) -> None:
     """The budget of an attack on images in [0, 1] (every dataset's, every command's): finite
     and in [0, 1], 1 being unbounded; a larger one is a budget in grey levels by mistake."""
     check_eps(eps)
     if eps > 1:
-        hint = f"; {eps:g} grey levels is {eps:g}/255" if eps == int(eps) and eps <= 255 else ""
         raise ValueError(f"eps must be at most 1 for images in [0, 1] (1/255 is one grey level, "
-                         f"1 is unbounded), got {eps:g}{hint}")  # fmt: skip
+                         f"1 is unbounded), got {eps:g}{_grey_levels_hint(eps)}")  # fmt: skip
+
+
+def check_pixel_sigma(sigma: object, name: str, zero_ok: bool = False) -> float:
+    """A Gaussian noise level in pixel units for images in [0, 1] (noise training, randomized
+    smoothing): finite, ``> 0`` (``>= 0`` where ``zero_ok``: 0 is off) and at most 1, a larger
+    one drowning the image (a level in grey levels by mistake). Returns it as a float."""
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not (
+        math.isfinite(sigma) and (sigma >= 0 if zero_ok else sigma > 0)
+    ):
+        raise ValueError(f"{name} must be a finite number {'>=' if zero_ok else '>'} 0, "
+                         f"got {sigma!r}")  # fmt: skip
+    if sigma > 1:
+        raise ValueError(f"{name} must be at most 1 for images in [0, 1] (pixel units: 1/255 is "
+                         f"one grey level), got {sigma:g}{_grey_levels_hint(sigma)}")  # fmt: skip
+    return float(sigma)
 
 
 def check_range(lo: float, hi: float) -> None:

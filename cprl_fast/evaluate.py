@@ -21,18 +21,23 @@ from cprl_fast.attacks.common import eval_mode
 from cprl_fast.checks import check_image_eps
 
 
+def parse_number(text: str | float, name: str = "eps") -> float:
+    """``"1/255"``, ``"0.004"`` or a number -> float (no range check); ValueError naming
+    ``name`` for anything else."""
+    if isinstance(text, (int, float)):
+        return float(text)
+    try:
+        return float(Fraction(text.strip()))
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(
+            f"{name} must be a number or a fraction like 1/255, got {text!r}"
+        ) from None
+
+
 def parse_eps(text: str | float) -> float:
     """``"1/255"``, ``"0.004"`` or a number -> float, checked (finite, in [0, 1]) before any work
     is done with it."""
-    if isinstance(text, (int, float)):
-        eps = float(text)
-    else:
-        try:
-            eps = float(Fraction(text.strip()))
-        except (ValueError, ZeroDivisionError):
-            raise ValueError(
-                f"eps must be a number or a fraction like 1/255, got {text!r}"
-            ) from None
+    eps = parse_number(text)
     check_image_eps(eps)
     return eps
 

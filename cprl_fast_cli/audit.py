@@ -104,6 +104,10 @@ def run(args: argparse.Namespace) -> int:
     if not eps:
         raise UserError("--eps needs at least one budget, e.g. 1/255,4/255")
     names = attack_list(args.attack)
+    sigmas = certify_sigmas(args.certify)
+    feature = certify_sigmas(args.certify_feature, "--certify-feature")
+    if feature and args.certify_layer is None:
+        raise UserError("--certify-feature needs --certify-layer (where the noise goes)")
     if args.record and not args.checkpoint:
         raise UserError("--record writes into a checkpoint's model card: it needs --checkpoint")
     if args.checkpoint:
@@ -120,10 +124,6 @@ def run(args: argparse.Namespace) -> int:
         if not Path(args.transfer_from).exists():
             raise UserError(f"--transfer-from: checkpoint not found: {args.transfer_from}")
         source = load_trained(args.transfer_from, args.device).model
-    sigmas = certify_sigmas(args.certify)
-    feature = certify_sigmas(args.certify_feature, "--certify-feature")
-    if feature and args.certify_layer is None:
-        raise UserError("--certify-feature needs --certify-layer (where the noise goes)")
     report = audit(model, dataset, eps, names, args.batch_size, args.device,
                    out_dir=args.out_dir, title=title, source=source, certify_sigmas=sigmas,
                    certify_n=args.certify_n, certify_layer=args.certify_layer,

@@ -169,3 +169,9 @@ def test_feature_space_rows_sit_beside_the_input_rows_with_their_time(data, tmp_
     assert "| feature (layer2) | 0.5 |" in md and "Feature-space rows (FS-IQA)" in md
     with pytest.raises(ValueError, match="needs the layer"):
         audit(model, data, eps=(2 / 255,), attacks=("fgsm",), certify_feature_sigmas=(0.5,))
+    # the noise levels are checked before any attack runs: pixel units up to 1, features any
+    with pytest.raises(ValueError, match="sigma must be at most 1"):
+        audit(model, data, eps=(2 / 255,), attacks=("no_such_attack",), certify_sigmas=(2.0,))
+    with pytest.raises(ValueError, match="sigma must be a finite number > 0"):
+        audit(model, data, eps=(2 / 255,), attacks=("no_such_attack",), certify_layer="layer2",
+              certify_feature_sigmas=(0.0,))  # fmt: skip

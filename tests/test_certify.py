@@ -235,3 +235,7 @@ def test_feature_certificate_is_the_median_bound_at_the_scaled_radius():
     assert "proof" in p.info["lipschitz_kind"] and np.all(p.info["lipschitz"] > 1)
     with pytest.raises(ValueError, match="lipschitz must be"):
         certify_features(model, x, radius=(0.1,), lipschitz="exact", **kw)
+    # feature units have no cap at 1 (pixel noise has: test_model_inputs.py)
+    big = certify_features(model, x[:1], layer="layer2", sigma=2.0, n=10, lipschitz=1.0,
+                           progress=False)  # fmt: skip
+    assert big.sigma == 2.0 and np.all(big.lower <= big.upper)

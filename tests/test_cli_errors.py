@@ -161,6 +161,22 @@ def test_argument_errors_are_one_line(capsys, args, message):
     assert len(err.strip().splitlines()) == 1 and message in err and "usage:" not in err, err
 
 
+@pytest.mark.parametrize("args,message", [
+    (["--certify", "8"], "--certify must be at most 1 for images in [0, 1] (pixel units: 1/255 "
+                         "is one grey level), got 8; 8 grey levels is 8/255"),
+    (["--certify", "0.1,x"], "--certify must be a number or a fraction like 1/255, got 'x'"),
+    (["--certify-feature", "-1"], "--certify-feature must be a finite number > 0, got -1.0"),
+    # feature units have no cap: 2 passes, and the next check speaks
+    (["--certify-feature", "2"], "--certify-feature needs --certify-layer"),
+])  # fmt: skip
+def test_audit_noise_levels_are_checked_before_the_model_is_loaded(capsys, args, message):
+    from cprl_fast_cli import main
+
+    assert main(["audit", "--module", "no_such_module:f", *args]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and message in err, err
+
+
 def test_error_messages_escape_control_characters(capsys, tmp_path):
     from cprl_fast_cli import main
 

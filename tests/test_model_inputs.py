@@ -47,6 +47,7 @@ def test_certify_refuses_bad_images_and_settings():
     with pytest.raises(ValueError, match=r"must be in \[0, 1\]"):
         certify(model, x * 3, 0.25, n=10, progress=False)
     for kwargs, message in (({"sigma": float("inf")}, "sigma must be a finite number > 0"),
+                            ({"sigma": 2}, r"sigma must be at most 1 for images in \[0, 1\]"),
                             ({"n": 2.5}, "n .* must be an integer >= 1"),
                             ({"radius": ()}, "radius must hold at least one"),
                             ({"radius": (float("nan"),)}, "every radius must be finite"),

@@ -250,6 +250,8 @@ class TestTrainer:
         assert 0.08 < float((seen[0.1] - x).std()) < 0.12
         with pytest.raises(ValueError, match="noise_sigma must be a finite number >= 0"):
             TrainConfig(noise_sigma=-0.1)
+        with pytest.raises(ValueError, match=r"noise_sigma must be at most 1 .* is 8/255"):
+            TrainConfig(noise_sigma=8)
 
     def test_bad_config(self):
         with pytest.raises(ValueError, match="mode must be one of"):
