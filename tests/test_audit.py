@@ -98,7 +98,7 @@ def test_cli_audits_any_module(tmp_path):
                          env=env)  # fmt: skip
     assert bad.returncode == 2 and "--module test_audit:nothing" in bad.stderr
     bad = subprocess.run([*cmd, "--certify", "0,x"], capture_output=True, text=True, env=env)
-    assert bad.returncode == 2 and "--certify needs noise levels > 0" in bad.stderr
+    assert bad.returncode == 2 and "--certify must be a number or a fraction" in bad.stderr
     bad = subprocess.run([*cmd, "--certify-feature", "0.5"], capture_output=True, text=True,
                          env=env)  # fmt: skip
     assert bad.returncode == 2 and "--certify-feature needs --certify-layer" in bad.stderr
