@@ -4,6 +4,7 @@ and what is expected, with exit status 2 and no traceback (a traceback only with
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -31,9 +32,13 @@ def built_in_cache(tmp_path_factory):
     return {**os.environ, "CPRL_FAST_CACHE": str(root)}
 
 
+#: a tqdm progress line ("  4%|▎    | 9/250 [00:00<00:16, 14.68img/s]"), in any unit
+PROGRESS = re.compile(r"\| *\d+/\d+ \[")
+
+
 def _one_line(r, message: str) -> None:
     assert r.returncode == 2, r.stderr
-    lines = [line for line in r.stderr.strip().splitlines() if "it/s]" not in line]
+    lines = [line for line in r.stderr.strip().splitlines() if not PROGRESS.search(line)]
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in r.stderr, r.stderr
 
 
@@ -96,10 +101,14 @@ def test_a_bad_device_is_named_before_the_checkpoint_is_read(files):
 
 
 @pytest.mark.slow
-def test_an_output_folder_under_a_file(files):
+def test_an_output_folder_under_a_file(files, tmp_path):
+    import os
+
+    cache = tmp_path / "cache"  # empty: the check must come before the data are generated
     r = _cli("train", "--out-dir", "afile/run", "--image-size", "32", "--max-steps", "1",
-             cwd=files)  # fmt: skip
+             cwd=files, env={**os.environ, "CPRL_FAST_CACHE": str(cache)})  # fmt: skip
     _one_line(r, "out_dir afile/run cannot be created: Not a directory")
+    assert not cache.exists() or not any(cache.iterdir())
 
 
 @pytest.mark.slow

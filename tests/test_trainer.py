@@ -16,7 +16,7 @@ from data_fixtures import shared_builtin_root
 
 from cprl_fast.data import load_splits
 from cprl_fast.train import TrainConfig, Trainer
-from cprl_fast.train.trainer import run_folder, truncate_log
+from cprl_fast.train.trainer import check_out_dir, run_folder, truncate_log
 
 SMALL = {"model": "resnet", "model_options": {"arch": "resnet18"}, "image_size": 32,
          "batch_size": 4, "lr": 1e-4}  # fmt: skip
@@ -74,6 +74,30 @@ def test_a_second_trainer_cannot_share_the_folder(tmp_path):
         assert (tmp_path / ".lock").read_text().split()[0] == str(os.getpid())
         assert not (tmp_path / ".last.pt.abc.tmp").exists()  # stale temporary files removed
     assert not (tmp_path / ".lock").exists()
+
+
+def test_a_run_folder_that_cannot_be_made_is_refused_before_the_data_are_read(tmp_path,
+                                                                            monkeypatch):
+    from cprl_fast.train import runs
+
+    (tmp_path / "afile").write_text("x")
+    check_out_dir(tmp_path / "new" / "deeper")  # missing folders under a folder: fine
+    assert not (tmp_path / "new").exists()  # and nothing is made
+    with pytest.raises(NotADirectoryError, match="is a file, not a folder"):
+        check_out_dir(tmp_path / "afile")
+    with pytest.raises(NotADirectoryError, match="afile/run cannot be created: Not a directory"):
+        check_out_dir(tmp_path / "afile" / "run")
+    if os.geteuid() != 0:  # root may write anywhere
+        (tmp_path / "locked").mkdir(mode=0o500)
+        with pytest.raises(PermissionError, match="cannot be written"):
+            check_out_dir(tmp_path / "locked" / "run")
+
+    def never(*args, **kwargs):
+        raise AssertionError("the data were read before out_dir was checked")
+
+    monkeypatch.setattr(runs, "load_run_splits", never)
+    with pytest.raises(NotADirectoryError, match="cannot be created"):
+        runs.train_and_test(TrainConfig(**SMALL, out_dir=str(tmp_path / "afile" / "run")))
 
 
 def test_resume_without_a_checkpoint_and_a_log_truncated_to_it(sets, tmp_path):

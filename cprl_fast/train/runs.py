@@ -158,7 +158,9 @@ def train_and_test(cfg: TrainConfig, resume: bool = False, overwrite: bool = Fal
     from cprl_fast.evaluate import predictions
     from cprl_fast.metrics import evaluate_scores
     from cprl_fast.train import Trainer
+    from cprl_fast.train.trainer import check_out_dir
 
+    check_out_dir(Path(cfg.out_dir))  # before the data are read or generated
     splits = load_run_splits(cfg, ("train", "val", "test"))
     log(f"train: {splits['train']}, val: {splits['val']}, test: {splits['test']}; "
         f"writing to {cfg.out_dir}")  # fmt: skip

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import errno
 import json
 import logging
 import math
@@ -559,6 +560,20 @@ def truncate_log(path: Path, step: int) -> None:
         write_text_atomic(path, "".join(kept))
 
 
+def check_out_dir(out: Path) -> None:
+    """That a run folder ``out`` is a folder or can be made one, without making it: checked
+    before any data are read or generated, so that a mistyped ``out_dir`` costs nothing."""
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"out_dir {out} is a file, not a folder")
+    base = out
+    while not base.exists() and base != base.parent:  # the nearest folder that exists
+        base = base.parent
+    if not base.is_dir():  # "afile/run": a parent is a file
+        raise NotADirectoryError(f"out_dir {out} cannot be created: {os.strerror(errno.ENOTDIR)}")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise PermissionError(f"out_dir {out} cannot be written: {os.strerror(errno.EACCES)}")
+
+
 @contextlib.contextmanager
 def run_folder(out: Path, lock: bool = True):
     """The run folder, created, with its stale temporary files (interrupted atomic writes)
@@ -569,8 +584,7 @@ def run_folder(out: Path, lock: bool = True):
     recycled pid cannot hold it). The holder writes its pid and start time into the file while
     holding it (for the message a second trainer gets); the file is removed on release, and a
     process that locked a file removed meanwhile tries again."""
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"out_dir {out} is a file, not a folder")
+    check_out_dir(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:  # a parent is a file, no permission, read-only file system, ...
