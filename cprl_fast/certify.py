@@ -35,7 +35,7 @@ from scipy import optimize, stats
 from torch import nn
 
 from cprl_fast import metrics
-from cprl_fast.checks import check_images, check_pixel_sigma
+from cprl_fast.checks import check_images, check_noise_sigma
 
 
 @dataclass
@@ -78,22 +78,11 @@ def order_statistics(n: int, alpha: float, radius: float, sigma: float) -> tuple
     return k_lo, k_hi
 
 
-def check_sigma(sigma: object, name: str = "sigma", pixel_units: bool = True) -> None:
-    """A smoothing noise level: on the input (``pixel_units``) finite, > 0 and at most 1
-    (:func:`cprl_fast.checks.check_pixel_sigma`); on features (feature units) finite and > 0."""
-    if pixel_units:
-        check_pixel_sigma(sigma, name)
-    elif isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not (
-        math.isfinite(sigma) and sigma > 0
-    ):
-        raise ValueError(f"{name} must be a finite number > 0, got {sigma!r}")
-
-
 def check_settings(sigma: float, n: int, alpha: float, radius: Sequence[float],
                    batch_size: int = 1, pixel_units: bool = True) -> list[float]:  # fmt: skip
     """The settings of a certificate, each checked with a message naming it; returns the radii
     as floats. ``pixel_units``: the noise goes on the images (else on features)."""
-    check_sigma(sigma, pixel_units=pixel_units)
+    check_noise_sigma(sigma, "sigma", pixel_units)
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n (noise draws per image) must be an integer >= 1, got {n!r}")
     if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):

@@ -140,16 +140,18 @@ def check_image_eps(eps: float) -> None:
                          f"1 is unbounded), got {eps:g}{_grey_levels_hint(eps)}")  # fmt: skip
 
 
-def check_pixel_sigma(sigma: object, name: str, zero_ok: bool = False) -> float:
-    """A Gaussian noise level in pixel units for images in [0, 1] (noise training, randomized
-    smoothing): finite, ``> 0`` (``>= 0`` where ``zero_ok``: 0 is off) and at most 1, a larger
-    one drowning the image (a level in grey levels by mistake). Returns it as a float."""
+def check_noise_sigma(sigma: object, name: str, pixel_units: bool = True,
+                      zero_ok: bool = False) -> float:
+    """A Gaussian noise level (noise training, randomized smoothing): finite and ``> 0``
+    (``>= 0`` where ``zero_ok``: 0 is off); in pixel units for images in [0, 1] also at most 1,
+    a larger one drowning the image (a level in grey levels by mistake); in feature units
+    (``pixel_units`` False) uncapped. Returns it as a float."""
     if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not (
         math.isfinite(sigma) and (sigma >= 0 if zero_ok else sigma > 0)
     ):
         raise ValueError(f"{name} must be a finite number {'>=' if zero_ok else '>'} 0, "
                          f"got {sigma!r}")  # fmt: skip
-    if sigma > 1:
+    if pixel_units and sigma > 1:
         raise ValueError(f"{name} must be at most 1 for images in [0, 1] (pixel units: 1/255 is "
                          f"one grey level), got {sigma:g}{_grey_levels_hint(sigma)}")  # fmt: skip
     return float(sigma)

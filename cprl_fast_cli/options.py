@@ -229,13 +229,13 @@ def add_certify(p: argparse.ArgumentParser) -> None:
 def certify_sigmas(text: str, option: str = "--certify") -> list[float]:
     """The noise levels of ``--certify`` (pixel units: each in (0, 1]) or ``--certify-feature``
     (feature units: each > 0), comma-separated numbers or fractions."""
-    from cprl_fast.certify import check_sigma
+    from cprl_fast.checks import check_noise_sigma
     from cprl_fast.evaluate import parse_number
 
     try:
         sigmas = [parse_number(v, option) for v in text.split(",") if v.strip()]
         for v in sigmas:
-            check_sigma(v, option, pixel_units=option == "--certify")
+            check_noise_sigma(v, option, pixel_units=option == "--certify")
     except ValueError as err:
         raise UserError(f"{err} (noise levels such as 0.12,0.25)") from None
     return sigmas

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from cprl_fast import metrics
-from cprl_fast.checks import check_device, check_pixel_sigma
+from cprl_fast.checks import check_device, check_noise_sigma
 from cprl_fast.data.splits import check_split_folds
 from cprl_fast.io import TEMPORARY, remove_stale_temporaries, write_text_atomic
 from cprl_fast.models.registry import (
@@ -177,7 +177,7 @@ class TrainConfig:
                              f"got {self.schedule!r}")  # fmt: skip
         if not isinstance(self.hflip, bool):
             raise ValueError(f"hflip must be true or false, got {self.hflip!r}")
-        check_pixel_sigma(self.noise_sigma, "noise_sigma", zero_ok=True)
+        check_noise_sigma(self.noise_sigma, "noise_sigma", zero_ok=True)
         if not (isinstance(self.val_ratio, (int, float)) and 0.0 <= self.val_ratio < 1.0):
             raise ValueError(f"val_ratio must be a number in [0, 1), got {self.val_ratio!r}")
         check_split_folds(self.folds, self.fold)
