@@ -42,16 +42,19 @@ def has_cuda_kernels() -> bool:
     return bool(torch.ops.cprl_fast.cuda_built())
 
 
-def load_model(path, device="cpu", batch_size: int = 16, as_loss: bool = False):
-    """A checkpoint of ``cprl-fast train`` as a :class:`cprl_fast.score.QualityMetric`: images
-    (paths, folders, PIL, numpy, tensors) in, scores in [0, 1] out (higher is better)."""
-    from cprl_fast.score import load_model as load
-
-    return load(path, device, batch_size, as_loss)
+#: Names served from :mod:`cprl_fast.score` on first use (PEP 562), so that ``import cprl_fast``
+#: does not import the scoring stack (Pillow, torchvision's transforms) and the functions keep
+#: their one signature and docstring there.
+_FROM_SCORE = ("create_metric", "load_model")
 
 
-def create_metric(path, device="cpu", as_loss: bool = False, batch_size: int = 16):
-    """pyiqa's name for :func:`load_model`."""
-    from cprl_fast.score import create_metric as create
+def __getattr__(name: str):
+    if name in _FROM_SCORE:
+        from cprl_fast import score
 
-    return create(path, device, as_loss, batch_size)
+        return getattr(score, name)
+    raise AttributeError(f"module 'cprl_fast' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_FROM_SCORE})

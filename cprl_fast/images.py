@@ -18,7 +18,9 @@ What a viewer shows, for every mode Pillow opens:
 
 A file whose pixel count exceeds ``max_pixels`` (default :data:`DEFAULT_MAX_PIXELS`), or that
 Pillow refuses as a decompression bomb, raises :class:`ImageTooLarge` after reading only its
-header, so memory stays bounded by the limit.
+header, so memory stays bounded by the limit. The same limit bounds the image once its shorter
+side is resized for a model (:func:`check_resized_pixels`), which a very thin image would
+otherwise blow up.
 """
 
 from __future__ import annotations
@@ -41,8 +43,10 @@ BACKGROUND = (255, 255, 255)
 _INT16_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
 
 
-class ImageTooLarge(OSError):
-    """An image over the pixel limit, or one Pillow refuses as a decompression bomb."""
+class ImageTooLarge(OSError, ValueError):
+    """An image over the pixel limit (as read, or once resized for a model), or one Pillow
+    refuses as a decompression bomb. A ``ValueError`` too, as a tensor too thin to resize is
+    bad input rather than a bad file (``io.UnsupportedOperation`` is both the same way)."""
 
 
 def check_max_pixels(max_pixels: int, name: str = "max_pixels") -> int:
@@ -51,6 +55,23 @@ def check_max_pixels(max_pixels: int, name: str = "max_pixels") -> int:
             or max_pixels < 1:  # fmt: skip
         raise ValueError(f"{name} must be an integer >= 1, got {max_pixels!r}")
     return int(max_pixels)
+
+
+def check_resized_pixels(width: int, height: int, size: int,
+                         max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "image") -> None:
+    """Raises :class:`ImageTooLarge` where resizing a ``width x height`` image's shorter side to
+    ``size`` px (docs/maths.md §7; torchvision's ``Resize(size)``) would make more than
+    ``max_pixels`` pixels: a thin strip of a few hundred bytes (1 x 20000 px) would otherwise
+    become gigabytes before the centre crop. Call it before resizing."""
+    short, long = sorted((int(width), int(height)))
+    if short < 1:
+        raise ValueError(f"{name} has no pixels ({width} x {height})")
+    pixels = size * (size * long // short)
+    if pixels > max_pixels:
+        raise ImageTooLarge(f"{name} of {width} x {height} px would have {pixels} pixels once its "
+                            f"shorter side is resized to {size} px, over the limit of "
+                            f"{max_pixels} (max_pixels; --max-pixels): crop it nearer to a "
+                            "square first")  # fmt: skip
 
 
 def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:

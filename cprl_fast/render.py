@@ -207,9 +207,9 @@ def _audit_certified_lines(report: AuditReport) -> list[str]:
     lines += ["", "![certified SRCC](certified.png)", "",
               "*Certified SRCC of the smoothed model at each sigma (the L2 ball holding each "
               "L-infinity ball) beside the empirical worst-case SRCC of the model itself "
-              "under the attack suite, against eps. The certified curves are guarantees for "
-              "another model (the smoothed one); the empirical curve is an upper estimate "
-              "for this one.*"]  # fmt: skip
+              "under the attack suite, against eps. The certified curves are lower bounds that "
+              "hold with the probability stated above, and for another model (the smoothed "
+              "one); the empirical curve is an upper estimate for this one.*"]  # fmt: skip
     return lines
 
 
@@ -374,14 +374,17 @@ def _study_certified_lines(summary: dict, models: Sequence[str], n_runs: int) ->
     rows = [(n, c) for n in models for c in summary.get("certified", {}).get(n, [])]
     if not rows:
         return []
-    alpha = rows[0][1]["alpha"]
+    alpha, images = rows[0][1]["alpha"], rows[0][1].get("images")
+    joint = (f"probability {max(0.0, 1 - images * alpha):g} for all {images} intervals of a "
+             "run at once" if images else "probability 1 - m alpha for the m intervals of a "
+             "run at once")  # a summary written before "images" was kept
     lines = ["", "## Certified (median smoothing)", "",
              "The smoothed model scores an image by the median of the model's scores over n "
              "Gaussian noise draws of standard deviation sigma (cprl_fast/certify.py, "
              "docs/maths.md §8). Per image, the certified interval holds for every L2 "
              f"perturbation up to the radius with probability {1 - alpha:g}; certified SRCC: "
              "the lowest SRCC any scores inside the intervals can have (holding with "
-             "probability 0.95 for all intervals of a run at once). Radius eps*sqrt(d) is the "
+             f"{joint}, by the union bound). Radius eps*sqrt(d) is the "
              "L2 ball holding the L-infinity ball of eps. These guarantees are for the smoothed "
              "model, not the model the attacks above were run on. Cells: mean over the runs "
              f"[95% t-interval over the {n_runs} runs].", ""]  # fmt: skip

@@ -33,7 +33,13 @@ from torchvision.transforms.v2 import functional as F
 
 from cprl_fast.checks import check_images
 from cprl_fast.data.transforms import test_transform
-from cprl_fast.images import DEFAULT_MAX_PIXELS, check_max_pixels, read_image, to_rgb
+from cprl_fast.images import (
+    DEFAULT_MAX_PIXELS,
+    check_max_pixels,
+    check_resized_pixels,
+    read_image,
+    to_rgb,
+)
 from cprl_fast.io import printable
 
 #: Image file suffixes a folder is searched for (case-insensitive).
@@ -118,6 +124,8 @@ class QualityMetric(nn.Module):
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"images must be [N, 3, H, W], got {list(x.shape)}")
         if min(x.shape[-2:]) != self.image_size:
+            check_resized_pixels(x.shape[-1], x.shape[-2], self.image_size, self.max_pixels,
+                                 "tensor")  # fmt: skip
             x = F.resize(x, [self.image_size], antialias=True)
         return F.center_crop(x, [self.image_size, self.image_size])
 
@@ -146,7 +154,7 @@ class QualityMetric(nn.Module):
 
     # -- any inputs ---------------------------------------------------------------------------
     def _pil_batch(self, images: list[Image.Image]) -> torch.Tensor:
-        t = test_transform(self.image_size)
+        t = test_transform(self.image_size, self.max_pixels)
         return torch.stack([t(img) for img in images])
 
     def _items(self, inputs) -> Iterator[tuple[str, object]]:

@@ -211,7 +211,8 @@ def summarise(runs: dict[str, dict[str, AuditReport]], models: Sequence[str],
 def _summarise_certified(reports: list[AuditReport]) -> list[dict]:
     """Per (sigma, n) that every run certified: the smoothed clean SRCC, and per radius the
     mean interval width and the certified SRCC, each as :func:`metrics.mean_interval` over
-    the runs; ``[]`` when some run has no certificate."""
+    the runs, with ``alpha`` and ``images`` (the most any run certified, for the joint
+    probability ``1 - images * alpha``); ``[]`` when some run has no certificate."""
     tables = [{(c["sigma"], c["n"]): c for c in r.certified} for r in reports]
     keys = [k for k in tables[0] if all(k in t for t in tables)] if tables else []
     out = []
@@ -225,6 +226,7 @@ def _summarise_certified(reports: list[AuditReport]) -> list[dict]:
                           "certified_srcc": metrics.mean_interval(
                               [a["certified_srcc"] for a in at], bounds=(-1.0, 1.0))})  # fmt: skip
         out.append({"sigma": key[0], "n": key[1], "alpha": cs[0]["alpha"],
+                    "images": max(r.images for r in reports),
                     "smoothed_srcc": metrics.mean_interval([c["srcc"] for c in cs],
                                                            bounds=(-1.0, 1.0)),
                     "radii": radii})  # fmt: skip

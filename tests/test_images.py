@@ -5,6 +5,7 @@ failure naming the limit, read no further than its header, while the other image
 
 from __future__ import annotations
 
+import re
 import struct
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+import cprl_fast
 from cprl_fast.images import DEFAULT_MAX_PIXELS, ImageTooLarge, read_image
 
 H, W = 20, 12  # not square: orientation mistakes show
@@ -152,6 +154,32 @@ def test_pixel_limit_and_decompression_bombs(tmp_path):
         read_image(bomb, max_pixels=10**10)  # Pillow's own limit still holds
     with pytest.raises(ValueError, match="max_pixels must be an integer >= 1"):
         read_image(path, max_pixels=0)
+
+
+def test_an_image_too_thin_to_resize_is_refused_before_the_resize(tiny_run, tmp_path):
+    # a 1 x 20000 px PNG is 143 bytes; resized to 32 px on its shorter side it would be
+    # 32 x 640000 = 20.5 MP (224 px: 1 GP, about 3 GB as 8-bit RGB) before the centre crop
+    import torch
+
+    from cprl_fast.data.base import IQADataset, Item
+    from cprl_fast.data.distortions import square
+    from cprl_fast.data.transforms import test_transform
+
+    thin = _save(Image.new("RGB", (20_000, 1), (90, 120, 200)), tmp_path / "thin.png")
+    ok = _save(Image.fromarray(_twin()), tmp_path / "ok.png")
+    metric = cprl_fast.create_metric(tiny_run / "best.pt", max_pixels=10**7)
+    done, failed = metric.score([thin, ok])
+    assert [n for n, _ in done] == [str(ok)] and [f.path for f in failed] == [str(thin)]
+    assert "20000 x 1 px would have 20480000 pixels once its shorter side is resized to 32 px, " \
+           "over the limit of 10000000" in failed[0].error  # fmt: skip
+    with pytest.raises(ValueError, match="tensor of 20000 x 1 px would have"):
+        metric(torch.rand(1, 3, 1, 20_000))
+    assert metric(torch.rand(1, 3, 1, 100)).shape == (1,)  # 32 x 3200 px: under the limit
+    dataset = IQADataset("x", [Item(str(thin), 0.5, 50.0, "a")], test_transform(224))
+    with pytest.raises(ImageTooLarge, match=re.escape(f"{thin}: image of 20000 x 1 px")):
+        dataset[0]  # a dataset's transform (the default limit) names the file
+    with pytest.raises(ImageTooLarge, match=re.escape(f"image {thin} of 20000 x 1 px")):
+        square(read_image(thin), 256, name=f"image {thin}")  # synthesize's references
 
 
 def _bomb(path: Path, side: int) -> Path:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from cprl_fast.images import read_image
+from cprl_fast.images import ImageTooLarge, read_image
 from cprl_fast.registry import Registry
 
 log = logging.getLogger("cprl_fast.data")
@@ -111,7 +111,10 @@ class IQADataset(torch.utils.data.Dataset):
         item = self.items[index]
         img = read_image(item.path)
         if self.transform is not None:
-            x = self.transform(img)
+            try:
+                x = self.transform(img)
+            except ImageTooLarge as err:  # too thin to resize (check_resized_pixels): name it
+                raise ImageTooLarge(f"{item.path}: {err}") from None
         else:
             from cprl_fast.data.transforms import to_tensor
 

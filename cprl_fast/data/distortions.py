@@ -23,6 +23,8 @@ import warnings
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter, features
 
+from cprl_fast.images import DEFAULT_MAX_PIXELS, check_resized_pixels
+
 LEVELS = {
     "blur": (0.8, 1.5, 2.5, 4.0, 6.0),  # Gaussian radius, px
     "noise": (0.02, 0.05, 0.09, 0.14, 0.20),  # standard deviation on [0, 1]
@@ -198,10 +200,13 @@ def distort_by(img: Image.Image, kind: str, p: float, seed: int) -> Image.Image:
     return Image.fromarray(np.round(np.clip(arr, 0, 1) * 255).astype(np.uint8))
 
 
-def square(img: Image.Image, size: int) -> Image.Image:
+def square(img: Image.Image, size: int, max_pixels: int = DEFAULT_MAX_PIXELS,
+           name: str = "image") -> Image.Image:
     """``img`` with its shorter side resized to ``size`` (bicubic), centre-cropped to
-    ``size x size``."""
+    ``size x size``; an image the resize would make larger than ``max_pixels`` is refused
+    (:func:`cprl_fast.images.check_resized_pixels`, naming it as ``name``)."""
     w, h = img.size
+    check_resized_pixels(w, h, size, max_pixels, name)
     scale = size / min(w, h)
     img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
     w, h = img.size

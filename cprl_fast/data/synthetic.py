@@ -104,7 +104,8 @@ def synthesize(references: str | Path | Iterable[str | Path], out: str | Path,
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
     kinds = check_distortions(DISTORTIONS if distortions is None else distortions)
-    refs = {f.stem: square(read_image(f, max_pixels), size) for f in reference_files(references)}
+    refs = {f.stem: square(read_image(f, max_pixels), size, max_pixels, f"image {f}")
+            for f in reference_files(references)}  # fmt: skip
     return write_dataset(refs, out, {k: DISTORTIONS[k] for k in kinds}, workers, progress)
 
 
