@@ -20,7 +20,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -66,7 +65,7 @@ def export_pt2(checkpoint: str | Path, out: str | Path, device: str = "cpu",
     files are replaced as one set: each is written to a temporary first, and only when all
     are written are they renamed into place. The AOTInductor package checks its input's shape
     (:func:`_compile_package`)."""
-    from cprl_fast.train.checkpoint import load
+    from cprl_fast.train.checkpoint import card_config, card_split, load
     from cprl_fast.train.runs import load_trained
 
     out = Path(out)
@@ -87,12 +86,12 @@ def export_pt2(checkpoint: str | Path, out: str | Path, device: str = "cpu",
     writes = {paths["program"]: lambda tmp: torch.export.save(program, tmp)}
     if aoti:
         writes[paths["aoti"]] = lambda tmp: _compile_package(program, tmp)
-    card = {**_card(load(checkpoint)), "input": f"float32 [N, 3, {size}, {size}] in [0, 1] "
+    state = load(checkpoint)
+    card = {**_card(state), "input": f"float32 [N, 3, {size}, {size}] in [0, 1] "
             f"(shorter side resized to {size}, centre crop), N in 1..{max_batch}",
             "output": "float32 [N] quality scores in [0, 1], higher is better",
             "files": {k: p.name for k, p in paths.items() if k != "card"}}  # fmt: skip
-    card["config"] = json.loads(card["config"])
-    card["split"] = json.loads(card.get("split", "{}"))
+    card["config"], card["split"] = card_config(state), card_split(state)
     writes[paths["card"]] = lambda tmp: Path(tmp).write_text(json_text(card))
     atomic_write_set(writes, suffix=".pt2")
     return paths

@@ -22,9 +22,11 @@ import math
 import os
 import re
 import secrets
+import stat
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 #: The name of a temporary of :func:`temporary_path`: ``.<name>.<pid>.<random>.tmp[.suffix]``.
 TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp(?P<suffix>\.\w+)?$")
@@ -150,11 +152,58 @@ def write_json_atomic(path: str | Path, data: object) -> Path:
     return write_text_atomic(path, json_text(data))
 
 
-def read_json(path: str | Path, what: str = "JSON file") -> object:
-    """A JSON file; an unreadable or malformed one is a ValueError naming it."""
+#: The largest JSON file :func:`read_json` reads: far above any this library writes (a study's
+#: report.json is about 100 kB, a split file of 10,000 images about 1 MB).
+MAX_JSON_BYTES = 64 << 20
+
+
+def parse_json(text: str | bytes) -> object:
+    """JSON text -> its value. Raises ``ValueError`` for text that is not JSON, including text
+    nested deeper than Python's recursion limit (``json`` raises ``RecursionError`` there)."""
     try:
-        return json.loads(Path(path).read_text())
-    except (ValueError, UnicodeDecodeError) as err:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply to parse") from None
+
+
+def open_regular_file(path: str | Path, what: str) -> BinaryIO:
+    """``path`` opened for reading in binary, if it is a regular file. A folder, FIFO, device or
+    socket is refused without blocking (opened with ``O_NONBLOCK``, then checked with
+    ``fstat``: an ordinary open of a FIFO waits for a writer, reading a device may never end);
+    errors name ``what`` and the file (``FileNotFoundError``, ``ValueError``)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} {path} is missing") from None
+    fh = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        fh.close()
+        raise ValueError(f"{what} {path} is not a regular file (a folder, FIFO, device or "
+                         "socket is never read)")  # fmt: skip
+    return fh
+
+
+def read_regular_file(path: str | Path, what: str, max_bytes: int) -> bytes:
+    """The bytes of ``path``, a regular file (:func:`open_regular_file`) of at most
+    ``max_bytes`` (a larger one is a ``ValueError`` naming it)."""
+    with open_regular_file(path, what) as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size > max_bytes:
+            raise ValueError(f"{what} {path} has {size} bytes, more than the {max_bytes} such "
+                             "a file can hold")  # fmt: skip
+        return fh.read(max_bytes + 1)
+
+
+def read_json(path: str | Path, what: str = "JSON file") -> object:
+    """A JSON file of at most :data:`MAX_JSON_BYTES` (:func:`read_regular_file`); a missing
+    one is a ``FileNotFoundError``, and one that is not a regular file, too large, not UTF-8,
+    malformed or nested too deeply a ``ValueError``, each naming it."""
+    data = read_regular_file(path, what, MAX_JSON_BYTES)
+    try:
+        return parse_json(data.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{what} {path} is not UTF-8 text (byte {err.start})") from None
+    except ValueError as err:
         raise ValueError(f"{what} {path} is not valid JSON ({err})") from None
 
 

@@ -17,7 +17,6 @@ objectives, datasets and attacks.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from cprl_fast_cli.catalog import load
@@ -74,6 +73,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def _read_config(path: Path) -> dict:
+    from cprl_fast.io import parse_json
+
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
     try:
@@ -83,8 +84,8 @@ def _read_config(path: Path) -> dict:
 
             data = tomllib.loads(text)
         else:
-            data = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as err:
+            data = parse_json(text)
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
         raise UserError(f"cannot parse config file {path}: {err}") from None
     if not isinstance(data, dict):
         raise UserError(f"config file {path} must hold an object of options, "

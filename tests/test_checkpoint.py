@@ -57,6 +57,12 @@ def test_pickle_payloads_are_refused_naming_what_they_hold(tmp_path):
     ([1, 2], "a list"),
     ({"model": {"w": torch.zeros(1)}, "config": "[1]"}, "must be a JSON object"),
     ({"model": {"w": torch.zeros(1)}, "config": "{nope"}, "is not JSON"),
+    ({"model": {"w": torch.zeros(1)}, "config": "[" * 100_000},  # json: RecursionError
+     r"model card \('config'\) is not JSON \(nested too deeply"),
+    ({"model": {"w": torch.zeros(1)}, "config": "{}", "split": "{nope"},
+     r"split record \('split'\) is not JSON"),
+    ({"model": {"w": torch.zeros(1)}, "config": "{}", "split": "[1]"},
+     r"split record \('split'\) must be a JSON object, got list"),
 ])  # fmt: skip
 def test_a_file_that_is_no_checkpoint_gets_one_line(tmp_path, obj, what):
     path = tmp_path / "x.pt"

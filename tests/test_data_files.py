@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 from data_fixtures import make_livec_pyiqa, make_vcl
 
 from cprl_fast.data import DatasetFormatError, load_dataset, load_items
+from cprl_fast.io import read_json
 
 
 def test_non_finite_and_out_of_scale_scores_are_refused(tmp_path):
@@ -111,6 +114,57 @@ def test_a_split_file_that_is_not_an_object(vcl_split):
     split.write_text("null")
     with pytest.raises(ValueError, match="must hold a JSON object, got NoneType"):
         load_dataset("vcl", root, split="train", split_file=split)
+
+
+def _within(seconds: float, call):
+    """``call()``'s exception (or None), from a daemon thread given ``seconds``: a read that
+    blocks (a FIFO opened for reading waits for a writer) fails the test instead of hanging."""
+    out: list = []
+
+    def run():
+        try:
+            call()
+            out.append(None)
+        except Exception as err:  # handed to the test
+            out.append(err)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert out, f"still reading after {seconds} s"
+    return out[0]
+
+
+def test_a_split_file_that_is_no_json_file_is_named_and_never_blocks(vcl_split, monkeypatch):
+    root, split, record = vcl_split
+
+    def load():
+        load_dataset("vcl", root, split="train", split_file=split)
+
+    split.write_text("[" * 100_000)  # json would raise RecursionError
+    assert re.search(re.escape(f"split file {split} is not valid JSON (nested too deeply"),
+                     str(_within(30, load)))  # fmt: skip
+    _edit(split, record)
+    monkeypatch.setattr("cprl_fast.io.MAX_JSON_BYTES", 100)
+    too_big = str(_within(30, load))
+    assert re.search(r"has \d+ bytes, more than the 100 such a file can hold", too_big)
+    fifo = split.with_name("report.json")
+    os.mkfifo(fifo)
+    err = _within(30, lambda: read_json(fifo, "study report"))  # an open would wait for ever
+    assert isinstance(err, ValueError) and f"study report {fifo} is not a regular file" in str(err)
+
+
+def test_a_score_file_the_csv_module_cannot_read_is_named(tmp_path):
+    make_livec_pyiqa(tmp_path, extra=5)
+    meta = tmp_path / "meta_info_LIVEChallengeDataset.csv"
+    good = meta.read_bytes()
+    meta.write_bytes(good + b"x" * 200_000 + b",1,2\n")  # a field over csv's 128 kB limit
+    with pytest.raises(DatasetFormatError, match=rf"{meta.name} is not a CSV table .*line 14: "
+                                                 r"field larger than field limit"):  # fmt: skip
+        load_items("livec", tmp_path)
+    meta.write_bytes(good)
+    os.mkfifo(tmp_path / "notes.csv")  # scanned for the score table's columns: never opened
+    assert _within(30, lambda: load_items("livec", tmp_path)) is None
 
 
 def test_a_hand_made_split_says_seed_null(vcl_split):

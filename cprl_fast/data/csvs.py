@@ -3,27 +3,38 @@
 from __future__ import annotations
 
 import csv
+import io
+import itertools
 from pathlib import Path
 
 from cprl_fast.data.base import DatasetFormatError
+from cprl_fast.io import open_regular_file
 
 
-def read_rows(path: Path) -> list[list[str]]:
-    """Every row of a CSV (LF or CRLF, UTF-8 with or without BOM), the header included; text
-    that is not UTF-8 is an error naming the file and the byte, never a traceback."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            return list(csv.reader(fh))
-    except UnicodeDecodeError as err:
-        raise DatasetFormatError(
-            f"{path} is not UTF-8 text (byte {err.start} is 0x{err.object[err.start]:02x}): "
-            "save it as UTF-8"
-        ) from None
+def read_rows(path: Path, first_only: bool = False) -> list[list[str]]:
+    """Every row of a CSV (LF or CRLF, UTF-8 with or without BOM), the header included (only
+    the header where ``first_only``); a file that is not regular
+    (:func:`cprl_fast.io.open_regular_file`: a FIFO is never waited on), text that is not
+    UTF-8, or text the ``csv`` module cannot parse (a field over its 128 kB limit) is an error
+    naming the file and where, never a traceback."""
+    with open_regular_file(path, "score file") as raw, \
+            io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as fh:  # fmt: skip
+        reader = csv.reader(fh)
+        try:
+            return list(itertools.islice(reader, 1 if first_only else None))
+        except csv.Error as err:
+            raise DatasetFormatError(f"{path} is not a CSV table this library can read "
+                                     f"(line {reader.line_num}: {err})") from None  # fmt: skip
+        except UnicodeDecodeError as err:
+            raise DatasetFormatError(
+                f"{path} is not UTF-8 text (byte {err.start} is "
+                f"0x{err.object[err.start]:02x}): save it as UTF-8"
+            ) from None
 
 
 def read_header(path: Path) -> list[str]:
-    """The stripped header names of a CSV (its first line)."""
-    rows = read_rows(path)
+    """The stripped header names of a CSV (its first line; the rest is not read)."""
+    rows = read_rows(path, first_only=True)
     return [h.strip() for h in rows[0]] if rows else []
 
 

@@ -24,6 +24,8 @@ def find_csv_with(root: Path, columns: set[str], depth: int = 1) -> Path | None:
     if depth >= 1:
         files += sorted(root.glob("*/*.csv"))
     for path in files:
+        if not path.is_file():  # a folder, FIFO or device named *.csv is no score table
+            continue
         try:
             header = read_header(path)
         except (OSError, UnicodeDecodeError):

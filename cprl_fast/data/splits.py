@@ -7,13 +7,13 @@ and score file at hand (:func:`read_record`).
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 
 from cprl_fast.data.base import Item
+from cprl_fast.io import read_json
 
 
 def split_seeds(n: int = 10, start: int = 0) -> list[int]:
@@ -118,13 +118,7 @@ def read_record(path: str | Path, dataset: str, score_sha256: str, items: list[I
     hash, every scene of the items on exactly one side and no unknown scene, the counts, and,
     where it names a seed, that the seed gives these scenes (a hand-made split says
     ``"seed": null``). A file from before validation sides (no ``val_scenes``) has none."""
-    try:
-        with open(path) as fh:
-            record = json.load(fh)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"split file {path} is not valid JSON: {err}") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"split file {path} is not UTF-8 text") from None
+    record = read_json(path, "split file")
     if not isinstance(record, dict):
         raise ValueError(f"split file {path} must hold a JSON object, got {type(record).__name__}")
     for key in ("dataset", "score_sha256", "train_scenes", "test_scenes"):

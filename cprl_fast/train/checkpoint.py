@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cprl_fast.io import atomic_write, write_bytes_atomic
+from cprl_fast.io import atomic_write, parse_json, write_bytes_atomic
 
 
 def rng_state() -> dict:
@@ -91,7 +91,7 @@ def _load_safetensors(path: Path, map_location) -> dict:
     for key, value in meta.items():
         if key.startswith(SAFETENSORS_PREFIX):
             try:
-                state[key[len(SAFETENSORS_PREFIX) :]] = json.loads(value)
+                state[key[len(SAFETENSORS_PREFIX) :]] = parse_json(value)
             except ValueError as err:
                 raise ValueError(f"checkpoint {path}: metadata {key!r} is not JSON "
                                  f"({err})") from None  # fmt: skip
@@ -148,22 +148,33 @@ def check_state(state: object, path: str | Path) -> None:
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in model.items()
     ):
         raise ValueError(f"checkpoint {path}: 'model' is not a state dict (names -> tensors)")
-    config = state["config"]
-    if isinstance(config, str):
-        try:
-            config = json.loads(config)
-        except ValueError as err:
-            raise ValueError(f"checkpoint {path}: its model card ('config') is not JSON "
-                             f"({err})") from None  # fmt: skip
-    if not isinstance(config, dict):
-        raise ValueError(f"checkpoint {path}: its model card ('config') must be a JSON object, "
-                         f"got {type(config).__name__}")  # fmt: skip
+    for key, what in (("config", "model card"), ("split", "split record")):
+        value = state.get(key, "{}")
+        if isinstance(value, str):
+            try:
+                value = parse_json(value)
+            except ValueError as err:
+                raise ValueError(f"checkpoint {path}: its {what} ({key!r}) is not JSON "
+                                 f"({err})") from None  # fmt: skip
+        if not isinstance(value, dict):
+            raise ValueError(f"checkpoint {path}: its {what} ({key!r}) must be a JSON object, "
+                             f"got {type(value).__name__}")  # fmt: skip
 
 
 def card_config(state: dict) -> dict:
-    """The model card (``state["config"]``) as a dict."""
-    config = state["config"]
-    return json.loads(config) if isinstance(config, str) else dict(config)
+    """The model card (``state["config"]``) of a checked state as a dict."""
+    return _json_object(state["config"])
+
+
+def card_split(state: dict) -> dict:
+    """The split a checked state's run was trained on (``state["split"]``: dataset, score
+    file hash, scenes, counts) as a dict; ``{}`` when it records none."""
+    return _json_object(state.get("split", "{}"))
+
+
+def _json_object(value: str | dict) -> dict:
+    """A card entry, JSON text (``.pt``) or already a dict (safetensors metadata), as a dict."""
+    return parse_json(value) if isinstance(value, str) else dict(value)
 
 
 def _why_unreadable(path: Path, err: Exception) -> str:

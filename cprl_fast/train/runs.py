@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from cprl_fast.checks import check_device
 from cprl_fast.models.cprl_resnet import ARCHS
 from cprl_fast.models.registry import option_defaults, option_names, weights_options
 from cprl_fast.train import TrainConfig, build_model
-from cprl_fast.train.checkpoint import card_config, load
+from cprl_fast.train.checkpoint import card_config, card_split, load
 
 
 @dataclass
@@ -191,8 +190,7 @@ def model_card(path: str | Path) -> dict:
     state = load(path)
     cfg = card_train_config(state, path)
     config = {**card_config(state), "objective": cfg.objective_name}
-    split = state.get("split", "{}")
-    split = json.loads(split) if isinstance(split, str) else split
+    split = card_split(state)
     return {
         "checkpoint": str(path),
         **{k: config.get(k) for k in CARD_SETTINGS},

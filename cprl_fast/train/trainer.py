@@ -367,7 +367,7 @@ class Trainer:
 
     def load(self, path: str | Path) -> None:
         state = checkpoint.load(path, map_location=self.device)
-        saved_config = {**json.loads(state["config"]), "device": self.cfg.device}
+        saved_config = {**checkpoint.card_config(state), "device": self.cfg.device}
         saved = TrainConfig.from_dict(saved_config).experiment()
         for key, value in self.cfg.experiment().items():
             if saved[key] != value:
@@ -376,7 +376,7 @@ class Trainer:
                     f"this run has {key}={value!r}"
                 )
         split = getattr(self.train_set, "split_info", {})
-        saved_split = json.loads(state.get("split", "{}"))
+        saved_split = checkpoint.card_split(state)
         if split.get("score_sha256") != saved_split.get("score_sha256"):
             raise ValueError(f"checkpoint {path} was trained on another split or score file")
         if "counts" in saved_split and split.get("counts") != saved_split["counts"]:
