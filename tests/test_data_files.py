@@ -13,8 +13,9 @@ import sys
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
-from data_fixtures import make_livec_pyiqa, make_vcl
+from data_fixtures import make_livec_official, make_livec_pyiqa, make_vcl
 
 from cprl_fast.data import DatasetFormatError, load_dataset, load_items
 from cprl_fast.io import read_json
@@ -165,6 +166,23 @@ def test_a_score_file_the_csv_module_cannot_read_is_named(tmp_path):
     meta.write_bytes(good)
     os.mkfifo(tmp_path / "notes.csv")  # scanned for the score table's columns: never opened
     assert _within(30, lambda: load_items("livec", tmp_path)) is None
+
+
+def test_a_matlab_score_file_that_expands_too_far_or_is_corrupt_is_named(tmp_path):
+    from scipy.io import loadmat, savemat
+
+    make_livec_official(tmp_path)
+    mos = tmp_path / "ChallengeDB_release" / "ChallengeDB_release" / "Data" / "AllMOS_release.mat"
+    values = loadmat(mos)["AllMOS_release"]
+    savemat(mos, {"AllMOS_release": values}, do_compression=True)  # as MATLAB saves: compressed
+    assert len(load_items("livec", tmp_path)[0]) == values.size - 7
+    savemat(mos, {"AllMOS_release": np.zeros((1, 3_000_000))}, do_compression=True)
+    assert mos.stat().st_size < 100_000  # 24 MB once inflated, which loadmat would do whole
+    with pytest.raises(DatasetFormatError, match=rf"{mos.name} expands to more than 16777216"):
+        load_items("livec", tmp_path)
+    mos.write_bytes(mos.read_bytes()[:300])  # a cut zlib stream: zlib.error inside scipy
+    with pytest.raises(DatasetFormatError, match=rf"{mos.name} is not a MATLAB file this library"):
+        load_items("livec", tmp_path)
 
 
 def test_a_hand_made_split_says_seed_null(vcl_split):

@@ -11,6 +11,9 @@ pyiqa: a CSV with ``ref_name,dist_name,mos`` (non-realigned DMOS; paths relative
 
 from __future__ import annotations
 
+import os
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -18,16 +21,59 @@ import numpy as np
 from cprl_fast.data.base import DatasetFormatError, Item, register, require_file
 from cprl_fast.data.csvs import column, number, read_csv
 from cprl_fast.data.layout import find_csv_with
+from cprl_fast.io import open_regular_file
 
 FOLDERS = (("jp2k", 227), ("jpeg", 233), ("wn", 174), ("gblur", 174), ("fastfading", 174))
 ENTRIES = sum(n for _, n in FOLDERS)  # 982
 
 
+#: The most bytes a score file in MATLAB format may hold, or expand to once decompressed (the
+#: LIVE and LIVE Challenge files are under 100 kB; scipy's ``loadmat`` inflates a compressed
+#: variable whole, so 155 kB of zlib can make a 160 MB array).
+MAX_MAT_BYTES = 16 << 20
+
+_MI_COMPRESSED = 15  # MAT 5 data type of a zlib-compressed variable
+
+
+def check_mat_size(path: Path, max_bytes: int = MAX_MAT_BYTES) -> None:
+    """Raises :class:`DatasetFormatError` where the MATLAB file ``path`` (a regular file) holds
+    more than ``max_bytes``, or its variables would once decompressed; streams the file's
+    top-level elements, inflating at most ``max_bytes + 1`` bytes. Only MAT 5 files compress;
+    anything else is left to ``loadmat``, whose reads the file's size bounds."""
+    with open_regular_file(path, "MATLAB file") as fh:
+        if os.fstat(fh.fileno()).st_size > max_bytes:
+            raise DatasetFormatError(f"{path} holds more than {max_bytes} bytes: not a score "
+                                     "file")  # fmt: skip
+        head = fh.read(128)
+        if len(head) < 128 or not head.startswith(b"MATLAB 5.0"):
+            return
+        order, total = ("<" if head[126:128] == b"IM" else ">"), 0
+        while len(tag := fh.read(8)) == 8:
+            kind, nbytes = struct.unpack(order + "II", tag)
+            data = fh.read(nbytes) if kind >> 16 == 0 else b""  # else: a small element, in the tag
+            if kind == _MI_COMPRESSED:
+                try:
+                    total += len(zlib.decompressobj().decompress(data, max_bytes - total + 1))
+                except zlib.error:
+                    return  # loadmat names the corrupt stream
+            else:
+                total += len(data) + len(fh.read(-nbytes % 8))
+            if total > max_bytes:
+                raise DatasetFormatError(f"{path} expands to more than {max_bytes} bytes once "
+                                         "decompressed: not a score file")  # fmt: skip
+
+
 def mat_vector(path: Path, key: str) -> np.ndarray:
-    """Variable ``key`` of the MATLAB file ``path``, flattened (LIVE and LIVE Challenge)."""
+    """Variable ``key`` of the MATLAB file ``path``, flattened (LIVE and LIVE Challenge); a file
+    too large (:func:`check_mat_size`) or one ``loadmat`` cannot read is an error naming it."""
     from scipy.io import loadmat
 
-    data = loadmat(str(path))
+    check_mat_size(path)
+    try:
+        data = loadmat(str(path))
+    except Exception as err:  # scipy raises many kinds (zlib.error, MatReadError, ValueError)
+        raise DatasetFormatError(f"{path} is not a MATLAB file this library can read "
+                                 f"({type(err).__name__}: {err})") from None  # fmt: skip
     if key not in data:
         keys = sorted(k for k in data if not k.startswith("__"))
         raise DatasetFormatError(f"{path} has no variable {key!r}; it has {keys}")
