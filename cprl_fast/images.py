@@ -25,13 +25,13 @@ otherwise blow up.
 
 from __future__ import annotations
 
-import os
-import stat
 import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from cprl_fast.io import open_regular_file
 
 #: The default per-image pixel limit: 8192 x 8192 (about 201 MB as 8-bit RGB), below Pillow's
 #: own decompression-bomb warning (89,478,485 pixels).
@@ -77,21 +77,15 @@ def check_resized_pixels(width: int, height: int, size: int,
 def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """The image file ``path`` as an 8-bit RGB PIL image, as a viewer shows it (see the module's
     docstring). Raises ``FileNotFoundError`` for a missing file, :class:`ImageTooLarge` for one
-    over ``max_pixels`` and ``OSError`` for one that cannot be decoded or is not a regular file
-    (a FIFO, device or socket is never opened: reading one could block or never end); each
-    names the file."""
+    over ``max_pixels``, :class:`~cprl_fast.io.NotARegularFile` for a folder, FIFO, device or
+    socket (never read: reading one could block or never end; an ``OSError``) and ``OSError``
+    for one that cannot be decoded; each names the file."""
     max_pixels = check_max_pixels(max_pixels)
+    fh = open_regular_file(path, "image")
     try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        raise FileNotFoundError(f"image file is missing: {path}") from None
-    if not stat.S_ISREG(mode):
-        raise OSError(f"image {path} is not a regular file (a FIFO, device or socket is never "
-                      "opened)")  # fmt: skip
-    try:
-        with warnings.catch_warnings():
+        with fh, warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(fh) as img:
                 pixels = img.size[0] * img.size[1]
                 if pixels > max_pixels:
                     raise ImageTooLarge(
@@ -100,8 +94,6 @@ def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
                     )
                 img.load()
                 return to_rgb(img)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"image file is missing: {path}") from None
     except ImageTooLarge:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:

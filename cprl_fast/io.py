@@ -166,11 +166,16 @@ def parse_json(text: str | bytes) -> object:
         raise ValueError("nested too deeply to parse") from None
 
 
+class NotARegularFile(OSError, ValueError):
+    """A path to read that is a folder, FIFO, device or socket: an ``OSError`` for file
+    handling, a ``ValueError`` for the checks of inputs."""
+
+
 def open_regular_file(path: str | Path, what: str) -> BinaryIO:
     """``path`` opened for reading in binary, if it is a regular file. A folder, FIFO, device or
     socket is refused without blocking (opened with ``O_NONBLOCK``, then checked with
     ``fstat``: an ordinary open of a FIFO waits for a writer, reading a device may never end);
-    errors name ``what`` and the file (``FileNotFoundError``, ``ValueError``)."""
+    errors name ``what`` and the file (``FileNotFoundError``, :class:`NotARegularFile`)."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
@@ -178,8 +183,8 @@ def open_regular_file(path: str | Path, what: str) -> BinaryIO:
     fh = os.fdopen(fd, "rb")
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         fh.close()
-        raise ValueError(f"{what} {path} is not a regular file (a folder, FIFO, device or "
-                         "socket is never read)")  # fmt: skip
+        raise NotARegularFile(f"{what} {path} is not a regular file (a folder, FIFO, device "
+                              "or socket is never read)")  # fmt: skip
     return fh
 
 
