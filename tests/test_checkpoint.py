@@ -9,8 +9,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
+import zipfile
 
 import pytest
 import torch
@@ -70,6 +72,20 @@ def test_a_file_that_is_no_checkpoint_gets_one_line(tmp_path, obj, what):
     with pytest.raises(ValueError, match=what) as err:
         load(path)
     assert "\n" not in str(err.value) and str(path) in str(err.value)
+
+
+def test_a_compressed_archive_is_refused_before_it_is_inflated(tmp_path):
+    # torch.load inflates deflated entries: 200 kB would make a 200 MB tensor
+    path = tmp_path / "plain.pt"
+    torch.save({"model": {"w": torch.zeros(1000)}, "config": "{}"}, path)
+    assert load(path)["model"]["w"].shape == (1000,)  # torch.save stores every entry
+    packed = tmp_path / "packed.pt"
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(packed, "w", zipfile.ZIP_DEFLATED) as out:
+        for info in src.infolist():
+            out.writestr(info.filename, src.read(info.filename))
+    with pytest.raises(RuntimeError, match=rf"cannot read checkpoint {re.escape(str(packed))}: "
+                                           r"its entry '.+' is compressed"):  # fmt: skip
+        load(packed)
 
 
 @pytest.mark.slow

@@ -125,10 +125,10 @@ def _load_pretrained(resnet: ResNet, pretrained, arch: str) -> None:
     if pretrained == "imagenet":
         state = imagenet_state(arch)
     elif isinstance(pretrained, (str, Path)):
+        from cprl_fast.train.checkpoint import read_tensors
+
         path = Path(pretrained)
-        if not path.is_file():
-            raise FileNotFoundError(f"pretrained weights file not found: {path}")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = read_tensors(path, "pretrained weights file")
         meta = state.get("meta") if isinstance(state, dict) else None
         made_for = meta.get("arch") if isinstance(meta, dict) else None
         if made_for not in (None, arch):  # e.g. cprl-fast pretrain's file records its arch

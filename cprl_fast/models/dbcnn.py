@@ -133,7 +133,9 @@ def dbcnn(arch: str = "vgg16", pretrained=None, scnn_steps: int = 0) -> DBCNN:
 
         state = imagenet_state("vgg16")
     elif pretrained is not None:
-        state = torch.load(pretrained, map_location="cpu", weights_only=True)
+        from cprl_fast.train.checkpoint import read_tensors
+
+        state = read_tensors(pretrained, "pretrained weights file")
         features = {
             k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")
         }

@@ -119,18 +119,46 @@ def load(path: str | Path, map_location="cpu") -> dict:
         listed = f"; it holds {', '.join(found)}" if found else \
             "; it holds no .pt or .safetensors file"  # fmt: skip
         raise IsADirectoryError(f"checkpoint {path} is a folder, not a file{listed}")
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint not found: {path}")
         state = _load_safetensors(path, map_location)
     else:
-        try:
-            state = torch.load(path, map_location=map_location, weights_only=True)
-        except Exception as err:  # unpickling errors name the file
-            raise RuntimeError(f"cannot read checkpoint {path}: "
-                               f"{_why_unreadable(path, err)}") from None  # fmt: skip
+        state = read_tensors(path, "checkpoint", map_location)
     check_state(state, path)
     return state
+
+
+def read_tensors(path: str | Path, what: str = "checkpoint", map_location="cpu") -> object:
+    """``torch.load(path, weights_only=True)`` of a file of tensors and plain data (a
+    checkpoint, pretrained weights), refused before any reading where one of its zip entries
+    is compressed: ``torch.save`` stores every entry, and a compressed one inflates past the
+    file's size (195 kB of deflate made a 200 MB tensor), so what a file can allocate stays
+    bounded by its size. Errors name ``what`` and the file in one line."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    packed = _compressed_entry(path)
+    if packed is not None:
+        raise RuntimeError(f"cannot read {what} {path}: its entry {packed!r} is compressed, "
+                           "which torch.save never does (it could inflate far past the "
+                           "file's size)")  # fmt: skip
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # unpickling errors name the file
+        raise RuntimeError(f"cannot read {what} {path}: "
+                           f"{_why_unreadable(path, err)}") from None  # fmt: skip
+
+
+def _compressed_entry(path: Path) -> str | None:
+    """The name of the first entry of the zip archive ``path`` that is not stored, if any
+    (``None`` also for a file that is no zip archive: ``torch.load`` says what it is)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return next((i.filename for i in archive.infolist()
+                         if i.compress_type != zipfile.ZIP_STORED), None)  # fmt: skip
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return None
 
 
 def check_state(state: object, path: str | Path) -> None:
