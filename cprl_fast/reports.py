@@ -138,7 +138,7 @@ class AuditReport:
             raise ValueError(f"audit report {path} must be an object with "
                              f"{', '.join(sorted(need))}")  # fmt: skip
         try:
-            return cls(
+            report = cls(
                 model=str(data["model"]), images=int(data["images"]),
                 attacks=[str(a) for a in data["attacks"]], eps=[float(e) for e in data["eps"]],
                 results={float(k): v for k, v in data["results"].items()},
@@ -148,8 +148,53 @@ class AuditReport:
                 transfer_from=data.get("transfer_from"),
                 certify_seconds=data.get("certify_seconds"),
             )  # fmt: skip
+            report.check_layout()
+            return report
         except (TypeError, ValueError, KeyError, AttributeError) as err:
             raise ValueError(f"audit report {path} is malformed: {err}") from None
+
+    def check_layout(self) -> None:
+        """Raises ``ValueError`` saying where, unless every budget holds ``clean``, every
+        condition metrics with a number (or null) ``srcc``, per-image lists of ``images``
+        numbers, and every certificate row the numbers a study reads (a hand-edited or hostile
+        report.json would otherwise fail deep inside a summary with a bare ``KeyError``)."""
+        for eps, conditions in self.results.items():
+            if not isinstance(conditions, dict) or "clean" not in conditions:
+                raise ValueError(f"results[{eps_label(eps)}] has no 'clean' metrics")
+            for name, m in conditions.items():
+                _check_metrics(m, f"results[{eps_label(eps)}][{name!r}]", self.images)
+        for k, row in enumerate(self.certified):
+            where = f"certified[{k}]"
+            if not isinstance(row, dict) or not isinstance(row.get("radii"), list):
+                raise ValueError(f"{where} must be an object with a list 'radii'")
+            _check_numbers(row, ("sigma", "n", "alpha", "srcc"), where)
+            for j, r in enumerate(row["radii"]):
+                if not isinstance(r, dict):
+                    raise ValueError(f"{where}['radii'][{j}] must be an object")
+                _check_numbers(r, ("radius", "width", "certified_srcc"), f"{where}['radii'][{j}]")
+
+
+def _is_number(value: Any) -> bool:
+    """A JSON number or null (an undefined metric is written as null)."""
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def _check_numbers(data: dict, keys: Sequence[str], where: str) -> None:
+    for key in keys:
+        if key not in data or not _is_number(data[key]):
+            raise ValueError(f"{where} needs a number (or null) {key!r}")
+
+
+def _check_metrics(m: Any, where: str, images: int) -> None:
+    """One condition's metrics: a number (or null) ``srcc``; ``scores`` and ``labels``, where
+    present, ``images`` numbers each; ``*_ci``, where present, two numbers (or null)."""
+    if not isinstance(m, dict):
+        raise ValueError(f"{where} must be an object of metrics")
+    _check_numbers(m, ("srcc",), where)
+    for key, size in (("scores", images), ("labels", images), ("srcc_ci", 2), ("plcc_ci", 2)):
+        value = m.get(key, [None] * size)
+        if not (isinstance(value, list) and len(value) == size and all(map(_is_number, value))):
+            raise ValueError(f"{where}[{key!r}] must be a list of {size} numbers")
 
 
 @dataclass

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,7 @@ from cprl_fast.attacks import SUITES
 from cprl_fast.audit import DEFAULT_EPS, audit, certified_rows
 from cprl_fast.data.base import IQADataset
 from cprl_fast.data.transforms import to_tensor
-from cprl_fast.io import read_json, write_json_atomic
+from cprl_fast.io import printable, read_json, write_json_atomic
 from cprl_fast.presets import MODEL_PRESETS, preset_config
 from cprl_fast.render import write_audit, write_study
 from cprl_fast.reports import AuditReport, StudyReport, eps_key
@@ -326,6 +326,41 @@ def finished_runs(out: Path, models: Sequence[str], folds: int,
     return runs
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+#: What each entry of study.json must be, as :func:`_check_settings_file` checks it.
+_SETTINGS_LAYOUT: dict[str, tuple[str, Callable[[object], bool]]] = {
+    "models": (f"a list of at least two of {', '.join(MODEL_PRESETS)}",
+               lambda v: isinstance(v, list) and len(v) >= 2
+               and all(isinstance(m, str) and m in MODEL_PRESETS for m in v)),
+    "eps": ("a list of budgets in (0, 1]",
+            lambda v: isinstance(v, list) and all(isinstance(e, (int, float))
+                                                  and not isinstance(e, bool) and 0 < e <= 1
+                                                  for e in v)),
+    "folds": ("an integer >= 2", lambda v: _is_int(v) and v >= 2),
+    "seeds": ("a list of integer seeds", lambda v: isinstance(v, list) and v
+              and all(map(_is_int, v))),
+    "dataset": ("a dataset name", lambda v: isinstance(v, str)),
+    "per_scene": ("an integer >= 1 or null", lambda v: v is None or (_is_int(v) and v >= 1)),
+    "config": ("an object of training settings", lambda v: isinstance(v, dict)),
+}  # fmt: skip
+
+
+def _check_settings_file(settings: object, path: Path) -> None:
+    """Raises ``ValueError`` naming ``path`` and the entry unless ``settings`` (study.json) is
+    an object with every entry of :data:`_SETTINGS_LAYOUT` as it says."""
+    if not isinstance(settings, dict) or any(k not in settings for k in _SETTINGS_LAYOUT):
+        raise ValueError(f"study settings {path} must be an object with "
+                         f"{', '.join(_SETTINGS_LAYOUT)}")  # fmt: skip
+    for key, (what, ok) in _SETTINGS_LAYOUT.items():
+        if not ok(settings[key]):
+            got = printable(repr(settings[key]))
+            raise ValueError(f"study settings {path}: {key} must be {what}, got "
+                             f"{got if len(got) <= 60 else got[:57] + '...'}")  # fmt: skip
+
+
 def report_only_summary(out: str | Path, command: str = "") -> dict:
     """The summary of the runs a study folder has finished, from its files alone: its settings
     (``study.json``), its finished audits and its sizes (``report.json``, or the fold-0 split
@@ -333,10 +368,7 @@ def report_only_summary(out: str | Path, command: str = "") -> dict:
     report.md and worst_vs_eps.png. A malformed file is an error naming it."""
     out = Path(out)
     settings = read_json(out / "study.json", "study settings")
-    need = ("models", "eps", "folds", "seeds", "dataset", "per_scene", "config")
-    if not isinstance(settings, dict) or any(k not in settings for k in need):
-        raise ValueError(f"study settings {out / 'study.json'} must be an object with "
-                         f"{', '.join(need)}")  # fmt: skip
+    _check_settings_file(settings, out / "study.json")
     models, eps = list(settings["models"]), [float(e) for e in settings["eps"]]
     runs = finished_runs(out, models, int(settings["folds"]), settings["seeds"])
     if len(runs) < 2:

@@ -66,3 +66,26 @@ def test_a_malformed_audit_report_is_named():
     with pytest.raises(ValueError, match=r"audit report bad\.json is malformed"):
         AuditReport.from_json({"model": "m", "images": 1, "attacks": [], "eps": [],
                                "results": {"x": {}}, "diagnostics": []}, "bad.json")  # fmt: skip
+
+
+@pytest.mark.parametrize(("edit", "where"), [
+    (lambda d, k: d["results"][k].pop("clean"), r"results\[1/255\] has no 'clean' metrics"),
+    (lambda d, k: d["results"][k]["clean"].pop("srcc"),
+     r"results\[1/255\]\['clean'\] needs a number \(or null\) 'srcc'"),
+    (lambda d, k: d["results"][k]["pgd"].update(srcc="0.5"), r"\['pgd'\] needs a number"),
+    (lambda d, k: d["results"][k]["worst"]["scores"].pop(),
+     r"\['worst'\]\['scores'\] must be a list of \d+ numbers"),
+    (lambda d, k: d["results"][k]["clean"].update(srcc_ci=[0.1]), r"'srcc_ci'\] must be a list"),
+    (lambda d, k: d["certified"][0]["radii"][0].pop("width"),
+     r"certified\[0\]\['radii'\]\[0\] needs a number \(or null\) 'width'"),
+])  # fmt: skip
+def test_a_report_whose_metrics_a_study_cannot_read_is_named_with_where(edit, where):
+    # a hand-edited or hostile report.json in a study folder failed deep in the summary with a
+    # bare KeyError (a traceback from the command line)
+    path = next(Path(COMMITTED.parent, "certified-builtin-v2-native").glob(
+        "runs/*/audit/*/report.json"))  # fmt: skip
+    data = json.loads(path.read_text())
+    AuditReport.from_json(data, path)
+    edit(data, eps_key(1 / 255))
+    with pytest.raises(ValueError, match=rf"audit report x\.json is malformed: .*{where}"):
+        AuditReport.from_json(data, "x.json")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,10 +16,19 @@ from data_fixtures import shared_builtin_root
 from cprl_fast import metrics
 from cprl_fast.data.base import IQADataset, Item
 from cprl_fast.presets import STUDY_NOISE_SIGMA
-from cprl_fast.study import audit_subset, check_share, run_names, study, transfer_source
+from cprl_fast.study import (
+    audit_subset,
+    check_share,
+    report_only_summary,
+    run_names,
+    study,
+    transfer_source,
+)
 from cprl_fast.train import TrainConfig
 from cprl_fast_cli.options import UserError
 from cprl_fast_cli.study import parse_share, without_share
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 
 def _items(scenes: int, per: int) -> list[Item]:
@@ -172,3 +182,22 @@ def test_audit_crop_is_the_central_square_of_each_image(tmp_path):
                                          r"\(64 px\), got 128"):  # fmt: skip
         study("builtin", None, tmp_path / "s", TrainConfig(image_size=64), audit_crop=128)
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("models", 5, "models must be a list of at least two of resnet, ca"),
+    ("models", ["nope", "ca"], "models must be a list of at least two of"),
+    ("eps", "x", r"eps must be a list of budgets in \(0, 1\], got 'x'"),
+    ("eps", [8], r"eps must be a list of budgets in \(0, 1\], got \[8\]"),
+    ("folds", "a", "folds must be an integer >= 2, got 'a'"),
+    ("seeds", None, "seeds must be a list of integer seeds, got None"),
+    ("per_scene", 0, "per_scene must be an integer >= 1 or null, got 0"),
+    ("config", [], "config must be an object of training settings, got \\[\\]"),
+])  # fmt: skip
+def test_report_only_names_a_bad_entry_of_the_settings_file(tmp_path, key, value, message):
+    # each used to fail inside the summary with Python's own words ("'int' object is not
+    # iterable"), naming neither the file nor the entry
+    settings = json.loads((RESULTS / "robustness-builtin-v2" / "study.json").read_text())
+    (tmp_path / "study.json").write_text(json.dumps({**settings, key: value}))
+    with pytest.raises(ValueError, match=rf"study settings {tmp_path / 'study.json'}: {message}"):
+        report_only_summary(tmp_path)
