@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import re
 import sys
 from types import ModuleType
 
@@ -80,7 +81,22 @@ def main(argv: list[str] | None = None) -> int:
             raise
         from cprl_fast.io import printable
 
-        # the first line (split at newlines only: a name may hold a carriage return), escaped
-        message = str(err).split("\n")[0] if str(err) else type(err).__name__
-        print(f"cprl-fast {args.command}: {printable(message)}", file=sys.stderr)
+        print(f"cprl-fast {args.command}: {printable(error_line(err))}", file=sys.stderr)
         return 2
+
+
+#: How torch's DataLoader re-raises an error of a worker process: "Caught <type> in DataLoader
+#: worker process <k>.", then "Original Traceback ...", whose last line is "<type>: <message>".
+_WORKER_ERROR = re.compile(r"^Caught \w+ in DataLoader worker process \d+\.\n.*?"
+                           r"(?:^|\n)[\w.]+: (?P<message>[^\n]*)\n?$", re.DOTALL)
+
+
+def error_line(err: BaseException) -> str:
+    """The one line the command line prints for ``err``: its message's first line (split at
+    newlines only: a name may hold a carriage return), or, for an error a DataLoader worker
+    raised, the original message (which names the file) rather than torch's "Caught ..."."""
+    text = str(err)
+    if not text:
+        return type(err).__name__
+    worker = _WORKER_ERROR.match(text)
+    return worker["message"] if worker else text.split("\n")[0]

@@ -11,6 +11,9 @@ import sys
 import pytest
 import torch
 
+from cprl_fast.images import ImageTooLarge
+from cprl_fast_cli import error_line
+
 
 def _cli(*args, cwd=None, env=None):
     return subprocess.run([sys.executable, "-m", "cprl_fast_cli", *args], capture_output=True,
@@ -207,3 +210,23 @@ def test_info_json_is_standard_json(capsys, tmp_path, tiny_run):
 
     card = json.loads(capsys.readouterr().out, parse_constant=refuse)
     assert card["audit"]["clean_srcc"] is None and card["objective"] == "regression"
+
+
+class _Failing(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int):
+        raise ImageTooLarge("/data/thin.png: image of 20000 x 1 px would have 1003520000 pixels")
+
+
+def test_an_error_in_a_dataloader_worker_is_told_by_its_own_message():
+    # torch re-raises it as "Caught ImageTooLarge in DataLoader worker process 0." and the
+    # traceback: the first line, which the command line printed, named no file
+    with pytest.raises(ImageTooLarge) as err:
+        next(iter(torch.utils.data.DataLoader(_Failing(), num_workers=1)))
+    assert str(err.value).startswith("Caught ImageTooLarge in DataLoader worker process 0.")
+    assert error_line(err.value) == ("/data/thin.png: image of 20000 x 1 px would have "
+                                     "1003520000 pixels")  # fmt: skip
+    assert error_line(ValueError("first\rline\nsecond")) == "first\rline"
+    assert error_line(KeyError()) == "KeyError"
