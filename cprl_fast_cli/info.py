@@ -29,7 +29,9 @@ def run(args: argparse.Namespace) -> int:
 
         print(json_text(card), end="")
         return 0
-    for key, value in card.items():
-        text = json.dumps(value) if isinstance(value, (dict, list)) else value
-        print(f"{key:>18}: {text}")
+    from cprl_fast.io import printable
+
+    for key, value in card.items():  # a card is data from a file: control characters escaped
+        text = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+        print(f"{key:>18}: {printable(text)}")
     return 0

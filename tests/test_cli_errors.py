@@ -230,3 +230,15 @@ def test_an_error_in_a_dataloader_worker_is_told_by_its_own_message():
                                      "1003520000 pixels")  # fmt: skip
     assert error_line(ValueError("first\rline\nsecond")) == "first\rline"
     assert error_line(KeyError()) == "KeyError"
+
+
+def test_info_escapes_control_characters_of_a_card(monkeypatch, capsys):
+    # every string a card shows is checked against a registry today; the printer does not rely
+    # on it (a terminal would run "\x1b[2J" and clear the screen)
+    from cprl_fast_cli import main
+
+    monkeypatch.setattr("cprl_fast.train.runs.model_card",
+                        lambda path: {"dataset": "x\x1b[2J\ry", "split": {"a": "\x1b"}})
+    assert main(["info", "best.pt"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\r" not in out and "x\\x1b[2J\\ry" in out
