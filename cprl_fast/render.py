@@ -385,7 +385,7 @@ def _study_certified_lines(summary: dict, models: Sequence[str], n_runs: int) ->
              f"perturbation up to the radius with probability {1 - alpha:g}; certified SRCC: "
              "the lowest SRCC any scores inside the intervals can have (holding with "
              f"{joint}, by the union bound). Radius eps*sqrt(d) is the "
-             "L2 ball holding the L-infinity ball of eps. These guarantees are for the smoothed "
+             "L2 ball holding the L-infinity ball of eps. These bounds are for the smoothed "
              "model, not the model the attacks above were run on. Cells: mean over the runs "
              f"[95% t-interval over the {n_runs} runs].", ""]  # fmt: skip
     cells = [[MODEL_PRESETS[n][0], f"{c['sigma']:g}", f"{r['radius']:.3f}", _holds(r),
