@@ -200,7 +200,8 @@ class QualityMetric(nn.Module):
         uint8 or float in [0, 1], tensors ``[3, H, W]`` / ``[N, 3, H, W]`` in [0, 1]), in order,
         in batches of ``batch_size``. Returns ``([(name, score)], [Failure])``: an input that
         cannot be read, is over the pixel limit, or gets a non-finite score is listed with its
-        error, never skipped silently and never given a score."""
+        error, never skipped silently and never given a score. ``progress``: a bar on stderr
+        (with the total, the inputs being listed first, unless they come as an iterator)."""
         from tqdm import tqdm
 
         done: list[tuple[str, float]] = []
@@ -221,8 +222,12 @@ class QualityMetric(nn.Module):
                 names.clear()
                 batch.clear()
 
-        bar = tqdm(desc="scoring", unit="img", disable=not progress)
-        for name, item in self._items(inputs):
+        items: Iterable[tuple[str, object]] = self._items(inputs)
+        if progress and not isinstance(inputs, Iterator):  # listed first, for the bar's total
+            items = list(items)
+        total = len(items) if isinstance(items, list) else None
+        bar = tqdm(desc="scoring", unit="img", total=total, disable=not progress)
+        for name, item in items:
             try:
                 x = self._tensor(item, name)
             except (OSError, ValueError) as err:

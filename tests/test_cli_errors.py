@@ -197,6 +197,17 @@ def test_error_messages_escape_control_characters(capsys, tmp_path):
     assert "\x1b" not in err and "\r" not in err and "evil\\x1b[2J\\r.pt" in err
 
 
+def test_score_refuses_folders_with_no_image_file_before_loading_the_model(capsys, tmp_path):
+    from cprl_fast_cli import main
+
+    (tmp_path / "notes.txt").write_text("not an image")
+    # the model file does not exist: the folders are checked first
+    assert main(["score", str(tmp_path), "--model", str(tmp_path / "none.pt")]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"cprl-fast score: no image files (.png, .jpg, .jpeg, .bmp, .tif, .tiff, "
+                   f".webp) in {tmp_path}\n")  # fmt: skip
+
+
 def test_info_json_is_standard_json(capsys, tmp_path, tiny_run):
     from cprl_fast_cli import main
 

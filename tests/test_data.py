@@ -24,6 +24,7 @@ from data_fixtures import (
     shared_builtin_root,
     tiny_image,
 )
+from PIL import Image
 
 from cprl_fast.data import DatasetFormatError, load_dataset, load_items, split_seeds
 from cprl_fast.data.builtin import LEVELS, SCENES, generate
@@ -279,6 +280,18 @@ class TestBadInput:
         with pytest.raises(OSError, match=f"cannot decode image .*{names[8]}"):
             ds[index]
         assert load_dataset("livec", tmp_path, skip_unreadable=True).skipped == 1
+
+    def test_skip_drops_an_image_too_thin_for_the_default_transform(self, tmp_path):
+        names = make_livec_pyiqa(tmp_path, extra=10)
+        thin = tmp_path / "Images" / names[7]
+        Image.new("RGB", (20_000, 1)).save(thin)  # 20000 x 1 px: 20 MP once resized to 1000
+        ds = load_dataset("livec", tmp_path, image_size=1000, skip_unreadable=True)
+        assert ds.skipped == 1 and str(thin) not in {it.path for it in ds.items}
+        ds = load_dataset("livec", tmp_path, image_size=32, skip_unreadable=True)
+        assert ds.skipped == 0  # 640 000 pixels at 32 px: within the limit, kept
+        ds = load_dataset("livec", tmp_path, image_size=1000, skip_unreadable=True,
+                          transform=lambda img: img)  # its own transform: the size is not ours
+        assert ds.skipped == 0
 
     def test_bad_split_name(self, tmp_path):
         with pytest.raises(ValueError, match="split must be one of"):

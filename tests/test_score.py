@@ -128,6 +128,15 @@ def test_bad_inputs(run):
         cprl_fast.load_model(run / "nope.pt")
 
 
+def test_the_progress_bar_has_the_inputs_total_unless_they_come_as_an_iterator(run, capsys):
+    metric = cprl_fast.load_model(run / "best.pt")
+    done, _ = metric.score([torch.rand(2, 3, 8, 8), torch.rand(3, 8, 8)], progress=True)
+    assert len(done) == 3 and "3/3 [" in capsys.readouterr().err
+    done, _ = metric.score(iter([torch.rand(3, 8, 8)]), progress=True)  # not listed first
+    err = capsys.readouterr().err
+    assert len(done) == 1 and "1img [" in err and "/1 [" not in err
+
+
 def _cli(*args):
     return subprocess.run([sys.executable, "-m", "cprl_fast_cli", *args], capture_output=True,
                           text=True)  # fmt: skip

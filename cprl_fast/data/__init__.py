@@ -165,14 +165,17 @@ def load_splits(
         train_crop, hflip: the default train transform's crop (``None``: ``image_size``) and
             random horizontal flips (:func:`train_transform`).
         skip_unreadable: drop (and count, in ``dataset.skipped``) missing or undecodable
-            images instead of stopping at the first missing one.
+            images, and with the default transforms those too thin to resize to
+            ``image_size`` within the pixel limit, instead of stopping at the first missing
+            one (or failing when the thin one is loaded).
         options: loader options (``resolution`` for KonIQ: ``"1024x768"`` or ``"512x384"``).
     """
     for split in splits:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     items, score_file = load_items(name, root, **options)
-    items, skipped = check_images_exist(items, skip_unreadable)
+    items, skipped = check_images_exist(items, skip_unreadable,
+                                        image_size if transform is None else None)
 
     def transform_for(split: str) -> Callable:
         if transform is not None:

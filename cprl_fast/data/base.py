@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from cprl_fast.images import ImageTooLarge, read_image
+from cprl_fast.images import ImageTooLarge, check_resized_pixels, read_image
 from cprl_fast.registry import Registry
 
 log = logging.getLogger("cprl_fast.data")
@@ -39,10 +39,16 @@ class DatasetFormatError(ValueError):
     """A dataset's files are there but not in the expected format (missing column, ...)."""
 
 
-def image_is_readable(path: str | Path) -> bool:
+def image_is_readable(path: str | Path, image_size: int | None = None) -> bool:
+    """Whether ``path`` decodes (:func:`~cprl_fast.images.read_image`) and, given
+    ``image_size``, can have its shorter side resized to it within the pixel limit
+    (:func:`~cprl_fast.images.check_resized_pixels`: the default transforms refuse a thin
+    strip)."""
     try:
-        read_image(path)
-    except OSError:
+        img = read_image(path)
+        if image_size is not None:
+            check_resized_pixels(*img.size, image_size)
+    except OSError:  # ImageTooLarge included
         return False
     return True
 
@@ -61,8 +67,10 @@ def require_file(path: Path, what: str) -> Path:
     return path
 
 
-def check_images_exist(items: list[Item], skip_unreadable: bool) -> tuple[list[Item], int]:
-    """Stops at a missing or (with ``skip_unreadable``) drops missing/undecodable images.
+def check_images_exist(items: list[Item], skip_unreadable: bool,
+                       image_size: int | None = None) -> tuple[list[Item], int]:  # fmt: skip
+    """Stops at a missing image or (with ``skip_unreadable``) drops the missing, undecodable
+    and, given ``image_size``, too thin to resize to it (:func:`image_is_readable`).
 
     Returns the kept items and the number skipped (which is logged).
     """
@@ -74,7 +82,7 @@ def check_images_exist(items: list[Item], skip_unreadable: bool) -> tuple[list[I
                 f"the first: {missing[0]}"
             )
         return items, 0
-    kept = [it for it in items if image_is_readable(it.path)]
+    kept = [it for it in items if image_is_readable(it.path, image_size)]
     skipped = len(items) - len(kept)
     if skipped:
         log.warning("skipped %d unreadable or missing image(s) of %d", skipped, len(items))
