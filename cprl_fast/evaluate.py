@@ -45,12 +45,10 @@ def parse_eps(text: str | float) -> float:
 def _condition(clean: np.ndarray, pred: np.ndarray, y: np.ndarray, seed: int = 0) -> dict:
     """The metrics of one condition, 95% bootstrap intervals of SRCC and PLCC over the images
     (``srcc_ci``, ``plcc_ci``), and the scores themselves (``scores``, for paired comparisons)."""
-    out: dict = metrics.evaluate_scores(pred, y)
+    out = metrics.scores_with_intervals(pred, y, seed)
     out["score_change"] = float(metrics.score_change(clean, pred).mean())
     # R of unmoved scores is only its 1e-6 floor (5.85 for any model): no number
     out["robustness"] = None if pred is clean else metrics.robustness(clean, pred)
-    for name in ("srcc", "plcc"):
-        out[f"{name}_ci"] = list(metrics.confidence_interval(pred, y, name, seed=seed))
     out["scores"] = [float(v) for v in pred]
     return out
 

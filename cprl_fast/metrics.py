@@ -152,6 +152,15 @@ def confidence_interval(pred, target, metric: str = "srcc", level: float = CONFI
     return _bootstrap((p, t), lambda a, b, axis=-1: fn(a, b, axis), seed, resamples, level)
 
 
+def scores_with_intervals(pred, target, seed: int = 0) -> dict:
+    """:func:`evaluate_scores` and the 95% bootstrap intervals of SRCC and PLCC over the images
+    (``srcc_ci``, ``plcc_ci``: :func:`confidence_interval`)."""
+    out: dict = evaluate_scores(pred, target)
+    for name in _ALONG:
+        out[f"{name}_ci"] = list(confidence_interval(pred, target, name, seed=seed))
+    return out
+
+
 def paired_difference(pred_a, pred_b, target, metric: str = "srcc", level: float = CONFIDENCE,
                       resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> dict:  # fmt: skip
     """``metric(a) - metric(b)`` on the same images, with a paired bootstrap interval (the same

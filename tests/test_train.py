@@ -225,6 +225,27 @@ class TestTrainer:
         assert (tmp_path / "best.pt").is_file()
         assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
+    def test_a_run_reports_its_test_split_with_intervals(self, builtin_sets, tmp_path):
+        from cprl_fast.train.runs import train_and_test
+
+        root, _, _ = builtin_sets
+        lines: list[str] = []
+        cfg = TrainConfig(**{**SMALL, "model": "resnet"}, root=str(root), max_steps=1,
+                          out_dir=str(tmp_path))  # fmt: skip
+        test = train_and_test(cfg, log=lines.append)["test"]
+        split = load_dataset("builtin", root, split="test", image_size=32)
+        assert test["images"] == len(split) and test["model"] == "best.pt"
+        assert test["scenes"] == len({it.scene for it in split.items}) >= 2
+        for name in ("srcc", "plcc"):
+            lo, hi = test[f"{name}_ci"]
+            assert -1 <= lo <= test[name] <= hi <= 1 and lo < hi
+        assert lines[-1] == (
+            f"test (best.pt, {len(split)} images of {test['scenes']} scenes; 95% bootstrap "
+            f"intervals over the images): SRCC {test['srcc']:.3f} [{test['srcc_ci'][0]:.3f}, "
+            f"{test['srcc_ci'][1]:.3f}], PLCC {test['plcc']:.3f} [{test['plcc_ci'][0]:.3f}, "
+            f"{test['plcc_ci'][1]:.3f}]"
+        )
+
     def test_resume_refuses_another_config(self, builtin_sets, tmp_path):
         _, train, test = builtin_sets
         Trainer(TrainConfig(**SMALL, out_dir=str(tmp_path), max_steps=1), train, test).fit()

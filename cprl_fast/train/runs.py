@@ -152,10 +152,13 @@ def train_and_test(cfg: TrainConfig, resume: bool = False, overwrite: bool = Fal
                    log: Callable[[str], object] = print) -> dict:  # fmt: skip
     """Trains the run ``cfg`` describes (or resumes it), then scores the test split once with
     the model chosen on validation (``best.pt``, else ``last.pt``). Returns ``{"val": the
-    trainer's result, "checkpoints": [paths written], "test": metrics and the chosen file's
-    name}`` (no ``test`` when no checkpoint was written); ``log`` gets the splits' sizes."""
+    trainer's result, "checkpoints": [paths written], "test": metrics with their intervals
+    (:func:`~cprl_fast.metrics.scores_with_intervals`), the numbers of images and scenes and
+    the chosen file's name}`` (no ``test`` when no checkpoint was written); ``log`` gets the
+    splits' sizes and the test line."""
     from cprl_fast.evaluate import predictions
-    from cprl_fast.metrics import evaluate_scores
+    from cprl_fast.metrics import scores_with_intervals
+    from cprl_fast.reports import interval
     from cprl_fast.train import Trainer
     from cprl_fast.train.trainer import check_out_dir
 
@@ -173,7 +176,12 @@ def train_and_test(cfg: TrainConfig, resume: bool = False, overwrite: bool = Fal
         trainer.model.load_state_dict(load(chosen, map_location=trainer.device)["model"])
         pred, target = predictions(trainer.model.eval(), splits["test"], None, 0.0,
                                    cfg.batch_size, trainer.device)  # fmt: skip
-        summary["test"] = {**evaluate_scores(pred, target), "model": chosen.name}
+        test = {**scores_with_intervals(pred, target), "images": len(target),
+                "scenes": len({it.scene for it in splits["test"].items}), "model": chosen.name}
+        summary["test"] = test
+        log(f"test ({chosen.name}, {test['images']} images of {test['scenes']} scenes; 95% "
+            f"bootstrap intervals over the images): SRCC {interval(test['srcc'], test['srcc_ci'])}"
+            f", PLCC {interval(test['plcc'], test['plcc_ci'])}")  # fmt: skip
     return summary
 
 
