@@ -23,6 +23,7 @@ from torch import nn
 from cprl_fast import attacks, metrics
 from cprl_fast.attacks.common import eval_mode, input_grad, targets
 from cprl_fast.attacks.losses import mse_loss
+from cprl_fast.io import atomic_write
 from cprl_fast.reports import eps_label
 
 if TYPE_CHECKING:
@@ -37,6 +38,16 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_figure(fig, path: str | Path, **savefig) -> None:
+    """Writes ``fig`` (at 120 dpi, cropped to its contents, then ``savefig``'s options) to
+    ``path`` atomically (:func:`~cprl_fast.io.atomic_write`: processes sharing a study may
+    write the same figure, and a link at ``path`` is replaced, never written through), then
+    closes it."""
+    options = {"dpi": 120, "bbox_inches": "tight", **savefig}
+    atomic_write(path, lambda tmp: fig.savefig(tmp, **options), Path(path).suffix)
+    pyplot().close(fig)
 
 
 def landscape(model: nn.Module, x: torch.Tensor, extent: float, steps: int = 21,
@@ -97,8 +108,7 @@ def score_landscape(models: dict[str, nn.Module], x: torch.Tensor, path: str | P
             ax.legend(loc="upper left", fontsize=7)
     _title(fig, caption)
     fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight", pad_inches=0.3)
-    plt.close(fig)
+    save_figure(fig, path, pad_inches=0.3)
     return {name: {"grid": grid.tolist(), "scores": z.tolist()} for name, (grid, z) in data.items()}
 
 
@@ -148,8 +158,7 @@ def channel_activations(models: dict[str, tuple[nn.Module, nn.Module]], x: torch
     axes[0][0].set_ylabel("mean activation")
     _title(fig, caption)
     fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)
     return out
 
 
@@ -182,8 +191,7 @@ def srcc_vs_eps(models: dict[str, nn.Module], dataset, path: str | Path,
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # off the data
     _title(fig, caption)
     fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)
     return {"eps": list(eps_values), "srcc": curves, "ci": bands}
 
 

@@ -17,6 +17,7 @@ that make outputs safe to open:
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -171,21 +172,45 @@ class NotARegularFile(OSError, ValueError):
     handling, a ``ValueError`` for the checks of inputs."""
 
 
-def open_regular_file(path: str | Path, what: str) -> BinaryIO:
-    """``path`` opened for reading in binary, if it is a regular file. A folder, FIFO, device or
-    socket is refused without blocking (opened with ``O_NONBLOCK``, then checked with
-    ``fstat``: an ordinary open of a FIFO waits for a writer, reading a device may never end);
-    errors name ``what`` and the file (``FileNotFoundError``, :class:`NotARegularFile`)."""
+def _open_regular(path: str | Path, what: str, flags: int, mode: int = 0o666) -> int:
+    """An fd of ``path`` opened with ``flags`` and ``O_NONBLOCK`` (an ordinary open of a FIFO
+    waits for the other side), if it is a regular file (checked with ``fstat`` on the open fd,
+    so nothing can be swapped in between); errors name ``what`` and the file."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        fd = os.open(path, flags | getattr(os, "O_NONBLOCK", 0), mode)
     except FileNotFoundError:
         raise FileNotFoundError(f"{what} {path} is missing") from None
-    fh = os.fdopen(fd, "rb")
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        fh.close()
+    except OSError as err:
+        if err.errno == errno.ELOOP and flags & getattr(os, "O_NOFOLLOW", 0):
+            raise NotARegularFile(f"{what} {path} is a symbolic link: this file is never "
+                                  "followed to another place (remove the link)") from None
+        if err.errno != errno.ENXIO:  # ENXIO: a FIFO opened to write, with no reader
+            raise
+        fd = None
+    if fd is None or not stat.S_ISREG(os.fstat(fd).st_mode):
+        if fd is not None:
+            os.close(fd)
         raise NotARegularFile(f"{what} {path} is not a regular file (a folder, FIFO, device "
-                              "or socket is never read)")  # fmt: skip
-    return fh
+                              "or socket is never read or written)")  # fmt: skip
+    return fd
+
+
+def open_regular_file(path: str | Path, what: str) -> BinaryIO:
+    """``path`` opened for reading in binary, if it is a regular file. A folder, FIFO, device or
+    socket is refused without blocking (:func:`_open_regular`: reading a device may never
+    end); errors name ``what`` and the file (``FileNotFoundError``, :class:`NotARegularFile`)."""
+    return os.fdopen(_open_regular(path, what, os.O_RDONLY), "rb")
+
+
+def open_own_file(path: str | Path, what: str, flags: int = os.O_RDWR | os.O_CREAT,
+                  mode: int = 0o666) -> int:  # fmt: skip
+    """An fd of a file this library keeps in a folder the user named (a lock, a training log),
+    opened with ``flags`` and created (``mode``, less the umask) where ``flags`` say so. It
+    must be a regular file and is never reached through a symbolic link (``O_NOFOLLOW``): a
+    link planted in a shared folder (``/tmp/run/.lock -> ~/.bashrc``) would otherwise have us
+    truncate or append to its target. A FIFO is refused without blocking. Raises
+    ``FileNotFoundError`` or :class:`NotARegularFile` naming ``what`` and the file."""
+    return _open_regular(path, what, flags | getattr(os, "O_NOFOLLOW", 0), mode)
 
 
 def read_regular_file(path: str | Path, what: str, max_bytes: int) -> bytes:
@@ -260,7 +285,8 @@ def check_output(path: str | Path, overwrite: bool, option: str = "--out",
 def file_lock(path: str | Path) -> Iterator[None]:
     """An exclusive lock between processes on ``path`` (created if needed), held for the
     ``with`` block; a second process blocks until the first leaves it (POSIX ``flock``: the
-    lock goes with the process if it dies). Where ``fcntl`` does not exist (Windows) it does
+    lock goes with the process if it dies). The file is opened as :func:`open_own_file` opens
+    it (never through a symbolic link). Where ``fcntl`` does not exist (Windows) it does
     not lock."""
     try:
         import fcntl
@@ -269,9 +295,12 @@ def file_lock(path: str | Path) -> Iterator[None]:
         return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+    fd = open_own_file(path, "lock file")
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             yield
         finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

@@ -18,8 +18,8 @@ import numpy as np
 from cprl_fast import metrics
 from cprl_fast.data.base import LOADERS
 from cprl_fast.evaluate import COLUMNS, Results, compare
-from cprl_fast.figures import pyplot
-from cprl_fast.io import atomic_write, csv_cell, write_json_atomic, write_text_atomic
+from cprl_fast.figures import pyplot, save_figure
+from cprl_fast.io import csv_cell, write_json_atomic, write_text_atomic
 from cprl_fast.presets import MODEL_PRESETS
 from cprl_fast.reports import AuditReport, StudyReport, eps_key, eps_label, interval
 
@@ -59,9 +59,7 @@ def plot_against_eps(curves: Sequence[Curve], path: Path, title: str, xlabel: st
     else:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    # atomically: processes sharing a study (--share) may write the same figure
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight"), ".png")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 #: The certified table's columns after its first (the model, or the space smoothed in).

@@ -165,3 +165,36 @@ def test_a_failed_pt2_export_leaves_the_old_set_whole(tiny_run, tmp_path, monkey
         export.export_pt2(tiny_run / "best.pt", out)
     assert all(p.read_text() == "old" for p in paths.values())  # the program was not replaced
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths.values())
+
+
+def test_files_kept_in_a_users_folder_are_never_reached_through_a_link(tmp_path):
+    import fcntl
+
+    from cprl_fast.figures import pyplot, save_figure
+    from cprl_fast.io import NotARegularFile, file_lock, open_own_file
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    (tmp_path / ".builtin-v2.lock").symlink_to(victim)
+    with pytest.raises(NotARegularFile, match=r"lock file .* is a symbolic link"):
+        with file_lock(tmp_path / ".builtin-v2.lock"):
+            pass
+    (tmp_path / "dangling.lock").symlink_to(tmp_path / "made-by-the-link")
+    with pytest.raises(NotARegularFile, match="is a symbolic link"):
+        open_own_file(tmp_path / "dangling.lock", "lock file")
+    assert not (tmp_path / "made-by-the-link").exists()  # O_CREAT did not follow it
+    os.mkfifo(tmp_path / "fifo.lock")
+    # an ordinary open for writing of a FIFO with no reader would block: refused at once
+    with pytest.raises(NotARegularFile, match="not a regular file"):
+        open_own_file(tmp_path / "fifo.lock", "lock file", os.O_WRONLY | os.O_APPEND)
+    with file_lock(tmp_path / "ok.lock"):  # an ordinary lock still locks
+        fd = os.open(tmp_path / "ok.lock", os.O_RDONLY)
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.close(fd)
+    plt = pyplot()
+    (tmp_path / "fig.png").symlink_to(victim)  # a figure replaces a link, never writes into it
+    fig, _ = plt.subplots()
+    save_figure(fig, tmp_path / "fig.png")
+    assert not (tmp_path / "fig.png").is_symlink() and victim.read_text() == "keep me\n"
+    assert (tmp_path / "fig.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -49,3 +49,36 @@ def test_a_lock_file_naming_a_live_process_that_does_not_hold_it_is_taken_over(t
         pid, start = (tmp_path / ".lock").read_text().split()
         assert int(pid) == os.getpid() and start.isdigit()
     assert not (tmp_path / ".lock").exists()
+
+
+def test_a_link_or_fifo_planted_in_a_run_folder_is_never_written_through(tmp_path):
+    # /tmp/run/.lock -> ~/.bashrc: the lock's open + truncate + pid write would have emptied
+    # the target; log.csv -> a file: resuming would have appended rows to it
+    import pytest
+
+    from cprl_fast.io import NotARegularFile
+    from cprl_fast.train.trainer import truncate_log
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".lock").symlink_to(victim)
+    with pytest.raises(NotARegularFile, match=r"run folder's lock file .*\.lock is a symbolic "
+                                              r"link: this file is never followed"):
+        with run_folder(run):
+            pass
+    (run / ".lock").unlink()
+    os.mkfifo(run / ".lock")  # opened without O_NONBLOCK it would wait for a writer
+    with pytest.raises(NotARegularFile, match="is not a regular file"):
+        with run_folder(run):
+            pass
+    (run / ".lock").unlink()
+    (run / "log.csv").symlink_to(victim)
+    with pytest.raises(NotARegularFile, match=r"training log .*log\.csv is a symbolic link"):
+        truncate_log(run / "log.csv", 0)
+    assert victim.read_text() == "keep me\n"
+    (run / "log.csv").unlink()
+    (run / "log.csv").write_text("step,epoch,l_reg\n0,0,0.5\n1,0,0.4\n2,0,0.3\n")
+    truncate_log(run / "log.csv", 1)
+    assert (run / "log.csv").read_text() == "step,epoch,l_reg\n0,0,0.5\n1,0,0.4\n"

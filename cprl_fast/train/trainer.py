@@ -32,7 +32,7 @@ from torch import nn
 from cprl_fast import metrics
 from cprl_fast.checks import check_device, check_noise_sigma
 from cprl_fast.data.splits import check_split_folds
-from cprl_fast.io import TEMPORARY, remove_stale_temporaries, write_text_atomic
+from cprl_fast.io import TEMPORARY, open_own_file, remove_stale_temporaries, write_text_atomic
 from cprl_fast.models.registry import (
     MODELS,
     build,
@@ -491,7 +491,9 @@ class Trainer:
         result: dict[str, float] = {}
         bar = tqdm(total=total, initial=self.step, desc="training", unit="it",
                    disable=self.rank != 0)  # fmt: skip
-        with open(self.out / "log.csv", "a", newline="") as fh:
+        log_fd = open_own_file(self.out / "log.csv", "training log",
+                               os.O_WRONLY | os.O_APPEND | os.O_CREAT)  # fmt: skip
+        with os.fdopen(log_fd, "a", newline="") as fh:
             logger = csv.writer(fh)
             columns = self.objective.columns
             if fh.tell() == 0:
@@ -548,12 +550,26 @@ def _versions() -> dict[str, str]:
             "python": platform.python_version()}  # fmt: skip
 
 
+#: The largest ``log.csv`` a resume reads: a row per iteration of about 40 bytes, so a run of
+#: millions of iterations.
+MAX_LOG_BYTES = 256 << 20
+
+
 def truncate_log(path: Path, step: int) -> None:
     """Drops the rows of ``log.csv`` after iteration ``step`` (written after the checkpoint a
-    run resumes from), atomically."""
-    if not path.is_file():
+    run resumes from), atomically. The log is read as :func:`~cprl_fast.io.open_own_file`
+    opens it (a regular file, never through a link) and within :data:`MAX_LOG_BYTES`."""
+    try:
+        fd = open_own_file(path, "training log", os.O_RDONLY)
+    except FileNotFoundError:
         return
-    lines = path.read_text().splitlines(keepends=True)
+    with os.fdopen(fd, "rb") as fh:
+        size = os.fstat(fd).st_size
+        if size > MAX_LOG_BYTES:
+            raise ValueError(f"training log {path} has {size} bytes, more than the "
+                             f"{MAX_LOG_BYTES} a run's log holds (move it aside to resume)")
+        text = fh.read(MAX_LOG_BYTES + 1).decode("utf-8", errors="replace")
+    lines = text.splitlines(keepends=True)
     kept = lines[:1] + [ln for ln in lines[1:] if ln.split(",", 1)[0].isdigit()
                         and int(ln.split(",", 1)[0]) <= step]  # fmt: skip
     if len(kept) != len(lines):
@@ -609,7 +625,7 @@ def _take_lock(path: Path, out: Path) -> int:
     import fcntl
 
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_own_file(path, "run folder's lock file", mode=0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -618,7 +634,7 @@ def _take_lock(path: Path, out: Path) -> int:
             who = f" (process {owner[0]})" if owner else ""
             raise RuntimeError(f"run folder {out} is in use by another trainer{who}") from None
         try:
-            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+            same = os.fstat(fd).st_ino == os.lstat(path).st_ino
         except FileNotFoundError:
             same = False
         if same:
