@@ -16,6 +16,9 @@ What a viewer shows, for every mode Pillow opens:
 - The EXIF orientation tag is applied (``ImageOps.exif_transpose``), as viewers do.
 - Only the first frame of an animated or multi-page file is read.
 
+A JPEG of more than :data:`MAX_JPEG_SCANS` scans is refused before it is decoded (each scan
+costs a pass over the image, however small the file: :func:`check_jpeg_scans`).
+
 A file whose pixel count exceeds ``max_pixels`` (default :data:`DEFAULT_MAX_PIXELS`), or that
 Pillow refuses as a decompression bomb, raises :class:`ImageTooLarge` after reading only its
 header, so memory stays bounded by the limit. The same limit bounds the image once its shorter
@@ -25,8 +28,11 @@ otherwise blow up.
 
 from __future__ import annotations
 
+import mmap
+import re
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -92,6 +98,8 @@ def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
                         f"image {path} has {img.size[0]} x {img.size[1]} = {pixels} pixels, "
                         f"over the limit of {max_pixels} (max_pixels; --max-pixels)"
                     )
+                if img.format in ("JPEG", "MPO"):
+                    check_jpeg_scans(fh)
                 img.load()
                 return to_rgb(img)
     except ImageTooLarge:
@@ -101,6 +109,50 @@ def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
                             f"pixel limit is {max_pixels} (max_pixels; --max-pixels)") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as err:
         raise OSError(f"cannot decode image {path}: {err}") from err
+
+
+#: The most scans a JPEG file may have. An encoder writes 1 to 3 (baseline) or about 10 to 20
+#: (progressive); each scan costs a pass over the image's blocks however few bytes it has, so
+#: 10,000 empty scans (1.4 MB) kept libjpeg busy for 43 s on an 8192 x 8192 image (this
+#: project's 2-core VM). libjpeg-turbo's fuzzers stop at 500 as well (``TJPARAM_SCANLIMIT``).
+MAX_JPEG_SCANS = 500
+
+#: The start of the next marker after entropy-coded data: 0xFF followed by neither a stuffed
+#: 0x00, a restart marker (0xD0-0xD7) nor a fill byte 0xFF.
+_NEXT_MARKER = re.compile(rb"\xff(?![\x00\xd0-\xd7\xff])")
+
+
+def check_jpeg_scans(fh: BinaryIO, limit: int = MAX_JPEG_SCANS) -> int:
+    """The number of scans (SOS segments) of the JPEG file open as ``fh``, up to its first EOI;
+    ``ValueError`` when there are more than ``limit``. Walks the marker segments by their
+    lengths (metadata is skipped, never searched) over a read-only memory map, so nothing is
+    decoded or copied; a malformed stream ends the count and is left to the decoder."""
+    with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        end, pos, scans = len(m), 2, 0  # after SOI
+        while pos + 1 < end and m[pos] == 0xFF:
+            marker = m[pos + 1]
+            if marker == 0xFF:  # a fill byte before a marker
+                pos += 1
+                continue
+            if marker == 0xD9:  # EOI
+                break
+            if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
+                pos += 2
+                continue
+            if pos + 3 >= end:
+                break
+            pos += 2 + (m[pos + 2] << 8 | m[pos + 3])
+            if marker == 0xDA:  # SOS: its entropy-coded data runs to the next marker
+                scans += 1
+                if scans > limit:
+                    raise ValueError(f"a JPEG of more than {limit} scans, refused (an encoder "
+                                     "writes at most a few dozen; each costs a pass over the "
+                                     "image)")  # fmt: skip
+                found = _NEXT_MARKER.search(m, pos)
+                if found is None:
+                    break
+                pos = found.start()
+    return scans
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

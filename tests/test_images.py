@@ -190,6 +190,47 @@ def _bomb(path: Path, side: int) -> Path:
 
 
 @pytest.mark.slow
+def _empty_scans(side: int, n: int) -> bytes:
+    """``n`` AC scans of the luma blocks of a ``side``-px JPEG that hold nothing but end-of-band
+    runs: a 1-bit Huffman code for EOB14 (run of 2**14 + 14 bits), about 100 bytes each at any
+    size, after a table defining that code."""
+    dht = b"\xff\xc4" + struct.pack(">H", 20) + bytes([0x10, 1] + [0] * 15 + [0xE0])
+    sos = b"\xff\xda" + struct.pack(">H", 8) + bytes([1, 1, 0x00, 1, 63, 0x00])
+    bits = ("0" + "1" * 14) * (((side + 7) // 8) ** 2 // 32767 + 2)
+    bits += "1" * (-len(bits) % 8)
+    data = bytes(int(bits[i : i + 8], 2) for i in range(0, len(bits), 8))
+    return dht + (sos + data.replace(b"\xff", b"\xff\x00")) * n
+
+
+def test_a_jpeg_of_too_many_scans_is_refused_before_it_is_decoded(tmp_path):
+    # each scan costs libjpeg a pass over the image's blocks, however few bytes it holds:
+    # 10,000 such scans (1.4 MB) took 43 s to decode at 8192 x 8192 on the 2-core VM
+    from cprl_fast.images import MAX_JPEG_SCANS, check_jpeg_scans
+
+    def jpeg(path: Path, extra: int = 0, **kw) -> Path:
+        img = Image.fromarray(np.repeat(np.repeat(_twin(), 4, 0), 4, 1))
+        img.save(path, "JPEG", **kw)
+        data = path.read_bytes()
+        path.write_bytes(data[:-2] + _empty_scans(80, extra) + data[-2:])
+        return path
+
+    def scans(path: Path) -> int:
+        with open(path, "rb") as fh:
+            return check_jpeg_scans(fh)
+
+    assert scans(jpeg(tmp_path / "baseline.jpg")) == 1
+    assert scans(jpeg(tmp_path / "progressive.jpg", progressive=True)) == 10
+    # the SOS marker's bytes inside metadata are skipped with their segment, never counted
+    noted = jpeg(tmp_path / "noted.jpg", progressive=True, comment=b"\xff\xda" * 1000)
+    assert scans(noted) == 10
+    ok = jpeg(tmp_path / "ok.jpg", MAX_JPEG_SCANS - 10, progressive=True)
+    assert scans(ok) == MAX_JPEG_SCANS and read_image(ok).size == (48, 80)
+    evil = jpeg(tmp_path / "evil.jpg", MAX_JPEG_SCANS - 9, progressive=True)
+    message = f"cannot decode image {evil}: a JPEG of more than {MAX_JPEG_SCANS} scans, refused"
+    with pytest.raises(OSError, match=re.escape(message)):
+        read_image(evil)
+
+
 def test_a_bomb_in_a_folder_is_one_failure_row_and_memory_stays_bounded(tiny_run, tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()
