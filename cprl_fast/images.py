@@ -117,30 +117,37 @@ def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
 #: project's 2-core VM). libjpeg-turbo's fuzzers stop at 500 as well (``TJPARAM_SCANLIMIT``).
 MAX_JPEG_SCANS = 500
 
+#: The most marker segments (of any kind, scans included) a JPEG file may have before its
+#: first EOI: an encoder writes a few dozen; the bound keeps :func:`check_jpeg_scans` itself
+#: brief (a walk of 10,000 segments takes a few milliseconds).
+MAX_JPEG_SEGMENTS = 10_000
+
 #: The start of the next marker after entropy-coded data: 0xFF followed by neither a stuffed
 #: 0x00, a restart marker (0xD0-0xD7) nor a fill byte 0xFF.
 _NEXT_MARKER = re.compile(rb"\xff(?![\x00\xd0-\xd7\xff])")
+_FILL = re.compile(rb"\xff+")
 
 
 def check_jpeg_scans(fh: BinaryIO, limit: int = MAX_JPEG_SCANS) -> int:
     """The number of scans (SOS segments) of the JPEG file open as ``fh``, up to its first EOI;
-    ``ValueError`` when there are more than ``limit``. Walks the marker segments by their
-    lengths (metadata is skipped, never searched) over a read-only memory map, so nothing is
-    decoded or copied; a malformed stream ends the count and is left to the decoder."""
+    ``ValueError`` when there are more than ``limit``, or more than :data:`MAX_JPEG_SEGMENTS`
+    segments. Walks the marker segments by their lengths (metadata is skipped, never searched)
+    over a read-only memory map, so nothing is decoded or copied; a malformed stream ends the
+    count and is left to the decoder."""
     with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as m:
         end, pos, scans = len(m), 2, 0  # after SOI
-        while pos + 1 < end and m[pos] == 0xFF:
-            marker = m[pos + 1]
-            if marker == 0xFF:  # a fill byte before a marker
-                pos += 1
-                continue
+        for _ in range(MAX_JPEG_SEGMENTS):
+            fill = _FILL.match(m, pos)  # a marker, after any fill bytes
+            if fill is None or fill.end() >= end:
+                return scans
+            pos, marker = fill.end() - 1, m[fill.end()]
             if marker == 0xD9:  # EOI
-                break
+                return scans
             if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
                 pos += 2
                 continue
             if pos + 3 >= end:
-                break
+                return scans
             pos += 2 + (m[pos + 2] << 8 | m[pos + 3])
             if marker == 0xDA:  # SOS: its entropy-coded data runs to the next marker
                 scans += 1
@@ -150,9 +157,10 @@ def check_jpeg_scans(fh: BinaryIO, limit: int = MAX_JPEG_SCANS) -> int:
                                      "image)")  # fmt: skip
                 found = _NEXT_MARKER.search(m, pos)
                 if found is None:
-                    break
+                    return scans
                 pos = found.start()
-    return scans
+    raise ValueError(f"a JPEG of more than {MAX_JPEG_SEGMENTS} marker segments, refused (an "
+                     "encoder writes a few dozen)")
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

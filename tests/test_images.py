@@ -205,7 +205,7 @@ def _empty_scans(side: int, n: int) -> bytes:
 def test_a_jpeg_of_too_many_scans_is_refused_before_it_is_decoded(tmp_path):
     # each scan costs libjpeg a pass over the image's blocks, however few bytes it holds:
     # 10,000 such scans (1.4 MB) took 43 s to decode at 8192 x 8192 on the 2-core VM
-    from cprl_fast.images import MAX_JPEG_SCANS, check_jpeg_scans
+    from cprl_fast.images import MAX_JPEG_SCANS, MAX_JPEG_SEGMENTS, check_jpeg_scans
 
     def jpeg(path: Path, extra: int = 0, **kw) -> Path:
         img = Image.fromarray(np.repeat(np.repeat(_twin(), 4, 0), 4, 1))
@@ -229,6 +229,14 @@ def test_a_jpeg_of_too_many_scans_is_refused_before_it_is_decoded(tmp_path):
     message = f"cannot decode image {evil}: a JPEG of more than {MAX_JPEG_SCANS} scans, refused"
     with pytest.raises(OSError, match=re.escape(message)):
         read_image(evil)
+    # the walk itself stays brief: a run of fill bytes is one step, segments are counted
+    data = (tmp_path / "progressive.jpg").read_bytes()
+    (tmp_path / "fill.jpg").write_bytes(data[:-2] + b"\xff" * (1 << 22) + data[-2:])
+    assert scans(tmp_path / "fill.jpg") == 10
+    (tmp_path / "notes.jpg").write_bytes(data[:-2] + b"\xff\xfe\x00\x02" * MAX_JPEG_SEGMENTS
+                                         + data[-2:])  # fmt: skip
+    with pytest.raises(OSError, match=f"more than {MAX_JPEG_SEGMENTS} marker segments"):
+        read_image(tmp_path / "notes.jpg")
 
 
 def test_a_bomb_in_a_folder_is_one_failure_row_and_memory_stays_bounded(tiny_run, tmp_path):
