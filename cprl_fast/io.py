@@ -247,6 +247,13 @@ def csv_cell(text: str) -> str:
     return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
+def markdown_cell(text: str) -> str:
+    """A name safe in a markdown table row or heading: control characters escaped
+    (:func:`printable`: a newline would end the row) and ``|`` written ``\\|`` (it would
+    split the cell)."""
+    return printable(text).replace("|", "\\|")
+
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 

@@ -19,7 +19,7 @@ from cprl_fast import metrics
 from cprl_fast.data.base import LOADERS
 from cprl_fast.evaluate import COLUMNS, Results, compare
 from cprl_fast.figures import pyplot, save_figure
-from cprl_fast.io import csv_cell, write_json_atomic, write_text_atomic
+from cprl_fast.io import csv_cell, markdown_cell, write_json_atomic, write_text_atomic
 from cprl_fast.presets import MODEL_PRESETS
 from cprl_fast.reports import AuditReport, StudyReport, eps_key, eps_label, interval
 
@@ -114,7 +114,7 @@ def write_results(
         for cond, m in conds.items():
             name = f"worst ({m['from']})" if cond == "worst" else cond
             cells = [_with_ci(m, c) if c in ci else _number(m[c]) for c in COLUMNS]
-            lines.append(f"| {model} | {name} | " + " | ".join(cells) + " |")
+            lines.append(f"| {markdown_cell(model)} | {name} | " + " | ".join(cells) + " |")
     n = len(next(iter(next(iter(results.values())).values())).get("scores", []))
     lines += ["", f"SRCC and PLCC with 95% bootstrap intervals over the {n} images "
               "(resampled 2000 times); `worst`: the lowest SRCC over the attacks and their "
@@ -123,8 +123,9 @@ def write_results(
     first = models[0] if models else ""
     for other in models[1:]:  # each model against the first (the reference)
         diffs = compare(results, other, first)
-        lines += ["", f"SRCC({other}) - SRCC({first}) on the same images, paired bootstrap 95% "
-                  f"interval (positive: {other} ranks the images better than {first}):", "",
+        a, b = markdown_cell(other), markdown_cell(first)
+        lines += ["", f"SRCC({a}) - SRCC({b}) on the same images, paired bootstrap 95% "
+                  f"interval (positive: {a} ranks the images better than {b}):", "",
                   "| condition | difference | interval | significant |",
                   "| --- | ---: | --- | --- |"]  # fmt: skip
         for cond, d in diffs.items():
@@ -146,7 +147,7 @@ def write_audit(report: AuditReport, out: Path) -> dict[str, Path]:
     paths = {"json": out / "report.json", "md": out / "report.md", "png": out / "srcc_vs_eps.png"}
     write_json_atomic(paths["json"], report.to_json())
     clean = report.clean
-    lines = [f"# Robustness audit: {report.model}", "",
+    lines = [f"# Robustness audit: {markdown_cell(report.model)}", "",
              f"{report.images} images; clean SRCC {interval(clean['srcc'], clean['srcc_ci'])}, "
              f"PLCC {clean['plcc']:.3f}. Attacks: {', '.join(report.attacks)}. Brackets: "
              "95% bootstrap intervals over the images.", "",

@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -198,3 +199,25 @@ def test_files_kept_in_a_users_folder_are_never_reached_through_a_link(tmp_path)
     save_figure(fig, tmp_path / "fig.png")
     assert not (tmp_path / "fig.png").is_symlink() and victim.read_text() == "keep me\n"
     assert (tmp_path / "fig.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_names_in_markdown_tables_cannot_break_a_row(tmp_path):
+    from cprl_fast.evaluate import COLUMNS
+    from cprl_fast.metrics import scores_with_intervals
+    from cprl_fast.render import write_results
+
+    rng = np.random.default_rng(0)
+    y = rng.random(12)
+
+    def condition(pred):
+        return {**scores_with_intervals(pred, y), "score_change": 0.0, "robustness": None,
+                "scores": pred.tolist(), "labels": y.tolist()}  # fmt: skip
+
+    name = "run|a\nb"  # a run folder's name, or --checkpoint 'NAME=PATH'
+    results = {"plain": {"clean": condition(y + rng.random(12))},
+               name: {"clean": condition(y + rng.random(12))}}  # fmt: skip
+    text = write_results(results, tmp_path)["md"].read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    cells = {len(re.split(r"(?<!\\)\|", row)) for row in rows[:4]}
+    assert cells == {len(COLUMNS) + 4}, rows  # model, condition, the columns, two edges
+    assert "| run\\|a\\nb | clean |" in text and "SRCC(run\\|a\\nb) - SRCC(plain)" in text
