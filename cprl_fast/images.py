@@ -28,6 +28,7 @@ otherwise blow up.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import re
 import warnings
@@ -122,6 +123,10 @@ MAX_JPEG_SCANS = 500
 #: brief (a walk of 10,000 segments takes a few milliseconds).
 MAX_JPEG_SEGMENTS = 10_000
 
+#: The most bytes :func:`check_jpeg_scans` reads where a file cannot be memory-mapped: far
+#: above any JPEG within the default pixel limit (67 MP, about 200 MB as raw RGB).
+MAX_JPEG_READ = 512 << 20
+
 #: The start of the next marker after entropy-coded data: 0xFF followed by neither a stuffed
 #: 0x00, a restart marker (0xD0-0xD7) nor a fill byte 0xFF.
 _NEXT_MARKER = re.compile(rb"\xff(?![\x00\xd0-\xd7\xff])")
@@ -132,9 +137,21 @@ def check_jpeg_scans(fh: BinaryIO, limit: int = MAX_JPEG_SCANS) -> int:
     """The number of scans (SOS segments) of the JPEG file open as ``fh``, up to its first EOI;
     ``ValueError`` when there are more than ``limit``, or more than :data:`MAX_JPEG_SEGMENTS`
     segments. Walks the marker segments by their lengths (metadata is skipped, never searched)
-    over a read-only memory map, so nothing is decoded or copied; a malformed stream ends the
-    count and is left to the decoder."""
-    with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as m:
+    over a read-only memory map, so nothing is decoded or copied (where the file system
+    cannot map files, over its bytes, of at most :data:`MAX_JPEG_READ`); a malformed stream
+    ends the count and is left to the decoder."""
+    try:
+        view = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError):  # no mmap here: the bytes instead, from where they start
+        at = fh.tell()
+        fh.seek(0)
+        data = fh.read(MAX_JPEG_READ + 1)
+        fh.seek(at)
+        if len(data) > MAX_JPEG_READ:
+            raise ValueError(f"a JPEG of more than {MAX_JPEG_READ} bytes on a file system "
+                             "that cannot map it, refused (its scans cannot be counted)") from None
+        view = contextlib.nullcontext(data)
+    with view as m:
         end, pos, scans = len(m), 2, 0  # after SOI
         for _ in range(MAX_JPEG_SEGMENTS):
             fill = _FILL.match(m, pos)  # a marker, after any fill bytes

@@ -202,7 +202,7 @@ def _empty_scans(side: int, n: int) -> bytes:
     return dht + (sos + data.replace(b"\xff", b"\xff\x00")) * n
 
 
-def test_a_jpeg_of_too_many_scans_is_refused_before_it_is_decoded(tmp_path):
+def test_a_jpeg_of_too_many_scans_is_refused_before_it_is_decoded(tmp_path, monkeypatch):
     # each scan costs libjpeg a pass over the image's blocks, however few bytes it holds:
     # 10,000 such scans (1.4 MB) took 43 s to decode at 8192 x 8192 on the 2-core VM
     from cprl_fast.images import MAX_JPEG_SCANS, MAX_JPEG_SEGMENTS, check_jpeg_scans
@@ -237,6 +237,19 @@ def test_a_jpeg_of_too_many_scans_is_refused_before_it_is_decoded(tmp_path):
                                          + data[-2:])  # fmt: skip
     with pytest.raises(OSError, match=f"more than {MAX_JPEG_SEGMENTS} marker segments"):
         read_image(tmp_path / "notes.jpg")
+    # a file system that cannot map files: the same count from the file's bytes
+    import mmap
+
+    def unmappable(*args, **kwargs):
+        raise OSError(19, "No such device")
+
+    monkeypatch.setattr(mmap, "mmap", unmappable)
+    with open(tmp_path / "progressive.jpg", "rb") as fh:
+        fh.seek(7)
+        assert check_jpeg_scans(fh) == 10 and fh.tell() == 7
+    with pytest.raises(OSError, match=re.escape(message)):
+        read_image(evil)
+    assert read_image(ok).size == (48, 80)
 
 
 def test_a_bomb_in_a_folder_is_one_failure_row_and_memory_stays_bounded(tiny_run, tmp_path):
