@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from cprl_fast.evaluate import PredictionMemo
 
 
-def pyplot():
+def pyplot() -> ModuleType:
     """matplotlib.pyplot on the file-only Agg backend (figures are written, never shown)."""
     import matplotlib
 

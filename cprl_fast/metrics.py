@@ -6,11 +6,14 @@ fit ``f(x) = (b1 - b2) / (1 + exp(-(x - b3) / |b4|)) + b2``), KRCC, MSE, RMSE.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import optimize, stats
 
 
-def _arrays(pred, target) -> tuple[np.ndarray, np.ndarray]:
+def _arrays(pred: ArrayLike, target: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     p = np.asarray(pred, dtype=np.float64).ravel()
     t = np.asarray(target, dtype=np.float64).ravel()
     if p.shape != t.shape:
@@ -20,21 +23,21 @@ def _arrays(pred, target) -> tuple[np.ndarray, np.ndarray]:
     return p, t
 
 
-def srcc(pred, target) -> float:
+def srcc(pred: ArrayLike, target: ArrayLike) -> float:
     p, t = _arrays(pred, target)
     return float(stats.spearmanr(p, t).statistic)
 
 
-def krcc(pred, target) -> float:
+def krcc(pred: ArrayLike, target: ArrayLike) -> float:
     p, t = _arrays(pred, target)
     return float(stats.kendalltau(p, t).statistic)
 
 
-def logistic4(x, b1, b2, b3, b4):
+def logistic4(x: np.ndarray, b1: float, b2: float, b3: float, b4: float) -> np.ndarray:
     return (b1 - b2) / (1.0 + np.exp(-(x - b3) / np.abs(b4))) + b2
 
 
-def fit_logistic(pred, target) -> np.ndarray:
+def fit_logistic(pred: ArrayLike, target: ArrayLike) -> np.ndarray:
     """Parameters (b1, b2, b3, b4) of the 4-parameter logistic mapping pred to target."""
     p, t = _arrays(pred, target)
     p0 = [t.max(), t.min(), float(np.median(p)), max(float(np.std(p)), 1e-3)]
@@ -42,23 +45,23 @@ def fit_logistic(pred, target) -> np.ndarray:
     return params
 
 
-def plcc(pred, target, logistic: bool = False) -> float:
+def plcc(pred: ArrayLike, target: ArrayLike, logistic: bool = False) -> float:
     p, t = _arrays(pred, target)
     if logistic:
         p = logistic4(p, *fit_logistic(p, t))
     return float(stats.pearsonr(p, t).statistic)
 
 
-def mse(pred, target) -> float:
+def mse(pred: ArrayLike, target: ArrayLike) -> float:
     p, t = _arrays(pred, target)
     return float(np.mean((p - t) ** 2))
 
 
-def rmse(pred, target) -> float:
+def rmse(pred: ArrayLike, target: ArrayLike) -> float:
     return float(np.sqrt(mse(pred, target)))
 
 
-def evaluate_scores(pred, target) -> dict[str, float]:
+def evaluate_scores(pred: ArrayLike, target: ArrayLike) -> dict[str, float]:
     """SRCC, PLCC and MSE as the paper's tables report them (plus KRCC and RMSE)."""
     return {
         "srcc": srcc(pred, target),
@@ -69,13 +72,13 @@ def evaluate_scores(pred, target) -> dict[str, float]:
     }
 
 
-def score_change(clean, attacked) -> np.ndarray:
+def score_change(clean: ArrayLike, attacked: ArrayLike) -> np.ndarray:
     """Per-sample ``|s' - s|``."""
     c, a = _arrays(clean, attacked)
     return np.abs(a - c)
 
 
-def robustness(clean, attacked) -> float:
+def robustness(clean: ArrayLike, attacked: ArrayLike) -> float:
     """``R = mean_i log10(max(s_i, 1 - s_i) / (|s'_i - s_i| + 1e-6))`` (docs/maths.md §6): the
     room each score has to move over how far it moved, in decades (higher is more robust)."""
     c, a = _arrays(clean, attacked)
@@ -87,7 +90,7 @@ MSU_SCORES = {"robustness_score": "robustness score R", "absolute_gain": "absolu
               "relative_gain": "relative gain"}  # fmt: skip
 
 
-def msu_scores(clean, attacked) -> dict[str, float]:
+def msu_scores(clean: ArrayLike, attacked: ArrayLike) -> dict[str, float]:
     """The MSU metrics-robustness benchmark's scores of one attack (Antsiferova et al., 2024;
     docs/maths.md §6), each the mean over the images, on scores min-max scaled by the clean
     scores' range (``f`` clean, ``f'`` attacked, both scaled):
@@ -131,8 +134,8 @@ def _srcc_along(p: np.ndarray, t: np.ndarray, axis: int = -1) -> np.ndarray:
 _ALONG = {"srcc": _srcc_along, "plcc": _pearson_along}
 
 
-def _bootstrap(data: tuple[np.ndarray, ...], statistic, seed: int, resamples: int,
-               level: float) -> tuple[float, float]:  # fmt: skip
+def _bootstrap(data: tuple[np.ndarray, ...], statistic: Callable[..., np.ndarray], seed: int,
+               resamples: int, level: float) -> tuple[float, float]:  # fmt: skip
     res = stats.bootstrap(data, statistic, paired=True, vectorized=True, axis=-1,
                           n_resamples=resamples, confidence_level=level, method="percentile",
                           random_state=np.random.default_rng(seed))  # fmt: skip
@@ -140,8 +143,8 @@ def _bootstrap(data: tuple[np.ndarray, ...], statistic, seed: int, resamples: in
     return float(lo), float(hi)
 
 
-def confidence_interval(pred, target, metric: str = "srcc", level: float = CONFIDENCE,
-                        resamples: int = BOOTSTRAP_RESAMPLES,
+def confidence_interval(pred: ArrayLike, target: ArrayLike, metric: str = "srcc",
+                        level: float = CONFIDENCE, resamples: int = BOOTSTRAP_RESAMPLES,
                         seed: int = 0) -> tuple[float, float]:  # fmt: skip
     """Bootstrap interval of ``metric`` (``"srcc"`` or ``"plcc"``) over the images: the images
     are resampled with replacement (pairs kept), ``resamples`` times, and the interval is the
@@ -152,7 +155,7 @@ def confidence_interval(pred, target, metric: str = "srcc", level: float = CONFI
     return _bootstrap((p, t), lambda a, b, axis=-1: fn(a, b, axis), seed, resamples, level)
 
 
-def scores_with_intervals(pred, target, seed: int = 0) -> dict:
+def scores_with_intervals(pred: ArrayLike, target: ArrayLike, seed: int = 0) -> dict:
     """:func:`evaluate_scores` and the 95% bootstrap intervals of SRCC and PLCC over the images
     (``srcc_ci``, ``plcc_ci``: :func:`confidence_interval`)."""
     out: dict = evaluate_scores(pred, target)
@@ -161,7 +164,8 @@ def scores_with_intervals(pred, target, seed: int = 0) -> dict:
     return out
 
 
-def paired_difference(pred_a, pred_b, target, metric: str = "srcc", level: float = CONFIDENCE,
+def paired_difference(pred_a: ArrayLike, pred_b: ArrayLike, target: ArrayLike,
+                      metric: str = "srcc", level: float = CONFIDENCE,
                       resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> dict:  # fmt: skip
     """``metric(a) - metric(b)`` on the same images, with a paired bootstrap interval (the same
     resampled images for both); ``significant`` when the interval excludes 0."""
@@ -174,7 +178,7 @@ def paired_difference(pred_a, pred_b, target, metric: str = "srcc", level: float
     return {"difference": diff, "ci": [lo, hi], "significant": bool(lo > 0 or hi < 0)}
 
 
-def mean_interval(values, level: float = CONFIDENCE,
+def mean_interval(values: ArrayLike, level: float = CONFIDENCE,
                   bounds: tuple[float, float] | None = None) -> dict:  # fmt: skip
     """The mean of repeated measurements (e.g. one SRCC per fold x seed) with its Student-t
     interval (``n - 1`` degrees of freedom), the spread (``min``, ``max``) and ``n``. With one

@@ -5,6 +5,10 @@ the demo and the CLI."""
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cprl_fast.train import TrainConfig
 
 #: The Gaussian noise (pixel units) the ``-noise`` models train with: the usual level for
 #: median smoothing at that sigma (``study --certify 0.25``).
@@ -59,7 +63,7 @@ def recipe_settings(name: str) -> dict:
     return settings
 
 
-def preset_config(name: str, base):
+def preset_config(name: str, base: TrainConfig) -> TrainConfig:
     """``base`` (a :class:`cprl_fast.train.TrainConfig`, e.g. a recipe's) with model preset
     ``name``'s settings, its model options merged over the base's: the run the study trains."""
     changes = dict(MODEL_PRESETS[name][1])

@@ -7,8 +7,10 @@ from them."""
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class Registry:
@@ -19,11 +21,11 @@ class Registry:
         self._entries: dict[str, Any] = {}
         self._info: dict[str, dict[str, Any]] = {}
 
-    def register(self, name: str, **info: Any):
+    def register(self, name: str, **info: Any) -> Callable[[T], T]:
         """Decorator: registers the entry as ``name`` with its declared capabilities ``info``
         (e.g. a model's default objective, a dataset's official split)."""
 
-        def wrap(entry):
+        def wrap(entry: T) -> T:
             if name in self._entries:
                 raise ValueError(f"{self.what} {name!r} is registered twice")
             self._entries[name] = entry

@@ -7,8 +7,12 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cprl_fast_cli.catalog import load
+
+if TYPE_CHECKING:  # (not imported at run time: the CLI answers help without torch)
+    from cprl_fast.train import TrainConfig
 
 
 class UserError(Exception):
@@ -204,7 +208,7 @@ def add_protocol(p: argparse.ArgumentParser, out: str, arch: str, size: int,
     add_batch_and_device(p, None, default("batch_size"))
 
 
-def protocol_config(args: argparse.Namespace):
+def protocol_config(args: argparse.Namespace) -> TrainConfig:
     """The TrainConfig that `reproduce`, `demo` and `study` start each model's run from: the
     command's defaults, overridden by the recipe's settings, overridden by the flags given."""
     from cprl_fast.presets import recipe_settings

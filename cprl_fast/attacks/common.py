@@ -57,7 +57,8 @@ def targets(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> torch.
         return model(x).detach().float()
 
 
-def input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: Loss, samples: int = 1):
+def input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: Loss,
+               samples: int = 1) -> torch.Tensor:  # fmt: skip
     """Gradient of ``sum(loss(model(x), y))`` w.r.t. ``x`` only (parameters' ``.grad`` are not
     touched), averaged over ``samples`` forward passes (expectation over transformation)."""
     total = torch.zeros_like(x)
@@ -69,12 +70,14 @@ def input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: Loss, s
     return total / samples
 
 
-def per_sample_loss(model, x, y, loss: Loss) -> torch.Tensor:
+def per_sample_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                    loss: Loss) -> torch.Tensor:  # fmt: skip
     with torch.no_grad():
         return loss(model(x).float(), y)
 
 
-def keep_worse(best_x, best_loss, x, cur_loss):
+def keep_worse(best_x: torch.Tensor, best_loss: torch.Tensor, x: torch.Tensor,
+               cur_loss: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """Per sample, the candidate with the larger loss (the worst case for the model)."""
     better = cur_loss > best_loss
     best_x = torch.where(better[:, None, None, None], x, best_x)

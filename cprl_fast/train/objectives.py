@@ -35,6 +35,10 @@ from cprl_fast.train import pns
 
 OBJECTIVES = Registry("objective")
 
+#: An objective's parameter groups by name (``theta``; CPRL's ``phi`` and ``xi`` too), each with
+#: its own optimiser.
+Groups = dict[str, list[nn.Parameter]]
+
 
 def _mse(scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.mean((scores.float() - y) ** 2)
@@ -63,13 +67,14 @@ class Objective:
     #: whether the step runs through DistributedDataParallel's forward
     distributed: ClassVar[bool] = True
 
-    def __init__(self, options):
+    def __init__(self, options: object):
         self.options = options
 
-    def param_groups(self, model: nn.Module) -> dict[str, list[nn.Parameter]]:
+    def param_groups(self, model: nn.Module) -> Groups:
         return {"theta": [p for p in model.parameters() if p.requires_grad]}
 
-    def loss(self, net: nn.Module, model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+    def loss(self, net: nn.Module, model: nn.Module, x: torch.Tensor,
+             y: torch.Tensor) -> torch.Tensor:  # fmt: skip
         """The training loss of one batch; ``net`` is ``model`` or its DDP wrapper."""
         return _mse(net(x), y)
 
@@ -81,8 +86,8 @@ class Objective:
         return loss, {self.columns[0]: loss}
 
     def step(
-        self, net: nn.Module, model: nn.Module, groups: dict[str, list[nn.Parameter]],
-        opts: dict[str, torch.optim.Optimizer], x: torch.Tensor, y: torch.Tensor, t: int,
+        self, net: nn.Module, model: nn.Module, groups: Groups,
+        opts: pns.Optimizers, x: torch.Tensor, y: torch.Tensor, t: int,
         clip: float | None, autocast: contextlib.AbstractContextManager,
     ) -> dict[str, torch.Tensor]:  # fmt: skip
         """One optimisation step at iteration ``t`` of :meth:`losses`' total; returns the logged
@@ -120,11 +125,15 @@ class PNSGame(Objective):
     Options = PNSOptions
     columns = ("l_reg", "l_sf", "l_nc")
 
-    def param_groups(self, model):
+    def param_groups(self, model: nn.Module) -> Groups:
         groups = pns.param_groups(model)  # (not dataclasses.asdict: it would copy the tensors)
         return {"theta": groups.theta, "phi": groups.phi, "xi": groups.xi}
 
-    def step(self, net, model, groups, opts, x, y, t, clip, autocast):
+    def step(
+        self, net: nn.Module, model: nn.Module, groups: Groups, opts: pns.Optimizers,
+        x: torch.Tensor, y: torch.Tensor, t: int, clip: float | None,
+        autocast: contextlib.AbstractContextManager,
+    ) -> dict[str, torch.Tensor]:  # fmt: skip
         step = pns.STEPS[self.options.mode]
         return step(net, pns.ParamGroups(**groups), opts, x, y, t, self.options.lam, clip,
                     autocast)  # fmt: skip
@@ -158,7 +167,8 @@ class EMD(Objective):
     Options = EMDOptions
     distributed = False
 
-    def loss(self, net, model, x, y):
+    def loss(self, net: nn.Module, model: nn.Module, x: torch.Tensor,
+             y: torch.Tensor) -> torch.Tensor:  # fmt: skip
         if not hasattr(model, "distribution"):
             raise ValueError("objective 'emd' needs a model with score bins (e.g. nima)")
         target = gaussian_target(model.centres, y.float(), self.options.sigma)
@@ -184,13 +194,15 @@ class AdversarialTraining(Objective):
     Options = SATOptions
     distributed = False
 
-    def adversarial_batch(self, model, x, y):
+    def adversarial_batch(self, model: nn.Module, x: torch.Tensor,
+                          y: torch.Tensor) -> torch.Tensor:  # fmt: skip
         from cprl_fast import attacks
 
         o = self.options
         return attacks.pgd(model, x, y, eps=o.eps, steps=o.steps, alpha=o.eps / 2)
 
-    def loss(self, net, model, x, y):
+    def loss(self, net: nn.Module, model: nn.Module, x: torch.Tensor,
+             y: torch.Tensor) -> torch.Tensor:  # fmt: skip
         return _mse(model(self.adversarial_batch(model, x, y)), y)
 
 
@@ -217,7 +229,8 @@ class GradientNormRegularisation(Objective):
     Options = NTOptions
     distributed = False
 
-    def loss(self, net, model, x, y):
+    def loss(self, net: nn.Module, model: nn.Module, x: torch.Tensor,
+             y: torch.Tensor) -> torch.Tensor:  # fmt: skip
         return _mse(model(x), y) + self.options.weight * gradient_penalty(model, x, y)
 
 

@@ -115,11 +115,16 @@ def _counted_twice(model: nn.Module) -> Iterator[None]:
             m.num_batches_tracked.data.add_(1)
 
 
+#: The optimisers of one PNS iteration by parameter group: ``theta``, ``phi``, ``xi``.
+Optimizers = dict[str, torch.optim.Optimizer]
+
+
 def _mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.mean((a.float() - b.float()) ** 2)
 
 
-def _step(opt: torch.optim.Optimizer, loss: torch.Tensor, params, clip: float | None) -> None:
+def _step(opt: torch.optim.Optimizer, loss: torch.Tensor, params: list[nn.Parameter],
+          clip: float | None) -> None:  # fmt: skip
     opt.zero_grad(set_to_none=True)
     loss.backward()
     if clip is not None:
@@ -127,7 +132,10 @@ def _step(opt: torch.optim.Optimizer, loss: torch.Tensor, params, clip: float | 
     opt.step()
 
 
-def theta_regression_step(model, groups, opts, x, y, clip=None, cast=None):
+def theta_regression_step(
+    model: nn.Module, groups: ParamGroups, opts: Optimizers, x: torch.Tensor, y: torch.Tensor,
+    clip: float | None = None, cast: contextlib.AbstractContextManager | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """Step 1: theta descends ``L_reg``; returns ``(L_reg, y_hat.detach())``."""
     with cast or contextlib.nullcontext():
         y_hat = model(x)
@@ -136,7 +144,11 @@ def theta_regression_step(model, groups, opts, x, y, clip=None, cast=None):
     return l_reg.detach(), y_hat.detach()
 
 
-def intervention_net_step(model, groups, opts, x, y_bar, mode, clip=None, cast=None):
+def intervention_net_step(
+    model: nn.Module, groups: ParamGroups, opts: Optimizers, x: torch.Tensor,
+    y_bar: torch.Tensor, mode: str, clip: float | None = None,
+    cast: contextlib.AbstractContextManager | None = None,
+) -> torch.Tensor:  # fmt: skip
     """Step 2a: phi ascends ``L_SF`` (mode ``sf``) or xi descends ``L_NC`` (mode ``nc``);
     theta gets no gradient. Returns the loss before the update."""
     params, opt = (groups.phi, opts["phi"]) if mode == "sf" else (groups.xi, opts["xi"])
@@ -146,7 +158,11 @@ def intervention_net_step(model, groups, opts, x, y_bar, mode, clip=None, cast=N
     return loss.detach()
 
 
-def theta_intervention_step(model, groups, opts, x, y_bar, mode, lam, clip=None, cast=None):
+def theta_intervention_step(
+    model: nn.Module, groups: ParamGroups, opts: Optimizers, x: torch.Tensor,
+    y_bar: torch.Tensor, mode: str, lam: float, clip: float | None = None,
+    cast: contextlib.AbstractContextManager | None = None,
+) -> torch.Tensor:  # fmt: skip
     """Step 2b, with the updated phi/xi: theta descends ``lambda * L_SF`` or ascends
     ``lambda * L_NC``; phi and xi get no gradient. Returns the loss before the update."""
     with (
@@ -160,7 +176,7 @@ def theta_intervention_step(model, groups, opts, x, y_bar, mode, lam, clip=None,
 
 
 def faithful_step(
-    model: nn.Module, groups: ParamGroups, opts: dict[str, torch.optim.Optimizer],
+    model: nn.Module, groups: ParamGroups, opts: Optimizers,
     x: torch.Tensor, y: torch.Tensor, t: int, lam: float, clip: float | None = None,
     autocast: contextlib.AbstractContextManager | None = None, share_prefix: bool = True,
 ) -> dict[str, torch.Tensor]:  # fmt: skip
@@ -189,7 +205,7 @@ def faithful_step(
 
 
 def fast_step(
-    model: nn.Module, groups: ParamGroups, opts: dict[str, torch.optim.Optimizer],
+    model: nn.Module, groups: ParamGroups, opts: Optimizers,
     x: torch.Tensor, y: torch.Tensor, t: int, lam: float, clip: float | None = None,
     autocast: contextlib.AbstractContextManager | None = None, share_prefix: bool = True,
 ) -> dict[str, torch.Tensor]:  # fmt: skip

@@ -33,11 +33,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torch import nn
 
 from cprl_fast.data.distortions import DISTORTIONS, LEVELS_V2, distort_by
 from cprl_fast.images import DEFAULT_MAX_PIXELS, read_image
 from cprl_fast.io import atomic_write
-from cprl_fast.train.objectives import Objective
+from cprl_fast.train.objectives import Groups, Objective
 
 #: versions per crop: the clean crop and four distorted ones
 VERSIONS = 5
@@ -226,10 +227,12 @@ class WithRankingHinge(Objective):
         self.inner, self.term, self.weight = inner, term, weight
         self.columns = (*inner.columns, "rank_hinge")
 
-    def param_groups(self, model):
+    def param_groups(self, model: nn.Module) -> Groups:
         return self.inner.param_groups(model)
 
-    def losses(self, net, model, x, y, t):
+    def losses(
+        self, net: nn.Module, model: nn.Module, x: torch.Tensor, y: torch.Tensor, t: int,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
         loss = self.inner.loss(net, model, x, y)
         hinge = self.term(net, t, x.device)
         return loss + self.weight * hinge, {self.inner.columns[0]: loss, "rank_hinge": hinge}

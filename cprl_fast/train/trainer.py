@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -591,7 +592,7 @@ def check_out_dir(out: Path) -> None:
 
 
 @contextlib.contextmanager
-def run_folder(out: Path, lock: bool = True):
+def run_folder(out: Path, lock: bool = True) -> Iterator[Path]:
     """The run folder, created, with its stale temporary files (interrupted atomic writes)
     removed and, with ``lock``, locked against a second trainer.
 
