@@ -16,6 +16,9 @@ What a viewer shows, for every mode Pillow opens:
 - The EXIF orientation tag is applied (``ImageOps.exif_transpose``), as viewers do.
 - Only the first frame of an animated or multi-page file is read.
 
+Only the raster formats of :data:`READ_FORMATS` are opened (never EPS, which Pillow renders by
+running Ghostscript on the file's PostScript program).
+
 A JPEG of more than :data:`MAX_JPEG_SCANS` scans is refused before it is decoded (each scan
 costs a pass over the image, however small the file: :func:`check_jpeg_scans`).
 
@@ -43,6 +46,13 @@ from cprl_fast.io import open_regular_file
 #: The default per-image pixel limit: 8192 x 8192 (about 201 MB as 8-bit RGB), below Pillow's
 #: own decompression-bomb warning (89,478,485 pixels).
 DEFAULT_MAX_PIXELS = 8192 * 8192
+
+#: The formats :func:`read_image` opens, by Pillow's names: raster formats Pillow decodes
+#: itself. Pillow tells a format by a file's content, not its name, and renders EPS through
+#: Ghostscript, an interpreter of the file's PostScript program: an EPS file named ``x.png``
+#: would run it. Every other format is refused unopened. (A multi-picture JPEG opens through
+#: ``JPEG`` as Pillow's ``MPO``.)
+READ_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP", "GIF", "PPM")
 
 #: The colour transparent images are composited on (white, as on a white page).
 BACKGROUND = (255, 255, 255)
@@ -92,7 +102,12 @@ def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
     try:
         with fh, warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(fh) as img:
+            try:
+                opened = Image.open(fh, formats=READ_FORMATS)
+            except UnidentifiedImageError:
+                raise OSError(f"not an image of the formats read ({', '.join(READ_FORMATS)})"
+                              ) from None  # fmt: skip
+            with opened as img:
                 pixels = img.size[0] * img.size[1]
                 if pixels > max_pixels:
                     raise ImageTooLarge(

@@ -190,6 +190,28 @@ def _bomb(path: Path, side: int) -> Path:
 
 
 @pytest.mark.slow
+def test_only_raster_formats_are_opened_never_a_postscript_program(tmp_path, monkeypatch):
+    # Pillow tells a format by content and renders EPS by running Ghostscript on the file's
+    # PostScript: an EPS named like a photograph would be a program, run
+    from PIL import EpsImagePlugin
+
+    from cprl_fast.images import READ_FORMATS
+
+    ran = []
+    monkeypatch.setattr(EpsImagePlugin, "has_ghostscript", lambda: True)
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", lambda *a, **k: ran.append(a))
+    eps = tmp_path / "photo.png"
+    eps.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\nshowpage\n%%EOF\n")
+    assert Image.open(eps).format == "EPS"  # what Pillow alone makes of it
+    message = f"cannot decode image {eps}: not an image of the formats read (PNG, JPEG, BMP,"
+    with pytest.raises(OSError, match=re.escape(message)):
+        read_image(eps)
+    assert ran == []
+    for fmt in READ_FORMATS:  # each format the library reads still reads
+        path = _save(Image.fromarray(_twin()), tmp_path / f"twin.{fmt.lower()}", fmt)
+        assert read_image(path).size == (W, H), fmt
+
+
 def _empty_scans(side: int, n: int) -> bytes:
     """``n`` AC scans of the luma blocks of a ``side``-px JPEG that hold nothing but end-of-band
     runs: a 1-bit Huffman code for EOB14 (run of 2**14 + 14 bits), about 100 bytes each at any
