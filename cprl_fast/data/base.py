@@ -82,7 +82,10 @@ def check_images_exist(items: list[Item], skip_unreadable: bool,
                 f"the first: {missing[0]}"
             )
         return items, 0
-    kept = [it for it in items if image_is_readable(it.path, image_size)]
+    from tqdm import tqdm
+
+    every = tqdm(items, desc="reading every image (skip_unreadable)", unit="img", leave=False)
+    kept = [it for it in every if image_is_readable(it.path, image_size)]
     skipped = len(items) - len(kept)
     if skipped:
         log.warning("skipped %d unreadable or missing image(s) of %d", skipped, len(items))
