@@ -189,7 +189,6 @@ def _bomb(path: Path, side: int) -> Path:
     return _write_png(path, struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0), rows)
 
 
-@pytest.mark.slow
 def test_only_raster_formats_are_opened_never_a_postscript_program(tmp_path, monkeypatch):
     # Pillow tells a format by content and renders EPS by running Ghostscript on the file's
     # PostScript: an EPS named like a photograph would be a program, run
@@ -274,6 +273,7 @@ def test_a_jpeg_of_too_many_scans_is_refused_before_it_is_decoded(tmp_path, monk
     assert read_image(ok).size == (48, 80)
 
 
+@pytest.mark.slow
 def test_a_bomb_in_a_folder_is_one_failure_row_and_memory_stays_bounded(tiny_run, tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()
