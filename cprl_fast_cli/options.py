@@ -138,11 +138,23 @@ def add_device(p: argparse.ArgumentParser, what: str = "") -> None:
                    help=f"{RUN_HELP['device']}{what} (default: cpu)")  # fmt: skip
 
 
+def positive_int(text: str) -> int:
+    """argparse type of a count (``--batch-size``, ``--certify-n``, ``--workers``): an integer
+    >= 1, else argparse's one line naming the option."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
 def add_batch_and_device(p: argparse.ArgumentParser, batch: int | None = 16,
                          what: str = "") -> None:  # fmt: skip
     """--batch-size and --device (evaluate, audit, score, and the protocols' training);
     ``batch`` None: the default comes from elsewhere, ``what`` says from where."""
-    p.add_argument("--batch-size", type=int, default=batch,
+    p.add_argument("--batch-size", type=positive_int, default=batch,
                    help=f"images per batch (default: {what or batch})")  # fmt: skip
     add_device(p)
 
@@ -226,7 +238,7 @@ def add_certify(p: argparse.ArgumentParser) -> None:
     p.add_argument("--certify", default="", metavar="SIGMA[,SIGMA...]",
                    help="also certify by median smoothing at these noise levels (pixel units, "
                    "e.g. 0.12,0.25): smoothed SRCC, interval widths, certified SRCC")  # fmt: skip
-    p.add_argument("--certify-n", type=int, default=1000,
+    p.add_argument("--certify-n", type=positive_int, default=1000,
                    help="noise draws per image for --certify (default: 1000)")  # fmt: skip
 
 

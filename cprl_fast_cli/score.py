@@ -43,8 +43,6 @@ def run(args: argparse.Namespace) -> int:
     from cprl_fast.score import IMAGE_SUFFIXES, image_files, load_model
 
     check_device(args.device)
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
     check_max_pixels(args.max_pixels, "--max-pixels")
     if args.out is not None:  # checked before any work
         check_output(args.out, args.overwrite, "--out", (".csv", ".json"))

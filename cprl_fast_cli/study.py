@@ -100,8 +100,6 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
     command = "cprl-fast " + " ".join(shlex.quote(a) for a in without_share(args.command_line))
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    if args.certify_n < 1:
-        raise UserError(f"--certify-n must be >= 1, got {args.certify_n}")
     share = parse_share(args.share)
     report = study(args.dataset, args.root, args.out_dir, protocol_config(args), args.folds,
                    seeds, models, eps, attack_list(args.attack), args.per_scene, command,

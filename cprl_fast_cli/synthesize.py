@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from cprl_fast_cli.catalog import load
-from cprl_fast_cli.options import UserError
+from cprl_fast_cli.options import UserError, positive_int
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -27,7 +27,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=256,
                    help="side of every image after resizing and centre-cropping each reference, "
                    "px (default: 256)")  # fmt: skip
-    p.add_argument("--workers", type=int, default=1,
+    p.add_argument("--workers", type=positive_int, default=1,
                    help="processes computing images (default: 1)")  # fmt: skip
     return p
 

@@ -159,9 +159,18 @@ def test_every_help_renders_without_a_literal_percent_pair(capsys):
 
 @pytest.mark.parametrize("args,message", [
     (["train", "--epochz", "3"], "unrecognized arguments: --epochz"),
-    (["audit", "--module", "m:f", "--certify-n", "2.5"], "invalid int value: '2.5'"),
+    (["audit", "--module", "m:f", "--certify-n", "2.5"],
+     "argument --certify-n: must be an integer >= 1, got '2.5'"),
     (["bogus"], "invalid choice: 'bogus'"),
     (["score"], "the following arguments are required"),
+    # counts: one argparse type for every command (options.positive_int)
+    (["audit", "--module", "m:f", "--batch-size", "0"],
+     "argument --batch-size: must be an integer >= 1, got '0'"),
+    (["score", "x.png", "--model", "m.pt", "--batch-size", "x"],
+     "argument --batch-size: must be an integer >= 1, got 'x'"),
+    (["study", "--certify-n", "-3"], "argument --certify-n: must be an integer >= 1, got '-3'"),
+    (["synthesize", "refs", "--out", "o", "--workers", "0"],
+     "argument --workers: must be an integer >= 1, got '0'"),
 ])  # fmt: skip
 def test_argument_errors_are_one_line(capsys, args, message):
     from cprl_fast_cli import main
