@@ -213,10 +213,16 @@ def open_own_file(path: str | Path, what: str, flags: int = os.O_RDWR | os.O_CRE
     return _open_regular(path, what, flags | getattr(os, "O_NOFOLLOW", 0), mode)
 
 
-def read_regular_file(path: str | Path, what: str, max_bytes: int) -> bytes:
+def read_regular_file(path: str | Path, what: str, max_bytes: int,
+                      follow_links: bool = True) -> bytes:  # fmt: skip
     """The bytes of ``path``, a regular file (:func:`open_regular_file`) of at most
-    ``max_bytes`` (a larger one is a ``ValueError`` naming it)."""
-    with open_regular_file(path, what) as fh:
+    ``max_bytes`` (a larger one is a ``ValueError`` naming it). ``follow_links=False``: a file
+    this library keeps, opened as :func:`open_own_file` opens it (never through a link)."""
+    if follow_links:
+        fh = open_regular_file(path, what)
+    else:
+        fh = os.fdopen(open_own_file(path, what, os.O_RDONLY), "rb")
+    with fh:
         size = os.fstat(fh.fileno()).st_size
         if size > max_bytes:
             raise ValueError(f"{what} {path} has {size} bytes, more than the {max_bytes} such "

@@ -174,14 +174,17 @@ class AuditReport:
                 _check_numbers(r, ("radius", "width", "certified_srcc"), f"{where}['radii'][{j}]")
 
 
-def _is_number(value: Any) -> bool:
-    """A JSON number or null (an undefined metric is written as null)."""
-    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+def is_number(value: Any, null: bool = True) -> bool:
+    """A JSON number (not a boolean), or with ``null`` also None (an undefined metric is
+    written as null): the check of every number read from a report or study file."""
+    if value is None:
+        return null
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _check_numbers(data: dict, keys: Sequence[str], where: str) -> None:
     for key in keys:
-        if key not in data or not _is_number(data[key]):
+        if key not in data or not is_number(data[key]):
             raise ValueError(f"{where} needs a number (or null) {key!r}")
 
 
@@ -193,7 +196,7 @@ def _check_metrics(m: Any, where: str, images: int) -> None:
     _check_numbers(m, ("srcc",), where)
     for key, size in (("scores", images), ("labels", images), ("srcc_ci", 2), ("plcc_ci", 2)):
         value = m.get(key, [None] * size)
-        if not (isinstance(value, list) and len(value) == size and all(map(_is_number, value))):
+        if not (isinstance(value, list) and len(value) == size and all(map(is_number, value))):
             raise ValueError(f"{where}[{key!r}] must be a list of {size} numbers")
 
 

@@ -34,7 +34,7 @@ from cprl_fast.data.transforms import to_tensor
 from cprl_fast.io import printable, read_json, write_json_atomic
 from cprl_fast.presets import MODEL_PRESETS, preset_config
 from cprl_fast.render import write_audit, write_study
-from cprl_fast.reports import AuditReport, StudyReport, eps_key
+from cprl_fast.reports import AuditReport, StudyReport, eps_key, is_number
 from cprl_fast.reproduce import train_model
 from cprl_fast.train import TrainConfig
 from cprl_fast.train.runs import load_run_splits
@@ -336,8 +336,7 @@ _SETTINGS_LAYOUT: dict[str, tuple[str, Callable[[object], bool]]] = {
                lambda v: isinstance(v, list) and len(v) >= 2
                and all(isinstance(m, str) and m in MODEL_PRESETS for m in v)),
     "eps": ("a list of budgets in (0, 1]",
-            lambda v: isinstance(v, list) and all(isinstance(e, (int, float))
-                                                  and not isinstance(e, bool) and 0 < e <= 1
+            lambda v: isinstance(v, list) and all(is_number(e, null=False) and 0 < e <= 1
                                                   for e in v)),
     "folds": ("an integer >= 2", lambda v: _is_int(v) and v >= 2),
     "seeds": ("a list of integer seeds", lambda v: isinstance(v, list) and v

@@ -39,7 +39,7 @@ def built_in_cache(tmp_path_factory):
 PROGRESS = re.compile(r"\| *\d+/\d+ \[")
 
 
-def _one_line(r, message: str) -> None:
+def assert_one_line(r, message: str) -> None:
     assert r.returncode == 2, r.stderr
     lines = [line for line in r.stderr.strip().splitlines() if not PROGRESS.search(line)]
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in r.stderr, r.stderr
@@ -78,7 +78,7 @@ def files(tmp_path_factory):
 )
 @pytest.mark.slow
 def test_bad_options(args, message, built_in_cache):
-    _one_line(_cli(*args, env=built_in_cache), message)
+    assert_one_line(_cli(*args, env=built_in_cache), message)
 
 
 @pytest.mark.parametrize(
@@ -93,13 +93,13 @@ def test_bad_options(args, message, built_in_cache):
 @pytest.mark.slow
 def test_unreadable_checkpoints(files, name, message):
     r = _cli("evaluate", "--checkpoint", name, cwd=files)
-    _one_line(r, message)
+    assert_one_line(r, message)
     assert "this must never run" not in r.stdout + r.stderr
 
 
 @pytest.mark.slow
 def test_a_bad_device_is_named_before_the_checkpoint_is_read(files):
-    _one_line(_cli("evaluate", "--checkpoint", "empty.pt", "--device", "bogus", cwd=files),
+    assert_one_line(_cli("evaluate", "--checkpoint", "empty.pt", "--device", "bogus", cwd=files),
               "device must be cpu, cuda or cuda:N, got 'bogus'")  # fmt: skip
 
 
@@ -110,23 +110,23 @@ def test_an_output_folder_under_a_file(files, tmp_path):
     cache = tmp_path / "cache"  # empty: the check must come before the data are generated
     r = _cli("train", "--out-dir", "afile/run", "--image-size", "32", "--max-steps", "1",
              cwd=files, env={**os.environ, "CPRL_FAST_CACHE": str(cache)})  # fmt: skip
-    _one_line(r, "out_dir afile/run cannot be created: Not a directory")
+    assert_one_line(r, "out_dir afile/run cannot be created: Not a directory")
     assert not cache.exists() or not any(cache.iterdir())
 
 
 @pytest.mark.slow
 def test_config_files(files):
     (files / "list.json").write_text("[1, 2]")
-    _one_line(_cli("train", "--config", "list.json", cwd=files),
+    assert_one_line(_cli("train", "--config", "list.json", cwd=files),
               "config file list.json must hold an object of options, got a list")  # fmt: skip
     (files / "str.json").write_text('{"epochs": "2"}')
-    _one_line(_cli("train", "--config", "str.json", cwd=files), "epochs must be a finite int")
+    assert_one_line(_cli("train", "--config", "str.json", cwd=files), "epochs must be a finite int")
 
 
 @pytest.mark.slow
 def test_train_resume_without_a_checkpoint(tmp_path):
     r = _cli("train", "--resume", "--out-dir", str(tmp_path / "run"), "--image-size", "32")
-    _one_line(r, "nothing to resume")
+    assert_one_line(r, "nothing to resume")
 
 
 @pytest.mark.slow

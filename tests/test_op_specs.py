@@ -60,7 +60,7 @@ def test_forward_matches_reference(device, spec, variant, shape, layout):
         torch.testing.assert_close(g, w, **spec.tolerance(torch.float32, variant))
 
 
-def _matches_reference_in(spec, variant, args, dtype):
+def assert_matches_reference_in(spec, variant, args, dtype):
     """Outputs (and, for a differentiable op, gradients) of ``args`` in ``dtype`` against the
     reference, at the dtype's tolerance."""
     close = spec.tolerance(dtype, variant)
@@ -86,7 +86,7 @@ def _matches_reference_in(spec, variant, args, dtype):
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_dtypes(device, spec, variant, dtype):
     args = spec.sample(spec.shapes[0], dtype=dtype, device=device, seed=3, **variant)
-    _matches_reference_in(spec, variant, args, dtype)
+    assert_matches_reference_in(spec, variant, args, dtype)
 
 
 @pytest.mark.parametrize(("spec", "variant"), CASES, ids=CASE_IDS)
@@ -102,7 +102,7 @@ def test_packed_rows(device, spec, variant, dtype, placement):
         args = unaligned(args)
         maps = [a for a in args if isinstance(a, torch.Tensor) and a.dim() == 4]
         assert maps and all(a.data_ptr() % 16 and a.is_contiguous() for a in maps)
-    _matches_reference_in(spec, variant, args, dtype)
+    assert_matches_reference_in(spec, variant, args, dtype)
 
 
 @pytest.mark.parametrize(("spec", "variant"), DIFFERENTIABLE, ids=DIFF_IDS)

@@ -33,7 +33,13 @@ from torch import nn
 from cprl_fast import metrics
 from cprl_fast.checks import check_device, check_noise_sigma
 from cprl_fast.data.splits import check_split_folds
-from cprl_fast.io import TEMPORARY, open_own_file, remove_stale_temporaries, write_text_atomic
+from cprl_fast.io import (
+    TEMPORARY,
+    open_own_file,
+    read_regular_file,
+    remove_stale_temporaries,
+    write_text_atomic,
+)
 from cprl_fast.models.registry import (
     MODELS,
     build,
@@ -561,16 +567,10 @@ def truncate_log(path: Path, step: int) -> None:
     run resumes from), atomically. The log is read as :func:`~cprl_fast.io.open_own_file`
     opens it (a regular file, never through a link) and within :data:`MAX_LOG_BYTES`."""
     try:
-        fd = open_own_file(path, "training log", os.O_RDONLY)
+        data = read_regular_file(path, "training log", MAX_LOG_BYTES, follow_links=False)
     except FileNotFoundError:
         return
-    with os.fdopen(fd, "rb") as fh:
-        size = os.fstat(fd).st_size
-        if size > MAX_LOG_BYTES:
-            raise ValueError(f"training log {path} has {size} bytes, more than the "
-                             f"{MAX_LOG_BYTES} a run's log holds (move it aside to resume)")
-        text = fh.read(MAX_LOG_BYTES + 1).decode("utf-8", errors="replace")
-    lines = text.splitlines(keepends=True)
+    lines = data.decode("utf-8", errors="replace").splitlines(keepends=True)
     kept = lines[:1] + [ln for ln in lines[1:] if ln.split(",", 1)[0].isdigit()
                         and int(ln.split(",", 1)[0]) <= step]  # fmt: skip
     if len(kept) != len(lines):
