@@ -1,7 +1,8 @@
-"""The CPU kernels advise their large fresh outputs for transparent huge pages
-(csrc/cpu/huge_pages.h): the outputs of rank_mask and intervene, forward and backward, are backed
-by huge pages where THP is in "madvise" mode, while torch's own allocation of the same size is
-not (the hint is per buffer, not a process setting), and CPRL_FAST_HUGE_PAGES=0 turns it off.
+"""With CPRL_FAST_HUGE_PAGES=1 the CPU kernels advise their large fresh outputs for transparent
+huge pages (csrc/cpu/huge_pages.h): the outputs of rank_mask and intervene, forward and backward,
+are backed by huge pages where THP is in "madvise" mode, while torch's own allocation of the same
+size is not (the hint is per buffer, not a process setting). Without it (the default) or with
+any other value, no output is advised.
 Each check runs in a fresh process, so no allocation left by other tests decides where the
 outputs land."""
 
@@ -68,9 +69,11 @@ def measure() -> dict[str, int]:
     return {**{k: huge_kib(v) for k, v in kib.items()}, "fallbacks": fallbacks() - before}
 
 
-def _in_fresh_process(hint: str) -> dict[str, int]:
+def _in_fresh_process(hint: str | None) -> dict[str, int]:
+    """:func:`measure` in a fresh process with CPRL_FAST_HUGE_PAGES=``hint`` (None: unset)."""
     code = "import json; from tests.test_huge_pages import measure; print(json.dumps(measure()))"
-    env = {**os.environ, "CPRL_FAST_HUGE_PAGES": hint, "OMP_NUM_THREADS": "1"}
+    env = {k: v for k, v in os.environ.items() if k != "CPRL_FAST_HUGE_PAGES"}
+    env = {**env, "OMP_NUM_THREADS": "1", **({"CPRL_FAST_HUGE_PAGES": hint} if hint else {})}
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=Path(__file__).parents[1],
                          capture_output=True, text=True, check=True)  # fmt: skip
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -86,7 +89,8 @@ def test_outputs_are_backed_by_huge_pages_and_torch_allocations_are_not():
 
 
 @pytest.mark.slow
-def test_turned_off_by_the_environment():
-    kib = _in_fresh_process("0")
+@pytest.mark.parametrize("hint", [None, "0", "yes"])
+def test_off_by_default_and_for_any_other_value(hint):
+    kib = _in_fresh_process(hint)
     kib.pop("fallbacks")
     assert set(kib.values()) == {0}, kib

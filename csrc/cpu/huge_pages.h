@@ -1,4 +1,4 @@
-// Huge pages for a kernel's large fresh outputs (Linux, CPU).
+// Huge pages for a kernel's large fresh outputs (Linux, CPU), opt-in: CPRL_FAST_HUGE_PAGES=1.
 //
 // A fresh output of tens of MB comes straight from mmap: every 4 KiB page faults on its first
 // write, ~25 ms per 100 MB on the project's CPU, more than the kernel's own memory pass. Where
@@ -6,7 +6,12 @@
 // 2 MiB-aligned interior before the first write makes it fault once per 2 MiB instead. The hint
 // covers this buffer only: no allocator or process setting changes, nothing else in the process
 // is affected, and it is a no-op where THP is "never" or "always", on other systems, and for
-// memory that was already touched. CPRL_FAST_HUGE_PAGES=0 turns it off (read once).
+// memory that was already touched.
+//
+// It is off unless CPRL_FAST_HUGE_PAGES=1 (read once): on the project's VM (a virtual machine
+// whose balloon device takes back free memory from the guest) a huge-page fault now and then
+// stalls for hundreds of milliseconds, so the hint made the typical call faster but a loop of
+// calls slower on average (docs/benchmarks.md, bench/huge_pages.py).
 #pragma once
 
 #include <cstdint>
@@ -25,7 +30,7 @@ constexpr uint64_t kHugePageMinBytes = uint64_t(8) << 20;
 inline bool huge_pages_enabled() {
   static const bool enabled = [] {
     const char* v = std::getenv("CPRL_FAST_HUGE_PAGES");
-    return v == nullptr || std::strcmp(v, "0") != 0;
+    return v != nullptr && std::strcmp(v, "1") == 0;
   }();
   return enabled;
 }
