@@ -37,8 +37,8 @@ def median_seconds(fn: Callable[[], object], device: torch.device, min_time: flo
 
 def _spread(t: list[float]) -> dict:
     q = statistics.quantiles(t, n=4) if len(t) >= 2 else [t[0]] * 3
-    return {"median_s": statistics.median(t), "min_s": min(t), "max_s": max(t),
-            "iqr_s": q[2] - q[0], "rounds": t}  # fmt: skip
+    return {"median_s": statistics.median(t), "mean_s": statistics.mean(t), "min_s": min(t),
+            "max_s": max(t), "iqr_s": q[2] - q[0], "rounds": t}  # fmt: skip
 
 
 def interleaved(fns: dict[str, Callable[[], object]], device: torch.device, rounds: int = 11,
@@ -48,8 +48,9 @@ def interleaved(fns: dict[str, Callable[[], object]], device: torch.device, roun
     (the order rotates from round to round), so a slow patch of a shared machine hits all of
     them alike. Per name, in seconds per call:
 
-    - ``median_s``, ``min_s``, ``max_s``, ``iqr_s``, ``rounds``: wall time, the device
-      synchronised before the first call and after the last;
+    - ``median_s``, ``mean_s``, ``min_s``, ``max_s``, ``iqr_s``, ``rounds``: wall time, the
+      device synchronised before the first call and after the last (the mean is what a loop's
+      total time follows: a rare stall moves it, not the median);
     - ``host``: the same for host time, from the first call until the last returned, before
       waiting for the device (on the CPU, where nothing runs behind the host, the wall time);
     - ``device`` (CUDA only, else None): the time between two CUDA events recorded on the
