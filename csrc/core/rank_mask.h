@@ -19,10 +19,11 @@
 #pragma once
 
 #include "common.h"
+#include "rank_sort.h"
 
 #ifndef __CUDA_ARCH__
-#include <algorithm>
-#include <numeric>
+#include <cstdint>
+#include <utility>
 #endif
 
 namespace cprl {
@@ -41,7 +42,7 @@ CPRL_HD bool rank_before(T a, int i, T b, int j) {
 }
 
 // Hard rank of channel c by counting: O(C), branch-free, int32 counters (C < 2^31). The GPU
-// kernel uses it for every channel in parallel; the CPU uses the O(C log C) sort below, and
+// kernel uses it for every channel in parallel; the CPU uses the O(C) radix sort below, and
 // the unit tests check they agree.
 template <typename T>
 CPRL_HD int hard_rank_count(const T* s, int C, int c) {
@@ -141,13 +142,38 @@ struct RankMaskBackwardParams : RankMaskParams {
 };
 
 #ifndef __CUDA_ARCH__
-// Stable ascending ranks of one sample's C scores by sorting: O(C log C).
-// idx: scratch of C entries. rank: output, C entries (as T so it feeds mask_value directly).
+// Stable ascending ranks of one sample's C scores by sorting: an LSD radix sort, 8 bits a pass,
+// of the scores' ordered bits (core/rank_sort.h: NaN last, -0 as +0), O(C) per pass. The
+// channels enter in index order and each pass is stable, so ties go by channel index, as
+// rank_before orders them. A pass whose digit is the same for every channel is skipped.
+// keys, idx: scratch of 2C entries each. rank: output, C entries (as T so it feeds mask_value
+// directly).
 template <typename T>
-inline void hard_ranks_sorted(const T* s, int64_t C, int64_t* idx, T* rank) {
-  std::iota(idx, idx + C, int64_t(0));
-  std::stable_sort(idx, idx + C, [s](int64_t a, int64_t b) { return score_less(s[a], s[b]); });
-  for (int64_t k = 0; k < C; ++k) rank[idx[k]] = static_cast<T>(k);
+inline void hard_ranks_sorted(const T* s, int64_t C, typename RankKeyBits<T>::type* keys,
+                              uint32_t* idx, T* rank) {
+  using U = typename RankKeyBits<T>::type;
+  U* k0 = keys;
+  U* k1 = keys + C;
+  uint32_t* i0 = idx;
+  uint32_t* i1 = idx + C;
+  for (int64_t c = 0; c < C; ++c) {
+    k0[c] = ordered_bits(s[c]);
+    i0[c] = static_cast<uint32_t>(c);
+  }
+  for (int shift = 0; shift < int(8 * sizeof(U)); shift += 8) {
+    int64_t start[257] = {};
+    for (int64_t c = 0; c < C; ++c) ++start[((k0[c] >> shift) & 0xff) + 1];
+    if (start[((k0[0] >> shift) & 0xff) + 1] == C) continue;  // one digit: nothing moves
+    for (int d = 0; d < 256; ++d) start[d + 1] += start[d];
+    for (int64_t c = 0; c < C; ++c) {
+      const int64_t to = start[(k0[c] >> shift) & 0xff]++;
+      k1[to] = k0[c];
+      i1[to] = i0[c];
+    }
+    std::swap(k0, k1);
+    std::swap(i0, i1);
+  }
+  for (int64_t k = 0; k < C; ++k) rank[i0[k]] = static_cast<T>(k);
 }
 #endif
 

@@ -37,10 +37,11 @@ void masks_from_sums(const std::vector<double>& sums, const cprl::RankMaskParams
     return;
   }
   at::parallel_for(0, N, std::max<int64_t>(1, 4096 / C), [&](int64_t begin, int64_t end) {
-    std::vector<int64_t> idx(C);
+    std::vector<typename cprl::RankKeyBits<acc_t>::type> keys(2 * C);
+    std::vector<uint32_t> idx(2 * C);
     std::vector<acc_t> rank(C);
     for (int64_t n = begin; n < end; ++n) {
-      cprl::hard_ranks_sorted(s.data() + n * C, C, idx.data(), rank.data());
+      cprl::hard_ranks_sorted(s.data() + n * C, C, keys.data(), idx.data(), rank.data());
       for (int64_t c = 0; c < C; ++c)
         mask[n * C + c] = cprl::mask_value(rank[c], C, b, temperature);
     }

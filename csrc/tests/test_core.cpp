@@ -43,26 +43,47 @@ int g_failures = 0;
 const double kNaN = std::numeric_limits<double>::quiet_NaN();
 const double kInf = std::numeric_limits<double>::infinity();
 
-// The sorting rank (CPU) and the counting rank (GPU) agree, ties and NaN included.
+// The sorting rank (CPU) and the counting rank (GPU) agree, ties, signed zeros and NaN
+// (any payload) included, in both key widths, at lengths where a radix pass has one digit for
+// every channel (skipped) and where it has many.
+template <typename T>
+void check_hard_rank_sort_equals_count(std::mt19937& rng, int64_t C, int spread) {
+  std::vector<T> s(C);
+  const T nan_payload = std::numeric_limits<T>::quiet_NaN();
+  for (auto& v : s) {
+    const int kind = rng() % 12;
+    v = kind == 0   ? T(kNaN)
+        : kind == 1 ? -nan_payload
+        : kind == 2 ? T(kInf)
+        : kind == 3 ? T(-kInf)
+        : kind == 4 ? T(-0.0)
+        : kind == 5 ? T(0.0)
+                    : T(int64_t(rng() % (2 * spread + 1)) - spread) / T(7);
+  }
+  std::vector<typename cprl::RankKeyBits<T>::type> keys(2 * C);
+  std::vector<uint32_t> idx(2 * C);
+  std::vector<T> rank(C);
+  cprl::hard_ranks_sorted(s.data(), C, keys.data(), idx.data(), rank.data());
+  std::vector<bool> seen(C, false);
+  for (int64_t c = 0; c < C; ++c) {
+    EXPECT(rank[c] == T(cprl::hard_rank_count(s.data(), C, c)));
+    const auto r = static_cast<int64_t>(rank[c]);
+    EXPECT(r >= 0 && r < C && !seen[r]);  // a permutation of 0..C-1
+    if (r >= 0 && r < C) seen[r] = true;
+  }
+}
+
 void test_hard_rank_sort_equals_count() {
   std::mt19937 rng(123);
   for (int trial = 0; trial < 200; ++trial) {
     const int64_t C = 1 + rng() % 70;
-    std::vector<double> s(C);
-    for (auto& v : s) {
-      const int kind = rng() % 10;
-      v = kind == 0 ? kNaN : kind == 1 ? kInf : kind == 2 ? -kInf : double(rng() % 7) - 3.0;
-    }
-    std::vector<int64_t> idx(C);
-    std::vector<double> rank(C);
-    cprl::hard_ranks_sorted(s.data(), C, idx.data(), rank.data());
-    std::vector<bool> seen(C, false);
-    for (int64_t c = 0; c < C; ++c) {
-      EXPECT(rank[c] == double(cprl::hard_rank_count(s.data(), C, c)));
-      const auto r = static_cast<int64_t>(rank[c]);
-      EXPECT(r >= 0 && r < C && !seen[r]);  // a permutation of 0..C-1
-      if (r >= 0 && r < C) seen[r] = true;
-    }
+    check_hard_rank_sort_equals_count<double>(rng, C, 3);
+    check_hard_rank_sort_equals_count<float>(rng, C, 3);
+  }
+  for (const int64_t C : {255, 256, 257, 1000, 2048, 3001}) {
+    check_hard_rank_sort_equals_count<double>(rng, C, 1 << 20);
+    check_hard_rank_sort_equals_count<float>(rng, C, 1 << 20);
+    check_hard_rank_sort_equals_count<float>(rng, C, 2);
   }
 }
 
