@@ -146,8 +146,8 @@ struct RankMaskBackwardParams : RankMaskParams {
 // of the scores' ordered bits (core/rank_sort.h: NaN last, -0 as +0), O(C) per pass. The
 // channels enter in index order and each pass is stable, so ties go by channel index, as
 // rank_before orders them. A pass whose digit is the same for every channel is skipped.
-// keys, idx: scratch of 2C entries each. rank: output, C entries (as T so it feeds mask_value
-// directly).
+// C >= 1; keys, idx: scratch of 2C entries each. rank: output, C entries (as T so it feeds
+// mask_value directly).
 template <typename T>
 inline void hard_ranks_sorted(const T* s, int64_t C, typename RankKeyBits<T>::type* keys,
                               uint32_t* idx, T* rank) {
