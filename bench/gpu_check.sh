@@ -119,6 +119,11 @@ TIMING
   $PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
   $PY -c "import importlib.util as u; print('piq', 'found' if u.find_spec('piq') else
     'MISSING: the built-in data cannot be generated (bash bench/gpu_deps.sh, carry .gpu-deps)')"
+  # the built-in data's photographs: scikit-image's (builtin-v1 and v2) and matplotlib's (v2)
+  for m in skimage matplotlib; do
+    $PY -c "import importlib.util as u; print('$m', 'found' if u.find_spec('$m') else
+      'MISSING: its photographs are among the built-in data\'s references')"
+  done
 } 2>&1 | tee "$OUT/gpu.txt"
 
 PYTEST_ARGS=(-q -rfE -p no:cacheprovider)

@@ -38,6 +38,9 @@ def test_gpu_check_runs_to_the_end_on_the_cpu(tmp_path):
     for name in ("bench.json", "bench-cl.json", "bench-rest.json", "bench-attack.json"):
         rows[name] = json.loads((tmp_path / name).read_text())["rows"]
     assert "stopped early" not in r.stdout, r.stdout[-3000:]
+    # what the built-in data needs, said before anything uses it
+    machine = (tmp_path / "gpu.txt").read_text()
+    assert all(f"{m} found" in machine for m in ("piq", "skimage", "matplotlib")), machine
     assert "CUDA-event device time" in (tmp_path / "timing.md").read_text()
     # the kernel profile's driver ran every case of its plan (no ncu on the CPU)
     profiled = json.loads((tmp_path / "kernels-manifest.json").read_text())["cases"]
