@@ -16,7 +16,16 @@ import json
 
 import torch
 
-from bench.timing import gpu_busy_fraction, interleaved, per_call, ratio
+from bench.timing import (
+    add_rounds_args,
+    gpu_busy_fraction,
+    interleaved,
+    per_call,
+    ratio,
+    rounds_and_calls,
+)
+from bench.train_step import CPU_ROUNDS  # the training iteration's rounds are these rows' too
+from bench.train_step import measure as train_measure
 from cprl_fast import ops, reference
 from cprl_fast.attacks import GraphedPGD
 from cprl_fast.attacks.common import eval_mode, input_grad
@@ -68,16 +77,13 @@ def measure(arch="resnet18", size=128, n=16, device="cpu", eps=1 / 255, bf16: bo
     under torch.compile), PGD-10 throughput (fused step against eager; on CUDA also the loop
     captured in a CUDA graph) and one training iteration (bench/train_step.py), each group
     timed alternating (:func:`interleaved`: ``rounds`` rounds of ``calls`` synchronised calls
-    per side; defaults 21 x 20 on CUDA, 11 x 1 on the CPU), with ``bf16`` autocast and
-    ``channels_last`` for every case. Per side: wall, host and device seconds per call
+    per side; defaults: :func:`rounds_and_calls`, :data:`CPU_ROUNDS` on the CPU), with ``bf16``
+    autocast and ``channels_last`` for every case. Per side: wall, host and device seconds per call
     (``*_fwd_bwd_s`` is the wall time) and, on CUDA, torch.profiler's GPU-busy fraction;
     ``cudnn.benchmark`` on for both sides."""
-    from bench.train_step import measure as train_measure
-
     device = torch.device(device)
     cuda = device.type == "cuda"
-    rounds = rounds or (21 if cuda else 11)
-    calls = calls or (20 if cuda else 1)
+    rounds, calls = rounds_and_calls(device, rounds, calls, cpu_rounds=CPU_ROUNDS)
     if cuda:
         torch.backends.cudnn.benchmark = True
     x, y = batch(size, n, device)
@@ -132,10 +138,7 @@ def main(argv=None) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for the model passes")
     p.add_argument("--channels-last", action="store_true", help="channels_last models and images")
-    p.add_argument("--rounds", type=int,
-                   help="alternating rounds (default: 21 on CUDA, 11 on the CPU)")
-    p.add_argument("--calls", type=int,
-                   help="synchronised calls per side per round (default: 20 on CUDA, 1 on the CPU)")
+    add_rounds_args(p, cpu_rounds=CPU_ROUNDS)
     p.add_argument("--compiled", action="store_true",
                    help="also the drop-in cost with both models under torch.compile")  # fmt: skip
     p.add_argument("--out")

@@ -43,14 +43,19 @@ from bench.cases import (
     providers_for,
 )
 from bench.timing import (
+    add_rounds_args,
     copy_bandwidth,
     cuda_graphed,
     interleaved,
     l2_flush,
     peak_memory_bytes,
+    rounds_and_calls,
     saved_activation_bytes,
 )
 from cprl_fast.io import write_json_atomic, write_text_atomic
+
+#: Rounds per row on the CPU (one call each): the ops are timed at many rows.
+CPU_ROUNDS = 7
 
 #: Tolerance of a benchmark row's result against eager, per dtype (sums over large shapes).
 CHECK_TOLERANCE = {
@@ -189,12 +194,11 @@ def run(device: torch.device, ops_filter: set[str] | None, dtypes: list[torch.dt
         out: str | None = None, markdown: str | None = None,
         passes_filter: set[str] | None = None, rounds: int | None = None,
         calls: int | None = None, layouts: tuple[str, ...] = ("contiguous",)) -> dict:  # fmt: skip
-    """Times every group of :func:`groups` in every dtype and layout, in that order (defaults:
-    21 rounds of 20 calls on CUDA, 7 rounds of 1 call on the CPU); writes ``out`` and
+    """Times every group of :func:`groups` in every dtype and layout, in that order (rounds and
+    calls per round: :func:`rounds_and_calls`, :data:`CPU_ROUNDS` on the CPU); writes ``out`` and
     ``markdown`` after every group."""
     cuda = device.type == "cuda"
-    rounds = rounds or (21 if cuda else 7)
-    calls = calls or (20 if cuda else 1)
+    rounds, calls = rounds_and_calls(device, rounds, calls, cpu_rounds=CPU_ROUNDS)
     copy_bps = copy_bandwidth(device)
     result = {
         "machine": describe_machine(device),
@@ -287,10 +291,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--ops", default="", help="comma-separated subset of the ops")
     parser.add_argument("--passes", default="", help="comma-separated subset of fwd, bwd, fwdbwd")
-    parser.add_argument("--rounds", type=int,
-                        help="alternating rounds per row (default: 21 on CUDA, 7 on the CPU)")
-    parser.add_argument("--calls", type=int,
-                        help="calls per provider per round (default: 20 on CUDA, 1 on the CPU)")
+    add_rounds_args(parser, cpu_rounds=CPU_ROUNDS)
     parser.add_argument("--dtype", default="float32",
                         help="comma-separated: float32, bfloat16, float16")  # fmt: skip
     parser.add_argument("--layout", default="contiguous",

@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 
 import torch
 
 from bench.timing import interleaved, ratio
-from cprl_fast import ops, reference
+from cprl_fast import cpu_huge_pages, ops, reference
 from cprl_fast.io import write_json_atomic
 
 #: Target 3's shape, full and quick (keyed by ``--quick``).
@@ -103,7 +102,7 @@ def allocator(shape: tuple[int, ...], rounds: int) -> list[dict]:
                         torch.device("cpu"), rounds)  # fmt: skip
     r = ratio(timed, "eager", "native")
     mean = {k: v["mean_s"] for k, v in timed.items()}
-    hint = "on" if os.environ.get("CPRL_FAST_HUGE_PAGES") == "1" else "off"
+    hint = "on" if cpu_huge_pages() else "off"
     return [_row("3. rank_mask fwd+bwd in a training loop, x eager", mean["eager"] / mean["native"],
                  3.0, "higher",
                  f"{list(shape)}, huge-page hint {hint}: mean native {mean['native'] * 1e3:.0f} "

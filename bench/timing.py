@@ -10,11 +10,32 @@ kernels' alone; :func:`gpu_busy_fraction` says how much of a wall time the GPU w
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from collections.abc import Callable
 
 import torch
+
+#: Rounds of :func:`interleaved`, and synchronised calls per side and round, on CUDA (issue 25:
+#: at least 21 and 20, so that no number rests on one call); on the CPU one call per round, and
+#: each benchmark's own number of rounds.
+CUDA_ROUNDS, CUDA_CALLS = 21, 20
+
+
+def rounds_and_calls(device: torch.device, rounds: int | None, calls: int | None,
+                     cpu_rounds: int) -> tuple[int, int]:  # fmt: skip
+    """``rounds`` and ``calls`` where given, else the defaults for ``device``'s type."""
+    cuda = device.type == "cuda"
+    return rounds or (CUDA_ROUNDS if cuda else cpu_rounds), calls or (CUDA_CALLS if cuda else 1)
+
+
+def add_rounds_args(parser: argparse.ArgumentParser, cpu_rounds: int) -> None:
+    """``--rounds`` and ``--calls``, read by :func:`rounds_and_calls`."""
+    parser.add_argument("--rounds", type=int, help="alternating rounds (default: "
+                        f"{CUDA_ROUNDS} on CUDA, {cpu_rounds} on the CPU)")  # fmt: skip
+    parser.add_argument("--calls", type=int, help="synchronised calls per side per round "
+                        f"(default: {CUDA_CALLS} on CUDA, 1 on the CPU)")  # fmt: skip
 
 
 def median_seconds(fn: Callable[[], object], device: torch.device, min_time: float = 0.5,

@@ -25,11 +25,21 @@ import json
 
 import torch
 
-from bench.timing import gpu_busy_fraction, interleaved, per_call, ratio
+from bench.timing import (
+    add_rounds_args,
+    gpu_busy_fraction,
+    interleaved,
+    per_call,
+    ratio,
+    rounds_and_calls,
+)
 from cprl_fast.models import cprl_resnet, resnet_iqa
 from cprl_fast.presets import MODEL_PRESETS, preset_config, recipe_settings
 from cprl_fast.train import TrainConfig, Trainer, build_optimizers, make_objective
 from cprl_fast.train.pns import STEPS, param_groups
+
+#: Rounds on the CPU (one call each).
+CPU_ROUNDS = 11
 
 
 def pass_floors(arch: str, size: int) -> dict:
@@ -52,8 +62,8 @@ def pass_floors(arch: str, size: int) -> dict:
             "gmac": whole.get_total_flops() / 2e9}  # fmt: skip
 
 
-def measure(arch="resnet18", size=128, batch=16, device="cpu", rounds: int = 11,
-            calls: int = 1, bf16: bool = False, channels_last: bool = False,
+def measure(arch="resnet18", size=128, batch=16, device="cpu", rounds: int | None = None,
+            calls: int | None = None, bf16: bool = False, channels_last: bool = False,
             unshared: bool | None = None) -> dict:  # fmt: skip
     """Plain, faithful and fast iterations timed alternating (:func:`interleaved`, ``rounds``
     rounds of ``calls`` calls per side): medians of the rounds (an even number of faithful
@@ -63,6 +73,7 @@ def measure(arch="resnet18", size=128, batch=16, device="cpu", rounds: int = 11,
     step under bfloat16 autocast; ``channels_last``: models and images in that layout.
     ``unshared`` (default: off CUDA only) adds each mode with its prefix not shared."""
     device = torch.device(device)
+    rounds, calls = rounds_and_calls(device, rounds, calls, cpu_rounds=CPU_ROUNDS)
     unshared = device.type != "cuda" if unshared is None else unshared
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     g = torch.Generator().manual_seed(0)
@@ -115,10 +126,11 @@ def measure(arch="resnet18", size=128, batch=16, device="cpu", rounds: int = 11,
 
 
 def measure_presets(names: list[str], recipe: str = "native", arch: str = "resnet18",
-                    device: str = "cpu", rounds: int = 11) -> dict:  # fmt: skip
+                    device: str = "cpu", rounds: int | None = None) -> dict:  # fmt: skip
     """One training iteration per model preset in ``names`` under ``recipe``, timed alternating
     (:func:`interleaved`): the median seconds per iteration, and per preset its per-round
     ratio to the first preset's with the spread."""
+    rounds, _ = rounds_and_calls(torch.device(device), rounds, 1, cpu_rounds=CPU_ROUNDS)
     settings = recipe_settings(recipe)
     settings["model_options"] = {"arch": arch, **settings.get("model_options", {})}
     base = TrainConfig(**settings, device=device)
@@ -148,8 +160,7 @@ def main(argv=None) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--presets", help="comma-separated model presets: time those instead")
     p.add_argument("--recipe", default="native", help="with --presets: the training recipe")
-    p.add_argument("--rounds", type=int, default=11)
-    p.add_argument("--calls", type=int, default=1, help="calls per side per round (default: 1)")
+    add_rounds_args(p, cpu_rounds=CPU_ROUNDS)
     p.add_argument("--bf16", action="store_true", help="every step under bfloat16 autocast")
     p.add_argument("--channels-last", action="store_true", help="channels_last models and images")
     args = p.parse_args(argv)

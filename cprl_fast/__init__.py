@@ -14,7 +14,7 @@ import torch
 os.environ.setdefault("AOTI_RUNTIME_CHECK_INPUTS", "1")
 
 from cprl_fast import (
-    _C,  # noqa: F401  (registers torch.ops.cprl_fast)
+    _C,  # registers torch.ops.cprl_fast
     nn,
     ops,
     reference,
@@ -25,6 +25,7 @@ from cprl_fast.version import __version__ as __version__
 
 __all__ = [
     "CPRLActivation",
+    "cpu_huge_pages",
     "create_metric",
     "get_backend",
     "has_cuda_kernels",
@@ -40,6 +41,14 @@ __all__ = [
 def has_cuda_kernels() -> bool:
     """Whether the extension was built with its CUDA kernels (``CPRL_FAST_CUDA``)."""
     return bool(torch.ops.cprl_fast.cuda_built())
+
+
+def cpu_huge_pages() -> bool:
+    """Whether the CPU kernels advise their large fresh outputs (8 MiB and up) for transparent
+    huge pages: only with ``CPRL_FAST_HUGE_PAGES=1`` in the environment when the first kernel
+    ran or this was first called (read once per process; docs/decisions.md says why it is off by
+    default)."""
+    return _C.cpu_huge_pages()
 
 
 #: Names served from :mod:`cprl_fast.score` on first use (PEP 562), so that ``import cprl_fast``

@@ -1,5 +1,9 @@
 // The cprl_fast._C module: importing it runs the static TORCH_LIBRARY registrations of the other
-// files (ops.cpp: schemas; cpu/, cuda/: kernels; autograd.cpp), and it holds one Python function.
+// files (ops.cpp: schemas; cpu/, cuda/: kernels; autograd.cpp), and it holds two Python functions.
+//
+// _C.cpu_huge_pages() says whether the CPU kernels advise their large outputs for huge pages
+// (csrc/cpu/huge_pages.h: CPRL_FAST_HUGE_PAGES=1, read once), so that Python reads the rule from
+// the extension rather than repeating it.
 //
 // _C.ca_activation(f, b, temperature, soft, tau) calls cprl_fast::ca_activation through a typed
 // handle: the same op, dispatcher and autograd as torch.ops.cprl_fast.ca_activation, without the
@@ -15,6 +19,8 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/csrc/Exceptions.h>
 #include <torch/csrc/autograd/python_variable.h>
+
+#include "cpu/huge_pages.h"
 
 namespace cprl_fast {
 namespace {
@@ -62,12 +68,19 @@ PyObject* ca_activation(PyObject* /*module*/, PyObject* const* args, Py_ssize_t 
   END_HANDLE_TH_ERRORS
 }
 
+PyObject* cpu_huge_pages(PyObject* /*module*/, PyObject* /*unused*/) {
+  return PyBool_FromLong(cpu::huge_pages_enabled() ? 1 : 0);
+}
+
 PyMethodDef methods[] = {
     {"ca_activation", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&ca_activation)),
      METH_FASTCALL,
      "ca_activation(f, b, temperature, soft, tau)\n--\n\n"
      "torch.ops.cprl_fast.ca_activation, called without torch.ops' boxed path (see "
      "csrc/python_module.cpp)."},
+    {"cpu_huge_pages", &cpu_huge_pages, METH_NOARGS,
+     "cpu_huge_pages()\n--\n\nWhether the CPU kernels advise large outputs for huge pages "
+     "(CPRL_FAST_HUGE_PAGES=1, read once; csrc/cpu/huge_pages.h)."},
     {nullptr, nullptr, 0, nullptr}};
 
 }  // namespace

@@ -4,6 +4,7 @@ taken on a clock both rows have, and what a CPU device refuses or leaves empty."
 
 from __future__ import annotations
 
+import argparse
 import time
 
 import pytest
@@ -11,9 +12,32 @@ import torch
 
 from bench.cases import groups
 from bench.run import add_ratios, time_providers
-from bench.timing import covered_seconds, cuda_graphed, gpu_busy_fraction, interleaved, ratio
+from bench.timing import (
+    CUDA_CALLS,
+    CUDA_ROUNDS,
+    add_rounds_args,
+    covered_seconds,
+    cuda_graphed,
+    gpu_busy_fraction,
+    interleaved,
+    ratio,
+    rounds_and_calls,
+)
 
 CPU = torch.device("cpu")
+
+
+def test_rounds_and_calls_default_by_device_and_keep_what_was_given():
+    cuda = torch.device("cuda")
+    assert rounds_and_calls(CPU, None, None, cpu_rounds=7) == (7, 1)
+    assert rounds_and_calls(cuda, None, None, cpu_rounds=7) == (CUDA_ROUNDS, CUDA_CALLS)
+    assert CUDA_ROUNDS >= 21 and CUDA_CALLS >= 20  # issue 25: the least for a GPU number
+    assert rounds_and_calls(cuda, 3, 2, cpu_rounds=7) == (3, 2)
+    parser = argparse.ArgumentParser()
+    add_rounds_args(parser, cpu_rounds=5)
+    args = parser.parse_args(["--calls", "4"])
+    assert rounds_and_calls(CPU, args.rounds, args.calls, cpu_rounds=5) == (5, 4)
+    assert "5 on the CPU" in parser.format_help()
 
 
 def test_interleaved_calls_each_side_calls_times_per_round_and_reports_per_call():

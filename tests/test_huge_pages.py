@@ -51,8 +51,9 @@ def fallbacks() -> int:
 
 def measure() -> dict[str, int]:
     """Huge kB under each output of the two ops, forward and backward, and under a torch
-    allocation of the same size; ``fallbacks``: huge-page faults the kernel could not serve."""
-    from cprl_fast import ops
+    allocation of the same size; ``fallbacks``: huge-page faults the kernel could not serve;
+    ``enabled``: what :func:`cprl_fast.cpu_huge_pages` says."""
+    from cprl_fast import cpu_huge_pages, ops
 
     before = fallbacks()
     g = torch.Generator().manual_seed(0)
@@ -66,7 +67,8 @@ def measure() -> dict[str, int]:
     control = torch.empty(SHAPE).fill_(1.0)
     kib = {"rank_mask y": y, "rank_mask grad_f": grad_f, "intervene": out,
            "intervene grad_t": grad_t, "torch": control}  # fmt: skip
-    return {**{k: huge_kib(v) for k, v in kib.items()}, "fallbacks": fallbacks() - before}
+    return {**{k: huge_kib(v) for k, v in kib.items()}, "fallbacks": fallbacks() - before,
+            "enabled": int(cpu_huge_pages())}
 
 
 def _in_fresh_process(hint: str | None) -> dict[str, int]:
@@ -82,6 +84,7 @@ def _in_fresh_process(hint: str | None) -> dict[str, int]:
 @pytest.mark.slow
 def test_outputs_are_backed_by_huge_pages_and_torch_allocations_are_not():
     kib = _in_fresh_process("1")
+    assert kib.pop("enabled") == 1
     assert kib.pop("torch") == 0
     if kib.pop("fallbacks"):  # memory too fragmented: a fact of this machine, not of the hint
         pytest.skip("the kernel had no free huge page for some fault")
@@ -92,5 +95,6 @@ def test_outputs_are_backed_by_huge_pages_and_torch_allocations_are_not():
 @pytest.mark.parametrize("hint", [None, "0", "yes"])
 def test_off_by_default_and_for_any_other_value(hint):
     kib = _in_fresh_process(hint)
+    assert kib.pop("enabled") == 0
     kib.pop("fallbacks")
     assert set(kib.values()) == {0}, kib
