@@ -12,9 +12,10 @@
 #   3. op rows at the targets' shapes (rank_mask and intervene forward + backward, float32 and
 #      bfloat16): providers interleaved per round, device time of CUDA graph replays and of
 #      plain calls (CUDA events), host time per call, each row checked against eager
-#   4. using a model (GPU only; bench/model_check.py): train a tiny CPRL model there, certify
-#      it (against the CPU's certificate), export it as pt2 + AOTInductor package for the
-#      device and load that in a fresh process, audit it
+#   4. using a model (GPU only; bench/model_check.py): train a tiny CPRL model there, check that
+#      a training iteration makes no host synchronisation, certify it (against the CPU's),
+#      export it as pt2 + AOTInductor package for the device and load that in a fresh process,
+#      audit it
 #   5. the audit's full suite timed against its floor (bench/audit_time.py: the CPRL ResNet-50,
 #      224 px, 32 built-in images scaled to 250; each pass's cost measured before and after)
 #   6. the op tests (every backend on the device, workers in parallel when pytest-xdist is

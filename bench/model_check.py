@@ -1,7 +1,8 @@
 """Using a model on one device, end to end, for the lent-GPU run (bench/gpu_check.sh): train a
-tiny CPRL model there, audit it, certify it (and compare with the same certificate computed
-on the CPU), and export it as a pt2 program and an AOTInductor package for the device, each
-loaded in a fresh process and compared with the eager scores. Every step prints one line,
+tiny CPRL model there (and check that a training iteration makes no host synchronisation),
+certify it (and compare with the same certificate computed on the CPU), export it as a pt2
+program and an AOTInductor package for the device, each loaded in a fresh process and compared
+with the eager scores, and audit it. Every step prints one line,
 ``model-check: <step> ok|FAILED ...`` with its time, and a failed step never hides the next.
 
     python -m bench.model_check --device cuda --out-dir /tmp/model-check
@@ -11,6 +12,8 @@ loaded in a fresh process and compared with the eager scores. Every step prints 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import subprocess
 import sys
 import tempfile
@@ -52,8 +55,48 @@ def _train(device: str, out: Path) -> str:
     return f"3 steps of CPRL (ResNet-18, {SIZE} px) on {device}"
 
 
+@contextlib.contextmanager
+def _sync_errors(cuda: bool):
+    """Inside, on CUDA, every synchronising CUDA call raises (``set_sync_debug_mode``)."""
+    if not cuda:
+        yield
+        return
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+def _no_sync(device: str, out: Path) -> str:
+    """Issue 25: a training iteration makes no host synchronisation. For each PNS mode, two
+    iterations to warm up, then two with every synchronising CUDA call an error, each a batch
+    from the Trainer's own loader (pinned on CUDA) and :meth:`Trainer.train_step` with
+    gradient clipping, training noise and (on CUDA) bf16 autocast. On the CPU nothing waits
+    for a device: the same iterations run (the plumbing), and tests/test_train.py counts the
+    step's reads to the host instead."""
+    from cprl_fast.data import load_splits
+    from cprl_fast.train import TrainConfig, Trainer
+
+    cuda = torch.device(device).type == "cuda"
+    train = load_splits("builtin", out / "data", ("train",), image_size=SIZE)["train"]
+    for mode in ("faithful", "fast"):
+        cfg = TrainConfig(model="cprl", model_options={"arch": "resnet18"},
+                          objective_options={"mode": mode}, image_size=SIZE, batch_size=4,
+                          clip_grad=1.0, noise_sigma=0.01, bf16=cuda, device=device,
+                          out_dir=str(out / f"no-sync-{mode}"))  # fmt: skip
+        trainer = Trainer(cfg, train)
+        batches = iter(trainer.epoch_loader(0, 0, 4))
+        for x, y in itertools.islice(batches, 2):
+            trainer.train_step(x, y)
+        with _sync_errors(cuda):
+            for x, y in batches:
+                trainer.train_step(x, y)
+    checked = "under set_sync_debug_mode('error')" if cuda else "(no check on the CPU)"
+    return f"2 + 2 iterations of each PNS mode, the last two {checked}"
+
+
 def _audit(device: str, out: Path) -> str:
-    import contextlib
     import io
     import json
 
@@ -149,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     failures: list[str] = []
     if _step("train", lambda: _train(args.device, out), failures) is None:
         return 1
+    _step("no-sync", lambda: _no_sync(args.device, out), failures)
     _step("certify", lambda: _certify(args.device, out), failures)
     _step("export", lambda: _export(args.device, out, not args.no_aoti), failures)
     _step("audit", lambda: _audit(args.device, out), failures)

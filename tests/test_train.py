@@ -151,6 +151,22 @@ def test_a_pns_step_reads_nothing_back_to_the_host(step):
 
 
 class TestTrainer:
+    def test_the_epoch_loader_serves_the_epoch_order_and_pins_memory_for_cuda_only(
+        self, builtin_sets, tmp_path
+    ):
+        """Issue 25: batches come in pinned memory on CUDA (train_step's copy then does not wait
+        for the device), in the epoch's fixed order, batches ``start`` to ``end``."""
+        from cprl_fast.train.trainer import epoch_order
+
+        train = builtin_sets[1]
+        t = Trainer(TrainConfig(**SMALL, model="resnet", out_dir=str(tmp_path)), train)
+        loader = t.epoch_loader(epoch=1, start=1, end=3)
+        order = epoch_order(len(train), t.cfg.seed, 1)
+        assert list(loader.batch_sampler) == [order[4:8], order[8:12]]
+        assert loader.pin_memory is False
+        t.device = torch.device("cuda")  # (a loader pins when it is iterated, not when made)
+        assert t.epoch_loader(epoch=1, start=1, end=3).pin_memory is True
+
     def test_losses_are_read_in_blocks_and_a_nan_stops_the_run(self, builtin_sets, tmp_path,
                                                                monkeypatch):  # fmt: skip
         """The loop reads the step losses to the host once per LOG_EVERY steps (one transfer),

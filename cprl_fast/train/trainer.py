@@ -329,7 +329,9 @@ class Trainer:
         return contextlib.nullcontext()
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        x, y = x.to(self.device), y.to(self.device)
+        # (non_blocking: from pinned memory the host does not wait; from pageable memory the
+        # copy is staged before it returns, so either way x may be freed at once)
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         self.net.train()
         if self.cfg.freeze_bn:
             for m in self.model.modules():
@@ -427,6 +429,24 @@ class Trainer:
         with run_folder(self.out, lock=self.rank == 0):
             return self._fit(resume, overwrite)
 
+    def epoch_loader(self, epoch: int, start: int, end: int) -> torch.utils.data.DataLoader:
+        """The batches ``start`` to ``end`` (exclusive) of ``epoch``: this process's share of
+        each, in the epoch's fixed order. Its own generator (not the global RNG) seeds the
+        workers, so a resumed run draws the same augmentation randomness as an uninterrupted
+        one. On CUDA the batches come in pinned memory, so that :meth:`train_step` copies them
+        to the device without waiting for the copy (no host synchronisation per iteration)."""
+        cfg = self.cfg
+        order = epoch_order(len(self.train_set), cfg.seed, epoch)
+        batches = [
+            rank_share(order[b * cfg.batch_size : (b + 1) * cfg.batch_size], self.rank, self.world)
+            for b in range(start, end)
+        ]
+        seeder = torch.Generator().manual_seed(cfg.seed * 7919 + epoch * 104729 + start)
+        return torch.utils.data.DataLoader(
+            self.train_set, batch_sampler=batches, num_workers=cfg.num_workers, generator=seeder,
+            pin_memory=self.device.type == "cuda",
+        )  # fmt: skip
+
     def _schedule(self, total: int) -> None:
         """Sets every optimiser's learning rate (and Adam's beta1) for the next iteration, by
         ``cfg.schedule`` over ``total`` iterations (``epochs`` x batches per epoch: ``max_steps``
@@ -507,20 +527,7 @@ class Trainer:
                 logger.writerow(["step", "epoch", *columns])
             while self.step < total:
                 epoch, start = divmod(self.step, per_epoch)
-                order = epoch_order(len(self.train_set), cfg.seed, epoch)
-                end = min(per_epoch, start + total - self.step)
-                batches = [
-                    rank_share(order[b * cfg.batch_size : (b + 1) * cfg.batch_size], self.rank,
-                               self.world)
-                    for b in range(start, end)
-                ]  # fmt: skip
-                # the loader's own generator (not the global RNG) seeds its workers, so a resumed
-                # run draws the same augmentation randomness as an uninterrupted one
-                seeder = torch.Generator().manual_seed(cfg.seed * 7919 + epoch * 104729 + start)
-                loader = torch.utils.data.DataLoader(
-                    self.train_set, batch_sampler=batches, num_workers=cfg.num_workers,
-                    generator=seeder,
-                )  # fmt: skip
+                loader = self.epoch_loader(epoch, start, min(per_epoch, start + total - self.step))
                 pending: list[tuple[int, dict[str, torch.Tensor]]] = []
                 for x, y in loader:
                     self._schedule(cfg.epochs * per_epoch)
