@@ -107,11 +107,28 @@ class TestRandomStart:
         assert (x1 - x).abs().max() <= eps + 1e-7 and x1.min() >= 0 and x1.max() <= 1
         assert (x1 - x).abs().mean() > eps / 4  # it moved: uniform noise has mean |u| = eps/2
 
-    def test_generator_on_wrong_device(self):
+    def test_a_cpu_generator_serves_any_device(self):
+        """The evaluations pass their seeded CPU generator to the attacks on every device: the
+        noise is drawn on the CPU and copied (here to the meta device; on a GPU the test below
+        checks the values)."""
+        x = torch.rand(2, 3, 4, 5, device="meta").to(memory_format=torch.channels_last)
+        out = ops.random_start(x, 0.1, generator=torch.Generator().manual_seed(0))
+        assert out.device.type == "meta" and out.shape == x.shape
+        assert out.is_contiguous(memory_format=torch.channels_last)
+
+    def test_cuda_x_with_a_cpu_generator_starts_where_the_cpu_does(self):
+        if not torch.cuda.is_available():
+            pytest.skip("needs a GPU")
+        x = torch.rand(2, 3, 8, 8)
+        want = ops.random_start(x, 0.1, generator=torch.Generator().manual_seed(5))
+        got = ops.random_start(x.cuda(), 0.1, generator=torch.Generator().manual_seed(5))
+        torch.testing.assert_close(got.cpu(), want, rtol=0, atol=1e-7)
+
+    def test_cuda_generator_for_a_cpu_x_is_refused(self):
         if not torch.cuda.is_available():
             pytest.skip("needs a GPU to make a CUDA generator")
-        with pytest.raises(ValueError, match="generator must be on the device of x"):
-            ops.random_start(torch.rand(2, device="cuda"), 0.1, generator=torch.Generator())
+        with pytest.raises(ValueError, match=r"must be on the device of x \(cpu\) or on the CPU"):
+            ops.random_start(torch.rand(2), 0.1, generator=torch.Generator(device="cuda"))
 
 
 class TestAttackStepErrors:

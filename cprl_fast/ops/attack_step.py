@@ -131,7 +131,10 @@ def random_start(
         x: clean input, any shape, floating dtype.
         eps: radius of the uniform noise, ``>= 0``.
         lo, hi: valid pixel range.
-        generator: a ``torch.Generator`` on ``x``'s device, for reproducible starts.
+        generator: for reproducible starts, a ``torch.Generator`` on ``x``'s device, or on the
+            CPU for any ``x``: the noise is then drawn on the CPU and copied to ``x``'s device,
+            so the same seed gives the same start on every device (the evaluations' seeded
+            generator is a CPU one).
 
     Returns:
         A new tensor like ``x`` (not requiring grad).
@@ -139,14 +142,14 @@ def random_start(
     check_float(x, "x")
     check_eps(eps)
     check_range(lo, hi)
-    if generator is not None and generator.device.type != x.device.type:
-        raise ValueError(
-            f"generator must be on the device of x ({x.device}), got {generator.device}"
-        )
-    noise = torch.empty_like(x, memory_format=dense_format(x)).uniform_(
+    draw_on = x.device if generator is None else generator.device
+    if draw_on.type not in (x.device.type, "cpu"):
+        raise ValueError(f"generator must be on the device of x ({x.device}) or on the CPU, "
+                         f"got {generator.device}")  # fmt: skip
+    noise = torch.empty_like(x, device=draw_on, memory_format=dense_format(x)).uniform_(
         -float(eps), float(eps), generator=generator
     )
-    return (x.detach() + noise).clamp_(float(lo), float(hi))
+    return (x.detach() + noise.to(x.device)).clamp_(float(lo), float(hi))
 
 
 # -- the spec the shared tests and the benchmarks run -------------------------------------------
