@@ -199,6 +199,26 @@ def test_square_raises_the_loss(trained):
     assert np.mean((_scores(model, x_sq) - y.numpy()) ** 2) > clean
 
 
+def test_square_draws_the_same_numbers_however_many_queries_it_draws_at_once(monkeypatch):
+    """Square draws its random numbers in blocks of queries (one copy to the device per block):
+    the blocks' size changes nothing, across block boundaries included, and the per-query
+    order is the one a draw per query would give (stripes; then rows, columns, signs)."""
+    from cprl_fast.attacks import masking
+
+    torch.manual_seed(0)
+    model = TinyIQA().eval()
+    x = torch.rand(3, 3, 12, 10, generator=torch.Generator().manual_seed(1))
+
+    def run(block):
+        monkeypatch.setattr(masking, "SQUARE_DRAW_QUERIES", block)
+        return attacks.square(model, x, eps=4 / 255, queries=23,
+                              generator=torch.Generator().manual_seed(2))  # fmt: skip
+
+    one = run(1)
+    assert torch.equal(run(5), one) and torch.equal(run(256), one)
+    assert not torch.equal(one, x)
+
+
 @pytest.mark.slow
 def test_eot_averages_gradients(trained):
     model, x, y = trained

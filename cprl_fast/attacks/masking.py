@@ -49,6 +49,10 @@ def pgd_soft_rank(
         return pgd(model, x, y, eps, steps=steps, generator=generator)
 
 
+#: Queries whose random numbers :func:`square` draws and copies to the device at once.
+SQUARE_DRAW_QUERIES = 256
+
+
 def _square_fraction(p_init: float, i: int, n: int) -> float:
     """The schedule of the square's area fraction (halved at fixed fractions of the budget)."""
     it = int(i / n * 10000)
@@ -64,7 +68,13 @@ def square(
     queries: int = 300, p_init: float = 0.1, loss: Loss = mse_loss,
     generator: torch.Generator | None = None, lo: float = 0.0, hi: float = 1.0,
 ) -> torch.Tensor:  # fmt: skip
-    """L-infinity Square attack with ``queries`` model evaluations per sample."""
+    """L-infinity Square attack with ``queries`` model evaluations per sample.
+
+    The random numbers come from ``generator`` (a CPU one, or the CPU's default) in a fixed
+    order: the initial stripes, then per query the squares' rows, columns and signs. They are
+    drawn on the CPU :data:`SQUARE_DRAW_QUERIES` queries at a time and copied to ``x``'s
+    device in one transfer, so that on a GPU the queries run without waiting for the host;
+    the draws, and so the result, do not depend on that number."""
     check_images(x, eps)
     x0 = x.detach()
     n, c, h, w = x0.shape
@@ -73,21 +83,26 @@ def square(
     def rand(*shape):
         return torch.rand(*shape, generator=generator, device="cpu").to(dev)
 
+    def query_draws() -> Iterator[torch.Tensor]:
+        """Per query ``[n * (2 + c)]``: ``n`` rows, ``n`` columns, ``n * c`` signs in [0, 1)."""
+        for start in range(1, queries, SQUARE_DRAW_QUERIES):
+            yield from rand(min(SQUARE_DRAW_QUERIES, queries - start), n * (2 + c))
+
     with eval_mode(model):
         y_t = targets(model, x0, y)
         stripes = (rand(n, c, 1, w) < 0.5).to(x0.dtype) * 2 - 1
         best = (x0 + eps * stripes).clamp(lo, hi)
         best_loss = per_sample_loss(model, best, y_t, loss)
-        for i in range(1, queries):
+        rows = torch.arange(h, device=dev)[None, :, None]
+        cols = torch.arange(w, device=dev)[None, None, :]
+        for i, u in enumerate(query_draws(), start=1):
             area = _square_fraction(p_init, i, queries) * h * w
             side = max(1, min(h, w, round(math.sqrt(area))))
-            top = (rand(n) * (h - side + 1)).long()
-            left = (rand(n) * (w - side + 1)).long()
-            rows = torch.arange(h, device=dev)[None, :, None]
-            cols = torch.arange(w, device=dev)[None, None, :]
+            top = (u[:n] * (h - side + 1)).long()
+            left = (u[n : 2 * n] * (w - side + 1)).long()
             t, lft = top[:, None, None], left[:, None, None]
             inside = (rows >= t) & (rows < t + side) & (cols >= lft) & (cols < lft + side)
-            signs = (rand(n, c, 1, 1) < 0.5).to(x0.dtype) * 2 - 1
+            signs = (u[2 * n :].view(n, c, 1, 1) < 0.5).to(x0.dtype) * 2 - 1
             cand = torch.where(inside[:, None], x0 + eps * signs, best).clamp(lo, hi)
             cand = torch.minimum(torch.maximum(cand, x0 - eps), x0 + eps)
             cand_loss = per_sample_loss(model, cand, y_t, loss)
