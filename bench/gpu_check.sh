@@ -207,7 +207,8 @@ if wanted tests; then
   sanitizer=$!
   limited "$TEST_LIMIT" $PY -m pytest tests/test_op_specs.py tests/test_rank_mask.py \
     tests/test_intervene.py tests/test_attack_step.py tests/test_compile.py \
-    tests/test_triton_helpers.py -k "$TEST_FILTER" "${PYTEST_ARGS[@]}" >"$OUT/tests.log" 2>&1
+    tests/test_triton_helpers.py tests/test_devices.py -k "$TEST_FILTER" "${PYTEST_ARGS[@]}" \
+    >"$OUT/tests.log" 2>&1
   echo "tests: exit $?"
   tail -n 15 "$OUT/tests.log"
   wait "$sanitizer"

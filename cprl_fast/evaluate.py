@@ -19,6 +19,7 @@ from torch import nn
 from cprl_fast import attacks, metrics
 from cprl_fast.attacks.common import eval_mode
 from cprl_fast.checks import check_image_eps
+from cprl_fast.devices import pins
 
 
 def parse_number(text: str | float, name: str = "eps") -> float:
@@ -97,16 +98,18 @@ def predictions(model: nn.Module, dataset, attack: str | None, eps: float, batch
         return pred.copy(), labels.copy()
     g = torch.Generator().manual_seed(seed)
     preds, labels = [], []
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
+    # on a GPU the host reads no score until the end, so it loads the next batch (pinned, copied
+    # without waiting) while the GPU attacks and scores this one
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, pin_memory=pins(device))
     with eval_mode(model):
         for x, y in loader:
-            x, y = x.to(device), y.to(device)
+            labels.append(y)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if attack is not None and eps > 0:
                 x = attacks.run_attack(attack, model, x, y, eps, g, source)
             with torch.no_grad():
-                preds.append(model(x).float().cpu())
-            labels.append(y.cpu())
-    return torch.cat(preds).numpy(), torch.cat(labels).numpy()
+                preds.append(model(x).float())
+    return torch.cat(preds).cpu().numpy(), torch.cat(labels).numpy()
 
 
 def _check_attacks(names: Sequence[str], source: nn.Module | None) -> list[str]:

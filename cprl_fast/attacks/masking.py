@@ -19,6 +19,7 @@ from torch import nn
 from cprl_fast.attacks.common import Loss, check_images, eval_mode, per_sample_loss, targets
 from cprl_fast.attacks.gradient import pgd
 from cprl_fast.attacks.losses import mse_loss
+from cprl_fast.devices import to_device
 from cprl_fast.nn import CPRLActivation
 
 
@@ -73,7 +74,7 @@ def square(
     The random numbers come from ``generator`` (a CPU one, or the CPU's default) in a fixed
     order: the initial stripes, then per query the squares' rows, columns and signs. They are
     drawn on the CPU :data:`SQUARE_DRAW_QUERIES` queries at a time and copied to ``x``'s
-    device in one transfer, so that on a GPU the queries run without waiting for the host;
+    device in one transfer that the host does not wait for (:func:`cprl_fast.devices.to_device`);
     the draws, and so the result, do not depend on that number."""
     check_images(x, eps)
     x0 = x.detach()
@@ -81,7 +82,7 @@ def square(
     dev = x0.device
 
     def rand(*shape):
-        return torch.rand(*shape, generator=generator, device="cpu").to(dev)
+        return to_device(torch.rand(*shape, generator=generator, device="cpu"), dev)
 
     def query_draws() -> Iterator[torch.Tensor]:
         """Per query ``[n * (2 + c)]``: ``n`` rows, ``n`` columns, ``n * c`` signs in [0, 1)."""

@@ -31,6 +31,7 @@ from cprl_fast.checks import (
     check_tensor,
     dense_format,
 )
+from cprl_fast.devices import to_device
 from cprl_fast.ops import _backend
 from cprl_fast.ops.spec import BadCall, OpSpec, in_layout
 
@@ -149,7 +150,7 @@ def random_start(
     noise = torch.empty_like(x, device=draw_on, memory_format=dense_format(x)).uniform_(
         -float(eps), float(eps), generator=generator
     )
-    return (x.detach() + noise.to(x.device)).clamp_(float(lo), float(hi))
+    return (x.detach() + to_device(noise, x.device)).clamp_(float(lo), float(hi))
 
 
 # -- the spec the shared tests and the benchmarks run -------------------------------------------

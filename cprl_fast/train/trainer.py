@@ -33,6 +33,7 @@ from torch import nn
 from cprl_fast import metrics
 from cprl_fast.checks import check_device, check_noise_sigma
 from cprl_fast.data.splits import check_split_folds
+from cprl_fast.devices import pins
 from cprl_fast.io import (
     TEMPORARY,
     open_own_file,
@@ -444,7 +445,7 @@ class Trainer:
         seeder = torch.Generator().manual_seed(cfg.seed * 7919 + epoch * 104729 + start)
         return torch.utils.data.DataLoader(
             self.train_set, batch_sampler=batches, num_workers=cfg.num_workers, generator=seeder,
-            pin_memory=self.device.type == "cuda",
+            pin_memory=pins(self.device),
         )  # fmt: skip
 
     def _schedule(self, total: int) -> None:
