@@ -39,7 +39,8 @@ from torch import nn
 from cprl_fast import metrics
 from cprl_fast.attacks import SUITES, black_box_checks, white_box
 from cprl_fast.checks import check_images
-from cprl_fast.evaluate import evaluate, predictions
+from cprl_fast.data.decoded import decoded_once
+from cprl_fast.evaluate import PredictionMemo, evaluate, predictions
 from cprl_fast.nn import CPRLActivation
 from cprl_fast.render import write_audit
 from cprl_fast.reports import AuditReport, Check, eps_label, worst_of
@@ -201,7 +202,9 @@ def audit(model: nn.Module, dataset, eps: Sequence[float] = DEFAULT_EPS,
     ball that holds each L-infinity ball, ``eps * sqrt(3 H W)``. ``certify_layer``,
     ``certify_feature_sigmas``, ``certify_lipschitz``: feature-space smoothing at that layer
     (:func:`cprl_fast.certify.certify_features`, sigma in feature units) on the same images,
-    beside the input-space rows with the time each took. Returns the report."""
+    beside the input-space rows with the time each took. Each image is decoded once for the
+    whole audit (:func:`cprl_fast.data.decoded_once`) and scored clean once. Returns the
+    report."""
     from tqdm import tqdm
 
     if certify_sigmas or certify_feature_sigmas:  # checked before any attack runs
@@ -217,25 +220,28 @@ def audit(model: nn.Module, dataset, eps: Sequence[float] = DEFAULT_EPS,
         if certify_layer is None:
             raise ValueError("feature-space smoothing needs the layer to add noise at")
         split_features(model, certify_layer)
-    check_auditable(model, dataset, batch_size, device)
+    images = decoded_once(dataset)  # the check below reads every image first
+    check_auditable(model, images, batch_size, device)
     attacks = audit_attacks(model, attacks, source)
     eps = list(eps)
     if not eps:
         raise ValueError("eps must hold at least one budget, e.g. (1/255, 4/255)")
     soft = _has_ca(model)
     by_eps = {}
+    memo: PredictionMemo = {}  # the clean scores, shared by every eps
     for e in tqdm(list(eps), desc="audit: budgets", unit="eps"):
-        by_eps[float(e)] = evaluate(model, dataset, attacks, e, batch_size, device, seed, source)
+        by_eps[float(e)] = evaluate(model, images, attacks, e, batch_size, device, seed, source,
+                                    memo)  # fmt: skip
     # without a random start: at eps = 1 a random start alone would reach chance
     unbounded = {}
     for n in UNBOUNDED:
-        pred, y = predictions(model, dataset, n, 1.0, batch_size, device, seed)
+        pred, y = predictions(model, images, n, 1.0, batch_size, device, seed)
         unbounded[n] = {"srcc": metrics.srcc(pred, y)}
     report = AuditReport(model=title, images=len(dataset), attacks=attacks,
                          eps=[float(e) for e in eps], results=by_eps, unbounded=unbounded,
                          diagnostics=diagnose(by_eps, unbounded, soft))  # fmt: skip
     if certify_sigmas or certify_feature_sigmas:
-        report.certified = certified_rows(model, dataset, eps, certify_sigmas, certify_n,
+        report.certified = certified_rows(model, images, eps, certify_sigmas, certify_n,
                                           certify_alpha, batch_size, device, seed, certify_layer,
                                           certify_feature_sigmas, certify_lipschitz)  # fmt: skip
     if out_dir is not None:

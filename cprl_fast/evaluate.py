@@ -19,6 +19,7 @@ from torch import nn
 from cprl_fast import attacks, metrics
 from cprl_fast.attacks.common import eval_mode
 from cprl_fast.checks import check_image_eps
+from cprl_fast.data.decoded import decoded_once, underlying
 from cprl_fast.devices import pins
 
 
@@ -84,14 +85,16 @@ def predictions(model: nn.Module, dataset, attack: str | None, eps: float, batch
     condition), and an attack at one eps that both a table and a figure ask for. Keyed by the
     identity of the model, dataset and source objects, so the caller must not change a model's
     weights or a dataset while it keeps the memo; the results are deterministic in the other
-    arguments. Each call gets its own copies."""
+    arguments (a dataset and :func:`cprl_fast.data.decoded_once` of it are one key: the same
+    images). Each call gets its own copies."""
     if attack is not None:
         _check_attacks([attack], source)
     check_image_eps(eps)
     if memo is not None:
         attacked = attack is not None and eps > 0
-        key = (id(model), id(dataset), attack if attacked else None, eps if attacked else 0.0,
-               batch_size, str(device), seed, id(source) if attacked else None)  # fmt: skip
+        key = (id(model), id(underlying(dataset)), attack if attacked else None,
+               eps if attacked else 0.0, batch_size, str(device), seed,
+               id(source) if attacked else None)  # fmt: skip
         if key not in memo:
             memo[key] = predictions(model, dataset, attack, eps, batch_size, device, seed, source)
         pred, labels = memo[key]
@@ -126,11 +129,13 @@ def evaluate(model: nn.Module, dataset, attack_names: Sequence[str] = attacks.SU
              source: nn.Module | None = None,
              memo: PredictionMemo | None = None) -> dict[str, dict[str, float]]:  # fmt: skip
     """``{"clean": metrics, "<attack>": metrics, ...}`` of ``model`` on ``dataset`` (``source``:
-    the model the ``transfer`` attack crafts its images on; ``memo``: see :func:`predictions`)."""
+    the model the ``transfer`` attack crafts its images on; ``memo``: see :func:`predictions`).
+    Each image is decoded once for all the conditions (:func:`cprl_fast.data.decoded_once`)."""
     from tqdm import tqdm
 
     attack_names = _check_attacks(attack_names, source)
     check_image_eps(eps)
+    dataset = decoded_once(dataset)
     clean, y = predictions(model, dataset, None, eps, batch_size, device, seed, memo=memo)
     results = {"clean": {**_condition(clean, clean, y, seed), "labels": [float(v) for v in y]}}
     attacked = {}

@@ -170,9 +170,12 @@ def srcc_vs_eps(models: dict[str, nn.Module], dataset, path: str | Path,
                 memo: PredictionMemo | None = None) -> dict:  # fmt: skip
     """Fig. 6: SRCC of each model on ``dataset`` under ``attack`` at each eps, with its 95%
     bootstrap interval over the images as a band (``ci`` in the returned data). ``memo``:
-    predictions a run already made (:func:`cprl_fast.evaluate.predictions`)."""
+    predictions a run already made (:func:`cprl_fast.evaluate.predictions`). Each image is
+    decoded once for every model and eps (:func:`cprl_fast.data.decoded_once`)."""
+    from cprl_fast.data.decoded import decoded_once
     from cprl_fast.evaluate import predictions
 
+    dataset = decoded_once(dataset)
     plt = pyplot()
     curves, bands = {}, {}
     for name, model in models.items():

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from cprl_fast.attacks import SUITES
-from cprl_fast.data import LOADERS
+from cprl_fast.data import LOADERS, decoded_once
 from cprl_fast.evaluate import PredictionMemo, evaluate
 from cprl_fast.figures import draw_figures, figure_markdown
 from cprl_fast.io import read_json, write_json_atomic, write_text_atomic
@@ -84,6 +84,7 @@ def reproduce(
     cfg = dataclasses.replace(base, dataset=dataset, root=root, split_file=split_file)
     splits = load_run_splits(cfg, ("train", "val", "test"))
     train_set, val_set, test_set = splits["train"], splits["val"], splits["test"]
+    test_images = decoded_once(test_set)  # decoded once for every model, table and figure
     bs, dev = cfg.batch_size, cfg.device
     memo: PredictionMemo = {}  # the clean and attacked scores a table and a figure share
 
@@ -98,7 +99,7 @@ def reproduce(
         digest = hashlib.sha256(key.encode()).hexdigest()[:12]
         return _cached(
             out, f"eval-{name}-{digest}",
-            lambda: evaluate(model, test_set, names, eps, bs, dev, memo=memo),
+            lambda: evaluate(model, test_images, names, eps, bs, dev, memo=memo),
         )  # fmt: skip
 
     models = {"resnet": train("resnet", model="resnet"), "cprl": train("cprl", model="cprl", b=0.4)}
@@ -123,7 +124,7 @@ def reproduce(
         write_results(table6, out / "tables" / "table6_pns", "Table 6: CA alone against CA + PNS")
 
     names = {"ResNet": models["resnet"], "CPRL": models["cprl"]}
-    fig6 = draw_figures(names, test_set, out / "figures", bs, dev, memo)
+    fig6 = draw_figures(names, test_images, out / "figures", bs, dev, memo)
     report = {
         "dataset": dataset,
         "eps": eps,

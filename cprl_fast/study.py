@@ -30,6 +30,7 @@ from cprl_fast import metrics
 from cprl_fast.attacks import SUITES
 from cprl_fast.audit import DEFAULT_EPS, audit, certified_rows
 from cprl_fast.data.base import IQADataset
+from cprl_fast.data.decoded import decoded_once
 from cprl_fast.data.transforms import to_tensor
 from cprl_fast.io import printable, read_json, write_json_atomic
 from cprl_fast.presets import MODEL_PRESETS, preset_config
@@ -116,7 +117,8 @@ def run_one(dataset: str, root: str | None, out: Path, base: TrainConfig, folds:
     cfg = dataclasses.replace(base, dataset=dataset, root=root, folds=folds, fold=fold,
                               seed=seed, split_file=str(split_file))  # fmt: skip
     splits = load_run_splits(cfg, ("train", "val", "test"))
-    tested = audit_subset(splits["test"], per_scene, seed=fold, crop=audit_crop)
+    # decoded once for every model's audit
+    tested = decoded_once(audit_subset(splits["test"], per_scene, seed=fold, crop=audit_crop))
     trained: dict[str, torch.nn.Module] = {}
 
     def model(name: str) -> torch.nn.Module:

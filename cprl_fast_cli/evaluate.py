@@ -42,6 +42,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cprl_fast.data import decoded_once
     from cprl_fast.evaluate import evaluate, parse_eps
     from cprl_fast.figures import draw_figures
     from cprl_fast.render import write_results
@@ -60,14 +61,15 @@ def run(args: argparse.Namespace) -> int:
     cfg0 = next(iter(models.values())).config
     dataset = load_run_splits(cfg0, (args.split,), args.dataset, args.root,
                               from_card=True)[args.split]  # fmt: skip
+    images = decoded_once(dataset)  # decoded once for every checkpoint and figure
     results = {
-        name: evaluate(t.model, dataset, names, eps, args.batch_size, args.device)
+        name: evaluate(t.model, images, names, eps, args.batch_size, args.device)
         for name, t in models.items()
     }
     paths = write_results(results, args.out_dir, f"{dataset.name} {args.split}, eps = {args.eps}")
     if args.figures:
         plain = {n: t.model for n, t in models.items()}
-        draw_figures(plain, dataset, args.out_dir, args.batch_size, args.device)
+        draw_figures(plain, images, args.out_dir, args.batch_size, args.device)
     print((args.out_dir / "results.md").read_text())
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
     return 0

@@ -28,6 +28,7 @@ from cprl_fast.data.base import (
     file_sha256,
     loader,
 )
+from cprl_fast.data.decoded import DecodedOnce, decoded_once
 from cprl_fast.data.splits import (
     make_record,
     read_record,
@@ -42,8 +43,10 @@ __all__ = [
     "DATASETS",
     "LOADERS",
     "DatasetFormatError",
+    "DecodedOnce",
     "IQADataset",
     "Item",
+    "decoded_once",
     "load_dataset",
     "load_items",
     "load_splits",
