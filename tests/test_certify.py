@@ -145,6 +145,51 @@ def test_labelled_images_give_the_smoothed_metrics():
     assert bounds[-1] < bounds[0] <= out["srcc"] + 1e-12
 
 
+# --- the noise draws ----------------------------------------------------------------------
+
+
+class FirstPixel(nn.Module):
+    """f(x) = the first pixel of each image: its noisy scores show the draws themselves."""
+
+    def forward(self, x):
+        return x[:, 0, 0, 0]
+
+
+def test_every_image_gets_the_same_draws_whatever_the_batch_size():
+    from cprl_fast.certify import NOISE_CHUNK, NoiseDraws, noisy_scores
+
+    x = torch.rand(7, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    n = 3 * NOISE_CHUNK + 5  # a last chunk that is not full
+    s = noisy_scores(FirstPixel(), x, 0.5, n, seed=11, chunk=8)  # draws cut across chunks
+    d = NoiseDraws((3, 4, 4), n, 11, "cpu").take(0, n)[:, 0, 0, 0]
+    torch.testing.assert_close(s, x[:, 0, 0, 0, None] + 0.5 * d, rtol=0, atol=1e-6)
+    # the same certificate in batches of 1, 3 and 7 images
+    kw = dict(sigma=0.1, n=n, radius=(0.0, 0.05), seed=11, progress=False)
+    certs = [certify(MeanPixel(), x, batch_size=b, **kw) for b in (1, 3, 7)]
+    for c in certs[1:]:
+        np.testing.assert_array_equal(c.lower, certs[0].lower)
+        np.testing.assert_array_equal(c.median, certs[0].median)
+
+
+def test_draws_are_standard_normal_kept_or_made_again_and_unrelated_across_seeds():
+    from cprl_fast.certify import NOISE_CHUNK, NoiseDraws
+
+    n = 4 * NOISE_CHUNK
+    kept = NoiseDraws((2, 50, 50), n, 3, "cpu")
+    again = NoiseDraws((2, 50, 50), n, 3, "cpu", max_bytes=0)
+    whole = kept.take(0, n)
+    assert kept.keep and not again.keep and whole.shape == (n, 2, 50, 50)
+    torch.testing.assert_close(again.take(5, 40), whole[5:40], rtol=0, atol=0)
+    assert len(kept.kept) == 4 and again.kept == {}
+    assert abs(float(whole.mean())) < 0.01 and abs(float(whole.std()) - 1) < 0.01
+    other = NoiseDraws((2, 50, 50), n, 4, "cpu").take(0, n)
+    assert abs(float((whole * other).mean())) < 0.01  # another seed: uncorrelated
+    chunks = whole.reshape(4, -1)
+    assert float(torch.corrcoef(chunks).triu(1).abs().max()) < 0.01  # chunks too
+    negative = NoiseDraws((2, 50, 50), 1, -1, "cpu").take(0, 1)  # any int seed, as torch's
+    assert negative.shape == (1, 2, 50, 50)
+
+
 # --- feature-space smoothing -------------------------------------------------------------
 
 
@@ -227,7 +272,7 @@ def test_feature_certificate_is_the_median_bound_at_the_scaled_radius():
     # the median is that of the rest of the model over noise on the features
     front, back = split_features(model, "layer2")
     with torch.no_grad():
-        s = noisy_scores(back, front(x), 0.5, 200, torch.Generator().manual_seed(7))
+        s = noisy_scores(back, front(x), 0.5, 200, seed=7)
     np.testing.assert_allclose(a.median, np.median(s.numpy(), axis=1), rtol=0, atol=1e-7)
     assert np.all(a.lower[1] <= a.lower[0]) and np.all(a.upper[1] >= a.upper[0])
     assert a.info["space"] == "feature" and a.info["lipschitz_kind"] == "given"
