@@ -4,9 +4,9 @@ An audit reads every image once per attack and budget (30 times for the default 
 CPRL model at four eps: the input check, 4 x (the clean pass and 6 attacks), the unbounded
 attack); a study audits several models on the same images. Decoding and resizing a built-in
 PNG to 224 px takes 2.0-2.4 ms of host time on a 2-core VM, about 15 s per audit of 250
-images, time a GPU may spend waiting. :func:`decoded_once`
-keeps what a dataset returned, so each image is decoded once, within a byte budget: items past
-it are decoded again on every read, as before.
+images, time a GPU may spend waiting. :func:`decoded_once` keeps what a dataset returned, so
+each image is decoded once, within a byte budget: items past it are decoded again on every
+read, as before.
 
 A dataset whose items are random (a training transform's crops) gives each image once, so
 every condition sees the same version of it, which the paired comparisons between conditions
