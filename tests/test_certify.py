@@ -190,6 +190,23 @@ def test_draws_are_standard_normal_kept_or_made_again_and_unrelated_across_seeds
     assert negative.shape == (1, 2, 50, 50)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (gpu_check's test step)")
+def test_cuda_draws_are_the_cpu_draws_and_give_the_same_certificate():
+    from cprl_fast.certify import NOISE_CHUNK, NoiseDraws
+
+    n = 2 * NOISE_CHUNK + 3
+    on_gpu = NoiseDraws((3, 8, 8), n, 5, "cuda").take(0, n)
+    assert on_gpu.device.type == "cuda"
+    torch.testing.assert_close(on_gpu.cpu(), NoiseDraws((3, 8, 8), n, 5, "cpu").take(0, n),
+                               rtol=0, atol=0)  # fmt: skip
+    x = torch.rand(6, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    kw = dict(sigma=0.1, n=n, radius=(0.0, 0.05), seed=5, batch_size=4, progress=False)
+    gpu = certify(MeanPixel(), x, device="cuda", **kw)
+    cpu = certify(MeanPixel(), x, device="cpu", **kw)
+    np.testing.assert_allclose(gpu.lower, cpu.lower, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(gpu.median, cpu.median, rtol=0, atol=1e-6)
+
+
 # --- feature-space smoothing -------------------------------------------------------------
 
 
