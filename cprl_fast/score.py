@@ -21,7 +21,10 @@ never a score.
 from __future__ import annotations
 
 import math
+import os
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,6 +94,9 @@ class QualityMetric(nn.Module):
         image_size: the side ``S`` the model was trained at.
         as_loss: keep gradients (for training with the metric as a loss); else no autograd.
         max_pixels: files with more pixels than this are failures (:mod:`cprl_fast.images`).
+        workers: threads that decode and resize the inputs of :meth:`score` while the model
+            scores (Pillow decodes without holding the GIL); default :func:`default_workers`.
+            1: the calling thread alone. The scores are the same for any number.
     """
 
     lower_better = False
@@ -98,10 +104,15 @@ class QualityMetric(nn.Module):
 
     def __init__(self, model: nn.Module, image_size: int, device: str | torch.device = "cpu",
                  batch_size: int = 16, as_loss: bool = False, name: str = "model",
-                 max_pixels: int = DEFAULT_MAX_PIXELS):  # fmt: skip
+                 max_pixels: int = DEFAULT_MAX_PIXELS,
+                 workers: int | None = None):  # fmt: skip
         super().__init__()
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        workers = default_workers() if workers is None else workers
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+        self.workers = workers
         self.model = model.to(device).eval()
         self.image_size = int(image_size)
         self.device = torch.device(device)
@@ -179,6 +190,35 @@ class QualityMetric(nn.Module):
                 raise TypeError(f"input {k}: expected a path, PIL image, numpy array or "
                                 f"tensor, got {type(item).__name__}")  # fmt: skip
 
+    def _decoded(self, items: Iterable[tuple[str, object]]
+                 ) -> Iterator[tuple[str, torch.Tensor | OSError | ValueError]]:  # fmt: skip
+        """``(name, [3, S, S] tensor, or the OSError or ValueError saying why not)`` per item,
+        in order, decoded by :attr:`workers` threads at most ``batch_size + 2 x workers`` items
+        ahead: the threads go on decoding the next batch while the model scores this one, and
+        at most ``workers`` full-size images are being decoded at once (what waits is at the
+        model's size)."""
+
+        def decode(item: object, name: str) -> torch.Tensor | OSError | ValueError:
+            try:
+                return self._tensor(item, name)
+            except (OSError, ValueError) as err:
+                return err
+
+        if self.workers == 1:
+            for name, item in items:
+                yield name, decode(item, name)
+            return
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="cprl-fast-decode") as pool:
+            ahead: deque = deque()
+            for name, item in items:
+                ahead.append((name, pool.submit(decode, item, name)))
+                if len(ahead) > self.batch_size + 2 * self.workers:
+                    name, done = ahead.popleft()
+                    yield name, done.result()
+            while ahead:
+                name, done = ahead.popleft()
+                yield name, done.result()
+
     def _tensor(self, item: object, name: str) -> torch.Tensor:
         """One input -> ``[3, S, S]``; OSError or ValueError says why it cannot be scored."""
         if isinstance(item, Path):
@@ -227,11 +267,9 @@ class QualityMetric(nn.Module):
             items = list(items)
         total = len(items) if isinstance(items, list) else None
         bar = tqdm(desc="scoring", unit="img", total=total, disable=not progress)
-        for name, item in items:
-            try:
-                x = self._tensor(item, name)
-            except (OSError, ValueError) as err:
-                failed.append(Failure(name, printable(str(err).split("\n")[0])))
+        for name, x in self._decoded(items):
+            if not isinstance(x, torch.Tensor):
+                failed.append(Failure(name, printable(str(x).split("\n")[0])))
                 bar.update(1)
                 continue
             names.append(name)
@@ -242,6 +280,16 @@ class QualityMetric(nn.Module):
         flush()
         bar.close()
         return done, failed
+
+
+def default_workers() -> int:
+    """The decoding threads a :class:`QualityMetric` uses by default: the CPU cores this process
+    may run on, at most 4."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # no sched_getaffinity (macOS, Windows)
+        cores = os.cpu_count() or 1
+    return max(1, min(4, cores))
 
 
 def _from_numpy(a: np.ndarray, name: str) -> torch.Tensor:
@@ -257,21 +305,21 @@ def _from_numpy(a: np.ndarray, name: str) -> torch.Tensor:
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu", batch_size: int = 16,
-               as_loss: bool = False,
-               max_pixels: int = DEFAULT_MAX_PIXELS) -> QualityMetric:  # fmt: skip
+               as_loss: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS,
+               workers: int | None = None) -> QualityMetric:  # fmt: skip
     """The model of a checkpoint written by ``cprl-fast train`` (``best.pt``, ``last.pt``) or
     ``cprl-fast export`` (``.safetensors``) as a :class:`QualityMetric`, with the image size it
-    was trained at. No pretrained weights are distributed: ``path`` is a file (a folder is
-    an error listing the checkpoints in it)."""
+    was trained at (``workers``: its decoding threads). No pretrained weights are distributed:
+    ``path`` is a file (a folder is an error listing the checkpoints in it)."""
     from cprl_fast.train.runs import load_trained
 
     trained = load_trained(path, device)
     return QualityMetric(trained.model, trained.config.image_size, device, batch_size,
-                         as_loss, trained.name, max_pixels)  # fmt: skip
+                         as_loss, trained.name, max_pixels, workers)  # fmt: skip
 
 
 def create_metric(path: str | Path, device: str | torch.device = "cpu", as_loss: bool = False,
-                  batch_size: int = 16,
-                  max_pixels: int = DEFAULT_MAX_PIXELS) -> QualityMetric:  # fmt: skip
+                  batch_size: int = 16, max_pixels: int = DEFAULT_MAX_PIXELS,
+                  workers: int | None = None) -> QualityMetric:  # fmt: skip
     """pyiqa's name for :func:`load_model`: ``metric = create_metric(path); metric(images)``."""
-    return load_model(path, device, batch_size, as_loss, max_pixels)
+    return load_model(path, device, batch_size, as_loss, max_pixels, workers)

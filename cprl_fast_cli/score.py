@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from cprl_fast_cli.catalog import load
-from cprl_fast_cli.options import UserError, add_batch_and_device, add_overwrite
+from cprl_fast_cli.options import UserError, add_batch_and_device, add_overwrite, positive_int
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -33,6 +33,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="per-image pixel limit: larger images are failures, read no further "
                    f"than their header (default: {max_pixels} = 8192 x 8192)")  # fmt: skip
     add_batch_and_device(p)
+    p.add_argument("--workers", type=positive_int, default=None,
+                   help="threads that decode and resize images while the model scores (default: "
+                   "the CPU cores, at most 4; the scores are the same for any number)")  # fmt: skip
     return p
 
 
@@ -50,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     if not files:  # only folders were given, with no image file in them
         raise UserError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in "
                         f"{', '.join(printable(p) for p in args.paths)}")  # fmt: skip
-    metric = load_model(args.model, args.device, args.batch_size, max_pixels=args.max_pixels)
+    metric = load_model(args.model, args.device, args.batch_size, max_pixels=args.max_pixels,
+                        workers=args.workers)  # fmt: skip
     done, failed = metric.score(files, progress=True)
     rows = [{"path": n, "score": s, "error": ""} for n, s in done]
     rows += [{"path": f.path, "score": None, "error": f.error} for f in failed]

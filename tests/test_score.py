@@ -118,6 +118,26 @@ def test_a_folder_entry_that_is_not_an_image_file_is_a_failure_row(run, tmp_path
     assert metric.score(files) == (done, failed)
 
 
+def test_decoding_threads_give_the_same_rows_in_the_same_order(run, images, tmp_path):
+    folder, arrays = images
+    rng = np.random.default_rng(1)
+    for k in range(11):  # more inputs than 2 x workers ahead, failures among them
+        a = rng.integers(0, 256, (SIZE + k, SIZE + 2 * k, 3), dtype=np.uint8)
+        Image.fromarray(a).save(tmp_path / f"{k:02d}.png")
+        if k % 4 == 1:
+            (tmp_path / f"{k:02d}b.png").write_bytes(b"not a png")
+    inputs = [tmp_path, folder, *arrays, torch.full((3, 8, 8), 2.0)]
+    one = cprl_fast.load_model(run / "best.pt", batch_size=3, workers=1).score(inputs)
+    assert len(one[0]) == 19 and len(one[1]) == 5
+    for workers in (2, 5):
+        metric = cprl_fast.load_model(run / "best.pt", batch_size=3, workers=workers)
+        assert metric.workers == workers and metric.score(inputs) == one
+    assert cprl_fast.score.default_workers() in range(1, 5)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match=f"workers must be an integer >= 1, got {bad!r}"):
+            cprl_fast.load_model(run / "best.pt", workers=bad)
+
+
 def test_bad_inputs(run):
     metric = cprl_fast.load_model(run / "best.pt")
     with pytest.raises(TypeError, match="input 0: expected a path, PIL image"):
