@@ -71,8 +71,9 @@ def pytest_report_header(config):
 
 
 def pytest_collection_modifyitems(items):
-    """Float64 gradcheck through Triton's interpreter takes 10-20 s a case on the 2-core VM:
-    those cases are in the slow tier (``-m slow``); the native CPU cases stay in the fast one."""
+    """Float64 gradcheck through Triton's interpreter takes 3-7 s a case on the 2-core VM, even
+    at its smaller shape (``op_testing.gradcheck_shape``): those cases are in the slow tier
+    (``-m slow``); the native CPU cases stay in the fast one."""
     for item in items:
         if getattr(item, "originalname", "") == "test_gradcheck" and "cpu-triton" in item.name:
             item.add_marker(pytest.mark.slow)

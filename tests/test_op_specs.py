@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import HAS_TRITON, INTERPRETED
+from op_testing import gradcheck_shape
 
 from cprl_fast import ops
 from cprl_fast.ops import SPECS, _backend
@@ -121,8 +122,8 @@ def test_backward_matches_reference(device, spec, variant, layout):
 @pytest.mark.parametrize(("spec", "variant"), DIFFERENTIABLE, ids=DIFF_IDS)
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_gradcheck(device, spec, variant, layout):
-    args = list(spec.sample((2, 6, 3, 2), dtype=torch.float64, device=device, layout=layout,
-                            seed=21, **variant))  # fmt: skip
+    args = list(spec.sample(gradcheck_shape(device, (2, 6, 3, 2)), dtype=torch.float64,
+                            device=device, layout=layout, seed=21, **variant))  # fmt: skip
     for i in spec.grad_args:
         args[i] = args[i].detach().clone().requires_grad_(True)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from op_testing import feature
+from op_testing import feature, gradcheck_shape
 
 from cprl_fast import CPRLActivation, ops, reference
 
@@ -321,7 +321,8 @@ class TestCAActivationOp:
 
     @pytest.mark.parametrize("rank", ["hard", "soft"])
     def test_gradcheck(self, device, rank):
-        f = feature((2, 5, 3, 3), dtype=torch.float64, device=device, seed=5).requires_grad_()
+        shape = gradcheck_shape(device, (2, 5, 3, 3))
+        f = feature(shape, dtype=torch.float64, device=device, seed=5).requires_grad_()
         b = torch.tensor(0.4, dtype=torch.float64, device=device, requires_grad=True)
         soft = rank == "soft"
         assert torch.autograd.gradcheck(lambda f_, b_: ops.ca_activation_op(f_, b_, 0.7, soft, 0.3),
