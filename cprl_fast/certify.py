@@ -135,7 +135,7 @@ class NoiseDraws:
                  dtype: torch.dtype = torch.float32, max_bytes: int = NOISE_BYTES):  # fmt: skip
         self.shape, self.n, self.seed = tuple(shape), int(n), int(seed)
         self.device, self.dtype = torch.device(device), dtype
-        size = self.n * math.prod(self.shape) * torch.empty((), dtype=dtype).element_size()
+        size = self.n * math.prod(self.shape) * dtype.itemsize
         self.keep = size <= max_bytes
         self.kept: dict[int, torch.Tensor] = {}
 

@@ -21,7 +21,6 @@ never a score.
 from __future__ import annotations
 
 import math
-import os
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -284,12 +283,10 @@ class QualityMetric(nn.Module):
 
 def default_workers() -> int:
     """The decoding threads a :class:`QualityMetric` uses by default: the CPU cores this process
-    may run on, at most 4."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # no sched_getaffinity (macOS, Windows)
-        cores = os.cpu_count() or 1
-    return max(1, min(4, cores))
+    may run on (:func:`cprl_fast.threads.available_cores`), at most 4."""
+    from cprl_fast.threads import available_cores
+
+    return min(4, available_cores())
 
 
 def _from_numpy(a: np.ndarray, name: str) -> torch.Tensor:
