@@ -40,7 +40,8 @@ RUN_HELP = {
     "clip_grad": "clip each parameter group's gradient norm to this (default: no clipping)",
     "bf16": "bf16 autocast (CUDA only)",
     "seed": "seed of initialisation, data order and augmentation",
-    "num_workers": "DataLoader worker processes",
+    "num_workers": "DataLoader worker processes for the training images (and as many again "
+    "drawing the ranking batches of rank_weight)",
     "sync_bn": "SyncBatchNorm under DDP (CUDA only)",
     "freeze_bn": "BatchNorm uses its running statistics while training",
     "device": "cpu, cuda or cuda:N",

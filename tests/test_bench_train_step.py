@@ -1,4 +1,5 @@
-"""bench.train_step --presets: the study's models' training iterations, timed alternating."""
+"""bench.train_step --presets: the study's models' training iterations, timed alternating;
+bench.ranking_term: the ranking hinge's batches drawn in process or by a worker."""
 
 from __future__ import annotations
 
@@ -48,3 +49,15 @@ def test_the_pass_count_floor_follows_the_prefix_share():
         assert f["faithful_floor"] == pytest.approx((8 - 2 * p) / 3)
         assert f["fast_floor"] == pytest.approx((6 - 3 * p) / 3)
     assert r50["faithful_floor"] > r18["faithful_floor"] and r50["gmac"] > r18["gmac"]
+
+
+@pytest.mark.slow
+def test_ranking_term_times_the_three_sides():
+    from bench import ranking_term
+
+    out = ranking_term.measure(steps=2, rounds=1, batch=2, crop=32)
+    assert set(out["seconds_per_iteration"]) == {"in_process", "worker", "drawn"}
+    assert all(s > 0 for s in out["seconds_per_iteration"].values())
+    assert out["draw_one_batch_s"] > 0
+    spread = out["worker_over_in_process"]
+    assert spread["min"] <= spread["median"] <= spread["max"]

@@ -106,6 +106,18 @@ def test_a_parameter_between_two_levels_distorts_between_them(kind):
         distort_by(ref, "quantise", 1.2, seed=0)
 
 
+@pytest.mark.parametrize("length", DISTORTIONS["motion"])
+def test_motion_blur_is_the_mean_of_the_pixels_centred_on_each_edges_repeated(length):
+    # the definition, written out: each row padded by its edge pixels and convolved with a box
+    ref = _photo(3, w=57, h=31)
+    arr = np.asarray(ref, dtype=np.float64) / 255
+    box = np.ones(length) / length
+    want = np.apply_along_axis(lambda r: np.convolve(np.pad(r, length // 2, mode="edge"), box,
+                                                     mode="valid"), 1, arr)  # fmt: skip
+    want = np.round(np.clip(want, 0, 1) * 255).astype(np.uint8)
+    assert np.array_equal(np.asarray(distort_by(ref, "motion", length, seed=0)), want)
+
+
 def test_jpeg2000_without_openjpeg_is_named(monkeypatch):
     import PIL.features
 

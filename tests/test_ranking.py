@@ -52,6 +52,21 @@ def test_batch_shapes_order_and_determinism():
     torch.testing.assert_close(again[1], st)
 
 
+def test_a_worker_draws_the_batches_the_training_thread_would():
+    from cprl_fast.train.ranking import RankingTerm
+
+    photos, cfg = [_photo(0), _photo(1)], dataclasses.replace(SMALL, seed=4)
+    here, ahead = RankingTerm(photos, cfg, workers=0), RankingTerm(photos, cfg, workers=1)
+    cpu = torch.device("cpu")
+    # in sequence, then a repeated step and a jump (a resume) that restart the worker
+    for t in (0, 1, 2, 2, 7, 8):
+        x, st = ahead.batch(t, cpu)
+        want = ranking_batch(photos, cfg, np.random.default_rng([4, t]))
+        assert torch.equal(x, want[0]) and torch.equal(st, want[1]), t
+        assert torch.equal(x, here.batch(t, cpu)[0])
+    assert not torch.equal(ahead.batch(9, cpu)[0], ahead.batch(10, cpu)[0])
+
+
 def test_hinge_is_zero_in_order_and_pushes_toward_it():
     st = torch.tensor([[-1.0, 0.5, 1.0, 2.0, 3.5]])
     ordered = torch.tensor([[0.9, 0.7, 0.5, 0.3, 0.1]])

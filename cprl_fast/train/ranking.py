@@ -25,8 +25,9 @@ pretraining, against 0.661 [0.426, 0.895] for the supervised steps alone (paired
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,7 @@ from PIL import Image
 from torch import nn
 
 from cprl_fast.data.distortions import DISTORTIONS, LEVELS_V2, distort_by
+from cprl_fast.devices import pins, to_device
 from cprl_fast.images import DEFAULT_MAX_PIXELS, read_image
 from cprl_fast.io import atomic_write
 from cprl_fast.train.objectives import Groups, Objective
@@ -198,20 +200,57 @@ def pretrain_by_ranking(references: str | Path | Iterable[str | Path], out: str 
     return RankingResult(path, cfg, float(hinge.detach()), time.perf_counter() - start)
 
 
-class RankingTerm:
-    """The ranking hinge on a new :func:`ranking_batch` of ``refs`` at every step: what
-    :class:`WithRankingHinge` adds to a supervised loss. The batch of step ``t`` is drawn from
-    a generator seeded by ``(cfg.seed, t)`` alone, so a resumed run draws the same batches."""
+class RankingBatches(torch.utils.data.Dataset):
+    """Item ``t``: step ``t``'s :func:`ranking_batch` of ``refs``, drawn from a generator seeded
+    by ``(cfg.seed, t)`` alone, so a resumed run, or a worker process, draws the same batch."""
 
     def __init__(self, refs: Sequence[Image.Image], cfg: RankingConfig):
         self.refs, self.cfg = list(refs), cfg
 
+    def __getitem__(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return ranking_batch(self.refs, self.cfg, np.random.default_rng([self.cfg.seed, t]))
+
+
+class RankingTerm:
+    """The ranking hinge on a new batch of :class:`RankingBatches` at every step: what
+    :class:`WithRankingHinge` adds to a supervised loss.
+
+    With ``workers`` 0 each batch is drawn when its step asks for it, on the calling thread.
+    With ``workers`` > 0 (the run's ``num_workers``) that many worker processes of a
+    ``DataLoader`` draw the next steps' batches while the model trains (two per worker ahead;
+    in pinned memory bound for CUDA): the crops are distorted with PIL, NumPy and SciPy, which
+    hold the interpreter lock, so a thread would slow the training loop instead. The batches are
+    the same either way; a step out of sequence (a resume, a repeated step) restarts the
+    workers at that step."""
+
+    def __init__(self, refs: Sequence[Image.Image], cfg: RankingConfig, workers: int = 0):
+        self.batches, self.cfg, self.workers = RankingBatches(refs, cfg), cfg, workers
+        self._ahead: Iterator[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._next = -1  # the step the workers deliver next
+
+    @property
+    def refs(self) -> list[Image.Image]:
+        """The pristine photographs the crops come from."""
+        return self.batches.refs
+
+    def batch(self, t: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Step ``t``'s images ``[crops * 5, 3, crop, crop]`` and strengths ``[crops, 5]``
+        (float32, on the CPU; see :func:`ranking_batch`)."""
+        if self.workers == 0:
+            return self.batches[t]
+        if self._ahead is None or self._next != t:
+            self._ahead = iter(torch.utils.data.DataLoader(
+                self.batches, batch_size=None, sampler=itertools.count(t),
+                num_workers=self.workers, pin_memory=pins(device),
+            ))  # fmt: skip
+        self._next = t + 1
+        return next(self._ahead)
+
     def __call__(self, net: torch.nn.Module, t: int, device: torch.device) -> torch.Tensor:
         """The hinge (0-d float32) of ``net``'s scores on step ``t``'s batch, on ``device``."""
-        rng = np.random.default_rng([self.cfg.seed, t])
-        x, strengths = ranking_batch(self.refs, self.cfg, rng)
-        scores = net(x.to(device)).float().view(self.cfg.crops, VERSIONS)
-        return ranking_hinge(scores, strengths.to(device), self.cfg.margin)
+        x, strengths = self.batch(t, device)
+        scores = net(to_device(x, device)).float().view(self.cfg.crops, VERSIONS)
+        return ranking_hinge(scores, to_device(strengths, device), self.cfg.margin)
 
 
 class WithRankingHinge(Objective):
@@ -240,12 +279,13 @@ class WithRankingHinge(Objective):
 
 def with_ranking_hinge(objective: Objective, name: str, weight: float, crop: int,
                        references: str | Path | None, train_items: Iterable,
-                       seed: int) -> WithRankingHinge:  # fmt: skip
+                       seed: int, workers: int = 0) -> WithRankingHinge:  # fmt: skip
     """``objective`` (registered as ``name``) with the ranking hinge of weight ``weight`` on
     ``crop``-px crops (the run's ``train_crop``) of ``references``: a folder or file of
     pristine photographs, or, when None, the pristine references of the training split's
     scenes (``train_items``; a dataset written by ``cprl-fast synthesize``). The default keeps
-    the test scenes' photographs out of training; a folder given should too."""
+    the test scenes' photographs out of training; a folder given should too. ``workers``:
+    processes that draw the ranking batches ahead (:class:`RankingTerm`)."""
     from cprl_fast.data.synthetic import scene_references
 
     one_loss = type(objective).step is Objective.step and type(objective).losses is Objective.losses
@@ -254,5 +294,5 @@ def with_ranking_hinge(objective: Objective, name: str, weight: float, crop: int
                          f"nt), not {name!r}")  # fmt: skip
     cfg = RankingConfig(crop=crop, seed=seed)
     files = scene_references(train_items) if references is None else references
-    term = RankingTerm(load_references(files, crop + 2 * cfg.border), cfg)
+    term = RankingTerm(load_references(files, crop + 2 * cfg.border), cfg, workers)
     return WithRankingHinge(objective, term, weight)

@@ -135,6 +135,8 @@ class TrainConfig:
     clip_grad: float | None = None
     bf16: bool = False  #: bf16 autocast (CUDA only)
     seed: int = 0
+    #: DataLoader worker processes for the training images; with ``rank_weight``, as many
+    #: again draw the ranking batches ahead (cprl_fast.train.ranking.RankingTerm)
     num_workers: int = 0
     sync_bn: bool = True  #: SyncBatchNorm under DDP (CUDA only; on CPU use freeze_bn)
     freeze_bn: bool = False  #: BatchNorm layers use their running statistics while training
@@ -288,7 +290,7 @@ class Trainer:
 
             self.objective = with_ranking_hinge(
                 self.objective, cfg.objective_name, cfg.rank_weight, cfg.train_crop,
-                cfg.rank_references, train_set.items, cfg.seed,
+                cfg.rank_references, train_set.items, cfg.seed, cfg.num_workers,
             )  # fmt: skip
         self.groups = self.objective.param_groups(self.model)
         self.opts = build_optimizers(self.groups, cfg)
