@@ -77,6 +77,18 @@ def test_a_dataset_from_a_folder_of_photographs_loads_as_synthetic(made):
             assert got[0] > got[-1], (scene, kind, got)
 
 
+def test_writing_in_process_leaves_the_callers_threads(refs, tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)  # the caller's choice (cprl-fast's --threads), kept
+        synthesize(refs, tmp_path / "ds", ["blur"], size=MIN_SIZE, progress=False)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.slow
 def test_two_workers_write_the_same_bytes(refs, made, tmp_path):
     again = synthesize(refs, tmp_path / "ds", KINDS, size=MIN_SIZE, workers=2, progress=False)

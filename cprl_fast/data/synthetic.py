@@ -116,11 +116,17 @@ def _seed(scene: str, kind: str, level: int) -> int:
 _REFS: dict[str, Image.Image] = {}
 
 
+def _set_refs(refs: dict[str, tuple[tuple[int, int], bytes]]) -> None:
+    _REFS.update({s: Image.frombytes("RGB", size, data) for s, (size, data) in refs.items()})
+
+
 def _init_worker(refs: dict[str, tuple[tuple[int, int], bytes]]) -> None:
+    """A worker process's start: one torch thread (one process per core), then the refs. The
+    calling process (``workers`` 1) keeps its threads: it goes on to train or score."""
     import torch
 
-    torch.set_num_threads(1)  # one process per core
-    _REFS.update({s: Image.frombytes("RGB", size, data) for s, (size, data) in refs.items()})
+    torch.set_num_threads(1)
+    _set_refs(refs)
 
 
 def _one(job: tuple[str, str, int]) -> tuple[bytes, float]:
@@ -170,7 +176,7 @@ def write_dataset(refs: Mapping[str, Image.Image], out: Path,
         bar = tqdm(total=len(jobs), desc=desc or f"generating {out.name}", unit="img",
                    disable=not progress)  # fmt: skip
         if workers == 1:
-            _init_worker(shared)
+            _set_refs(shared)
             done = map(_one, jobs)
             pool = None
         else:
