@@ -104,18 +104,19 @@ def test_score_reflection_crosses_towards_the_other_side(trained, steps):
     assert away.mean() >= 0.95
 
 
+#: every attack at 3/255, small budgets: (model, x, y, generator) -> x_adv
+SMALL_ATTACKS = {
+    "fgsm": lambda m, x, y, g: attacks.fgsm(m, x, y, eps=3 / 255),
+    "pgd": lambda m, x, y, g: attacks.pgd(m, x, y, eps=3 / 255, steps=3, restarts=2, generator=g),
+    "reflection": lambda m, x, y, g: attacks.score_reflection(m, x, y, eps=3 / 255, steps=3),
+    "square": lambda m, x, y, g: attacks.square(m, x, y, eps=3 / 255, queries=30, generator=g),
+    "rank": lambda m, x, y, g: attacks.rank_pgd(m, x, y, eps=3 / 255, steps=3, restarts=2,
+                                                generator=g),
+}  # fmt: skip
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "attack",
-    [
-        lambda m, x, y, g: attacks.fgsm(m, x, y, eps=3 / 255),
-        lambda m, x, y, g: attacks.pgd(m, x, y, eps=3 / 255, steps=3, restarts=2, generator=g),
-        lambda m, x, y, g: attacks.score_reflection(m, x, y, eps=3 / 255, steps=3),
-        lambda m, x, y, g: attacks.square(m, x, y, eps=3 / 255, queries=30, generator=g),
-        lambda m, x, y, g: attacks.rank_pgd(m, x, y, eps=3 / 255, steps=3, restarts=2, generator=g),
-    ],
-    ids=["fgsm", "pgd", "reflection", "square", "rank"],
-)
+@pytest.mark.parametrize("attack", SMALL_ATTACKS.values(), ids=SMALL_ATTACKS.keys())
 def test_invariants(trained, attack):
     model, x, y = trained
     model.train()
@@ -169,6 +170,21 @@ def test_the_rank_attack_on_a_trained_model(trained):
     by_rank = metrics.srcc(_scores(model, attacks.rank_pgd(model, x, y, eps=eps, steps=10,
                                                            generator=g)), y)  # fmt: skip
     assert by_rank < clean - 0.1, (clean, by_rank)
+
+
+@pytest.mark.parametrize("attack", SMALL_ATTACKS.values(), ids=SMALL_ATTACKS.keys())
+def test_an_attack_reads_nothing_back_to_the_host(attack):
+    """Issue 25: on a GPU a read waits for every pass queued before it; the attacks keep their
+    choices (the best restart, the temperature, the kept queries) on the device."""
+    from host_reads import HostReads
+
+    torch.manual_seed(0)
+    model = TinyIQA().eval()
+    x = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    y = torch.linspace(0.1, 0.9, 6)
+    with HostReads() as mode:
+        attack(model, x, y, torch.Generator().manual_seed(1))
+    assert mode.reads == []
 
 
 def test_soft_srcc_approaches_srcc():

@@ -11,6 +11,7 @@ import sys
 import pytest
 import torch
 from data_fixtures import shared_builtin_root
+from host_reads import HostReads
 
 from cprl_fast.data import load_dataset
 from cprl_fast.models import cprl_resnet
@@ -114,23 +115,6 @@ class TestSteps:
         assert not all(torch.equal(a, b) for a, b in zip(phi, groups.phi, strict=True))
 
 
-class _HostReads(torch.overrides.TorchFunctionMode):
-    """Records every tensor-to-Python conversion (on a GPU, each one waits for the device),
-    except on the tensors in ``exempt`` (the optimisers' step counters: CPU tensors by design)."""
-
-    CONVERSIONS = ("item", "tolist", "__float__", "__int__", "__bool__", "__index__")
-
-    def __init__(self, exempt: set[int]):
-        super().__init__()
-        self.exempt, self.reads = exempt, []
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        name = getattr(func, "__name__", "")
-        if name in self.CONVERSIONS and not (args and id(args[0]) in self.exempt):
-            self.reads.append(name)
-        return func(*args, **(kwargs or {}))
-
-
 @pytest.mark.parametrize(
     "step", [pytest.param("faithful", marks=pytest.mark.slow), "fast"]  # faithful: about 5 s
 )
@@ -143,7 +127,7 @@ def test_a_pns_step_reads_nothing_back_to_the_host(step):
     for t in (0, 1):  # SF then NC: every optimiser has its state
         STEPS[step](model, groups, opts, x, y, t, 0.5)
     exempt = {id(st["step"]) for opt in opts.values() for st in opt.state.values() if "step" in st}
-    with _HostReads(exempt) as mode:
+    with HostReads(exempt) as mode:
         for t in (2, 3):
             losses = STEPS[step](model, groups, opts, x, y, t, 0.5)
     assert mode.reads == []

@@ -109,12 +109,14 @@ def rank_pgd(
     x0 = x.detach()
     with eval_mode(model):
         y_t = targets(model, x0, y)
+        # tau, the batch SRCCs and the choice of restart stay on the device: nothing is read
+        # back to the host (on a GPU each read would wait for every pass queued before it)
         with torch.no_grad():
-            tau = max(float(model(x0).float().std()) / 10, 1e-4)
+            tau = (model(x0).float().std() / 10).clamp_min(1e-4)
 
-        def batch_srcc(xi: torch.Tensor) -> float:
+        def batch_srcc(xi: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
-                return float(soft_srcc(model(xi).float(), y_t, 1e-6))
+                return soft_srcc(model(xi).float(), y_t, 1e-6)
 
         best_x, best = x0.clone(), batch_srcc(x0)
         for _ in range(restarts):
@@ -124,6 +126,6 @@ def rank_pgd(
                 (g,) = torch.autograd.grad(-soft_srcc(model(xr).float(), y_t, tau), xr)
                 ops.attack_step_(xi, g, x0, alpha, eps, lo, hi)
             value = batch_srcc(xi)
-            if value < best:
-                best_x, best = xi.clone(), value
+            best_x = torch.where(value < best, xi, best_x)
+            best = torch.minimum(value, best)
     return best_x

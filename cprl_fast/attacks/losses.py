@@ -16,13 +16,15 @@ def reflection_loss(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (scores - torch.sign(target - 0.5)) ** 2
 
 
-def soft_ranks(scores: torch.Tensor, tau: float) -> torch.Tensor:
+def soft_ranks(scores: torch.Tensor, tau: float | torch.Tensor) -> torch.Tensor:
     """Differentiable ranks ``r_i = 1/2 + sum_j sigmoid((s_i - s_j) / tau)`` of ``scores [N]``
-    (1-based; ``tau -> 0`` gives the average ranks of ties)."""
+    (1-based; ``tau -> 0`` gives the average ranks of ties). ``tau``: a number or a 0-d tensor
+    on the device of ``scores``."""
     return 0.5 + torch.sigmoid((scores[:, None] - scores[None, :]) / tau).sum(dim=1)
 
 
-def soft_srcc(scores: torch.Tensor, target: torch.Tensor, tau: float) -> torch.Tensor:
+def soft_srcc(scores: torch.Tensor, target: torch.Tensor,
+              tau: float | torch.Tensor) -> torch.Tensor:  # fmt: skip
     """Pearson correlation between the soft ranks of ``scores`` and the ranks of ``target``:
     a differentiable surrogate of the batch's SRCC (a 0-d tensor)."""
     r = soft_ranks(scores, tau)
