@@ -89,6 +89,32 @@ def test_writing_in_process_leaves_the_callers_threads(refs, tmp_path):
         torch.set_num_threads(before)
 
 
+def test_one_thread_writes_the_same_bytes_as_several(refs, made, tmp_path, monkeypatch):
+    from cprl_fast.data import synthetic
+
+    monkeypatch.setattr(synthetic, "MAX_THREADS", 1)
+    alone = synthesize(refs, tmp_path / "ds", KINDS, size=MIN_SIZE, progress=False)
+    assert _digest(alone) == _digest(made)
+
+
+def test_a_failing_image_stops_the_writing_and_leaves_no_folder(refs, tmp_path, monkeypatch):
+    import torch
+
+    from cprl_fast.data import synthetic
+
+    def fail_on_city(img, kind, level, seed):
+        if img.size == (MIN_SIZE, MIN_SIZE) and kind == "noise" and level == 4:
+            raise OSError("disk full")
+        return distort(img, kind, level, seed)
+
+    monkeypatch.setattr(synthetic, "distort", fail_on_city)
+    threads = torch.get_num_threads()
+    with pytest.raises(OSError, match="disk full"):
+        synthesize(refs, tmp_path / "ds", KINDS, size=MIN_SIZE, progress=False)
+    assert list(tmp_path.iterdir()) == []  # neither the dataset nor its temporary folder
+    assert torch.get_num_threads() == threads and synthetic._REFS == {}
+
+
 @pytest.mark.slow
 def test_two_workers_write_the_same_bytes(refs, made, tmp_path):
     again = synthesize(refs, tmp_path / "ds", KINDS, size=MIN_SIZE, workers=2, progress=False)
