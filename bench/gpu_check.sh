@@ -20,7 +20,8 @@
 #      224 px, 32 built-in images scaled to 250; each pass's cost measured before and after)
 #   6. the op tests (every backend on the device, workers in parallel when pytest-xdist is
 #      there) and the CUDA tests of the host-to-device copies and the certificates' noise
-#      (tests/test_devices.py, tests/test_certify.py), and beside them compute-sanitizer
+#      (tests/test_devices.py, tests/test_certify.py), ranking pretraining on the GPU
+#      (tests/test_ranking.py), and beside them compute-sanitizer
 #      memcheck then racecheck over every op forward and backward (bench/sanitize.py, itself
 #      checked against the reference)
 #   7. the op rows of step 3 in channels_last (bfloat16 first, the end-to-end setting)
@@ -209,7 +210,7 @@ if wanted tests; then
   sanitizer=$!
   limited "$TEST_LIMIT" $PY -m pytest tests/test_op_specs.py tests/test_rank_mask.py \
     tests/test_intervene.py tests/test_attack_step.py tests/test_compile.py \
-    tests/test_triton_helpers.py tests/test_devices.py tests/test_certify.py \
+    tests/test_triton_helpers.py tests/test_devices.py tests/test_certify.py tests/test_ranking.py \
     -k "$TEST_FILTER" "${PYTEST_ARGS[@]}" \
     >"$OUT/tests.log" 2>&1
   echo "tests: exit $?"

@@ -12,6 +12,7 @@ from cprl_fast_cli.options import (
     RUN_HELP,
     UserError,
     add_dataset,
+    add_device,
     add_overwrite,
     add_root,
 )
@@ -60,10 +61,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-3,
                    help="peak of the one-cycle learning rate (default: 0.001)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="seed of weights, crops and distortions")
+    add_device(p, " (the model trains there; the crops are drawn on the CPU)")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
+    from cprl_fast.checks import check_device
     from cprl_fast.io import check_output
     from cprl_fast.train.ranking import RankingConfig, pretrain_by_ranking
 
@@ -76,8 +79,9 @@ def run(args: argparse.Namespace) -> int:
         field, rest = str(err).split(" ", 1)
         option = {"kinds": "distortions"}.get(field, field).replace("_", "-")
         raise UserError(f"--{option} {rest}") from None
+    check_device(args.device)
     check_output(args.out, args.overwrite, "--out", (".pt", ".pth"))
-    result = pretrain_by_ranking(_references(args), args.out, cfg)
+    result = pretrain_by_ranking(_references(args), args.out, cfg, device=args.device)
     print(f"wrote {result.path} ({cfg.steps} steps in {result.seconds:.0f} s, last hinge "
           f"{result.final_hinge:.4f}); train from it: cprl-fast train --pretrained "
           f"{result.path} --arch {cfg.arch} --input-norm {cfg.input_norm}")  # fmt: skip

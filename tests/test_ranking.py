@@ -109,6 +109,18 @@ def test_bad_settings_are_named(change, message):
         RankingConfig(**change)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (gpu_check's test step)")
+def test_cuda_pretraining_draws_the_cpus_batches_and_writes_cpu_tensors(refs, tmp_path):
+    on_cpu = pretrain_by_ranking(refs, tmp_path / "cpu.pt", SMALL, progress=False)
+    on_gpu = pretrain_by_ranking(refs, tmp_path / "gpu.pt", SMALL, progress=False,
+                                 device="cuda")  # fmt: skip
+    assert on_gpu.final_hinge == pytest.approx(on_cpu.final_hinge, abs=1e-3)
+    a, b = (torch.load(r.path, weights_only=True)["state_dict"] for r in (on_cpu, on_gpu))
+    assert all(v.device.type == "cpu" for v in b.values())
+    for key in a:  # two AdamW steps from the same weights on the same batches
+        torch.testing.assert_close(b[key], a[key], atol=5e-3, rtol=0)
+
+
 def test_references_too_small_are_named(tmp_path):
     _photo(0, size=(20, 20)).save(tmp_path / "tiny.png")
     with pytest.raises(ValueError, match=r"tiny\.png is 20 x 20 px: ranking crops need at least"):
@@ -128,6 +140,12 @@ def test_command_line(refs, tmp_path, capsys):
     assert "exists: pass --overwrite" in capsys.readouterr().err
     assert main([*argv[:-2], "--distortions", "lens"]) == 2
     assert "--distortions must name types" in capsys.readouterr().err
+    # the device is checked before any work
+    other = tmp_path / "other.pt"
+    for device, why in (("tpu", "device must be cpu, cuda or cuda:N, got 'tpu'"),
+                        ("cuda:99", "device is 'cuda:99', but ")):  # fmt: skip
+        assert main([*argv[:3], str(other), *argv[4:], "--device", device]) == 2
+        assert why in capsys.readouterr().err and not other.exists()
 
 
 def test_weights_for_another_arch_are_refused_by_name(refs, tmp_path):

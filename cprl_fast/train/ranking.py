@@ -165,18 +165,23 @@ def load_references(references: str | Path | Iterable[str | Path], min_side: int
 
 def pretrain_by_ranking(references: str | Path | Iterable[str | Path], out: str | Path,
                         cfg: RankingConfig = RankingConfig(), progress: bool = True,
-                        max_pixels: int = DEFAULT_MAX_PIXELS) -> RankingResult:  # fmt: skip
+                        max_pixels: int = DEFAULT_MAX_PIXELS,
+                        device: str | torch.device = "cpu") -> RankingResult:  # fmt: skip
     """Trains the plain quality ResNet of ``cfg.arch`` from random weights to rank distortion
     strengths of crops of ``references`` (pristine photographs: a folder or files), then writes
-    its backbone's weights to ``out`` (replaced if it exists; written atomically)."""
+    its backbone's weights to ``out`` (replaced if it exists; written atomically; CPU tensors
+    whatever ``device`` trained them). ``device``: where the model trains (``cpu``, ``cuda``,
+    ``cuda:N``); the batches are drawn on the CPU, from the same generator on any device."""
     from tqdm.auto import tqdm
 
+    from cprl_fast.checks import check_device
     from cprl_fast.models.registry import build
 
+    dev = check_device(device)
     refs = load_references(references, cfg.crop + 2 * cfg.border, max_pixels)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    model = build("resnet", arch=cfg.arch, input_norm=cfg.input_norm)
+    model = build("resnet", arch=cfg.arch, input_norm=cfg.input_norm).to(dev)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.steps,
@@ -186,14 +191,15 @@ def pretrain_by_ranking(references: str | Path | Iterable[str | Path], out: str 
     bar = tqdm(range(cfg.steps), desc="ranking pretraining", disable=not progress)
     for step in bar:
         x, strengths = ranking_batch(refs, cfg, rng)
-        hinge = ranking_hinge(model(x).view(cfg.crops, VERSIONS), strengths, cfg.margin)
+        scores = model(to_device(x, dev)).view(cfg.crops, VERSIONS)
+        hinge = ranking_hinge(scores, to_device(strengths, dev), cfg.margin)
         opt.zero_grad()
         hinge.backward()
         opt.step()
         sched.step()
         if step % 10 == 0:
             bar.set_postfix(hinge=f"{hinge.item():.4f}")
-    state = {k: v.detach().clone() for k, v in model.backbone.state_dict().items()}
+    state = {k: v.detach().to("cpu", copy=True) for k, v in model.backbone.state_dict().items()}
     meta = {"pretraining": "ranking", **{k: list(v) if isinstance(v, tuple) else v
                                          for k, v in dataclasses.asdict(cfg).items()}}  # fmt: skip
     path = atomic_write(out, lambda tmp: torch.save({"state_dict": state, "meta": meta}, tmp))
