@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from bench.timing import interleaved, ratio
+from cprl_fast.io import write_json_atomic
 from cprl_fast.models import resnet_iqa
 from cprl_fast.train.ranking import RankingConfig, RankingTerm
 
@@ -53,16 +54,15 @@ def measure(device: str = "cpu", steps: int = 10, rounds: int = 7, batch: int = 
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x = torch.rand(batch, 3, crop, crop, device=dev)
     y = torch.rand(batch, device=dev)
-    terms = {"in_process": RankingTerm(refs, cfg, 0), "worker": RankingTerm(refs, cfg, 1)}
-    drawn = terms["in_process"].batch(0, dev)
-    position = {"in_process": 0, "worker": 0}
+    drawn = RankingTerm(refs, cfg, 0).batch(0, dev)
 
     class Drawn(RankingTerm):
         def batch(self, t: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
             return drawn
 
-    terms["drawn"] = Drawn(refs, cfg, 0)
-    position["drawn"] = 0
+    terms = {"in_process": RankingTerm(refs, cfg, 0), "worker": RankingTerm(refs, cfg, 1),
+             "drawn": Drawn(refs, cfg, 0)}  # fmt: skip
+    position = dict.fromkeys(terms, 0)  # each side's next step
 
     def run(name: str) -> None:
         term = terms[name]
@@ -101,11 +101,9 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     result = measure(args.device, args.steps, args.rounds)
-    text = json.dumps(result, indent=1)
-    print(text)
+    print(json.dumps(result, indent=1))
     if args.out:
-        with open(args.out, "w") as fh:
-            fh.write(text + "\n")
+        write_json_atomic(args.out, result)
 
 
 if __name__ == "__main__":
