@@ -38,7 +38,7 @@ from torch import nn
 
 from cprl_fast import metrics
 from cprl_fast.attacks import SUITES, black_box_checks, white_box
-from cprl_fast.checks import check_images
+from cprl_fast.checks import check_count, check_images
 from cprl_fast.data.decoded import decoded_once
 from cprl_fast.evaluate import PredictionMemo, evaluate, predictions
 from cprl_fast.nn import CPRLActivation
@@ -128,8 +128,7 @@ def check_auditable(model: nn.Module, dataset, batch_size: int = 16, device="cpu
     gradient masking, which the diagnostics are there to catch)."""
     import torch
 
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    check_count(batch_size, "batch_size")
     if len(dataset) < 2:
         raise ValueError(f"an audit needs at least 2 images (SRCC ranks them), got {len(dataset)}")
     first = None

@@ -35,7 +35,7 @@ from scipy import optimize, stats
 from torch import nn
 
 from cprl_fast import metrics
-from cprl_fast.checks import check_images, check_noise_sigma
+from cprl_fast.checks import check_count, check_images, check_noise_sigma
 
 
 @dataclass
@@ -83,12 +83,10 @@ def check_settings(sigma: float, n: int, alpha: float, radius: Sequence[float],
     """The settings of a certificate, each checked with a message naming it; returns the radii
     as floats. ``pixel_units``: the noise goes on the images (else on features)."""
     check_noise_sigma(sigma, "sigma", pixel_units)
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n (noise draws per image) must be an integer >= 1, got {n!r}")
+    check_count(n, "n (noise draws per image)")
     if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
         raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    check_count(batch_size, "batch_size")
     radius = [float(r) for r in radius]
     if not radius:
         raise ValueError("radius must hold at least one L2 radius, e.g. (0.0,)")

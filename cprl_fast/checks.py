@@ -11,6 +11,7 @@ non-tensor. This module imports nothing from the package: ``cprl_fast.ops`` and
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
@@ -49,6 +50,15 @@ def check_device(device: str | torch.device, name: str = "device") -> torch.devi
     elif dev.type != "cpu":
         raise ValueError(f"{name} must be cpu, cuda or cuda:N, got {device!r}")
     return dev
+
+
+def check_count(value: object, name: str) -> int:
+    """A count a user gave (a batch size, workers, steps, a pixel limit): an integer >= 1
+    (Python's or NumPy's; not a bool), returned as an ``int``; else a ValueError naming
+    ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
 
 
 def check_tensor(x: object, name: str) -> None:

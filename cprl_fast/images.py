@@ -41,6 +41,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from cprl_fast.checks import check_count
 from cprl_fast.io import open_regular_file
 
 #: The default per-image pixel limit: 8192 x 8192 (about 201 MB as 8-bit RGB), below Pillow's
@@ -68,10 +69,7 @@ class ImageTooLarge(OSError, ValueError):
 
 def check_max_pixels(max_pixels: int, name: str = "max_pixels") -> int:
     """The pixel limit: an integer >= 1."""
-    if isinstance(max_pixels, bool) or not isinstance(max_pixels, (int, np.integer)) \
-            or max_pixels < 1:  # fmt: skip
-        raise ValueError(f"{name} must be an integer >= 1, got {max_pixels!r}")
-    return int(max_pixels)
+    return check_count(max_pixels, name)
 
 
 def check_resized_pixels(width: int, height: int, size: int,

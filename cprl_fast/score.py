@@ -33,7 +33,7 @@ from PIL import Image
 from torch import nn
 from torchvision.transforms.v2 import functional as F
 
-from cprl_fast.checks import check_images
+from cprl_fast.checks import check_count, check_images
 from cprl_fast.data.transforms import test_transform
 from cprl_fast.images import (
     DEFAULT_MAX_PIXELS,
@@ -106,12 +106,8 @@ class QualityMetric(nn.Module):
                  max_pixels: int = DEFAULT_MAX_PIXELS,
                  workers: int | None = None):  # fmt: skip
         super().__init__()
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-        workers = default_workers() if workers is None else workers
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
-        self.workers = workers
+        check_count(batch_size, "batch_size")
+        self.workers = check_count(default_workers() if workers is None else workers, "workers")
         self.model = model.to(device).eval()
         self.image_size = int(image_size)
         self.device = torch.device(device)

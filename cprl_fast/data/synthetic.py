@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from cprl_fast.checks import check_count
 from cprl_fast.data.base import DatasetFormatError, Item, register
 from cprl_fast.data.csvs import column, number, read_csv
 from cprl_fast.data.distortions import DISTORTIONS, distort, ms_ssim, square
@@ -107,8 +108,7 @@ def synthesize(references: str | Path | Iterable[str | Path], out: str | Path,
     if isinstance(size, bool) or not isinstance(size, int) or not MIN_SIZE <= size <= 4096:
         raise ValueError(f"size must be an integer side in pixels, {MIN_SIZE} to 4096 (MS-SSIM's "
                          f"five scales need {MIN_SIZE}), got {size!r}")  # fmt: skip
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+    check_count(workers, "workers")
     kinds = check_distortions(DISTORTIONS if distortions is None else distortions)
     refs = {f.stem: square(read_image(f, max_pixels), size, max_pixels, f"image {f}")
             for f in reference_files(references)}  # fmt: skip

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from cprl_fast.checks import check_count
 from cprl_fast.data.distortions import DISTORTIONS, LEVELS_V2, distort_by
 from cprl_fast.devices import pins, to_device
 from cprl_fast.images import DEFAULT_MAX_PIXELS, read_image
@@ -75,9 +76,7 @@ class RankingConfig:
 
     def __post_init__(self):
         for name in ("steps", "crops"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+            check_count(getattr(self, name), name)
         if isinstance(self.crop, bool) or not isinstance(self.crop, int) or self.crop < 16:
             raise ValueError(f"crop must be an integer side >= 16 px, got {self.crop!r}")
         unknown = [k for k in self.kinds if k not in DISTORTIONS]
