@@ -238,14 +238,20 @@ def test_rank_weight_adds_the_hinge_of_the_training_scenes(made, tmp_path):
     assert any(moved)
 
 
-def test_rank_weight_runs_through_fit_and_logs_its_column(made, tmp_path):
+def test_rank_weight_runs_through_fit_logs_its_column_and_stops_its_workers(made, tmp_path):
     import csv
+    import multiprocessing
 
-    trainer = _trainer(_joint_config(made, tmp_path, max_steps=2))
+    trainer = _trainer(_joint_config(made, tmp_path, max_steps=2, num_workers=1))
+    before = set(multiprocessing.active_children())
     trainer.fit()
     with open(tmp_path / "run" / "log.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 2 and all(float(r["rank_hinge"]) >= 0 for r in rows)
+    assert set(multiprocessing.active_children()) <= before  # the hinge's worker stopped
+    assert trainer.objective.term.batch(5, torch.device("cpu"))[0].shape[0] > 0  # starts again
+    trainer.objective.close()
+    assert set(multiprocessing.active_children()) <= before
 
 
 def test_rank_weight_refusals_are_named(made, tmp_path):

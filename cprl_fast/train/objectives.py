@@ -103,6 +103,11 @@ class Objective:
         opt.step()
         return {k: v.detach() for k, v in logged.items()}
 
+    def close(self) -> None:
+        """Releases what the objective holds between steps (worker processes; none here): the
+        trainer calls it when a run's training ends, also on an error. A later step may still
+        follow (a resume), and starts them again."""
+
 
 OBJECTIVES.register("regression", about="mean squared error of the scores")(Objective)
 

@@ -251,6 +251,10 @@ class RankingTerm:
         self._next = t + 1
         return next(self._ahead)
 
+    def close(self) -> None:
+        """Stops the worker processes (the next :meth:`batch` starts them again)."""
+        self._ahead, self._next = None, -1  # the iterator's finaliser shuts its workers down
+
     def __call__(self, net: torch.nn.Module, t: int, device: torch.device) -> torch.Tensor:
         """The hinge (0-d float32) of ``net``'s scores on step ``t``'s batch, on ``device``."""
         x, strengths = self.batch(t, device)
@@ -280,6 +284,10 @@ class WithRankingHinge(Objective):
         loss = self.inner.loss(net, model, x, y)
         hinge = self.term(net, t, x.device)
         return loss + self.weight * hinge, {self.inner.columns[0]: loss, "rank_hinge": hinge}
+
+    def close(self) -> None:
+        self.inner.close()
+        self.term.close()
 
 
 def with_ranking_hinge(objective: Objective, name: str, weight: float, crop: int,

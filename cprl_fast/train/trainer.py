@@ -428,9 +428,13 @@ class Trainer:
     def fit(self, resume: bool = False, overwrite: bool = False) -> dict[str, float]:
         """Trains to the end (or to ``max_steps``). ``resume``: continue from ``last.pt``;
         ``overwrite``: start over in a folder that holds another run (its checkpoints and log
-        are removed). The folder is locked while the run trains."""
+        are removed). The folder is locked while the run trains. The objective's worker
+        processes (the ranking hinge's) are stopped when it returns or raises."""
         with run_folder(self.out, lock=self.rank == 0):
-            return self._fit(resume, overwrite)
+            try:
+                return self._fit(resume, overwrite)
+            finally:
+                self.objective.close()
 
     def epoch_loader(self, epoch: int, start: int, end: int) -> torch.utils.data.DataLoader:
         """The batches ``start`` to ``end`` (exclusive) of ``epoch``: this process's share of
