@@ -32,6 +32,7 @@ otherwise blow up.
 from __future__ import annotations
 
 import contextlib
+import functools
 import mmap
 import re
 import warnings
@@ -54,6 +55,24 @@ DEFAULT_MAX_PIXELS = 8192 * 8192
 #: would run it. Every other format is refused unopened. (A multi-picture JPEG opens through
 #: ``JPEG`` as Pillow's ``MPO``.)
 READ_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP", "GIF", "PPM")
+
+
+@functools.cache
+def image_suffixes() -> tuple[str, ...]:
+    """The suffixes (lower case, sorted) that make a file in a folder an image to read: those
+    Pillow registers for :data:`READ_FORMATS` (``.png``, ``.jpg``, ``.gif``, ``.ppm``, ...), so
+    that a folder's files in a format :func:`read_image` reads are never left out."""
+    return tuple(sorted(s for s, fmt in Image.registered_extensions().items()
+                        if fmt in READ_FORMATS))  # fmt: skip
+
+
+def folder_images(folder: Path) -> list[Path]:
+    """The entries under ``folder`` (recursively, sorted; links to folders are not entered)
+    whose suffix is one of :func:`image_suffixes` and that are not folders. A FIFO, device or
+    broken link so named is listed: :func:`read_image` refuses it by name, unopened, rather
+    than it being left out unsaid."""
+    suffixes = image_suffixes()
+    return sorted(f for f in folder.rglob("*") if f.suffix.lower() in suffixes and not f.is_dir())
 
 #: The colour transparent images are composited on (white, as on a white page).
 BACKGROUND = (255, 255, 255)

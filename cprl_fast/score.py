@@ -39,26 +39,22 @@ from cprl_fast.images import (
     DEFAULT_MAX_PIXELS,
     check_max_pixels,
     check_resized_pixels,
+    folder_images,
     read_image,
     to_rgb,
 )
 from cprl_fast.io import printable
 
-#: Image file suffixes a folder is searched for (case-insensitive).
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-
 
 def image_files(paths: Iterable[str | Path]) -> list[Path]:
-    """Files and the image files under folders (recursive, by suffix), folders in sorted
-    order; a path that does not exist, or is a device or FIFO, is an error naming it. Inside a
-    folder such an entry (or a broken link) with an image's suffix is listed, so that scoring
-    reports it as a failure (:func:`~cprl_fast.images.read_image` refuses it unopened) rather
-    than leaving it out unsaid."""
+    """Files and the image files under folders (:func:`~cprl_fast.images.folder_images`:
+    recursive, by suffix, sorted); a path that does not exist, or is a device or FIFO, is an
+    error naming it. Inside a folder such an entry (or a broken link) with an image's suffix is
+    listed, so that scoring reports it as a failure rather than leaving it out unsaid."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out += sorted(f for f in p.rglob("*") if not f.is_dir()
-                          and f.suffix.lower() in IMAGE_SUFFIXES)  # fmt: skip
+            out += folder_images(p)
         elif p.is_file():
             out.append(p)
         elif p.exists():  # a device, FIFO or socket: never opened (it could block or not end)

@@ -41,9 +41,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from cprl_fast.checks import check_device
-    from cprl_fast.images import check_max_pixels
+    from cprl_fast.images import check_max_pixels, image_suffixes
     from cprl_fast.io import check_output, csv_cell, json_text, printable, write_text_atomic
-    from cprl_fast.score import IMAGE_SUFFIXES, image_files, load_model
+    from cprl_fast.score import image_files, load_model
 
     check_device(args.device)
     check_max_pixels(args.max_pixels, "--max-pixels")
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         check_output(args.out, args.overwrite, "--out", (".csv", ".json"))
     files = image_files(args.paths)  # a missing path is an error before any work
     if not files:  # only folders were given, with no image file in them
-        raise UserError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in "
+        raise UserError(f"no image files ({', '.join(image_suffixes())}) in "
                         f"{', '.join(printable(p) for p in args.paths)}")  # fmt: skip
     metric = load_model(args.model, args.device, args.batch_size, max_pixels=args.max_pixels,
                         workers=args.workers)  # fmt: skip

@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from cprl_fast.images import ImageTooLarge
+from cprl_fast.images import ImageTooLarge, image_suffixes
 from cprl_fast_cli import error_line
 
 
@@ -213,8 +213,8 @@ def test_score_refuses_folders_with_no_image_file_before_loading_the_model(capsy
     # the model file does not exist: the folders are checked first
     assert main(["score", str(tmp_path), "--model", str(tmp_path / "none.pt")]) == 2
     err = capsys.readouterr().err
-    assert err == (f"cprl-fast score: no image files (.png, .jpg, .jpeg, .bmp, .tif, .tiff, "
-                   f".webp) in {tmp_path}\n")  # fmt: skip
+    assert err == f"cprl-fast score: no image files ({', '.join(image_suffixes())}) in {tmp_path}\n"
+    assert {".png", ".jpg", ".gif", ".ppm", ".tiff", ".webp"} <= set(image_suffixes())
 
 
 def test_info_json_is_standard_json(capsys, tmp_path, tiny_run):

@@ -182,6 +182,18 @@ def test_bad_input_is_named(refs, made, tmp_path):
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no leftovers
 
 
+def test_references_in_every_format_read_are_found_and_a_fifo_is_named(tmp_path):
+    import os
+
+    for k, name in enumerate(("a.gif", "b.PPM", "c.tiff", "d.jpeg")):
+        _photo(k).save(tmp_path / name)
+    assert [f.name for f in reference_files(tmp_path)] == ["a.gif", "b.PPM", "c.tiff", "d.jpeg"]
+    os.mkfifo(tmp_path / "e.png")  # listed, then refused unopened (it was left out unsaid)
+    with pytest.raises(OSError, match=r"e\.png is not a regular file"):
+        synthesize(tmp_path, tmp_path / "out", KINDS)
+    assert not (tmp_path / "out").exists()
+
+
 def test_the_command_writes_a_dataset_and_names_a_bad_out(refs, tmp_path, capsys):
     from cprl_fast_cli import main
 

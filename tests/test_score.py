@@ -118,6 +118,17 @@ def test_a_folder_entry_that_is_not_an_image_file_is_a_failure_row(run, tmp_path
     assert metric.score(files) == (done, failed)
 
 
+def test_a_folder_gives_its_files_of_every_format_read(run, tmp_path):
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8))
+    names = ["a.gif", "b.PPM", "c.pgm", "d.jpeg", "e.JPG", "f.tif", "g.webp", "h.bmp", "i.png"]
+    for name in names:
+        (image.convert("L") if name.endswith("pgm") else image).save(tmp_path / name)
+    (tmp_path / "j.txt").write_text("not an image's suffix")
+    done, failed = cprl_fast.load_model(run / "best.pt").score(tmp_path)
+    assert [n for n, _ in done] == [str(tmp_path / n) for n in names] and not failed
+
+
 def test_decoding_threads_give_the_same_rows_in_the_same_order(run, images, tmp_path):
     folder, arrays = images
     rng = np.random.default_rng(1)

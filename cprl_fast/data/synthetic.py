@@ -42,14 +42,12 @@ from cprl_fast.checks import check_count
 from cprl_fast.data.base import DatasetFormatError, Item, register
 from cprl_fast.data.csvs import column, number, read_csv
 from cprl_fast.data.distortions import DISTORTIONS, distort, ms_ssim, square
-from cprl_fast.images import DEFAULT_MAX_PIXELS, read_image
+from cprl_fast.images import DEFAULT_MAX_PIXELS, folder_images, image_suffixes, read_image
 from cprl_fast.io import umask
 
 SCORE_FILE = "scores.csv"
 #: The smallest image side MS-SSIM's five scales (11-pixel windows) can score.
 MIN_SIZE = 161
-#: What a file must end with to be read as a reference photograph.
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 README = ("Synthetic quality dataset made by cprl_fast: pseudo-MOS = MS-SSIM to the reference, "
           "min-max mapped to [0, 1]. NOT human opinion scores.\n")  # fmt: skip
 
@@ -63,10 +61,9 @@ def reference_files(references: str | Path | Iterable[str | Path]) -> list[Path]
     files = []
     for p in paths:
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES
-                           and f.is_file())  # fmt: skip
+            found = folder_images(p)
             if not found:
-                raise FileNotFoundError(f"no reference images ({', '.join(IMAGE_SUFFIXES)}) "
+                raise FileNotFoundError(f"no reference images ({', '.join(image_suffixes())}) "
                                         f"in {p}")  # fmt: skip
             files += found
         elif p.is_file():
