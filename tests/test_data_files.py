@@ -226,3 +226,61 @@ def test_two_processes_generating_the_builtin_dataset_at_once(tmp_path):
     # generated once: the second process waited for the first and found it complete
     assert sum("generating the built-in dataset" in o[1] for o in outs) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == [".builtin-v1.lock", "builtin-v1"]
+
+
+def _koniq_table(root: Path, name: str) -> Path:
+    (root / "1024x768").mkdir(parents=True)
+    table = root / "koniq10k_scores_and_distributions.csv"
+    with table.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["image_name", "c1", "c2", "c3", "c4", "c5", "c_total", "MOS", "SD",
+                    "MOS_zscore"])  # fmt: skip
+        w.writerows([["1.jpg", 1, 1, 1, 1, 1, 5, "3.0", "1.0", "50"],
+                     [name, 1, 1, 1, 1, 1, 5, "3.0", "1.0", "50"]])  # fmt: skip
+    return table
+
+
+def _live_table(root: Path, name: str) -> Path:
+    root.mkdir(parents=True)
+    table = root / "meta_info_LIVEIQADataset.csv"
+    with table.open("w", newline="") as fh:
+        csv.writer(fh).writerows([["ref_name", "dist_name", "mos"],
+                                  ["refimgs/a.bmp", "jpeg/img1.bmp", "30"],
+                                  ["refimgs/a.bmp", name, "40"]])  # fmt: skip
+    return table
+
+
+def _livec_table(root: Path, name: str) -> Path:
+    root.mkdir(parents=True)
+    table = root / "meta_info_LIVEChallengeDataset.csv"
+    with table.open("w", newline="") as fh:
+        csv.writer(fh).writerows([["img_name", "mos"], ["200.bmp", "30"], [name, "40"]])
+    return table
+
+
+def _synthetic_table(root: Path, name: str) -> Path:
+    root.mkdir(parents=True)
+    table = root / "scores.csv"
+    with table.open("w", newline="") as fh:
+        csv.writer(fh).writerows([["image", "scene", "distortion", "level", "ms_ssim", "score"],
+                                  ["images/a_blur_1.png", "a", "blur", 1, "0.9", "0.8"],
+                                  [name, "a", "blur", 2, "0.8", "0.7"]])  # fmt: skip
+    return table
+
+
+@pytest.mark.parametrize("dataset, table", [("koniq", _koniq_table), ("live", _live_table),
+                                            ("livec", _livec_table),
+                                            ("synthetic", _synthetic_table)])  # fmt: skip
+@pytest.mark.parametrize("name", ["../outside.png", "/etc/hostname", "a/../../b.png", ""])
+def test_a_score_table_never_names_a_file_outside_the_dataset(tmp_path, dataset, table, name):
+    written = table(tmp_path / "data", name)
+    with pytest.raises(DatasetFormatError, match=rf"{re.escape(str(written))}, row 3: image name "
+                       rf"{re.escape(repr(name))} must be a path relative to the dataset's folder"):
+        load_items(dataset, tmp_path / "data")
+
+
+def test_a_synthetic_level_that_is_no_integer_is_named(tmp_path):
+    written = _synthetic_table(tmp_path / "data", "images/a_blur_2.png")
+    written.write_text(written.read_text().replace(",2,", ",2.5,"))
+    with pytest.raises(DatasetFormatError, match=r"row 3: column 'level' is not a level .*'2\.5'"):
+        load_items("synthetic", tmp_path / "data")

@@ -69,6 +69,18 @@ def column(header: list[str], path: Path, *names: str) -> str:
     )
 
 
+def listed_file(base: Path, name: str, where: str) -> Path:
+    """``base / name`` for an image that a score table (``where``: the table and its row)
+    lists by ``name``: a relative path below ``base``, never an absolute path, a ``..`` part or
+    an empty name (a table is data: it never points the loader outside the dataset's folder),
+    else a :class:`DatasetFormatError` naming the table, the row and the name."""
+    rel = Path(name)
+    if not name.strip() or rel.is_absolute() or ".." in rel.parts:
+        raise DatasetFormatError(f"{where}: image name {name!r} must be a path relative to the "
+                                 f"dataset's folder {base}, without '..'")  # fmt: skip
+    return base / rel
+
+
 def number(row: dict[str, str], col: str, path: Path, line: int) -> float:
     try:
         return float(row[col])

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cprl_fast.data.base import DatasetFormatError, Item, register
-from cprl_fast.data.csvs import column, number, read_csv
+from cprl_fast.data.csvs import column, listed_file, number, read_csv
 from cprl_fast.data.layout import find_csv_with, find_file
 
 SCORES = "koniq10k_scores_and_distributions.csv"
@@ -94,5 +94,6 @@ def load_koniq(root: Path, resolution: str | None = None, **_options) -> tuple[l
         ]
         score_file = meta
     images = _image_dir(root, resolution)
-    items = [Item(str(images / n), (m - 1.0) / 4.0, m, Path(n).stem) for n, m in rows_out]
+    items = [Item(str(listed_file(images, n, f"{score_file}, row {i + 2}")), (m - 1.0) / 4.0, m,
+                  Path(n).stem) for i, (n, m) in enumerate(rows_out)]  # fmt: skip
     return items, score_file

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from cprl_fast.data.base import DatasetFormatError, Item, register, require_file
-from cprl_fast.data.csvs import column, number, read_csv
+from cprl_fast.data.csvs import column, listed_file, number, read_csv
 from cprl_fast.data.layout import find_csv_with
 from cprl_fast.io import open_regular_file
 
@@ -127,10 +127,11 @@ def _pyiqa(root: Path, meta: Path) -> tuple[list[Item], Path]:
     dmos = np.array([number(r, mos, meta, i + 2) for i, r in enumerate(rows)], dtype=np.float64)
     q = _dmos_to_quality(dmos)
     items = []
-    for r, d, qk in zip(rows, dmos, q, strict=True):
-        rel = Path(r[dist])
+    for i, (r, d, qk) in enumerate(zip(rows, dmos, q, strict=True)):
+        path = listed_file(root, r[dist], f"{meta}, row {i + 2}")
+        rel = path.relative_to(root)
         items.append(
-            Item(str(root / rel), float(qk), float(d), Path(r[ref]).stem,
+            Item(str(path), float(qk), float(d), Path(r[ref]).stem,
                  rel.parts[0] if len(rel.parts) > 1 else None)
         )  # fmt: skip
     return items, meta

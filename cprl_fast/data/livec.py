@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from cprl_fast.data.base import DatasetFormatError, Item, register, require_file
-from cprl_fast.data.csvs import column, number, read_csv
+from cprl_fast.data.csvs import column, listed_file, number, read_csv
 from cprl_fast.data.layout import candidate_roots, find_csv_with
 from cprl_fast.data.live import cell_strings, mat_vector
 
@@ -26,8 +26,8 @@ def _is_training(name: str) -> bool:
     return TRAINING.fullmatch(Path(name).stem) is not None
 
 
-def _item(base: Path, name: str, mos: float) -> Item:
-    path = base / "Images" / name
+def _item(base: Path, name: str, mos: float, where: str) -> Item:
+    path = listed_file(base / "Images", name, where)
     if not path.exists() and (base / name).exists():
         path = base / name
     return Item(str(path), mos / 100.0, mos, Path(name).stem)
@@ -39,19 +39,18 @@ def load_livec(root: Path, **_options) -> tuple[list[Item], Path]:
     for base in candidate_roots(root, "ChallengeDB_release"):
         if (base / "Data" / "AllMOS_release.mat").is_file():
             score_file = base / "Data" / "AllMOS_release.mat"
+            names_file = base / "Data" / "AllImages_release.mat"
             names = cell_strings(
-                mat_vector(
-                    require_file(base / "Data" / "AllImages_release.mat", "LIVE Challenge names"),
-                    "AllImages_release",
-                )
+                mat_vector(require_file(names_file, "LIVE Challenge names"), "AllImages_release")
             )
             mos = mat_vector(score_file, "AllMOS_release").astype(np.float64)
             if len(names) != len(mos):
                 raise DatasetFormatError(
                     f"{len(names)} image names but {len(mos)} MOS values in {base / 'Data'}"
                 )
-            pairs = zip(names, mos, strict=True)
-            items = [_item(base, n, float(m)) for n, m in pairs if not _is_training(n)]
+            pairs = enumerate(zip(names, mos, strict=True))
+            items = [_item(base, n, float(m), f"{names_file}, entry {k + 1}")
+                     for k, (n, m) in pairs if not _is_training(n)]  # fmt: skip
             return items, score_file
     for base in candidate_roots(root, "ChallengeDB_release"):
         meta = find_csv_with(base, {"img_name", "mos"})
@@ -59,7 +58,7 @@ def load_livec(root: Path, **_options) -> tuple[list[Item], Path]:
             header, rows = read_csv(meta)
             name, mos = column(header, meta, "img_name"), column(header, meta, "mos")
             items = [
-                _item(base, r[name], number(r, mos, meta, i + 2))
+                _item(base, r[name], number(r, mos, meta, i + 2), f"{meta}, row {i + 2}")
                 for i, r in enumerate(rows)
                 if not _is_training(r[name])
             ]

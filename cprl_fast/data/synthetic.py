@@ -29,6 +29,7 @@ import csv
 import functools
 import multiprocessing
 import os
+import re
 import shutil
 import tempfile
 import zlib
@@ -40,7 +41,7 @@ from PIL import Image
 
 from cprl_fast.checks import check_count
 from cprl_fast.data.base import DatasetFormatError, Item, register
-from cprl_fast.data.csvs import column, number, read_csv
+from cprl_fast.data.csvs import column, listed_file, number, read_csv
 from cprl_fast.data.distortions import DISTORTIONS, distort, ms_ssim, square
 from cprl_fast.images import DEFAULT_MAX_PIXELS, folder_images, image_suffixes, read_image
 from cprl_fast.io import umask
@@ -264,8 +265,12 @@ def read_scores(folder: Path) -> tuple[list[Item], Path]:
     items = []
     for i, r in enumerate(rows):
         image, scene, kind, level = (r[c] for c in cols)
+        where = f"{score_file}, row {i + 2}"
+        if not re.fullmatch(r"[0-9]+", level.strip()):
+            raise DatasetFormatError(f"{where}: column {cols[3]!r} is not a level (an integer "
+                                     f">= 0): {level!r}")  # fmt: skip
         items.append(
-            Item(str(folder / image), number(r, score, score_file, i + 2),
+            Item(str(listed_file(folder, image, where)), number(r, score, score_file, i + 2),
                  number(r, ms, score_file, i + 2), scene, kind, int(level))
         )  # fmt: skip
     if not items:
