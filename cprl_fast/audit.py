@@ -228,14 +228,26 @@ def audit(model: nn.Module, dataset, eps: Sequence[float] = DEFAULT_EPS,
     soft = _has_ca(model)
     by_eps = {}
     memo: PredictionMemo = {}  # the clean scores, shared by every eps
-    for e in tqdm(list(eps), desc="audit: budgets", unit="eps"):
-        by_eps[float(e)] = evaluate(model, images, attacks, e, batch_size, device, seed, source,
-                                    memo)  # fmt: skip
-    # without a random start: at eps = 1 a random start alone would reach chance
-    unbounded = {}
-    for n in UNBOUNDED:
-        pred, y = predictions(model, images, n, 1.0, batch_size, device, seed)
-        unbounded[n] = {"srcc": metrics.srcc(pred, y)}
+    # one bar over every image of every pass: the clean one, each attack at each eps > 0 (an
+    # attack at eps 0 is the clean pass), the unbounded check's
+    passes = 1 + len(attacks) * sum(1 for e in eps if e > 0) + len(UNBOUNDED)
+    with tqdm(total=passes * len(images), desc="audit", unit="img") as bar:
+
+        def progress(attack: str | None, e: float, count: int) -> None:
+            budget = "unbounded" if e >= 1 else f"at eps={eps_label(e)}"
+            bar.set_description(f"audit: {attack} {budget}" if attack else "audit: clean",
+                                refresh=False)  # fmt: skip
+            bar.update(count)
+
+        for e in eps:
+            by_eps[float(e)] = evaluate(model, images, attacks, e, batch_size, device, seed,
+                                        source, memo, progress)  # fmt: skip
+        # without a random start: at eps = 1 a random start alone would reach chance
+        unbounded = {}
+        for n in UNBOUNDED:
+            pred, y = predictions(model, images, n, 1.0, batch_size, device, seed,
+                                  progress=progress)  # fmt: skip
+            unbounded[n] = {"srcc": metrics.srcc(pred, y)}
     report = AuditReport(model=title, images=len(dataset), attacks=attacks,
                          eps=[float(e) for e in eps], results=by_eps, unbounded=unbounded,
                          diagnostics=diagnose(by_eps, unbounded, soft))  # fmt: skip

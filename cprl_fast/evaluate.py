@@ -9,7 +9,7 @@ it as JSON, CSV and a markdown table.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from fractions import Fraction
 
 import numpy as np
@@ -73,12 +73,18 @@ def worst_case(clean: np.ndarray, attacked: dict[str, np.ndarray], y: np.ndarray
 #: What :func:`predictions` may remember within one run: its results by their arguments.
 PredictionMemo = dict[tuple, tuple[np.ndarray, np.ndarray]]
 
+#: Told of each batch a prediction pass has scored: ``(attack, eps, images)``, the attack
+#: None for the clean pass; its count is the batch's size on the host (no device value is read).
+Progress = Callable[[str | None, float, int], None]
+
 
 def predictions(model: nn.Module, dataset, attack: str | None, eps: float, batch_size: int = 16,
                 device="cpu", seed: int = 0, source: nn.Module | None = None,
-                memo: PredictionMemo | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+                memo: PredictionMemo | None = None,
+                progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Scores of ``model`` on ``dataset`` (attacked by ``attack`` at ``eps`` when given;
     ``source``: the model a transfer attack crafts on) and the labels, in dataset order.
+    ``progress``: told of each batch scored (none when the memo holds the result).
 
     ``memo``: a dictionary that one run keeps (``cprl_fast.reproduce``) so that the same
     predictions are computed once: the clean scores (any attack at eps 0 is the clean
@@ -96,7 +102,8 @@ def predictions(model: nn.Module, dataset, attack: str | None, eps: float, batch
                eps if attacked else 0.0, batch_size, str(device), seed,
                id(source) if attacked else None)  # fmt: skip
         if key not in memo:
-            memo[key] = predictions(model, dataset, attack, eps, batch_size, device, seed, source)
+            memo[key] = predictions(model, dataset, attack, eps, batch_size, device, seed, source,
+                                    progress=progress)  # fmt: skip
         pred, labels = memo[key]
         return pred.copy(), labels.copy()
     g = torch.Generator().manual_seed(seed)
@@ -104,14 +111,17 @@ def predictions(model: nn.Module, dataset, attack: str | None, eps: float, batch
     # on a GPU the host reads no score until the end, so it loads the next batch (pinned, copied
     # without waiting) while the GPU attacks and scores this one
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, pin_memory=pins(device))
+    attacked = attack is not None and eps > 0
     with eval_mode(model):
         for x, y in loader:
             labels.append(y)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if attack is not None and eps > 0:
+            if attacked:
                 x = attacks.run_attack(attack, model, x, y, eps, g, source)
             with torch.no_grad():
                 preds.append(model(x).float())
+            if progress is not None:
+                progress(attack if attacked else None, eps, len(labels[-1]))
     return torch.cat(preds).cpu().numpy(), torch.cat(labels).numpy()
 
 
@@ -127,23 +137,26 @@ def _check_attacks(names: Sequence[str], source: nn.Module | None) -> list[str]:
 def evaluate(model: nn.Module, dataset, attack_names: Sequence[str] = attacks.SUITES["protocol"],
              eps: float = 1 / 255, batch_size: int = 16, device="cpu", seed: int = 0,
              source: nn.Module | None = None,
-             memo: PredictionMemo | None = None) -> dict[str, dict[str, float]]:  # fmt: skip
+             memo: PredictionMemo | None = None,
+             progress: Progress | None = None) -> dict[str, dict[str, float]]:  # fmt: skip
     """``{"clean": metrics, "<attack>": metrics, ...}`` of ``model`` on ``dataset`` (``source``:
-    the model the ``transfer`` attack crafts its images on; ``memo``: see :func:`predictions`).
-    Each image is decoded once for all the conditions (:func:`cprl_fast.data.decoded_once`)."""
+    the model the ``transfer`` attack crafts its images on; ``memo``, ``progress``: see
+    :func:`predictions`; with ``progress`` no bar of its own). Each image is decoded once for
+    all the conditions (:func:`cprl_fast.data.decoded_once`)."""
     from tqdm import tqdm
 
     attack_names = _check_attacks(attack_names, source)
     check_image_eps(eps)
     dataset = decoded_once(dataset)
-    clean, y = predictions(model, dataset, None, eps, batch_size, device, seed, memo=memo)
+    clean, y = predictions(model, dataset, None, eps, batch_size, device, seed, memo=memo,
+                           progress=progress)  # fmt: skip
     results = {"clean": {**_condition(clean, clean, y, seed), "labels": [float(v) for v in y]}}
     attacked = {}
     # an inner bar (an audit runs it per budget): off when stderr is no terminal, no escapes
     for name in tqdm(list(attack_names), desc=f"attacks at eps={eps:.4g}", unit="attack",
-                     leave=False, disable=None):  # fmt: skip
+                     leave=False, disable=True if progress is not None else None):  # fmt: skip
         attacked[name], _ = predictions(model, dataset, name, eps, batch_size, device, seed,
-                                        source, memo)  # fmt: skip
+                                        source, memo, progress)  # fmt: skip
         results[name] = _condition(clean, attacked[name], y, seed)
     if len(attacked) > 1:
         which, pred = worst_case(clean, attacked, y)

@@ -53,6 +53,16 @@ def test_silent_on_a_plain_model_and_writes_its_report(data, tmp_path):
     assert json.loads((tmp_path / "report.json").read_text())["model"] == "brightness"
 
 
+def test_one_bar_counts_every_image_of_every_pass(data, capsys):
+    from cprl_fast.audit import UNBOUNDED
+
+    audit(Brightness(), data, eps=(0.0, 2 / 255), attacks=("fgsm", "pgd"), batch_size=16)
+    err = capsys.readouterr().err
+    done = (1 + 2 + len(UNBOUNDED)) * len(data)  # clean, two attacks at 2/255, unbounded
+    assert f"{done}/{done}" in err and f"{done + 1}/" not in err  # eps 0 is the clean pass
+    assert err.rstrip().split("\r")[-1].startswith(f"audit: {UNBOUNDED[-1]} unbounded: 100%")
+
+
 def test_fires_on_a_model_that_masks_its_gradients(data, tmp_path):
     report = audit(Brightness(levels=4), data, eps=(2 / 255, 8 / 255), batch_size=16)
     failed = _failed(report)
@@ -105,7 +115,7 @@ def test_cli_audits_any_module(tmp_path):
     bad = subprocess.run([*cmd, "--certify-feature", "0.5", "--certify-layer", "layer1"],
                          capture_output=True, text=True, env=env)  # fmt: skip
     assert bad.returncode == 2 and "splits a quality ResNet" in bad.stderr.strip().splitlines()[-1]
-    assert "audit: budgets" not in bad.stderr  # refused before any attack ran
+    assert "%|" not in bad.stderr  # refused before any attack ran: no progress bar
 
 
 class GradientFree(nn.Module):
