@@ -60,7 +60,8 @@ def image_files(paths: Iterable[str | Path]) -> list[Path]:
         elif p.exists():  # a device, FIFO or socket: never opened (it could block or not end)
             raise ValueError(f"not a regular file or folder: {printable(str(p))}")
         else:
-            raise FileNotFoundError(f"no such file or folder: {printable(str(p))}")
+            why = " (a symbolic link that points nowhere or to itself)" if p.is_symlink() else ""
+            raise FileNotFoundError(f"no such file or folder: {printable(str(p))}{why}")
     return out
 
 

@@ -118,6 +118,18 @@ def test_a_folder_entry_that_is_not_an_image_file_is_a_failure_row(run, tmp_path
     assert metric.score(files) == (done, failed)
 
 
+def test_a_named_link_that_resolves_nowhere_is_named_as_one(tmp_path):
+    from cprl_fast.score import image_files
+
+    (tmp_path / "loop.png").symlink_to(tmp_path / "loop.png")
+    (tmp_path / "gone.png").symlink_to(tmp_path / "nothing.png")
+    for name in ("loop.png", "gone.png"):
+        with pytest.raises(FileNotFoundError, match=rf"{name} \(a symbolic link that points "):
+            image_files([tmp_path / name])
+    with pytest.raises(FileNotFoundError, match=r"no such file or folder: \S*none\.png$"):
+        image_files([tmp_path / "none.png"])
+
+
 def test_a_folder_gives_its_files_of_every_format_read(run, tmp_path):
     rng = np.random.default_rng(0)
     image = Image.fromarray(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8))
