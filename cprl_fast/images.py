@@ -74,6 +74,7 @@ def folder_images(folder: Path) -> list[Path]:
     suffixes = image_suffixes()
     return sorted(f for f in folder.rglob("*") if f.suffix.lower() in suffixes and not f.is_dir())
 
+
 #: The colour transparent images are composited on (white, as on a white page).
 BACKGROUND = (255, 255, 255)
 
