@@ -40,7 +40,7 @@ from cprl_fast import metrics
 from cprl_fast.attacks import SUITES, black_box_checks, white_box
 from cprl_fast.checks import check_count, check_images
 from cprl_fast.data.decoded import decoded_once
-from cprl_fast.evaluate import PredictionMemo, evaluate, predictions
+from cprl_fast.evaluate import PredictionMemo, bar_progress, evaluate, predictions
 from cprl_fast.nn import CPRLActivation
 from cprl_fast.render import write_audit
 from cprl_fast.reports import AuditReport, Check, eps_label, worst_of
@@ -232,13 +232,7 @@ def audit(model: nn.Module, dataset, eps: Sequence[float] = DEFAULT_EPS,
     # attack at eps 0 is the clean pass), the unbounded check's
     passes = 1 + len(attacks) * sum(1 for e in eps if e > 0) + len(UNBOUNDED)
     with tqdm(total=passes * len(images), desc="audit", unit="img") as bar:
-
-        def progress(attack: str | None, e: float, count: int) -> None:
-            budget = "unbounded" if e >= 1 else f"at eps={eps_label(e)}"
-            bar.set_description(f"audit: {attack} {budget}" if attack else "audit: clean",
-                                refresh=False)  # fmt: skip
-            bar.update(count)
-
+        progress = bar_progress(bar, "audit")
         for e in eps:
             by_eps[float(e)] = evaluate(model, images, attacks, e, batch_size, device, seed,
                                         source, memo, progress)  # fmt: skip

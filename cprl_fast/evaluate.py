@@ -21,6 +21,7 @@ from cprl_fast.attacks.common import eval_mode
 from cprl_fast.checks import check_image_eps
 from cprl_fast.data.decoded import decoded_once, underlying
 from cprl_fast.devices import pins
+from cprl_fast.reports import eps_label
 
 
 def parse_number(text: str | float, name: str = "eps") -> float:
@@ -76,6 +77,20 @@ PredictionMemo = dict[tuple, tuple[np.ndarray, np.ndarray]]
 #: Told of each batch a prediction pass has scored: ``(attack, eps, images)``, the attack
 #: None for the clean pass; its count is the batch's size on the host (no device value is read).
 Progress = Callable[[str | None, float, int], None]
+
+
+def bar_progress(bar, what: str) -> Progress:
+    """A :data:`Progress` that adds each batch's images to ``bar`` (a tqdm bar) and names the
+    pass it is in: ``<what>: clean``, ``<what>: pgd at eps=1/255``, ``<what>: reflect10
+    unbounded`` (eps 1)."""
+
+    def progress(attack: str | None, eps: float, count: int) -> None:
+        budget = "unbounded" if eps >= 1 else f"at eps={eps_label(eps)}"
+        bar.set_description(f"{what}: {attack} {budget}" if attack else f"{what}: clean",
+                            refresh=False)  # fmt: skip
+        bar.update(count)
+
+    return progress
 
 
 def predictions(model: nn.Module, dataset, attack: str | None, eps: float, batch_size: int = 16,

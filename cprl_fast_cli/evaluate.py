@@ -42,8 +42,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from cprl_fast.data import decoded_once
-    from cprl_fast.evaluate import evaluate, parse_eps
+    from cprl_fast.evaluate import bar_progress, evaluate, parse_eps
     from cprl_fast.figures import draw_figures
     from cprl_fast.render import write_results
     from cprl_fast.train.runs import load_run_splits, load_trained
@@ -62,10 +64,12 @@ def run(args: argparse.Namespace) -> int:
     dataset = load_run_splits(cfg0, (args.split,), args.dataset, args.root,
                               from_card=True)[args.split]  # fmt: skip
     images = decoded_once(dataset)  # decoded once for every checkpoint and figure
-    results = {
-        name: evaluate(t.model, images, names, eps, args.batch_size, args.device)
-        for name, t in models.items()
-    }
+    passes = len(models) * (1 + (len(names) if eps > 0 else 0))  # attacks at eps 0: the clean
+    results = {}
+    with tqdm(total=passes * len(images), desc="evaluate", unit="img") as bar:
+        for name, t in models.items():
+            results[name] = evaluate(t.model, images, names, eps, args.batch_size, args.device,
+                                     progress=bar_progress(bar, f"evaluate {name}"))  # fmt: skip
     paths = write_results(results, args.out_dir, f"{dataset.name} {args.split}, eps = {args.eps}")
     if args.figures:
         plain = {n: t.model for n, t in models.items()}

@@ -185,6 +185,8 @@ def test_cli_evaluate(data, tmp_path):
     assert r.returncode == 0, r.stderr
     results = json.loads((tmp_path / "report" / "results.json").read_text())
     assert set(results["run"]) == {"clean", "fgsm", "pgd", "worst"}  # named by its run folder
+    done = 3 * len(results["run"]["clean"]["scores"])  # one bar: every image of every pass
+    assert f"evaluate run: pgd at eps=1/255: 100%|██████████| {done}/{done}" in r.stderr
     bad = subprocess.run([*cmd[:6], "--attack", "cw"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown attack 'cw'" in bad.stderr
     # named explicitly, twice the same checkpoint under two names
@@ -193,5 +195,6 @@ def test_cli_evaluate(data, tmp_path):
     r = subprocess.run(two, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert set(json.loads((tmp_path / "two" / "results.json").read_text())) == {"a", "b"}
+    assert f"evaluate b: fgsm at eps=1/255: 100%|██████████| {done // 3 * 4}/" in r.stderr
     missing = subprocess.run([*cmd[:5], str(tmp_path / "nope.pt")], capture_output=True, text=True)
     assert missing.returncode == 2 and "checkpoint not found" in missing.stderr
