@@ -40,7 +40,13 @@ from cprl_fast import metrics
 from cprl_fast.attacks import SUITES, black_box_checks, white_box
 from cprl_fast.checks import check_count, check_images
 from cprl_fast.data.decoded import decoded_once
-from cprl_fast.evaluate import PredictionMemo, bar_progress, evaluate, predictions
+from cprl_fast.evaluate import (
+    PredictionMemo,
+    attacked_passes,
+    bar_progress,
+    evaluate,
+    predictions,
+)
 from cprl_fast.nn import CPRLActivation
 from cprl_fast.render import write_audit
 from cprl_fast.reports import AuditReport, Check, eps_label, worst_of
@@ -228,9 +234,9 @@ def audit(model: nn.Module, dataset, eps: Sequence[float] = DEFAULT_EPS,
     soft = _has_ca(model)
     by_eps = {}
     memo: PredictionMemo = {}  # the clean scores, shared by every eps
-    # one bar over every image of every pass: the clean one, each attack at each eps > 0 (an
-    # attack at eps 0 is the clean pass), the unbounded check's
-    passes = 1 + len(attacks) * sum(1 for e in eps if e > 0) + len(UNBOUNDED)
+    # one bar over every image of every pass: the clean one, the attacked ones, the unbounded
+    # check's
+    passes = 1 + attacked_passes(len(attacks), eps) + len(UNBOUNDED)
     with tqdm(total=passes * len(images), desc="audit", unit="img") as bar:
         progress = bar_progress(bar, "audit")
         for e in eps:

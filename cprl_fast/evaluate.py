@@ -79,6 +79,12 @@ PredictionMemo = dict[tuple, tuple[np.ndarray, np.ndarray]]
 Progress = Callable[[str | None, float, int], None]
 
 
+def attacked_passes(attacks: int, budgets: Sequence[float]) -> int:
+    """The attacked prediction passes of ``attacks`` attacks at each of ``budgets``: an attack
+    at eps 0 is the clean pass, which :func:`evaluate` makes anyway (once with a memo)."""
+    return attacks * sum(1 for e in budgets if e > 0)
+
+
 def bar_progress(bar, what: str) -> Progress:
     """A :data:`Progress` that adds each batch's images to ``bar`` (a tqdm bar) and names the
     pass it is in: ``<what>: clean``, ``<what>: pgd at eps=1/255``, ``<what>: reflect10

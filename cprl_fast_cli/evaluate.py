@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from cprl_fast.data import decoded_once
-    from cprl_fast.evaluate import bar_progress, evaluate, parse_eps
+    from cprl_fast.evaluate import attacked_passes, bar_progress, evaluate, parse_eps
     from cprl_fast.figures import draw_figures
     from cprl_fast.render import write_results
     from cprl_fast.train.runs import load_run_splits, load_trained
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     dataset = load_run_splits(cfg0, (args.split,), args.dataset, args.root,
                               from_card=True)[args.split]  # fmt: skip
     images = decoded_once(dataset)  # decoded once for every checkpoint and figure
-    passes = len(models) * (1 + (len(names) if eps > 0 else 0))  # attacks at eps 0: the clean
+    passes = len(models) * (1 + attacked_passes(len(names), [eps]))
     results = {}
     with tqdm(total=passes * len(images), desc="evaluate", unit="img") as bar:
         for name, t in models.items():

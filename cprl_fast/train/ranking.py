@@ -253,7 +253,7 @@ class RankingTerm:
 
     def close(self) -> None:
         """Stops the worker processes (the next :meth:`batch` starts them again)."""
-        self._ahead, self._next = None, -1  # the iterator's finaliser shuts its workers down
+        self._ahead = None  # the iterator's finaliser shuts its workers down
 
     def __call__(self, net: torch.nn.Module, t: int, device: torch.device) -> torch.Tensor:
         """The hinge (0-d float32) of ``net``'s scores on step ``t``'s batch, on ``device``."""
