@@ -42,9 +42,10 @@ from cprl_fast.checks import check_count, check_images
 from cprl_fast.data.decoded import decoded_once
 from cprl_fast.evaluate import (
     PredictionMemo,
-    attacked_passes,
     bar_progress,
     evaluate,
+    evaluate_passes,
+    passes_to_score,
     predictions,
 )
 from cprl_fast.nn import CPRLActivation
@@ -236,7 +237,9 @@ def audit(model: nn.Module, dataset, eps: Sequence[float] = DEFAULT_EPS,
     memo: PredictionMemo = {}  # the clean scores, shared by every eps
     # one bar over every image of every pass: the clean one, the attacked ones, the unbounded
     # check's
-    passes = 1 + attacked_passes(len(attacks), eps) + len(UNBOUNDED)
+    planned = [p for e in eps for p in evaluate_passes(attacks, e)]
+    passes = passes_to_score(model, images, planned, batch_size, device, seed, source, memo)
+    passes += len(UNBOUNDED)
     with tqdm(total=passes * len(images), desc="audit", unit="img") as bar:
         progress = bar_progress(bar, "audit")
         for e in eps:

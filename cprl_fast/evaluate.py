@@ -79,10 +79,33 @@ PredictionMemo = dict[tuple, tuple[np.ndarray, np.ndarray]]
 Progress = Callable[[str | None, float, int], None]
 
 
-def attacked_passes(attacks: int, budgets: Sequence[float]) -> int:
-    """The attacked prediction passes of ``attacks`` attacks at each of ``budgets``: an attack
-    at eps 0 is the clean pass, which :func:`evaluate` makes anyway (once with a memo)."""
-    return attacks * sum(1 for e in budgets if e > 0)
+#: A prediction pass: the attack (None for the clean pass) and its budget eps.
+Pass = tuple[str | None, float]
+
+
+def evaluate_passes(attack_names: Sequence[str], eps: float) -> list[Pass]:
+    """The passes :func:`evaluate` asks :func:`predictions` for: the clean one, then each
+    attack at ``eps``."""
+    return [(None, eps), *((name, eps) for name in attack_names)]
+
+
+def _memo_key(model: nn.Module, dataset, attack: str | None, eps: float, batch_size: int,
+              device, seed: int, source: nn.Module | None) -> tuple:  # fmt: skip
+    """:func:`predictions`' memo key: an attack at eps 0 is the clean pass."""
+    attacked = attack is not None and eps > 0
+    return (id(model), id(underlying(dataset)), attack if attacked else None,
+            eps if attacked else 0.0, batch_size, str(device), seed,
+            id(source) if attacked else None)  # fmt: skip
+
+
+def passes_to_score(model: nn.Module, dataset, passes: Sequence[Pass], batch_size: int = 16,
+                    device="cpu", seed: int = 0, source: nn.Module | None = None,
+                    memo: PredictionMemo | None = None) -> int:  # fmt: skip
+    """How many of ``passes`` :func:`predictions` will score with a memo (each distinct pass
+    once, an attack at eps 0 being the clean pass) that holds ``memo``'s results (None: none
+    yet). A progress bar's total is this times the images."""
+    keys = {_memo_key(model, dataset, a, e, batch_size, device, seed, source) for a, e in passes}
+    return len(keys.difference(memo or {}))
 
 
 def bar_progress(bar, what: str) -> Progress:
@@ -118,10 +141,7 @@ def predictions(model: nn.Module, dataset, attack: str | None, eps: float, batch
         _check_attacks([attack], source)
     check_image_eps(eps)
     if memo is not None:
-        attacked = attack is not None and eps > 0
-        key = (id(model), id(underlying(dataset)), attack if attacked else None,
-               eps if attacked else 0.0, batch_size, str(device), seed,
-               id(source) if attacked else None)  # fmt: skip
+        key = _memo_key(model, dataset, attack, eps, batch_size, device, seed, source)
         if key not in memo:
             memo[key] = predictions(model, dataset, attack, eps, batch_size, device, seed, source,
                                     progress=progress)  # fmt: skip
@@ -162,13 +182,16 @@ def evaluate(model: nn.Module, dataset, attack_names: Sequence[str] = attacks.SU
              progress: Progress | None = None) -> dict[str, dict[str, float]]:  # fmt: skip
     """``{"clean": metrics, "<attack>": metrics, ...}`` of ``model`` on ``dataset`` (``source``:
     the model the ``transfer`` attack crafts its images on; ``memo``, ``progress``: see
-    :func:`predictions`; with ``progress`` no bar of its own). Each image is decoded once for
-    all the conditions (:func:`cprl_fast.data.decoded_once`)."""
+    :func:`predictions`; with ``progress`` no bar of its own; without ``memo``, one of its own,
+    so that an attack at eps 0 reuses the clean pass). Each image is decoded once for all the
+    conditions (:func:`cprl_fast.data.decoded_once`). The passes it scores:
+    :func:`passes_to_score` of :func:`evaluate_passes`."""
     from tqdm import tqdm
 
     attack_names = _check_attacks(attack_names, source)
     check_image_eps(eps)
     dataset = decoded_once(dataset)
+    memo = {} if memo is None else memo
     clean, y = predictions(model, dataset, None, eps, batch_size, device, seed, memo=memo,
                            progress=progress)  # fmt: skip
     results = {"clean": {**_condition(clean, clean, y, seed), "labels": [float(v) for v in y]}}

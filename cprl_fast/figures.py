@@ -28,7 +28,11 @@ from cprl_fast.io import atomic_write
 from cprl_fast.reports import eps_label
 
 if TYPE_CHECKING:
-    from cprl_fast.evaluate import PredictionMemo
+    from cprl_fast.evaluate import PredictionMemo, Progress
+
+#: Fig. 6's budgets (pixel units) and attack.
+FIG6_EPS = (0, 1 / 255, 2 / 255, 4 / 255, 8 / 255)
+FIG6_ATTACK = "pgd"
 
 
 def pyplot() -> ModuleType:
@@ -164,14 +168,15 @@ def channel_activations(models: dict[str, tuple[nn.Module, nn.Module]], x: torch
 
 
 def srcc_vs_eps(models: dict[str, nn.Module], dataset, path: str | Path,
-                eps_values: Sequence[float] = (0, 1 / 255, 2 / 255, 4 / 255, 8 / 255),
-                attack: str = "pgd", batch_size: int = 16, device="cpu",
-                caption: str | None = None,
-                memo: PredictionMemo | None = None) -> dict:  # fmt: skip
+                eps_values: Sequence[float] = FIG6_EPS, attack: str = FIG6_ATTACK,
+                batch_size: int = 16, device="cpu", caption: str | None = None,
+                memo: PredictionMemo | None = None,
+                progress: Progress | None = None) -> dict:  # fmt: skip
     """Fig. 6: SRCC of each model on ``dataset`` under ``attack`` at each eps, with its 95%
     bootstrap interval over the images as a band (``ci`` in the returned data). ``memo``:
-    predictions a run already made (:func:`cprl_fast.evaluate.predictions`). Each image is
-    decoded once for every model and eps (:func:`cprl_fast.data.decoded_once`)."""
+    predictions a run already made, ``progress``: told of each batch scored (both as
+    :func:`cprl_fast.evaluate.predictions` takes them). Each image is decoded once for every
+    model and eps (:func:`cprl_fast.data.decoded_once`)."""
     from cprl_fast.data.decoded import decoded_once
     from cprl_fast.evaluate import predictions
 
@@ -181,7 +186,8 @@ def srcc_vs_eps(models: dict[str, nn.Module], dataset, path: str | Path,
     for name, model in models.items():
         curves[name], bands[name] = [], []
         for eps in eps_values:
-            pred, y = predictions(model, dataset, attack, eps, batch_size, device, memo=memo)
+            pred, y = predictions(model, dataset, attack, eps, batch_size, device, memo=memo,
+                                  progress=progress)  # fmt: skip
             curves[name].append(metrics.srcc(pred, y))
             bands[name].append(list(metrics.confidence_interval(pred, y)))
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
@@ -226,19 +232,33 @@ def figure_markdown(folder: str = "figures") -> list[str]:
 
 def draw_figures(models: dict[str, nn.Module], dataset, out_dir: str | Path,
                  batch_size: int = 16, device: str | torch.device = "cpu",
-                 memo: PredictionMemo | None = None) -> dict:  # fmt: skip
+                 memo: PredictionMemo | None = None, progress: bool = True) -> dict:  # fmt: skip
     """Figs 4 (score landscape), 5 (channel activations) and 6 (SRCC vs eps) for ``models`` on
     ``dataset``, as ``out_dir/<figure>.png``; returns Fig. 6's data. ``memo``: predictions the
-    run already made (:func:`cprl_fast.evaluate.predictions`), reused by Fig. 6."""
+    run already made (:func:`cprl_fast.evaluate.predictions`), reused by Fig. 6. ``progress``:
+    a bar that names the figure being drawn and counts Fig. 6's images still to score (its
+    passes that ``memo`` does not hold)."""
+    from tqdm import tqdm
+
+    from cprl_fast.data.decoded import decoded_once
+    from cprl_fast.evaluate import bar_progress, passes_to_score
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    x = dataset[0][0][None].to(device)
-    batch = torch.stack([dataset[i][0] for i in range(min(8, len(dataset)))]).to(device)
-    score_landscape(models, x, out / "fig4_landscape.png",
-                            caption=CAPTIONS["fig4_landscape"])  # fmt: skip
-    layers = {n: (m, default_layer(m)) for n, m in models.items()}
-    channel_activations(layers, batch, out / "fig5_channels.png",
-                                caption=CAPTIONS["fig5_channels"])  # fmt: skip
-    return srcc_vs_eps(models, dataset, out / "fig6_srcc_vs_eps.png",
-                               batch_size=batch_size, device=device,
-                               caption=CAPTIONS["fig6_srcc_vs_eps"], memo=memo)  # fmt: skip
+    dataset, memo = decoded_once(dataset), {} if memo is None else memo
+    planned = [(FIG6_ATTACK, e) for e in FIG6_EPS]
+    passes = sum(passes_to_score(m, dataset, planned, batch_size, device, memo=memo)
+                 for m in models.values())  # fmt: skip
+    with tqdm(total=passes * len(dataset), desc="figures: Fig. 4", unit="img",
+              disable=not progress) as bar:  # fmt: skip
+        x = dataset[0][0][None].to(device)
+        batch = torch.stack([dataset[i][0] for i in range(min(8, len(dataset)))]).to(device)
+        score_landscape(models, x, out / "fig4_landscape.png", caption=CAPTIONS["fig4_landscape"])
+        bar.set_description("figures: Fig. 5")
+        layers = {n: (m, default_layer(m)) for n, m in models.items()}
+        channel_activations(layers, batch, out / "fig5_channels.png",
+                            caption=CAPTIONS["fig5_channels"])  # fmt: skip
+        bar.set_description("figures: Fig. 6")
+        return srcc_vs_eps(models, dataset, out / "fig6_srcc_vs_eps.png", batch_size=batch_size,
+                           device=device, caption=CAPTIONS["fig6_srcc_vs_eps"], memo=memo,
+                           progress=bar_progress(bar, "figures: Fig. 6"))  # fmt: skip

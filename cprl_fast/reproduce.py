@@ -24,7 +24,13 @@ import torch
 
 from cprl_fast.attacks import SUITES
 from cprl_fast.data import LOADERS, decoded_once
-from cprl_fast.evaluate import PredictionMemo, evaluate
+from cprl_fast.evaluate import (
+    PredictionMemo,
+    bar_progress,
+    evaluate,
+    evaluate_passes,
+    passes_to_score,
+)
 from cprl_fast.figures import draw_figures, figure_markdown
 from cprl_fast.io import read_json, write_json_atomic, write_text_atomic
 from cprl_fast.presets import MODEL_PRESETS
@@ -97,10 +103,18 @@ def reproduce(
         # the cache key holds every setting that changes the result
         key = json.dumps({"eps": eps, "attacks": list(names), "batch_size": bs, "seed": 0})
         digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-        return _cached(
-            out, f"eval-{name}-{digest}",
-            lambda: evaluate(model, test_images, names, eps, bs, dev, memo=memo),
-        )  # fmt: skip
+
+        def scored() -> dict:  # with a bar over the images of the passes the memo lacks
+            from tqdm import tqdm
+
+            passes = passes_to_score(model, test_images, evaluate_passes(names, eps), bs, dev,
+                                     memo=memo)  # fmt: skip
+            what = f"evaluate {name}"
+            with tqdm(total=passes * len(test_images), desc=what, unit="img") as bar:
+                return evaluate(model, test_images, names, eps, bs, dev, memo=memo,
+                                progress=bar_progress(bar, what))  # fmt: skip
+
+        return _cached(out, f"eval-{name}-{digest}", scored)
 
     models = {"resnet": train("resnet", model="resnet"), "cprl": train("cprl", model="cprl", b=0.4)}
     others = {name: train(name, model=name) for name in baselines}

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -287,7 +288,12 @@ def study(dataset: str, root: str | None, out_dir: str | Path, base: TrainConfig
              "tested": len(audit_subset(s["test"], per_scene, 0, audit_crop)),
              "planned": folds * len(seeds)}  # fmt: skip
     index, count = check_share(share)
-    for _, fold, seed in run_names(folds, seeds)[index::count]:
+    mine = run_names(folds, seeds)[index::count]
+    for k, (name, fold, seed) in enumerate(mine, 1):
+        # a line per run above its training and audit bars (a bar around them would nest
+        # theirs, which writes cursor movements into a log)
+        share_note = f" (share {index}/{count})" if count > 1 else ""
+        print(f"study: run {k} of {len(mine)}{share_note}: {name}", file=sys.stderr, flush=True)
         run_one(dataset, root, out, base, folds, fold, seed, models, eps, attacks, per_scene,
                 certify_sigmas, certify_n, audit_crop)  # fmt: skip
         runs = finished_runs(out, models, folds, seeds)

@@ -45,7 +45,13 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from cprl_fast.data import decoded_once
-    from cprl_fast.evaluate import attacked_passes, bar_progress, evaluate, parse_eps
+    from cprl_fast.evaluate import (
+        bar_progress,
+        evaluate,
+        evaluate_passes,
+        parse_eps,
+        passes_to_score,
+    )
     from cprl_fast.figures import draw_figures
     from cprl_fast.render import write_results
     from cprl_fast.train.runs import load_run_splits, load_trained
@@ -64,16 +70,19 @@ def run(args: argparse.Namespace) -> int:
     dataset = load_run_splits(cfg0, (args.split,), args.dataset, args.root,
                               from_card=True)[args.split]  # fmt: skip
     images = decoded_once(dataset)  # decoded once for every checkpoint and figure
-    passes = len(models) * (1 + attacked_passes(len(names), [eps]))
+    planned = evaluate_passes(names, eps)
+    passes = sum(passes_to_score(t.model, images, planned, args.batch_size, args.device)
+                 for t in models.values())  # fmt: skip
     results = {}
+    memo = {}  # the clean and attacked scores the table and Fig. 6 share
     with tqdm(total=passes * len(images), desc="evaluate", unit="img") as bar:
         for name, t in models.items():
             results[name] = evaluate(t.model, images, names, eps, args.batch_size, args.device,
-                                     progress=bar_progress(bar, f"evaluate {name}"))  # fmt: skip
+                                     memo=memo, progress=bar_progress(bar, f"evaluate {name}"))
     paths = write_results(results, args.out_dir, f"{dataset.name} {args.split}, eps = {args.eps}")
     if args.figures:
         plain = {n: t.model for n, t in models.items()}
-        draw_figures(plain, images, args.out_dir, args.batch_size, args.device)
+        draw_figures(plain, images, args.out_dir, args.batch_size, args.device, memo)
     print((args.out_dir / "results.md").read_text())
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
     return 0

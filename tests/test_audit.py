@@ -81,16 +81,20 @@ def test_the_attacks_it_runs_add_transfer_and_the_surrogate_once():
         audit_attacks(plain, ())
 
 
-def test_cli_audits_any_module(tmp_path):
+@pytest.mark.slow
+def test_cli_audits_any_module(tmp_path, tmp_path_factory):
     import os
     import subprocess
     import sys
     from pathlib import Path
 
+    from data_fixtures import shared_builtin_root
+
     tests = str(Path(__file__).parent)
     env = {**os.environ, "PYTHONPATH": tests + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    root = shared_builtin_root(tmp_path_factory)  # only read
     cmd = [sys.executable, "-m", "cprl_fast_cli", "audit", "--module", "test_audit:Brightness",
-           "--root", str(tmp_path / "data"), "--image-size", "16", "--eps", "2/255,8/255",
+           "--root", str(root), "--image-size", "16", "--eps", "2/255,8/255",
            "--attack", "fgsm,pgd,square", "--out-dir", str(tmp_path / "out"),
            "--certify", "0.05", "--certify-n", "60"]  # fmt: skip
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)

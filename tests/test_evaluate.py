@@ -16,7 +16,14 @@ from PIL import Image
 
 from cprl_fast import figures, metrics
 from cprl_fast.data import load_dataset
-from cprl_fast.evaluate import evaluate, parse_eps, predictions, worst_case
+from cprl_fast.evaluate import (
+    evaluate,
+    evaluate_passes,
+    parse_eps,
+    passes_to_score,
+    predictions,
+    worst_case,
+)
 from cprl_fast.models import cprl_resnet, resnet_iqa
 from cprl_fast.render import write_results
 from cprl_fast.train import TrainConfig, Trainer
@@ -140,6 +147,61 @@ def test_srcc_vs_eps_starts_at_the_clean_srcc(data, models, tmp_path):
     assert _png(tmp_path / "fig6.png")[0] > 300
 
 
+class TinyResNet(torch.nn.Module):
+    """A ResNet's outline at almost no cost: ``backbone.layer4`` (what Fig. 5 hooks), a head."""
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = torch.nn.Module()
+        self.backbone.layer4 = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1))
+        self.head = torch.nn.Linear(4, 1)
+
+    def forward(self, x):
+        return torch.sigmoid(self.head(self.backbone.layer4(x).mean(dim=(2, 3))))[:, 0]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(12, 3, 8, 8, generator=g)
+    torch.manual_seed(0)
+    return TinyResNet().eval(), torch.utils.data.TensorDataset(x, torch.rand(12, generator=g))
+
+
+def test_passes_to_score_counts_the_passes_a_memo_lacks(tiny):
+    model, ds = tiny
+    seen = []
+
+    def progress(attack, eps, count):
+        seen.append((attack, count))
+
+    # without a memo of the caller's, an attack at eps 0 is still the one clean pass
+    assert passes_to_score(model, ds, evaluate_passes(["fgsm", "pgd"], 0.0)) == 1
+    evaluate(model, ds, ["fgsm", "pgd"], 0.0, batch_size=5, progress=progress)
+    assert seen == [(None, 5), (None, 5), (None, 2)]
+    planned = evaluate_passes(["fgsm", "pgd"], 2 / 255)
+    memo, seen[:] = {}, []
+    assert passes_to_score(model, ds, planned, 5, memo=memo) == 3
+    evaluate(model, ds, ["fgsm"], 2 / 255, batch_size=5, memo=memo, progress=progress)
+    assert sum(n for _, n in seen) == 2 * len(ds)
+    assert passes_to_score(model, ds, planned, 5, memo=memo) == 1  # pgd's
+    assert passes_to_score(model, ds, planned, 4, memo=memo) == 3  # another batch size
+    assert passes_to_score(TinyResNet(), ds, planned, 5, memo=memo) == 3  # another model
+
+
+def test_figures_bar_counts_the_fig6_passes_a_run_has_not_scored(tiny, tmp_path, capsys):
+    model, ds = tiny
+    memo = {}
+    evaluate(model, ds, [figures.FIG6_ATTACK], 1 / 255, batch_size=4, memo=memo)
+    data = figures.draw_figures({"tiny": model}, ds, tmp_path, batch_size=4, memo=memo)
+    done = (len(figures.FIG6_EPS) - 2) * len(ds)  # the clean and 1/255 passes were scored
+    err = capsys.readouterr().err
+    assert f"{done}/{done}" in err and f"{done + 1}/" not in err
+    assert err.rstrip().split("\r")[-1].startswith("figures: Fig. 6: pgd at eps=8/255: 100%")
+    assert data["eps"] == list(figures.FIG6_EPS) and len(data["srcc"]["tiny"]) == len(data["eps"])
+    assert len(memo) == len(figures.FIG6_EPS)
+
+
 @pytest.mark.slow
 def test_a_run_computes_each_prediction_once(data, models, tmp_path, monkeypatch):
     # a table at 1/255 and Fig. 6 over (0, 1/255, 2/255) share the clean and the 1/255 scores
@@ -181,12 +243,15 @@ def test_cli_evaluate(data, tmp_path):
     cmd = [sys.executable, "-m", "cprl_fast_cli", "evaluate", "--checkpoint",
            str(tmp_path / "run" / "last.pt"), "--attack", "fgsm,pgd", "--eps", "1/255",
            "--out-dir", str(tmp_path / "report")]  # fmt: skip
-    r = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+    r = subprocess.run([*cmd, "--figures"], capture_output=True, text=True, env=os.environ.copy())
     assert r.returncode == 0, r.stderr
     results = json.loads((tmp_path / "report" / "results.json").read_text())
     assert set(results["run"]) == {"clean", "fgsm", "pgd", "worst"}  # named by its run folder
     done = 3 * len(results["run"]["clean"]["scores"])  # one bar: every image of every pass
     assert f"evaluate run: pgd at eps=1/255: 100%|██████████| {done}/{done}" in r.stderr
+    # Fig. 6 scores pgd at 2, 4 and 8/255 only: the table scored the clean and 1/255 passes
+    assert f"figures: Fig. 6: pgd at eps=8/255: 100%|██████████| {done}/{done}" in r.stderr
+    assert (tmp_path / "report" / "fig6_srcc_vs_eps.png").is_file()
     bad = subprocess.run([*cmd[:6], "--attack", "cw"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown attack 'cw'" in bad.stderr
     # named explicitly, twice the same checkpoint under two names

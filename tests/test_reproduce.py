@@ -14,7 +14,7 @@ from cprl_fast.train import TrainConfig
 
 
 @pytest.mark.slow
-def test_protocol_writes_everything_and_resumes(tmp_path, tmp_path_factory):
+def test_protocol_writes_everything_and_resumes(tmp_path, tmp_path_factory, capsys):
     out = tmp_path / "report"
     base = TrainConfig(model_options={"arch": "resnet18"}, image_size=32, batch_size=16,
                        epochs=1, max_steps=2, lr=1e-4)  # fmt: skip
@@ -26,6 +26,11 @@ def test_protocol_writes_everything_and_resumes(tmp_path, tmp_path_factory):
     assert set(report["table5"]) == {"b=0.4", "b=0.5"}
     assert set(report["table6"]) == {"CA alone", "CA + PNS"}
     assert report["table6"]["CA + PNS"] == report["main"]["cprl"]
+    # a bar over every image of every pass, for each evaluation and the figures (Fig. 6's
+    # clean pass is the table's)
+    n, err = len(report["main"]["resnet"]["clean"]["scores"]), capsys.readouterr().err
+    assert f"evaluate resnet: fgsm at eps=1/255: 100%|██████████| {2 * n}/{2 * n}" in err
+    assert f"figures: Fig. 6: pgd at eps=8/255: 100%|██████████| {8 * n}/{8 * n}" in err
     for name in ("fig4_landscape", "fig5_channels", "fig6_srcc_vs_eps"):
         assert (out / "figures" / f"{name}.png").stat().st_size > 1000
     md = (out / "report.md").read_text()

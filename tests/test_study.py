@@ -141,7 +141,8 @@ def test_share_parses_checks_and_leaves_the_recorded_command():
 
 
 @pytest.mark.slow
-def test_study_shares_split_the_runs_and_the_last_one_summarises(tmp_path, tmp_path_factory):
+def test_study_shares_split_the_runs_and_the_last_one_summarises(tmp_path, tmp_path_factory,
+                                                                 capsys):  # fmt: skip
     base = TrainConfig(model_options={"arch": "resnet18"}, image_size=32, epochs=1,
                        max_steps=1, batch_size=8)  # fmt: skip
     out, root = tmp_path / "study", str(shared_builtin_root(tmp_path_factory))
@@ -154,9 +155,12 @@ def test_study_shares_split_the_runs_and_the_last_one_summarises(tmp_path, tmp_p
     # the second does fold 1 and summarises both
     report = study("builtin", root, out, base, **kw, share=(1, 2))
     assert set(report["runs"]) == {"fold0-seed0", "fold1-seed0"}
+    assert "study: run 1 of 1 (share 1/2): fold1-seed0\n" in capsys.readouterr().err
     # which the whole study, resumed, finds done: the same summary, nothing trained
     shutil.rmtree(out / "runs" / "fold0-seed0" / "models")
     assert study("builtin", root, out, base, **kw)["summary"] == report["summary"]
+    err = capsys.readouterr().err  # a line per run, in order
+    assert err.index("study: run 1 of 2: fold0-seed0") < err.index("study: run 2 of 2: fold1")
     assert not (out / "runs" / "fold0-seed0" / "models").exists()
 
 
