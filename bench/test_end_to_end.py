@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from bench.end_to_end import batch, model_fwd_bwd, pgd10
-from bench.test_ops import DEVICE, _synchronized
+from bench.test_ops import DEVICE
+from bench.timing import synchronized
 from cprl_fast.models import cprl_resnet, resnet_iqa
 from cprl_fast.train import TrainConfig, build_optimizers, make_objective
 
@@ -29,7 +30,7 @@ def test_model_forward_backward(benchmark, data, name):
     model = (resnet_iqa if name == "resnet" else cprl_resnet)(ARCH).to(DEVICE).train()
     x, y = data
     benchmark.group = f"model fwd+bwd {ARCH} {SIZE}px x{N}"
-    benchmark(_synchronized(model_fwd_bwd(model, x, y)))
+    benchmark(synchronized(model_fwd_bwd(model, x, y), DEVICE))
     assert all(p.grad is not None for p in model.head.parameters())
 
 
@@ -59,7 +60,7 @@ def test_training_iteration(benchmark, data, mode):
             t[0] += 1
 
     before = model.head.weight.detach().clone()
-    benchmark(_synchronized(run))
+    benchmark(synchronized(run, DEVICE))
     assert not torch.equal(before, model.head.weight)
 
 
@@ -69,7 +70,7 @@ def test_pgd10_throughput(benchmark, data, step):
     model = resnet_iqa(ARCH).to(DEVICE)
     x, y = data
     benchmark.group = f"PGD-10 {ARCH} {SIZE}px x{N}"
-    x_adv = benchmark(_synchronized(pgd10(model, x, y, 1 / 255, step == "fused")))
+    x_adv = benchmark(synchronized(pgd10(model, x, y, 1 / 255, step == "fused"), DEVICE))
     if benchmark.stats is not None:  # None under --benchmark-disable
         benchmark.extra_info["images_per_s"] = N / benchmark.stats.stats.median
     assert (x_adv - x).abs().max() <= 1 / 255 + 1e-6

@@ -16,7 +16,12 @@ import pytest
 import torch
 
 from bench.cases import all_cases, make_case
-from bench.timing import copy_bandwidth, peak_memory_bytes, saved_activation_bytes
+from bench.timing import (
+    copy_bandwidth,
+    peak_memory_bytes,
+    saved_activation_bytes,
+    synchronized,
+)
 
 DEVICE = torch.device(
     os.environ.get("CPRL_BENCH_DEVICE", "cuda" if torch.cuda.is_available() else "cpu")
@@ -29,18 +34,6 @@ def _ids(case) -> str:
     return f"{op}-{pass_}-{'x'.join(map(str, shape))}-{provider}"
 
 
-def _synchronized(fn):
-    if DEVICE.type != "cuda":
-        return fn
-
-    def run():
-        out = fn()
-        torch.cuda.synchronize(DEVICE)
-        return out
-
-    return run
-
-
 @pytest.fixture(scope="session")
 def copy_gbps():
     return copy_bandwidth(DEVICE) / 1e9
@@ -51,7 +44,7 @@ def test_copy_bandwidth(benchmark, copy_gbps):
     dst = torch.empty_like(src)
     benchmark.group = "copy"
     benchmark.extra_info.update(op="copy", min_bytes=2 * src.numel() * 4, copy_gbps=copy_gbps)
-    benchmark(_synchronized(lambda: dst.copy_(src)))
+    benchmark(synchronized(lambda: dst.copy_(src), DEVICE))
     assert torch.equal(dst, src)
 
 
@@ -67,7 +60,7 @@ def test_op(benchmark, case, copy_gbps):
     if pass_ == "fwd" and op != "attack_step" and provider != "compile":
         grad_case = make_case(op, shape, provider, "fwdbwd", DEVICE)
         benchmark.extra_info["saved_bytes"] = saved_activation_bytes(grad_case.fn)
-    result = benchmark(_synchronized(timed.fn))
+    result = benchmark(synchronized(timed.fn, DEVICE))
     if provider != "eager":
         expected = make_case(op, shape, "eager", pass_, DEVICE).fn()
         torch.testing.assert_close(result, expected, rtol=1e-4, atol=1e-5)

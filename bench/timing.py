@@ -38,6 +38,20 @@ def add_rounds_args(parser: argparse.ArgumentParser, cpu_rounds: int) -> None:
                         f"(default: {CUDA_CALLS} on CUDA, 1 on the CPU)")  # fmt: skip
 
 
+def synchronized(fn: Callable[[], object], device: torch.device) -> Callable[[], object]:
+    """``fn`` followed by a synchronisation of ``device`` when it is a GPU (so that a timer that
+    reads the host clock, as pytest-benchmark's does, times the work), else ``fn`` itself."""
+    if device.type != "cuda":
+        return fn
+
+    def run():
+        out = fn()
+        torch.cuda.synchronize(device)
+        return out
+
+    return run
+
+
 def median_seconds(fn: Callable[[], object], device: torch.device, min_time: float = 0.5,
                    max_reps: int = 50) -> float:  # fmt: skip
     """Median wall time of one call of ``fn`` in seconds."""
