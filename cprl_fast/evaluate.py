@@ -101,9 +101,10 @@ def _memo_key(model: nn.Module, dataset, attack: str | None, eps: float, batch_s
 def passes_to_score(model: nn.Module, dataset, passes: Sequence[Pass], batch_size: int = 16,
                     device="cpu", seed: int = 0, source: nn.Module | None = None,
                     memo: PredictionMemo | None = None) -> int:  # fmt: skip
-    """How many of ``passes`` :func:`predictions` will score with a memo (each distinct pass
-    once, an attack at eps 0 being the clean pass) that holds ``memo``'s results (None: none
-    yet). A progress bar's total is this times the images."""
+    """How many of ``passes`` are still to score when :func:`predictions` runs them with a
+    memo that holds ``memo``'s results (None: nothing yet): a memo scores each distinct pass
+    once, and an attack at eps 0 is the clean pass. A progress bar's total is this times the
+    images."""
     keys = {_memo_key(model, dataset, a, e, batch_size, device, seed, source) for a, e in passes}
     return len(keys.difference(memo or {}))
 
