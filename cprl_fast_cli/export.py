@@ -4,6 +4,7 @@ AOTInductor."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from cprl_fast_cli.catalog import load
@@ -53,6 +54,9 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "weights":
         written = [export_weights(path, out)]
     else:
+        package = "" if args.no_aoti else (f", then compiling its AOTInductor package for "
+                                           f"{args.device} (about a minute on a CPU)")  # fmt: skip
+        print(f"export: tracing {path} with torch.export{package}", file=sys.stderr, flush=True)
         written = list(export_pt2(path, out, args.device, aoti=not args.no_aoti).values())
     for p in written:
         print(f"wrote {p} ({p.stat().st_size / 1e6:.1f} MB)")

@@ -85,6 +85,16 @@ print("ok")
 
 
 @pytest.mark.slow
+def test_cli_pt2_says_what_it_does_before_the_long_part(run, tmp_path, capsys):
+    out = tmp_path / "m.pt2"
+    assert main(["export", str(run / "best.pt"), "--format", "pt2", "--out", str(out),
+                 "--no-aoti"]) == 0  # fmt: skip
+    said = capsys.readouterr()
+    assert said.err == f"export: tracing {run / 'best.pt'} with torch.export\n"
+    assert f"wrote {out} (" in said.out and not (tmp_path / "m.aoti-cpu.pt2").exists()
+
+
+@pytest.mark.slow
 def test_audit_record_writes_its_summary_into_the_model_card(run, tmp_path, capsys):
     import shutil
 
