@@ -88,6 +88,26 @@ def test_a_compressed_archive_is_refused_before_it_is_inflated(tmp_path):
         load(packed)
 
 
+@pytest.mark.parametrize("name", ["best.pt", "best.safetensors"])
+def test_a_fifo_is_refused_never_opened_to_wait(tmp_path, name):
+    from cprl_fast.io import NotARegularFile
+
+    fifo = tmp_path / name
+    os.mkfifo(fifo)  # opened to read, it would wait for a writer
+    with pytest.raises(NotARegularFile, match=re.escape(f"checkpoint {fifo} is not a regular")):
+        load(fifo)
+    with pytest.raises(FileNotFoundError, match=re.escape(f"checkpoint not found: {fifo}.x")):
+        load(f"{fifo}.x")
+
+
+def test_a_device_is_refused_as_pretrained_weights():
+    from cprl_fast.io import NotARegularFile
+    from cprl_fast.train.checkpoint import read_tensors
+
+    with pytest.raises(NotARegularFile, match=r"weights /dev/zero is not a regular file"):
+        read_tensors("/dev/zero", "weights")  # read, it would never end
+
+
 @pytest.mark.slow
 def test_a_folder_lists_the_checkpoints_in_it(tiny_run):
     with pytest.raises(IsADirectoryError, match=r"is a folder.*best\.pt, last\.pt"):

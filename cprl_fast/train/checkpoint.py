@@ -9,15 +9,17 @@ never leaves a half-written checkpoint, and it is read with ``torch.load(weights
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import zipfile
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
 
-from cprl_fast.io import atomic_write, parse_json, write_bytes_atomic
+from cprl_fast.io import atomic_write, open_regular_file, parse_json, write_bytes_atomic
 
 
 def rng_state() -> dict:
@@ -120,8 +122,7 @@ def load(path: str | Path, map_location="cpu") -> dict:
             "; it holds no .pt or .safetensors file"  # fmt: skip
         raise IsADirectoryError(f"checkpoint {path} is a folder, not a file{listed}")
     if path.suffix == ".safetensors":
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint not found: {path}")
+        _open_tensors_file(path, "checkpoint").close()  # missing, or a FIFO: said so
         state = _load_safetensors(path, map_location)
     else:
         state = read_tensors(path, "checkpoint", map_location)
@@ -136,25 +137,36 @@ def read_tensors(path: str | Path, what: str = "checkpoint", map_location="cpu")
     file's size (195 kB of deflate made a 200 MB tensor), so what a file can allocate stays
     bounded by its size. Errors name ``what`` and the file in one line."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} not found: {path}")
-    packed = _compressed_entry(path)
-    if packed is not None:
-        raise RuntimeError(f"cannot read {what} {path}: its entry {packed!r} is compressed, "
-                           "which torch.save never does (it could inflate far past the "
-                           "file's size)")  # fmt: skip
+    with _open_tensors_file(path, what) as fh:  # every read below is of this open file
+        packed = _compressed_entry(fh)
+        if packed is not None:
+            raise RuntimeError(f"cannot read {what} {path}: its entry {packed!r} is compressed, "
+                               "which torch.save never does (it could inflate far past the "
+                               "file's size)")  # fmt: skip
+        try:
+            fh.seek(0)
+            return torch.load(fh, map_location=map_location, weights_only=True)
+        except Exception as err:  # unpickling errors name the file
+            raise RuntimeError(f"cannot read {what} {path}: "
+                               f"{_why_unreadable(fh, err)}") from None  # fmt: skip
+
+
+def _open_tensors_file(path: Path, what: str) -> BinaryIO:
+    """``path`` open for reading if it is a regular file; else ``FileNotFoundError`` (``<what>
+    not found: <path>``) or :class:`~cprl_fast.io.NotARegularFile` for a folder, FIFO, device
+    or socket, which is never read (a FIFO would block the reader)."""
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # unpickling errors name the file
-        raise RuntimeError(f"cannot read {what} {path}: "
-                           f"{_why_unreadable(path, err)}") from None  # fmt: skip
+        return open_regular_file(path, what)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} not found: {path}") from None
 
 
-def _compressed_entry(path: Path) -> str | None:
-    """The name of the first entry of the zip archive ``path`` that is not stored, if any
+def _compressed_entry(fh: BinaryIO) -> str | None:
+    """The name of the first entry of the zip archive in ``fh`` that is not stored, if any
     (``None`` also for a file that is no zip archive: ``torch.load`` says what it is)."""
     try:
-        with zipfile.ZipFile(path) as archive:
+        fh.seek(0)
+        with zipfile.ZipFile(fh) as archive:
             return next((i.filename for i in archive.infolist()
                          if i.compress_type != zipfile.ZIP_STORED), None)  # fmt: skip
     except (zipfile.BadZipFile, OSError, ValueError):
@@ -205,11 +217,12 @@ def _json_object(value: str | dict) -> dict:
     return parse_json(value) if isinstance(value, str) else dict(value)
 
 
-def _why_unreadable(path: Path, err: Exception) -> str:
-    """One line on why ``torch.load(weights_only=True)`` failed on ``path``. A refused object is
-    named; loading it anyway is never suggested (a checkpoint is data, not a program)."""
+def _why_unreadable(fh: BinaryIO, err: Exception) -> str:
+    """One line on why ``torch.load(weights_only=True)`` failed on the file ``fh``. A refused
+    object is named; loading it anyway is never suggested (a checkpoint is data, not a
+    program)."""
     text = str(err)
-    if path.stat().st_size == 0:
+    if os.fstat(fh.fileno()).st_size == 0:
         return "the file is empty"
     refused = "not only tensors and plain data (checkpoints are loaded as data, never run)"
     for pattern, what in ((r"GLOBAL (\S+?)(?: whose|\s|$)", "a Python object ({})"),
@@ -217,7 +230,8 @@ def _why_unreadable(path: Path, err: Exception) -> str:
         found = re.search(pattern, text)
         if found:
             return f"refused: it holds {what.format(found.group(1).rstrip('.,'))}, {refused}"
-    if not zipfile.is_zipfile(path):
+    fh.seek(0)
+    if not zipfile.is_zipfile(fh):
         return "not a PyTorch checkpoint (not a zip archive: truncated, or another format)"
     found = re.search(r"Unsupported operand (\S+)", text)
     if found:
