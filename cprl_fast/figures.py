@@ -73,7 +73,7 @@ def landscape(model: nn.Module, x: torch.Tensor, extent: float, steps: int = 21,
     return grid, out
 
 
-def _title(fig, caption: str | None) -> None:
+def caption_title(fig, caption: str | None) -> None:
     """The figure's caption as its title (wrapped), so the image says what it shows alone."""
     if caption:
         import textwrap
@@ -111,7 +111,7 @@ def score_landscape(models: dict[str, nn.Module], x: torch.Tensor, path: str | P
         ax.set_box_aspect(None, zoom=0.85)  # room for the axis labels inside the frame
         if k == 0:
             ax.legend(loc="upper left", fontsize=7)
-    _title(fig, caption)
+    caption_title(fig, caption)
     fig.tight_layout()
     save_figure(fig, path, pad_inches=0.3)
     return {name: {"grid": grid.tolist(), "scores": z.tolist()} for name, (grid, z) in data.items()}
@@ -161,7 +161,7 @@ def channel_activations(models: dict[str, tuple[nn.Module, nn.Module]], x: torch
         ax.set(title=name, xlabel="channel (sorted by natural activation)")
         ax.legend(fontsize=7, loc="upper right")
     axes[0][0].set_ylabel("mean activation")
-    _title(fig, caption)
+    caption_title(fig, caption)
     fig.tight_layout()
     save_figure(fig, path)
     return out
@@ -199,7 +199,7 @@ def srcc_vs_eps(models: dict[str, nn.Module], dataset, path: str | Path,
     ax.set(xlabel=f"{attack} budget eps (/255)", ylabel="SRCC (band: 95% interval)",
            title="SRCC against attack strength")  # fmt: skip
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # off the data
-    _title(fig, caption)
+    caption_title(fig, caption)
     fig.tight_layout()
     save_figure(fig, path)
     return {"eps": list(eps_values), "srcc": curves, "ci": bands}

@@ -232,7 +232,9 @@ class TestTrainer:
         lines: list[str] = []
         cfg = TrainConfig(**{**SMALL, "model": "resnet"}, root=str(root), max_steps=1,
                           out_dir=str(tmp_path))  # fmt: skip
-        test = train_and_test(cfg, log=lines.append)["test"]
+        summary = train_and_test(cfg, log=lines.append)
+        test = summary["test"]
+        assert summary["curves"] == str(tmp_path / "curves.png")
         split = load_dataset("builtin", root, split="test", image_size=32)
         assert test["images"] == len(split) and test["model"] == "best.pt"
         assert test["scenes"] == len({it.scene for it in split.items}) >= 2

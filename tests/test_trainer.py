@@ -16,7 +16,8 @@ from data_fixtures import shared_builtin_root
 
 from cprl_fast.data import load_splits
 from cprl_fast.train import TrainConfig, Trainer
-from cprl_fast.train.trainer import check_out_dir, run_folder, truncate_log
+from cprl_fast.train.logs import truncate_log
+from cprl_fast.train.trainer import check_out_dir, run_folder
 
 SMALL = {"model": "resnet", "model_options": {"arch": "resnet18"}, "image_size": 32,
          "batch_size": 4, "lr": 1e-4}  # fmt: skip

@@ -57,7 +57,7 @@ def test_a_link_or_fifo_planted_in_a_run_folder_is_never_written_through(tmp_pat
     import pytest
 
     from cprl_fast.io import NotARegularFile
-    from cprl_fast.train.trainer import truncate_log
+    from cprl_fast.train.logs import truncate_log
 
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me\n")

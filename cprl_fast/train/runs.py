@@ -152,7 +152,8 @@ def train_and_test(cfg: TrainConfig, resume: bool = False, overwrite: bool = Fal
                    log: Callable[[str], object] = print) -> dict:  # fmt: skip
     """Trains the run ``cfg`` describes (or resumes it), then scores the test split once with
     the model chosen on validation (``best.pt``, else ``last.pt``). Returns ``{"val": the
-    trainer's result, "checkpoints": [paths written], "test": metrics with their intervals
+    trainer's result, "checkpoints": [paths written], "curves": the training curves' figure
+    (:func:`~cprl_fast.train.logs.draw_curves`), "test": metrics with their intervals
     (:func:`~cprl_fast.metrics.scores_with_intervals`), the numbers of images and scenes and
     the chosen file's name}`` (no ``test`` when no checkpoint was written); ``log`` gets the
     splits' sizes and the test line."""
@@ -171,6 +172,8 @@ def train_and_test(cfg: TrainConfig, resume: bool = False, overwrite: bool = Fal
     out = Path(cfg.out_dir)
     written = [str(p) for p in (out / "last.pt", out / "best.pt") if p.is_file()]
     summary = {"val": result, "checkpoints": written}
+    if (out / "curves.png").is_file():
+        summary["curves"] = str(out / "curves.png")
     if written:  # the test split, once, with the model chosen on val (or the last one)
         chosen = out / "best.pt" if (out / "best.pt").is_file() else out / "last.pt"
         trainer.model.load_state_dict(load(chosen, map_location=trainer.device)["model"])

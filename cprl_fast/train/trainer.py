@@ -3,8 +3,9 @@ CPRL min-max PNS game, plain regression, NIMA's EMD, SAT, NT.
 
 :func:`train` runs ``epochs`` epochs over a dataset with a tqdm bar, logs every iteration's
 losses to ``out_dir/log.csv`` (and TensorBoard when installed), evaluates on the validation split
-each epoch (SRCC, PLCC, MSE), and keeps ``last.pt`` (everything a resume needs) and ``best.pt``
-(by validation SRCC; the model and its card only). ``resume=True``
+each epoch (SRCC, PLCC, MSE; ``validation.csv``), keeps ``last.pt`` (everything a resume needs)
+and ``best.pt`` (by validation SRCC; the model and its card only), and draws both logs as
+``curves.png`` when the run ends (:mod:`cprl_fast.train.logs`). ``resume=True``
 continues exactly from ``last.pt``: the data order is a seeded permutation per epoch, so a
 resumed run skips the batches already seen and draws the same crops from the restored RNG.
 Under ``torchrun`` (``torch.distributed`` initialised) the model is wrapped in
@@ -34,13 +35,7 @@ from cprl_fast import metrics
 from cprl_fast.checks import check_device, check_noise_sigma
 from cprl_fast.data.splits import check_split_folds
 from cprl_fast.devices import pins
-from cprl_fast.io import (
-    TEMPORARY,
-    open_own_file,
-    read_regular_file,
-    remove_stale_temporaries,
-    write_text_atomic,
-)
+from cprl_fast.io import TEMPORARY, open_own_file, remove_stale_temporaries
 from cprl_fast.models.registry import (
     MODELS,
     build,
@@ -51,6 +46,7 @@ from cprl_fast.models.registry import (
     weights_options,
 )
 from cprl_fast.train import checkpoint
+from cprl_fast.train.logs import append_validation, draw_curves, truncate_log
 from cprl_fast.train.objectives import OBJECTIVES, make_objective, option_fields
 from cprl_fast.train.schedule import onecycle
 
@@ -497,13 +493,14 @@ class Trainer:
         from tqdm import tqdm
 
         cfg = self.cfg
-        existing = [n for n in ("last.pt", "best.pt", "log.csv") if (self.out / n).exists()]
+        existing = [n for n in RUN_FILES if (self.out / n).exists()]
         if resume:
             if not (self.out / "last.pt").is_file():
                 raise FileNotFoundError(f"nothing to resume: {self.out / 'last.pt'} does not exist")
             self.load(self.out / "last.pt")
             if self.rank == 0:
                 truncate_log(self.out / "log.csv", self.step)
+                truncate_log(self.out / "validation.csv", self.step, "validation log")
         elif existing and self.rank == 0:
             if not overwrite:
                 raise ValueError(
@@ -522,11 +519,31 @@ class Trainer:
         if cfg.max_steps is not None:
             total = min(total, cfg.max_steps)
         writer = _tensorboard(self.out) if self.rank == 0 else None
-        result: dict[str, float] = {}
         bar = tqdm(total=total, initial=self.step, desc="training", unit="it",
                    disable=self.rank != 0)  # fmt: skip
         log_fd = open_own_file(self.out / "log.csv", "training log",
                                os.O_WRONLY | os.O_APPEND | os.O_CREAT)  # fmt: skip
+        try:
+            result = self._loop(total, per_epoch, log_fd, writer, bar)
+        except FloatingPointError:  # the curves up to the non-finite loss
+            if self.rank == 0:
+                draw_curves(self.out)
+            raise
+        finally:
+            bar.close()
+            if writer is not None:
+                writer.close()
+        if self.rank == 0:
+            draw_curves(self.out)
+        return result
+
+    def _loop(self, total: int, per_epoch: int, log_fd: int, writer, bar) -> dict[str, float]:
+        """The iterations from :attr:`step` to ``total``, logged into ``log_fd`` (log.csv),
+        ``writer`` (TensorBoard, or None) and ``bar``; validation after each epoch. Returns the
+        last validation result."""
+        from tqdm import tqdm
+
+        cfg, result = self.cfg, {}
         with os.fdopen(log_fd, "a", newline="") as fh:
             logger = csv.writer(fh)
             columns = self.objective.columns
@@ -547,6 +564,10 @@ class Trainer:
                 if self.step % per_epoch == 0 or self.step >= total:
                     result = self.evaluate()
                     if result and self.rank == 0:
+                        append_validation(self.out, self.step, epoch, result)
+                        if writer is not None:
+                            for k, v in result.items():
+                                writer.add_scalar(f"validation/{k}", v, self.step)
                         # on its own line above the bar (tqdm.write), rounded
                         shown = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                                           for k, v in result.items())  # fmt: skip
@@ -556,9 +577,6 @@ class Trainer:
                             self.save("best.pt", model_only=True)
                     self.save("last.pt")
                 fh.flush()
-        bar.close()
-        if writer is not None:
-            writer.close()
         return result
 
 
@@ -571,24 +589,8 @@ def _versions() -> dict[str, str]:
             "python": platform.python_version()}  # fmt: skip
 
 
-#: The largest ``log.csv`` a resume reads: a row per iteration of about 40 bytes, so a run of
-#: millions of iterations.
-MAX_LOG_BYTES = 256 << 20
-
-
-def truncate_log(path: Path, step: int) -> None:
-    """Drops the rows of ``log.csv`` after iteration ``step`` (written after the checkpoint a
-    run resumes from), atomically. The log is read as :func:`~cprl_fast.io.open_own_file`
-    opens it (a regular file, never through a link) and within :data:`MAX_LOG_BYTES`."""
-    try:
-        data = read_regular_file(path, "training log", MAX_LOG_BYTES, follow_links=False)
-    except FileNotFoundError:
-        return
-    lines = data.decode("utf-8", errors="replace").splitlines(keepends=True)
-    kept = lines[:1] + [ln for ln in lines[1:] if ln.split(",", 1)[0].isdigit()
-                        and int(ln.split(",", 1)[0]) <= step]  # fmt: skip
-    if len(kept) != len(lines):
-        write_text_atomic(path, "".join(kept))
+#: The files of a run that starting over in its folder removes (``--overwrite``).
+RUN_FILES = ("last.pt", "best.pt", "log.csv", "validation.csv", "curves.png")
 
 
 def check_out_dir(out: Path) -> None:
