@@ -162,6 +162,11 @@ def reproduce(
         parts += [(out / "tables" / sub / "results.md").read_text(), ""]
     parts += ["## Figures", ""]
     parts += figure_markdown()
+    curves = sorted((out / "models").glob("*/curves.png"))
+    if curves:  # each model's own run folder (not meant for version control)
+        parts += ["Training curves (losses per iteration, validation SRCC and PLCC per epoch): "
+                  + ", ".join(f"[{c.parent.name}](models/{c.parent.name}/curves.png)"
+                              for c in curves), ""]  # fmt: skip
     if LOADERS.info(dataset).get("synthetic"):
         parts += ["", "The built-in dataset is synthetic (MS-SSIM pseudo-MOS), not human opinion "
                   "scores: these numbers do not reproduce the paper's tables."]  # fmt: skip

@@ -35,6 +35,8 @@ def test_protocol_writes_everything_and_resumes(tmp_path, tmp_path_factory, caps
         assert (out / "figures" / f"{name}.png").stat().st_size > 1000
     md = (out / "report.md").read_text()
     assert "Table 5" in md and "Table 6" in md and "not human opinion scores" in md
+    assert "[cprl-b0.5](models/cprl-b0.5/curves.png)" in md
+    assert (out / "models" / "cprl-b0.5" / "curves.png").is_file()
     # every model trained with its ablation's settings
     cfgs = {
         p.parent.name: json.loads(torch.load(p, weights_only=True)["config"])
