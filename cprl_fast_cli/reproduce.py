@@ -67,8 +67,10 @@ def next_steps(out_dir: Path) -> str:
         return ""
     chosen = models[0]  # the first by name (the demo's: cprl, then resnet)
     q = shlex.quote
+    curves = [p.parent / "curves.png" for p in models if (p.parent / "curves.png").is_file()]
     return "\n".join([
         "models: " + ", ".join(str(p) for p in models),
+        *(["training curves: " + ", ".join(str(p) for p in curves)] if curves else []),
         f"next, for example on {chosen.parent.name}'s:",
         f"  cprl-fast score --model {q(str(chosen))} PHOTO.png   (a file or a folder of images)",
         f"  cprl-fast audit --checkpoint {q(str(chosen))} --out-dir "

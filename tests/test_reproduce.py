@@ -82,6 +82,7 @@ def test_demo_command(tmp_path, tmp_path_factory):
     # it ends with where its models are and three commands to try on them, paths that exist
     cprl = tmp_path / "demo" / "models" / "cprl" / "best.pt"
     assert cprl.is_file() and f"cprl-fast score --model {cprl} PHOTO.png" in r.stdout
+    assert f"training curves: {cprl.parent / 'curves.png'}, " in r.stdout
     audit = tmp_path / "demo" / "audit"
     assert f"cprl-fast audit --checkpoint {cprl} --out-dir {audit}" in r.stdout
     assert f"cprl-fast export {cprl} --format pt2" in r.stdout
