@@ -82,3 +82,20 @@ def test_curves_read_only_numeric_rows_and_replace_a_planted_link(tmp_path):
     (tmp_path / "validation.csv").symlink_to(victim)
     with pytest.raises(NotARegularFile, match=r"validation log .* is a symbolic link"):
         draw_curves(tmp_path)
+
+
+def test_a_machine_without_matplotlib_trains_and_is_told_the_figure_is_missing(sets, tmp_path,
+                                                                              monkeypatch,
+                                                                              caplog):  # fmt: skip
+    from cprl_fast import figures
+
+    def missing():
+        raise ModuleNotFoundError("No module named 'matplotlib'")
+
+    monkeypatch.setattr(figures, "pyplot", missing)
+    train, val = sets
+    cfg = TrainConfig(**{**SMALL, "max_steps": 1}, out_dir=str(tmp_path))
+    result = Trainer(cfg, train, val).fit()
+    assert set(result) >= {"srcc"} and (tmp_path / "validation.csv").is_file()
+    assert not (tmp_path / "curves.png").exists()
+    assert f"{tmp_path / 'curves.png'} not drawn: No module named 'matplotlib'" in caplog.text

@@ -526,16 +526,24 @@ class Trainer:
         try:
             result = self._loop(total, per_epoch, log_fd, writer, bar)
         except FloatingPointError:  # the curves up to the non-finite loss
-            if self.rank == 0:
-                draw_curves(self.out)
+            self._draw_curves()
             raise
         finally:
             bar.close()
             if writer is not None:
                 writer.close()
-        if self.rank == 0:
-            draw_curves(self.out)
+        self._draw_curves()
         return result
+
+    def _draw_curves(self) -> None:
+        """``curves.png`` of the run (rank 0). Without matplotlib (a declared dependency, but a
+        machine may lack it) a warning says so: a finished run is not failed for its figure."""
+        if self.rank != 0:
+            return
+        try:
+            draw_curves(self.out)
+        except ImportError as err:
+            log.warning("%s not drawn: %s", self.out / "curves.png", err)
 
     def _loop(self, total: int, per_epoch: int, log_fd: int, writer, bar) -> dict[str, float]:
         """The iterations from :attr:`step` to ``total``, logged into ``log_fd`` (log.csv),
