@@ -91,12 +91,13 @@ def running_mean(values: np.ndarray, window: int) -> np.ndarray:
     """The mean of each value and the ``window - 1`` before it (fewer at the start), NaNs left
     out of each mean (NaN where a window holds none)."""
     finite = np.isfinite(values)
-    sums = np.cumsum(np.where(finite, values, 0.0))
-    counts = np.cumsum(finite)
-    lag = lambda a: np.concatenate([np.zeros(window), a[:-window]])[: len(a)]  # noqa: E731
-    n = counts - lag(counts)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n > 0, (sums - lag(sums)) / np.maximum(n, 1), np.nan)
+    # cumulative sums with a zero in front: a window's total is the difference of two of them
+    sums = np.concatenate([[0.0], np.cumsum(np.where(finite, values, 0.0))])
+    counts = np.concatenate([[0], np.cumsum(finite)])
+    end = np.arange(1, len(values) + 1)
+    start = np.maximum(end - window, 0)
+    n = counts[end] - counts[start]
+    return np.where(n > 0, (sums[end] - sums[start]) / np.maximum(n, 1), np.nan)
 
 
 def draw_curves(run_dir: str | Path) -> Path | None:
