@@ -221,7 +221,7 @@ def compare(results: dict, a: str, b: str) -> dict[str, dict]:
     return out
 
 
-COLUMNS = ("srcc", "plcc", "krcc", "mse", "rmse", "score_change", "robustness")
+COLUMNS = (*metrics.SCORES, "score_change", "robustness")
 
 
 Results = dict[str, dict[str, dict]]  # model -> condition -> metric -> value

@@ -61,15 +61,15 @@ def rmse(pred: ArrayLike, target: ArrayLike) -> float:
     return float(np.sqrt(mse(pred, target)))
 
 
+#: The metrics of :func:`evaluate_scores`, in the order tables and logs show them.
+SCORES = ("srcc", "plcc", "krcc", "mse", "rmse")
+
+
 def evaluate_scores(pred: ArrayLike, target: ArrayLike) -> dict[str, float]:
-    """SRCC, PLCC and MSE as the paper's tables report them (plus KRCC and RMSE)."""
-    return {
-        "srcc": srcc(pred, target),
-        "plcc": plcc(pred, target),
-        "krcc": krcc(pred, target),
-        "mse": mse(pred, target),
-        "rmse": rmse(pred, target),
-    }
+    """SRCC, PLCC and MSE as the paper's tables report them (plus KRCC and RMSE), keyed by
+    :data:`SCORES`."""
+    fns = {"srcc": srcc, "plcc": plcc, "krcc": krcc, "mse": mse, "rmse": rmse}
+    return {name: fns[name](pred, target) for name in SCORES}
 
 
 def score_change(clean: ArrayLike, attacked: ArrayLike) -> np.ndarray:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from cprl_fast.io import open_own_file, read_regular_file, write_text_atomic
+from cprl_fast.metrics import SCORES
 
 #: The largest log a run folder's reader takes: a row per iteration of about 40 bytes, so a
 #: run of millions of iterations.
@@ -26,7 +27,7 @@ MAX_LOG_BYTES = 256 << 20
 
 #: The columns of ``validation.csv``: the iteration and epoch after which the validation split
 #: was scored, and its metrics (:func:`cprl_fast.metrics.evaluate_scores`).
-VALIDATION_COLUMNS = ("step", "epoch", "srcc", "plcc", "krcc", "mse", "rmse")
+VALIDATION_COLUMNS = ("step", "epoch", *SCORES)
 
 #: The validation metrics the figure shows (correlations, on one axis from -1 to 1).
 SHOWN = ("srcc", "plcc")
@@ -60,7 +61,7 @@ def append_validation(run_dir: Path, step: int, epoch: int, result: dict[str, fl
         writer = csv.writer(fh)
         if fh.tell() == 0:
             writer.writerow(VALIDATION_COLUMNS)
-        writer.writerow([step, epoch, *(f"{result[k]:.6g}" for k in VALIDATION_COLUMNS[2:])])
+        writer.writerow([step, epoch, *(f"{result[k]:.6g}" for k in SCORES)])
 
 
 def read_table(path: Path, what: str) -> tuple[list[str], np.ndarray]:
