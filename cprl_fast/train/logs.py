@@ -38,14 +38,20 @@ CAPTION = ("Training curves: each loss in log.csv per iteration (thin: every val
            "best.pt holds, the highest SRCC).")  # fmt: skip
 
 
-def truncate_log(path: Path, step: int, what: str = "training log") -> None:
-    """Drops the rows of a run's log (``log.csv``, ``validation.csv``: the iteration first)
-    after iteration ``step`` (written after the checkpoint a run resumes from), atomically."""
+def _lines(path: Path, what: str) -> list[str]:
+    """The lines of a run's log, their ends kept (none for a missing file): read as its own
+    file, never through a link, within :data:`MAX_LOG_BYTES`."""
     try:
         data = read_regular_file(path, what, MAX_LOG_BYTES, follow_links=False)
     except FileNotFoundError:
-        return
-    lines = data.decode("utf-8", errors="replace").splitlines(keepends=True)
+        return []
+    return data.decode("utf-8", errors="replace").splitlines(keepends=True)
+
+
+def truncate_log(path: Path, step: int, what: str = "training log") -> None:
+    """Drops the rows of a run's log (``log.csv``, ``validation.csv``: the iteration first)
+    after iteration ``step`` (written after the checkpoint a run resumes from), atomically."""
+    lines = _lines(path, what)
     kept = lines[:1] + [ln for ln in lines[1:] if ln.split(",", 1)[0].isdigit()
                         and int(ln.split(",", 1)[0]) <= step]  # fmt: skip
     if len(kept) != len(lines):
@@ -68,17 +74,13 @@ def read_table(path: Path, what: str) -> tuple[list[str], np.ndarray]:
     """The header and the numeric rows ``[rows, columns]`` (float64; an empty cell is NaN) of
     a CSV file the run wrote; rows that are not numbers, or of another width, are left out.
     A missing file is no rows."""
-    try:
-        data = read_regular_file(path, what, MAX_LOG_BYTES, follow_links=False)
-    except FileNotFoundError:
-        return [], np.zeros((0, 0))
-    lines = data.decode("utf-8", errors="replace").splitlines()
+    lines = _lines(path, what)
     if not lines:
         return [], np.zeros((0, 0))
-    header = lines[0].split(",")
+    header = lines[0].rstrip("\r\n").split(",")
     rows = []
     for line in lines[1:]:
-        cells = line.split(",")
+        cells = line.rstrip("\r\n").split(",")
         if len(cells) != len(header):
             continue
         try:
