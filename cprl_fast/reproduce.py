@@ -6,10 +6,11 @@ Trains (or resumes) every model, attacks them and writes every table and figure:
   (Tables 1, 2 and 4 on this dataset) at ``eps``;
 - Table 5: CPRL with b in ``b_values``; Table 6: CA alone (no PNS) against CA + PNS;
 - Figs 4, 5, 6 for ResNet against CPRL.
-Each model trains into ``out/models/<name>`` (``last.pt`` resumes it; once the model is trained,
-only its ``best.pt`` is kept); each finished step writes its JSON under ``out/steps/`` and is
-skipped when run again. ``report.md`` and ``report.json``
-collect everything.
+Each model trains into ``out/models/<name>`` (``last.pt`` resumes it; once the model is trained
+and a ``best.pt`` was chosen on a validation split, ``last.pt`` is removed, and ``best.pt`` stays
+beside the run's logs and ``curves.png``); each finished step writes its JSON under
+``out/steps/`` and is skipped when run again. ``report.md`` and ``report.json`` collect
+everything.
 """
 
 from __future__ import annotations

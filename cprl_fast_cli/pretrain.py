@@ -46,7 +46,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     split.add_argument("--split-seed", type=int, default=0,
                        help=RUN_HELP["split_seed"] + " (default: 0)")  # fmt: skip
     p.add_argument("--out", type=Path, required=True, help="the weights file to write (.pt)")
-    add_overwrite(p, "--out if it exists")
+    p.add_argument("--log-dir", type=Path,
+                   help="folder for log.csv (the hinge of every step) and curves.png (the "
+                   "hinge against the step); default: no log")  # fmt: skip
+    add_overwrite(p, "--out (and --log-dir's log.csv and curves.png) if they exist")
     p.add_argument("--arch", default="resnet18", help=OPTION_HELP["arch"])
     p.add_argument("--input-norm", default="lcn", choices=("imagenet", "lcn"),
                    help=OPTION_HELP["input_norm"] + " (default: lcn)")  # fmt: skip
@@ -68,7 +71,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from cprl_fast.checks import check_device
     from cprl_fast.io import check_output
-    from cprl_fast.train.ranking import RankingConfig, pretrain_by_ranking
+    from cprl_fast.train.logs import LOG_EVERY
+    from cprl_fast.train.ranking import LOG_FILES, RankingConfig, pretrain_by_ranking
 
     kinds = tuple(k.strip() for k in args.distortions.split(",") if k.strip())
     try:
@@ -81,10 +85,17 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--{option} {rest}") from None
     check_device(args.device)
     check_output(args.out, args.overwrite, "--out", (".pt", ".pth"))
-    result = pretrain_by_ranking(_references(args), args.out, cfg, device=args.device)
-    print(f"wrote {result.path} ({cfg.steps} steps in {result.seconds:.0f} s, last hinge "
-          f"{result.final_hinge:.4f}); train from it: cprl-fast train --pretrained "
-          f"{result.path} --arch {cfg.arch} --input-norm {cfg.input_norm}")  # fmt: skip
+    if args.log_dir is not None:
+        for name in LOG_FILES:
+            check_output(args.log_dir / name, args.overwrite, "--log-dir")
+    result = pretrain_by_ranking(_references(args), args.out, cfg, device=args.device,
+                                 log_dir=args.log_dir)  # fmt: skip
+    k = min(LOG_EVERY, cfg.steps)
+    print(f"wrote {result.path} ({cfg.steps} steps in {result.seconds:.0f} s; mean hinge "
+          f"{result.mean_hinge(k):.4f} over the first {k} steps, "
+          f"{result.mean_hinge(k, last=True):.4f} over the last {k}"
+          f"{f'; curves: {result.curves}' if result.curves else ''}); train from it: cprl-fast "
+          f"train --pretrained {result.path} --arch {cfg.arch} --input-norm {cfg.input_norm}")
     return 0
 
 

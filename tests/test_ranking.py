@@ -121,6 +121,64 @@ def test_cuda_pretraining_draws_the_cpus_batches_and_writes_cpu_tensors(refs, tm
         torch.testing.assert_close(b[key], a[key], atol=5e-3, rtol=0)
 
 
+def test_log_dir_holds_every_steps_hinge_and_their_curve(refs, tmp_path, monkeypatch):
+    """log.csv gets every step's hinge (read to the host in blocks of LOG_EVERY, here 4: 6
+    steps are a full block and a part), curves.png their curve; logging changes nothing in the
+    run."""
+    import cprl_fast.train.ranking as ranking
+    from cprl_fast.train.logs import read_table
+
+    monkeypatch.setattr(ranking, "LOG_EVERY", 4)
+    cfg = dataclasses.replace(SMALL, steps=6)
+    logged = pretrain_by_ranking(refs, tmp_path / "a.pt", cfg, progress=False,
+                                 log_dir=tmp_path / "logs")  # fmt: skip
+    header, rows = read_table(tmp_path / "logs" / "log.csv", "log")
+    assert header == ["step", "rank_hinge"]
+    assert rows[:, 0].tolist() == list(range(1, cfg.steps + 1))
+    np.testing.assert_allclose(rows[:, 1], logged.hinges, rtol=1e-5)
+    assert len(logged.hinges) == cfg.steps and logged.final_hinge == logged.hinges[-1]
+    assert logged.curves == tmp_path / "logs" / "curves.png"
+    assert logged.curves.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    plain = pretrain_by_ranking(refs, tmp_path / "b.pt", cfg, progress=False)
+    assert plain.hinges == logged.hinges and plain.curves is None
+    assert logged.mean_hinge(2) == pytest.approx(sum(logged.hinges[:2]) / 2)
+    assert logged.mean_hinge(2, last=True) == pytest.approx(sum(logged.hinges[-2:]) / 2)
+
+
+def test_a_non_finite_hinge_stops_before_the_weights_are_written(refs, tmp_path, monkeypatch):
+    import cprl_fast.train.ranking as ranking
+
+    real = ranking.ranking_hinge
+
+    calls = []
+
+    def poisoned(scores, strengths, margin):  # finite at step 1, NaN from step 2
+        calls.append(1)
+        hinge = real(scores, strengths, margin)
+        return hinge if len(calls) == 1 else hinge * float("nan")
+
+    monkeypatch.setattr(ranking, "ranking_hinge", poisoned)
+    with pytest.raises(FloatingPointError, match=r"stopped at step 2: hinge nan .*w\.pt was not"):
+        pretrain_by_ranking(refs, tmp_path / "w.pt", SMALL, progress=False,
+                            log_dir=tmp_path / "logs")  # fmt: skip
+    assert not (tmp_path / "w.pt").exists()
+    lines = (tmp_path / "logs" / "log.csv").read_text().splitlines()
+    assert lines[0] == "step,rank_hinge" and [ln.split(",")[0] for ln in lines[1:]] == ["1"]
+
+
+def test_a_link_planted_at_the_log_is_refused_and_its_target_kept(refs, tmp_path):
+    from cprl_fast.io import NotARegularFile
+
+    (tmp_path / "logs").mkdir()
+    target = tmp_path / "precious.txt"
+    target.write_text("precious")
+    (tmp_path / "logs" / "log.csv").symlink_to(target)
+    with pytest.raises(NotARegularFile, match=r"pretraining log .*log\.csv is a symbolic link"):
+        pretrain_by_ranking(refs, tmp_path / "w.pt", SMALL, progress=False,
+                            log_dir=tmp_path / "logs")  # fmt: skip
+    assert target.read_text() == "precious" and not (tmp_path / "w.pt").exists()
+
+
 def test_references_too_small_are_named(tmp_path):
     _photo(0, size=(20, 20)).save(tmp_path / "tiny.png")
     with pytest.raises(ValueError, match=r"tiny\.png is 20 x 20 px: ranking crops need at least"):
@@ -140,6 +198,13 @@ def test_command_line(refs, tmp_path, capsys):
     assert "exists: pass --overwrite" in capsys.readouterr().err
     assert main([*argv[:-2], "--distortions", "lens"]) == 2
     assert "--distortions must name types" in capsys.readouterr().err
+    logs, again = tmp_path / "logs", [*argv[:3], str(tmp_path / "l.pt"), *argv[4:]]
+    assert main([*again, "--log-dir", str(logs)]) == 0
+    said = capsys.readouterr().out
+    assert f"curves: {logs / 'curves.png'}" in said and "over the first 2 steps" in said
+    (tmp_path / "l.pt").unlink()  # the logs are outputs too: refused before any work
+    assert main([*again, "--log-dir", str(logs)]) == 2
+    assert "--log-dir" in capsys.readouterr().err and not (tmp_path / "l.pt").exists()
     # the device is checked before any work
     other = tmp_path / "other.pt"
     for device, why in (("tpu", "device must be cpu, cuda or cuda:N, got 'tpu'"),

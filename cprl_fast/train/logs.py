@@ -1,8 +1,8 @@
 """A run folder's logs and the figure drawn from them: ``log.csv`` (each iteration's losses,
-written by the trainer), ``validation.csv`` (the validation split's metrics after each epoch,
-:func:`append_validation`) and ``curves.png`` (:func:`draw_curves`; the trainer draws it when a
-run ends or stops at a non-finite loss). A resumed run drops the rows written after the
-checkpoint it resumes from (:func:`truncate_log`).
+written by the trainer and by the ranking pretraining), ``validation.csv`` (the validation
+split's metrics after each epoch, :func:`append_validation`) and ``curves.png``
+(:func:`draw_curves`; drawn when a run ends or the trainer stops at a non-finite loss). A
+resumed run drops the rows written after the checkpoint it resumes from (:func:`truncate_log`).
 
 The logs are the run's own files: opened as regular files, never through a link
 (:func:`~cprl_fast.io.open_own_file`), read within :data:`MAX_LOG_BYTES`; a row that is not
@@ -21,6 +21,11 @@ import numpy as np
 from cprl_fast.io import open_own_file, read_regular_file, write_text_atomic
 from cprl_fast.metrics import SCORES
 
+#: The training loops read their losses to the host (for log.csv, the progress bar and the
+#: non-finite check) once every this many steps and at each epoch's end, not after every step:
+#: a read is a host synchronisation on a GPU.
+LOG_EVERY = 25
+
 #: The largest log a run folder's reader takes: a row per iteration of about 40 bytes, so a
 #: run of millions of iterations.
 MAX_LOG_BYTES = 256 << 20
@@ -32,10 +37,12 @@ VALIDATION_COLUMNS = ("step", "epoch", *SCORES)
 #: The validation metrics the figure shows (correlations, on one axis from -1 to 1).
 SHOWN = ("srcc", "plcc")
 
+#: The figure's caption: the losses' panel, and the validation panel's where the run has one.
 CAPTION = ("Training curves: each loss in log.csv per iteration (thin: every value logged; "
-           "thick: their running mean over a twentieth of them) and, right, the validation split's "
-           "SRCC and PLCC after each epoch (validation.csv; the ringed point is the checkpoint "
-           "best.pt holds, the highest SRCC).")  # fmt: skip
+           "thick: their running mean over a twentieth of them)")
+VALIDATION_CAPTION = (" and, right, the validation split's SRCC and PLCC after each epoch "
+                      "(validation.csv; the ringed point is the checkpoint best.pt holds, the "
+                      "highest SRCC)")  # fmt: skip
 
 
 def _lines(path: Path, what: str) -> list[str]:
@@ -104,14 +111,15 @@ def running_mean(values: np.ndarray, window: int) -> np.ndarray:
 
 
 def draw_curves(run_dir: str | Path) -> Path | None:
-    """``run_dir/curves.png`` from the run's ``log.csv`` and ``validation.csv``; None (nothing
+    """``run_dir/curves.png`` from the run's ``log.csv`` (the iteration, ``step``, first; an
+    ``epoch`` column is not drawn) and ``validation.csv`` where the run has one; None (nothing
     written) when the log holds no iteration yet. The losses share a log scale when every one
     is positive."""
     from cprl_fast.figures import caption_title, pyplot, save_figure
 
     run_dir = Path(run_dir)
     header, log = read_table(run_dir / "log.csv", "training log")
-    if len(log) == 0 or header[:2] != ["step", "epoch"]:
+    if len(log) == 0 or header[:1] != ["step"]:
         return None
     vheader, val = read_table(run_dir / "validation.csv", "validation log")
     plt = pyplot()
@@ -120,7 +128,9 @@ def draw_curves(run_dir: str | Path) -> Path | None:
     fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 3.8), squeeze=False)
     ax = axes[0][0]
     positive = True
-    for k, name in enumerate(header[2:], start=2):
+    for k, name in enumerate(header):
+        if name in ("step", "epoch"):
+            continue
         # a loss the game logs on some iterations only (SF on even, NC on odd): its own points
         finite = np.isfinite(log[:, k])
         if not finite.any():
@@ -146,7 +156,7 @@ def draw_curves(run_dir: str | Path) -> Path | None:
         ax.set(xlabel="iteration", ylabel="correlation with the labels", ylim=(-1.05, 1.05),
                title="validation, after each epoch")  # fmt: skip
         ax.legend(fontsize=7, loc="lower right")
-    caption_title(fig, CAPTION)
+    caption_title(fig, CAPTION + (VALIDATION_CAPTION if panels == 2 else "") + ".")
     fig.tight_layout()
     path = run_dir / "curves.png"
     save_figure(fig, path)

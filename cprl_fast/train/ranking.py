@@ -24,8 +24,12 @@ pretraining, against 0.661 [0.426, 0.895] for the supervised steps alone (paired
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import itertools
+import logging
+import math
+import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -40,11 +44,16 @@ from cprl_fast.checks import check_count
 from cprl_fast.data.distortions import DISTORTIONS, LEVELS_V2, distort_by
 from cprl_fast.devices import pins, to_device
 from cprl_fast.images import DEFAULT_MAX_PIXELS, read_image
-from cprl_fast.io import atomic_write
+from cprl_fast.io import atomic_write, open_own_file
+from cprl_fast.train.logs import LOG_EVERY, draw_curves
 from cprl_fast.train.objectives import Groups, Objective
+
+log = logging.getLogger(__name__)
 
 #: versions per crop: the clean crop and four distorted ones
 VERSIONS = 5
+#: What :func:`pretrain_by_ranking` writes into its ``log_dir``.
+LOG_FILES = ("log.csv", "curves.png")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +112,14 @@ class RankingResult:
     config: RankingConfig
     final_hinge: float  #: the last step's hinge
     seconds: float  #: wall time of the run
+    #: every step's hinge, in order (the first ones about the margin: untrained scores agree)
+    hinges: tuple[float, ...] = ()
+    curves: Path | None = None  #: the hinge's figure (``log_dir``'s curves.png), where drawn
+
+    def mean_hinge(self, steps: int, last: bool = False) -> float:
+        """The mean hinge of the first (``last``: the last) ``steps`` steps."""
+        part = self.hinges[-steps:] if last else self.hinges[:steps]
+        return sum(part) / len(part)
 
 
 def ranking_batch(refs: Sequence[Image.Image], cfg: RankingConfig,
@@ -165,12 +182,20 @@ def load_references(references: str | Path | Iterable[str | Path], min_side: int
 def pretrain_by_ranking(references: str | Path | Iterable[str | Path], out: str | Path,
                         cfg: RankingConfig = RankingConfig(), progress: bool = True,
                         max_pixels: int = DEFAULT_MAX_PIXELS,
-                        device: str | torch.device = "cpu") -> RankingResult:  # fmt: skip
+                        device: str | torch.device = "cpu",
+                        log_dir: str | Path | None = None) -> RankingResult:  # fmt: skip
     """Trains the plain quality ResNet of ``cfg.arch`` from random weights to rank distortion
     strengths of crops of ``references`` (pristine photographs: a folder or files), then writes
     its backbone's weights to ``out`` (replaced if it exists; written atomically; CPU tensors
     whatever ``device`` trained them). ``device``: where the model trains (``cpu``, ``cuda``,
-    ``cuda:N``); the batches are drawn on the CPU, from the same generator on any device."""
+    ``cuda:N``); the batches are drawn on the CPU, from the same generator on any device.
+
+    ``log_dir`` (created if needed) receives ``log.csv`` (``step``, ``rank_hinge``: every
+    step's hinge; a log there is replaced) and, at the end, ``curves.png`` (the hinge against
+    the step, :func:`cprl_fast.train.logs.draw_curves`; not drawn, with a warning, without
+    matplotlib). The hinges are read to the host every :data:`~cprl_fast.train.logs.LOG_EVERY`
+    steps, in one transfer; a non-finite one stops the run with ``FloatingPointError`` before
+    ``out`` is written."""
     from tqdm.auto import tqdm
 
     from cprl_fast.checks import check_device
@@ -185,24 +210,52 @@ def pretrain_by_ranking(references: str | Path | Iterable[str | Path], out: str 
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.steps,
                                                 pct_start=0.1)  # fmt: skip
+    if log_dir is not None:
+        log_dir = Path(log_dir)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        fd = open_own_file(log_dir / LOG_FILES[0], "pretraining log",
+                           os.O_WRONLY | os.O_CREAT | os.O_TRUNC)  # fmt: skip
+    else:
+        fd = os.open(os.devnull, os.O_WRONLY)
     start = time.perf_counter()
-    hinge = torch.tensor(float("nan"))
-    bar = tqdm(range(cfg.steps), desc="ranking pretraining", disable=not progress)
-    for step in bar:
-        x, strengths = ranking_batch(refs, cfg, rng)
-        scores = model(to_device(x, dev)).view(cfg.crops, VERSIONS)
-        hinge = ranking_hinge(scores, to_device(strengths, dev), cfg.margin)
-        opt.zero_grad()
-        hinge.backward()
-        opt.step()
-        sched.step()
-        if step % 10 == 0:
-            bar.set_postfix(hinge=f"{hinge.item():.4f}")
+    hinges: list[float] = []
+    pending: list[torch.Tensor] = []
+    with os.fdopen(fd, "w", newline="") as fh, \
+            tqdm(range(cfg.steps), desc="ranking pretraining", disable=not progress) as bar:
+        logger = csv.writer(fh)
+        logger.writerow(["step", "rank_hinge"])
+        for step in bar:
+            x, strengths = ranking_batch(refs, cfg, rng)
+            scores = model(to_device(x, dev)).view(cfg.crops, VERSIONS)
+            hinge = ranking_hinge(scores, to_device(strengths, dev), cfg.margin)
+            opt.zero_grad()
+            hinge.backward()
+            opt.step()
+            sched.step()
+            pending.append(hinge.detach())
+            if len(pending) == LOG_EVERY or step == cfg.steps - 1:
+                for value in torch.stack(pending).float().tolist():
+                    hinges.append(value)
+                    if not math.isfinite(value):
+                        raise FloatingPointError(
+                            f"ranking pretraining stopped at step {len(hinges)}: hinge {value} "
+                            f"(lower --lr); {out} was not written")  # fmt: skip
+                    logger.writerow([len(hinges), f"{value:.6g}"])
+                pending = []
+                fh.flush()
+                bar.set_postfix(hinge=f"{hinges[-1]:.4f}")
     state = {k: v.detach().to("cpu", copy=True) for k, v in model.backbone.state_dict().items()}
     meta = {"pretraining": "ranking", **{k: list(v) if isinstance(v, tuple) else v
                                          for k, v in dataclasses.asdict(cfg).items()}}  # fmt: skip
     path = atomic_write(out, lambda tmp: torch.save({"state_dict": state, "meta": meta}, tmp))
-    return RankingResult(path, cfg, float(hinge.detach()), time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    curves = None
+    if log_dir is not None:
+        try:
+            curves = draw_curves(log_dir)
+        except ImportError as err:
+            log.warning("%s not drawn: %s", log_dir / "curves.png", err)
+    return RankingResult(path, cfg, hinges[-1], seconds, tuple(hinges), curves)
 
 
 class RankingBatches(torch.utils.data.Dataset):

@@ -46,7 +46,7 @@ from cprl_fast.models.registry import (
     weights_options,
 )
 from cprl_fast.train import checkpoint
-from cprl_fast.train.logs import append_validation, draw_curves, truncate_log
+from cprl_fast.train.logs import LOG_EVERY, append_validation, draw_curves, truncate_log
 from cprl_fast.train.objectives import OBJECTIVES, make_objective, option_fields
 from cprl_fast.train.schedule import onecycle
 
@@ -75,10 +75,6 @@ OPTIONAL_NUMBERS = ("clip_grad", "max_steps", "train_crop")
 SCHEDULES = ("constant", "onecycle")
 
 
-#: The training loop reads the step losses to the host (for log.csv, the progress bar and the
-#: non-finite check) once every this many steps and at each epoch's end, not after every step:
-#: a read is a host synchronisation on a GPU.
-LOG_EVERY = 25
 #: The documented upper bounds of the run's counts (a model card outside them is refused before
 #: anything is built or allocated).
 RUN_LIMITS = {"batch_size": 65536, "epochs": 100_000, "image_size": 4096, "num_workers": 256,
