@@ -111,8 +111,8 @@ def score_landscape(models: dict[str, nn.Module], x: torch.Tensor, path: str | P
         ax.set_box_aspect(None, zoom=0.85)  # room for the axis labels inside the frame
         if k == 0:
             ax.legend(loc="upper left", fontsize=7)
-    caption_title(fig, caption)
     fig.tight_layout()
+    caption_title(fig, caption)
     save_figure(fig, path, pad_inches=0.3)
     return {name: {"grid": grid.tolist(), "scores": z.tolist()} for name, (grid, z) in data.items()}
 
@@ -161,8 +161,8 @@ def channel_activations(models: dict[str, tuple[nn.Module, nn.Module]], x: torch
         ax.set(title=name, xlabel="channel (sorted by natural activation)")
         ax.legend(fontsize=7, loc="upper right")
     axes[0][0].set_ylabel("mean activation")
-    caption_title(fig, caption)
     fig.tight_layout()
+    caption_title(fig, caption)
     save_figure(fig, path)
     return out
 
@@ -199,8 +199,8 @@ def srcc_vs_eps(models: dict[str, nn.Module], dataset, path: str | Path,
     ax.set(xlabel=f"{attack} budget eps (/255)", ylabel="SRCC (band: 95% interval)",
            title="SRCC against attack strength")  # fmt: skip
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # off the data
-    caption_title(fig, caption)
     fig.tight_layout()
+    caption_title(fig, caption)
     save_figure(fig, path)
     return {"eps": list(eps_values), "srcc": curves, "ci": bands}
 

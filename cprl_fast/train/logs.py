@@ -156,8 +156,8 @@ def draw_curves(run_dir: str | Path) -> Path | None:
         ax.set(xlabel="iteration", ylabel="correlation with the labels", ylim=(-1.05, 1.05),
                title="validation, after each epoch")  # fmt: skip
         ax.legend(fontsize=7, loc="lower right")
-    caption_title(fig, CAPTION + (VALIDATION_CAPTION if panels == 2 else "") + ".")
     fig.tight_layout()
+    caption_title(fig, CAPTION + (VALIDATION_CAPTION if panels == 2 else "") + ".")
     path = run_dir / "curves.png"
     save_figure(fig, path)
     return path
