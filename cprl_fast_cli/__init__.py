@@ -76,13 +76,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in LONG_COMMANDS:  # the others print machine-readable output
             print(note, flush=True)
         return command(args.command).run(args)
-    except (UserError, ValueError, FileNotFoundError, OSError, TypeError, RuntimeError) as err:
+    except (UserError, ValueError, FileNotFoundError, OSError, TypeError, RuntimeError,
+            FloatingPointError) as err:  # fmt: skip
         if args.debug:
             raise
         from cprl_fast.io import printable
 
         print(f"cprl-fast {args.command}: {printable(error_line(err))}", file=sys.stderr)
-        return 2
+        # a run stopped at a non-finite loss (train, pretrain) failed; it was not misused
+        return 1 if isinstance(err, FloatingPointError) else 2
 
 
 #: How torch's DataLoader re-raises an error of a worker process: "Caught <type> in DataLoader

@@ -145,7 +145,8 @@ def test_log_dir_holds_every_steps_hinge_and_their_curve(refs, tmp_path, monkeyp
     assert logged.mean_hinge(2, last=True) == pytest.approx(sum(logged.hinges[-2:]) / 2)
 
 
-def test_a_non_finite_hinge_stops_before_the_weights_are_written(refs, tmp_path, monkeypatch):
+def test_a_non_finite_hinge_stops_before_the_weights_are_written(refs, tmp_path, monkeypatch,
+                                                                 capsys):  # fmt: skip
     import cprl_fast.train.ranking as ranking
 
     real = ranking.ranking_hinge
@@ -164,6 +165,17 @@ def test_a_non_finite_hinge_stops_before_the_weights_are_written(refs, tmp_path,
     assert not (tmp_path / "w.pt").exists()
     lines = (tmp_path / "logs" / "log.csv").read_text().splitlines()
     assert lines[0] == "step,rank_hinge" and [ln.split(",")[0] for ln in lines[1:]] == ["1"]
+    # the command line: one line, and status 1 (the run failed; nothing was misused)
+    from cprl_fast_cli import main
+
+    calls.clear()
+    assert main(["pretrain", str(refs), "--out", str(tmp_path / "w.pt"), "--steps", "2",
+                 "--crops", "2", "--crop", "16", "--distortions", "blur,noise"]) == 1
+    err = capsys.readouterr().err  # besides the progress bar's lines
+    lines = [ln for ln in err.replace("\r", "\n").splitlines()
+             if ln.strip() and not ln.startswith("ranking pretraining:")]  # fmt: skip
+    assert len(lines) == 1 and not (tmp_path / "w.pt").exists(), err
+    assert lines[0].startswith("cprl-fast pretrain: ranking pretraining stopped at step 2: hinge")
 
 
 def test_a_link_planted_at_the_log_is_refused_and_its_target_kept(refs, tmp_path):

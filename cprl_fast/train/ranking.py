@@ -112,7 +112,8 @@ class RankingResult:
     config: RankingConfig
     final_hinge: float  #: the last step's hinge
     seconds: float  #: wall time of the run
-    #: every step's hinge, in order (the first ones about the margin: untrained scores agree)
+    #: every step's hinge, in order (the first ones about the margin or above: an untrained
+    #: model's scores follow no order)
     hinges: tuple[float, ...] = ()
     curves: Path | None = None  #: the hinge's figure (``log_dir``'s curves.png), where drawn
 
@@ -239,7 +240,7 @@ def pretrain_by_ranking(references: str | Path | Iterable[str | Path], out: str 
                     if not math.isfinite(value):
                         raise FloatingPointError(
                             f"ranking pretraining stopped at step {len(hinges)}: hinge {value} "
-                            f"(lower --lr); {out} was not written")  # fmt: skip
+                            f"(a lower learning rate may help); {out} was not written")
                     logger.writerow([len(hinges), f"{value:.6g}"])
                 pending = []
                 fh.flush()
