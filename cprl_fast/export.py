@@ -25,9 +25,25 @@ from pathlib import Path
 import torch
 
 from cprl_fast.io import atomic_write_set, json_text
+from cprl_fast.version import torch_release
 
 #: The export formats of :func:`export`.
 FORMATS = ("weights", "pt2")
+
+#: The oldest torch release whose Inductor compiles a CA model into an AOTInductor package:
+#: before pytorch/pytorch#167398 it fails on the CA modules' scalar ``b`` ("Cannot access data
+#: pointer of Tensor"); with ``.ci/compat-torch``, 2.6 and 2.8 fail, 2.10 and 2.11 pass.
+AOTI_MIN_TORCH = (2, 10)
+
+
+def check_aoti_torch() -> None:
+    """Raises a one-line error, before any work, where this torch cannot compile the
+    AOTInductor package of :func:`export_pt2` (:data:`AOTI_MIN_TORCH`)."""
+    if torch_release(torch.__version__) < AOTI_MIN_TORCH:
+        need = ".".join(map(str, AOTI_MIN_TORCH))
+        raise RuntimeError(f"the AOTInductor package needs torch {need} or later, this is "
+                           f"{torch.__version__}: upgrade torch, or export the program alone "
+                           f"(--no-aoti, aoti=False)")  # fmt: skip
 
 
 def _card(state: dict) -> dict:
@@ -71,6 +87,8 @@ def export_pt2(checkpoint: str | Path, out: str | Path, device: str = "cpu",
     out = Path(out)
     if out.suffix != ".pt2":
         raise ValueError(f"--out for --format pt2 must end in .pt2, got {out}")
+    if aoti:
+        check_aoti_torch()
     trained = load_trained(checkpoint, device)
     size = trained.config.image_size
     example = torch.rand(2, 3, size, size, device=next(trained.model.parameters()).device)

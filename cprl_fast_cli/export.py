@@ -38,7 +38,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cprl_fast.export import export_pt2, export_weights, pt2_paths
+    from cprl_fast.export import check_aoti_torch, export_pt2, export_weights, pt2_paths
     from cprl_fast.io import check_output
 
     path = Path(args.checkpoint)
@@ -51,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
     check_output(out, args.overwrite, "--out", (suffix,))  # before any work
     for target in targets[1:]:
         check_output(target, args.overwrite, "--out")
+    if args.format == "pt2" and not args.no_aoti:
+        check_aoti_torch()
     if args.format == "weights":
         written = [export_weights(path, out)]
     else:

@@ -1,9 +1,14 @@
 // The cprl_fast._C module: importing it runs the static TORCH_LIBRARY registrations of the other
-// files (ops.cpp: schemas; cpu/, cuda/: kernels; autograd.cpp), and it holds two Python functions.
+// files (ops.cpp: schemas; cpu/, cuda/: kernels; autograd.cpp), and it holds two Python functions
+// and an attribute.
 //
 // _C.cpu_huge_pages() says whether the CPU kernels advise their large outputs for huge pages
 // (csrc/cpu/huge_pages.h: CPRL_FAST_HUGE_PAGES=1, read once), so that Python reads the rule from
 // the extension rather than repeating it.
+//
+// _C.torch_version is the torch release ("2.14.1") whose headers it was built against: the package
+// compares it with the torch it runs with (an extension built for another release may load and
+// then misread torch's structures).
 //
 // _C.ca_activation(f, b, temperature, soft, tau) calls cprl_fast::ca_activation through a typed
 // handle: the same op, dispatcher and autograd as torch.ops.cprl_fast.ca_activation, without the
@@ -20,7 +25,12 @@
 #include <torch/csrc/Exceptions.h>
 #include <torch/csrc/autograd/python_variable.h>
 
+#include <torch/version.h>
+
 #include "cpu/huge_pages.h"
+
+#define CPRL_FAST_STR_(x) #x
+#define CPRL_FAST_STR(x) CPRL_FAST_STR_(x)
 
 namespace cprl_fast {
 namespace {
@@ -72,6 +82,10 @@ PyObject* cpu_huge_pages(PyObject* /*module*/, PyObject* /*unused*/) {
   return PyBool_FromLong(cpu::huge_pages_enabled() ? 1 : 0);
 }
 
+// The torch release of the headers this file is compiled with, "MAJOR.MINOR.PATCH".
+constexpr char kTorchVersion[] = CPRL_FAST_STR(TORCH_VERSION_MAJOR) "." CPRL_FAST_STR(
+    TORCH_VERSION_MINOR) "." CPRL_FAST_STR(TORCH_VERSION_PATCH);
+
 PyMethodDef methods[] = {
     {"ca_activation", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&ca_activation)),
      METH_FASTCALL,
@@ -90,5 +104,11 @@ PyMODINIT_FUNC PyInit__C(void) {
   static struct PyModuleDef module_def = {
       PyModuleDef_HEAD_INIT, "_C", "cprl_fast native operators (see torch.ops.cprl_fast)", -1,
       cprl_fast::methods};
-  return PyModule_Create(&module_def);
+  PyObject* module = PyModule_Create(&module_def);
+  if (module != nullptr &&
+      PyModule_AddStringConstant(module, "torch_version", cprl_fast::kTorchVersion) < 0) {
+    Py_DECREF(module);
+    return nullptr;
+  }
+  return module;
 }
