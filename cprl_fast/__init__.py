@@ -39,6 +39,7 @@ if _built_with is None or torch_release(_built_with) != torch_release(torch.__ve
     )
 
 from cprl_fast import nn, ops, reference  # noqa: E402
+from cprl_fast.installation import cpu_huge_pages, environment, has_cuda_kernels  # noqa: E402
 from cprl_fast.nn import CPRLActivation, intervention  # noqa: E402
 from cprl_fast.ops import get_backend, set_backend  # noqa: E402
 
@@ -46,6 +47,7 @@ __all__ = [
     "CPRLActivation",
     "cpu_huge_pages",
     "create_metric",
+    "environment",
     "get_backend",
     "has_cuda_kernels",
     "intervention",
@@ -55,19 +57,6 @@ __all__ = [
     "reference",
     "set_backend",
 ]
-
-
-def has_cuda_kernels() -> bool:
-    """Whether the extension was built with its CUDA kernels (``CPRL_FAST_CUDA``)."""
-    return bool(torch.ops.cprl_fast.cuda_built())
-
-
-def cpu_huge_pages() -> bool:
-    """Whether the CPU kernels advise their large fresh outputs (8 MiB and up) for transparent
-    huge pages: only with ``CPRL_FAST_HUGE_PAGES=1`` in the environment when the first kernel
-    ran or this was first called (read once per process; docs/decisions.md says why it is off by
-    default)."""
-    return _C.cpu_huge_pages()
 
 
 #: Names served from :mod:`cprl_fast.score` on first use (PEP 562), so that ``import cprl_fast``

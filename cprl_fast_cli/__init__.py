@@ -50,6 +50,9 @@ def parser() -> Parser:
     p = Parser(prog="cprl-fast",
                description="Fast no-reference image quality assessment with CPRL: train, "
                "attack, audit, certify, score and export quality models.")  # fmt: skip
+    p.add_argument("--version", action="version", version=f"cprl-fast {_version()}",
+                   help="print the package's version and exit (with torch's, the "
+                   "extension's and the GPU's: cprl-fast info)")  # fmt: skip
     p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch (default: OMP_NUM_THREADS if set, else at "
@@ -58,6 +61,17 @@ def parser() -> Parser:
     for name in COMMANDS:
         command(name).add_parser(sub)
     return p
+
+
+def _version() -> str:
+    """The installed distribution's version, read as :mod:`cprl_fast.version` reads it (importing
+    that module would import torch, through the package)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("cprl-fast")
+    except PackageNotFoundError:
+        return "0+unknown"
 
 
 def command(name: str) -> ModuleType:
@@ -77,14 +91,21 @@ def main(argv: list[str] | None = None) -> int:
             print(note, flush=True)
         return command(args.command).run(args)
     except (UserError, ValueError, FileNotFoundError, OSError, TypeError, RuntimeError,
-            FloatingPointError) as err:  # fmt: skip
+            FloatingPointError, ImportError) as err:  # fmt: skip
         if args.debug:
             raise
-        from cprl_fast.io import printable
+        line = error_line(err)
+        try:
+            from cprl_fast.io import printable
 
-        print(f"cprl-fast {args.command}: {printable(error_line(err))}", file=sys.stderr)
-        # a run stopped at a non-finite loss (train, pretrain) failed; it was not misused
-        return 1 if isinstance(err, FloatingPointError) else 2
+            line = printable(line)
+        except ImportError:  # the package does not import: the line is that import's error
+            pass
+        print(f"cprl-fast {args.command}: {line}", file=sys.stderr)
+        # a run stopped at a non-finite loss (train, pretrain) failed, and a package that does
+        # not import (an extension built for another torch) fails every command; neither was
+        # misused
+        return 1 if isinstance(err, (FloatingPointError, ImportError)) else 2
 
 
 #: How torch's DataLoader re-raises an error of a worker process: "Caught <type> in DataLoader

@@ -45,6 +45,7 @@ def test_every_suite_names_registered_attacks_and_the_boxes_partition_them():
 ANSWERED_WITHOUT_TORCH = [
     ["--help"],
     *[[c, "--help"] for c in COMMANDS],
+    ["--version"],
     ["train", "--epochz", "3"],
     ["bogus"],
     ["score"],
@@ -69,7 +70,7 @@ def test_help_and_argument_errors_import_neither_torch_nor_cprl_fast():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     result = json.loads(r.stderr.strip().splitlines()[-1])
     assert result["heavy"] == [], result
-    helps = len(COMMANDS) + 1
+    helps = len(COMMANDS) + 2  # and --version
     assert result["codes"] == [0] * helps + [2] * (len(ANSWERED_WITHOUT_TORCH) - helps)
 
 

@@ -42,8 +42,9 @@ def _package(module: str, path: Path) -> str:
 
 
 #: The modules that import the extension: the package, which loads it once (registering
-#: torch.ops.cprl_fast), and the backend table, which serves ca_activation with its entry point.
-EXTENSION_USERS = ("cprl_fast", "cprl_fast.ops._backend")
+#: torch.ops.cprl_fast), the backend table, which serves ca_activation with its entry point, and
+#: the installation's report, which reads what the build says of itself.
+EXTENSION_USERS = ("cprl_fast", "cprl_fast.ops._backend", "cprl_fast.installation")
 
 
 def test_no_module_imports_another_modules_private_name():

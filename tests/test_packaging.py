@@ -1,14 +1,17 @@
 """Packaging: an isolated build (plain ``pip install .``) stops at once with one line saying how
 to install, instead of downloading a second torch and building against it; an extension that is
 missing or was built against another torch release is refused at import with one line saying
-how to rebuild it."""
+how to rebuild it; ``cprl-fast --version`` and ``cprl-fast info`` say what is installed."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,8 +27,9 @@ def test_build_requires_no_torch_and_setup_says_how_to_install():
 
 
 #: Run in a fresh interpreter: ``import cprl_fast`` with its extension replaced, case by case, by
-#: one that is missing, one that fails to load as a build for another torch does, and one built
-#: against another release; prints each case's error.
+#: one that is missing, one that fails to load as a build for another torch does, one built
+#: against another release and one against another patch of this release; prints each case's
+#: error, then what ``cprl-fast info`` prints without the extension.
 _FAKE_EXTENSIONS = """
 import importlib.abc, importlib.machinery, sys
 import torch
@@ -66,6 +70,15 @@ for case, fake in (("missing", None), ("symbol", undefined_symbol), ("release", 
         del sys.modules[name]
     if fake is not None:
         sys.meta_path.pop(0)
+
+# and a command of the CLI, which imports the package when it runs
+import contextlib, io
+from cprl_fast_cli import main
+sys.modules["cprl_fast._C"] = None
+err = io.StringIO()
+with contextlib.redirect_stderr(err):
+    status = main(["info"])
+print("cli", "|", status, err.getvalue().replace("\\n", " / "))
 """
 
 
@@ -80,7 +93,9 @@ def test_an_extension_missing_or_built_for_another_torch_is_one_line_saying_how_
                        text=True, timeout=120)  # fmt: skip
     assert r.returncode == 0, r.stderr
     said = dict(line.split(" | ", 1) for line in r.stdout.splitlines())
-    assert set(said) == {"missing", "symbol", "release", "patch"}, r.stdout
+    assert set(said) == {"missing", "symbol", "release", "patch", "cli"}, r.stdout
+    # the CLI prints the import's error as its one line, with status 1 (not a misuse)
+    assert said["cli"] == f"1 cprl-fast info: {said['missing']} / "
     assert "built against" not in said["patch"]  # it failed later, on the missing ops
     rebuild = "pip install --no-build-isolation -e ."
     assert "is not built" in said["missing"] and rebuild in said["missing"]
@@ -89,3 +104,28 @@ def test_an_extension_missing_or_built_for_another_torch_is_one_line_saying_how_
     assert rebuild in said["symbol"]
     assert f"built against torch 2.5.1 but runs with torch {torch.__version__}" in said["release"]
     assert rebuild in said["release"]
+
+
+def test_version_and_info_without_a_checkpoint_say_what_is_installed(capsys):
+    from importlib.metadata import version
+
+    import torch
+
+    import cprl_fast
+    from cprl_fast_cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out == f"cprl-fast {version('cprl-fast')}\n"
+    assert main(["info", "--json"]) == 0
+    said = json.loads(capsys.readouterr().out)
+    assert said == cprl_fast.environment()
+    assert said["cprl_fast"] == cprl_fast.__version__
+    assert said["torch"].startswith(f"{torch.__version__} (CUDA ")
+    kernels = "with" if cprl_fast.has_cuda_kernels() else "without"
+    built = f"built for torch {cprl_fast._C.torch_version}, {kernels} the CUDA kernels"
+    assert said["extension"] == built
+    assert said["threads"] == str(torch.get_num_threads())
+    assert main(["info"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(": ", 1)[0].strip() for line in lines] == list(said)

@@ -1,0 +1,52 @@
+"""What this installation holds and runs with: whether the extension ``cprl_fast._C`` holds the
+CUDA kernels, the CPU kernels' huge-page hint, and :func:`environment` (every version and
+setting a bug report needs; ``cprl-fast info`` without a checkpoint prints it). The package
+re-exports all three."""
+
+from __future__ import annotations
+
+import torch
+
+from cprl_fast import _C
+from cprl_fast.ops import get_backend
+from cprl_fast.version import __version__
+
+
+def has_cuda_kernels() -> bool:
+    """Whether the extension was built with its CUDA kernels (``CPRL_FAST_CUDA``)."""
+    return bool(torch.ops.cprl_fast.cuda_built())
+
+
+def cpu_huge_pages() -> bool:
+    """Whether the CPU kernels advise their large fresh outputs (8 MiB and up) for transparent
+    huge pages: only with ``CPRL_FAST_HUGE_PAGES=1`` in the environment when the first kernel
+    ran or this was first called (read once per process; docs/decisions.md says why it is off by
+    default)."""
+    return _C.cpu_huge_pages()
+
+
+def environment() -> dict[str, str]:
+    """What this installation runs with, for a bug report (``cprl-fast info`` without a
+    checkpoint): the versions of cprl_fast, torch (and its CUDA), Python and Triton, the torch
+    release the extension was built against, whether it holds the CUDA kernels, the GPU torch
+    sees, the kernel backend, the huge-page hint and torch's CPU threads."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        triton = version("triton")  # read from its metadata: importing Triton takes seconds
+    except PackageNotFoundError:
+        triton = "not installed"
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none visible"
+    return {
+        "cprl_fast": __version__,
+        "torch": f"{torch.__version__} (CUDA {torch.version.cuda or 'none'})",
+        "python": platform.python_version(),
+        "triton": triton,
+        "extension": f"built for torch {_C.torch_version}, "
+        + ("with" if has_cuda_kernels() else "without") + " the CUDA kernels",
+        "GPU": gpu,
+        "backend": get_backend(),
+        "CPU huge pages": "advised" if cpu_huge_pages() else "off",
+        "threads": str(torch.get_num_threads()),
+    }
