@@ -142,7 +142,9 @@ if [ "$DEVICE" = cuda ]; then
     tail -n 40 "$OUT/build.log"
     exit 1
   fi
-  $PY -c "import cprl_fast; assert cprl_fast.has_cuda_kernels(), 'no CUDA kernels built'" \
+  # what was built, and with what (cprl-fast info's lines), at the end of gpu.txt
+  $PY -c "import cprl_fast; assert cprl_fast.has_cuda_kernels(), 'no CUDA kernels built'
+for key, value in cprl_fast.environment().items(): print(f'{key}: {value}')" >>"$OUT/gpu.txt" \
     || { tail -n 20 "$OUT/build.log"; exit 1; }
   echo "build: $(( $(date +%s) - start )) s"
   TEST_FILTER=cuda TEST_LIMIT=120 BENCH_LIMIT=140 E2E_LIMIT=170 CL_LIMIT=120 NCU_LIMIT=120
