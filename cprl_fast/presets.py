@@ -26,6 +26,8 @@ MODEL_PRESETS: dict[str, tuple[str, dict]] = {
     "ca-noise": ("CA alone, noise-trained", {"model": "cprl", "objective": "regression",
                                              "noise_sigma": STUDY_NOISE_SIGMA}),
     "cprl-noise": ("CPRL, noise-trained", {"model": "cprl", "noise_sigma": STUDY_NOISE_SIGMA}),
+    # the PNS weight that avoided the paper's lambda's collapses (results/cprl-lambda-builtin-v2)
+    "cprl-lam0.1": ("CPRL, lambda 0.1", {"model": "cprl", "objective_options": {"lam": 0.1}}),
 }  # fmt: skip
 
 #: Training recipes by name: a line that says what each does and the TrainConfig settings that
@@ -65,7 +67,9 @@ def recipe_settings(name: str) -> dict:
 
 def preset_config(name: str, base: TrainConfig) -> TrainConfig:
     """``base`` (a :class:`cprl_fast.train.TrainConfig`, e.g. a recipe's) with model preset
-    ``name``'s settings, its model options merged over the base's: the run the study trains."""
+    ``name``'s settings, its model and objective options merged over the base's: the run the
+    study trains."""
     changes = dict(MODEL_PRESETS[name][1])
-    changes["model_options"] = {**base.model_options, **changes.pop("model_options", {})}
+    for options in ("model_options", "objective_options"):
+        changes[options] = {**getattr(base, options), **changes.pop(options, {})}
     return dataclasses.replace(base, **changes)

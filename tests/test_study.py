@@ -15,7 +15,7 @@ from data_fixtures import shared_builtin_root
 
 from cprl_fast import metrics
 from cprl_fast.data.base import IQADataset, Item
-from cprl_fast.presets import STUDY_NOISE_SIGMA
+from cprl_fast.presets import STUDY_NOISE_SIGMA, preset_config
 from cprl_fast.study import (
     audit_subset,
     check_share,
@@ -55,6 +55,19 @@ def test_transfer_source_is_a_sibling():
     assert transfer_source("resnet", ["resnet", "ca", "cprl"]) == "ca"
     with pytest.raises(ValueError, match="at least two models"):
         transfer_source("resnet", ["resnet"])
+
+
+def test_presets_merge_their_options_over_the_base():
+    base = TrainConfig(model_options={"arch": "resnet18", "b": 0.3},
+                       objective_options={"mode": "fast"})  # fmt: skip
+    light = preset_config("cprl-lam0.1", base)
+    assert light.model == "cprl" and light.model_options == base.model_options
+    assert light.objective_options == {"mode": "fast", "lam": 0.1}
+    assert light.experiment()["objective_options"] == {"lam": 0.1, "mode": "fast"}
+    paper = preset_config("cprl", base)
+    assert paper.objective_options == {"mode": "fast"}
+    assert paper.experiment()["objective_options"]["lam"] == 1.0
+    assert preset_config("ca", TrainConfig()).objective == "regression"
 
 
 @pytest.mark.slow
