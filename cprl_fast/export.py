@@ -32,7 +32,7 @@ FORMATS = ("weights", "pt2")
 
 #: The oldest torch release whose Inductor compiles a CA model into an AOTInductor package:
 #: before pytorch/pytorch#167398 it fails on the CA modules' scalar ``b`` ("Cannot access data
-#: pointer of Tensor"); with ``.ci/compat-torch``, 2.6 and 2.8 fail, 2.10 and 2.11 pass.
+#: pointer of Tensor"); with ``.ci/compat-torch``, 2.6, 2.8 and 2.9 fail, 2.10 and 2.11 pass.
 AOTI_MIN_TORCH = (2, 10)
 
 
