@@ -52,6 +52,7 @@ from bench.timing import (
     rounds_and_calls,
     saved_activation_bytes,
 )
+from cprl_fast.installation import cpu_name
 from cprl_fast.io import write_json_atomic, write_text_atomic
 
 #: Rounds per row on the CPU (one call each): the ops are timed at many rows.
@@ -69,17 +70,9 @@ def describe_machine(device: torch.device) -> dict:
     info = {
         "torch": torch.__version__,
         "python": platform.python_version(),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_name(),
         "threads": torch.get_num_threads(),
     }
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    info["cpu"] = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         info["gpu"] = props.name

@@ -286,6 +286,18 @@ def _study_msu_lines(summary: dict, models, eps, n_runs: int) -> list[str]:
     return lines
 
 
+def audit_machines(reports: Sequence[AuditReport]) -> str:
+    """What a study's report says of the machines its audits ran on (``, on ...``; each
+    distinct one once, its values escaped for a markdown line), or ``""`` where none said."""
+    said = sorted({", ".join(f"{k} {v}" for k, v in r.machine.items())
+                   for r in reports if r.machine})  # fmt: skip
+    if not said:
+        return ""
+    silent = sum(1 for r in reports if not r.machine)
+    return (", on " + "; ".join(markdown_cell(m) for m in said)
+            + (f" ({silent} of {len(reports)} audits recorded no machine)" if silent else ""))
+
+
 def write_study(report: StudyReport, out: Path) -> None:
     """report.json, report.md and worst_vs_eps.png under ``out``."""
     settings, runs, summary, sizes = report.settings, report.runs, report.summary, report.sizes
@@ -294,6 +306,7 @@ def write_study(report: StudyReport, out: Path) -> None:
     heads = ["clean"] + [f"worst {eps_label(e)}" for e in eps]
     n_runs = len(runs)
     seconds = sum(r.seconds or 0.0 for reps in runs.values() for r in reps.values())
+    machines = audit_machines([r for reps in runs.values() for r in reps.values()])
     write_json_atomic(out / "report.json", report.to_json())
     cfg = settings["config"]
     lines = [
@@ -316,7 +329,7 @@ def write_study(report: StudyReport, out: Path) -> None:
         f"{cfg['epochs']} epochs, batch {cfg['batch_size']}, lr {cfg['lr']:g}. Attacks at every "
         f"budget (L-infinity): {', '.join(settings['attacks'])}, pgd-soft (models with CA "
         "modules) and transfer (10-step score reflection crafted on the run's first model; for "
-        f"that model, on the second). Audit time {seconds / 60:.0f} min in all.", "",
+        f"that model, on the second). Audit time {seconds / 60:.0f} min in all{machines}.", "",
         "The worst case per image set and budget is the lowest SRCC over the attacks and their "
         "per-image combination (docs/maths.md §5). Cells: mean over the runs [95% t-interval "
         f"over the {n_runs} runs]; the runs share data, so read the interval as run-to-run "

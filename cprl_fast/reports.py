@@ -79,8 +79,9 @@ class AuditReport:
     ``results``: budget (pixel units) -> condition (``clean``, each attack, ``worst``) ->
     metrics; ``unbounded``: attack -> ``{"srcc"}`` at eps = 1; ``certified``: the rows of
     :func:`cprl_fast.audit.certified_rows` (empty without certificates). ``seconds``,
-    ``transfer_from``, ``certify_seconds``: what a study adds (audit time, the model the
-    transfer attack was crafted on, certification time)."""
+    ``transfer_from``, ``certify_seconds``, ``machine``: what a study adds (audit time, the
+    model the transfer attack was crafted on, certification time, and the machine the audit
+    ran on: :func:`cprl_fast.installation.machine`)."""
 
     model: str
     images: int
@@ -93,6 +94,7 @@ class AuditReport:
     seconds: float | None = None
     transfer_from: str | None = None
     certify_seconds: float | None = None
+    machine: dict[str, str] | None = None
 
     @property
     def clean(self) -> Metrics:
@@ -124,7 +126,7 @@ class AuditReport:
         }  # fmt: skip
         if self.certified:
             out["certified"] = self.certified
-        for name in ("seconds", "transfer_from", "certify_seconds"):
+        for name in ("seconds", "transfer_from", "certify_seconds", "machine"):
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name)
         return out
@@ -147,6 +149,7 @@ class AuditReport:
                 certified=list(data.get("certified", [])), seconds=data.get("seconds"),
                 transfer_from=data.get("transfer_from"),
                 certify_seconds=data.get("certify_seconds"),
+                machine=_machine(data.get("machine")),
             )  # fmt: skip
             report.check_layout()
             return report
@@ -180,6 +183,18 @@ def is_number(value: Any, null: bool = True) -> bool:
     if value is None:
         return null
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _machine(value: Any) -> dict[str, str] | None:
+    """A report's ``machine`` read back: absent (None), or an object of at most 16 short
+    strings (it is printed into a study's report.md)."""
+    if value is None:
+        return None
+    if (not isinstance(value, dict) or len(value) > 16
+            or not all(isinstance(k, str) and isinstance(v, str) and len(k) + len(v) <= 200
+                       for k, v in value.items())):  # fmt: skip
+        raise ValueError("'machine' must be an object of at most 16 short strings")
+    return dict(value)
 
 
 def _check_numbers(data: dict, keys: Sequence[str], where: str) -> None:

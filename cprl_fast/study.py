@@ -33,6 +33,7 @@ from cprl_fast.audit import DEFAULT_EPS, audit, certified_rows
 from cprl_fast.data.base import IQADataset
 from cprl_fast.data.decoded import decoded_once
 from cprl_fast.data.transforms import to_tensor
+from cprl_fast.installation import machine
 from cprl_fast.io import printable, read_json, write_json_atomic
 from cprl_fast.presets import MODEL_PRESETS, preset_config
 from cprl_fast.render import write_audit, write_study
@@ -141,6 +142,7 @@ def run_one(dataset: str, root: str | None, out: Path, base: TrainConfig, folds:
         report = audit(model(name), tested, eps, attacks, cfg.batch_size, cfg.device, seed=seed,
                        title=f"{name} (fold {fold}, seed {seed})", source=source)  # fmt: skip
         report.seconds = time.perf_counter() - start
+        report.machine = machine(cfg.device)
         report.transfer_from = transfer_source(name, models)
         write_audit(report, path.parent)
         reports[name] = report

@@ -14,9 +14,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
         help="print a checkpoint's model card, or what this installation runs with",
         description="Prints what produced a checkpoint of cprl-fast train: model and options, "
         "objective, dataset and split identity, image size, steps, validation SRCC, thread "
-        "count and library versions (JSON with --json). Without a checkpoint: what this "
-        "installation runs with (versions of cprl_fast, torch, Python and Triton, the torch "
-        "the extension was built for, its CUDA kernels, the GPU, the backend), for a bug report.",
+        "count, library versions and the machine it trained on (JSON with --json). Without a "
+        "checkpoint: what this installation runs with (versions of cprl_fast, torch, Python and "
+        "Triton, the torch the extension was built for, its CUDA kernels, the GPU and CPU, the "
+        "backend), for a bug report.",
     )
     p.add_argument("checkpoint", nargs="?", help="best.pt or last.pt of a run")
     p.add_argument("--json", action="store_true", help="print the card as JSON")

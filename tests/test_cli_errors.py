@@ -230,6 +230,10 @@ def test_info_json_is_standard_json(capsys, tmp_path, tiny_run):
 
     card = json.loads(capsys.readouterr().out, parse_constant=refuse)
     assert card["audit"]["clean_srcc"] is None and card["objective"] == "regression"
+    # the machine it trained on: this one (the fixture trained in this process)
+    from cprl_fast.installation import machine
+
+    assert card["machine"] == {**machine(), "threads": card["machine"]["threads"]}
 
 
 class _Failing(torch.utils.data.Dataset):

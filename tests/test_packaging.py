@@ -106,6 +106,35 @@ def test_an_extension_missing_or_built_for_another_torch_is_one_line_saying_how_
     assert rebuild in said["release"]
 
 
+def test_machine_names_the_cpu_its_kernels_and_a_cuda_devices_gpu(monkeypatch):
+    import builtins
+    import platform
+
+    import torch
+
+    from cprl_fast import installation
+
+    said = installation.machine()
+    assert said["CPU kernels"] == f"ATen {torch.backends.cpu.get_cpu_capability()}"
+    assert said["threads"] == str(torch.get_num_threads()) and "GPU" not in said
+    if Path("/proc/cpuinfo").is_file():  # Linux: the first model name line
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        names = [ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")]
+        assert said["CPU"] == (names[0] if names else installation.cpu_name())
+    real_open = builtins.open
+
+    def no_cpuinfo(path, *args, **kwargs):
+        if str(path) == "/proc/cpuinfo":
+            raise PermissionError(path)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", no_cpuinfo)
+    monkeypatch.setattr(platform, "processor", lambda: "")
+    assert installation.cpu_name() == (platform.machine() or "unknown")
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: f"GPU of {device}")
+    assert installation.machine("cuda:1")["GPU"] == "GPU of cuda:1"
+
+
 def test_version_and_info_without_a_checkpoint_say_what_is_installed(capsys):
     from importlib.metadata import version
 

@@ -3,12 +3,14 @@ read back into the same report (the committed studies' audits included)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
 
 import pytest
 
+from cprl_fast.render import audit_machines
 from cprl_fast.reports import AuditReport, Check, eps_key, eps_label, interval, worst_of
 
 COMMITTED = Path(__file__).resolve().parents[1] / "results" / "robustness-builtin-v2"
@@ -38,7 +40,7 @@ def test_an_audit_report_round_trips_through_json():
                      "worst": {**_metrics(0.2 - e), "from": "pgd"}} for e in (1 / 255, 4 / 255)},
         unbounded={"reflect10": {"srcc": 0.0}},
         diagnostics=[Check("metrics_finite", None, True, "ok"), Check("x", 1 / 255, False, "d")],
-        seconds=1.5,
+        seconds=1.5, machine={"CPU": "Xeon", "CPU kernels": "ATen AVX512", "threads": "1"},
     )  # fmt: skip
     data = json.loads(json.dumps(report.to_json()))
     assert set(data["results"]) == {str(1 / 255), str(4 / 255)} and "certified" not in data
@@ -66,6 +68,27 @@ def test_a_malformed_audit_report_is_named():
     with pytest.raises(ValueError, match=r"audit report bad\.json is malformed"):
         AuditReport.from_json({"model": "m", "images": 1, "attacks": [], "eps": [],
                                "results": {"x": {}}, "diagnostics": []}, "bad.json")  # fmt: skip
+
+
+@pytest.mark.parametrize("machine", [["Xeon"], {"CPU": 1}, {"CPU": "x" * 300},
+                                     {str(k): "" for k in range(17)}])
+def test_a_machine_that_is_not_a_few_short_strings_is_named(machine):
+    path = next(COMMITTED.glob("runs/*/audit/*/report.json"))
+    data = {**json.loads(path.read_text()), "machine": machine}
+    with pytest.raises(ValueError, match="'machine' must be an object of at most 16 short"):
+        AuditReport.from_json(data, "x.json")
+
+
+def test_a_study_says_which_machines_its_audits_ran_on():
+    path = next(COMMITTED.glob("runs/*/audit/*/report.json"))
+    plain = AuditReport.from_json(json.loads(path.read_text()), path)
+    assert audit_machines([plain, plain]) == ""  # audits from before machines were recorded
+    xeon = dataclasses.replace(plain, machine={"CPU": "Xeon", "threads": "1"})
+    epyc = dataclasses.replace(plain, machine={"CPU": "EPYC|\n", "threads": "1"})
+    said = ", on CPU EPYC\\|\\n, threads 1; CPU Xeon, threads 1"  # escaped, each once
+    assert audit_machines([xeon, epyc, xeon]) == said
+    said = ", on CPU Xeon, threads 1 (1 of 2 audits recorded no machine)"
+    assert audit_machines([xeon, plain]) == said
 
 
 @pytest.mark.parametrize(("edit", "where"), [

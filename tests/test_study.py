@@ -15,6 +15,7 @@ from data_fixtures import shared_builtin_root
 
 from cprl_fast import metrics
 from cprl_fast.data.base import IQADataset, Item
+from cprl_fast.installation import machine
 from cprl_fast.presets import STUDY_NOISE_SIGMA, preset_config
 from cprl_fast.study import (
     audit_subset,
@@ -99,11 +100,12 @@ def test_study_end_to_end_resumes_and_refuses_other_settings(tmp_path, tmp_path_
     msu = report["summary"]["msu"]["ca-noise"][key]["absolute_gain"]
     assert msu["mean"] == pytest.approx(np.mean(gains)) and msu["n"] == 2
     assert audit["images"] == 15 and "transfer" in audit["attacks"]
-    assert audit["transfer_from"] == "resnet"
+    assert audit["transfer_from"] == "resnet" and audit["machine"] == machine("cpu")
     assert {c["check"] for c in audit["diagnostics"]} >= {"transfer_not_stronger"}
     md = (out / "report.md").read_text()
     assert "| CA alone, noise-trained |" in md and "## Difference to ResNet" in md
     assert "| absolute gain | worst 4/255 |" in md
+    assert f"min in all, on CPU {machine('cpu')['CPU']}, CPU kernels ATen " in md
     assert "## Certified" not in md
     ckpt = torch.load(out / "runs" / "fold0-seed0" / "models" / "ca-noise" / "best.pt",
                       weights_only=True)  # fmt: skip

@@ -197,7 +197,9 @@ CARD_SETTINGS = ("model", "model_options", "objective", "objective_options", "da
 def model_card(path: str | Path) -> dict:
     """What a checkpoint records about the run that produced it: its settings (the card is
     checked against its schema; the default objective is named), split identity, steps,
-    best validation SRCC, thread count, library versions and any recorded audit."""
+    best validation SRCC, thread count, library versions, the machine it trained on
+    (:func:`cprl_fast.installation.machine`; ``{}`` in checkpoints from before 2026-12-07) and any
+    recorded audit."""
     state = load(path)
     cfg = card_train_config(state, path)
     config = {**card_config(state), "objective": cfg.objective_name}
@@ -210,5 +212,6 @@ def model_card(path: str | Path) -> dict:
         "best_val_srcc": state.get("best"),
         "threads": state.get("threads"),
         "versions": state.get("versions", {}),
+        "machine": state.get("machine", {}),
         "audit": state.get("audit"),
     }

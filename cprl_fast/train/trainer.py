@@ -35,6 +35,7 @@ from cprl_fast import metrics
 from cprl_fast.checks import check_device, check_noise_sigma
 from cprl_fast.data.splits import check_split_folds
 from cprl_fast.devices import pins
+from cprl_fast.installation import machine
 from cprl_fast.io import TEMPORARY, open_own_file, remove_stale_temporaries
 from cprl_fast.models.registry import (
     MODELS,
@@ -353,6 +354,7 @@ class Trainer:
             "split": json.dumps(getattr(self.train_set, "split_info", {})),
             "threads": torch.get_num_threads(),
             "versions": _versions(),
+            "machine": machine(self.device),
         }
 
     def model_state(self) -> dict:
