@@ -33,6 +33,7 @@ from cprl_fast.evaluate import (
     passes_to_score,
 )
 from cprl_fast.figures import draw_figures, figure_markdown
+from cprl_fast.installation import machine
 from cprl_fast.io import read_json, write_json_atomic, write_text_atomic
 from cprl_fast.presets import MODEL_PRESETS
 from cprl_fast.render import write_results
@@ -59,10 +60,11 @@ def train_model(name: str, cfg: TrainConfig, train_set, val_set, out: Path) -> t
         # no last.pt: an earlier attempt stopped before its first checkpoint; start it over
         start = time.perf_counter()
         result = trainer.fit(resume=resume, overwrite=not resume)
-        # wall seconds of this process's part (the whole training unless it resumed)
+        # wall seconds of this process's part (the whole training unless it resumed), and the
+        # machine they were taken on
         write_json_atomic(done, {"model": name, "val": result, "steps": trainer.step,
                                  "seconds": round(time.perf_counter() - start, 1),
-                                 "resumed": resume})  # fmt: skip
+                                 "resumed": resume, "machine": machine(run.device)})  # fmt: skip
     if (folder / "best.pt").is_file():
         # only resuming reads last.pt (the optimisers: 2/3 of its size); this one is finished
         (folder / "last.pt").unlink(missing_ok=True)

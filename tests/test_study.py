@@ -101,6 +101,8 @@ def test_study_end_to_end_resumes_and_refuses_other_settings(tmp_path, tmp_path_
     assert msu["mean"] == pytest.approx(np.mean(gains)) and msu["n"] == 2
     assert audit["images"] == 15 and "transfer" in audit["attacks"]
     assert audit["transfer_from"] == "resnet" and audit["machine"] == machine("cpu")
+    steps = json.loads((out / "runs" / "fold0-seed0" / "steps" / "train-ca-noise.json").read_text())
+    assert steps["machine"] == machine("cpu") and steps["seconds"] > 0
     assert {c["check"] for c in audit["diagnostics"]} >= {"transfer_not_stronger"}
     md = (out / "report.md").read_text()
     assert "| CA alone, noise-trained |" in md and "## Difference to ResNet" in md
