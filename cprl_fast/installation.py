@@ -76,15 +76,22 @@ def cpu_name() -> str:
 def machine(device: str | torch.device = "cpu") -> dict[str, str]:
     """The machine a model was trained or a number measured on, as a checkpoint's card and an
     audit record it: the CPU's name, the vector instruction set ATen's CPU kernels run with
-    (``torch.backends.cpu.get_cpu_capability()``: AVX512, AVX2, ...), torch's CPU threads and,
-    for a CUDA ``device``, the GPU's name. CPU training repeats bit for bit only on the same
-    kind of CPU: another one's kernels round differently (docs/training.md)."""
+    (``torch.backends.cpu.get_cpu_capability()``: AVX512, AVX2, ...), a cap set on oneDNN's
+    (``ONEDNN_MAX_CPU_ISA``: torch has no getter for the set oneDNN's convolutions chose, which
+    follows the CPU unless capped), torch's CPU threads and, for a CUDA ``device``, the GPU's
+    name. CPU training repeats bit for bit only on the same kind of CPU: another one's
+    convolution kernels round differently (docs/training.md)."""
+    import os
+
     device = torch.device(device)
     out = {
         "CPU": cpu_name(),
         "CPU kernels": f"ATen {torch.backends.cpu.get_cpu_capability()}",
         "threads": str(torch.get_num_threads()),
     }
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
+    if cap:
+        out["oneDNN cap"] = cap
     if device.type == "cuda":
         out["GPU"] = torch.cuda.get_device_name(device)
     return out

@@ -117,6 +117,11 @@ def test_machine_names_the_cpu_its_kernels_and_a_cuda_devices_gpu(monkeypatch):
     said = installation.machine()
     assert said["CPU kernels"] == f"ATen {torch.backends.cpu.get_cpu_capability()}"
     assert said["threads"] == str(torch.get_num_threads()) and "GPU" not in said
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        monkeypatch.delenv(name, raising=False)
+    assert "oneDNN cap" not in installation.machine()
+    monkeypatch.setenv("DNNL_MAX_CPU_ISA", "AVX2")  # oneDNN's older name
+    assert installation.machine()["oneDNN cap"] == "AVX2"
     if Path("/proc/cpuinfo").is_file():  # Linux: the first model name line
         lines = Path("/proc/cpuinfo").read_text().splitlines()
         names = [ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")]
