@@ -16,7 +16,6 @@ study's commit (306b704), build that commit in a worktree and put it first on th
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 import shutil
 import sys
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from spread import DAYS, clean  # this folder's reader of the recorded ResNet audits
 
 import cprl_fast
 from cprl_fast import metrics
@@ -37,19 +37,7 @@ from cprl_fast_cli import parser
 from cprl_fast_cli.options import protocol_config
 
 HERE = Path(__file__).resolve().parent
-RECORDED = {
-    "2026-12-05": HERE.parent / "robustness-builtin-v2-native",
-    "2026-12-07": HERE,
-}
 RUN = re.compile(r"fold([0-2])-seed([01])")
-
-
-def recorded_scores(folder: Path, run: str) -> np.ndarray:
-    """The clean scores a committed ResNet audit of ``run`` recorded (every budget holds the
-    same clean pass; the first is read)."""
-    report = json.loads((folder / "runs" / run / "audit" / "resnet" / "report.json").read_text())
-    first = next(iter(report["results"].values()))
-    return np.asarray(first["clean"]["scores"], dtype=np.float64)
 
 
 def main(out: Path, run: str) -> int:
@@ -77,8 +65,8 @@ def main(out: Path, run: str) -> int:
     scores = np.asarray(scores, dtype=np.float64)
     np.save(out / "scores.npy", scores)
     print(f"{run}: clean SRCC of the {len(scores)} images: {metrics.srcc(scores, labels):.4f}")
-    for day, folder in RECORDED.items():
-        diff = float(np.max(np.abs(scores - recorded_scores(folder, run))))
+    for day in DAYS:
+        diff = float(np.max(np.abs(scores - clean(day, run)[0])))
         print(f"largest |scores - {day}'s recorded clean scores|: {diff:.3g}")
     return 0
 
