@@ -23,10 +23,18 @@ A JPEG of more than :data:`MAX_JPEG_SCANS` scans is refused before it is decoded
 costs a pass over the image, however small the file: :func:`check_jpeg_scans`).
 
 A file whose pixel count exceeds ``max_pixels`` (default :data:`DEFAULT_MAX_PIXELS`), or that
-Pillow refuses as a decompression bomb, raises :class:`ImageTooLarge` after reading only its
-header, so memory stays bounded by the limit. The same limit bounds the image once its shorter
-side is resized for a model (:func:`check_resized_pixels`), which a very thin image would
-otherwise blow up.
+Pillow refuses as a decompression bomb (more than twice ``PIL.Image.MAX_IMAGE_PIXELS``, whatever
+``max_pixels`` says), raises :class:`ImageTooLarge` after reading only its header, so memory
+stays bounded by the limit. The same limit bounds the image once its shorter side is resized
+for a model (:func:`check_resized_pixels`), which a very thin image would otherwise blow up.
+``max_pixels``, not Pillow's ``DecompressionBombWarning`` (issued between ``MAX_IMAGE_PIXELS``
+and twice that), decides: the warning goes through the process's own filters, which this
+module never changes (the decoding threads of :mod:`cprl_fast.score` would otherwise leave a
+filter of theirs installed for good, as ``warnings.catch_warnings`` is not thread-safe), and
+where those filters make it an error it is an :class:`ImageTooLarge`. ``cprl-fast`` ignores it.
+
+Messages name the file with its control characters escaped (:func:`cprl_fast.io.printable`),
+so that a name holding a newline cannot cut the one-line error short.
 """
 
 from __future__ import annotations
@@ -35,7 +43,6 @@ import contextlib
 import functools
 import mmap
 import re
-import warnings
 from pathlib import Path
 from typing import BinaryIO
 
@@ -43,7 +50,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cprl_fast.checks import check_count
-from cprl_fast.io import open_regular_file
+from cprl_fast.io import open_regular_file, printable
 
 #: The default per-image pixel limit: 8192 x 8192 (about 201 MB as 8-bit RGB), below Pillow's
 #: own decompression-bomb warning (89,478,485 pixels).
@@ -117,9 +124,9 @@ def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
     for one that cannot be decoded; each names the file."""
     max_pixels = check_max_pixels(max_pixels)
     fh = open_regular_file(path, "image")
+    name = printable(str(path))
     try:
-        with fh, warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with fh:
             try:
                 opened = Image.open(fh, formats=READ_FORMATS)
             except UnidentifiedImageError:
@@ -129,7 +136,7 @@ def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
                 pixels = img.size[0] * img.size[1]
                 if pixels > max_pixels:
                     raise ImageTooLarge(
-                        f"image {path} has {img.size[0]} x {img.size[1]} = {pixels} pixels, "
+                        f"image {name} has {img.size[0]} x {img.size[1]} = {pixels} pixels, "
                         f"over the limit of {max_pixels} (max_pixels; --max-pixels)"
                     )
                 if img.format in ("JPEG", "MPO"):
@@ -138,11 +145,24 @@ def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
                 return to_rgb(img)
     except ImageTooLarge:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise ImageTooLarge(f"image {path} refused as a decompression bomb ({err}); the "
-                            f"pixel limit is {max_pixels} (max_pixels; --max-pixels)") from None
+    except Image.DecompressionBombError as err:
+        raise ImageTooLarge(f"image {name} refused as a decompression bomb ({err}): "
+                            f"{_bomb_limit(max_pixels)}") from None
+    except Image.DecompressionBombWarning as err:  # raised: the process's filters say so
+        raise ImageTooLarge(f"image {name} refused as a decompression bomb ({err}): this "
+                            "process's warnings filters make Pillow's warning an error") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as err:
-        raise OSError(f"cannot decode image {path}: {err}") from err
+        raise OSError(f"cannot decode image {name}: {err}") from err
+
+
+def _bomb_limit(max_pixels: int) -> str:
+    """Why an image Pillow refused as a decompression bomb is not read: over ``max_pixels`` too,
+    or over Pillow's own bound, which ``max_pixels`` cannot raise."""
+    bound = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+    if max_pixels < bound:
+        return f"over the limit of {max_pixels} (max_pixels; --max-pixels) too"
+    return (f"Pillow opens no image of more than {bound} pixels (twice "
+            f"PIL.Image.MAX_IMAGE_PIXELS), whatever max_pixels is")
 
 
 #: The most scans a JPEG file may have. An encoder writes 1 to 3 (baseline) or about 10 to 20

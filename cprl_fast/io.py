@@ -175,14 +175,16 @@ class NotARegularFile(OSError, ValueError):
 def _open_regular(path: str | Path, what: str, flags: int, mode: int = 0o666) -> int:
     """An fd of ``path`` opened with ``flags`` and ``O_NONBLOCK`` (an ordinary open of a FIFO
     waits for the other side), if it is a regular file (checked with ``fstat`` on the open fd,
-    so nothing can be swapped in between); errors name ``what`` and the file."""
+    so nothing can be swapped in between); errors name ``what`` and the file (escaped:
+    :func:`printable`)."""
+    name = printable(str(path))
     try:
         fd = os.open(path, flags | getattr(os, "O_NONBLOCK", 0), mode)
     except FileNotFoundError:
-        raise FileNotFoundError(f"{what} {path} is missing") from None
+        raise FileNotFoundError(f"{what} {name} is missing") from None
     except OSError as err:
         if err.errno == errno.ELOOP and flags & getattr(os, "O_NOFOLLOW", 0):
-            raise NotARegularFile(f"{what} {path} is a symbolic link: this file is never "
+            raise NotARegularFile(f"{what} {name} is a symbolic link: this file is never "
                                   "followed to another place (remove the link)") from None
         if err.errno != errno.ENXIO:  # ENXIO: a FIFO opened to write, with no reader
             raise
@@ -190,7 +192,7 @@ def _open_regular(path: str | Path, what: str, flags: int, mode: int = 0o666) ->
     if fd is None or not stat.S_ISREG(os.fstat(fd).st_mode):
         if fd is not None:
             os.close(fd)
-        raise NotARegularFile(f"{what} {path} is not a regular file (a folder, FIFO, device "
+        raise NotARegularFile(f"{what} {name} is not a regular file (a folder, FIFO, device "
                               "or socket is never read or written)")  # fmt: skip
     return fd
 
@@ -225,8 +227,8 @@ def read_regular_file(path: str | Path, what: str, max_bytes: int,
     with fh:
         size = os.fstat(fh.fileno()).st_size
         if size > max_bytes:
-            raise ValueError(f"{what} {path} has {size} bytes, more than the {max_bytes} such "
-                             "a file can hold")  # fmt: skip
+            raise ValueError(f"{what} {printable(str(path))} has {size} bytes, more than the "
+                             f"{max_bytes} such a file can hold")  # fmt: skip
         return fh.read(max_bytes + 1)
 
 

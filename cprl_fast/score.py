@@ -261,7 +261,8 @@ class QualityMetric(nn.Module):
         bar = tqdm(desc="scoring", unit="img", total=total, disable=not progress)
         for name, x in self._decoded(items):
             if not isinstance(x, torch.Tensor):
-                failed.append(Failure(name, printable(str(x).split("\n")[0])))
+                # all of it, escaped: a name with a newline in the message must not cut it short
+                failed.append(Failure(name, printable(str(x))))
                 bar.update(1)
                 continue
             names.append(name)

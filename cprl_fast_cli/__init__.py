@@ -21,6 +21,7 @@ import importlib
 import logging
 import re
 import sys
+import warnings
 from types import ModuleType
 
 from cprl_fast_cli.options import UserError
@@ -84,8 +85,13 @@ def main(argv: list[str] | None = None) -> int:
     args.command_line = sys.argv[1:] if argv is None else list(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
+        from PIL import Image
+
         from cprl_fast.threads import set_threads
 
+        # the pixel limit (--max-pixels) decides whether an image is read: Pillow's warning for
+        # an image between its MAX_IMAGE_PIXELS and twice that would only add a line to stderr
+        warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
         note = set_threads(args.threads)
         if args.command in LONG_COMMANDS:  # the others print machine-readable output
             print(note, flush=True)

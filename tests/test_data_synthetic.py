@@ -5,6 +5,8 @@ level; the built-in sets made by the same writer; bad input named."""
 from __future__ import annotations
 
 import hashlib
+import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -129,6 +131,22 @@ def test_every_distortion_changes_the_image_more_at_higher_levels(kind):
     assert ms_ssim(strong, ref) < ms_ssim(mild, ref) < 1.0
     twice = [np.asarray(distort(ref, kind, 3, seed=7)) for _ in range(2)]
     assert np.array_equal(*twice)
+
+
+def test_distorting_in_threads_leaves_the_warning_filters_as_they_were():
+    # the colour distortions silence skimage's clipping warning with warnings.catch_warnings,
+    # which is not thread-safe: overlapping in synthesize's threads, they left "ignore
+    # UserWarning" installed in the process for good
+    ref = square(_photo(1), MIN_SIZE)
+    before = list(warnings.filters)
+
+    def run(seed: int) -> None:
+        for k in range(15):
+            distort(ref, "oversaturate", 5, seed=seed * 100 + k)
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(run, range(4)))
+    assert warnings.filters == before
 
 
 @pytest.mark.parametrize("kind", ["blur", "noise", "jpeg", "motion"])

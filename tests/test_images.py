@@ -9,7 +9,9 @@ import re
 import struct
 import subprocess
 import sys
+import warnings
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -154,6 +156,56 @@ def test_pixel_limit_and_decompression_bombs(tmp_path):
         read_image(bomb, max_pixels=10**10)  # Pillow's own limit still holds
     with pytest.raises(ValueError, match="max_pixels must be an integer >= 1"):
         read_image(path, max_pixels=0)
+
+
+def test_max_pixels_decides_not_pillows_bomb_warning(tmp_path, monkeypatch):
+    # Pillow warns between its MAX_IMAGE_PIXELS and twice that and refuses beyond; this image
+    # has H x W = 240 pixels. The warning used to be an error: a limit above it was not kept
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 200)
+    path = _save(Image.fromarray(_twin()), tmp_path / "warned.png")
+    with pytest.warns(Image.DecompressionBombWarning):  # Pillow's, through the process's filters
+        assert read_image(path, max_pixels=H * W).size == (W, H)
+        with pytest.raises(ImageTooLarge, match=f"= {H * W} pixels, over the limit of {H * W - 1}"):
+            read_image(path, max_pixels=H * W - 1)
+    with warnings.catch_warnings():  # the process's own filters are kept
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with pytest.raises(ImageTooLarge, match="filters make Pillow's warning an error"):
+            read_image(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # refused: over 200
+    with pytest.raises(ImageTooLarge, match=re.escape("): over the limit of 199 (max_pixels; "
+                                                      "--max-pixels) too")):  # fmt: skip
+        read_image(path, max_pixels=199)
+    with pytest.raises(ImageTooLarge, match="Pillow opens no image of more than 200 pixels"):
+        read_image(path, max_pixels=10**6)
+
+
+def test_reading_in_threads_leaves_the_warning_filters_as_they_were(tmp_path):
+    # warnings.catch_warnings is not thread-safe: overlapping in the score's decoding threads,
+    # it left "error" for Pillow's bomb warning installed in the process for good
+    path = _save(Image.fromarray(_twin()), tmp_path / "t.png")
+    before = list(warnings.filters)
+
+    def read(_):
+        for _ in range(100):
+            read_image(path)
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(read, range(4)))
+    assert warnings.filters == before
+
+
+def test_a_name_with_a_newline_is_escaped_not_cut(tiny_metric, tmp_path):
+    # the command line prints an error's first line: a raw newline in a name cut the reason off
+    bad = tmp_path / "bad\nname.png"
+    bad.write_bytes(b"junk")
+    with pytest.raises(OSError) as err:
+        read_image(bad)
+    assert str(err.value) == (f"cannot decode image {tmp_path}/bad\\nname.png: not an image "
+                              "of the formats read (PNG, JPEG, BMP, TIFF, WEBP, GIF, PPM)")
+    _, failed = tiny_metric.score([bad])
+    assert [f.error for f in failed] == [str(err.value)]
+    with pytest.raises(FileNotFoundError, match=re.escape("gone\\r.png is missing")):
+        read_image(tmp_path / "gone\r.png")
 
 
 def test_an_image_too_thin_to_resize_is_refused_before_the_resize(tiny_run, tmp_path):

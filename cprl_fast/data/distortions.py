@@ -18,6 +18,7 @@ The pseudo-MOS of a distorted image is :func:`ms_ssim` against its reference (pi
 from __future__ import annotations
 
 import io
+import threading
 import warnings
 
 import numpy as np
@@ -69,6 +70,12 @@ INTEGER_KINDS = frozenset({"jpeg", "pixelate", "quantise", "motion", "chroma", "
 #: The side of a ``patch_shift`` patch and of a ``colour_block`` block, and the farthest a patch
 #: moves, px, in a 256 x 256 image; in proportion to ``sqrt(h * w)`` in others.
 PATCH = 16
+
+
+#: ``warnings.catch_warnings`` swaps the process's filter list on entry and puts back the one it
+#: found on exit, so two threads that overlap (the built-in data is made in threads) would leave
+#: the first one's "ignore UserWarning" installed for good: one thread at a time.
+_WARNINGS_LOCK = threading.Lock()
 
 
 def distort(img: Image.Image, kind: str, level: int, seed: int) -> Image.Image:
@@ -175,7 +182,7 @@ def distort_by(img: Image.Image, kind: str, p: float, seed: int) -> Image.Image:
             lab[..., 1:] = gaussian_filter(lab[..., 1:], sigma=(p, p, 0), mode="reflect")
         else:
             lab[..., 1:] *= p
-        with warnings.catch_warnings():  # colours outside sRGB are clipped, as meant
+        with _WARNINGS_LOCK, warnings.catch_warnings():  # colours outside sRGB: clipped, as meant
             warnings.simplefilter("ignore", UserWarning)
             arr = lab2rgb(lab)
     elif kind == "chroma_noise":
