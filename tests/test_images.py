@@ -206,6 +206,13 @@ def test_a_name_with_a_newline_is_escaped_not_cut(tiny_metric, tmp_path):
     assert [f.error for f in failed] == [str(err.value)]
     with pytest.raises(FileNotFoundError, match=re.escape("gone\\r.png is missing")):
         read_image(tmp_path / "gone\r.png")
+    from cprl_fast.data.base import IQADataset, Item
+    from cprl_fast.data.transforms import test_transform
+
+    thin = _save(Image.new("RGB", (20_000, 1)), tmp_path / "thin\n.png")
+    with pytest.raises(ImageTooLarge) as err:  # a dataset's file, too thin to resize
+        IQADataset("x", [Item(str(thin), 0.5, 50.0, "a")], test_transform(224))[0]
+    assert str(err.value).startswith(f"{tmp_path}/thin\\n.png: image of 20000 x 1 px")
 
 
 def test_an_image_too_thin_to_resize_is_refused_before_the_resize(tiny_run, tmp_path):

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from cprl_fast.images import ImageTooLarge, check_resized_pixels, read_image
+from cprl_fast.io import printable
 from cprl_fast.registry import Registry
 
 log = logging.getLogger("cprl_fast.data")
@@ -125,7 +126,7 @@ class IQADataset(torch.utils.data.Dataset):
             try:
                 x = self.transform(img)
             except ImageTooLarge as err:  # too thin to resize (check_resized_pixels): name it
-                raise ImageTooLarge(f"{item.path}: {err}") from None
+                raise ImageTooLarge(f"{printable(item.path)}: {err}") from None
         else:
             from cprl_fast.data.transforms import to_tensor
 

@@ -44,7 +44,7 @@ from cprl_fast.data.base import DatasetFormatError, Item, register
 from cprl_fast.data.csvs import column, listed_file, number, read_csv
 from cprl_fast.data.distortions import DISTORTIONS, distort, ms_ssim, square
 from cprl_fast.images import DEFAULT_MAX_PIXELS, folder_images, image_suffixes, read_image
-from cprl_fast.io import umask
+from cprl_fast.io import printable, umask
 
 SCORE_FILE = "scores.csv"
 #: The smallest image side MS-SSIM's five scales (11-pixel windows) can score.
@@ -108,7 +108,8 @@ def synthesize(references: str | Path | Iterable[str | Path], out: str | Path,
                          f"five scales need {MIN_SIZE}), got {size!r}")  # fmt: skip
     check_count(workers, "workers")
     kinds = check_distortions(DISTORTIONS if distortions is None else distortions)
-    refs = {f.stem: square(read_image(f, max_pixels), size, max_pixels, f"image {f}")
+    refs = {f.stem: square(read_image(f, max_pixels), size, max_pixels,
+                           f"image {printable(str(f))}")
             for f in reference_files(references)}  # fmt: skip
     return write_dataset(refs, out, {k: DISTORTIONS[k] for k in kinds}, workers, progress)
 
