@@ -120,12 +120,25 @@ _WORKER_ERROR = re.compile(r"^Caught \w+ in DataLoader worker process \d+\.\n.*?
                            r"(?:^|\n)[\w.]+: (?P<message>[^\n]*)\n?$", re.DOTALL)
 
 
+#: The longest message of several lines the command line prints whole; a longer one (a
+#: compiler's log, say) is cut to its first line, which says how many lines were left out.
+MAX_ERROR_CHARS = 1000
+
+
 def error_line(err: BaseException) -> str:
-    """The one line the command line prints for ``err``: its message's first line (split at
-    newlines only: a name may hold a carriage return), or, for an error a DataLoader worker
-    raised, the original message (which names the file) rather than torch's "Caught ..."."""
+    """The one line the command line prints for ``err``: its message with each newline written
+    as ``\\n`` (a file's name may hold one: cut at the first newline, ``a\\nb.pt`` was
+    named ``a``), or, past :data:`MAX_ERROR_CHARS`, its first line and how many lines were left
+    out (``--debug`` shows them); for an error a DataLoader worker raised, the original
+    message (which names the file) rather than torch's "Caught ...". Other control characters
+    are escaped by the caller (:func:`cprl_fast.io.printable`)."""
     text = str(err)
     if not text:
         return type(err).__name__
     worker = _WORKER_ERROR.match(text)
-    return worker["message"] if worker else text.split("\n")[0]
+    if worker:
+        return worker["message"]
+    if len(text) <= MAX_ERROR_CHARS or "\n" not in text:
+        return text.replace("\n", "\\n")
+    first, _, rest = text.partition("\n")
+    return f"{first} ({rest.count(chr(10)) + 1} more lines: --debug shows them)"

@@ -204,6 +204,9 @@ def test_error_messages_escape_control_characters(capsys, tmp_path):
     assert main(["info", str(tmp_path / "evil\x1b[2J\r.pt")]) == 2
     err = capsys.readouterr().err
     assert "\x1b" not in err and "\r" not in err and "evil\\x1b[2J\\r.pt" in err
+    # a newline in a name: the whole name, escaped, where a cut at the newline named "a"
+    assert main(["info", str(tmp_path / "a\nb.pt")]) == 2
+    assert capsys.readouterr().err == f"cprl-fast info: checkpoint not found: {tmp_path}/a\\nb.pt\n"
 
 
 def test_score_refuses_folders_with_no_image_file_before_loading_the_model(capsys, tmp_path):
@@ -252,7 +255,9 @@ def test_an_error_in_a_dataloader_worker_is_told_by_its_own_message():
     assert str(err.value).startswith("Caught ImageTooLarge in DataLoader worker process 0.")
     assert error_line(err.value) == ("/data/thin.png: image of 20000 x 1 px would have "
                                      "1003520000 pixels")  # fmt: skip
-    assert error_line(ValueError("first\rline\nsecond")) == "first\rline"
+    assert error_line(ValueError("first\rline\nsecond")) == "first\rline\\nsecond"
+    long = "first line\n" + "x" * 2000 + "\nlast"
+    assert error_line(RuntimeError(long)) == "first line (2 more lines: --debug shows them)"
     assert error_line(KeyError()) == "KeyError"
 
 
