@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -28,6 +27,8 @@ from cprl_fast.io import atomic_write
 from cprl_fast.reports import eps_label
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from cprl_fast.evaluate import PredictionMemo, Progress
 
 #: Fig. 6's budgets (pixel units) and attack.
@@ -35,24 +36,22 @@ FIG6_EPS = (0, 1 / 255, 2 / 255, 4 / 255, 8 / 255)
 FIG6_ATTACK = "pgd"
 
 
-def pyplot() -> ModuleType:
-    """matplotlib.pyplot on the file-only Agg backend (figures are written, never shown)."""
-    import matplotlib
+def new_figure(**figure) -> Figure:
+    """A matplotlib figure of its own (``figure``: :class:`matplotlib.figure.Figure`'s options,
+    such as ``figsize`` in inches), written by :func:`save_figure` and never shown. pyplot is
+    not used: it would switch the process's backend (a notebook's inline one) to draw files and
+    keep every figure in its global list until closed."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(**figure)
 
 
 def save_figure(fig, path: str | Path, **savefig) -> None:
     """Writes ``fig`` (at 120 dpi, cropped to its contents, then ``savefig``'s options) to
     ``path`` atomically (:func:`~cprl_fast.io.atomic_write`: processes sharing a study may
-    write the same figure, and a link at ``path`` is replaced, never written through), then
-    closes it."""
+    write the same figure, and a link at ``path`` is replaced, never written through)."""
     options = {"dpi": 120, "bbox_inches": "tight", **savefig}
     atomic_write(path, lambda tmp: fig.savefig(tmp, **options), Path(path).suffix)
-    pyplot().close(fig)
 
 
 def landscape(model: nn.Module, x: torch.Tensor, extent: float, steps: int = 21,
@@ -88,12 +87,11 @@ def score_landscape(models: dict[str, nn.Module], x: torch.Tensor, path: str | P
     the clean image marked (a red point at the centre)."""
     from matplotlib.ticker import MaxNLocator
 
-    plt = pyplot()
     data = {name: landscape(m, x, extent, steps) for name, m in models.items()}
     lo = min(float(z.min()) for _, z in data.values())
     hi = max(float(z.max()) for _, z in data.values())
     pad = max(1e-3, 0.05 * (hi - lo))
-    fig = plt.figure(figsize=(5 * len(models), 4.4))
+    fig = new_figure(figsize=(5 * len(models), 4.4))
     for k, (name, (grid, z)) in enumerate(data.items()):
         # drawn in call order (the clean point stays on top of the surface)
         ax = fig.add_subplot(1, len(models), k + 1, projection="3d", computed_zorder=False)
@@ -146,10 +144,9 @@ def channel_activations(models: dict[str, tuple[nn.Module, nn.Module]], x: torch
     """Fig. 5: for each ``name -> (model, layer)``, the layer's channel means for natural images
     and for their PGD versions, channels sorted by natural magnitude (descending); the panels
     share their y axis, and the attacked curve is drawn dashed over the natural one."""
-    plt = pyplot()
     out = {}
-    fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 3.6), squeeze=False,
-                             sharey=True)  # fmt: skip
+    fig = new_figure(figsize=(5 * len(models), 3.6))
+    axes = fig.subplots(1, len(models), squeeze=False, sharey=True)
     for ax, (name, (model, layer)) in zip(axes[0], models.items(), strict=True):
         x_adv = attacks.pgd(model, x, eps=eps, steps=10, generator=torch.Generator().manual_seed(0))
         natural, attacked = layer_means(model, layer, x), layer_means(model, layer, x_adv)
@@ -181,7 +178,6 @@ def srcc_vs_eps(models: dict[str, nn.Module], dataset, path: str | Path,
     from cprl_fast.evaluate import predictions
 
     dataset = decoded_once(dataset)
-    plt = pyplot()
     curves, bands = {}, {}
     for name, model in models.items():
         curves[name], bands[name] = [], []
@@ -190,7 +186,8 @@ def srcc_vs_eps(models: dict[str, nn.Module], dataset, path: str | Path,
                                   progress=progress)  # fmt: skip
             curves[name].append(metrics.srcc(pred, y))
             bands[name].append(list(metrics.confidence_interval(pred, y)))
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    fig = new_figure(figsize=(6.5, 3.8))
+    ax = fig.subplots()
     x = [e * 255 for e in eps_values]
     for name, values in curves.items():
         (line,) = ax.plot(x, values, marker="o", label=name)

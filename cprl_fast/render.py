@@ -18,7 +18,7 @@ import numpy as np
 from cprl_fast import metrics
 from cprl_fast.data.base import LOADERS
 from cprl_fast.evaluate import COLUMNS, Results, compare
-from cprl_fast.figures import pyplot, save_figure
+from cprl_fast.figures import new_figure, save_figure
 from cprl_fast.io import csv_cell, markdown_cell, write_json_atomic, write_text_atomic
 from cprl_fast.presets import MODEL_PRESETS
 from cprl_fast.reports import AuditReport, StudyReport, eps_key, eps_label, interval
@@ -42,8 +42,8 @@ def plot_against_eps(curves: Sequence[Curve], path: Path, title: str, xlabel: st
     """The curves against the budget, bands shaded; ``clean``: a dotted line at the clean
     value; ``zero``: a faint line at 0; the legend right of the axes, off the data (or, with
     ``legend_outside`` false, where it covers least)."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    fig = new_figure(figsize=(5.5, 3.8))
+    ax = fig.subplots()
     for c in curves:
         line = ax.plot(c.x, c.y, **{"marker": "o", "lw": 1, "label": c.label, **(c.style or {})})
         if c.band is not None:

@@ -171,7 +171,7 @@ def test_a_failed_pt2_export_leaves_the_old_set_whole(tiny_run, tmp_path, monkey
 def test_files_kept_in_a_users_folder_are_never_reached_through_a_link(tmp_path):
     import fcntl
 
-    from cprl_fast.figures import pyplot, save_figure
+    from cprl_fast.figures import new_figure, save_figure
     from cprl_fast.io import NotARegularFile, file_lock, open_own_file
 
     victim = tmp_path / "victim.txt"
@@ -193,12 +193,33 @@ def test_files_kept_in_a_users_folder_are_never_reached_through_a_link(tmp_path)
         with pytest.raises(BlockingIOError):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         os.close(fd)
-    plt = pyplot()
     (tmp_path / "fig.png").symlink_to(victim)  # a figure replaces a link, never writes into it
-    fig, _ = plt.subplots()
+    fig = new_figure()
+    fig.subplots()
     save_figure(fig, tmp_path / "fig.png")
     assert not (tmp_path / "fig.png").is_symlink() and victim.read_text() == "keep me\n"
     assert (tmp_path / "fig.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_writing_a_figure_leaves_the_callers_matplotlib_as_it_was(tmp_path):
+    # figures were drawn through pyplot after matplotlib.use("Agg"), which switched the
+    # process's backend (a notebook's inline one: its plots stopped showing)
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from cprl_fast.render import Curve, plot_against_eps
+
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")  # stands in for a user's own backend
+    try:
+        mine = plt.figure()
+        plot_against_eps([Curve("a", [0, 1, 2], [0.6, 0.5, 0.3], band=[[0.5, 0.7]] * 3)],
+                         tmp_path / "c.png", "title", "eps", "SRCC", clean=0.6)  # fmt: skip
+        assert matplotlib.get_backend() == "svg" and plt.get_fignums() == [mine.number]
+        plt.close(mine)
+    finally:
+        matplotlib.use(before)
+    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_names_in_markdown_tables_cannot_break_a_row(tmp_path):

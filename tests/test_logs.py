@@ -89,10 +89,10 @@ def test_a_machine_without_matplotlib_trains_and_is_told_the_figure_is_missing(s
                                                                               caplog):  # fmt: skip
     from cprl_fast import figures
 
-    def missing():
+    def missing(**figure):
         raise ModuleNotFoundError("No module named 'matplotlib'")
 
-    monkeypatch.setattr(figures, "pyplot", missing)
+    monkeypatch.setattr(figures, "new_figure", missing)
     train, val = sets
     cfg = TrainConfig(**{**SMALL, "max_steps": 1}, out_dir=str(tmp_path))
     result = Trainer(cfg, train, val).fit()

@@ -115,17 +115,17 @@ def draw_curves(run_dir: str | Path) -> Path | None:
     ``epoch`` column is not drawn) and ``validation.csv`` where the run has one; None (nothing
     written) when the log holds no iteration yet. The losses share a log scale when every one
     is positive."""
-    from cprl_fast.figures import caption_title, pyplot, save_figure
+    from cprl_fast.figures import caption_title, new_figure, save_figure
 
     run_dir = Path(run_dir)
     header, log = read_table(run_dir / "log.csv", "training log")
     if len(log) == 0 or header[:1] != ["step"]:
         return None
     vheader, val = read_table(run_dir / "validation.csv", "validation log")
-    plt = pyplot()
     panels = 2 if len(val) and vheader[: len(VALIDATION_COLUMNS)] == list(VALIDATION_COLUMNS) \
         else 1  # fmt: skip
-    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 3.8), squeeze=False)
+    fig = new_figure(figsize=(6 * panels, 3.8))
+    axes = fig.subplots(1, panels, squeeze=False)
     ax = axes[0][0]
     positive = True
     for k, name in enumerate(header):
