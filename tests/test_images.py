@@ -195,7 +195,8 @@ def test_reading_in_threads_leaves_the_warning_filters_as_they_were(tmp_path):
 
 
 def test_a_name_with_a_newline_is_escaped_not_cut(tiny_metric, tmp_path):
-    # the command line prints an error's first line: a raw newline in a name cut the reason off
+    # score's failure rows and the command line kept an error's first line: a raw newline in a
+    # name cut the reason off
     bad = tmp_path / "bad\nname.png"
     bad.write_bytes(b"junk")
     with pytest.raises(OSError) as err:
