@@ -255,6 +255,40 @@ class TestTrainer:
         with pytest.raises(ValueError, match="batch_size=4"):
             Trainer(other, train, test).fit(resume=True)
 
+    @pytest.mark.parametrize(
+        "change", [{"lr": 1e-3}, {"weight_decay": 0.0}, {"image_size": 24}, {"clip_grad": 1.0},
+                   {"freeze_bn": True}],
+        ids=["lr", "weight_decay", "image_size", "clip_grad", "freeze_bn"],
+    )  # fmt: skip
+    def test_resume_refuses_settings_the_run_trained_with(self, builtin_sets, tmp_path, change):
+        # the optimisers' saved state holds lr and weight decay: a resume with others trained on
+        # with the old ones while the checkpoint's card recorded the new
+        _, train, test = builtin_sets
+        Trainer(TrainConfig(**SMALL, out_dir=str(tmp_path), max_steps=1), train, test).fit()
+        (key, value), = change.items()
+        other = TrainConfig(**{**SMALL, **change}, out_dir=str(tmp_path), max_steps=2)
+        with pytest.raises(ValueError, match=f"trained with {key}=.*this run has {key}={value}"):
+            Trainer(other, train, test).fit(resume=True)
+        assert torch.load(tmp_path / "last.pt", weights_only=True)["step"] == 1
+
+    def test_resume_may_extend_a_run_but_not_a_schedules_curve(self, builtin_sets, tmp_path):
+        _, train, test = builtin_sets
+        for schedule, folder in (("constant", "c"), ("onecycle", "o")):
+            cfg = TrainConfig(**{**SMALL, "schedule": schedule, "epochs": 1},
+                              out_dir=str(tmp_path / folder), max_steps=1)  # fmt: skip
+            Trainer(cfg, train, test).fit()
+        longer = {"epochs": 2, "max_steps": 2}
+        constant = TrainConfig(**{**SMALL, "schedule": "constant", **longer},
+                               out_dir=str(tmp_path / "c"))  # fmt: skip
+        extended = Trainer(constant, train, test)
+        extended.fit(resume=True)
+        assert extended.step == 2
+        onecycle = TrainConfig(**{**SMALL, "schedule": "onecycle", **longer},
+                               out_dir=str(tmp_path / "o"))  # fmt: skip
+        with pytest.raises(ValueError, match="epochs=1, this run has epochs=2: the onecycle "
+                                             "schedule's curve depends on it"):
+            Trainer(onecycle, train, test).fit(resume=True)
+
     def test_noise_training_trains_on_noisy_images(self, builtin_sets, tmp_path):
         _, train, test = builtin_sets
         x, y = next(iter(torch.utils.data.DataLoader(train, batch_size=4)))

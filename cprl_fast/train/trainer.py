@@ -54,12 +54,19 @@ from cprl_fast.train.schedule import onecycle
 log = logging.getLogger("cprl_fast.train")
 
 
-#: Settings of the run that define the experiment: a resumed run must have the same.
+#: Settings of the run that define the experiment: a resumed run must have the same. The
+#: optimisers' saved state carries ``lr`` and ``weight_decay``, so a resume with others would
+#: train on with the old ones while the card recorded the new. Not compared: ``epochs`` and
+#: ``max_steps`` (a run may be extended; but see :data:`CURVE_KEYS`), the device, ``bf16``,
+#: ``sync_bn`` and the worker count.
 EXPERIMENT_KEYS = (
     "model", "model_options", "objective", "objective_options", "dataset", "split_seed",
     "val_ratio", "folds", "fold", "seed", "batch_size", "noise_sigma", "train_crop", "hflip",
-    "schedule", "rank_weight",
+    "schedule", "rank_weight", "lr", "weight_decay", "image_size", "clip_grad", "freeze_bn",
 )  # fmt: skip
+#: Settings a schedule's curve depends on (schedule: keys), compared on resume as well:
+#: ``onecycle``'s learning rate at each step is a function of ``epochs``.
+CURVE_KEYS = {"onecycle": ("epochs",)}
 
 
 #: (setting, lowest value, type): each must be a finite number of that type, at least the
@@ -374,12 +381,21 @@ class Trainer:
     def load(self, path: str | Path) -> None:
         state = checkpoint.load(path, map_location=self.device)
         saved_config = {**checkpoint.card_config(state), "device": self.cfg.device}
-        saved = TrainConfig.from_dict(saved_config).experiment()
+        saved_cfg = TrainConfig.from_dict(saved_config)
+        saved = saved_cfg.experiment()
         for key, value in self.cfg.experiment().items():
             if saved[key] != value:
                 raise ValueError(
                     f"checkpoint {path} was trained with {key}={saved[key]!r}, "
                     f"this run has {key}={value!r}"
+                )
+        for key in CURVE_KEYS.get(self.cfg.schedule, ()):
+            if getattr(saved_cfg, key) != getattr(self.cfg, key):
+                raise ValueError(
+                    f"checkpoint {path} was trained with {key}={getattr(saved_cfg, key)!r}, "
+                    f"this run has {key}={getattr(self.cfg, key)!r}: the {self.cfg.schedule} "
+                    f"schedule's curve depends on it (max_steps stops a run sooner on the "
+                    f"same curve)"
                 )
         split = getattr(self.train_set, "split_info", {})
         saved_split = checkpoint.card_split(state)
