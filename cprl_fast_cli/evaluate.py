@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from cprl_fast.figures import draw_figures
     from cprl_fast.render import write_results
-    from cprl_fast.train.runs import load_run_splits, load_trained
+    from cprl_fast.train.runs import check_held_out, load_run_splits, load_trained
 
     eps = parse_eps(args.eps)
     names = attack_list(args.attack)
@@ -66,9 +66,19 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"two checkpoints are named {trained.name!r}: name them, e.g. "
                             f"--checkpoint other={path}")  # fmt: skip
         models[trained.name] = trained
-    cfg0 = next(iter(models.values())).config
+    first = next(iter(models.values()))
+    cfg0 = first.config
+    for t in models.values():  # every model is scored on the first one's crops
+        if t.config.image_size != cfg0.image_size:
+            raise UserError(
+                f"checkpoint {t.path} ({t.name}) was trained at image_size "
+                f"{t.config.image_size}, {first.name} at {cfg0.image_size}: evaluate scores every "
+                "model on the same crops; evaluate models of one image size together"
+            )
     dataset = load_run_splits(cfg0, (args.split,), args.dataset, args.root,
                               from_card=True)[args.split]  # fmt: skip
+    for t in models.values():
+        check_held_out(t, dataset, args.split, args.root or cfg0.root)
     images = decoded_once(dataset)  # decoded once for every checkpoint and figure
     planned = evaluate_passes(names, eps)
     passes = sum(passes_to_score(t.model, images, planned, args.batch_size, args.device)

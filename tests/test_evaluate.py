@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import subprocess
@@ -233,6 +234,40 @@ def test_a_run_computes_each_prediction_once(data, models, tmp_path, monkeypatch
     assert table["pgd"]["scores"] == list(predictions(model, ds, "pgd", 1 / 255, memo=memo)[0])
 
 
+def test_a_model_of_another_split_is_not_scored_on_images_it_learned_from(data, models):
+    from cprl_fast.train.runs import Trained, check_held_out, load_run_splits
+
+    root, _ = data
+    model = models["resnet"]
+
+    def trained(**split) -> Trained:
+        cfg = TrainConfig(model="resnet", image_size=32, root=str(root), **split)
+        return Trained("run", model, cfg, root / "best.pt")
+
+    first = trained()
+    sides = load_run_splits(first.config, ("train", "val", "test"), from_card=True)
+    for split in ("val", "test"):
+        check_held_out(first, sides[split], split, str(root))  # its own split passes
+    other = trained(split_seed=1)
+    learned = {it.scene for it in load_run_splits(other.config, ("train", "val"))["train"].items}
+    assert learned & {it.scene for it in sides["test"].items}  # seed 1 trains on them
+    with pytest.raises(ValueError, match=r"\(run\) learned from [12] of the 2 scenes of the "
+                                         r"builtin test images evaluated .*split seed 1, "
+                                         r"val_ratio 0\.2\): .*would not be held out"):
+        check_held_out(other, sides["test"], "test", str(root))
+    check_held_out(other, sides["train"], "train", str(root))  # asked for knowingly
+    check_held_out(other, sides["test"], "all", str(root))
+    cross = Trained("run", model, TrainConfig(model="resnet", dataset="builtin-v2"), root)
+    check_held_out(cross, sides["test"], "test", str(root))  # another dataset: no shared image
+    # the validation side is held out from training alone: a model that chose its checkpoint
+    # on these scenes but never trained on them may be scored there
+    by_val = trained(split_seed=0, val_ratio=0.4)
+    its = load_run_splits(by_val.config, ("train", "val"))
+    evaluated = {it.scene for it in sides["val"].items}
+    assert not evaluated & {it.scene for it in its["train"].items}, "pick another ratio"
+    check_held_out(by_val, sides["val"], "val", str(root))
+
+
 @pytest.mark.slow
 def test_cli_evaluate(data, tmp_path):
     root, _ = data
@@ -263,3 +298,15 @@ def test_cli_evaluate(data, tmp_path):
     assert f"evaluate b: fgsm at eps=1/255: 100%|██████████| {done // 3 * 4}/" in r.stderr
     missing = subprocess.run([*cmd[:5], str(tmp_path / "nope.pt")], capture_output=True, text=True)
     assert missing.returncode == 2 and "checkpoint not found" in missing.stderr
+    # beside it, a model of another split (it trained on these test scenes) or image size
+    for name, change, refusal in (
+        ("seed1", {"split_seed": 1}, "learned from"),
+        ("small", {"image_size": 24}, "was trained at image_size 24, run at 32"),
+    ):
+        other = dataclasses.replace(cfg, out_dir=str(tmp_path / name), **change)
+        Trainer(other, train).fit()
+        r = subprocess.run([*cmd[:6], "--checkpoint", str(tmp_path / name / "last.pt"),
+                            "--attack", "fgsm", "--out-dir", str(tmp_path / name / "report")],
+                           capture_output=True, text=True)  # fmt: skip
+        assert r.returncode == 2 and refusal in r.stderr, r.stderr
+        assert not (tmp_path / name / "report").exists()

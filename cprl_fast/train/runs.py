@@ -6,6 +6,7 @@
   config, named by its run folder.
 - :func:`load_run_splits`: the train and test splits of a run's dataset, its score file read
   once (from a card: read only, never writing the paths the card names).
+- :func:`check_held_out`: refuses to score a model on images of scenes its run learned from.
 - :func:`train_and_test`: a run from its config (``cprl-fast train``): train, choose the
   checkpoint on validation, test it once on the test split.
 - :func:`model_card`: what a checkpoint records about the run that produced it
@@ -146,6 +147,35 @@ def load_run_splits(cfg: TrainConfig, splits=("train", "test"), dataset: str | N
                        seed=cfg.split_seed, val_ratio=cfg.val_ratio, folds=cfg.folds,
                        fold=cfg.fold, image_size=cfg.image_size, train_crop=cfg.train_crop,
                        hflip=cfg.hflip)  # fmt: skip
+
+
+def check_held_out(trained: Trained, evaluated, split: str, root: str | None = None) -> None:
+    """Refuses to score ``trained`` on ``evaluated`` (the ``split`` side, ``val`` or ``test``, of
+    a dataset under ``root``) where its run learned from any of those images' scenes: its
+    training side, and for ``test`` its validation side too (which chose its checkpoint), as
+    its card's split settings give them on that dataset. A model of another split of the same
+    dataset (another seed, fold or ratio) may have trained on the very images it is scored on.
+    Other datasets, and the ``train`` and ``all`` sides a caller asks for knowingly, pass."""
+    cfg = trained.config
+    if split not in ("val", "test") or cfg.dataset != evaluated.name:
+        return
+    learned_sides = ("train",) if split == "val" else ("train", "val")
+    sides = load_run_splits(cfg, learned_sides, root=root, from_card=True)
+    learned = {it.scene for side in sides.values() for it in side.items}
+    evaluated_scenes = {it.scene for it in evaluated.items}
+    shared = sorted(evaluated_scenes & learned)
+    if shared:
+        own = f"split seed {cfg.split_seed}, val_ratio {cfg.val_ratio}"
+        if cfg.folds is not None:
+            own += f", fold {cfg.fold} of {cfg.folds}"
+        if cfg.split_file is not None:
+            own += f", split file {cfg.split_file}"
+        raise ValueError(
+            f"checkpoint {trained.path} ({trained.name}) learned from {len(shared)} of the "
+            f"{len(evaluated_scenes)} scenes of the {evaluated.name} {split} images evaluated "
+            f"(e.g. {shared[0]!r}; its run's split: {own}): scored there, it would not be "
+            f"held out; evaluate models of one split together"
+        )
 
 
 def train_and_test(cfg: TrainConfig, resume: bool = False, overwrite: bool = False,
