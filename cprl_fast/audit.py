@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch import nn
 
 from cprl_fast import metrics
@@ -282,13 +283,25 @@ def summary(report: AuditReport, dataset=None) -> dict:
     return out
 
 
-def record(checkpoint: str | Path, report: AuditReport, dataset=None) -> None:
+def record(checkpoint: str | Path, report: AuditReport, dataset=None,
+           audited: nn.Module | None = None) -> None:  # fmt: skip
     """Writes :func:`summary` into the checkpoint's model card (key ``audit``), atomically and
-    in its own format (``torch.save`` or safetensors)."""
+    in its own format (``torch.save`` or safetensors). ``audited``: the model the report is of;
+    where given, a checkpoint whose weights are no longer that model's (a training still
+    running in its folder replaced it during the audit) is refused, so a card never carries the
+    audit of other weights."""
     from cprl_fast.train.checkpoint import load, save_atomic, save_safetensors
 
     path = Path(checkpoint)
     state = load(path)
+    if audited is not None:
+        ours = audited.state_dict()
+        theirs = state["model"]
+        if ours.keys() != theirs.keys() or not all(
+            torch.equal(ours[k].detach().cpu(), theirs[k]) for k in ours
+        ):
+            raise ValueError(f"checkpoint {path} changed while it was audited (its weights are "
+                             "not those audited): the audit was not recorded in it")  # fmt: skip
     state["audit"] = summary(report, dataset)
     if path.suffix == ".safetensors":
         save_safetensors(state, path)

@@ -137,6 +137,6 @@ def run(args: argparse.Namespace) -> int:
     if args.record:
         from cprl_fast.audit import record
 
-        record(args.checkpoint, report, dataset)
+        record(args.checkpoint, report, dataset, audited=model)
         print(f"recorded the audit summary in {args.checkpoint} (cprl-fast info shows it)")
     return 0

@@ -123,6 +123,35 @@ def test_audit_record_writes_its_summary_into_the_model_card(run, tmp_path, caps
     assert main(["audit", "--module", "x:y", "--record"]) == 2
 
 
+@pytest.mark.slow
+def test_audit_record_refuses_a_checkpoint_replaced_during_the_audit(run, tmp_path, capsys,
+                                                                      monkeypatch):  # fmt: skip
+    import shutil
+
+    import cprl_fast.audit
+    from cprl_fast.train.checkpoint import load, save_atomic
+
+    best = tmp_path / "best.pt"
+    shutil.copy(run / "best.pt", best)
+    real_audit = cprl_fast.audit.audit
+
+    def audit_while_training_goes_on(*args, **kwargs):
+        report = real_audit(*args, **kwargs)
+        state = load(best)  # the trainer saves a better model at the same name
+        state["model"] = {k: v + 1 if v.is_floating_point() else v
+                          for k, v in state["model"].items()}  # fmt: skip
+        save_atomic(state, best)
+        return report
+
+    monkeypatch.setattr(cprl_fast.audit, "audit", audit_while_training_goes_on)
+    args = ["audit", "--checkpoint", str(best), "--attack", "fgsm", "--eps", "4/255",
+            "--out-dir", str(tmp_path / "audit"), "--record"]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"checkpoint {best} changed while it was audited" in err and "not recorded" in err
+    assert load(best).get("audit") is None and (tmp_path / "audit" / "report.json").is_file()
+
+
 def test_an_aoti_package_on_a_torch_too_old_for_it_is_refused_before_any_work(
     tmp_path, capsys, monkeypatch
 ):
