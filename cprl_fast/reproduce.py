@@ -9,8 +9,10 @@ Trains (or resumes) every model, attacks them and writes every table and figure:
 Each model trains into ``out/models/<name>`` (``last.pt`` resumes it; once the model is trained
 and a ``best.pt`` was chosen on a validation split, ``last.pt`` is removed, and ``best.pt`` stays
 beside the run's logs and ``curves.png``); each finished step writes its JSON under
-``out/steps/`` and is skipped when run again. ``report.md`` and ``report.json`` collect
-everything.
+``out/steps/`` and is skipped when run again: a finished model only if its card's settings are
+this run's (:func:`cprl_fast.train.trainer.check_same_run`, else an error naming the first
+that differs), an evaluation only for the same attacks, eps, batch and model weights
+(:func:`weights_digest`). ``report.md`` and ``report.json`` collect everything.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ from cprl_fast.render import write_results
 from cprl_fast.reports import eps_label
 from cprl_fast.train import TrainConfig, Trainer
 from cprl_fast.train.checkpoint import load
-from cprl_fast.train.runs import load_run_splits
+from cprl_fast.train.runs import card_train_config, load_run_splits
+from cprl_fast.train.trainer import check_same_run
 
 #: The baselines trained beside ResNet and CPRL by default.
 BASELINES = ("lwta", "denoise", "sat", "nt", "nima", "dbcnn")
@@ -55,7 +58,16 @@ def train_model(name: str, cfg: TrainConfig, train_set, val_set, out: Path) -> t
     done = out / "steps" / f"train-{name}.json"
     folder = Path(run.out_dir)
     kept = any((folder / n).is_file() for n in ("best.pt", "last.pt"))
-    if not (done.is_file() and kept):
+    if done.is_file() and kept:  # reused as it is: it must be the model this run asks for
+        finished = folder / "best.pt" if (folder / "best.pt").is_file() else folder / "last.pt"
+        try:
+            check_same_run(card_train_config(load(finished), finished), run, finished,
+                           length=True)  # fmt: skip
+        except ValueError as err:
+            raise ValueError(f"{out} holds a finished {name} model of other settings: {err}; "
+                             f"use another out_dir, or remove {folder} to train it "
+                             "again") from None  # fmt: skip
+    else:
         resume = (Path(run.out_dir) / "last.pt").is_file()
         # no last.pt: an earlier attempt stopped before its first checkpoint; start it over
         start = time.perf_counter()
@@ -71,6 +83,16 @@ def train_model(name: str, cfg: TrainConfig, train_set, val_set, out: Path) -> t
     chosen = folder / "best.pt" if (folder / "best.pt").is_file() else folder / "last.pt"
     trainer.model.load_state_dict(load(chosen)["model"])
     return trainer.model.eval()
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """SHA-256 (hex) of a model's state: every entry's name, dtype, shape and bytes, in order."""
+    h = hashlib.sha256()
+    for key, value in sorted(model.state_dict().items()):
+        flat = value.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{key} {flat.dtype} {tuple(value.shape)}\n".encode())
+        h.update(flat.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def _cached(out: Path, step: str, fn):
@@ -103,8 +125,10 @@ def reproduce(
         return train_model(name, dataclasses.replace(cfg, **changes), train_set, val_set, out)
 
     def attacked(name: str, model: torch.nn.Module, names) -> dict:
-        # the cache key holds every setting that changes the result
-        key = json.dumps({"eps": eps, "attacks": list(names), "batch_size": bs, "seed": 0})
+        # the cache key holds every setting that changes the result, and the model's weights
+        # (a model trained again, with other settings or on another machine, is evaluated again)
+        key = json.dumps({"eps": eps, "attacks": list(names), "batch_size": bs, "seed": 0,
+                          "weights": weights_digest(model)})  # fmt: skip
         digest = hashlib.sha256(key.encode()).hexdigest()[:12]
 
         def scored() -> dict:  # with a bar over the images of the passes the memo lacks
@@ -159,7 +183,9 @@ def reproduce(
              + ("(chooses each model's checkpoint) / " if len(val_set) else
                 "(no validation split: each model's last checkpoint) / ")
              + f"test {len(test_set)} images, scene-disjoint, split {split_file}; "
-             f"{arch} at {cfg.image_size} px, {cfg.epochs} epoch(s), batch {cfg.batch_size}.",
+             f"{arch} at {cfg.image_size} px, {cfg.epochs} epoch(s)"
+             + (f" (at most {cfg.max_steps} steps)" if cfg.max_steps is not None else "")
+             + f", batch {cfg.batch_size}.",
              ""]  # fmt: skip
     for sub in ("main", "table5_b", "table6_pns") if ablations else ("main",):
         parts += [(out / "tables" / sub / "results.md").read_text(), ""]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -62,6 +63,27 @@ def test_protocol_writes_everything_and_resumes(tmp_path, tmp_path_factory, caps
                       b_values=(0.4,), ablations=False, baselines=())  # fmt: skip
     assert other["main"]["cprl"]["fgsm"] != report["main"]["cprl"]["fgsm"]
     assert other["main"]["cprl"]["clean"] == report["main"]["cprl"]["clean"]
+    # a finished model of other settings is never reused (its cached numbers neither): the
+    # report once said "48 px" over models trained and evaluated at 32
+    light = {"b_values": (0.4,), "ablations": False, "baselines": ()}
+    for change, said in (({"image_size": 24}, "image_size=32, this run has image_size=24"),
+                         ({"max_steps": 3}, "max_steps=2, this run has max_steps=3"),
+                         ({"lr": 1e-3}, "lr=0.0001, this run has lr=0.001")):  # fmt: skip
+        with pytest.raises(ValueError, match=f"holds a finished resnet model of other settings: "
+                                             f"checkpoint .*best.pt was trained with {said}; use "
+                                             f"another out_dir, or remove .*resnet to train it"):
+            reproduce("builtin", str(data_root), out, dataclasses.replace(base, **change),
+                      attack_names=("fgsm",), **light)  # fmt: skip
+    # the same settings but other weights (trained again elsewhere): evaluated again
+    best = out / "models" / "resnet" / "best.pt"
+    state = torch.load(best, weights_only=True)
+    state["model"] = {k: v * 1.5 if v.is_floating_point() else v for k, v in state["model"].items()}
+    torch.save(state, best)
+    moved = reproduce("builtin", str(data_root), out, base, attack_names=("fgsm",), **light)
+    assert moved["main"]["resnet"]["clean"] != report["main"]["resnet"]["clean"]
+    assert moved["main"]["cprl"] == report["main"]["cprl"]
+    md = (out / "report.md").read_text()
+    assert "resnet18 at 32 px, 1 epoch(s) (at most 2 steps), batch 16." in md
 
 
 @pytest.mark.slow

@@ -236,6 +236,29 @@ class TrainConfig:
         return out
 
 
+def check_same_run(saved: TrainConfig, cfg: TrainConfig, path: str | Path,
+                   length: bool = False) -> None:  # fmt: skip
+    """Raises ``ValueError`` naming the first setting where ``cfg`` is not the run that wrote
+    checkpoint ``path`` (its card's config, ``saved``): the :data:`EXPERIMENT_KEYS`, the
+    schedule's :data:`CURVE_KEYS`, and with ``length`` (a finished model reused as it is)
+    ``epochs`` and ``max_steps`` too."""
+    old, new = saved.experiment(), cfg.experiment()
+    keys = [k for k in new if old[k] != new[k]]
+    keys += [k for k in CURVE_KEYS.get(cfg.schedule, ()) if getattr(saved, k) != getattr(cfg, k)]
+    if length:
+        keys += [k for k in ("epochs", "max_steps") if getattr(saved, k) != getattr(cfg, k)]
+    if not keys:
+        return
+    key = keys[0]
+    was, has = old.get(key, getattr(saved, key)), new.get(key, getattr(cfg, key))
+    why = ""
+    if key in CURVE_KEYS.get(cfg.schedule, ()) and not length:
+        why = (f": the {cfg.schedule} schedule's curve depends on it (max_steps stops a run "
+               "sooner on the same curve)")  # fmt: skip
+    raise ValueError(f"checkpoint {path} was trained with {key}={was!r}, this run has "
+                     f"{key}={has!r}{why}")  # fmt: skip
+
+
 def build_model(cfg: TrainConfig, for_weights: bool = False) -> nn.Module:
     """The run's model; ``for_weights``: to receive trained weights, so built without the
     options that only initialise weights (:data:`cprl_fast.models.registry.INIT_OPTIONS`)."""
@@ -381,22 +404,7 @@ class Trainer:
     def load(self, path: str | Path) -> None:
         state = checkpoint.load(path, map_location=self.device)
         saved_config = {**checkpoint.card_config(state), "device": self.cfg.device}
-        saved_cfg = TrainConfig.from_dict(saved_config)
-        saved = saved_cfg.experiment()
-        for key, value in self.cfg.experiment().items():
-            if saved[key] != value:
-                raise ValueError(
-                    f"checkpoint {path} was trained with {key}={saved[key]!r}, "
-                    f"this run has {key}={value!r}"
-                )
-        for key in CURVE_KEYS.get(self.cfg.schedule, ()):
-            if getattr(saved_cfg, key) != getattr(self.cfg, key):
-                raise ValueError(
-                    f"checkpoint {path} was trained with {key}={getattr(saved_cfg, key)!r}, "
-                    f"this run has {key}={getattr(self.cfg, key)!r}: the {self.cfg.schedule} "
-                    f"schedule's curve depends on it (max_steps stops a run sooner on the "
-                    f"same curve)"
-                )
+        check_same_run(TrainConfig.from_dict(saved_config), self.cfg, path)
         split = getattr(self.train_set, "split_info", {})
         saved_split = checkpoint.card_split(state)
         if split.get("score_sha256") != saved_split.get("score_sha256"):
