@@ -39,6 +39,17 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
+def score_cell(score: float) -> str:
+    """A score as the shortest decimal that reads back as the same number: of its float32
+    value where it is one (a model's output), else of the float; never rounded into ties
+    with its neighbours (6 decimals made 91 of 10,000 sigmoid scores tie)."""
+    import numpy as np
+
+    if float(np.float32(score)) == score:
+        return np.format_float_positional(np.float32(score), unique=True, trim="0")
+    return repr(score)
+
+
 def run(args: argparse.Namespace) -> int:
     from cprl_fast.checks import check_device
     from cprl_fast.images import check_max_pixels, image_suffixes
@@ -68,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         w = csv.writer(table, lineterminator="\n")
         w.writerow(["path", "score", "error"])
         for r in rows:
-            w.writerow([csv_cell(r["path"]), "" if r["score"] is None else f"{r['score']:.6f}",
+            w.writerow([csv_cell(r["path"]), "" if r["score"] is None else score_cell(r["score"]),
                         csv_cell(r["error"])])  # fmt: skip
         text = table.getvalue()
     if args.out is None:

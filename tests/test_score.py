@@ -180,6 +180,18 @@ def test_the_progress_bar_has_the_inputs_total_unless_they_come_as_an_iterator(r
     assert len(done) == 1 and "1img [" in err and "/1 [" not in err
 
 
+def test_a_csv_score_reads_back_as_the_score_without_ties():
+    from cprl_fast_cli.score import score_cell
+
+    rng = np.random.default_rng(0)
+    scores = torch.sigmoid(torch.from_numpy(rng.normal(0.3, 0.6, 10_000))).float().tolist()
+    cells = [score_cell(s) for s in scores]
+    assert [float(np.float32(c)) for c in cells] == scores
+    assert len(set(cells)) == len(set(scores)) > len({f"{s:.6f}" for s in scores})
+    assert [score_cell(s) for s in (0.0, 1.0, 0.5, 0.1)] == ["0.0", "1.0", "0.5", "0.1"]
+    assert "e" not in score_cell(float(np.float32(1.2e-7)))  # positional, for spreadsheets
+
+
 def _cli(*args):
     return subprocess.run([sys.executable, "-m", "cprl_fast_cli", *args], capture_output=True,
                           text=True)  # fmt: skip
