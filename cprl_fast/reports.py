@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,9 +80,10 @@ class AuditReport:
     ``results``: budget (pixel units) -> condition (``clean``, each attack, ``worst``) ->
     metrics; ``unbounded``: attack -> ``{"srcc"}`` at eps = 1; ``certified``: the rows of
     :func:`cprl_fast.audit.certified_rows` (empty without certificates). ``seconds``,
-    ``transfer_from``, ``certify_seconds``, ``machine``: what a study adds (audit time, the
-    model the transfer attack was crafted on, certification time, and the machine the audit
-    ran on: :func:`cprl_fast.installation.machine`)."""
+    ``transfer_from``, ``certify_seconds``, ``machine``, ``weights``: what a study adds (audit
+    time, the model the transfer attack was crafted on, certification time, the machine the
+    audit ran on: :func:`cprl_fast.installation.machine`, and the SHA-256 of the audited
+    weights: :func:`cprl_fast.train.checkpoint.weights_digest`)."""
 
     model: str
     images: int
@@ -95,6 +97,7 @@ class AuditReport:
     transfer_from: str | None = None
     certify_seconds: float | None = None
     machine: dict[str, str] | None = None
+    weights: str | None = None
 
     @property
     def clean(self) -> Metrics:
@@ -126,7 +129,7 @@ class AuditReport:
         }  # fmt: skip
         if self.certified:
             out["certified"] = self.certified
-        for name in ("seconds", "transfer_from", "certify_seconds", "machine"):
+        for name in ("seconds", "transfer_from", "certify_seconds", "machine", "weights"):
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name)
         return out
@@ -149,7 +152,7 @@ class AuditReport:
                 certified=list(data.get("certified", [])), seconds=data.get("seconds"),
                 transfer_from=data.get("transfer_from"),
                 certify_seconds=data.get("certify_seconds"),
-                machine=_machine(data.get("machine")),
+                machine=_machine(data.get("machine")), weights=_digest(data.get("weights")),
             )  # fmt: skip
             report.check_layout()
             return report
@@ -195,6 +198,15 @@ def _machine(value: Any) -> dict[str, str] | None:
                        for k, v in value.items())):  # fmt: skip
         raise ValueError("'machine' must be an object of at most 16 short strings")
     return dict(value)
+
+
+def _digest(value: Any) -> str | None:
+    """A report's ``weights`` read back: absent (None), or 64 lower-case hex digits."""
+    if value is None:
+        return None
+    if not (isinstance(value, str) and re.fullmatch(r"[0-9a-f]{64}", value)):
+        raise ValueError("'weights' must be a SHA-256 of 64 hex digits")
+    return value
 
 
 def _check_numbers(data: dict, keys: Sequence[str], where: str) -> None:

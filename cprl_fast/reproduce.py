@@ -12,7 +12,8 @@ beside the run's logs and ``curves.png``); each finished step writes its JSON un
 ``out/steps/`` and is skipped when run again: a finished model only if its card's settings are
 this run's (:func:`cprl_fast.train.trainer.check_same_run`, else an error naming the first
 that differs), an evaluation only for the same attacks, eps, batch and model weights
-(:func:`weights_digest`). ``report.md`` and ``report.json`` collect everything.
+(:func:`cprl_fast.train.checkpoint.weights_digest`). ``report.md`` and ``report.json``
+collect everything.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from cprl_fast.presets import MODEL_PRESETS
 from cprl_fast.render import write_results
 from cprl_fast.reports import eps_label
 from cprl_fast.train import TrainConfig, Trainer
-from cprl_fast.train.checkpoint import load
+from cprl_fast.train.checkpoint import load, weights_digest
 from cprl_fast.train.runs import card_train_config, load_run_splits
 from cprl_fast.train.trainer import check_same_run
 
@@ -83,16 +84,6 @@ def train_model(name: str, cfg: TrainConfig, train_set, val_set, out: Path) -> t
     chosen = folder / "best.pt" if (folder / "best.pt").is_file() else folder / "last.pt"
     trainer.model.load_state_dict(load(chosen)["model"])
     return trainer.model.eval()
-
-
-def weights_digest(model: torch.nn.Module) -> str:
-    """SHA-256 (hex) of a model's state: every entry's name, dtype, shape and bytes, in order."""
-    h = hashlib.sha256()
-    for key, value in sorted(model.state_dict().items()):
-        flat = value.detach().cpu().contiguous().reshape(-1)
-        h.update(f"{key} {flat.dtype} {tuple(value.shape)}\n".encode())
-        h.update(flat.view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 def _cached(out: Path, step: str, fn):

@@ -40,6 +40,7 @@ from cprl_fast.render import write_audit, write_study
 from cprl_fast.reports import AuditReport, StudyReport, eps_key, is_number
 from cprl_fast.reproduce import train_model
 from cprl_fast.train import TrainConfig
+from cprl_fast.train.checkpoint import weights_digest
 from cprl_fast.train.runs import load_run_splits
 
 #: The attacks of every audit in a study (``pgd-soft`` joins for CA models, ``transfer`` always).
@@ -112,7 +113,8 @@ def run_one(dataset: str, root: str | None, out: Path, base: TrainConfig, folds:
     """One (fold, seed): trains ``models`` and audits each; returns ``{model: audit report}``.
     ``certify_sigmas``: also median smoothing (:func:`cprl_fast.certify.certify`, ``certify_n``
     draws) on the same images, added to an audit that lacks it (an audit already done keeps
-    its attacks)."""
+    its attacks, unless its model had to be trained again and came out with other weights
+    than the audit records: then it is audited again, so both parts are of one model)."""
     run_dir = out / "runs" / f"fold{fold}-seed{seed}"
     split_file = out / "splits" / f"fold{fold}.json"
     split_file.parent.mkdir(parents=True, exist_ok=True)
@@ -131,12 +133,20 @@ def run_one(dataset: str, root: str | None, out: Path, base: TrainConfig, folds:
                                         splits["val"], run_dir)  # fmt: skip
         return trained[name]
 
-    reports = {}
-    for name in models:
-        path = run_dir / "audit" / name / "report.json"
-        if path.is_file():
-            reports[name] = _audit_report(path)
-            continue
+    wanted = [{"sigma": float(v), "n": int(certify_n)} for v in certify_sigmas]
+
+    def certify_into(report: AuditReport, name: str) -> None:
+        start = time.perf_counter()
+        report.certified = certified_rows(
+            model(name), tested, eps, certify_sigmas, certify_n, 0.001, cfg.batch_size,
+            cfg.device, seed,
+        )  # fmt: skip
+        report.certify_seconds = time.perf_counter() - start
+
+    def audited(name: str) -> AuditReport:
+        """A new audit of ``name`` (certified too where wanted), written once, whole: a run
+        cut short leaves no audit whose certificate a later session would take from a model
+        trained again."""
         source = model(transfer_source(name, models))
         start = time.perf_counter()
         report = audit(model(name), tested, eps, attacks, cfg.batch_size, cfg.device, seed=seed,
@@ -144,18 +154,25 @@ def run_one(dataset: str, root: str | None, out: Path, base: TrainConfig, folds:
         report.seconds = time.perf_counter() - start
         report.machine = machine(cfg.device)
         report.transfer_from = transfer_source(name, models)
-        write_audit(report, path.parent)
-        reports[name] = report
-    wanted = [{"sigma": float(v), "n": int(certify_n)} for v in certify_sigmas]
+        report.weights = weights_digest(model(name))
+        if wanted:
+            certify_into(report, name)
+        write_audit(report, run_dir / "audit" / name)
+        return report
+
+    reports = {}
     for name in models:
+        path = run_dir / "audit" / name / "report.json"
+        reports[name] = _audit_report(path) if path.is_file() else audited(name)
+    for name in models:  # certification added to audits written without it
         report = reports[name]
         if wanted and [{k: c[k] for k in ("sigma", "n")} for c in report.certified] != wanted:
-            start = time.perf_counter()
-            report.certified = certified_rows(
-                model(name), tested, eps, certify_sigmas, certify_n, 0.001, cfg.batch_size,
-                cfg.device, seed,
-            )  # fmt: skip
-            report.certify_seconds = time.perf_counter() - start
+            if report.weights is not None and weights_digest(model(name)) != report.weights:
+                # its model is gone and was trained again with other weights (another machine,
+                # a GPU's nondeterminism): the attacks are redone with the certificate
+                reports[name] = audited(name)
+                continue
+            certify_into(report, name)
             write_audit(report, run_dir / "audit" / name)
     return reports
 

@@ -5,6 +5,7 @@ changed settings."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -123,10 +124,21 @@ def test_study_end_to_end_resumes_and_refuses_other_settings(tmp_path, tmp_path_
     assert not (out / "runs" / "fold1-seed0" / "models").exists()
     with pytest.raises(ValueError, match=r"other settings \(eps differ\)"):
         study("builtin", root, out, base, **{**kw, "eps": (8 / 255,)})
-    # certification added to the finished study: the attacks are kept, each run certified
+    # certification added to the finished study: the attacks are kept, each run certified,
+    # unless a model trained again came out with other weights than its audit's (another
+    # machine): then it is audited again, so the attacks and the certificate are of one model
+    assert re.fullmatch(r"[0-9a-f]{64}", audit["weights"])
+    other_path = out / "runs" / "fold1-seed0" / "audit" / "ca-noise" / "report.json"
+    other = json.loads(other_path.read_text())
+    other["weights"], other["seconds"] = "0" * 64, -1.0
+    other_path.write_text(json.dumps(other))
     certified = study("builtin", root, out, base, **kw, certify_sigmas=(0.25,), certify_n=16)
     again = json.loads(audit_path.read_text())
     assert again["results"] == audit["results"] and again["certified"][0]["n"] == 16
+    assert again["seconds"] == audit["seconds"]  # kept: its model's weights were its audit's
+    redone = json.loads(other_path.read_text())
+    assert redone["seconds"] > 0 and redone["weights"] != "0" * 64
+    assert redone["certified"][0]["n"] == 16
     # the removed models were trained again for it, from their seeds
     assert (out / "runs" / "fold1-seed0" / "models" / "ca-noise" / "best.pt").is_file()
     per_run = [json.loads((out / "runs" / r / "audit" / "ca-noise" / "report.json").read_text())

@@ -8,6 +8,7 @@ never leaves a half-written checkpoint, and it is read with ``torch.load(weights
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -18,6 +19,7 @@ from typing import BinaryIO
 
 import numpy as np
 import torch
+from torch import nn
 
 from cprl_fast.io import atomic_write, open_regular_file, parse_json, write_bytes_atomic
 
@@ -56,6 +58,17 @@ def set_rng_state(state: dict) -> None:
     random.setstate((p["version"], tuple(int(v) for v in p["internal"]), p["gauss"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def weights_digest(model: nn.Module) -> str:
+    """SHA-256 (hex) of a model's state: every entry's name, dtype, shape and bytes, in order
+    (what tells a model trained again, on another machine, from the one a result was of)."""
+    h = hashlib.sha256()
+    for key, value in sorted(model.state_dict().items()):
+        flat = value.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{key} {flat.dtype} {tuple(value.shape)}\n".encode())
+        h.update(flat.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def save_atomic(obj: dict, path: str | Path) -> None:
