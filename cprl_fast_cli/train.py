@@ -73,12 +73,14 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def _read_config(path: Path) -> dict:
-    from cprl_fast.io import parse_json
+    from cprl_fast.io import MAX_JSON_BYTES, parse_json, read_regular_file
 
-    if not path.is_file():
-        raise UserError(f"config file not found: {path}")
+    try:  # a regular file of bounded size: never a FIFO's endless wait or a huge read
+        raw = read_regular_file(path, "config file", MAX_JSON_BYTES)
+    except FileNotFoundError:
+        raise UserError(f"config file not found: {path}") from None
     try:
-        text = path.read_text()
+        text = raw.decode("utf-8")
         if path.suffix == ".toml":
             import tomllib
 

@@ -121,6 +121,13 @@ def test_config_files(files):
               "config file list.json must hold an object of options, got a list")  # fmt: skip
     (files / "str.json").write_text('{"epochs": "2"}')
     assert_one_line(_cli("train", "--config", "str.json", cwd=files), "epochs must be a finite int")
+    import os
+
+    os.mkfifo(files / "fifo.json")  # read, it would wait for a writer for ever
+    assert_one_line(_cli("train", "--config", "fifo.json", cwd=files),
+                    "config file fifo.json is not a regular file")  # fmt: skip
+    assert_one_line(_cli("train", "--config", "nope.toml", cwd=files),
+                    "config file not found: nope.toml")  # fmt: skip
 
 
 @pytest.mark.slow
