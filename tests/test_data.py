@@ -134,6 +134,15 @@ class TestVcl:
         with pytest.raises(DatasetFormatError, match=r"vcl_mos.csv has no column 'mos'"):
             load_dataset("vcl", tmp_path)
 
+    def test_a_fifo_or_folder_named_like_a_table_is_passed_over(self, tmp_path):
+        import os
+
+        scores = make_vcl(tmp_path)
+        os.mkfifo(tmp_path / "a_first.csv")  # searched first: opened, it would wait for ever
+        (tmp_path / "b.txt").mkdir()
+        ds = load_dataset("vcl", tmp_path)
+        assert len(ds) == len(scores) == 552
+
     def test_xls_only(self, tmp_path):
         (tmp_path / "results.xls").write_bytes(b"\xd0\xcf")
         with pytest.raises(FileNotFoundError, match="save it as CSV"):

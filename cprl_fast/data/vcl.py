@@ -16,6 +16,7 @@ from pathlib import Path
 
 from cprl_fast.data.base import DatasetFormatError, Item, register
 from cprl_fast.data.csvs import column, number, read_csv, read_rows
+from cprl_fast.io import open_regular_file
 
 log = logging.getLogger("cprl_fast.data")
 
@@ -24,10 +25,25 @@ NAME_COLUMNS = ("image", "image_name", "img_name", "name", "file", "filename")
 SCORE_COLUMNS = ("mos", "score")
 
 
+#: The bytes of each candidate file read to find its first row.
+FIRST_ROW_BYTES = 1 << 16
+
+
+def _first_row(path: Path) -> list[str]:
+    """The first row of a CSV or text file, from its first :data:`FIRST_ROW_BYTES` (text
+    not UTF-8 decoded with replacements: the search only looks for names)."""
+    with open_regular_file(path, "score file") as fh:  # a FIFO is refused, never waited on
+        head = fh.read(FIRST_ROW_BYTES).decode("utf-8-sig", errors="replace")
+    lines = head.splitlines()
+    return next(csv.reader(lines[:1]), []) if lines else []
+
+
 def _score_file(root: Path) -> Path:
     for path in sorted(root.rglob("*.csv")) + sorted(root.rglob("*.txt")):
-        with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
-            first = next(csv.reader(fh), [])
+        try:
+            first = _first_row(path)
+        except OSError:  # a folder, FIFO or device so named, or unreadable: not the table
+            continue
         if any(PATTERN.search(c) for c in first) or {c.strip().lower() for c in first} & set(
             NAME_COLUMNS
         ):
