@@ -262,5 +262,7 @@ def parse_named_path(text: str) -> tuple[str | None, Path]:
     """``"name=path"`` -> ``(name, path)``; a plain ``"path"`` -> ``(None, path)``."""
     name, sep, path = str(text).partition("=")
     if sep and name and "/" not in name:
+        if not path:
+            raise UserError(f"--checkpoint {text}: no path after '=' (NAME=PATH)")
         return name, Path(path)
     return None, Path(text)

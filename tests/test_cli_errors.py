@@ -73,6 +73,7 @@ def files(tmp_path_factory):
         (["train", "--arch", "bogus"], "arch must be one of resnet18"),
         (["train", "--placement", "bogus"], "placement must be 'last', 'all' or a list"),
         (["evaluate", "--checkpoint", "nope.pt"], "checkpoint not found: nope.pt"),
+        (["evaluate", "--checkpoint", "a="], "--checkpoint a=: no path after '=' (NAME=PATH)"),
         (["evaluate", "--checkpoint", "x.pt", "--eps=-8/255"], "eps must be finite and >= 0"),
     ],
 )
