@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     from cprl_fast.audit import audit
     from cprl_fast.data import load_splits
     from cprl_fast.evaluate import parse_eps
-    from cprl_fast.train.runs import load_run_splits, load_trained
+    from cprl_fast.train.runs import check_card_split, load_run_splits, load_trained
 
     eps = [parse_eps(e) for e in args.eps.split(",") if e.strip()]
     if not eps:
@@ -115,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
         model, title = trained.model, trained.name
         dataset = load_run_splits(trained.config, (args.split,), args.dataset, args.root,
                                   from_card=True)[args.split]  # fmt: skip
+        if args.split != "all":
+            check_card_split(trained, dataset)
     else:
         model, title = _load_module(args.module, args.device), args.module
         dataset = load_splits(args.dataset or "builtin", args.root, (args.split,),

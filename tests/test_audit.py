@@ -189,3 +189,34 @@ def test_feature_space_rows_sit_beside_the_input_rows_with_their_time(data, tmp_
     with pytest.raises(ValueError, match="sigma must be a finite number > 0"):
         audit(model, data, eps=(2 / 255,), attacks=("no_such_attack",), certify_layer="layer2",
               certify_feature_sigmas=(0.0,))  # fmt: skip
+
+
+@pytest.mark.slow
+def test_cli_audit_refuses_a_checkpoint_whose_split_file_changed(tmp_path_factory, capsys):
+    from data_fixtures import train_tiny_run
+
+    from cprl_fast.data import load_splits
+    from cprl_fast_cli import main
+
+    split_file = tmp_path_factory.mktemp("split") / "split.json"
+    run = train_tiny_run(tmp_path_factory, 32, model="resnet", max_steps=1,
+                         split_file=str(split_file))  # fmt: skip
+    out = tmp_path_factory.mktemp("audit")
+    args = ["audit", "--checkpoint", str(run / "best.pt"), "--attack", "fgsm", "--eps", "1/255",
+            "--out-dir", str(out)]  # fmt: skip
+    # the trainer was given its (seeded) sets and wrote no file: the split is found again from
+    # its seed, the card's
+    assert not split_file.exists() and main(args) == 0
+    # then a hand-made split appears at the card's path, whose test side the model trained on
+    root = json.loads(torch.load(run / "best.pt", weights_only=True)["config"])["root"]
+    seeded = load_splits("builtin", root, ("train", "val", "test"))
+    scenes = {k: sorted({it.scene for it in d.items}) for k, d in seeded.items()}
+    info = seeded["train"].split_info
+    split_file.write_text(json.dumps({
+        "dataset": "builtin", "seed": None, "score_sha256": info["score_sha256"],
+        "train_scenes": scenes["train"][2:] + scenes["test"], "val_scenes": scenes["val"],
+        "test_scenes": scenes["train"][:2]}))  # fmt: skip
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "trained on a split with seed=0; found again from its split file" in err

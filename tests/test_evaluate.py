@@ -268,6 +268,44 @@ def test_a_model_of_another_split_is_not_scored_on_images_it_learned_from(data, 
     check_held_out(by_val, sides["val"], "val", str(root))
 
 
+def test_a_split_found_again_must_be_the_one_the_card_records(data, models, tmp_path):
+    from cprl_fast.train.runs import Trained, check_card_split, check_held_out, load_run_splits
+
+    root, _ = data
+    seeded = TrainConfig(model="resnet", image_size=32, root=str(root))
+    sides = load_run_splits(seeded, ("train", "val", "test"))
+    scenes = {k: sorted({it.scene for it in d.items}) for k, d in sides.items()}
+    # a hand-made split (seed null) that trains on the seeded split's test scenes
+    hand = {**{k: v for k, v in sides["train"].split_info.items() if k != "split"},
+            "seed": None, "train_scenes": scenes["train"][2:] + scenes["test"],
+            "val_scenes": scenes["val"], "test_scenes": scenes["train"][:2]}  # fmt: skip
+    hand.pop("counts")
+    split_file = tmp_path / "hand.json"
+    split_file.write_text(json.dumps(hand))
+    cfg = TrainConfig(model="resnet", image_size=32, root=str(root), split_file=str(split_file))
+    own = load_run_splits(cfg, ("train", "val", "test"))
+    card = {k: v for k, v in own["train"].split_info.items() if k != "split"}
+    trained = Trained("hand", models["resnet"], cfg, tmp_path / "best.pt",
+                      {**card, "split": "train"})  # fmt: skip
+    check_card_split(trained, load_run_splits(cfg, ("test",), from_card=True)["test"])
+    check_held_out(trained, own["test"], "test", str(root))
+    split_file.unlink()  # gone: the split found again from the seed is another one
+    found = load_run_splits(cfg, ("test",), from_card=True)["test"]
+    assert {it.scene for it in found.items} <= set(hand["train_scenes"])  # what it trained on
+    said = (r"\(hand\) trained on a split with seed=None; found again from its seed \(0; "
+            r"the split file .*hand.json is not there\), it has seed=0")
+    for check in (lambda: check_card_split(trained, found),
+                  lambda: check_held_out(trained, found, "test", str(root))):  # fmt: skip
+        with pytest.raises(ValueError, match=said):
+            check()
+    # edited since: the same seed entry, other scenes on the held-out sides
+    split_file.write_text(json.dumps({**hand, "test_scenes": scenes["train"][:1],
+                                      "train_scenes": hand["train_scenes"] + scenes["train"][1:2]}))
+    edited = load_run_splits(cfg, ("test",), from_card=True)["test"]
+    with pytest.raises(ValueError, match=r"with counts=.*found again from its split file"):
+        check_card_split(trained, edited)
+
+
 @pytest.mark.slow
 def test_cli_evaluate(data, tmp_path):
     root, _ = data

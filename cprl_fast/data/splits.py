@@ -117,7 +117,8 @@ def read_record(path: str | Path, dataset: str, score_sha256: str, items: list[I
     """A split file, checked completely against the dataset at hand: its name and score file's
     hash, every scene of the items on exactly one side and no unknown scene, the counts, and,
     where it names a seed, that the seed gives these scenes (a hand-made split says
-    ``"seed": null``). A file from before validation sides (no ``val_scenes``) has none."""
+    ``"seed": null``). A file from before validation sides (no ``val_scenes``) has none. The
+    record returned holds the sides' ``counts`` (computed where the file holds none)."""
     record = read_json(path, "split file")
     if not isinstance(record, dict):
         raise ValueError(f"split file {path} must hold a JSON object, got {type(record).__name__}")
@@ -173,4 +174,6 @@ def read_record(path: str | Path, dataset: str, score_sha256: str, items: list[I
                 f"split file {path}: its scenes are not those seed {seed} gives (edited by "
                 'hand? a hand-made split says "seed": null)'
             )
+    # a hand-made file may hold no counts: they identify the split in a model's card
+    record.setdefault("counts", counts)
     return record

@@ -6,7 +6,9 @@
   config, named by its run folder.
 - :func:`load_run_splits`: the train and test splits of a run's dataset, its score file read
   once (from a card: read only, never writing the paths the card names).
-- :func:`check_held_out`: refuses to score a model on images of scenes its run learned from.
+- :func:`check_held_out`: refuses to score a model on images of scenes its run learned from;
+  :func:`check_card_split`: that a run's split, found again from its card, is the one it
+  trained on.
 - :func:`train_and_test`: a run from its config (``cprl-fast train``): train, choose the
   checkpoint on validation, test it once on the test split.
 - :func:`model_card`: what a checkpoint records about the run that produced it
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -32,12 +34,14 @@ from cprl_fast.train.checkpoint import card_config, card_split, load
 
 @dataclass
 class Trained:
-    """A trained model as a checkpoint holds it."""
+    """A trained model as a checkpoint holds it; ``split``: the card's record of the split it
+    trained on (:func:`cprl_fast.train.checkpoint.card_split`; ``{}`` where it records none)."""
 
     name: str
     model: nn.Module
     config: TrainConfig
     path: Path
+    split: dict = field(default_factory=dict)
 
 
 def load_trained(path: str | Path, device: str | torch.device = "cpu",
@@ -66,7 +70,8 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu",
     model = build_model(cfg, for_weights=True)
     model.load_state_dict(weights)
     cfg = dataclasses.replace(cfg, device=str(device))  # where it is loaded, not where it trained
-    return Trained(name or path.resolve().parent.name, model.to(device).eval(), cfg, path)
+    return Trained(name or path.resolve().parent.name, model.to(device).eval(), cfg, path,
+                   card_split(state))  # fmt: skip
 
 
 def card_train_config(state: dict, path: str | Path) -> TrainConfig:
@@ -149,6 +154,42 @@ def load_run_splits(cfg: TrainConfig, splits=("train", "test"), dataset: str | N
                        hflip=cfg.hflip)  # fmt: skip
 
 
+#: The entries of a split record that identify it (the scene lists aside, which a card omits).
+SPLIT_IDENTITY = ("dataset", "seed", "train_ratio", "val_ratio", "folds", "fold", "score_sha256",
+                  "counts")  # fmt: skip
+
+
+def check_card_split(trained: Trained, dataset) -> None:
+    """Raises ``ValueError`` unless ``dataset`` (a side of the split of ``trained``'s run,
+    found again from its card: its split file, else its seed) is of the split the card records
+    it trained on, entry by entry of :data:`SPLIT_IDENTITY` that the card holds. A split file
+    that is gone (recomputed from the seed, where a hand-made file has none) or was edited
+    since would put images it trained on among those it is tested on."""
+    found = getattr(dataset, "split_info", {}) or {}
+    if not trained.split or found.get("dataset") != trained.split.get("dataset"):
+        return
+    for key in SPLIT_IDENTITY:
+        if key not in trained.split:
+            continue
+        was, now = trained.split[key], found.get(key)
+        if key == "counts" and isinstance(was, dict) and isinstance(now, dict):
+            # the held-out sides' (a card from before validation splits counts its val scenes
+            # on the training side)
+            was = {k: v for k, v in was.items() if k.startswith(("val_", "test_"))}
+            now = {k: now.get(k) for k in was}
+        if was != now:
+            where = trained.config.split_file
+            source = (f"its split file {where}" if where is not None and Path(where).is_file()
+                      else f"its seed ({trained.config.split_seed}; the split file {where} is "
+                      "not there)" if where is not None else "its seed")  # fmt: skip
+            raise ValueError(
+                f"checkpoint {trained.path} ({trained.name}) trained on a split with {key}="
+                f"{was!r}; found again from {source}, it has {key}={now!r}: its test images "
+                "could hold images it trained on; put its split file back where the card says, "
+                "unchanged"
+            )
+
+
 def check_held_out(trained: Trained, evaluated, split: str, root: str | None = None) -> None:
     """Refuses to score ``trained`` on ``evaluated`` (the ``split`` side, ``val`` or ``test``, of
     a dataset under ``root``) where its run learned from any of those images' scenes: its
@@ -161,6 +202,7 @@ def check_held_out(trained: Trained, evaluated, split: str, root: str | None = N
         return
     learned_sides = ("train",) if split == "val" else ("train", "val")
     sides = load_run_splits(cfg, learned_sides, root=root, from_card=True)
+    check_card_split(trained, sides["train"])
     learned = {it.scene for side in sides.values() for it in side.items}
     evaluated_scenes = {it.scene for it in evaluated.items}
     shared = sorted(evaluated_scenes & learned)
