@@ -88,7 +88,8 @@ def test_weights_file_loads_into_every_resnet_model(refs, tmp_path):
     plain = build("resnet", arch="resnet18", pretrained=str(out), input_norm="lcn")
     for key, value in saved["state_dict"].items():
         torch.testing.assert_close(plain.backbone.state_dict()[key], value)
-    build("cprl", arch="resnet18", pretrained=str(out))  # the CA blocks take the same weights
+    # the CA blocks take the same weights
+    build("cprl", arch="resnet18", pretrained=str(out), input_norm="lcn")
     again = pretrain_by_ranking(refs, tmp_path / "again.pt", SMALL, progress=False)
     assert again.final_hinge == result.final_hinge  # seeded: the same run
 
@@ -228,7 +229,12 @@ def test_command_line(refs, tmp_path, capsys):
 def test_weights_for_another_arch_are_refused_by_name(refs, tmp_path):
     out = pretrain_by_ranking(refs, tmp_path / "w.pt", SMALL, progress=False).path
     with pytest.raises(ValueError, match=r"are for resnet18, not resnet34: use arch resnet18"):
-        build("resnet", arch="resnet34", pretrained=str(out))
+        build("resnet", arch="resnet34", pretrained=str(out), input_norm="lcn")
+    # so are weights pretrained on other inputs than the model reads (lcn, imagenet's default)
+    for name in ("resnet", "cprl", "sat", "nima"):
+        with pytest.raises(ValueError, match=r"pretrained on input_norm 'lcn', this model reads "
+                                             r"'imagenet': use input_norm 'lcn'"):
+            build(name, arch="resnet18", pretrained=str(out))
     bare = tmp_path / "bare.pt"  # a state dict without the record: the shapes are compared
     torch.save(torch.load(out, weights_only=True)["state_dict"], bare)
     with pytest.raises(ValueError, match=r"pretrained weights do not fit this resnet50: .* is"):

@@ -80,7 +80,7 @@ def _replace_relus(module: nn.Module, make) -> int:
 @register("lwta", objective="regression", about="stochastic local winner-takes-all")
 def lwta(arch: str = "resnet50", pretrained=None, units: int = 2, input_norm: str = "imagenet",
          patch: int | None = None) -> QualityResNet:  # fmt: skip
-    backbone = backbone_for(arch, pretrained)
+    backbone = backbone_for(arch, pretrained, input_norm)
     _replace_relus(backbone, lambda: LWTA(units))
     return QualityResNet(backbone, input_norm, patch)
 
@@ -113,7 +113,7 @@ class DenoisingBlock(nn.Module):
 @register("denoise", objective="regression", about="feature denoising blocks")
 def denoise(arch: str = "resnet50", pretrained=None, input_norm: str = "imagenet",
             patch: int | None = None) -> QualityResNet:  # fmt: skip
-    backbone = backbone_for(arch, pretrained)
+    backbone = backbone_for(arch, pretrained, input_norm)
     for stage in ("layer1", "layer2", "layer3", "layer4"):
         layer = getattr(backbone, stage)
         last = layer[-1]
@@ -128,7 +128,7 @@ def denoise(arch: str = "resnet50", pretrained=None, input_norm: str = "imagenet
 @register("sat", objective="sat", about="smooth adversarial training (SiLU, PGD batches)")
 def sat(arch: str = "resnet50", pretrained=None, input_norm: str = "imagenet",
         patch: int | None = None) -> QualityResNet:  # fmt: skip
-    backbone = backbone_for(arch, pretrained)
+    backbone = backbone_for(arch, pretrained, input_norm)
     _replace_relus(backbone, lambda: nn.SiLU(inplace=False))
     return QualityResNet(backbone, input_norm, patch)
 
@@ -158,4 +158,4 @@ class NIMA(QualityResNet):
 @register("nima", objective="emd", about="NIMA: score bins and the EMD loss")
 def nima(arch: str = "resnet50", pretrained=None, bins: int = 10, input_norm: str = "imagenet",
          patch: int | None = None) -> NIMA:  # fmt: skip
-    return NIMA(backbone_for(arch, pretrained), bins, input_norm, patch)
+    return NIMA(backbone_for(arch, pretrained, input_norm), bins, input_norm, patch)

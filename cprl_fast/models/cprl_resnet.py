@@ -119,7 +119,7 @@ def imagenet_state(arch: str) -> dict:
         ) from err
 
 
-def _load_pretrained(resnet: ResNet, pretrained, arch: str) -> None:
+def _load_pretrained(resnet: ResNet, pretrained, arch: str, input_norm: str | None = None) -> None:
     if pretrained is None:
         return
     if pretrained == "imagenet":
@@ -134,6 +134,13 @@ def _load_pretrained(resnet: ResNet, pretrained, arch: str) -> None:
         if made_for not in (None, arch):  # e.g. cprl-fast pretrain's file records its arch
             raise ValueError(f"pretrained weights {path} are for {made_for}, not {arch}: use "
                              f"arch {made_for}, or pretrain for {arch}")  # fmt: skip
+        # and what its inputs were normalised as: other inputs would reach features learned
+        # for those, and train a worse model without a word
+        norm = meta.get("input_norm") if isinstance(meta, dict) else None
+        if input_norm is not None and norm not in (None, input_norm):
+            raise ValueError(f"pretrained weights {path} were pretrained on input_norm "
+                             f"{norm!r}, this model reads {input_norm!r}: use input_norm "
+                             f"{norm!r}, or pretrain with {input_norm!r}")  # fmt: skip
         state = state.get("state_dict", state) if isinstance(state, dict) else state
     else:  # a torchvision WeightsEnum (downloads where online)
         state = pretrained.get_state_dict(progress=True)
@@ -244,13 +251,15 @@ class QualityResNet(nn.Module):
         return torch.sigmoid(self.head(z)).squeeze(1)
 
 
-def backbone_for(arch: str, pretrained) -> ResNet:
+def backbone_for(arch: str, pretrained, input_norm: str | None = None) -> ResNet:
     """The torchvision ResNet ``arch`` (a name of :data:`ARCHS`), randomly initialised, then
-    ``pretrained``'s weights loaded where given (see :func:`cprl_resnet`)."""
+    ``pretrained``'s weights loaded where given (see :func:`cprl_resnet`); a weights file that
+    records the arch or the ``input_norm`` it was pretrained with (``cprl-fast pretrain``'s)
+    must match this model's."""
     if arch not in ARCHS:
         raise ValueError(f"arch must be one of {', '.join(ARCHS)}, got {arch!r}")
     resnet = getattr(torchvision.models, arch)(weights=None)
-    _load_pretrained(resnet, pretrained, arch)
+    _load_pretrained(resnet, pretrained, arch, input_norm)
     return resnet
 
 
@@ -258,7 +267,7 @@ def resnet_iqa(arch: str = "resnet50", pretrained=None, input_norm: str = "image
                patch: int | None = None) -> QualityResNet:  # fmt: skip
     """The plain ResNet quality model (the paper's "ResNet" baseline); ``input_norm`` and
     ``patch``: :mod:`cprl_fast.models.inputs`."""
-    return QualityResNet(backbone_for(arch, pretrained), input_norm, patch)
+    return QualityResNet(backbone_for(arch, pretrained, input_norm), input_norm, patch)
 
 
 def cprl_resnet(
@@ -285,6 +294,6 @@ def cprl_resnet(
             temperature, ``"hard"`` or ``"soft"`` rank, soft-rank temperature).
         input_norm, patch: :mod:`cprl_fast.models.inputs`.
     """
-    backbone = backbone_for(arch, pretrained)
+    backbone = backbone_for(arch, pretrained, input_norm)
     convert_resnet(backbone, placement, b=b, temperature=temperature, rank=rank, tau=tau)
     return QualityResNet(backbone, input_norm, patch)

@@ -182,11 +182,12 @@ def check_card_split(trained: Trained, dataset) -> None:
             source = (f"its split file {where}" if where is not None and Path(where).is_file()
                       else f"its seed ({trained.config.split_seed}; the split file {where} is "
                       "not there)" if where is not None else "its seed")  # fmt: skip
+            fix = ("put its split file back where the card says, unchanged" if where is not None
+                   else "the dataset's scenes are not those it trained on")  # fmt: skip
             raise ValueError(
                 f"checkpoint {trained.path} ({trained.name}) trained on a split with {key}="
                 f"{was!r}; found again from {source}, it has {key}={now!r}: its test images "
-                "could hold images it trained on; put its split file back where the card says, "
-                "unchanged"
+                f"could hold images it trained on; {fix}"
             )
 
 
