@@ -88,8 +88,9 @@ def run(args: argparse.Namespace) -> int:
     if args.log_dir is not None:
         for name in LOG_FILES:
             check_output(args.log_dir / name, args.overwrite, "--log-dir")
-    result = pretrain_by_ranking(_references(args), args.out, cfg, device=args.device,
-                                 log_dir=args.log_dir)  # fmt: skip
+    references, source = _references(args)
+    result = pretrain_by_ranking(references, args.out, cfg, device=args.device,
+                                 log_dir=args.log_dir, source=source)  # fmt: skip
     k = min(LOG_EVERY, cfg.steps)
     print(f"wrote {result.path} ({cfg.steps} steps in {result.seconds:.0f} s; mean hinge "
           f"{result.mean_hinge(k):.4f} over the first {k} steps, "
@@ -99,16 +100,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _references(args: argparse.Namespace) -> list:
+def _references(args: argparse.Namespace) -> tuple[list, object]:
     """REFERENCES, or the training scenes' references of --dataset's split (val_ratio 0: every
-    scene but the test side's, as --recipe native trains)."""
+    scene but the test side's, as --recipe native trains) with their source (a
+    :class:`~cprl_fast.train.ranking.PretrainingSource`, recorded in the weights file; None
+    for REFERENCES)."""
     if bool(args.references) == bool(args.dataset):
         raise UserError("give the pristine photographs (REFERENCES) or --dataset, one of the two")
     if not args.dataset:
-        return args.references
+        return args.references, None
     from cprl_fast.data import load_splits
     from cprl_fast.data.synthetic import scene_references
+    from cprl_fast.train.ranking import PretrainingSource
 
     train = load_splits(args.dataset, args.root, ("train",), seed=args.split_seed, val_ratio=0.0,
                         folds=args.folds, fold=args.fold)["train"]  # fmt: skip
-    return scene_references(train.items)
+    source = PretrainingSource(args.dataset, train.split_info["score_sha256"],
+                               tuple(sorted({it.scene for it in train.items})))  # fmt: skip
+    return scene_references(train.items), source

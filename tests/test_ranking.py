@@ -364,12 +364,32 @@ def test_command_line_ranks_the_training_scenes_of_a_split(tmp_path_factory, tmp
     root = str(shared_builtin_root(tmp_path_factory))
     argv = ["pretrain", "--dataset", "builtin", "--root", root, "--folds", "3", "--fold", "1",
             "--out", str(tmp_path / "w.pt"), "--steps", "1", "--crops", "2", "--crop", "16"]
-    chosen = {Path(f).stem for f in _references(parser().parse_args(argv))}
+    paths, source = _references(parser().parse_args(argv))
+    chosen = {Path(f).stem for f in paths}
     cfg = TrainConfig(dataset="builtin", root=root, folds=3, fold=1, val_ratio=0.0,
                       split_file=str(tmp_path / "split.json"))  # fmt: skip
     splits = load_run_splits(cfg, ("train", "test"))
     assert chosen == {it.scene for it in splits["train"].items}
     assert not chosen & {it.scene for it in splits["test"].items}
+    assert source.dataset == "builtin" and source.scenes == tuple(sorted(chosen))
     assert main(argv) == 0 and (tmp_path / "w.pt").is_file()
     assert main([*argv[:1], str(tmp_path), *argv[1:], "--overwrite"]) == 2
     assert "REFERENCES) or --dataset, one of the two" in capsys.readouterr().err
+    # the weights record the scenes: a training of that fold starts from them (with a
+    # validation side too), one of another fold, which tests on some of them, is refused
+    from cprl_fast.train import Trainer
+
+    options = {"arch": "resnet18", "input_norm": "lcn", "pretrained": str(tmp_path / "w.pt")}
+    for fold, val_ratio in ((1, 0.0), (1, 0.5)):
+        run = dataclasses.replace(cfg, model="resnet", model_options=options, fold=fold,
+                                  val_ratio=val_ratio, split_file=None)  # fmt: skip
+        sets = load_run_splits(run, ("train", "val"))
+        Trainer(run, sets["train"], sets["val"])
+    other = dataclasses.replace(cfg, model="resnet", model_options=options, fold=0,
+                                split_file=None)  # fmt: skip
+    sets = load_run_splits(other, ("train", "val", "test"))
+    tested = {it.scene for it in sets["test"].items}
+    assert tested & chosen  # fold 0's test scenes are among fold 1's training scenes
+    with pytest.raises(ValueError, match=r"w\.pt were pretrained on the reference photographs "
+                                         r"of \d scene\(s\) this run tests on"):
+        Trainer(other, sets["train"], sets["val"])

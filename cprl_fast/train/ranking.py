@@ -180,11 +180,59 @@ def load_references(references: str | Path | Iterable[str | Path], min_side: int
     return refs
 
 
+@dataclasses.dataclass(frozen=True)
+class PretrainingSource:
+    """Where the references of a pretraining came from, when they are a dataset's own (the
+    ``refs/`` of one split's scenes, ``cprl-fast pretrain --dataset``): recorded in the weights
+    file so that a training on that dataset can refuse weights that saw its held-out scenes
+    (:func:`check_pretraining_scenes`)."""
+
+    dataset: str
+    score_sha256: str  #: of the dataset's score file: which version of it
+    scenes: tuple[str, ...]
+
+
+def pretraining_source(path: str | Path) -> dict | None:
+    """The ``source`` record of a weights file of :func:`pretrain_by_ranking` (None for any
+    other file, or one pretrained on photographs from a folder)."""
+    from cprl_fast.train.checkpoint import read_tensors
+
+    state = read_tensors(Path(path), "pretrained weights file")
+    meta = state.get("meta") if isinstance(state, dict) else None
+    source = meta.get("source") if isinstance(meta, dict) else None
+    return source if isinstance(source, dict) else None
+
+
+def check_pretraining_scenes(pretrained: str | Path, train_set, val_set=None) -> None:
+    """Raises ``ValueError`` where the weights file ``pretrained`` was pretrained on reference
+    photographs of scenes of ``train_set``'s dataset (the same score file) that are neither on
+    its training side nor on ``val_set``'s: its test scenes, whose content the model would have
+    seen before it is tested on them. (``cprl-fast pretrain --dataset`` takes every scene but
+    the test side's, as ``--recipe native`` trains: a run that holds validation scenes out
+    pretrained on those.)"""
+    source = pretraining_source(pretrained)
+    info = getattr(train_set, "split_info", {}) or {}
+    if source is None or source.get("dataset") != getattr(train_set, "name", None) \
+            or source.get("score_sha256") != info.get("score_sha256"):  # fmt: skip
+        return
+    known = {it.scene for it in train_set.items}
+    known |= {it.scene for it in getattr(val_set, "items", ())}
+    seen = sorted(set(map(str, source.get("scenes") or ())) - known)
+    if seen:
+        raise ValueError(
+            f"pretrained weights {pretrained} were pretrained on the reference photographs of "
+            f"{len(seen)} scene(s) this run tests on (e.g. {seen[0]!r}): the model would have "
+            "seen the content it is tested on; pretrain with the same --dataset, --folds, "
+            "--fold and --split-seed as this run"
+        )
+
+
 def pretrain_by_ranking(references: str | Path | Iterable[str | Path], out: str | Path,
                         cfg: RankingConfig = RankingConfig(), progress: bool = True,
                         max_pixels: int = DEFAULT_MAX_PIXELS,
                         device: str | torch.device = "cpu",
-                        log_dir: str | Path | None = None) -> RankingResult:  # fmt: skip
+                        log_dir: str | Path | None = None,
+                        source: PretrainingSource | None = None) -> RankingResult:  # fmt: skip
     """Trains the plain quality ResNet of ``cfg.arch`` from random weights to rank distortion
     strengths of crops of ``references`` (pristine photographs: a folder or files), then writes
     its backbone's weights to ``out`` (replaced if it exists; written atomically; CPU tensors
@@ -248,6 +296,9 @@ def pretrain_by_ranking(references: str | Path | Iterable[str | Path], out: str 
     state = {k: v.detach().to("cpu", copy=True) for k, v in model.backbone.state_dict().items()}
     meta = {"pretraining": "ranking", **{k: list(v) if isinstance(v, tuple) else v
                                          for k, v in dataclasses.asdict(cfg).items()}}  # fmt: skip
+    if source is not None:
+        meta["source"] = {"dataset": source.dataset, "score_sha256": source.score_sha256,
+                          "scenes": sorted(source.scenes)}  # fmt: skip
     path = atomic_write(out, lambda tmp: torch.save({"state_dict": state, "meta": meta}, tmp))
     seconds = time.perf_counter() - start
     curves = None

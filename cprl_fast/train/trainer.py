@@ -305,6 +305,11 @@ class Trainer:
         self.cfg = cfg
         self.rank, self.world = _distributed()
         self.device = torch.device(cfg.device)
+        pretrained = cfg.model_options.get("pretrained")
+        if model is None and isinstance(pretrained, str) and pretrained != "imagenet":
+            from cprl_fast.train.ranking import check_pretraining_scenes
+
+            check_pretraining_scenes(pretrained, train_set, val_set)
         torch.manual_seed(cfg.seed)
         self.model = (model or build_model(cfg)).to(self.device)
         self.objective = make_objective(cfg.objective_name, cfg.objective_options)
