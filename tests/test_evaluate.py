@@ -16,7 +16,7 @@ from data_fixtures import shared_builtin_root
 from PIL import Image
 
 from cprl_fast import figures, metrics
-from cprl_fast.data import load_dataset
+from cprl_fast.data import load_dataset, load_splits
 from cprl_fast.evaluate import (
     evaluate,
     evaluate_passes,
@@ -342,7 +342,8 @@ def test_cli_evaluate(data, tmp_path):
         ("small", {"image_size": 24}, "was trained at image_size 24, run at 32"),
     ):
         other = dataclasses.replace(cfg, out_dir=str(tmp_path / name), **change)
-        Trainer(other, train).fit()
+        own = load_splits("builtin", root, ("train",), seed=other.split_seed, image_size=32)
+        Trainer(other, own["train"]).fit()
         r = subprocess.run([*cmd[:6], "--checkpoint", str(tmp_path / name / "last.pt"),
                             "--attack", "fgsm", "--out-dir", str(tmp_path / name / "report")],
                            capture_output=True, text=True)  # fmt: skip
