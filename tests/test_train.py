@@ -310,6 +310,13 @@ class TestTrainer:
         with pytest.raises(ValueError, match=r"noise_sigma must be at most 1 .* is 8/255"):
             TrainConfig(noise_sigma=8)
 
+    def test_bf16_off_a_gpu_is_refused_not_ignored(self, builtin_sets, tmp_path):
+        _, train, test = builtin_sets
+        cfg = TrainConfig(**SMALL, bf16=True, out_dir=str(tmp_path))  # a card may say so
+        with pytest.raises(ValueError, match="bf16 autocast is for CUDA devices, and this "
+                                             "run's device is cpu: set bf16 false"):
+            Trainer(cfg, train, test)
+
     def test_bad_config(self):
         with pytest.raises(ValueError, match="mode must be one of"):
             TrainConfig(objective_options={"mode": "quick"})

@@ -133,7 +133,7 @@ class TrainConfig:
     epochs: int = 10
     image_size: int = 320
     clip_grad: float | None = None
-    bf16: bool = False  #: bf16 autocast (CUDA only)
+    bf16: bool = False  #: bf16 autocast (CUDA only: a trainer on another device refuses it)
     seed: int = 0
     #: DataLoader worker processes for the training images; with ``rank_weight``, as many
     #: again draw the ranking batches ahead (cprl_fast.train.ranking.RankingTerm)
@@ -305,6 +305,10 @@ class Trainer:
         self.cfg = cfg
         self.rank, self.world = _distributed()
         self.device = torch.device(cfg.device)
+        if cfg.bf16 and self.device.type != "cuda":  # it would train in float32 unsaid
+            raise ValueError(f"bf16 autocast is for CUDA devices, and this run's device is "
+                             f"{cfg.device}: set bf16 false (a run that trained with it on a "
+                             "GPU resumes on a CPU so)")  # fmt: skip
         pretrained = cfg.model_options.get("pretrained")
         if model is None and isinstance(pretrained, str) and pretrained != "imagenet":
             from cprl_fast.train.ranking import check_pretraining_scenes
