@@ -45,8 +45,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument(
         "--image-size",
         type=int,
-        default=224,
-        help="crop side for --module models (checkpoints use their own; default 224)",
+        help="crop side for --module models (default 224; a checkpoint is audited at its own, "
+        "and refuses this option)",
     )
     add_eps(p, eps)
     add_attack(p, listing["suites"]["audit"])
@@ -110,6 +110,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--certify-feature needs --certify-layer (where the noise goes)")
     if args.record and not args.checkpoint:
         raise UserError("--record writes into a checkpoint's model card: it needs --checkpoint")
+    if args.checkpoint and args.image_size is not None:
+        raise UserError("--image-size is for --module models: a checkpoint is audited at the "
+                        "image size it was trained at (cprl-fast info shows it)")  # fmt: skip
     if args.checkpoint:
         trained = load_trained(args.checkpoint, args.device)
         model, title = trained.model, trained.name
@@ -119,8 +122,9 @@ def run(args: argparse.Namespace) -> int:
             check_card_split(trained, dataset)
     else:
         model, title = _load_module(args.module, args.device), args.module
+        size = 224 if args.image_size is None else args.image_size
         dataset = load_splits(args.dataset or "builtin", args.root, (args.split,),
-                              image_size=args.image_size)[args.split]  # fmt: skip
+                              image_size=size)[args.split]  # fmt: skip
     source = None
     if args.transfer_from:
         if not Path(args.transfer_from).exists():

@@ -74,6 +74,8 @@ def files(tmp_path_factory):
         (["train", "--placement", "bogus"], "placement must be 'last', 'all' or a list"),
         (["evaluate", "--checkpoint", "nope.pt"], "checkpoint not found: nope.pt"),
         (["evaluate", "--checkpoint", "a="], "--checkpoint a=: no path after '=' (NAME=PATH)"),
+        (["audit", "--checkpoint", "x.pt", "--image-size", "64"],
+         "--image-size is for --module models: a checkpoint is audited at the image size"),
         (["evaluate", "--checkpoint", "x.pt", "--eps=-8/255"], "eps must be finite and >= 0"),
     ],
 )
