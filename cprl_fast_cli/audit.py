@@ -98,7 +98,12 @@ def run(args: argparse.Namespace) -> int:
     from cprl_fast.audit import audit
     from cprl_fast.data import load_splits
     from cprl_fast.evaluate import parse_eps
-    from cprl_fast.train.runs import check_card_split, load_run_splits, load_trained
+    from cprl_fast.train.runs import (
+        check_card_split,
+        check_held_out,
+        load_run_splits,
+        load_trained,
+    )
 
     eps = [parse_eps(e) for e in args.eps.split(",") if e.strip()]
     if not eps:
@@ -120,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
                                   from_card=True)[args.split]  # fmt: skip
         if args.split != "all":
             check_card_split(trained, dataset)
+        check_held_out(trained, dataset, args.split, args.root)  # --dataset another one
     else:
         model, title = _load_module(args.module, args.device), args.module
         size = 224 if args.image_size is None else args.image_size

@@ -257,7 +257,7 @@ def test_a_model_of_another_split_is_not_scored_on_images_it_learned_from(data, 
         check_held_out(other, sides["test"], "test", str(root))
     check_held_out(other, sides["train"], "train", str(root))  # asked for knowingly
     check_held_out(other, sides["test"], "all", str(root))
-    cross = Trained("run", model, TrainConfig(model="resnet", dataset="builtin-v2"), root)
+    cross = Trained("run", model, TrainConfig(model="resnet", dataset="live"), root)
     check_held_out(cross, sides["test"], "test", str(root))  # another dataset: no shared image
     # the validation side is held out from training alone: a model that chose its checkpoint
     # on these scenes but never trained on them may be scored there
@@ -304,6 +304,30 @@ def test_a_split_found_again_must_be_the_one_the_card_records(data, models, tmp_
     edited = load_run_splits(cfg, ("test",), from_card=True)["test"]
     with pytest.raises(ValueError, match=r"with counts=.*found again from its split file"):
         check_card_split(trained, edited)
+
+
+def test_datasets_of_the_same_photographs_count_as_one(data, models, monkeypatch):
+    # builtin and builtin-v2 distort the same photographs: a model of one has seen the other's
+    # scenes of the same names (here another dataset is made one of the family, so that the
+    # test needs no builtin-v2)
+    from cprl_fast.data.base import LOADERS, IQADataset
+    from cprl_fast.data.builtin import PHOTOGRAPHS
+    from cprl_fast.train.runs import Trained, check_held_out, load_run_splits
+
+    assert LOADERS.info("builtin")["photographs"] == LOADERS.info("builtin-v2")["photographs"]
+    root, _ = data
+    info = LOADERS.info
+    monkeypatch.setattr(LOADERS, "info", lambda name: {**info(name), "photographs": PHOTOGRAPHS}
+                        if name == "live" else info(name))  # fmt: skip
+    cfg = TrainConfig(model="resnet", image_size=32, root=str(root))
+    tested = load_run_splits(cfg, ("test",))["test"]
+    as_live = IQADataset("live", tested.items, None)
+    check_held_out(Trained("own", models["resnet"], cfg, root), as_live, "test")
+    other = Trained("seed1", models["resnet"], dataclasses.replace(cfg, split_seed=1), root)
+    with pytest.raises(ValueError, match=r"of builtin, made of the same photographs\): scored "
+                                         r"there, it would not be held out; score it on "
+                                         r"builtin's test split"):
+        check_held_out(other, as_live, "test")
 
 
 @pytest.mark.slow

@@ -117,6 +117,12 @@ def is_generated(name: str, root: str | Path) -> bool:
     return version in VERSIONS and (Path(root) / version / SCORE_FILE).is_file()
 
 
+#: What builtin and builtin-v2 are made of (a loader's ``photographs`` entry): both distort the
+#: same scikit-image photographs, a scene named alike in both being the same photograph, so a
+#: model trained on one has seen the content of the other's scenes of those names.
+PHOTOGRAPHS = "scikit-image"
+
+
 def _load(version: str, root: Path | None) -> tuple[list[Item], Path]:
     return read_scores(generate(cache_root() if root is None else Path(root), version))
 
@@ -125,6 +131,7 @@ def _load(version: str, root: Path | None) -> tuple[list[Item], Path]:
     "builtin",
     needs_root=False,
     synthetic=True,
+    photographs=PHOTOGRAPHS,
     about="synthetic, 10 photographs x 25 distortions, no download",
 )
 def load_builtin(root: Path | None, **_options) -> tuple[list[Item], Path]:
@@ -137,6 +144,7 @@ def load_builtin(root: Path | None, **_options) -> tuple[list[Item], Path]:
     "builtin-v2",
     needs_root=False,
     synthetic=True,
+    photographs=PHOTOGRAPHS,
     about="synthetic, 15 photographs x 50 distortions (10 types), no download",
 )
 def load_builtin_v2(root: Path | None, **_options) -> tuple[list[Item], Path]:

@@ -197,10 +197,19 @@ def check_held_out(trained: Trained, evaluated, split: str, root: str | None = N
     training side, and for ``test`` its validation side too (which chose its checkpoint), as
     its card's split settings give them on that dataset. A model of another split of the same
     dataset (another seed, fold or ratio) may have trained on the very images it is scored on.
-    Other datasets, and the ``train`` and ``all`` sides a caller asks for knowingly, pass."""
+    Datasets made of the same photographs (builtin and builtin-v2: their loaders' registered
+    ``photographs``) count as one, scene by name. Other datasets, and the ``train`` and ``all``
+    sides a caller asks for knowingly, pass."""
+    from cprl_fast.data.base import LOADERS
+
     cfg = trained.config
-    if split not in ("val", "test") or cfg.dataset != evaluated.name:
+    if split not in ("val", "test"):
         return
+    if cfg.dataset != evaluated.name:
+        made_of = LOADERS.info(cfg.dataset).get("photographs")
+        if made_of is None or made_of != LOADERS.info(evaluated.name).get("photographs"):
+            return
+        root = None  # the model's own dataset, from its card
     learned_sides = ("train",) if split == "val" else ("train", "val")
     sides = load_run_splits(cfg, learned_sides, root=root, from_card=True)
     check_card_split(trained, sides["train"])
@@ -216,8 +225,11 @@ def check_held_out(trained: Trained, evaluated, split: str, root: str | None = N
         raise ValueError(
             f"checkpoint {trained.path} ({trained.name}) learned from {len(shared)} of the "
             f"{len(evaluated_scenes)} scenes of the {evaluated.name} {split} images evaluated "
-            f"(e.g. {shared[0]!r}; its run's split: {own}): scored there, it would not be "
-            f"held out; evaluate models of one split together"
+            f"(e.g. {shared[0]!r}; its run's split: {own}"
+            + (f", of {cfg.dataset}, made of the same photographs): scored there, it would not "
+               f"be held out; score it on {cfg.dataset}'s {split} split"
+               if cfg.dataset != evaluated.name else
+               "): scored there, it would not be held out; evaluate models of one split together")
         )
 
 
