@@ -351,7 +351,8 @@ def test_rank_weight_refusals_are_named(made, tmp_path):
 
 
 @pytest.mark.slow  # generates the built-in dataset when it runs alone: ~10 s
-def test_command_line_ranks_the_training_scenes_of_a_split(tmp_path_factory, tmp_path, capsys):
+def test_command_line_ranks_the_training_scenes_of_a_split(tmp_path_factory, tmp_path, capsys,
+                                                          monkeypatch):  # fmt: skip
     """--dataset/--folds/--fold: the references are the scenes cprl-fast train trains on for
     that split, never a test scene's."""
     from data_fixtures import shared_builtin_root
@@ -393,3 +394,14 @@ def test_command_line_ranks_the_training_scenes_of_a_split(tmp_path_factory, tmp
     with pytest.raises(ValueError, match=r"w\.pt were pretrained on the reference photographs "
                                          r"of \d scene\(s\) this run tests on"):
         Trainer(other, sets["train"], sets["val"])
+    # so is a training on another dataset of the same photographs (builtin-v2's scenes are
+    # builtin's; here another dataset is made one of the family, to need no builtin-v2)
+    from cprl_fast.data.base import LOADERS, IQADataset
+    from cprl_fast.train.ranking import check_pretraining_scenes
+
+    info = LOADERS.info
+    monkeypatch.setattr(LOADERS, "info", lambda name: {**info(name), "photographs": "same"}
+                        if name in ("builtin", "live") else info(name))  # fmt: skip
+    as_live = {k: IQADataset("live", sets[k].items, None) for k in ("train", "val")}
+    with pytest.raises(ValueError, match=r"of \d scene\(s\) this run tests on"):
+        check_pretraining_scenes(tmp_path / "w.pt", as_live["train"], as_live["val"])

@@ -151,5 +151,15 @@ LOADERS = Registry("dataset")
 register = LOADERS.register
 
 
+def same_photographs(a: str | None, b: str | None) -> bool:
+    """Whether the datasets named ``a`` and ``b`` are made of the same photographs (their
+    loaders registered the same ``photographs``: builtin and builtin-v2), so that a scene of
+    one name is the same content in both."""
+    if a not in LOADERS or b not in LOADERS:
+        return False
+    made_of = LOADERS.info(a).get("photographs")
+    return made_of is not None and made_of == LOADERS.info(b).get("photographs")
+
+
 def loader(name: str) -> Callable[..., tuple[list[Item], Path]]:
     return LOADERS.get(name)

@@ -205,15 +205,21 @@ def pretraining_source(path: str | Path) -> dict | None:
 
 def check_pretraining_scenes(pretrained: str | Path, train_set, val_set=None) -> None:
     """Raises ``ValueError`` where the weights file ``pretrained`` was pretrained on reference
-    photographs of scenes of ``train_set``'s dataset (the same score file) that are neither on
-    its training side nor on ``val_set``'s: its test scenes, whose content the model would have
-    seen before it is tested on them. (``cprl-fast pretrain --dataset`` takes every scene but
+    photographs of scenes of ``train_set``'s dataset (the same score file, or a dataset of the
+    same registered ``photographs``) that are neither on its training side nor on
+    ``val_set``'s: its test scenes, whose content the model would have seen before it is tested
+    on them. (``cprl-fast pretrain --dataset`` takes every scene but
     the test side's, as ``--recipe native`` trains: a run that holds validation scenes out
     pretrained on those.)"""
+    from cprl_fast.data.base import same_photographs
+
     source = pretraining_source(pretrained)
+    if source is None:
+        return
     info = getattr(train_set, "split_info", {}) or {}
-    if source is None or source.get("dataset") != getattr(train_set, "name", None) \
-            or source.get("score_sha256") != info.get("score_sha256"):  # fmt: skip
+    name, made_from = getattr(train_set, "name", None), source.get("dataset")
+    same = made_from == name and source.get("score_sha256") == info.get("score_sha256")
+    if not (same or same_photographs(made_from, name)):
         return
     known = {it.scene for it in train_set.items}
     known |= {it.scene for it in getattr(val_set, "items", ())}

@@ -200,14 +200,13 @@ def check_held_out(trained: Trained, evaluated, split: str, root: str | None = N
     Datasets made of the same photographs (builtin and builtin-v2: their loaders' registered
     ``photographs``) count as one, scene by name. Other datasets, and the ``train`` and ``all``
     sides a caller asks for knowingly, pass."""
-    from cprl_fast.data.base import LOADERS
+    from cprl_fast.data.base import same_photographs
 
     cfg = trained.config
     if split not in ("val", "test"):
         return
     if cfg.dataset != evaluated.name:
-        made_of = LOADERS.info(cfg.dataset).get("photographs")
-        if made_of is None or made_of != LOADERS.info(evaluated.name).get("photographs"):
+        if not same_photographs(cfg.dataset, evaluated.name):
             return
         root = None  # the model's own dataset, from its card
     learned_sides = ("train",) if split == "val" else ("train", "val")
