@@ -310,7 +310,7 @@ class Trainer:
                              f"{cfg.device}: set bf16 false (a run that trained with it on a "
                              "GPU resumes on a CPU so)")  # fmt: skip
         pretrained = cfg.model_options.get("pretrained")
-        if model is None and isinstance(pretrained, str) and pretrained != "imagenet":
+        if model is None and isinstance(pretrained, (str, Path)) and pretrained != "imagenet":
             from cprl_fast.train.ranking import check_pretraining_scenes
 
             check_pretraining_scenes(pretrained, train_set, val_set)
