@@ -208,9 +208,8 @@ def check_pretraining_scenes(pretrained: str | Path, train_set, val_set=None) ->
     photographs of scenes of ``train_set``'s dataset (the same score file, or a dataset of the
     same registered ``photographs``) that are neither on its training side nor on
     ``val_set``'s: its test scenes, whose content the model would have seen before it is tested
-    on them. (``cprl-fast pretrain --dataset`` takes every scene but
-    the test side's, as ``--recipe native`` trains: a run that holds validation scenes out
-    pretrained on those.)"""
+    on them. (``cprl-fast pretrain --dataset`` takes every scene but the test side's, as
+    ``--recipe native`` trains: a run that holds validation scenes out pretrained on those.)"""
     from cprl_fast.data.base import same_photographs
 
     source = pretraining_source(pretrained)
