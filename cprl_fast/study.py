@@ -89,6 +89,12 @@ def _settings(dataset, base, folds, seeds, models, eps, attacks, per_scene, audi
             "config": dataclasses.asdict(base)}  # fmt: skip
 
 
+def _short(value: object) -> str:
+    """``repr(value)``, escaped and cut to 60 characters: a value read from a file, in one line."""
+    text = printable(repr(value))
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _check_settings(out: Path, settings: dict) -> None:
     path = out / "study.json"
     if path.is_file():
@@ -96,6 +102,11 @@ def _check_settings(out: Path, settings: dict) -> None:
         # settings added to TrainConfig since: the old study ran with their defaults
         old["config"] = {**dataclasses.asdict(TrainConfig()), **old.get("config", {})}
         changed = sorted(k for k in settings if old.get(k) != settings[k])
+        if "config" in changed:  # name the run settings that differ, not "config" alone
+            was, now = old["config"], settings["config"]
+            changed.remove("config")
+            changed += [f"config.{k} ({_short(was.get(k))}, now {_short(now[k])})"
+                        for k in sorted(now) if was.get(k) != now[k]]  # fmt: skip
         if changed:
             raise ValueError(
                 f"{out} holds a study with other settings ({', '.join(changed)} differ): "
@@ -382,9 +393,8 @@ def _check_settings_file(settings: object, path: Path) -> None:
                          f"{', '.join(_SETTINGS_LAYOUT)}")  # fmt: skip
     for key, (what, ok) in _SETTINGS_LAYOUT.items():
         if not ok(settings[key]):
-            got = printable(repr(settings[key]))
             raise ValueError(f"study settings {path}: {key} must be {what}, got "
-                             f"{got if len(got) <= 60 else got[:57] + '...'}")  # fmt: skip
+                             f"{_short(settings[key])}")  # fmt: skip
 
 
 def report_only_summary(out: str | Path, command: str = "") -> dict:

@@ -4,6 +4,7 @@ changed settings."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -124,6 +125,10 @@ def test_study_end_to_end_resumes_and_refuses_other_settings(tmp_path, tmp_path_
     assert not (out / "runs" / "fold1-seed0" / "models").exists()
     with pytest.raises(ValueError, match=r"other settings \(eps differ\)"):
         study("builtin", root, out, base, **{**kw, "eps": (8 / 255,)})
+    # a run setting is named, not "config" alone (a study moved from a CPU to a GPU, say)
+    with pytest.raises(ValueError, match=r"other settings \(config\.lr \(3e-05, now 0\.001\) "
+                                         r"differ\)"):
+        study("builtin", root, out, dataclasses.replace(base, lr=1e-3), **kw)
     # certification added to the finished study: the attacks are kept, each run certified,
     # unless a model trained again came out with other weights than its audit's (another
     # machine): then it is audited again, so the attacks and the certificate are of one model
