@@ -59,11 +59,12 @@ def train_model(name: str, cfg: TrainConfig, train_set, val_set, out: Path) -> t
     done = out / "steps" / f"train-{name}.json"
     folder = Path(run.out_dir)
     kept = any((folder / n).is_file() for n in ("best.pt", "last.pt"))
+    state = None  # the chosen checkpoint, read once
     if done.is_file() and kept:  # reused as it is: it must be the model this run asks for
         finished = folder / "best.pt" if (folder / "best.pt").is_file() else folder / "last.pt"
+        state = load(finished)
         try:
-            check_same_run(card_train_config(load(finished), finished), run, finished,
-                           length=True)  # fmt: skip
+            check_same_run(card_train_config(state, finished), run, finished, length=True)
         except ValueError as err:
             raise ValueError(f"{out} holds a finished {name} model of other settings: {err}; "
                              f"use another out_dir, or remove {folder} to train it "
@@ -81,8 +82,10 @@ def train_model(name: str, cfg: TrainConfig, train_set, val_set, out: Path) -> t
     if (folder / "best.pt").is_file():
         # only resuming reads last.pt (the optimisers: 2/3 of its size); this one is finished
         (folder / "last.pt").unlink(missing_ok=True)
-    chosen = folder / "best.pt" if (folder / "best.pt").is_file() else folder / "last.pt"
-    trainer.model.load_state_dict(load(chosen)["model"])
+    if state is None:
+        chosen = folder / "best.pt" if (folder / "best.pt").is_file() else folder / "last.pt"
+        state = load(chosen)
+    trainer.model.load_state_dict(state["model"])
     return trainer.model.eval()
 
 

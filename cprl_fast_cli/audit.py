@@ -125,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
                                   from_card=True)[args.split]  # fmt: skip
         if args.split != "all":
             check_card_split(trained, dataset)
-        check_held_out(trained, dataset, args.split, args.root)  # --dataset another one
+        if dataset.name != trained.config.dataset:  # its own split is held out by making
+            check_held_out(trained, dataset, args.split, args.root)
     else:
         model, title = _load_module(args.module, args.device), args.module
         size = 224 if args.image_size is None else args.image_size

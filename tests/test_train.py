@@ -271,6 +271,7 @@ class TestTrainer:
             Trainer(other, train, test).fit(resume=True)
         assert torch.load(tmp_path / "last.pt", weights_only=True)["step"] == 1
 
+    @pytest.mark.slow  # three trainings: about 5.5 s
     def test_resume_may_extend_a_run_but_not_a_schedules_curve(self, builtin_sets, tmp_path):
         _, train, test = builtin_sets
         for schedule, folder in (("constant", "c"), ("onecycle", "o")):
