@@ -200,6 +200,60 @@ def test_bad_input_is_named(refs, made, tmp_path):
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no leftovers
 
 
+def test_references_that_would_mislabel_or_leak_are_refused_before_any_work(tmp_path):
+    """An enlarged reference (not pristine), one photograph under two names (it could sit on
+    both sides of a scene-disjoint split) and two scenes whose images share a file name (one
+    image with two scores) are each named; nothing is written."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    _photo(0).save(photos / "beach.png")
+    _photo(1).resize((480, 400), Image.BICUBIC).save(photos / "city.jpg", quality=75)
+    _photo(1).save(photos / "city_again.png")  # city, saved at half the size and losslessly
+    with pytest.raises(ValueError, match=r"references 'city' and 'city_again' are one "
+                       r"photograph \(PSNR [0-9.]+ dB >= 30 once resized\)"):  # fmt: skip
+        synthesize(photos, tmp_path / "a", ["blur"], size=MIN_SIZE, progress=False)
+    (photos / "city_again.png").unlink()
+    with pytest.raises(ValueError, match=r"beach\.png is 240 x 200 px, smaller than size 256 on "
+                       r"its shorter side .*: use a size of at most 200 or leave it out"):
+        synthesize(photos, tmp_path / "b", ["blur"], size=256, progress=False)
+    _photo(2).save(photos / "city_lens.png")  # city_lens + blur = city + lens_blur
+    with pytest.raises(ValueError, match=r"scenes 'city' \(lens_blur\) and 'city_lens' \(blur\) "
+                       r"would both write images/city_lens_blur_<level>\.png"):
+        synthesize(photos, tmp_path / "c", ["blur", "lens_blur"], size=MIN_SIZE, progress=False)
+    _photo(3).save(photos / "Beach.png")  # one file with beach.png where case is ignored
+    with pytest.raises(ValueError, match="two references make scene 'beach'"):
+        synthesize(photos, tmp_path / "d", ["blur"], size=MIN_SIZE, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photos"]
+    (photos / "Beach.png").unlink()
+    made = synthesize(photos, tmp_path / "e", ["blur"], size=MIN_SIZE, progress=False)
+    assert {i.scene for i in load_items("synthetic", made)[0]} == {"beach", "city", "city_lens"}
+
+
+def test_distinct_photographs_pass_the_copy_check_and_a_noisy_copy_does_not():
+    from cprl_fast.data.synthetic import DUPLICATE_PSNR, check_distinct
+
+    refs = {f"p{k}": square(_photo(k), MIN_SIZE) for k in range(6)}
+    check_distinct(refs)  # six photographs of one kind of picture, rectangles moved
+    noise = np.random.default_rng(0).normal(0, 4, (MIN_SIZE, MIN_SIZE, 3))
+    noisy = np.asarray(refs["p4"], np.float64) + noise
+    refs["p4 again"] = Image.fromarray(np.clip(noisy, 0, 255).round().astype(np.uint8))
+    with pytest.raises(ValueError, match=rf"'p4' and 'p4 again' are one photograph .* >= "
+                       rf"{DUPLICATE_PSNR:g}"):  # fmt: skip
+        check_distinct(refs)
+
+
+def test_the_builtin_references_pass_the_same_checks():
+    """builtin and builtin-v2 are written by write_dataset, not synthesize (their scenes are
+    fixed): their photographs are distinct, none enlarged, their names make distinct files."""
+    from cprl_fast.data.builtin import SCENES_V2, VERSIONS, reference
+    from cprl_fast.data.synthetic import check_distinct, check_scene_names
+
+    for scenes, levels in VERSIONS.values():
+        check_scene_names(scenes, levels)
+    # reference() refuses a photograph it would enlarge; SCENES_V2 holds every scene of either
+    check_distinct({scene: reference(scene) for scene in SCENES_V2})
+
+
 def test_references_in_every_format_read_are_found_and_a_fifo_is_named(tmp_path):
     import os
 
@@ -208,7 +262,7 @@ def test_references_in_every_format_read_are_found_and_a_fifo_is_named(tmp_path)
     assert [f.name for f in reference_files(tmp_path)] == ["a.gif", "b.PPM", "c.tiff", "d.jpeg"]
     os.mkfifo(tmp_path / "e.png")  # listed, then refused unopened (it was left out unsaid)
     with pytest.raises(OSError, match=r"e\.png is not a regular file"):
-        synthesize(tmp_path, tmp_path / "out", KINDS)
+        synthesize(tmp_path, tmp_path / "out", KINDS, size=MIN_SIZE)
     assert not (tmp_path / "out").exists()
 
 

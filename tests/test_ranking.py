@@ -25,7 +25,7 @@ SMALL = RankingConfig(steps=2, crops=2, crop=16, kinds=("blur", "noise"))
 
 def _photo(seed: int, size=(40, 36)) -> Image.Image:
     rng = np.random.default_rng(seed)
-    base = rng.random((size[1] // 4, size[0] // 4, 3))
+    base = rng.random((-(-size[1] // 4), -(-size[0] // 4), 3))  # whole blocks, then cut
     big = np.kron(base, np.ones((4, 4, 1)))[: size[1], : size[0]]  # blocks: some structure
     return Image.fromarray((big * 255).astype(np.uint8))
 

@@ -31,7 +31,7 @@ from PIL import Image
 
 from cprl_fast.data.base import Item, register
 from cprl_fast.data.distortions import LEVELS, LEVELS_V2, distort, square
-from cprl_fast.data.synthetic import SCORE_FILE, read_scores, write_dataset
+from cprl_fast.data.synthetic import SCORE_FILE, check_not_enlarged, read_scores, write_dataset
 from cprl_fast.io import file_lock
 
 __all__ = ["LEVELS", "LEVELS_V2", "SCENES", "SCENES_V2", "distort", "generate", "reference"]
@@ -85,7 +85,7 @@ def reference(scene: str) -> Image.Image:
     """One reference photograph, RGB, 256 x 256 (cached: do not modify the returned image)."""
     path = _photo(SCENES_V2[scene])
     with Image.open(path) as img:
-        return square(img.convert("RGB"), SIZE)
+        return square(check_not_enlarged(img.convert("RGB"), SIZE, str(path)), SIZE)
 
 
 def generate(root: Path, version: str = VERSION) -> Path:

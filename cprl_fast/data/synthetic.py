@@ -10,7 +10,11 @@ dataset). The built-in datasets are made by the same writer.
 The output folder holds ``refs/<scene>.png`` (each reference, shorter side resized to ``size``
 and centre-cropped square), ``images/<scene>_<type>_<level>.png``, ``scores.csv`` (image,
 scene, distortion, level, ms_ssim, score) and a README. A scene is a reference's file name
-without its extension; the scene-disjoint splits keep each scene's images on one side.
+without its extension; the scene-disjoint splits keep each scene's images on one side. So that
+they can, and so that every label is its image's, the references are checked before any work:
+none is enlarged (its shorter side is at least ``size``: an enlarged reference is not
+pristine), no two are one photograph (:func:`check_distinct`), and no two scenes' names make
+one file name, on a file system that ignores case too (:func:`check_scene_names`).
 
 Deterministic: the noise of each image is seeded by its scene, type and level, so the same
 references give the same bytes on any machine and with any number of ``workers`` (processes) or
@@ -73,11 +77,88 @@ def reference_files(references: str | Path | Iterable[str | Path]) -> list[Path]
             raise FileNotFoundError(f"reference not found: {p}")
     seen: dict[str, Path] = {}
     for f in files:
-        if f.stem in seen:
-            raise ValueError(f"two references make scene {f.stem!r}: {seen[f.stem]} and {f}; "
-                             "rename one")  # fmt: skip
-        seen[f.stem] = f
+        if f.stem.casefold() in seen:
+            raise ValueError(f"two references make scene {f.stem!r}: {seen[f.stem.casefold()]} "
+                             f"and {f}; rename one")  # fmt: skip
+        seen[f.stem.casefold()] = f
     return files
+
+
+def check_scene_names(scenes: Iterable[str], kinds: Iterable[str]) -> None:
+    """Raises ``ValueError`` where two (scene, type) pairs would write one image file
+    (``<scene>_<type>_<level>.png``: scene ``x_lens`` blurred and scene ``x`` lens-blurred
+    both make ``x_lens_blur_1.png``), compared ignoring case (as macOS and Windows file
+    systems do), naming both scenes; the second would overwrite the first's image and each
+    keep its own score."""
+    kinds = list(kinds)
+    made: dict[str, tuple[str, str]] = {}
+    for scene in scenes:
+        for kind in kinds:
+            name = f"{scene}_{kind}"
+            other = made.setdefault(name.casefold(), (scene, kind))
+            if other != (scene, kind):
+                raise ValueError(f"scenes {other[0]!r} ({other[1]}) and {scene!r} ({kind}) "
+                                 f"would both write images/{name}_<level>.png: rename one "
+                                 "reference")  # fmt: skip
+
+
+#: Two references this alike once resized and cropped (PSNR in dB, 8-bit) are one photograph
+#: twice. Measured on 6 of scikit-image's photographs at 256 px (2026-12-07): a copy saved as
+#: JPEG at quality 30 to 90, or at half the size, 32.4-52.2 dB (one at 28.1 was enlarged from
+#: 151 px, which synthesize refuses); two different photographs at most 17.8; one shifted by
+#: 8 px 15.7-24.2 (not caught: another framing).
+DUPLICATE_PSNR = 30.0
+
+
+def _dhash(img: Image.Image) -> int:
+    """A 64-bit difference hash: the signs of horizontal steps in a 9 x 8 grey thumbnail."""
+    g = np.asarray(img.convert("L").resize((9, 8), Image.BILINEAR), dtype=np.int16)
+    return int.from_bytes(np.packbits(g[:, 1:] > g[:, :-1]).tobytes(), "big")
+
+
+def _psnr(a: Image.Image, b: Image.Image) -> float:
+    mse = np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
+
+
+def check_distinct(refs: Mapping[str, Image.Image]) -> None:
+    """Raises ``ValueError`` naming two scenes of ``refs`` (scene -> RGB reference, all one
+    size) that are one photograph: PSNR at least :data:`DUPLICATE_PSNR` (a copy saved again,
+    re-encoded or resized). As two scenes they could land on both sides of a scene-disjoint
+    split, and the test side would hold a photograph the model trained on. Candidates are the
+    pairs whose difference hashes share one of four 16-bit bands (every pair within 3 bits of
+    64; copies measured within 3), so the check is about linear in the number of references."""
+    buckets: dict[tuple[int, int], list[str]] = {}
+    for scene, img in refs.items():
+        h = _dhash(img)
+        for band in range(4):
+            buckets.setdefault((band, (h >> (16 * band)) & 0xFFFF), []).append(scene)
+    checked: set[tuple[str, str]] = set()
+    for scenes in buckets.values():
+        for i, a in enumerate(scenes):
+            for b in scenes[i + 1 :]:
+                if (a, b) in checked:
+                    continue
+                checked.add((a, b))
+                psnr = _psnr(refs[a], refs[b])
+                if psnr >= DUPLICATE_PSNR:
+                    raise ValueError(f"references {a!r} and {b!r} are one photograph (PSNR "
+                                     f"{psnr:.1f} dB >= {DUPLICATE_PSNR:g} once resized): as "
+                                     "two scenes they could be split between training and "
+                                     "test; leave one out")  # fmt: skip
+
+
+def check_not_enlarged(img: Image.Image, size: int, name: str) -> Image.Image:
+    """``img``, or ``ValueError`` naming it (as ``name``) where its shorter side is under
+    ``size`` px: resized up to ``size`` it would be blurred, no longer a pristine reference,
+    and every pseudo-MOS measured from it would be off."""
+    w, h = img.size
+    if min(w, h) < size:
+        fix = f"use a size of at most {min(w, h)} or leave it out" if min(w, h) >= MIN_SIZE \
+            else "leave it out"  # fmt: skip
+        raise ValueError(f"reference {name} is {w} x {h} px, smaller than size {size} on its "
+                         f"shorter side (enlarged, it would not be pristine): {fix}")  # fmt: skip
+    return img
 
 
 def check_distortions(kinds: Iterable[str]) -> list[str]:
@@ -108,9 +189,13 @@ def synthesize(references: str | Path | Iterable[str | Path], out: str | Path,
                          f"five scales need {MIN_SIZE}), got {size!r}")  # fmt: skip
     check_count(workers, "workers")
     kinds = check_distortions(DISTORTIONS if distortions is None else distortions)
-    refs = {f.stem: square(read_image(f, max_pixels), size, max_pixels,
-                           f"image {printable(str(f))}")
-            for f in reference_files(references)}  # fmt: skip
+    files = reference_files(references)
+    check_scene_names((f.stem for f in files), kinds)
+    refs = {f.stem: square(check_not_enlarged(read_image(f, max_pixels), size,
+                                              printable(str(f))),
+                           size, max_pixels, f"image {printable(str(f))}")
+            for f in files}  # fmt: skip
+    check_distinct(refs)
     return write_dataset(refs, out, {k: DISTORTIONS[k] for k in kinds}, workers, progress)
 
 
