@@ -144,3 +144,31 @@ def test_dbcnn_bilinear_features_are_normalised():
     z = model.bilinear(torch.rand(2, 3, 32, 32))
     assert z.shape == (2, 128 * 512)
     torch.testing.assert_close(z.norm(dim=1), torch.ones(2))
+
+
+@pytest.mark.slow  # 7 s: four DBCNNs, each with VGG-16's classifier made and dropped
+def test_dbcnn_loads_every_vgg_weight_it_is_given_or_names_the_file(tmp_path, monkeypatch):
+    """ImageNet weights (torchvision's, from its cache) and a local VGG-16 state dict both
+    reach the VGG stream (ImageNet's were once read and dropped); a file of another layout or
+    shape is refused by name rather than leaving VGG-16 at random."""
+    import torchvision
+
+    torch.manual_seed(0)
+    features = torchvision.models.vgg16().features.state_dict()  # the classifier goes unread
+    vgg = {f"features.{k}": v for k, v in features.items()}
+    cprl_resnet = __import__("cprl_fast.models.cprl_resnet", fromlist=["imagenet_state"])
+    monkeypatch.setattr(cprl_resnet, "imagenet_state", lambda arch: vgg)
+    from_cache = build("dbcnn", pretrained="imagenet")
+    torch.save(vgg, tmp_path / "vgg16.pt")
+    from_file = build("dbcnn", pretrained=str(tmp_path / "vgg16.pt"))
+    for model in (from_cache, from_file):
+        torch.testing.assert_close(model.vgg[28].weight, vgg["features.28.weight"], rtol=0, atol=0)
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "resnet18.pt")
+    with pytest.raises(ValueError, match=r"pretrained weights .*resnet18\.pt are not VGG-16 "
+                       r"weights DBCNN can use: it lacks features\.0\.weight \(26 of"):  # fmt: skip
+        build("dbcnn", pretrained=str(tmp_path / "resnet18.pt"))
+    vgg["features.28.weight"] = vgg["features.28.weight"][:256]
+    torch.save(vgg, tmp_path / "narrow.pt")
+    with pytest.raises(ValueError, match=r"its features\.28\.weight is not a tensor of shape "
+                       r"\[512, 512, 3, 3\]"):  # fmt: skip
+        build("dbcnn", pretrained=str(tmp_path / "narrow.pt"))

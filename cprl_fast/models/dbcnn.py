@@ -120,6 +120,27 @@ def pretrain_scnn(scnn: SCNN, steps: int = 200, batch: int = 32, size: int = 64,
     return losses
 
 
+def load_vgg_features(vgg: nn.Sequential, state: object, name: str) -> None:
+    """Loads the ``features.*`` tensors of ``state`` (a torchvision VGG-16 state dict, as its
+    weights API gives and ``torch.save(vgg.state_dict())`` writes) into DBCNN's ``vgg``; a file
+    of another layout, one missing any of those tensors or one of another shape is a
+    ``ValueError`` naming ``name``: nothing loads in part, and never nothing at all unsaid."""
+    state = state if isinstance(state, dict) else {}
+    features = {k.removeprefix("features."): v for k, v in state.items()
+                if isinstance(k, str) and k.startswith("features.")}  # fmt: skip
+    own = vgg.state_dict()
+    missing = [k for k in own if k not in features]
+    wrong = [k for k in own if k in features and (not isinstance(features[k], torch.Tensor)
+                                                 or features[k].shape != own[k].shape)]  # fmt: skip
+    if missing or wrong:
+        what = (f"it lacks features.{missing[0]} ({len(missing)} of VGG-16's {len(own)} "
+                "feature tensors)" if missing else
+                f"its features.{wrong[0]} is not a tensor of shape {list(own[wrong[0]].shape)}")
+        raise ValueError(f"{name} are not VGG-16 weights DBCNN can use: {what}; give a "
+                         "torchvision vgg16 state dict (keys features.N.weight/bias)")  # fmt: skip
+    vgg.load_state_dict({k: features[k] for k in own})
+
+
 @register("dbcnn", objective="regression", about="DBCNN: S-CNN and VGG-16, bilinear pooling")
 def dbcnn(arch: str = "vgg16", pretrained=None, scnn_steps: int = 0) -> DBCNN:
     """DBCNN; ``pretrained``: a local VGG-16 state dict, or ``"imagenet"`` (torchvision's weights
@@ -131,15 +152,12 @@ def dbcnn(arch: str = "vgg16", pretrained=None, scnn_steps: int = 0) -> DBCNN:
     if pretrained == "imagenet":
         from cprl_fast.models.cprl_resnet import imagenet_state
 
-        state = imagenet_state("vgg16")
+        load_vgg_features(model.vgg, imagenet_state("vgg16"), "torchvision's ImageNet VGG-16")
     elif pretrained is not None:
         from cprl_fast.train.checkpoint import read_tensors
 
         state = read_tensors(pretrained, "pretrained weights file")
-        features = {
-            k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")
-        }
-        model.vgg.load_state_dict(features, strict=False)
+        load_vgg_features(model.vgg, state, f"pretrained weights {pretrained}")
     if scnn_steps > 0:
         pretrain_scnn(model.scnn, steps=scnn_steps)
     return model
