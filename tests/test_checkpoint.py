@@ -88,6 +88,17 @@ def test_a_compressed_archive_is_refused_before_it_is_inflated(tmp_path):
         load(packed)
 
 
+def test_an_exported_program_is_named_as_such_not_as_a_damaged_checkpoint(tmp_path):
+    """``export --format pt2`` writes a zip archive too: scored or loaded as a checkpoint, it was
+    called "damaged or truncated"."""
+    program = torch.export.export(torch.nn.Linear(3, 1), (torch.zeros(2, 3),))
+    torch.export.save(program, tmp_path / "best.pt2")
+    with pytest.raises(RuntimeError, match=r"cannot read checkpoint .*best\.pt2: it is a "
+                       r"torch\.export program or AOTInductor package \(cprl-fast export "
+                       r"--format pt2\), not a checkpoint"):  # fmt: skip
+        load(tmp_path / "best.pt2")
+
+
 @pytest.mark.parametrize("name", ["best.pt", "best.safetensors"])
 def test_a_fifo_is_refused_never_opened_to_wait(tmp_path, name):
     from cprl_fast.io import NotARegularFile

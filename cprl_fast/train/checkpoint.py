@@ -151,7 +151,15 @@ def read_tensors(path: str | Path, what: str = "checkpoint", map_location="cpu")
     bounded by its size. Errors name ``what`` and the file in one line."""
     path = Path(path)
     with _open_tensors_file(path, what) as fh:  # every read below is of this open file
-        packed = _compressed_entry(fh)
+        entries = _entries(fh)
+        if _is_pt2_archive(entries):
+            raise RuntimeError(f"cannot read {what} {path}: it is a torch.export program or "
+                               "AOTInductor package (cprl-fast export --format pt2), not a "
+                               "checkpoint or weights file: give best.pt or its .safetensors "
+                               "export, or load it with torch.export.load after import "
+                               "cprl_fast")  # fmt: skip
+        packed = next((i.filename for i in entries if i.compress_type != zipfile.ZIP_STORED),
+                      None)  # fmt: skip
         if packed is not None:
             raise RuntimeError(f"cannot read {what} {path}: its entry {packed!r} is compressed, "
                                "which torch.save never does (it could inflate far past the "
@@ -174,16 +182,22 @@ def _open_tensors_file(path: Path, what: str) -> BinaryIO:
         raise FileNotFoundError(f"{what} not found: {path}") from None
 
 
-def _compressed_entry(fh: BinaryIO) -> str | None:
-    """The name of the first entry of the zip archive in ``fh`` that is not stored, if any
-    (``None`` also for a file that is no zip archive: ``torch.load`` says what it is)."""
+def _entries(fh: BinaryIO) -> list[zipfile.ZipInfo]:
+    """The entries of the zip archive in ``fh`` (none for a file that is no zip archive:
+    ``torch.load`` says what it is)."""
     try:
         fh.seek(0)
         with zipfile.ZipFile(fh) as archive:
-            return next((i.filename for i in archive.infolist()
-                         if i.compress_type != zipfile.ZIP_STORED), None)  # fmt: skip
+            return archive.infolist()
     except (zipfile.BadZipFile, OSError, ValueError):
-        return None
+        return []
+
+
+def _is_pt2_archive(entries: list[zipfile.ZipInfo]) -> bool:
+    """Whether a zip archive of ``entries`` is a PT2 archive (``torch.export.save``,
+    AOTInductor's packages): an ``archive_format`` entry in its top folder."""
+    return any(i.filename.count("/") == 1 and i.filename.endswith("/archive_format")
+               for i in entries)  # fmt: skip
 
 
 def check_state(state: object, path: str | Path) -> None:
