@@ -3,8 +3,12 @@ case per budget with its interval, and automatic checks for gradient masking.
 
     >>> report = audit(model, dataset, eps=(1/255, 4/255), out_dir="audit")  # doctest: +SKIP
 
-``model`` is any ``nn.Module`` mapping images ``[N, 3, H, W]`` in [0, 1] to scores ``[N]``
-(a checkpoint of this project, or a user's module). The diagnostics follow Carlini et al.'s
+``model`` is any ``nn.Module`` mapping images ``[N, 3, H, W]`` in [0, 1] to scores ``[N]`` in
+[0, 1], higher is better (a checkpoint of this project, or a user's module): the attacks'
+objectives measure scores on the labels' scale (the squared error to labels in [0, 1], Eq. 5's
+reflection across 0.5), so a model of another scale is refused before any attack (the same
+model times 100 looked ten times as robust to FGSM) and one that ranks in reverse fails a
+check. The diagnostics follow Carlini et al.'s
 checklist ("On Evaluating Adversarial Robustness", 2019) and AutoAttack's practice (Croce and
 Hein 2020); each is a test that can fail, and a failed one means the white-box numbers are
 not to be trusted as they stand:
@@ -20,6 +24,9 @@ not to be trusted as they stand:
 - ``damage_grows_with_eps``: the worst-case SRCC must not rise by more than 0.05 as eps grows;
 - ``unbounded_reaches_chance``: with an unbounded budget (eps = 1) the iterative score
   reflection (no random start, so no credit for noise) must bring SRCC to 0.2 or below;
+- ``clean_ranking_not_reversed``: the clean SRCC's 95% interval must not lie below 0 (a model
+  whose higher score means worse quality, or one that learned the reverse: the attacks push
+  its scores the wrong way, and "worst case" is not the worst for it);
 - ``metrics_finite``: every SRCC must be defined (a model that gives images the same score
   makes SRCC NaN; such a report never says "all passed");
 - ``surrogate_not_stronger`` (models with CA modules): PGD through the soft-rank surrogate
@@ -88,7 +95,13 @@ def _not_stronger(res: dict, a: str, b: str, labels) -> tuple[bool, str]:
 def diagnose(by_eps: dict[float, dict], unbounded: dict, soft: bool) -> list[Check]:
     """The gradient-masking checks on an audit's results (see the module's docstring)."""
     checks = []
-    labels = next(iter(by_eps.values()))["clean"]["labels"]
+    clean = next(iter(by_eps.values()))["clean"]
+    labels = clean["labels"]
+    lo, hi = clean["srcc_ci"]
+    checks.append(_check("clean_ranking_not_reversed", None, not hi < 0,
+                         f"clean SRCC {clean['srcc']:.3f} [{lo:.3f}, {hi:.3f}]"
+                         + (": the model ranks the images in reverse; if a higher score means "
+                            "worse quality, audit 1 - score" if hi < 0 else "")))  # fmt: skip
     for eps, res in by_eps.items():
         tag = f"eps={eps_label(eps)}: "
         white = [n for n in WHITE_BOX if n in res]
@@ -130,8 +143,9 @@ def diagnose(by_eps: dict[float, dict], unbounded: dict, soft: bool) -> list[Che
 def check_auditable(model: nn.Module, dataset, batch_size: int = 16, device="cpu") -> None:
     """Refuses, in one line and before any attack, what an audit cannot measure: images that
     are not finite values in [0, 1] (every image is checked), and a model whose output on the
-    first batch is not a float tensor of shape ``[N]`` (or ``[N, 1]``), is not finite, is the
-    same for every image (SRCC undefined) or has no gradient with respect to the images (an
+    first batch is not a float tensor of shape ``[N]`` (or ``[N, 1]``), is not finite, is
+    outside [0, 1] (the labels' scale, which the attacks' objectives assume), is the same for
+    every image (SRCC undefined) or has no gradient with respect to the images (an
     output that does not depend on them through autograd; a zero gradient is allowed: that is
     gradient masking, which the diagnostics are there to catch)."""
     import torch
@@ -164,6 +178,14 @@ def check_auditable(model: nn.Module, dataset, batch_size: int = 16, device="cpu
                          f"{list(x.shape)}, got {list(out.shape)}")  # fmt: skip
     if not bool(torch.isfinite(out).all()):
         raise ValueError("the model returns NaN or infinite scores: an audit cannot rank them")
+    values = out.detach().flatten()
+    outside = ((values < 0) | (values > 1)).nonzero().flatten().tolist()
+    if outside:
+        k = outside[0]
+        raise ValueError(f"the model's scores must be in [0, 1], higher is better (the attacks' "
+                         f"objectives use the labels' scale), got {float(values[k]):g} "
+                         f"for image {k} of the first batch: map them into [0, 1] (a 0-100 "
+                         "MOS divided by 100, 1 - score for a lower-is-better one)")  # fmt: skip
     if bool((out == out.flatten()[0]).all()):
         same = float(out.detach().flatten()[0])
         raise ValueError(f"the model returns the same score ({same:g}) for every image of the "

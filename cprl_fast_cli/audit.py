@@ -32,7 +32,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "report.md/json and srcc_vs_eps.png: SRCC per attack and eps with 95% bootstrap "
         "intervals, the worst case per eps, and gradient-masking diagnostics (docs in "
         "cprl_fast/audit.py). The model is a checkpoint of cprl-fast train, or any "
-        "torch.nn.Module mapping images [N, 3, H, W] in [0, 1] to scores [N], given as "
+        "torch.nn.Module mapping images [N, 3, H, W] in [0, 1] to scores [N] in [0, 1] "
+        "(higher is better), given as "
         "--module package.module:callable (a class or a function returning the module).",
     )
     which = p.add_mutually_exclusive_group(required=True)

@@ -156,7 +156,7 @@ def test_more_restarts_must_not_be_weaker():
     from cprl_fast.audit import diagnose
 
     def results(one: float, three: float) -> dict:
-        clean = {"srcc": 0.8, "labels": [0.1, 0.5, 0.9]}
+        clean = {"srcc": 0.8, "srcc_ci": [0.5, 0.9], "labels": [0.1, 0.5, 0.9]}
         return {4 / 255: {"clean": clean, "rank": {"srcc": one}, "rank3": {"srcc": three}}}
 
     unbounded = {"reflect10": {"srcc": 0.0}}

@@ -82,6 +82,10 @@ def data():
     (lambda s: torch.full_like(s, 0.5), "same score"),
     (lambda s: s.detach(), "no gradient"),
     (lambda s: (s, s), "must return a tensor"),
+    # another scale: FGSM's squared error to labels in [0, 1] then pushes every score one way
+    (lambda s: 100 * s, r"scores must be in \[0, 1\], higher is better .* got [0-9.]+ for image "
+                        r"0 of the first batch: map them into \[0, 1\]"),
+    (lambda s: s - 0.5, r"scores must be in \[0, 1\]"),
 ])  # fmt: skip
 def test_an_audit_refuses_a_broken_model_before_any_attack(data, post, message):
     with pytest.raises((ValueError, TypeError), match=message) as err:
@@ -104,12 +108,26 @@ def test_an_audit_refuses_bad_images_and_settings(data):
 
 def test_a_nan_srcc_never_sits_beside_all_checks_passed():
     labels = np.linspace(0, 1, 8)
-    res = {"clean": {"srcc": 0.9, "labels": labels, "mse": 0.0},
+    res = {"clean": {"srcc": 0.9, "srcc_ci": [0.7, 1.0], "labels": labels, "mse": 0.0},
            "fgsm": {"srcc": float("nan"), "mse": 0.1, "scores": np.zeros(8)},
            "worst": {"srcc": float("nan")}}  # fmt: skip
     checks = diagnose({1 / 255: res}, {"reflect10": {"srcc": 0.0}}, soft=False)
     failed = [c for c in checks if not c.passed]
     assert any(c.check == "metrics_finite" for c in failed)
+
+
+def test_a_model_that_ranks_in_reverse_fails_a_check(data):
+    """A lower-is-better model (or one that learned the reverse) is audited, but its report
+    never says all passed: the attacks push its scores the wrong way."""
+    def checks(post):
+        report = audit(Scores(post), data, eps=(1 / 255,), attacks=("fgsm",), batch_size=8)
+        (check,) = [c for c in report.diagnostics if c.check == "clean_ranking_not_reversed"]
+        return check
+
+    assert checks(lambda s: s).passed  # the labels are the mean brightness: SRCC 1
+    reversed_ = checks(lambda s: 1 - s)
+    assert not reversed_.passed
+    assert reversed_.detail.startswith("clean SRCC -1.000 [-1.000, -1.000]: the model ranks")
 
 
 def test_a_device_or_fifo_is_refused_never_opened(tmp_path):
