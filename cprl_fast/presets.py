@@ -36,16 +36,18 @@ MODEL_PRESETS: dict[str, tuple[str, dict]] = {
 #: - ``resized``: each image resized (shorter side) and cropped to ``image_size``, scored whole;
 #:   a constant learning rate. The paper's preprocessing, for a backbone with ImageNet weights.
 #: - ``native``: random 64 px crops of the 256 px images (the built-in data's size: no resizing
-#:   there), flipped; Kang et al.'s local contrast normalisation in front of the network; an
-#:   image scored as the mean over its 64 px tiles; one-cycle learning rate peaking at 1e-3,
-#:   batches of 32; every training scene trains (``val_ratio`` 0) and the last checkpoint, at
-#:   the end of the schedule, is the model (on three folds it scored higher on the test scenes
-#:   than the checkpoint a 2-scene validation split chose). The best recipe found for a
-#:   ResNet-18 trained from scratch on builtin-v2 (``results/learning-builtin-v2``).
+#:   there; another dataset's images are resized to 256 px on their shorter side), flipped; Kang et
+#:   al.'s local contrast normalisation in front of the network; an image scored as the mean over
+#:   its 64 px tiles; one-cycle learning rate peaking at 1e-3, batches of 32; every training scene
+#:   trains (``val_ratio`` 0) and the last checkpoint, at the end of the schedule, is the model (on
+#:   three folds it scored higher on the test scenes than the checkpoint a 2-scene validation split
+#:   chose). The best recipe found for a ResNet-18 trained from scratch on builtin-v2
+#:   (``results/learning-builtin-v2``).
 RECIPES: dict[str, tuple[str, dict]] = {
     "resized": ("images resized to --image-size and scored whole, constant learning rate "
                 "(the paper's preprocessing)", {}),
-    "native": ("64 px crops at native resolution (256 px images), local contrast "
+    "native": ("64 px crops at native resolution of the built-in 256 px images (other "
+               "images: shorter side resized to --image-size 256 first), local contrast "
                "normalisation, scored by 64 px tiles, one-cycle lr 1e-3, batch 32, the last "
                "checkpoint (no validation split)",
                {"image_size": 256, "train_crop": 64, "hflip": True, "schedule": "onecycle",
