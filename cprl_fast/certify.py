@@ -275,18 +275,26 @@ FEATURE_LAYERS = ("stem", "layer1", "layer2", "layer3", "layer4")
 
 
 class _Front(nn.Module):
-    """Images ``[N, 3, H, W]`` in [0, 1] -> the features after ``layer`` ``[N, C, h, w]``."""
+    """Images ``[N, 3, H, W]`` in [0, 1] -> the features after ``layer``: ``[N, C, h, w]``, or
+    for images the model scores by tiles (``patch``), those of each tile ``[N, T, C, h, w]``;
+    the model's input normalisation (local contrast normalisation too) is applied as its own
+    forward applies it (per tile)."""
 
     def __init__(self, model: nn.Module, layer: str):
         super().__init__()
         self.model, self.stages = model, FEATURE_LAYERS[1 : FEATURE_LAYERS.index(layer) + 1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from cprl_fast.models.inputs import tiles
+
+        n, tiled = x.shape[0], self.model.tiled(x)
+        if tiled:
+            x = tiles(x, self.model.patch)
         b = self.model.backbone
-        z = b.maxpool(b.relu(b.bn1(b.conv1((x - self.model.mean) / self.model.std))))
+        z = b.maxpool(b.relu(b.bn1(b.conv1(self.model.normalize(x)))))
         for name in self.stages:
             z = getattr(b, name)(z)
-        return z
+        return z.view(n, -1, *z.shape[1:]) if tiled else z
 
 
 class _Back(nn.Module):
@@ -297,11 +305,15 @@ class _Back(nn.Module):
         self.model, self.stages = model, FEATURE_LAYERS[FEATURE_LAYERS.index(layer) + 1 :]
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        n, tiles = z.shape[0], (z.shape[1] if z.dim() == 5 else None)
+        if tiles is not None:  # each tile's features: the image's score is the tiles' mean
+            z = z.flatten(0, 1)
         b = self.model.backbone
         for name in self.stages:
             z = getattr(b, name)(z)
         z = b.fc(torch.flatten(b.avgpool(z), 1))
-        return torch.sigmoid(self.model.head(z)).squeeze(1)
+        scores = torch.sigmoid(self.model.head(z)).squeeze(1)
+        return scores if tiles is None else scores.view(n, tiles).mean(1)
 
 
 def split_features(model: nn.Module, layer: str) -> tuple[nn.Module, nn.Module]:
@@ -396,9 +408,16 @@ def lipschitz_bound(model: nn.Module, layer: str) -> float:
     """A proven upper bound on the L2 Lipschitz constant of the map from images (pixel units)
     to the features after ``layer`` (a product of per-layer bounds: input normalisation,
     convolutions, batch norm in eval mode, ReLU, max-pooling, residual sums), for plain ResNet
-    blocks; a block with a CA module raises (the hard rank makes it discontinuous). Usually
-    far above the true constant."""
+    blocks; a block with a CA module raises (the hard rank makes it discontinuous), and so
+    does a model with local contrast normalisation or tiles (``patch``), which the product
+    does not cover. Usually far above the true constant."""
     front, _ = split_features(model, layer)
+    if model.lcn is not None or model.patch is not None:
+        raise ValueError("the product bound covers models with ImageNet input normalisation "
+                         "that score the whole image; this one has "
+                         + ("local contrast normalisation (input_norm lcn)" if model.lcn
+                            is not None else f"tiles of patch={model.patch} px")
+                         + ": use the power estimate")  # fmt: skip
     b = model.backbone
     bound = 1.0 / float(model.std.min())
     bound *= _conv_bound(b.conv1) * _bn_bound(b.bn1) * _pool_bound(b.maxpool)

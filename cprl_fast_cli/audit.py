@@ -69,8 +69,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    "--certify's input-space rows, with the time each takes")  # fmt: skip
     p.add_argument("--certify-lipschitz", choices=("power", "product"), default="power",
                    help="input-to-feature Lipschitz constant: power (per-image power-iteration "
-                   "estimate, not a proof) or product (proven bound, plain ResNets; default: "
-                   "power)")  # fmt: skip
+                   "estimate, not a proof) or product (proven bound: plain ResNets with "
+                   "imagenet input norm, no tiles; default: power)")  # fmt: skip
     add_out_dir(p, "reports/audit", "report.md, report.json, srcc_vs_eps.png")
     return p
 

@@ -211,9 +211,13 @@ def test_cuda_draws_are_the_cpu_draws_and_give_the_same_certificate():
 
 
 def _quality_model(kind: str) -> nn.Module:
+    """``resnet`` or ``cprl`` (ResNet-18), or ``native``: the native recipe's ResNet-18 (local
+    contrast normalisation, images scored by 16 px tiles here)."""
     from cprl_fast.models.cprl_resnet import cprl_resnet, resnet_iqa
 
     torch.manual_seed(0)
+    if kind == "native":
+        return resnet_iqa("resnet18", input_norm="lcn", patch=16).eval()
     model = resnet_iqa("resnet18") if kind == "resnet" else cprl_resnet("resnet18")
     return model.eval()
 
@@ -223,12 +227,14 @@ def _exact_jacobian_norm(front, x: torch.Tensor) -> float:
     return float(torch.linalg.matrix_norm(jac.reshape(jac.shape[0], -1).double(), ord=2))
 
 
-@pytest.mark.parametrize("kind", ["resnet", "cprl"])
+@pytest.mark.parametrize("kind", ["resnet", "cprl", "native"])
 def test_split_features_recomposes_the_model(kind):
+    """Also for the native recipe's models: the split once skipped their local contrast
+    normalisation and tiles, and certified another model than the one audited."""
     from cprl_fast.certify import FEATURE_LAYERS, split_features
 
     model = _quality_model(kind)
-    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    x = torch.rand(3, 3, 32, 40, generator=torch.Generator().manual_seed(1))  # 3 x 3 tiles
     with torch.no_grad():
         want = model(x)
         for layer in FEATURE_LAYERS:
@@ -274,6 +280,24 @@ def test_product_bound_refuses_ca_blocks_but_the_estimate_runs_through_them():
     est = jacobian_norm(front, x, iters=30).numpy()
     exact = np.array([_exact_jacobian_norm(front, xi) for xi in x])  # the local slope
     np.testing.assert_allclose(est, exact, rtol=0.05)
+
+
+def test_native_models_get_the_estimate_and_their_tiles_noise_not_the_product_bound():
+    from cprl_fast.certify import certify_features, lipschitz_bound, noisy_scores, split_features
+
+    model = _quality_model("native")
+    with pytest.raises(ValueError, match=r"product bound covers models with ImageNet input "
+                       r"normalisation .*local contrast normalisation \(input_norm lcn\)"):
+        lipschitz_bound(model, "stem")
+    x = torch.rand(3, 3, 24, 24, generator=torch.Generator().manual_seed(5))  # 2 x 2 tiles
+    cert = certify_features(model, x, "layer1", sigma=0.5, n=30, radius=(0.0,), seed=2,
+                            progress=False)  # fmt: skip
+    front, back = split_features(model, "layer1")
+    with torch.no_grad():
+        assert front(x).shape[:2] == (3, 4)  # each image's 4 tiles' features get the noise
+        s = noisy_scores(back, front(x), 0.5, 30, seed=2)
+    np.testing.assert_allclose(cert.median, np.median(s.numpy(), axis=1), rtol=0, atol=1e-7)
+    assert np.all(cert.info["lipschitz"] > 0)
 
 
 def test_feature_certificate_is_the_median_bound_at_the_scaled_radius():

@@ -196,11 +196,13 @@ class QualityResNet(nn.Module):
         """Images ``[N, 3, H, W]`` -> quality ``[N]``, each image at once (no tiling)."""
         return torch.sigmoid(self.head(self.features(x))).squeeze(1)
 
-    def _tiled(self, x: torch.Tensor) -> bool:
+    def tiled(self, x: torch.Tensor) -> bool:
+        """Whether images ``x`` ``[N, 3, H, W]`` are scored by ``patch``-px tiles (the mean
+        of the tiles' scores, :func:`~cprl_fast.models.inputs.tiles`) rather than whole."""
         return self.patch is not None and max(x.shape[-2:]) > self.patch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self._tiled(x):
+        if not self.tiled(x):
             return self.score(x)
         if x.dim() != 4:
             raise ValueError(f"images must have shape [N, 3, H, W], got {list(x.shape)}")
@@ -224,7 +226,7 @@ class QualityResNet(nn.Module):
         where = self._first_ca()
         if where is None:
             raise ValueError("the model has no CA module: it has no prefix to share")
-        if self._tiled(x):
+        if self.tiled(x):
             raise ValueError(f"images of {x.shape[-2]}x{x.shape[-1]} px are scored by tiles of "
                              f"patch={self.patch} px: the prefix takes crops of at most that size "
                              "(train with train_crop <= patch)")  # fmt: skip
