@@ -59,11 +59,12 @@ def _condition(clean: np.ndarray, pred: np.ndarray, y: np.ndarray, seed: int = 0
 def worst_case(clean: np.ndarray, attacked: dict[str, np.ndarray], y: np.ndarray) -> tuple:
     """The worst case over an attack suite, AutoAttack-style: the lowest SRCC among the attacks
     and among per-image combinations. Every image's attacked versions are valid inputs inside
-    its ball, so an adversary may pick, per image, the one that hurts the order most: the
-    lowest score for an image whose label is above the median label, the highest below it.
-    Returns (name of the worst: an attack or ``"per image"``, its scores)."""
-    names = list(attacked)
-    stack = np.stack([attacked[n] for n in names])
+    its ball, and so is the clean image (an attack may move a score the way that helps the
+    order: then leaving that image alone hurts more), so an adversary may pick, per image, the
+    one that hurts the order most: the lowest score for an image whose label is above the
+    median label, the highest below it. Returns (name of the worst: an attack or ``"per
+    image"``, its scores)."""
+    stack = np.stack([clean, *attacked.values()])
     above = y > np.median(y)
     combined = np.where(above, stack.min(axis=0), stack.max(axis=0))
     candidates = {**attacked, "per image": combined}

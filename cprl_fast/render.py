@@ -118,7 +118,7 @@ def write_results(
     n = len(next(iter(next(iter(results.values())).values())).get("scores", []))
     lines += ["", f"SRCC and PLCC with 95% bootstrap intervals over the {n} images "
               "(resampled 2000 times); `worst`: the lowest SRCC over the attacks and their "
-              "per-image combination (AutoAttack-style)."]  # fmt: skip
+              "per-image combination with the clean images (AutoAttack-style)."]  # fmt: skip
     models = list(results)
     first = models[0] if models else ""
     for other in models[1:]:  # each model against the first (the reference)

@@ -92,6 +92,12 @@ def test_worst_case_is_no_better_than_any_attack():
     # where one attack is worse than any combination, it is the worst case
     strong = {"a": 1 - y, "b": y + 0.01}
     assert worst_case(y, strong, y)[0] == "a"
+    # both attacks lift the better half, which helps the order there: left clean, those
+    # images hurt it more, and the clean image is inside every ball too
+    lifts = {"a": y + 0.6, "b": np.where(above, y + 0.3, y + 0.9)}
+    which, pred = worst_case(y, lifts, y)
+    assert which == "per image"
+    np.testing.assert_array_equal(pred, np.where(above, y, y + 0.9))
 
 
 @pytest.mark.slow
