@@ -98,6 +98,15 @@ def test_worst_case_is_no_better_than_any_attack():
     which, pred = worst_case(y, lifts, y)
     assert which == "per image"
     np.testing.assert_array_equal(pred, np.where(above, y, y + 0.9))
+    # never milder than the combination of the attacked versions alone (the rule before)
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        clean = y + rng.normal(0, 0.3, y.size)
+        noisy = {k: clean + rng.normal(0, 0.3, y.size) for k in "abc"}
+        stack = np.stack(list(noisy.values()))
+        before = np.where(above, stack.min(axis=0), stack.max(axis=0))
+        _, pred = worst_case(clean, noisy, y)
+        assert metrics.srcc(pred, y) <= metrics.srcc(before, y)
 
 
 @pytest.mark.slow
