@@ -9,6 +9,7 @@ it as JSON, CSV and a markdown table.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 from fractions import Fraction
 
@@ -75,8 +76,9 @@ def worst_case(clean: np.ndarray, attacked: dict[str, np.ndarray], y: np.ndarray
     return worst, candidates[worst]
 
 
-#: What :func:`predictions` may remember within one run: its results by their arguments.
-PredictionMemo = dict[tuple, tuple[np.ndarray, np.ndarray]]
+#: What :func:`predictions` may remember within one run: by its arguments' key
+#: (:func:`_memo_key`), the objects the key names by identity and the scores and labels.
+PredictionMemo = dict[tuple, tuple[tuple, np.ndarray, np.ndarray]]
 
 #: Told of each batch a prediction pass has scored: ``(attack, eps, images)``, the attack
 #: None for the clean pass; its count is the batch's size on the host (no device value is read).
@@ -102,6 +104,38 @@ def _memo_key(model: nn.Module, dataset, attack: str | None, eps: float, batch_s
             id(source) if attacked else None)  # fmt: skip
 
 
+def _memo_objects(key: tuple, model: nn.Module, dataset, source: nn.Module | None) -> tuple:
+    """The objects memo ``key`` names by identity: the model, the dataset (the one a
+    :class:`~cprl_fast.data.DecodedOnce` reads) and the source where the pass uses one."""
+    return model, underlying(dataset), (source if key[-1] is not None else None)
+
+
+def _identities(*objects: object) -> tuple:
+    """Weak references to ``objects`` (the object itself where it takes none, None for None):
+    what :func:`_memo_holds` compares, so that an object made after another was freed, which
+    CPython often gives the same ``id`` (a model of reproduce's b sweep after the last),
+    never reads the freed one's scores."""
+
+    def ref(obj):
+        if obj is None:
+            return None
+        try:
+            return weakref.ref(obj)
+        except TypeError:
+            return lambda: obj  # kept alive by the memo: its id cannot be reused meanwhile
+
+    return tuple(ref(o) for o in objects)
+
+
+def _memo_holds(memo: PredictionMemo, key: tuple, *objects: object) -> bool:
+    """Whether ``memo`` holds the scores of ``key`` for these very ``objects`` (model,
+    dataset, source), not for others that had their ids."""
+    if key not in memo:
+        return False
+    return all((r is None and o is None) or (r is not None and r() is o)
+               for r, o in zip(memo[key][0], objects, strict=True))  # fmt: skip
+
+
 def passes_to_score(model: nn.Module, dataset, passes: Sequence[Pass], batch_size: int = 16,
                     device="cpu", seed: int = 0, source: nn.Module | None = None,
                     memo: PredictionMemo | None = None) -> int:  # fmt: skip
@@ -110,7 +144,8 @@ def passes_to_score(model: nn.Module, dataset, passes: Sequence[Pass], batch_siz
     once, and an attack at eps 0 is the clean pass. A progress bar's total is this times the
     images."""
     keys = {_memo_key(model, dataset, a, e, batch_size, device, seed, source) for a, e in passes}
-    return len(keys.difference(memo or {}))
+    return sum(1 for k in keys
+               if not _memo_holds(memo or {}, k, *_memo_objects(k, model, dataset, source)))
 
 
 def bar_progress(bar, what: str) -> Progress:
@@ -138,19 +173,22 @@ def predictions(model: nn.Module, dataset, attack: str | None, eps: float, batch
     ``memo``: a dictionary that one run keeps (``cprl_fast.reproduce``) so that the same
     predictions are computed once: the clean scores (any attack at eps 0 is the clean
     condition), and an attack at one eps that both a table and a figure ask for. Keyed by the
-    identity of the model, dataset and source objects, so the caller must not change a model's
-    weights or a dataset while it keeps the memo; the results are deterministic in the other
-    arguments (a dataset and :func:`cprl_fast.data.decoded_once` of it are one key: the same
+    identity of the model, dataset and source objects (a model freed and another made at its
+    address is another key: the memo holds weak references), so the caller must not change a
+    model's weights or a dataset while it keeps the memo; the results are deterministic in the
+    other arguments (a dataset and :func:`cprl_fast.data.decoded_once` of it are one key: the same
     images). Each call gets its own copies."""
     if attack is not None:
         _check_attacks([attack], source)
     check_image_eps(eps)
     if memo is not None:
         key = _memo_key(model, dataset, attack, eps, batch_size, device, seed, source)
-        if key not in memo:
-            memo[key] = predictions(model, dataset, attack, eps, batch_size, device, seed, source,
-                                    progress=progress)  # fmt: skip
-        pred, labels = memo[key]
+        objects = _memo_objects(key, model, dataset, source)
+        if not _memo_holds(memo, key, *objects):
+            memo[key] = (_identities(*objects),
+                         *predictions(model, dataset, attack, eps, batch_size, device, seed,
+                                      source, progress=progress))  # fmt: skip
+        _, pred, labels = memo[key]
         return pred.copy(), labels.copy()
     g = torch.Generator().manual_seed(seed)
     preds, labels = [], []

@@ -205,6 +205,32 @@ def test_passes_to_score_counts_the_passes_a_memo_lacks(tiny):
     assert passes_to_score(TinyResNet(), ds, planned, 5, memo=memo) == 3  # another model
 
 
+def test_a_memo_never_gives_a_model_the_scores_of_a_freed_one_at_its_address(tiny, monkeypatch):
+    """reproduce's b sweep trains a model, evaluates it with the run's memo, drops it and
+    trains the next, which CPython may give the freed one's id (the memo's key holds ids):
+    its scores were then the freed model's. Here both models get one id (``id`` patched in
+    the module), as the freed model and the next would."""
+    import builtins
+
+    from cprl_fast import evaluate as evaluate_module
+
+    monkeypatch.setattr(evaluate_module, "id", lambda o: 7 if isinstance(o, TinyResNet)
+                        else builtins.id(o), raising=False)  # fmt: skip
+    _, ds = tiny
+    memo = {}
+    torch.manual_seed(1)
+    first = TinyResNet().eval()
+    before, _ = predictions(first, ds, None, 0.0, batch_size=5, memo=memo)
+    torch.manual_seed(2)
+    second = TinyResNet().eval()
+    assert passes_to_score(second, ds, [(None, 0.0)], 5, memo=memo) == 1
+    got, _ = predictions(second, ds, None, 0.0, batch_size=5, memo=memo)
+    want, _ = predictions(second, ds, None, 0.0, batch_size=5)
+    np.testing.assert_array_equal(got, want)
+    assert not np.array_equal(got, before)
+    assert passes_to_score(second, ds, [(None, 0.0)], 5, memo=memo) == 0
+
+
 def test_figures_bar_counts_the_fig6_passes_a_run_has_not_scored(tiny, tmp_path, capsys):
     model, ds = tiny
     memo = {}
