@@ -372,8 +372,10 @@ class Trainer:
             for m in self.model.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     m.eval()
-        if self.cfg.noise_sigma > 0:  # a function of (seed, step) alone: a resume is exact
-            g = torch.Generator(device=x.device).manual_seed(self.cfg.seed * 1_000_003 + self.step)
+        if self.cfg.noise_sigma > 0:  # a function of (seed, step, rank): a resume is exact,
+            # and each process of a distributed run draws its own (one process: as before)
+            seed = (self.cfg.seed * 1_000_003 + self.step) * self.world + self.rank
+            g = torch.Generator(device=x.device).manual_seed(seed)
             noise = torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype)
             x = x + self.cfg.noise_sigma * noise
         losses = self.objective.step(self.net, self.model, self.groups, self.opts, x, y,
