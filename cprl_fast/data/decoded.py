@@ -8,9 +8,10 @@ images, time a GPU may spend waiting. :func:`decoded_once` keeps what a dataset 
 each image is decoded once, within a byte budget: items past it are decoded again on every
 read, as before.
 
-A dataset whose items are random (a training transform's crops) gives each image once, so
-every condition sees the same version of it, which the paired comparisons between conditions
-assume.
+A dataset whose items are random (a training transform's crops) gives each kept image once,
+so every condition sees the same version of it, which the paired comparisons between
+conditions assume; an item past the budget is drawn again on each read, so evaluate with the
+test transform (deterministic), as every command here does.
 """
 
 from __future__ import annotations
