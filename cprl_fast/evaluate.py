@@ -233,6 +233,9 @@ def evaluate(model: nn.Module, dataset, attack_names: Sequence[str] = attacks.SU
 
     attack_names = _check_attacks(attack_names, source)
     check_image_eps(eps)
+    if len(dataset) < 2:
+        raise ValueError(f"evaluate needs at least 2 images (SRCC ranks them), got "
+                         f"{len(dataset)}")  # fmt: skip
     dataset = decoded_once(dataset)
     memo = {} if memo is None else memo
     clean, y = predictions(model, dataset, None, eps, batch_size, device, seed, memo=memo,

@@ -19,6 +19,7 @@ from cprl_fast_cli.options import (
     add_split,
     attack_list,
     certify_sigmas,
+    check_split_images,
 )
 
 
@@ -133,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
         size = 224 if args.image_size is None else args.image_size
         dataset = load_splits(args.dataset or "builtin", args.root, (args.split,),
                               image_size=size)[args.split]  # fmt: skip
+    check_split_images(dataset, args.split)
     source = None
     if args.transfer_from:
         if not Path(args.transfer_from).exists():

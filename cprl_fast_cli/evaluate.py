@@ -16,6 +16,7 @@ from cprl_fast_cli.options import (
     add_root,
     add_split,
     attack_list,
+    check_split_images,
     parse_named_path,
 )
 
@@ -77,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
             )
     dataset = load_run_splits(cfg0, (args.split,), args.dataset, args.root,
                               from_card=True)[args.split]  # fmt: skip
+    check_split_images(dataset, args.split)
     for t in models.values():
         check_held_out(t, dataset, args.split, args.root or cfg0.root)
     images = decoded_once(dataset)  # decoded once for every checkpoint and figure

@@ -118,6 +118,16 @@ def add_split(p: argparse.ArgumentParser, what: str) -> None:
                    help=f"which split to {what} on (default: test)")  # fmt: skip
 
 
+def check_split_images(dataset, split: str) -> None:
+    """``UserError`` where ``dataset``, the ``--split`` side a command scores, holds fewer than
+    2 images (SRCC ranks them): a run trained with ``val_ratio`` 0 (``--recipe native``) has no
+    val side."""
+    if len(dataset) < 2:
+        raise UserError(f"--split {split} of {dataset.name} holds {len(dataset)} image(s): SRCC "
+                        "needs at least 2 (a run trained with val_ratio 0, as --recipe native, "
+                        "has no val side); choose another --split")  # fmt: skip
+
+
 def add_attack(p: argparse.ArgumentParser, default: Iterable[str]) -> None:
     """--attack, comma-separated names of the attack registry."""
     default = ",".join(default)

@@ -281,3 +281,36 @@ def test_info_escapes_control_characters_of_a_card(monkeypatch, capsys):
     assert main(["info", "best.pt"]) == 0
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\r" not in out and "x\\x1b[2J\\ry" in out
+
+
+@pytest.fixture(scope="module")
+def run_without_val(tmp_path_factory):
+    """A run folder of one step, trained with val_ratio 0 (as --recipe native trains)."""
+    from data_fixtures import shared_builtin_root
+
+    from cprl_fast.data import load_splits
+    from cprl_fast.train import TrainConfig, Trainer
+
+    root = shared_builtin_root(tmp_path_factory)
+    out = tmp_path_factory.mktemp("no-val")
+    sets = load_splits("builtin", root, ("train",), image_size=32, val_ratio=0.0)
+    cfg = TrainConfig(model_options={"arch": "resnet18"}, image_size=32, batch_size=8,
+                      max_steps=1, val_ratio=0.0, out_dir=str(out), root=str(root))  # fmt: skip
+    Trainer(cfg, sets["train"]).fit()
+    return out
+
+
+@pytest.mark.slow  # a training step and the built-in data: 7-20 s
+@pytest.mark.parametrize("command", ["evaluate", "audit"])
+def test_a_split_without_images_is_named_not_a_torch_error(capsys, tmp_path, run_without_val,
+                                                           command):  # fmt: skip
+    """A run trained with val_ratio 0 (--recipe native) has no val side: `evaluate --split val`
+    ended in "torch.cat(): expected a non-empty list of Tensors"."""
+    from cprl_fast_cli import main
+
+    assert main([command, "--checkpoint", str(run_without_val / "last.pt"), "--split", "val",
+                 "--attack", "fgsm", "--out-dir", str(tmp_path)]) == 2  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("--split val of builtin holds 0 image(s): SRCC needs at least 2 (a run "
+                        "trained with val_ratio 0, as --recipe native, has no val side); choose "
+                        "another --split")  # fmt: skip

@@ -205,6 +205,14 @@ def test_passes_to_score_counts_the_passes_a_memo_lacks(tiny):
     assert passes_to_score(TinyResNet(), ds, planned, 5, memo=memo) == 3  # another model
 
 
+def test_fewer_than_two_images_are_refused_by_name(tiny):
+    model, ds = tiny
+    for n in (0, 1):
+        few = torch.utils.data.Subset(ds, range(n))
+        with pytest.raises(ValueError, match=f"evaluate needs at least 2 images .*got {n}$"):
+            evaluate(model, few, ["fgsm"], 1 / 255)
+
+
 def test_a_memo_never_gives_a_model_the_scores_of_a_freed_one_at_its_address(tiny, monkeypatch):
     """reproduce's b sweep trains a model, evaluates it with the run's memo, drops it and
     trains the next, which CPython may give the freed one's id (the memo's key holds ids):
