@@ -311,8 +311,7 @@ class _Back(nn.Module):
         b = self.model.backbone
         for name in self.stages:
             z = getattr(b, name)(z)
-        z = b.fc(torch.flatten(b.avgpool(z), 1))
-        scores = torch.sigmoid(self.model.head(z)).squeeze(1)
+        scores = self.model.from_features(b.fc(torch.flatten(b.avgpool(z), 1)))
         return scores if tiles is None else scores.view(n, tiles).mean(1)
 
 

@@ -211,13 +211,17 @@ def test_cuda_draws_are_the_cpu_draws_and_give_the_same_certificate():
 
 
 def _quality_model(kind: str) -> nn.Module:
-    """``resnet`` or ``cprl`` (ResNet-18), or ``native``: the native recipe's ResNet-18 (local
-    contrast normalisation, images scored by 16 px tiles here)."""
+    """``resnet``, ``cprl`` or ``nima`` (ResNet-18), or ``native``: the native recipe's
+    ResNet-18 (local contrast normalisation, images scored by 16 px tiles here)."""
     from cprl_fast.models.cprl_resnet import cprl_resnet, resnet_iqa
 
     torch.manual_seed(0)
     if kind == "native":
         return resnet_iqa("resnet18", input_norm="lcn", patch=16).eval()
+    if kind == "nima":  # its head gives a distribution over score bins
+        from cprl_fast.models import build
+
+        return build("nima", arch="resnet18").eval()
     model = resnet_iqa("resnet18") if kind == "resnet" else cprl_resnet("resnet18")
     return model.eval()
 
@@ -227,7 +231,7 @@ def _exact_jacobian_norm(front, x: torch.Tensor) -> float:
     return float(torch.linalg.matrix_norm(jac.reshape(jac.shape[0], -1).double(), ord=2))
 
 
-@pytest.mark.parametrize("kind", ["resnet", "cprl", "native"])
+@pytest.mark.parametrize("kind", ["resnet", "cprl", "native", "nima"])
 def test_split_features_recomposes_the_model(kind):
     """Also for the native recipe's models: the split once skipped their local contrast
     normalisation and tiles, and certified another model than the one audited."""

@@ -151,8 +151,9 @@ class NIMA(QualityResNet):
     def distribution(self, x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.head(self.features(x)).float(), dim=1)
 
-    def score(self, x: torch.Tensor) -> torch.Tensor:
-        return self.distribution(x) @ self.centres
+    def from_features(self, f: torch.Tensor) -> torch.Tensor:
+        """Pooled backbone features ``[N, F]`` -> the mean of the bins' distribution ``[N]``."""
+        return torch.softmax(self.head(f).float(), dim=1) @ self.centres
 
 
 @register("nima", objective="emd", about="NIMA: score bins and the EMD loss")

@@ -194,7 +194,11 @@ class QualityResNet(nn.Module):
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
         """Images ``[N, 3, H, W]`` -> quality ``[N]``, each image at once (no tiling)."""
-        return torch.sigmoid(self.head(self.features(x))).squeeze(1)
+        return self.from_features(self.features(x))
+
+    def from_features(self, f: torch.Tensor) -> torch.Tensor:
+        """Pooled backbone features ``[N, F]`` -> quality ``[N]`` (the head)."""
+        return torch.sigmoid(self.head(f)).squeeze(1)
 
     def tiled(self, x: torch.Tensor) -> bool:
         """Whether images ``x`` ``[N, 3, H, W]`` are scored by ``patch``-px tiles (the mean
@@ -249,8 +253,7 @@ class QualityResNet(nn.Module):
             z = block(z)
         for name in STAGES[s + 1 :]:
             z = getattr(b, name)(z)
-        z = b.fc(torch.flatten(b.avgpool(z), 1))
-        return torch.sigmoid(self.head(z)).squeeze(1)
+        return self.from_features(b.fc(torch.flatten(b.avgpool(z), 1)))
 
 
 def backbone_for(arch: str, pretrained, input_norm: str | None = None) -> ResNet:
