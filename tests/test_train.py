@@ -306,16 +306,21 @@ class TestTrainer:
             seen[noise] = inputs[0]
         assert torch.equal(seen[0.0], x)
         assert 0.08 < float((seen[0.1] - x).std()) < 0.12
-        # each process of a distributed run draws its own noise (once every rank drew the same)
-        drawn = []
-        for rank in (0, 1):
+        # each process of a distributed run draws its own noise and global random numbers
+        # (SAT's starts, LWTA's samples): once every rank drew the same
+        drawn, draws = {}, {}
+        for rank in (0, 1, 0):
             trainer.world, trainer.rank, trainer.step = 2, rank, 0
             hook = trainer.model.register_forward_pre_hook(
-                lambda m, a, into=drawn: into.append(a[0])
+                lambda m, a, rank=rank: drawn.setdefault(rank, []).append(a[0])
             )
             trainer.train_step(x, y)
             hook.remove()
-        assert not torch.allclose(drawn[0] - x, drawn[-1] - x)
+            draws.setdefault(rank, []).append(torch.rand(4))
+        assert not torch.allclose(drawn[0][0] - x, drawn[1][0] - x)
+        assert not torch.equal(draws[0][0], draws[1][0])
+        torch.testing.assert_close(drawn[0][0], drawn[0][-1], rtol=0, atol=0)  # (seed, step, rank)
+        assert torch.equal(draws[0][0], draws[0][1])
         with pytest.raises(ValueError, match="noise_sigma must be a finite number >= 0"):
             TrainConfig(noise_sigma=-0.1)
         with pytest.raises(ValueError, match=r"noise_sigma must be at most 1 .* is 8/255"):

@@ -9,7 +9,9 @@ and ``best.pt`` (by validation SRCC; the model and its card only), and draws bot
 continues exactly from ``last.pt``: the data order is a seeded permutation per epoch, so a
 resumed run skips the batches already seen and draws the same crops from the restored RNG.
 Under ``torchrun`` (``torch.distributed`` initialised) the model is wrapped in
-DistributedDataParallel (SyncBatchNorm by default) and each rank reads its share of each batch.
+DistributedDataParallel (SyncBatchNorm by default) and each rank reads its share of each batch
+and draws its own random numbers (the global RNG seeded from the seed, step and rank at each
+step).
 Resuming is exact with ``num_workers=0``; with workers, the random crops after a resume come
 from freshly seeded workers (the data order is still exact).
 """
@@ -372,9 +374,13 @@ class Trainer:
             for m in self.model.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     m.eval()
-        if self.cfg.noise_sigma > 0:  # a function of (seed, step, rank): a resume is exact,
-            # and each process of a distributed run draws its own (one process: as before)
-            seed = (self.cfg.seed * 1_000_003 + self.step) * self.world + self.rank
+        # each process of a distributed run draws its own random numbers (SAT's PGD starts,
+        # LWTA's samples, the noise), a function of (seed, step, rank) so that a resume, whose
+        # last.pt holds rank 0's RNG state alone, is exact; one process: as before
+        seed = (self.cfg.seed * 1_000_003 + self.step) * self.world + self.rank
+        if self.world > 1:
+            torch.manual_seed(seed)
+        if self.cfg.noise_sigma > 0:
             g = torch.Generator(device=x.device).manual_seed(seed)
             noise = torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype)
             x = x + self.cfg.noise_sigma * noise
