@@ -301,17 +301,18 @@ def write_dataset(refs: Mapping[str, Image.Image], out: Path,
         for scene, img in refs.items():
             img.save(work / "refs" / f"{scene}.png")
         jobs = [(s, k, lv) for s in refs for k in levels for lv in range(1, 6)]
-        shared = {s: (img.size, img.tobytes()) for s, img in refs.items()}
         bar = tqdm(total=len(jobs), desc=desc or f"generating {out.name}", unit="img",
                    disable=not progress)  # fmt: skip
         rows = []
         with contextlib.ExitStack() as stack:
             stack.callback(_REFS.clear)
             stack.callback(bar.close)
-            if workers == 1:
-                _set_refs(shared)
+            if workers == 1:  # the references themselves, not copies
+                _REFS.update({s: img.convert("RGB") if img.mode != "RGB" else img
+                              for s, img in refs.items()})  # fmt: skip
                 done = stack.enter_context(_in_threads(jobs, work / "images"))
-            else:
+            else:  # each process gets the pixels (spawn pickles them)
+                shared = {s: (img.size, img.convert("RGB").tobytes()) for s, img in refs.items()}
                 pool = stack.enter_context(concurrent.futures.ProcessPoolExecutor(
                     workers, mp_context=multiprocessing.get_context("spawn"),
                     initializer=_init_worker, initargs=(shared,)))  # fmt: skip
