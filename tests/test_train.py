@@ -357,6 +357,21 @@ class TestTrainer:
         assert nima.objective_name == "emd" and nima.objective_options == {"sigma": 0.2}
 
 
+def test_every_seed_a_card_allows_derives_seeds_torch_takes():
+    """Seeds up to 2**63 - 1 pass the card's check; the epoch order and the per-step seed
+    multiplied them past 2**64, and training stopped on "Overflow when unpacking long long"."""
+    from cprl_fast.train.trainer import RUN_LIMITS, epoch_order, step_seed
+
+    big = RUN_LIMITS["seed"]
+    assert sorted(epoch_order(10, big, 3)) == list(range(10))
+    torch.Generator().manual_seed(step_seed(big, 10**9, rank=7, world=8))
+    assert step_seed(big, 5, 0, 2) != step_seed(big, 5, 1, 2)
+    # smaller seeds derive what they always did: runs resume in the same order
+    g = torch.Generator().manual_seed(4 * 1_000_003 + 2)
+    assert epoch_order(10, 4, 2) == torch.randperm(10, generator=g).tolist()
+    assert step_seed(4, 9) == 4 * 1_000_003 + 9
+
+
 def _ddp_worker(rank, world, init_file, x, y, out):
     torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
                                          world_size=world)  # fmt: skip

@@ -284,10 +284,24 @@ def _distributed() -> tuple[int, int]:
     return 0, 1
 
 
+def derived_seed(value: int) -> int:
+    """A seed derived from the run's (``seed * 1_000_003 + epoch``, ...) as torch takes it:
+    modulo 2**64, so that every seed a card may hold (up to 2**63 - 1) works ("Overflow when
+    unpacking long long" otherwise), and every smaller derived seed is what it always was."""
+    return value % 2**64
+
+
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     """The seeded permutation of the dataset's indices for one epoch."""
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    g = torch.Generator().manual_seed(derived_seed(seed * 1_000_003 + epoch))
     return torch.randperm(n, generator=g).tolist()
+
+
+def step_seed(seed: int, step: int, rank: int = 0, world: int = 1) -> int:
+    """The seed of one iteration's random numbers on one process of ``world`` (the noise of
+    ``noise_sigma``; in a distributed run the global RNG too): ``(seed * 1_000_003 + step) *
+    world + rank``, so a resume is exact and the ranks draw apart."""
+    return derived_seed((seed * 1_000_003 + step) * world + rank)
 
 
 def rank_share(indices: list[int], rank: int, world: int) -> list[int]:
@@ -377,7 +391,7 @@ class Trainer:
         # each process of a distributed run draws its own random numbers (SAT's PGD starts,
         # LWTA's samples, the noise), a function of (seed, step, rank) so that a resume, whose
         # last.pt holds rank 0's RNG state alone, is exact; one process: as before
-        seed = (self.cfg.seed * 1_000_003 + self.step) * self.world + self.rank
+        seed = step_seed(self.cfg.seed, self.step, self.rank, self.world)
         if self.world > 1:
             torch.manual_seed(seed)
         if self.cfg.noise_sigma > 0:
@@ -483,7 +497,8 @@ class Trainer:
             rank_share(order[b * cfg.batch_size : (b + 1) * cfg.batch_size], self.rank, self.world)
             for b in range(start, end)
         ]
-        seeder = torch.Generator().manual_seed(cfg.seed * 7919 + epoch * 104729 + start)
+        seeder = torch.Generator().manual_seed(derived_seed(cfg.seed * 7919 + epoch * 104729
+                                                            + start))  # fmt: skip
         return torch.utils.data.DataLoader(
             self.train_set, batch_sampler=batches, num_workers=cfg.num_workers, generator=seeder,
             pin_memory=pins(self.device),
