@@ -61,6 +61,21 @@ def check_count(value: object, name: str) -> int:
     return int(value)
 
 
+#: The largest seed a run takes (a model card's bound, ``TrainConfig.seed``; torch and NumPy
+#: take every seed from 0 to it).
+MAX_SEED = 2**63 - 1
+
+
+def check_seed(value: object, name: str = "seed") -> int:
+    """A seed a user gave: an integer from 0 to :data:`MAX_SEED` (not a bool), returned as an
+    ``int``; else a ValueError naming ``name`` (NumPy's own says "expected non-negative
+    integer", torch's "Overflow when unpacking long long")."""
+    if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
+            or not 0 <= value <= MAX_SEED):  # fmt: skip
+        raise ValueError(f"{name} must be an integer from 0 to 2**63 - 1, got {value!r}")
+    return int(value)
+
+
 def check_tensor(x: object, name: str) -> None:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")

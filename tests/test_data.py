@@ -438,6 +438,8 @@ class TestFolds:
         # a fold without folds (cprl-fast pretrain --dataset ... --fold 2) is refused, not ignored
         with pytest.raises(ValueError, match="fold=2 needs folds"):
             load_dataset("vcl", tmp_path, split="test", fold=2)
+        with pytest.raises(ValueError, match=r"split_seed must be an integer from 0 to 2\*\*63"):
+            load_dataset("vcl", tmp_path, split="test", seed=-1)
 
 
 @pytest.mark.slow

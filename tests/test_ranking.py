@@ -103,6 +103,9 @@ def test_weights_file_loads_into_every_resnet_model(refs, tmp_path):
         ({"kinds": ("blur", "lens")}, "kinds must name types of .* got lens"),
         ({"lr": float("nan")}, "lr must be a positive finite number"),
         ({"margin": -1.0}, "margin must be a finite number >= 0"),
+        # NumPy's "expected non-negative integer" and torch's "Overflow when unpacking long long"
+        ({"seed": -1}, r"seed must be an integer from 0 to 2\*\*63 - 1, got -1"),
+        ({"seed": 2**64}, r"seed must be an integer from 0 to 2\*\*63 - 1"),
     ],
 )
 def test_bad_settings_are_named(change, message):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cprl_fast.checks import check_seed
 from cprl_fast.data.base import Item
 from cprl_fast.io import read_json
 
@@ -39,6 +40,7 @@ def scene_split(
     is cut into K near-equal groups (``numpy.array_split``), group ``fold`` is the test side and
     validation is carved from the others as above, so over ``fold = 0 .. K-1`` every image is
     a test image exactly once."""
+    check_seed(seed, "split_seed")
     if not 0.0 < train_ratio < 1.0:
         raise ValueError(f"train_ratio must be in (0, 1), got {train_ratio}")
     if not 0.0 <= val_ratio < 1.0:

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from cprl_fast.checks import check_count
+from cprl_fast.checks import check_count, check_seed
 from cprl_fast.data.distortions import DISTORTIONS, LEVELS_V2, distort_by
 from cprl_fast.devices import pins, to_device
 from cprl_fast.images import DEFAULT_MAX_PIXELS, read_image
@@ -86,6 +86,7 @@ class RankingConfig:
     def __post_init__(self):
         for name in ("steps", "crops"):
             check_count(getattr(self, name), name)
+        check_seed(self.seed)
         if isinstance(self.crop, bool) or not isinstance(self.crop, int) or self.crop < 16:
             raise ValueError(f"crop must be an integer side >= 16 px, got {self.crop!r}")
         unknown = [k for k in self.kinds if k not in DISTORTIONS]

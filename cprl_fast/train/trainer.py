@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from cprl_fast import metrics
-from cprl_fast.checks import check_device, check_noise_sigma
+from cprl_fast.checks import MAX_SEED, check_device, check_noise_sigma
 from cprl_fast.data.splits import check_split_folds
 from cprl_fast.devices import pins
 from cprl_fast.installation import machine
@@ -88,7 +88,7 @@ SCHEDULES = ("constant", "onecycle")
 #: The documented upper bounds of the run's counts (a model card outside them is refused before
 #: anything is built or allocated).
 RUN_LIMITS = {"batch_size": 65536, "epochs": 100_000, "image_size": 4096, "num_workers": 256,
-              "max_steps": 10**9, "seed": 2**63 - 1, "split_seed": 2**63 - 1,
+              "max_steps": 10**9, "seed": MAX_SEED, "split_seed": MAX_SEED,
               "train_crop": 4096}  # fmt: skip
 
 
