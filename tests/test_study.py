@@ -159,6 +159,12 @@ def test_study_refuses_bad_models(tmp_path):
         study("builtin", None, tmp_path, base, models=("resnet", "vgg"))
     with pytest.raises(ValueError, match="at least two different"):
         study("builtin", None, tmp_path, base, models=("resnet", "resnet"))
+    # one seed twice planned each run twice (and two --share processes raced for it)
+    with pytest.raises(ValueError, match=r"seeds must be different, got \[1, 1\]"):
+        study("builtin", None, tmp_path, base, seeds=(1, 1))
+    with pytest.raises(ValueError, match=r"seeds must be an integer from 0 to 2\*\*63 - 1"):
+        study("builtin", None, tmp_path, base, seeds=(0, -1))
+    assert list(tmp_path.iterdir()) == []  # refused before any folder is made
 
 
 def test_share_parses_checks_and_leaves_the_recorded_command():
