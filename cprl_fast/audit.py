@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from cprl_fast import metrics
-from cprl_fast.attacks import SUITES, black_box_checks, white_box
+from cprl_fast.attacks import SUITES, black_box_checks, check_attack_names, white_box
 from cprl_fast.checks import check_count, check_images
 from cprl_fast.data.decoded import decoded_once
 from cprl_fast.evaluate import (
@@ -201,11 +201,22 @@ def check_auditable(model: nn.Module, dataset, batch_size: int = 16, device="cpu
         raise ValueError("the model's gradient with respect to the images is NaN or infinite")
 
 
+def check_budgets(eps: Sequence[float]) -> list[float]:
+    """The budgets of an audit as a list: at least one, each once (the results are keyed by
+    budget: two of one value would make one row); else a ValueError naming them."""
+    eps = list(eps)
+    if not eps:
+        raise ValueError("eps must hold at least one budget, e.g. (1/255, 4/255)")
+    if len({float(e) for e in eps}) != len(eps):
+        raise ValueError(f"eps must each be given once, got {[eps_label(e) for e in eps]}")
+    return eps
+
+
 def audit_attacks(model: nn.Module, attacks: Sequence[str] = SUITE,
                   source: nn.Module | None = None) -> list[str]:
     """The attacks :func:`audit` runs at every eps: ``attacks``, then ``transfer`` when a
     ``source`` model is given and ``pgd-soft`` for a model with CA modules (each once)."""
-    attacks = list(attacks)
+    attacks = check_attack_names(attacks)
     if not attacks:
         raise ValueError("attacks must name at least one attack of the suite")
     if source is not None and "transfer" not in attacks:
@@ -236,6 +247,7 @@ def audit(model: nn.Module, dataset, eps: Sequence[float] = DEFAULT_EPS,
     report."""
     from tqdm import tqdm
 
+    eps = check_budgets(eps)
     if certify_sigmas or certify_feature_sigmas:  # checked before any attack runs
         from cprl_fast.certify import check_settings
 
@@ -252,9 +264,6 @@ def audit(model: nn.Module, dataset, eps: Sequence[float] = DEFAULT_EPS,
     images = decoded_once(dataset)  # the check below reads every image first
     check_auditable(model, images, batch_size, device)
     attacks = audit_attacks(model, attacks, source)
-    eps = list(eps)
-    if not eps:
-        raise ValueError("eps must hold at least one budget, e.g. (1/255, 4/255)")
     soft = _has_ca(model)
     by_eps = {}
     memo: PredictionMemo = {}  # the clean scores, shared by every eps

@@ -29,7 +29,7 @@ from torchvision.transforms import v2
 
 from cprl_fast import metrics
 from cprl_fast.attacks import SUITES
-from cprl_fast.audit import DEFAULT_EPS, audit, certified_rows
+from cprl_fast.audit import DEFAULT_EPS, audit, certified_rows, check_budgets
 from cprl_fast.checks import check_seed
 from cprl_fast.data.base import IQADataset
 from cprl_fast.data.decoded import decoded_once
@@ -305,6 +305,7 @@ def study(dataset: str, root: str | None, out_dir: str | Path, base: TrainConfig
     if len(set(seeds)) != len(seeds):  # one run twice: planned twice, two shares racing for it
         raise ValueError(f"seeds must be different, got {list(seeds)}")
     check_attack_names(attacks)
+    check_budgets(eps)
     if audit_crop is not None and not 32 <= audit_crop <= base.image_size:
         raise ValueError(f"audit crop must be between 32 px and the image size "
                          f"({base.image_size} px), got {audit_crop}")  # fmt: skip

@@ -102,6 +102,11 @@ def test_an_audit_refuses_bad_images_and_settings(data):
         audit(Scores(), data, batch_size=0)
     with pytest.raises(ValueError, match="at least one budget"):
         audit(Scores(), data, eps=(), batch_size=8)
+    # one result under two columns, or one row for two budgets: each is named once
+    with pytest.raises(ValueError, match=r"eps must each be given once, got \['1/255', '1/255'\]"):
+        audit(Scores(), data, eps=(1 / 255, 1 / 255), batch_size=8)
+    with pytest.raises(ValueError, match="attacks must each be named once, got 'fgsm' 2 times"):
+        audit(Scores(), data, eps=(1 / 255,), attacks=("fgsm", "pgd", "fgsm"), batch_size=8)
     # a zero gradient is gradient masking, for the diagnostics to catch: not refused
     check_auditable(Scores(lambda s: torch.round(s * 256) / 256 + 0 * s), data, 8)
 

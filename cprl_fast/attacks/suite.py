@@ -96,10 +96,15 @@ def needs_source(names: Iterable[str]) -> list[str]:
 
 
 def check_attack_names(names: Iterable[str]) -> list[str]:
-    """The names as a list, each checked against :data:`ATTACKS` (ValueError naming it)."""
+    """The names as a list, each checked against :data:`ATTACKS` and named once (ValueError
+    naming it: a report keyed by attack would hold one result under two columns)."""
     names = list(names)
     for name in names:
         ATTACKS.check(name)
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"attacks must each be named once, got {twice[0]!r} "
+                         f"{names.count(twice[0])} times")  # fmt: skip
     return names
 
 
