@@ -67,10 +67,12 @@ class Check:
 
 
 def worst_of(results: dict[str, Metrics]) -> Metrics:
-    """The worst case of one budget's results: its ``worst`` entry, else the attack with the
-    lowest SRCC."""
-    return results.get("worst") or min((v for k, v in results.items() if k != "clean"),
-                                       key=lambda m: m["srcc"])  # fmt: skip
+    """The worst case of one budget's results: its ``worst`` entry, else (one attack) the
+    attack with the lowest SRCC, with its name as ``from`` as the entry has it."""
+    if results.get("worst"):
+        return results["worst"]
+    name = min((k for k in results if k != "clean"), key=lambda k: results[k]["srcc"])
+    return {**results[name], "from": name}
 
 
 @dataclass
