@@ -187,6 +187,8 @@ def test_bad_input_is_named(refs, made, tmp_path):
         synthesize(refs, made, KINDS)
     with pytest.raises(ValueError, match=r"distortions must name types of .*got lens"):
         synthesize(refs, tmp_path / "a", ["blur", "lens"])
+    with pytest.raises(ValueError, match="distortions must each be named once, got 'blur' 2"):
+        synthesize(refs, tmp_path / "a", ["blur", "noise", "blur"])
     with pytest.raises(ValueError, match="size must be an integer side in pixels, 161"):
         synthesize(refs, tmp_path / "b", KINDS, size=64)
     with pytest.raises(FileNotFoundError, match="no reference images"):

@@ -163,11 +163,17 @@ def check_not_enlarged(img: Image.Image, size: int, name: str) -> Image.Image:
 
 
 def check_distortions(kinds: Iterable[str]) -> list[str]:
+    """The distortion types as a list: known, at least one, each once (twice, every image of
+    the type was written twice and listed twice in scores.csv); else a ValueError."""
     kinds = list(kinds)
     unknown = [k for k in kinds if k not in DISTORTIONS]
     if unknown or not kinds:
         raise ValueError(f"distortions must name types of {', '.join(DISTORTIONS)}, "
                          f"got {', '.join(unknown) or 'none'}")  # fmt: skip
+    twice = [k for k in dict.fromkeys(kinds) if kinds.count(k) > 1]
+    if twice:
+        raise ValueError(f"distortions must each be named once, got {twice[0]!r} "
+                         f"{kinds.count(twice[0])} times")  # fmt: skip
     return kinds
 
 
