@@ -265,6 +265,8 @@ def certify_sigmas(text: str, option: str = "--certify") -> list[float]:
             check_noise_sigma(v, option, pixel_units=option == "--certify")
     except ValueError as err:
         raise UserError(f"{err} (noise levels such as 0.12,0.25)") from None
+    if len(set(sigmas)) != len(sigmas):  # a study's table keys its rows by level
+        raise UserError(f"{option} must give each noise level once, got {text!r}")
     return sigmas
 
 

@@ -197,6 +197,7 @@ def test_argument_errors_are_one_line(capsys, args, message):
                          "is one grey level), got 8; 8 grey levels is 8/255"),
     (["--certify", "0.1,x"], "--certify must be a number or a fraction like 1/255, got 'x'"),
     (["--certify-feature", "-1"], "--certify-feature must be a finite number > 0, got -1.0"),
+    (["--certify", "0.25,1/4"], "--certify must give each noise level once, got '0.25,1/4'"),
     # feature units have no cap: 2 passes, and the next check speaks
     (["--certify-feature", "2"], "--certify-feature needs --certify-layer"),
 ])  # fmt: skip
