@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 
@@ -156,7 +158,8 @@ def test_dbcnn_loads_every_vgg_weight_it_is_given_or_names_the_file(tmp_path, mo
     torch.manual_seed(0)
     features = torchvision.models.vgg16().features.state_dict()  # the classifier goes unread
     vgg = {f"features.{k}": v for k, v in features.items()}
-    cprl_resnet = __import__("cprl_fast.models.cprl_resnet", fromlist=["imagenet_state"])
+    # the module, not the function cprl_fast.models exports under its name
+    cprl_resnet = importlib.import_module("cprl_fast.models.cprl_resnet")
     monkeypatch.setattr(cprl_resnet, "imagenet_state", lambda arch: vgg)
     from_cache = build("dbcnn", pretrained="imagenet")
     torch.save(vgg, tmp_path / "vgg16.pt")
