@@ -46,7 +46,7 @@ from torch import nn
 
 from cprl_fast import metrics
 from cprl_fast.attacks import SUITES, black_box_checks, check_attack_names, white_box
-from cprl_fast.checks import check_count, check_images
+from cprl_fast.checks import check_count, check_images, check_rankable
 from cprl_fast.data.decoded import decoded_once
 from cprl_fast.evaluate import (
     PredictionMemo,
@@ -151,8 +151,7 @@ def check_auditable(model: nn.Module, dataset, batch_size: int = 16, device="cpu
     import torch
 
     check_count(batch_size, "batch_size")
-    if len(dataset) < 2:
-        raise ValueError(f"an audit needs at least 2 images (SRCC ranks them), got {len(dataset)}")
+    check_rankable(len(dataset), "an audit")
     first = None
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
     for k, (x, _) in enumerate(loader):

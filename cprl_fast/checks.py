@@ -61,6 +61,13 @@ def check_count(value: object, name: str) -> int:
     return int(value)
 
 
+def check_rankable(count: int, what: str) -> None:
+    """Raises a ValueError naming ``what`` (``"evaluate"``, ``"an audit"``) where ``count``
+    images are fewer than the 2 that SRCC needs to rank."""
+    if count < 2:
+        raise ValueError(f"{what} needs at least 2 images (SRCC ranks them), got {count}")
+
+
 #: The largest seed a run takes (a model card's bound, ``TrainConfig.seed``; torch and NumPy
 #: take every seed from 0 to it).
 MAX_SEED = 2**63 - 1

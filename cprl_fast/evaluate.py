@@ -19,7 +19,7 @@ from torch import nn
 
 from cprl_fast import attacks, metrics
 from cprl_fast.attacks.common import eval_mode
-from cprl_fast.checks import check_image_eps
+from cprl_fast.checks import check_image_eps, check_rankable
 from cprl_fast.data.decoded import decoded_once, underlying
 from cprl_fast.devices import pins
 from cprl_fast.reports import eps_label
@@ -233,9 +233,7 @@ def evaluate(model: nn.Module, dataset, attack_names: Sequence[str] = attacks.SU
 
     attack_names = _check_attacks(attack_names, source)
     check_image_eps(eps)
-    if len(dataset) < 2:
-        raise ValueError(f"evaluate needs at least 2 images (SRCC ranks them), got "
-                         f"{len(dataset)}")  # fmt: skip
+    check_rankable(len(dataset), "evaluate")
     dataset = decoded_once(dataset)
     memo = {} if memo is None else memo
     clean, y = predictions(model, dataset, None, eps, batch_size, device, seed, memo=memo,
