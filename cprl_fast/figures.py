@@ -5,7 +5,8 @@
   side.
 - :func:`channel_activations` (Fig. 5): the per-channel mean activation of one layer for natural
   and attacked inputs, channels sorted by their natural magnitude.
-- :func:`srcc_vs_eps` (Fig. 6): SRCC against attack strength for several models.
+- :func:`srcc_vs_eps` (Fig. 6): SRCC against attack strength for several models (its data
+  from :func:`srcc_vs_eps_data`, drawn by :func:`plot_srcc_vs_eps`).
 - :func:`draw_figures`: the three for a set of models, as a report's figure set with
   :data:`CAPTIONS` (:func:`figure_markdown` writes them into the report).
 """
@@ -170,8 +171,22 @@ def srcc_vs_eps(models: dict[str, nn.Module], dataset, path: str | Path,
                 memo: PredictionMemo | None = None,
                 progress: Progress | None = None) -> dict:  # fmt: skip
     """Fig. 6: SRCC of each model on ``dataset`` under ``attack`` at each eps, with its 95%
-    bootstrap interval over the images as a band (``ci`` in the returned data). ``memo``:
-    predictions a run already made, ``progress``: told of each batch scored (both as
+    bootstrap interval over the images as a band (``ci`` in the returned data):
+    :func:`srcc_vs_eps_data`, then :func:`plot_srcc_vs_eps` to ``path``."""
+    data = srcc_vs_eps_data(models, dataset, eps_values, attack, batch_size, device, memo,
+                            progress)  # fmt: skip
+    plot_srcc_vs_eps(data, path, attack, caption)
+    return data
+
+
+def srcc_vs_eps_data(models: dict[str, nn.Module], dataset,
+                     eps_values: Sequence[float] = FIG6_EPS, attack: str = FIG6_ATTACK,
+                     batch_size: int = 16, device="cpu", memo: PredictionMemo | None = None,
+                     progress: Progress | None = None) -> dict:  # fmt: skip
+    """Fig. 6's data: ``{"eps": [...], "srcc": {model: [SRCC per eps]}, "ci": {model: [[low,
+    high] per eps]}}``, SRCC of each model on ``dataset`` under ``attack`` (pixel units, [0,
+    1] images) and its 95% bootstrap interval over the images. ``memo``: predictions a run
+    already made, ``progress``: told of each batch scored (both as
     :func:`cprl_fast.evaluate.predictions` takes them). Each image is decoded once for every
     model and eps (:func:`cprl_fast.data.decoded_once`)."""
     from cprl_fast.data.decoded import decoded_once
@@ -186,12 +201,19 @@ def srcc_vs_eps(models: dict[str, nn.Module], dataset, path: str | Path,
                                   progress=progress)  # fmt: skip
             curves[name].append(metrics.srcc(pred, y))
             bands[name].append(list(metrics.confidence_interval(pred, y)))
+    return {"eps": list(eps_values), "srcc": curves, "ci": bands}
+
+
+def plot_srcc_vs_eps(data: dict, path: str | Path, attack: str = FIG6_ATTACK,
+                     caption: str | None = None) -> None:  # fmt: skip
+    """Draws Fig. 6 from :func:`srcc_vs_eps_data`'s ``data`` (or its JSON, where an undefined
+    SRCC is ``null``) to ``path``."""
     fig = new_figure(figsize=(6.5, 3.8))
     ax = fig.subplots()
-    x = [e * 255 for e in eps_values]
-    for name, values in curves.items():
-        (line,) = ax.plot(x, values, marker="o", label=name)
-        band = np.array(bands[name])
+    x = [e * 255 for e in data["eps"]]
+    for name, values in data["srcc"].items():
+        (line,) = ax.plot(x, np.array(values, dtype=float), marker="o", label=name)
+        band = np.array(data["ci"][name], dtype=float).reshape(-1, 2)
         ax.fill_between(x, band[:, 0], band[:, 1], color=line.get_color(), alpha=0.15)
     ax.set(xlabel=f"{attack} budget eps (/255)", ylabel="SRCC (band: 95% interval)",
            title="SRCC against attack strength")  # fmt: skip
@@ -199,7 +221,6 @@ def srcc_vs_eps(models: dict[str, nn.Module], dataset, path: str | Path,
     fig.tight_layout()
     caption_title(fig, caption)
     save_figure(fig, path)
-    return {"eps": list(eps_values), "srcc": curves, "ci": bands}
 
 
 FIGURES = ("fig4_landscape", "fig5_channels", "fig6_srcc_vs_eps")
@@ -229,12 +250,16 @@ def figure_markdown(folder: str = "figures") -> list[str]:
 
 def draw_figures(models: dict[str, nn.Module], dataset, out_dir: str | Path,
                  batch_size: int = 16, device: str | torch.device = "cpu",
-                 memo: PredictionMemo | None = None, progress: bool = True) -> dict:  # fmt: skip
+                 memo: PredictionMemo | None = None, progress: bool = True,
+                 fig6: dict | None = None) -> dict:  # fmt: skip
     """Figs 4 (score landscape), 5 (channel activations) and 6 (SRCC vs eps) for ``models`` on
     ``dataset``, as ``out_dir/<figure>.png``; returns Fig. 6's data. ``memo``: predictions the
     run already made (:func:`cprl_fast.evaluate.predictions`), reused by Fig. 6. ``progress``:
     a bar that names the figure being drawn and counts Fig. 6's images still to score (its
-    passes that ``memo`` does not hold)."""
+    passes that ``memo`` does not hold). ``fig6``: Fig. 6's data from an earlier run of the
+    same models (:func:`srcc_vs_eps_data`'s, keyed by :data:`FIG6_ATTACK` and
+    :data:`FIG6_EPS`), drawn instead of attacking again: its PGD passes are most of the
+    figures' work."""
     from tqdm import tqdm
 
     from cprl_fast.data.decoded import decoded_once
@@ -243,7 +268,7 @@ def draw_figures(models: dict[str, nn.Module], dataset, out_dir: str | Path,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dataset, memo = decoded_once(dataset), {} if memo is None else memo
-    planned = [(FIG6_ATTACK, e) for e in FIG6_EPS]
+    planned = [(FIG6_ATTACK, e) for e in FIG6_EPS] if fig6 is None else []
     passes = sum(passes_to_score(m, dataset, planned, batch_size, device, memo=memo)
                  for m in models.values())  # fmt: skip
     with tqdm(total=passes * len(dataset), desc="figures: Fig. 4", unit="img",
@@ -256,6 +281,9 @@ def draw_figures(models: dict[str, nn.Module], dataset, out_dir: str | Path,
         channel_activations(layers, batch, out / "fig5_channels.png",
                             caption=CAPTIONS["fig5_channels"])  # fmt: skip
         bar.set_description("figures: Fig. 6")
-        return srcc_vs_eps(models, dataset, out / "fig6_srcc_vs_eps.png", batch_size=batch_size,
-                           device=device, caption=CAPTIONS["fig6_srcc_vs_eps"], memo=memo,
-                           progress=bar_progress(bar, "figures: Fig. 6"))  # fmt: skip
+        if fig6 is None:
+            told = bar_progress(bar, "figures: Fig. 6")
+            fig6 = srcc_vs_eps_data(models, dataset, batch_size=batch_size, device=device,
+                                    memo=memo, progress=told)  # fmt: skip
+        plot_srcc_vs_eps(fig6, out / "fig6_srcc_vs_eps.png", caption=CAPTIONS["fig6_srcc_vs_eps"])
+        return fig6

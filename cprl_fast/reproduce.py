@@ -11,9 +11,9 @@ and a ``best.pt`` was chosen on a validation split, ``last.pt`` is removed, and 
 beside the run's logs and ``curves.png``); each finished step writes its JSON under
 ``out/steps/`` and is skipped when run again: a finished model only if its card's settings are
 this run's (:func:`cprl_fast.train.trainer.check_same_run`, else an error naming the first
-that differs), an evaluation only for the same attacks, eps, batch and model weights
-(:func:`cprl_fast.train.checkpoint.weights_digest`). ``report.md`` and ``report.json``
-collect everything.
+that differs), an evaluation (and Fig. 6's attacks) only for the same attacks, eps, batch and
+model weights (:func:`cprl_fast.train.checkpoint.weights_digest`); Figs 4 and 5 are drawn
+again. ``report.md`` and ``report.json`` collect everything.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from cprl_fast.evaluate import (
     evaluate_passes,
     passes_to_score,
 )
-from cprl_fast.figures import draw_figures, figure_markdown
+from cprl_fast.figures import FIG6_ATTACK, FIG6_EPS, draw_figures, figure_markdown
 from cprl_fast.installation import machine
 from cprl_fast.io import read_json, write_json_atomic, write_text_atomic
 from cprl_fast.presets import MODEL_PRESETS
@@ -89,12 +89,22 @@ def train_model(name: str, cfg: TrainConfig, train_set, val_set, out: Path) -> t
     return trainer.model.eval()
 
 
-def _cached(out: Path, step: str, fn):
+def _digest(settings: dict) -> str:
+    """The name of a step's settings (12 hex digits of their JSON's SHA-256)."""
+    return hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:12]
+
+
+def _finished(out: Path, step: str) -> object | None:
+    """What the finished step ``step`` wrote, or None where it has not run."""
     path = out / "steps" / f"{step}.json"
-    if path.is_file():
-        return read_json(path, "finished step")
-    value = fn()
-    write_json_atomic(path, value)
+    return read_json(path, "finished step") if path.is_file() else None
+
+
+def _cached(out: Path, step: str, fn):
+    value = _finished(out, step)
+    if value is None:
+        value = fn()
+        write_json_atomic(out / "steps" / f"{step}.json", value)
     return value
 
 
@@ -121,9 +131,8 @@ def reproduce(
     def attacked(name: str, model: torch.nn.Module, names) -> dict:
         # the cache key holds every setting that changes the result, and the model's weights
         # (a model trained again, with other settings or on another machine, is evaluated again)
-        key = json.dumps({"eps": eps, "attacks": list(names), "batch_size": bs, "seed": 0,
+        digest = _digest({"eps": eps, "attacks": list(names), "batch_size": bs, "seed": 0,
                           "weights": weights_digest(model)})  # fmt: skip
-        digest = hashlib.sha256(key.encode()).hexdigest()[:12]
 
         def scored() -> dict:  # with a bar over the images of the passes the memo lacks
             from tqdm import tqdm
@@ -159,7 +168,13 @@ def reproduce(
         write_results(table6, out / "tables" / "table6_pns", "Table 6: CA alone against CA + PNS")
 
     names = {"ResNet": models["resnet"], "CPRL": models["cprl"]}
-    fig6 = draw_figures(names, test_images, out / "figures", bs, dev, memo)
+    # Fig. 6's attacks (most of the figures' work) are a step like the evaluations
+    weights = {n: weights_digest(m) for n, m in names.items()}
+    step = "fig6-" + _digest({"attack": FIG6_ATTACK, "eps": list(FIG6_EPS), "batch_size": bs,
+                              "seed": 0, "weights": weights})  # fmt: skip
+    fig6 = _finished(out, step)
+    fig6 = draw_figures(names, test_images, out / "figures", bs, dev, memo, fig6=fig6)
+    write_json_atomic(out / "steps" / f"{step}.json", fig6)
     report = {
         "dataset": dataset,
         "eps": eps,

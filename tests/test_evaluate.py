@@ -25,6 +25,7 @@ from cprl_fast.evaluate import (
     predictions,
     worst_case,
 )
+from cprl_fast.io import json_text
 from cprl_fast.models import cprl_resnet, resnet_iqa
 from cprl_fast.render import write_results
 from cprl_fast.train import TrainConfig, Trainer
@@ -250,6 +251,12 @@ def test_figures_bar_counts_the_fig6_passes_a_run_has_not_scored(tiny, tmp_path,
     assert err.rstrip().split("\r")[-1].startswith("figures: Fig. 6: pgd at eps=8/255: 100%")
     assert data["eps"] == list(figures.FIG6_EPS) and len(data["srcc"]["tiny"]) == len(data["eps"])
     assert len(memo) == len(figures.FIG6_EPS)
+    # drawn again from that data as JSON keeps it (an undefined SRCC is null): nothing scored
+    data = json.loads(json_text({**data, "srcc": {"tiny": [None, *data["srcc"]["tiny"][1:]]}}))
+    (tmp_path / "fig6_srcc_vs_eps.png").unlink()
+    assert figures.draw_figures({"tiny": model}, ds, tmp_path, batch_size=4, fig6=data) == data
+    assert "Fig. 6: pgd" not in capsys.readouterr().err
+    assert _png(tmp_path / "fig6_srcc_vs_eps.png")[0] > 300
 
 
 @pytest.mark.slow

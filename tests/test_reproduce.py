@@ -10,6 +10,7 @@ import pytest
 import torch
 from data_fixtures import shared_builtin_root
 
+from cprl_fast.io import json_text
 from cprl_fast.reproduce import reproduce
 from cprl_fast.train import TrainConfig
 
@@ -49,15 +50,20 @@ def test_protocol_writes_everything_and_resumes(tmp_path, tmp_path_factory, caps
     assert cfgs["resnet"]["model"] == "resnet" and cfgs["cprl-b0.5"]["model_options"]["b"] == 0.5
     assert cfgs["ca"]["objective"] == "regression" and cfgs["cprl"]["objective"] is None
 
-    # a second run trains nothing again and recomputes only what is missing
+    # a second run trains nothing again and recomputes only what is missing: Fig. 6's attacks
+    # neither (the figures are drawn again from their step)
     trained = {p: p.stat().st_mtime_ns for p in (out / "models").glob("*/best.pt")}
     (resnet_eval,) = (out / "steps").glob("eval-resnet-*.json")
     resnet_eval.unlink()
+    (out / "figures" / "fig6_srcc_vs_eps.png").unlink()
     again = reproduce("builtin", str(data_root), out, base, attack_names=("fgsm",),
                       b_values=(0.4, 0.5), baselines=("nima",))  # fmt: skip
     assert {p: p.stat().st_mtime_ns for p in trained} == trained
     assert again["main"]["cprl"] == report["main"]["cprl"]
     assert resnet_eval.is_file()
+    assert "eps=8/255" not in capsys.readouterr().err
+    assert (out / "figures" / "fig6_srcc_vs_eps.png").stat().st_size > 1000
+    assert json_text(again["fig6"]) == json_text(report["fig6"])
     # another eps is another result, never the cached one
     other = reproduce("builtin", str(data_root), out, base, eps=8 / 255, attack_names=("fgsm",),
                       b_values=(0.4,), ablations=False, baselines=())  # fmt: skip
@@ -79,8 +85,14 @@ def test_protocol_writes_everything_and_resumes(tmp_path, tmp_path_factory, caps
     state = torch.load(best, weights_only=True)
     state["model"] = {k: v * 1.5 if v.is_floating_point() else v for k, v in state["model"].items()}
     torch.save(state, best)
+    capsys.readouterr()
     moved = reproduce("builtin", str(data_root), out, base, attack_names=("fgsm",), **light)
     assert moved["main"]["resnet"]["clean"] != report["main"]["resnet"]["clean"]
+    # Fig. 6 of the models they are now, attacked again (and CPRL's clean pass: its table was
+    # read from its step)
+    assert f"figures: Fig. 6: pgd at eps=8/255: 100%|██████████| {9 * n}/{9 * n}" \
+        in capsys.readouterr().err
+    assert moved["fig6"]["srcc"]["ResNet"] != report["fig6"]["srcc"]["ResNet"]
     assert moved["main"]["cprl"] == report["main"]["cprl"]
     md = (out / "report.md").read_text()
     assert "resnet18 at 32 px, 1 epoch(s) (at most 2 steps), batch 16." in md
