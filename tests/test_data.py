@@ -443,13 +443,15 @@ class TestFolds:
 
 
 @pytest.mark.slow
-def test_builtin_v2(tmp_path):
+def test_builtin_v2(tmp_path_factory):
     """750 images: 15 scenes x 10 distortion types x 5 levels; pseudo-MOS in [0, 1] that
     falls from level 1 to level 5 for (nearly) every scene and type. Saturation does not
     change a greyscale photograph, whose scores stay at the reference's."""
     from cprl_fast.data.builtin import LEVELS_V2, SCENES_V2
 
-    items, score_file = load_items("builtin-v2", tmp_path)
+    # generated once for the session (test_study_gpu reads it there too)
+    root = shared_builtin_root(tmp_path_factory)
+    items, score_file = load_items("builtin-v2", root)
     assert len(items) == 750 and score_file.parent.name == "builtin-v2"
     assert {it.scene for it in items} == set(SCENES_V2) and len(LEVELS_V2) == 10
     assert {it.distortion for it in items} == set(LEVELS_V2)
@@ -461,4 +463,4 @@ def test_builtin_v2(tmp_path):
             if s[1] - s[5] > 1e-6:  # the type changes this photograph
                 falls.append(s[5] < s[1])
     assert len(falls) >= 140 and all(falls)
-    assert load_dataset("builtin", tmp_path, split="all").name == "builtin"  # v1 still loads
+    assert load_dataset("builtin", root, split="all").name == "builtin"  # v1 still loads
