@@ -39,6 +39,18 @@ BACKENDS = _backends()
 BACKEND_IDS = [f"{d}-{b}" for d, b in BACKENDS]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _builtin_cache(tmp_path_factory):
+    """The built-in data of every test (and of the commands it runs) in the session's own
+    folder, where the user has not set one: a test never writes into ``~/.cache``."""
+    from data_fixtures import shared_builtin_root
+
+    with pytest.MonkeyPatch.context() as mp:
+        if "CPRL_FAST_CACHE" not in os.environ:
+            mp.setenv("CPRL_FAST_CACHE", str(shared_builtin_root(tmp_path_factory)))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _seeded():
     """Every test starts from the same global random state (torch's and Python's; numpy's
