@@ -248,6 +248,35 @@ def figure_markdown(folder: str = "figures") -> list[str]:
     return out
 
 
+def _number(v: object) -> bool:
+    return v is None or (isinstance(v, int | float) and not isinstance(v, bool))
+
+
+def check_fig6_data(data: object, models: list[str]) -> None:
+    """Raises ``ValueError`` unless ``data`` is Fig. 6's data of exactly ``models`` at
+    :data:`FIG6_EPS` (:func:`srcc_vs_eps_data`'s form, or its JSON: per model and eps an SRCC,
+    or null, and a [low, high] pair), naming what differs."""
+
+    def fail(what: str) -> None:
+        raise ValueError(f"Fig. 6's data {what}; expected that of {sorted(models)} at eps "
+                         f"{list(FIG6_EPS)} (srcc_vs_eps_data)")  # fmt: skip
+
+    if not isinstance(data, dict) or data.get("eps") != list(FIG6_EPS):
+        fail("is for other eps")
+    each = {
+        "srcc": _number,
+        "ci": lambda v: isinstance(v, list) and len(v) == 2 and all(map(_number, v)),
+    }
+    for key, ok in each.items():
+        part = data.get(key)
+        if not isinstance(part, dict) or sorted(part) != sorted(models):
+            fail(f"has {key} of other models")
+        for name, values in part.items():
+            if not (isinstance(values, list) and len(values) == len(FIG6_EPS)
+                    and all(map(ok, values))):  # fmt: skip
+                fail(f"has a malformed {key} of {name!r}")
+
+
 def draw_figures(models: dict[str, nn.Module], dataset, out_dir: str | Path,
                  batch_size: int = 16, device: str | torch.device = "cpu",
                  memo: PredictionMemo | None = None, progress: bool = True,
@@ -265,6 +294,8 @@ def draw_figures(models: dict[str, nn.Module], dataset, out_dir: str | Path,
     from cprl_fast.data.decoded import decoded_once
     from cprl_fast.evaluate import bar_progress, passes_to_score
 
+    if fig6 is not None:
+        check_fig6_data(fig6, list(models))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dataset, memo = decoded_once(dataset), {} if memo is None else memo

@@ -172,9 +172,10 @@ def reproduce(
     weights = {n: weights_digest(m) for n, m in names.items()}
     step = "fig6-" + _digest({"attack": FIG6_ATTACK, "eps": list(FIG6_EPS), "batch_size": bs,
                               "seed": 0, "weights": weights})  # fmt: skip
-    fig6 = _finished(out, step)
-    fig6 = draw_figures(names, test_images, out / "figures", bs, dev, memo, fig6=fig6)
-    write_json_atomic(out / "steps" / f"{step}.json", fig6)
+    known = _finished(out, step)
+    fig6 = draw_figures(names, test_images, out / "figures", bs, dev, memo, fig6=known)
+    if known is None:
+        write_json_atomic(out / "steps" / f"{step}.json", fig6)
     report = {
         "dataset": dataset,
         "eps": eps,

@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -257,6 +258,15 @@ def test_figures_bar_counts_the_fig6_passes_a_run_has_not_scored(tiny, tmp_path,
     assert figures.draw_figures({"tiny": model}, ds, tmp_path, batch_size=4, fig6=data) == data
     assert "Fig. 6: pgd" not in capsys.readouterr().err
     assert _png(tmp_path / "fig6_srcc_vs_eps.png")[0] > 300
+    # data of other models or budgets, or malformed, is named, never drawn as these models'
+    for bad, said in (({**data, "eps": [0, 1 / 255]}, "is for other eps"),
+                      ({**data, "srcc": {"other": data["srcc"]["tiny"]}}, "srcc of other models"),
+                      ({**data, "ci": {"tiny": data["ci"]["tiny"][:2]}}, "malformed ci of 'tiny'"),
+                      ({**data, "srcc": {"tiny": ["0.5"] * 5}}, "malformed srcc of 'tiny'"),
+                      ([], "is for other eps")):  # fmt: skip
+        with pytest.raises(ValueError, match=f"Fig. 6's data .*{re.escape(said)}.*expected that "
+                                             r"of \['tiny'\]"):  # fmt: skip
+            figures.draw_figures({"tiny": model}, ds, tmp_path, batch_size=4, fig6=bad)
 
 
 @pytest.mark.slow
