@@ -35,7 +35,13 @@ from cprl_fast.evaluate import (
     evaluate_passes,
     passes_to_score,
 )
-from cprl_fast.figures import FIG6_ATTACK, FIG6_EPS, draw_figures, figure_markdown
+from cprl_fast.figures import (
+    FIG6_ATTACK,
+    FIG6_EPS,
+    check_fig6_data,
+    draw_figures,
+    figure_markdown,
+)
 from cprl_fast.installation import machine
 from cprl_fast.io import read_json, write_json_atomic, write_text_atomic
 from cprl_fast.presets import MODEL_PRESETS
@@ -173,6 +179,12 @@ def reproduce(
     step = "fig6-" + _digest({"attack": FIG6_ATTACK, "eps": list(FIG6_EPS), "batch_size": bs,
                               "seed": 0, "weights": weights})  # fmt: skip
     known = _finished(out, step)
+    if known is not None:
+        try:
+            check_fig6_data(known, list(names))
+        except ValueError as err:
+            raise ValueError(f"finished step {out / 'steps' / step}.json: {err}; remove it to "
+                             "attack again") from None  # fmt: skip
     fig6 = draw_figures(names, test_images, out / "figures", bs, dev, memo, fig6=known)
     if known is None:
         write_json_atomic(out / "steps" / f"{step}.json", fig6)

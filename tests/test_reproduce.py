@@ -64,6 +64,14 @@ def test_protocol_writes_everything_and_resumes(tmp_path, tmp_path_factory, caps
     assert "eps=8/255" not in capsys.readouterr().err
     assert (out / "figures" / "fig6_srcc_vs_eps.png").stat().st_size > 1000
     assert json_text(again["fig6"]) == json_text(report["fig6"])
+    (step,) = (out / "steps").glob("fig6-*.json")  # a step file it cannot use is named
+    good = step.read_text()
+    step.write_text('{"eps": [0]}')
+    with pytest.raises(ValueError, match=r"finished step .*fig6-\w+\.json: Fig\. 6's data is for "
+                                         r"other eps.*; remove it to attack again"):  # fmt: skip
+        reproduce("builtin", str(data_root), out, base, attack_names=("fgsm",),
+                  b_values=(0.4, 0.5), baselines=("nima",))  # fmt: skip
+    step.write_text(good)
     # another eps is another result, never the cached one
     other = reproduce("builtin", str(data_root), out, base, eps=8 / 255, attack_names=("fgsm",),
                       b_values=(0.4,), ablations=False, baselines=())  # fmt: skip
