@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import shutil
 from pathlib import Path
 
@@ -165,9 +166,13 @@ def copy_realmeta(root: Path, name: str) -> Path:
 
 
 def shared_builtin_root(tmp_path_factory) -> Path:
-    """One folder per test session for the generated built-in dataset: it is generated once (under
-    a file lock) and only read after, so every module that just reads it shares it."""
-    root = tmp_path_factory.getbasetemp() / "shared-builtin"
+    """One folder per test session for the generated built-in datasets: each is generated once
+    (under a file lock) and only read after, so every module that just reads it shares it, and
+    so do pytest-xdist's workers (the folder is in their common parent)."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    root = base / "shared-builtin"
     root.mkdir(exist_ok=True)
     return root
 
