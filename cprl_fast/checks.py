@@ -61,6 +61,15 @@ def check_count(value: object, name: str) -> int:
     return int(value)
 
 
+def check_named_once(names: list[str], what: str) -> None:
+    """Raises a ValueError naming the first of ``names`` given more than once (``what``: the
+    option, e.g. ``"attacks"``; a result keyed by name would hold one under two)."""
+    twice = [n for n in dict.fromkeys(names) if names.count(n) > 1]
+    if twice:
+        raise ValueError(f"{what} must each be named once, got {twice[0]!r} "
+                         f"{names.count(twice[0])} times")  # fmt: skip
+
+
 def check_rankable(count: int, what: str) -> None:
     """Raises a ValueError naming ``what`` (``"evaluate"``, ``"an audit"``) where ``count``
     images are fewer than the 2 that SRCC needs to rank."""

@@ -62,7 +62,7 @@ def train_model(name: str, cfg: TrainConfig, train_set, val_set, out: Path) -> t
     control) is trained again, from its seed."""
     run = dataclasses.replace(cfg, out_dir=str(out / "models" / name))
     trainer = Trainer(run, train_set, val_set)
-    done = out / "steps" / f"train-{name}.json"
+    done = _step_file(out, f"train-{name}")
     folder = Path(run.out_dir)
     kept = any((folder / n).is_file() for n in ("best.pt", "last.pt"))
     state = None  # the chosen checkpoint, read once
@@ -100,9 +100,14 @@ def _digest(settings: dict) -> str:
     return hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:12]
 
 
+def _step_file(out: Path, step: str) -> Path:
+    """Where the finished step ``step`` keeps what it computed."""
+    return out / "steps" / f"{step}.json"
+
+
 def _finished(out: Path, step: str) -> object | None:
     """What the finished step ``step`` wrote, or None where it has not run."""
-    path = out / "steps" / f"{step}.json"
+    path = _step_file(out, step)
     return read_json(path, "finished step") if path.is_file() else None
 
 
@@ -110,7 +115,7 @@ def _cached(out: Path, step: str, fn):
     value = _finished(out, step)
     if value is None:
         value = fn()
-        write_json_atomic(out / "steps" / f"{step}.json", value)
+        write_json_atomic(_step_file(out, step), value)
     return value
 
 
@@ -183,11 +188,11 @@ def reproduce(
         try:
             check_fig6_data(known, list(names))
         except ValueError as err:
-            raise ValueError(f"finished step {out / 'steps' / step}.json: {err}; remove it to "
+            raise ValueError(f"finished step {_step_file(out, step)}: {err}; remove it to "
                              "attack again") from None  # fmt: skip
     fig6 = draw_figures(names, test_images, out / "figures", bs, dev, memo, fig6=known)
     if known is None:
-        write_json_atomic(out / "steps" / f"{step}.json", fig6)
+        write_json_atomic(_step_file(out, step), fig6)
     report = {
         "dataset": dataset,
         "eps": eps,

@@ -19,6 +19,7 @@ from torch import nn
 
 from cprl_fast.attacks.gradient import fgsm, pgd, rank_pgd, score_reflection
 from cprl_fast.attacks.masking import pgd_soft_rank, square
+from cprl_fast.checks import check_named_once
 from cprl_fast.registry import Registry
 
 ATTACKS = Registry("attack")
@@ -101,10 +102,7 @@ def check_attack_names(names: Iterable[str]) -> list[str]:
     names = list(names)
     for name in names:
         ATTACKS.check(name)
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise ValueError(f"attacks must each be named once, got {twice[0]!r} "
-                         f"{names.count(twice[0])} times")  # fmt: skip
+    check_named_once(names, "attacks")
     return names
 
 

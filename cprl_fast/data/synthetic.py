@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cprl_fast.checks import check_count
+from cprl_fast.checks import check_count, check_named_once
 from cprl_fast.data.base import DatasetFormatError, Item, register
 from cprl_fast.data.csvs import column, listed_file, number, read_csv
 from cprl_fast.data.distortions import DISTORTIONS, distort, ms_ssim, square
@@ -170,10 +170,7 @@ def check_distortions(kinds: Iterable[str]) -> list[str]:
     if unknown or not kinds:
         raise ValueError(f"distortions must name types of {', '.join(DISTORTIONS)}, "
                          f"got {', '.join(unknown) or 'none'}")  # fmt: skip
-    twice = [k for k in dict.fromkeys(kinds) if kinds.count(k) > 1]
-    if twice:
-        raise ValueError(f"distortions must each be named once, got {twice[0]!r} "
-                         f"{kinds.count(twice[0])} times")  # fmt: skip
+    check_named_once(kinds, "distortions")
     return kinds
 
 
