@@ -107,7 +107,7 @@ def diagnose(by_eps: dict[float, dict], unbounded: dict, soft: bool) -> list[Che
         white = [n for n in WHITE_BOX if n in res]
         for black, check in BLACK_BOX.items():
             if black in res and white:
-                strongest = min(white, key=lambda n: res[n]["srcc"])
+                strongest = metrics.lowest({n: res[n]["srcc"] for n in white})
                 passed, detail = _not_stronger(res, black, strongest, labels)
                 checks.append(_check(check, eps, passed, tag + detail))
         if "pgd" in res and "fgsm" in res:
@@ -133,7 +133,7 @@ def diagnose(by_eps: dict[float, dict], unbounded: dict, soft: bool) -> list[Che
     curve = ", ".join(f"{eps_label(e)}: {v:.3f}" for e, v in worst)
     checks.append(_check("damage_grows_with_eps", None, not rises,
                          f"worst-case SRCC by eps: {curve}"))  # fmt: skip
-    reached = min(unbounded[n]["srcc"] for n in unbounded)
+    reached = unbounded[metrics.lowest({n: r["srcc"] for n, r in unbounded.items()})]["srcc"]
     checks.append(_check("unbounded_reaches_chance", 1.0, reached <= CHANCE_SRCC,
                          f"eps=1 (unbounded): SRCC under {', '.join(unbounded)} {reached:.3f} "
                          f"(must be <= {CHANCE_SRCC})"))  # fmt: skip

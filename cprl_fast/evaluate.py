@@ -65,14 +65,16 @@ def worst_case(clean: np.ndarray, attacked: dict[str, np.ndarray], y: np.ndarray
     one that hurts the order most: the lowest score for an image whose label is above the
     median label, the highest below it, among the attacked versions alone and among them and
     the clean one (of the two combinations the lower SRCC: the rule is a heuristic, and taking
-    both never reports a milder worst case than either). Returns (name of the worst: an attack
-    or ``"per image"``, its scores)."""
+    both never reports a milder worst case than either). An undefined SRCC (an attack that gives
+    every image the same score) is never the worst unless all are (:func:`metrics.lowest`).
+    Returns (name of the worst: an attack or ``"per image"``, its scores)."""
     above = y > np.median(y)
     combined = []
     for stack in (np.stack(list(attacked.values())), np.stack([clean, *attacked.values()])):
         combined.append(np.where(above, stack.min(axis=0), stack.max(axis=0)))
-    candidates = {**attacked, "per image": min(combined, key=lambda p: metrics.srcc(p, y))}
-    worst = min(candidates, key=lambda n: metrics.srcc(candidates[n], y))
+    per_image = combined[metrics.lowest({k: metrics.srcc(p, y) for k, p in enumerate(combined)})]
+    candidates = {**attacked, "per image": per_image}
+    worst = metrics.lowest({name: metrics.srcc(p, y) for name, p in candidates.items()})
     return worst, candidates[worst]
 
 

@@ -6,11 +6,15 @@ fit ``f(x) = (b1 - b2) / (1 + exp(-(x - b3) / |b4|)) + b2``), KRCC, MSE, RMSE.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Hashable, Mapping
+from typing import TypeVar
 
 import numpy as np
 from numpy.typing import ArrayLike
 from scipy import optimize, stats
+
+K = TypeVar("K", bound=Hashable)
 
 
 def _arrays(pred: ArrayLike, target: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
@@ -59,6 +63,16 @@ def mse(pred: ArrayLike, target: ArrayLike) -> float:
 
 def rmse(pred: ArrayLike, target: ArrayLike) -> float:
     return float(np.sqrt(mse(pred, target)))
+
+
+def lowest(values: Mapping[K, float]) -> K:
+    """The key of the lowest value, NaN (an undefined SRCC: every score equal) left out unless
+    every value is NaN (then the first key). ``min`` alone would pick a NaN that comes first
+    and pass over one that comes later, so a worst case would depend on the order."""
+    if not values:
+        raise ValueError("lowest needs at least one value")
+    defined = {k: v for k, v in values.items() if not math.isnan(v)}
+    return min(defined, key=defined.__getitem__) if defined else next(iter(values))
 
 
 #: The metrics of :func:`evaluate_scores`, in the order tables and logs show them.

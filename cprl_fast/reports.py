@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cprl_fast.metrics import lowest
+
 Metrics = dict[str, Any]
 
 
@@ -68,10 +70,11 @@ class Check:
 
 def worst_of(results: dict[str, Metrics]) -> Metrics:
     """The worst case of one budget's results: its ``worst`` entry, else (one attack) the
-    attack with the lowest SRCC, with its name as ``from`` as the entry has it."""
+    attack with the lowest SRCC (an undefined one only if all are: :func:`metrics.lowest`),
+    with its name as ``from`` as the entry has it."""
     if results.get("worst"):
         return results["worst"]
-    name = min((k for k in results if k != "clean"), key=lambda k: results[k]["srcc"])
+    name = lowest({k: r["srcc"] for k, r in results.items() if k != "clean"})
     return {**results[name], "from": name}
 
 

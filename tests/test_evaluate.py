@@ -111,6 +111,17 @@ def test_worst_case_is_no_better_than_any_attack():
         assert metrics.srcc(pred, y) <= metrics.srcc(before, y)
 
 
+def test_worst_case_does_not_depend_on_where_an_undefined_srcc_comes():
+    """An attack that gives every image one score has no SRCC (NaN): before, it was the worst
+    case when it came first and passed over when it came later."""
+    y = np.linspace(0, 1, 20)
+    attacks = {"flat": np.full(20, 0.5), "reverse": 1 - y, "mild": y + 0.01}
+    for order in (("flat", "reverse", "mild"), ("reverse", "flat", "mild"),
+                  ("mild", "flat", "reverse")):  # fmt: skip
+        which, pred = worst_case(y, {k: attacks[k] for k in order}, y)
+        assert metrics.srcc(pred, y) == pytest.approx(-1.0), (order, which)
+
+
 @pytest.mark.slow
 def test_report_has_intervals_worst_case_and_paired_comparisons(data, models, tmp_path):
     _, ds = data

@@ -105,3 +105,13 @@ def test_msu_scores_are_the_benchmarks_formulas_on_min_max_scaled_scores():
     assert lowered["absolute_gain"] < 0 and lowered["relative_gain"] < 0
     assert metrics.msu_scores(clean, clean)["robustness_score"] > 5  # unmoved: about 6 decades
     assert np.isnan(metrics.msu_scores([0.5, 0.5], [0.4, 0.6])["absolute_gain"])
+
+
+def test_lowest_passes_over_an_undefined_value_wherever_it_comes():
+    nan = float("nan")
+    for values in ({"a": nan, "b": -0.5, "c": 0.2}, {"b": -0.5, "a": nan, "c": 0.2},
+                   {"c": 0.2, "b": -0.5, "a": nan}):  # fmt: skip
+        assert metrics.lowest(values) == "b"
+    assert metrics.lowest({"a": nan, "b": nan}) == "a"  # all undefined: the first, NaN
+    with pytest.raises(ValueError, match="at least one value"):
+        metrics.lowest({})

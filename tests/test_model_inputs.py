@@ -119,6 +119,12 @@ def test_a_nan_srcc_never_sits_beside_all_checks_passed():
     checks = diagnose({1 / 255: res}, {"reflect10": {"srcc": 0.0}}, soft=False)
     failed = [c for c in checks if not c.passed]
     assert any(c.check == "metrics_finite" for c in failed)
+    # an unbounded attack whose SRCC is undefined does not hide one that reached chance
+    for order in (("reflect10", "pgd"), ("pgd", "reflect10")):
+        unbounded = {k: {"srcc": {"reflect10": float("nan"), "pgd": -0.4}[k]} for k in order}
+        (check,) = [c for c in diagnose({1 / 255: res}, unbounded, soft=False)
+                    if c.check == "unbounded_reaches_chance"]  # fmt: skip
+        assert check.passed and "-0.400" in check.detail
 
 
 def test_a_model_that_ranks_in_reverse_fails_a_check(data):

@@ -54,6 +54,10 @@ def test_an_audit_report_round_trips_through_json():
 def test_the_worst_case_falls_back_to_the_lowest_attack():
     worst = worst_of({"clean": _metrics(0.9), "a": _metrics(0.4), "b": _metrics(0.2)})
     assert worst["srcc"] == 0.2 and worst["from"] == "b"  # the report's cell said "()"
+    for order in ("ab", "ba"):  # an undefined SRCC (NaN) first or last: never the worst
+        srcc = {"a": float("nan"), "b": 0.2}
+        worst = worst_of({"clean": _metrics(0.9), **{k: _metrics(srcc[k]) for k in order}})
+        assert worst["from"] == "b"
 
 
 @pytest.mark.parametrize("path", sorted(COMMITTED.glob("runs/*/audit/*/report.json"))[:4],
