@@ -114,7 +114,8 @@ def test_a_failing_image_stops_the_writing_and_leaves_no_folder(refs, tmp_path, 
     with pytest.raises(OSError, match="disk full"):
         synthesize(refs, tmp_path / "ds", KINDS, size=MIN_SIZE, progress=False)
     assert list(tmp_path.iterdir()) == []  # neither the dataset nor its temporary folder
-    assert torch.get_num_threads() == threads and synthetic._REFS == {}
+    assert torch.get_num_threads() == threads
+    assert synthetic._reference.cache_info().currsize == 0  # no reference kept decoded
 
 
 @pytest.mark.slow
@@ -205,7 +206,8 @@ def test_bad_input_is_named(refs, made, tmp_path):
 def test_references_that_would_mislabel_or_leak_are_refused_before_any_work(tmp_path):
     """An enlarged reference (not pristine), one photograph under two names (it could sit on
     both sides of a scene-disjoint split) and two scenes whose images share a file name (one
-    image with two scores) are each named; nothing is written."""
+    image with two scores) are each named before any image is distorted; nothing is left,
+    not even the folders made for the output."""
     photos = tmp_path / "photos"
     photos.mkdir()
     _photo(0).save(photos / "beach.png")
@@ -217,7 +219,8 @@ def test_references_that_would_mislabel_or_leak_are_refused_before_any_work(tmp_
     (photos / "city_again.png").unlink()
     with pytest.raises(ValueError, match=r"beach\.png is 240 x 200 px, smaller than size 256 on "
                        r"its shorter side .*: use a size of at most 200 or leave it out"):
-        synthesize(photos, tmp_path / "b", ["blur"], size=256, progress=False)
+        synthesize(photos, tmp_path / "new" / "deeper" / "b", ["blur"], size=256,
+                   progress=False)  # fmt: skip
     _photo(2).save(photos / "city_lens.png")  # city_lens + blur = city + lens_blur
     with pytest.raises(ValueError, match=r"scenes 'city' \(lens_blur\) and 'city_lens' \(blur\) "
                        r"would both write images/city_lens_blur_<level>\.png"):
@@ -229,6 +232,28 @@ def test_references_that_would_mislabel_or_leak_are_refused_before_any_work(tmp_
     (photos / "Beach.png").unlink()
     made = synthesize(photos, tmp_path / "e", ["blur"], size=MIN_SIZE, progress=False)
     assert {i.scene for i in load_items("synthetic", made)[0]} == {"beach", "city", "city_lens"}
+
+
+def test_references_are_saved_as_they_come_and_read_back_from_the_dataset(tmp_path):
+    """write_dataset takes references one at a time and saves each before the next is made,
+    so a dataset of many photographs never holds them all in memory; the images are
+    distorted from the saved files (the same bytes as from the images in memory)."""
+    from cprl_fast.data.synthetic import write_dataset
+
+    photos = {f"p{k}": square(_photo(k), MIN_SIZE) for k in range(3)}
+    out = tmp_path / "streamed"
+
+    def one_at_a_time():
+        for k, (scene, img) in enumerate(photos.items()):
+            if k:  # the one before was written when this one is asked for
+                (work,) = [d for d in tmp_path.iterdir() if d.name.startswith(".streamed.")]
+                assert (work / "refs" / f"p{k - 1}.png").is_file()
+            yield scene, img
+
+    levels = {k: DISTORTIONS[k] for k in KINDS}
+    write_dataset(one_at_a_time(), out, levels, progress=False, distinct=True)
+    write_dataset(photos, tmp_path / "mapping", levels, progress=False)
+    assert _digest(out) == _digest(tmp_path / "mapping")
 
 
 def test_distinct_photographs_pass_the_copy_check_and_a_noisy_copy_does_not():

@@ -11,10 +11,12 @@ The output folder holds ``refs/<scene>.png`` (each reference, shorter side resiz
 and centre-cropped square), ``images/<scene>_<type>_<level>.png``, ``scores.csv`` (image,
 scene, distortion, level, ms_ssim, score) and a README. A scene is a reference's file name
 without its extension; the scene-disjoint splits keep each scene's images on one side. So that
-they can, and so that every label is its image's, the references are checked before any work:
-none is enlarged (its shorter side is at least ``size``: an enlarged reference is not
-pristine), no two are one photograph (:func:`check_distinct`), and no two scenes' names make
-one file name, on a file system that ignores case too (:func:`check_scene_names`).
+they can, and so that every label is its image's, the references are checked before any image
+is distorted: none is enlarged (its shorter side is at least ``size``: an enlarged reference is
+not pristine), no two are one photograph (:func:`check_distinct`), and no two scenes' names make
+one file name, on a file system that ignores case too (:func:`check_scene_names`). The names
+are checked before anything is written, the pixels as each reference is read and saved into
+the dataset's temporary folder (a refusal removes it).
 
 Deterministic: the noise of each image is seeded by its scene, type and level, so the same
 references give the same bytes on any machine and with any number of ``workers`` (processes) or
@@ -37,7 +39,7 @@ import re
 import shutil
 import tempfile
 import zlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -129,7 +131,12 @@ def check_distinct(refs: Mapping[str, Image.Image]) -> None:
     pairs whose difference hashes share one of four 16-bit bands and differ in at most 3 of
     their 64 bits (copies measured within 3): PSNR is computed for those alone (3000 references
     whose top third is one flat sky, so that they share a band: 0.9 s on the project's VM)."""
-    hashes = {scene: _dhash(img) for scene, img in refs.items()}
+    _check_hashes({scene: _dhash(img) for scene, img in refs.items()}, refs.__getitem__)
+
+
+def _check_hashes(hashes: Mapping[str, int], reference: Callable[[str], Image.Image]) -> None:
+    """:func:`check_distinct` of the scenes of ``hashes`` (scene -> :func:`_dhash`), each
+    reference got by ``reference(scene)`` only where its pair is a candidate."""
     buckets: dict[tuple[int, int], list[str]] = {}
     for scene, h in hashes.items():
         for band in range(4):
@@ -141,7 +148,7 @@ def check_distinct(refs: Mapping[str, Image.Image]) -> None:
                 if (hashes[a] ^ hashes[b]).bit_count() > 3 or (a, b) in checked:
                     continue
                 checked.add((a, b))
-                psnr = _psnr(refs[a], refs[b])
+                psnr = _psnr(reference(a), reference(b))
                 if psnr >= DUPLICATE_PSNR:
                     raise ValueError(f"references {a!r} and {b!r} are one photograph (PSNR "
                                      f"{psnr:.1f} dB >= {DUPLICATE_PSNR:g} once resized): as "
@@ -195,41 +202,48 @@ def synthesize(references: str | Path | Iterable[str | Path], out: str | Path,
     kinds = check_distortions(DISTORTIONS if distortions is None else distortions)
     files = reference_files(references)
     check_scene_names((f.stem for f in files), kinds)
-    refs = {f.stem: square(check_not_enlarged(read_image(f, max_pixels), size,
-                                              printable(str(f))),
-                           size, max_pixels, f"image {printable(str(f))}")
-            for f in files}  # fmt: skip
-    check_distinct(refs)
-    return write_dataset(refs, out, {k: DISTORTIONS[k] for k in kinds}, workers, progress)
+    refs = ((f.stem, square(check_not_enlarged(read_image(f, max_pixels), size,
+                                               printable(str(f))),
+                            size, max_pixels, f"image {printable(str(f))}"))
+            for f in files)  # fmt: skip
+    return write_dataset(refs, out, {k: DISTORTIONS[k] for k in kinds}, workers, progress,
+                         distinct=True)  # fmt: skip
 
 
 def _seed(scene: str, kind: str, level: int) -> int:
     return zlib.crc32(f"{scene}/{kind}/{level}".encode())
 
 
-_REFS: dict[str, Image.Image] = {}
+#: Most threads that write a dataset in the calling process (``workers`` 1): PIL, NumPy and
+#: torch release the interpreter lock for most of each image's work.
+MAX_THREADS = 8
+#: References a process keeps decoded while it writes a dataset: the jobs come scene by scene,
+#: so the threads (or one worker's chunk of jobs) work on one or two scenes at a time.
+KEPT_REFERENCES = 2 * MAX_THREADS
 
 
-def _set_refs(refs: dict[str, tuple[tuple[int, int], bytes]]) -> None:
-    _REFS.update({s: Image.frombytes("RGB", size, data) for s, (size, data) in refs.items()})
+@functools.lru_cache(maxsize=KEPT_REFERENCES)
+def _reference(path: Path) -> Image.Image:
+    """A reference the dataset being written saved as ``refs/<scene>.png``, decoded (RGB)."""
+    with Image.open(path) as img:
+        return img.convert("RGB")
 
 
-def _init_worker(refs: dict[str, tuple[tuple[int, int], bytes]]) -> None:
-    """A worker process's start: one torch thread (one process per core), then the refs. The
-    calling process (``workers`` 1) keeps its threads: it goes on to train or score."""
+def _init_worker() -> None:
+    """A worker process's start: one torch thread (one process per core). The calling process
+    (``workers`` 1) keeps its threads: it goes on to train or score."""
     import torch
 
     torch.set_num_threads(1)
-    _set_refs(refs)
 
 
-def _one(job: tuple[str, str, int], images: Path) -> float:
-    """Writes one distorted image into ``images`` (as ``<scene>_<type>_<level>.png``) and
-    returns its MS-SSIM to its reference."""
+def _one(job: tuple[str, str, int], folder: Path) -> float:
+    """Writes one distorted image into ``folder/images`` (as ``<scene>_<type>_<level>.png``),
+    distorting ``folder/refs/<scene>.png``, and returns its MS-SSIM to that reference."""
     scene, kind, level = job
-    ref = _REFS[scene]
+    ref = _reference(folder / "refs" / f"{scene}.png")
     img = distort(ref, kind, level, _seed(scene, kind, level))
-    img.save(images / _name(job))
+    img.save(folder / "images" / _name(job))
     return ms_ssim(img, ref)
 
 
@@ -238,13 +252,8 @@ def _name(job: tuple[str, str, int]) -> str:
     return f"{scene}_{kind}_{level}.png"
 
 
-#: Most threads that write a dataset in the calling process (``workers`` 1): PIL, NumPy and
-#: torch release the interpreter lock for most of each image's work.
-MAX_THREADS = 8
-
-
 @contextlib.contextmanager
-def _in_threads(jobs: list, images: Path) -> Iterator[Iterator[float]]:
+def _in_threads(jobs: list, folder: Path) -> Iterator[Iterator[float]]:
     """``_one`` over ``jobs`` in order, computed by up to :data:`MAX_THREADS` threads (the
     usable cores), torch on one thread each meanwhile (its count restored after)."""
     import torch
@@ -253,13 +262,13 @@ def _in_threads(jobs: list, images: Path) -> Iterator[Iterator[float]]:
 
     n = min(MAX_THREADS, available_cores(), len(jobs))
     if n <= 1:
-        yield (_one(job, images) for job in jobs)
+        yield (_one(job, folder) for job in jobs)
         return
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         with concurrent.futures.ThreadPoolExecutor(n, thread_name_prefix="synthesize") as pool:
-            futures = [pool.submit(_one, job, images) for job in jobs]
+            futures = [pool.submit(_one, job, folder) for job in jobs]
             try:
                 yield (f.result() for f in futures)
             finally:
@@ -286,42 +295,57 @@ def scene_references(items: Iterable[Item]) -> list[Path]:
     return [found[s] for s in sorted(found)]
 
 
-def write_dataset(refs: Mapping[str, Image.Image], out: Path,
-                  levels: Mapping[str, Sequence[float]], workers: int = 1,
-                  progress: bool = True, readme: str = README,
-                  desc: str | None = None) -> Path:  # fmt: skip
-    """Writes ``refs`` (scene -> RGB reference) distorted by each type of ``levels`` at its
-    five levels into ``out`` (built in a temporary folder beside it, then renamed into place);
-    returns ``out``. ``readme``: the text of README.txt; ``desc``: the progress bar's."""
+def _save_references(refs: Mapping[str, Image.Image] | Iterable[tuple[str, Image.Image]],
+                     folder: Path) -> dict[str, int]:  # fmt: skip
+    """Saves each reference of ``refs`` as ``folder/<scene>.png`` as it comes (one in memory at
+    a time where ``refs`` makes them one by one); returns scene -> :func:`_dhash`."""
+    hashes = {}
+    for scene, img in refs.items() if isinstance(refs, Mapping) else refs:
+        img = img.convert("RGB") if img.mode != "RGB" else img
+        img.save(folder / f"{scene}.png")
+        hashes[scene] = _dhash(img)
+    return hashes
+
+
+def write_dataset(refs: Mapping[str, Image.Image] | Iterable[tuple[str, Image.Image]],
+                  out: Path, levels: Mapping[str, Sequence[float]], workers: int = 1,
+                  progress: bool = True, readme: str = README, desc: str | None = None,
+                  distinct: bool = False) -> Path:  # fmt: skip
+    """Writes ``refs`` (scene -> reference, or ``(scene, reference)`` pairs, which may be made
+    one at a time) distorted by each type of ``levels`` at its five levels into ``out`` (built
+    in a temporary folder beside it, then renamed into place); returns ``out``. ``readme``: the
+    text of README.txt; ``desc``: the progress bar's; ``distinct``: first check that no two
+    references are one photograph (:func:`check_distinct`).
+
+    Memory: each reference is saved as ``refs/<scene>.png`` as it comes, and the images are
+    computed from those files, :data:`KEPT_REFERENCES` decoded at a time per process, so a
+    dataset of many references never holds them all (nor, with ``workers``, one copy each)."""
     from tqdm import tqdm
 
+    made = [d for d in (out.parent, *out.parent.parents) if not d.exists()]  # innermost first
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     os.chmod(work, 0o777 & ~umask())  # mkdtemp's 0700 would outlive the rename
     try:
         (work / "refs").mkdir()
         (work / "images").mkdir()
-        for scene, img in refs.items():
-            img.save(work / "refs" / f"{scene}.png")
-        jobs = [(s, k, lv) for s in refs for k in levels for lv in range(1, 6)]
+        scenes = _save_references(refs, work / "refs")
+        if distinct:
+            _check_hashes(scenes, lambda scene: _reference(work / "refs" / f"{scene}.png"))
+        jobs = [(s, k, lv) for s in scenes for k in levels for lv in range(1, 6)]
         bar = tqdm(total=len(jobs), desc=desc or f"generating {out.name}", unit="img",
                    disable=not progress)  # fmt: skip
         rows = []
         with contextlib.ExitStack() as stack:
-            stack.callback(_REFS.clear)
             stack.callback(bar.close)
-            if workers == 1:  # the references themselves, not copies
-                _REFS.update({s: img.convert("RGB") if img.mode != "RGB" else img
-                              for s, img in refs.items()})  # fmt: skip
-                done = stack.enter_context(_in_threads(jobs, work / "images"))
-            else:  # each process gets the pixels (spawn pickles them)
-                shared = {s: (img.size, img.convert("RGB").tobytes()) for s, img in refs.items()}
+            if workers == 1:
+                done = stack.enter_context(_in_threads(jobs, work))
+            else:  # each process reads the references it needs from refs/
                 pool = stack.enter_context(concurrent.futures.ProcessPoolExecutor(
                     workers, mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_init_worker, initargs=(shared,)))  # fmt: skip
+                    initializer=_init_worker))  # fmt: skip
                 stack.callback(pool.shutdown, cancel_futures=True)
-                done = pool.map(functools.partial(_one, images=work / "images"), jobs,
-                                chunksize=8)  # fmt: skip
+                done = pool.map(functools.partial(_one, folder=work), jobs, chunksize=8)
             for job, m in zip(jobs, done, strict=True):
                 rows.append((_name(job), *job, m))
                 bar.update()
@@ -339,7 +363,12 @@ def write_dataset(refs: Mapping[str, Image.Image], out: Path,
         os.replace(work, out)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
+        for d in made:  # a reference refused, or a failure: no folder left that it made
+            with contextlib.suppress(OSError):
+                d.rmdir()
         raise
+    finally:
+        _reference.cache_clear()  # no reference kept decoded
     return out
 
 
