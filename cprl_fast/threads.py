@@ -21,6 +21,11 @@ import torch
 #: ``cpu.cfs_quota_us`` and ``cpu.cfs_period_us``.
 CGROUP = Path("/sys/fs/cgroup")
 
+#: The most threads ``--threads`` may ask for per available core. More only slow torch down
+#: (each waits for a core), and far more crash it: 32768 threads on this project's 2-core VM
+#: ended in a segmentation fault at torch's first parallel loop (2026-12-08; 8192 ran).
+THREADS_PER_CORE = 8
+
 
 def cgroup_cpu_quota(root: Path = CGROUP) -> float | None:
     """CPUs' worth of time the cgroup may use (e.g. 1.5), or None where no quota is set."""
@@ -57,6 +62,10 @@ def pick_threads(requested: int | None = None, root: Path = CGROUP) -> tuple[int
     if requested is not None:
         if requested < 1:
             raise ValueError(f"--threads must be >= 1, got {requested}")
+        if requested > THREADS_PER_CORE * cores:
+            raise ValueError(f"--threads must be at most {THREADS_PER_CORE * cores} "
+                             f"({THREADS_PER_CORE} per core; this process may use {cores}), "
+                             f"got {requested}")  # fmt: skip
         return requested, f"--threads; {cores} core(s) available"
     env = os.environ.get("OMP_NUM_THREADS", "").strip()
     if env:

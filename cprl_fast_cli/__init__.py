@@ -24,6 +24,7 @@ import sys
 import warnings
 from types import ModuleType
 
+from cprl_fast_cli.catalog import load
 from cprl_fast_cli.options import UserError
 
 __all__ = ["COMMANDS", "LONG_COMMANDS", "UserError", "command", "main", "parser"]
@@ -56,8 +57,9 @@ def parser() -> Parser:
                    "extension's and the GPU's: cprl-fast info)")  # fmt: skip
     p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for torch (default: OMP_NUM_THREADS if set, else at "
-                   "most the cores this process may use, cgroup quota included)")  # fmt: skip
+                   help=f"CPU threads for torch, at most {load()['threads_per_core']} per "
+                   "core (default: OMP_NUM_THREADS if set, else at most the cores this process "
+                   "may use, cgroup quota included)")  # fmt: skip
     sub = p.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         command(name).add_parser(sub)

@@ -1,8 +1,8 @@
 """Writes or checks ``catalog.json``, the static listing of the registries that the command
 line's parser reads (:mod:`cprl_fast_cli.catalog`): datasets, synthetic distortions, splits,
 models and their factories' options, training objectives and theirs, the run settings of
-TrainConfig, attacks and their named suites, the audit's budgets, model presets, export formats
-and the pixel limit.
+TrainConfig, attacks and their named suites, the audit's budgets, model presets, export formats,
+the pixel limit and the most threads per core.
 
     python -m cprl_fast_cli.make_catalog           # exit 1 if the file differs
     python -m cprl_fast_cli.make_catalog --write   # after changing a registry
@@ -51,6 +51,7 @@ def build() -> dict[str, Any]:
     from cprl_fast.presets import MODEL_PRESETS, RECIPES
     from cprl_fast.reports import eps_label
     from cprl_fast.reproduce import BASELINES
+    from cprl_fast.threads import THREADS_PER_CORE
     from cprl_fast.train import TrainConfig
     from cprl_fast.train.objectives import OBJECTIVES, option_fields
     from cprl_fast.train.ranking import RankingConfig
@@ -98,6 +99,7 @@ def build() -> dict[str, Any]:
         "feature_layers": list(FEATURE_LAYERS),
         "export_formats": list(FORMATS),
         "max_pixels": int(DEFAULT_MAX_PIXELS),
+        "threads_per_core": int(THREADS_PER_CORE),
     }
 
 

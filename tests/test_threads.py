@@ -56,6 +56,11 @@ def test_an_explicit_request_or_omp_num_threads_wins(tmp_path, monkeypatch):
     assert pick_threads(3, limited) == (3, "--threads; 1 core(s) available")
     with pytest.raises(ValueError, match="--threads must be >= 1, got 0"):
         pick_threads(0, limited)
+    assert pick_threads(8, limited)[0] == 8  # oversubscribed, as asked
+    # far more threads than cores crash torch at its first parallel loop: refused
+    with pytest.raises(ValueError, match=r"--threads must be at most 8 \(8 per core; this "
+                       r"process may use 1\), got 9$"):  # fmt: skip
+        pick_threads(9, limited)
     torch.set_num_threads(2)
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     n, why = pick_threads(None, limited)
