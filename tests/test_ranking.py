@@ -52,6 +52,29 @@ def test_batch_shapes_order_and_determinism():
     torch.testing.assert_close(again[1], st)
 
 
+def test_references_past_the_memory_budget_are_decoded_at_each_use(refs, caplog):
+    """However many photographs, the pretraining keeps at most its budget of them decoded; the
+    others give the same pixels, read again, so the batches are the same."""
+    from cprl_fast.train.ranking import RankingBatches, load_references
+
+    every = load_references(refs, 20)
+    assert every.kept == 2 and every.nbytes == 2 * 40 * 36 * 3
+    with caplog.at_level("WARNING"):
+        one = load_references(refs, 20, max_bytes=40 * 36 * 3)
+    assert one.kept == 1 and "1 of 2 reference photographs kept decoded" in caplog.text
+    assert len(one) == 2 and one[-1].size == (40, 36)
+    for a, b in zip(one, every, strict=True):  # iteration stops at the end
+        assert a.tobytes() == b.tobytes()
+    with pytest.raises(IndexError):
+        one[2]
+    for k in range(3):  # RankingBatches keeps the sequence, not a list of every image
+        x, st = RankingBatches(one, SMALL)[k]
+        want = RankingBatches(every, SMALL)[k]
+        torch.testing.assert_close(x, want[0])
+        torch.testing.assert_close(st, want[1])
+    assert RankingBatches(one, SMALL).refs is one
+
+
 def test_a_worker_draws_the_batches_the_training_thread_would():
     from cprl_fast.train.ranking import RankingTerm
 

@@ -29,6 +29,7 @@ import dataclasses
 import itertools
 import logging
 import math
+import operator
 import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -165,20 +166,58 @@ def ranking_hinge(scores: torch.Tensor, strengths: torch.Tensor, margin: float) 
     return F.relu(margin - d[weaker]).mean()
 
 
+class References(Sequence[Image.Image]):
+    """The pristine photographs crops are drawn from, as RGB images, each read and checked once
+    when made (readable, at least ``min_side`` px on each side). The first are kept decoded
+    while their pixels stay within ``max_bytes`` (default: the budget of
+    :data:`cprl_fast.data.decoded.MAX_BYTES`, 2 GiB or an eighth of the machine's memory); the
+    rest are decoded again at each use: the same pixels, so the same batches, more slowly, and
+    never more memory however many photographs there are (300 photographs of 12 megapixels
+    would take 10.8 GB decoded). ``kept`` counts those kept."""
+
+    def __init__(self, files: Sequence[Path], min_side: int,
+                 max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int | None = None):  # fmt: skip
+        from cprl_fast.data.decoded import MAX_BYTES
+
+        self.files, self.max_pixels = list(files), max_pixels
+        budget = MAX_BYTES if max_bytes is None else max_bytes
+        self._kept: dict[int, Image.Image] = {}
+        self.nbytes = 0  #: bytes of the images kept
+        for k, f in enumerate(self.files):
+            img = read_image(f, max_pixels)
+            if min(img.size) < min_side:
+                raise ValueError(f"reference {f} is {img.size[0]} x {img.size[1]} px: ranking "
+                                 f"crops need at least {min_side} px on each side")  # fmt: skip
+            size = img.size[0] * img.size[1] * 3
+            if self.nbytes + size <= budget:
+                self._kept[k] = img
+                self.nbytes += size
+        self.kept = len(self._kept)
+        if self.kept < len(self.files):
+            log.warning("%d of %d reference photographs kept decoded (%.1f GB, the budget); the "
+                        "others are decoded at each use, more slowly: fewer or smaller "
+                        "photographs would train faster", self.kept, len(self.files),
+                        self.nbytes / 1e9)  # fmt: skip
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, k):  # an int (a slice gives the images as a list)
+        if isinstance(k, slice):
+            return [self[i] for i in range(*k.indices(len(self)))]
+        k = range(len(self))[operator.index(k)]  # negative from the end; IndexError past it
+        kept = self._kept.get(k)
+        return kept if kept is not None else read_image(self.files[k], self.max_pixels)
+
+
 def load_references(references: str | Path | Iterable[str | Path], min_side: int,
-                    max_pixels: int = DEFAULT_MAX_PIXELS) -> list[Image.Image]:  # fmt: skip
-    """The RGB images of ``references`` (a folder, searched recursively, or files), each
-    checked to be at least ``min_side`` px on both sides."""
+                    max_pixels: int = DEFAULT_MAX_PIXELS,
+                    max_bytes: int | None = None) -> References:  # fmt: skip
+    """The :class:`References` of ``references`` (a folder, searched recursively, or files),
+    each checked to be at least ``min_side`` px on both sides."""
     from cprl_fast.data.synthetic import reference_files
 
-    refs = []
-    for f in reference_files(references):
-        img = read_image(f, max_pixels)
-        if min(img.size) < min_side:
-            raise ValueError(f"reference {f} is {img.size[0]} x {img.size[1]} px: ranking crops "
-                             f"need at least {min_side} px on each side")  # fmt: skip
-        refs.append(img)
-    return refs
+    return References(reference_files(references), min_side, max_pixels, max_bytes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -321,7 +360,7 @@ class RankingBatches(torch.utils.data.Dataset):
     by ``(cfg.seed, t)`` alone, so a resumed run, or a worker process, draws the same batch."""
 
     def __init__(self, refs: Sequence[Image.Image], cfg: RankingConfig):
-        self.refs, self.cfg = list(refs), cfg
+        self.refs, self.cfg = refs if isinstance(refs, References) else list(refs), cfg
 
     def __getitem__(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
         return ranking_batch(self.refs, self.cfg, np.random.default_rng([self.cfg.seed, t]))
@@ -345,7 +384,7 @@ class RankingTerm:
         self._next = -1  # the step the workers deliver next
 
     @property
-    def refs(self) -> list[Image.Image]:
+    def refs(self) -> Sequence[Image.Image]:
         """The pristine photographs the crops come from."""
         return self.batches.refs
 
