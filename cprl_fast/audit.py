@@ -45,12 +45,13 @@ import torch
 from torch import nn
 
 from cprl_fast import metrics
-from cprl_fast.attacks import SUITES, black_box_checks, check_attack_names, white_box
+from cprl_fast.attacks import SUITES, black_box_checks, white_box
 from cprl_fast.checks import check_count, check_images, check_rankable
 from cprl_fast.data.decoded import decoded_once
 from cprl_fast.evaluate import (
     PredictionMemo,
     bar_progress,
+    check_attacks,
     evaluate,
     evaluate_passes,
     passes_to_score,
@@ -214,8 +215,9 @@ def check_budgets(eps: Sequence[float]) -> list[float]:
 def audit_attacks(model: nn.Module, attacks: Sequence[str] = SUITE,
                   source: nn.Module | None = None) -> list[str]:
     """The attacks :func:`audit` runs at every eps: ``attacks``, then ``transfer`` when a
-    ``source`` model is given and ``pgd-soft`` for a model with CA modules (each once)."""
-    attacks = check_attack_names(attacks)
+    ``source`` model is given and ``pgd-soft`` for a model with CA modules (each once); an
+    attack that needs a ``source`` without one is named."""
+    attacks = check_attacks(attacks, source)
     if not attacks:
         raise ValueError("attacks must name at least one attack of the suite")
     if source is not None and "transfer" not in attacks:
@@ -260,9 +262,9 @@ def audit(model: nn.Module, dataset, eps: Sequence[float] = DEFAULT_EPS,
         if certify_layer is None:
             raise ValueError("feature-space smoothing needs the layer to add noise at")
         split_features(model, certify_layer)
+    attacks = audit_attacks(model, attacks, source)
     images = decoded_once(dataset)  # the check below reads every image first
     check_auditable(model, images, batch_size, device)
-    attacks = audit_attacks(model, attacks, source)
     soft = _has_ca(model)
     by_eps = {}
     memo: PredictionMemo = {}  # the clean scores, shared by every eps

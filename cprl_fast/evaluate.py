@@ -181,7 +181,7 @@ def predictions(model: nn.Module, dataset, attack: str | None, eps: float, batch
     other arguments (a dataset and :func:`cprl_fast.data.decoded_once` of it are one key: the same
     images). Each call gets its own copies."""
     if attack is not None:
-        _check_attacks([attack], source)
+        check_attacks([attack], source)
     check_image_eps(eps)
     if memo is not None:
         key = _memo_key(model, dataset, attack, eps, batch_size, device, seed, source)
@@ -211,12 +211,15 @@ def predictions(model: nn.Module, dataset, attack: str | None, eps: float, batch
     return torch.cat(preds).cpu().numpy(), torch.cat(labels).numpy()
 
 
-def _check_attacks(names: Sequence[str], source: nn.Module | None) -> list[str]:
+def check_attacks(names: Sequence[str], source: nn.Module | None) -> list[str]:
+    """``names`` as a list of known attacks, each once, with the source model that any of them
+    needs (``transfer`` crafts its images on it); else a ValueError naming the attack."""
     names = attacks.check_attack_names(names)
     missing = attacks.needs_source(names) if source is None else []
     if missing:
         raise ValueError(f"attack {missing[0]!r} needs a source model to craft its images on "
-                         "(source=...; cprl-fast audit --transfer-from CKPT)")  # fmt: skip
+                         "(source=... in Python; cprl-fast audit --transfer-from CKPT; a study "
+                         "uses another of its models)")  # fmt: skip
     return names
 
 
@@ -233,7 +236,7 @@ def evaluate(model: nn.Module, dataset, attack_names: Sequence[str] = attacks.SU
     :func:`passes_to_score` of :func:`evaluate_passes`."""
     from tqdm import tqdm
 
-    attack_names = _check_attacks(attack_names, source)
+    attack_names = check_attacks(attack_names, source)
     check_image_eps(eps)
     check_rankable(len(dataset), "evaluate")
     dataset = decoded_once(dataset)

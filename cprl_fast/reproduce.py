@@ -31,6 +31,7 @@ from cprl_fast.data import LOADERS, decoded_once
 from cprl_fast.evaluate import (
     PredictionMemo,
     bar_progress,
+    check_attacks,
     evaluate,
     evaluate_passes,
     passes_to_score,
@@ -125,6 +126,7 @@ def reproduce(
     b_values=(0.2, 0.3, 0.4, 0.5), ablations: bool = True, baselines=BASELINES,
 ) -> dict:  # fmt: skip
     """Runs (or resumes) the protocol; returns the report's content."""
+    check_attacks(attack_names, None)  # before any model trains: the protocol has no source
     out = Path(out_dir)
     split_file = base.split_file or str(out / "split.json")
     cfg = dataclasses.replace(base, dataset=dataset, root=root, split_file=split_file)

@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     eps = [parse_eps(e) for e in args.eps.split(",") if e.strip()]
     if not eps:
         raise UserError("--eps needs at least one budget, e.g. 1/255,4/255")
-    names = attack_list(args.attack)
+    names = attack_list(args.attack, source=bool(args.transfer_from))
     sigmas = certify_sigmas(args.certify)
     feature = certify_sigmas(args.certify_feature, "--certify-feature")
     if feature and args.certify_layer is None:

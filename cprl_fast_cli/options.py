@@ -136,11 +136,19 @@ def add_attack(p: argparse.ArgumentParser, default: Iterable[str]) -> None:
                    f"(default: {default})")  # fmt: skip
 
 
-def attack_list(text: str) -> list[str]:
-    """The names of --attack, checked against the attack registry (imports cprl_fast)."""
-    from cprl_fast.attacks import check_attack_names
+def attack_list(text: str, source: bool = False) -> list[str]:
+    """The names of --attack, checked against the attack registry (imports cprl_fast) before
+    any work; ``source``: whether the command gives the attacks a source model (an attack that
+    crafts its images on one, ``transfer``, is refused without)."""
+    from cprl_fast.attacks import check_attack_names, needs_source
 
-    return check_attack_names(a.strip() for a in text.split(",") if a.strip())
+    names = check_attack_names(a.strip() for a in text.split(",") if a.strip())
+    missing = [] if source else needs_source(names)
+    if missing:
+        raise UserError(f"--attack {missing[0]} crafts its images on another model, which this "
+                        "command has none of: use cprl-fast audit --transfer-from CKPT, or "
+                        "cprl-fast study (each model's source is another of its models)")
+    return names
 
 
 def add_device(p: argparse.ArgumentParser, what: str = "") -> None:

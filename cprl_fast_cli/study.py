@@ -101,8 +101,9 @@ def run(args: argparse.Namespace) -> int:
     command = "cprl-fast " + " ".join(shlex.quote(a) for a in without_share(args.command_line))
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     share = parse_share(args.share)
+    attacks = attack_list(args.attack, source=True)  # each model's source: another of them
     report = study(args.dataset, args.root, args.out_dir, protocol_config(args), args.folds,
-                   seeds, models, eps, attack_list(args.attack), args.per_scene, command,
+                   seeds, models, eps, attacks, args.per_scene, command,
                    args.report_only, certify_sigmas(args.certify), args.certify_n, share,
                    args.audit_crop)
     if not report:

@@ -209,6 +209,22 @@ def test_audit_noise_levels_are_checked_before_the_model_is_loaded(capsys, args,
     assert len(err.strip().splitlines()) == 1 and message in err, err
 
 
+@pytest.mark.parametrize("args", [
+    ["reproduce", "--dataset", "builtin", "--attack", "fgsm,transfer"],  # before any training
+    ["evaluate", "--checkpoint", "nope.pt", "--attack", "transfer"],
+    ["audit", "--module", "no_such_module:f", "--attack", "transfer"],  # no --transfer-from
+])  # fmt: skip
+def test_the_transfer_attack_without_its_source_is_refused_before_any_work(capsys, args,
+                                                                          tmp_path):  # fmt: skip
+    from cprl_fast_cli import main
+
+    assert main([*args, "--out-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "--attack transfer crafts its images on another model" in err
+    assert "--transfer-from CKPT" in err and not (tmp_path / "out").exists()
+
+
 def test_error_messages_escape_control_characters(capsys, tmp_path):
     from cprl_fast_cli import main
 

@@ -107,6 +107,16 @@ def test_an_audit_refuses_bad_images_and_settings(data):
         audit(Scores(), data, eps=(1 / 255, 1 / 255), batch_size=8)
     with pytest.raises(ValueError, match="attacks must each be named once, got 'fgsm' 2 times"):
         audit(Scores(), data, eps=(1 / 255,), attacks=("fgsm", "pgd", "fgsm"), batch_size=8)
+
+    class Unread(torch.utils.data.Dataset):  # no image is read before the suite is checked
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, k):
+            raise AssertionError("an image was read")
+
+    with pytest.raises(ValueError, match="attack 'transfer' needs a source model"):
+        audit(Scores(), Unread(), eps=(1 / 255,), attacks=("fgsm", "transfer"), batch_size=8)
     # a zero gradient is gradient masking, for the diagnostics to catch: not refused
     check_auditable(Scores(lambda s: torch.round(s * 256) / 256 + 0 * s), data, 8)
 

@@ -129,3 +129,12 @@ def test_demo_command(tmp_path, tmp_path_factory):
     assert f"cprl-fast audit --checkpoint {cprl} --out-dir {audit}" in r.stdout
     assert f"cprl-fast export {cprl} --format pt2" in r.stdout
     assert re.search(r"^demo took \d+ s \(wall time\)$", r.stdout, flags=re.MULTILINE)
+
+
+def test_an_attack_without_its_source_model_is_refused_before_any_model_trains(tmp_path):
+    """The protocol gives its attacks no source model: ``transfer`` would fail at the first
+    evaluation, after every model had trained."""
+    with pytest.raises(ValueError, match="attack 'transfer' needs a source model"):
+        reproduce("builtin", None, tmp_path / "out", TrainConfig(),
+                  attack_names=("fgsm", "transfer"))  # fmt: skip
+    assert not (tmp_path / "out").exists()
