@@ -339,7 +339,7 @@ def check_images(x: object, name: str = "images") -> torch.Tensor:
     if x.numel():
         v = x.detach()
         if not bool(torch.isfinite(v).all()):
-            raise ValueError(f"{name} hold NaN or infinite values: pixels must be finite, in "
+            raise ValueError(f"NaN or infinite values in {name}: pixels must be finite, in "
                              f"[0, 1]")  # fmt: skip
         lo, hi = float(v.min()), float(v.max())
         if lo < 0 or hi > 1:
