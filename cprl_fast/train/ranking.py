@@ -176,14 +176,18 @@ class References(Sequence[Image.Image]):
     would take 10.8 GB decoded). ``kept`` counts those kept."""
 
     def __init__(self, files: Sequence[Path], min_side: int,
-                 max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int | None = None):  # fmt: skip
+                 max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int | None = None,
+                 progress: bool = False):  # fmt: skip
+        from tqdm.auto import tqdm
+
         from cprl_fast.data.decoded import MAX_BYTES
 
         self.files, self.max_pixels = list(files), max_pixels
         budget = MAX_BYTES if max_bytes is None else max_bytes
         self._kept: dict[int, Image.Image] = {}
         self.nbytes = 0  #: bytes of the images kept
-        for k, f in enumerate(self.files):
+        for k, f in enumerate(tqdm(self.files, desc="reading the references", unit="img",
+                                   disable=not progress, leave=False)):  # fmt: skip
             img = read_image(f, max_pixels)
             if min(img.size) < min_side:
                 raise ValueError(f"reference {f} is {img.size[0]} x {img.size[1]} px: ranking "
@@ -211,13 +215,14 @@ class References(Sequence[Image.Image]):
 
 
 def load_references(references: str | Path | Iterable[str | Path], min_side: int,
-                    max_pixels: int = DEFAULT_MAX_PIXELS,
-                    max_bytes: int | None = None) -> References:  # fmt: skip
+                    max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int | None = None,
+                    progress: bool = False) -> References:  # fmt: skip
     """The :class:`References` of ``references`` (a folder, searched recursively, or files),
-    each checked to be at least ``min_side`` px on both sides."""
+    each checked to be at least ``min_side`` px on both sides (``progress``: a bar over the
+    reading)."""
     from cprl_fast.data.synthetic import reference_files
 
-    return References(reference_files(references), min_side, max_pixels, max_bytes)
+    return References(reference_files(references), min_side, max_pixels, max_bytes, progress)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -296,7 +301,7 @@ def pretrain_by_ranking(references: str | Path | Iterable[str | Path], out: str 
     from cprl_fast.models.registry import build
 
     dev = check_device(device)
-    refs = load_references(references, cfg.crop + 2 * cfg.border, max_pixels)
+    refs = load_references(references, cfg.crop + 2 * cfg.border, max_pixels, progress=progress)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     model = build("resnet", arch=cfg.arch, input_norm=cfg.input_norm).to(dev)
