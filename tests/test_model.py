@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import io
 
 import pytest
 import torch
@@ -13,6 +14,13 @@ import cprl_fast
 from cprl_fast import reference
 from cprl_fast.models import convert_resnet, cprl_resnet, resnet_iqa
 from cprl_fast.nn import CPRLActivation
+
+
+def _saved(model: torch.nn.Module) -> bytes:
+    """``torch.save(model)``'s bytes: the whole module, pickled."""
+    buf = io.BytesIO()
+    torch.save(model, buf)
+    return buf.getvalue()
 
 
 def _ca(channels=8, **kw) -> CPRLActivation:
@@ -73,6 +81,30 @@ class TestCPRLActivation:
         for net in (ca.fc_phi, ca.fc_xi):
             w = net[0].weight.reshape(16, 16)
             assert torch.linalg.matrix_norm(w, ord=2) <= 1 + 1e-3
+
+    @pytest.mark.parametrize("training", [False, True])
+    def test_a_model_with_it_pickles_whole(self, training):
+        """torch.save(model) of a network with CA modules (torch pickles no module with
+        parametrizations, and the intervention networks' spectral norm is one): every mode
+        gives the same output after, and which parameters train and which modules are in
+        training mode are kept; a deep copy is as before."""
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), CPRLActivation(8))
+        net.train(training)
+        net[1].fc_xi[0].bias.requires_grad_(False)
+        net[1].fc_phi.eval()  # modes may differ within one network
+        back = torch.load(io.BytesIO(_saved(net)), weights_only=False)
+        x = torch.rand(2, 3, 9, 9)
+        for mode in ("normal", "sf", "nc"):  # in training mode, the power iteration runs too
+            net[1].set_mode(mode), back[1].set_mode(mode)
+            assert torch.equal(back(x), net(x)), mode
+        assert list(back.state_dict()) == list(net.state_dict())
+        assert [m.training for m in back.modules()] == [m.training for m in net.modules()]
+        assert [p.requires_grad for p in back.parameters()] == \
+            [p.requires_grad for p in net.parameters()]  # fmt: skip
+        half = torch.load(io.BytesIO(_saved(copy.deepcopy(net).half())), weights_only=False)
+        assert half[1].fc_phi[0].bias.dtype == torch.float16
+        assert torch.equal(copy.deepcopy(net)(x), net(x))
 
     def test_bad_input(self):
         with pytest.raises(ValueError, match=r"expects \[N, 8, H, W\], got \[2, 4, 3, 3\]"):

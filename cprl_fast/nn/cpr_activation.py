@@ -10,7 +10,9 @@ spectral-normalised 1x1 convolutions ``C -> C`` followed by a ReLU (Lipschitz co
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -130,6 +132,42 @@ class CPRLActivation(nn.Module):
         _, mask = ops.op_for("rank_mask", f.device)(f, b, *self._op_args)
         net = self.fc_phi if self.mode == "sf" else self.fc_xi
         return ops.op_for("intervene", f.device)(f, net(f), mask, self.mode)
+
+    # Pickling (torch.save(model), multiprocessing): torch refuses to pickle a module with
+    # parametrizations (the intervention networks' spectral norm), so each network travels as
+    # its state dict, which parameters take gradients and which modules are in training mode,
+    # and is rebuilt on the same device, in the same dtype. A copy keeps Python's default
+    # deep copy, which the parametrizations support.
+    _NETS = ("fc_phi", "fc_xi")
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_modules"] = {k: v for k, v in self._modules.items() if k not in self._NETS}
+        state["_nets"] = {name: (net.state_dict(),
+                                 {k: p.requires_grad for k, p in net.named_parameters()},
+                                 [m.training for m in net.modules()])
+                          for name, net in ((n, getattr(self, n)) for n in self._NETS)}  # fmt: skip
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        nets = state.pop("_nets", None)
+        super().__setstate__(state)
+        for name, (weights, grads, training) in (nets or {}).items():
+            net = _intervention_net(self.channels)
+            net.load_state_dict(weights)
+            ref = next(iter(weights.values()))
+            net.to(ref.device, ref.dtype)
+            for k, p in net.named_parameters():
+                p.requires_grad_(grads[k])
+            for m, mode in zip(net.modules(), training, strict=True):
+                m.training = mode
+            self._modules[name] = net
+
+    def __deepcopy__(self, memo: dict) -> CPRLActivation:
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        new.__dict__.update({k: copy.deepcopy(v, memo) for k, v in self.__dict__.items()})
+        return new
 
     def extra_repr(self) -> str:
         return (
