@@ -106,6 +106,30 @@ class TestCPRLActivation:
         assert half[1].fc_phi[0].bias.dtype == torch.float16
         assert torch.equal(copy.deepcopy(net)(x), net(x))
 
+    def test_torch_fx_traces_it_in_every_mode(self):
+        """torch.fx's symbolic tracing (torchvision's feature extraction) records the
+        dispatcher's ops, which give the module's output and gradients; the shape check, Python
+        control flow on a traced value, is left out of the graph."""
+        from torchvision.models.feature_extraction import create_feature_extractor
+
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), CPRLActivation(8)).eval()
+        x = torch.rand(2, 3, 9, 9, requires_grad=True)
+        for mode in ("normal", "sf", "nc"):
+            net[1].set_mode(mode)
+            graph = torch.fx.symbolic_trace(net)
+            assert "torch.ops.cprl_fast" in graph.code
+            got, want = graph(x), net(x)
+            assert torch.equal(got, want), mode
+            (g_got,) = torch.autograd.grad(got.sum(), x)
+            (g_want,) = torch.autograd.grad(want.sum(), x)
+            assert torch.equal(g_got, g_want), mode
+        backbone = cprl_resnet("resnet18").eval().backbone
+        features = create_feature_extractor(backbone, ["layer1"])
+        image = torch.rand(1, 3, 32, 32)
+        stem = backbone.maxpool(backbone.relu(backbone.bn1(backbone.conv1(image))))
+        assert torch.equal(features(image)["layer1"], backbone.layer1(stem))
+
     def test_bad_input(self):
         with pytest.raises(ValueError, match=r"expects \[N, 8, H, W\], got \[2, 4, 3, 3\]"):
             _ca(8)(torch.randn(2, 4, 3, 3))

@@ -115,6 +115,8 @@ class CPRLActivation(nn.Module):
         self.mode = mode
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
+        if isinstance(f, torch.fx.Proxy):
+            return self._symbolic(f)
         if f.dim() != 4 or f.shape[1] != self.channels:
             raise ValueError(
                 f"CPRLActivation({self.channels}) expects [N, {self.channels}, H, W], "
@@ -132,6 +134,16 @@ class CPRLActivation(nn.Module):
         _, mask = ops.op_for("rank_mask", f.device)(f, b, *self._op_args)
         net = self.fc_phi if self.mode == "sf" else self.fc_xi
         return ops.op_for("intervene", f.device)(f, net(f), mask, self.mode)
+
+    def _symbolic(self, f: torch.fx.Proxy) -> torch.fx.Proxy:
+        """The forward under torch.fx's symbolic tracing (torchvision's feature extraction):
+        no Python check of a traced value, and the dispatcher's ops in the graph, which run
+        each device's native kernels."""
+        if self.mode == "normal":
+            return torch.ops.cprl_fast.ca_activation(f, self.b, *self._op_args)
+        _, mask = torch.ops.cprl_fast.rank_mask(f, self.b, *self._op_args)
+        net = self.fc_phi if self.mode == "sf" else self.fc_xi
+        return torch.ops.cprl_fast.intervene(f, net(f), mask, self.mode)
 
     # Pickling (torch.save(model), multiprocessing): torch refuses to pickle a module with
     # parametrizations (the intervention networks' spectral norm), so each network travels as
