@@ -116,9 +116,11 @@ def write_results(
             cells = [_with_ci(m, c) if c in ci else _number(m[c]) for c in COLUMNS]
             lines.append(f"| {markdown_cell(model)} | {name} | " + " | ".join(cells) + " |")
     n = len(next(iter(next(iter(results.values())).values())).get("scores", []))
+    worst = any("worst" in conds for conds in results.values())
     lines += ["", f"SRCC and PLCC with 95% bootstrap intervals over the {n} images "
-              "(resampled 2000 times); `worst`: the lowest SRCC over the attacks and their "
-              "per-image combination with the clean images (AutoAttack-style)."]  # fmt: skip
+              f"(resampled {metrics.BOOTSTRAP_RESAMPLES} times)"
+              + ("; `worst`: the lowest SRCC over the attacks and their per-image combination "
+                 "with the clean images (AutoAttack-style)." if worst else ".")]  # fmt: skip
     models = list(results)
     first = models[0] if models else ""
     for other in models[1:]:  # each model against the first (the reference)
