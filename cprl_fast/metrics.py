@@ -14,7 +14,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import optimize, stats
 
-K = TypeVar("K", bound=Hashable)
+_Key = TypeVar("_Key", bound=Hashable)
 
 
 def _arrays(pred: ArrayLike, target: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
@@ -65,7 +65,7 @@ def rmse(pred: ArrayLike, target: ArrayLike) -> float:
     return float(np.sqrt(mse(pred, target)))
 
 
-def lowest(values: Mapping[K, float]) -> K:
+def lowest(values: Mapping[_Key, float]) -> _Key:
     """The key of the lowest value, NaN (an undefined SRCC: every score equal) left out unless
     every value is NaN (then the first key). ``min`` alone would pick a NaN that comes first
     and pass over one that comes later, so a worst case would depend on the order."""
