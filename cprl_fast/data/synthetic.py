@@ -204,13 +204,13 @@ def synthesize(references: str | Path | Iterable[str | Path], out: str | Path,
     check_scene_names((f.stem for f in files), kinds)
     from tqdm import tqdm
 
-    reading = tqdm(files, desc="reading the references", unit="img", disable=not progress)
-    refs = ((f.stem, square(check_not_enlarged(read_image(f, max_pixels), size,
-                                               printable(str(f))),
-                            size, max_pixels, f"image {printable(str(f))}"))
-            for f in reading)  # fmt: skip
-    return write_dataset(refs, out, {k: DISTORTIONS[k] for k in kinds}, workers, progress,
-                         distinct=True)  # fmt: skip
+    with tqdm(files, desc="reading the references", unit="img", disable=not progress) as reading:
+        refs = ((f.stem, square(check_not_enlarged(read_image(f, max_pixels), size,
+                                                   printable(str(f))),
+                                size, max_pixels, f"image {printable(str(f))}"))
+                for f in reading)  # fmt: skip
+        return write_dataset(refs, out, {k: DISTORTIONS[k] for k in kinds}, workers, progress,
+                             distinct=True)  # fmt: skip
 
 
 def _seed(scene: str, kind: str, level: int) -> int:
