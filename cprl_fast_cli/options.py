@@ -147,7 +147,8 @@ def attack_list(text: str, source: bool = False) -> list[str]:
     if missing:
         raise UserError(f"--attack {missing[0]} crafts its images on another model, which this "
                         "command has none of: use cprl-fast audit --transfer-from CKPT, or "
-                        "cprl-fast study (each model's source is another of its models)")
+                        "cprl-fast study (each model's source is another of its "
+                        "models)")  # fmt: skip
     return names
 
 
