@@ -105,6 +105,7 @@ class TestCPRLActivation:
         half = torch.load(io.BytesIO(_saved(copy.deepcopy(net).half())), weights_only=False)
         assert half[1].fc_phi[0].bias.dtype == torch.float16
         assert torch.equal(copy.deepcopy(net)(x), net(x))
+        assert copy.copy(net[1]).fc_phi is net[1].fc_phi  # a shallow copy shares, as before
 
     def test_torch_fx_traces_it_in_every_mode(self):
         """torch.fx's symbolic tracing (torchvision's feature extraction) records the

@@ -148,8 +148,9 @@ class CPRLActivation(nn.Module):
     # Pickling (torch.save(model), multiprocessing): torch refuses to pickle a module with
     # parametrizations (the intervention networks' spectral norm), so each network travels as
     # its state dict, which parameters take gradients and which modules are in training mode,
-    # and is rebuilt on the same device, in the same dtype. A copy keeps Python's default
-    # deep copy, which the parametrizations support.
+    # and is rebuilt on the same device, in the same dtype. Copies keep Python's defaults (a
+    # shallow copy shares the networks; a deep copy, which the parametrizations support,
+    # copies them).
     _NETS = ("fc_phi", "fc_xi")
 
     def __getstate__(self) -> dict[str, Any]:
@@ -174,6 +175,11 @@ class CPRLActivation(nn.Module):
             for m, mode in zip(net.modules(), training, strict=True):
                 m.training = mode
             self._modules[name] = net
+
+    def __copy__(self) -> CPRLActivation:
+        new = type(self).__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        return new
 
     def __deepcopy__(self, memo: dict) -> CPRLActivation:
         new = type(self).__new__(type(self))
