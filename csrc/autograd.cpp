@@ -58,9 +58,9 @@ void refuse_forward_ad(const char* op, const Tensors&... tensors) {
 }
 
 // Runs a backward op's call. A plain backward (grad mode off) calls the kernel below the autograd
-// keys: the backward ops have no autograd of their own, and going through autograd's boxed
-// fallback for them costs host time on every call. Under create_graph (grad mode on) the call
-// goes through that fallback as before, which marks the result as not differentiable twice.
+// keys: going through autograd costs host time on every call. Under create_graph (grad mode on)
+// the call goes through the backward op's own autograd, registered from Python
+// (cprl_fast/ops/second_order.py: the second order, from the references).
 template <typename Call>
 auto below_autograd_unless_create_graph(Call call) {
   if (at::GradMode::is_enabled()) return call();

@@ -91,12 +91,14 @@ LONGEST_FILES = ("test_reproduce.py", "test_cuda_emulated.py", "test_gpu_check.p
 
 
 def pytest_collection_modifyitems(config, items):
-    """Float64 gradcheck through Triton's interpreter takes 3-7 s a case on the 2-core VM, even
+    """Float64 gradcheck (and gradgradcheck) through Triton's interpreter takes 3-7 s a case on
+    the 2-core VM, even
     at its smaller shape (``op_testing.gradcheck_shape``): those cases are in the slow tier
     (``-m slow``); the native CPU cases stay in the fast one. In an xdist worker, the files of
     :data:`LONGEST_FILES` come first (a stable sort: the rest keep their order)."""
     for item in items:
-        if getattr(item, "originalname", "") == "test_gradcheck" and "cpu-triton" in item.name:
+        if (getattr(item, "originalname", "") in ("test_gradcheck", "test_gradgradcheck")
+                and "cpu-triton" in item.name):  # fmt: skip
             item.add_marker(pytest.mark.slow)
     if hasattr(config, "workerinput"):
         rank = {name: k for k, name in enumerate(LONGEST_FILES)}

@@ -1,13 +1,16 @@
 """The shared op tests, run from every op's spec (``cprl_fast.ops.SPECS``): forward and backward
 against the reference over odd shapes, every layout and dtype and each option variant, float64
-gradcheck, opcheck of the forward and backward ops, the empty batch, and the same error for the
-same bad call from the C++ kernel, the fake kernel, the Triton kernel and the public function.
+gradcheck and gradgradcheck, opcheck of the forward and backward ops, the empty batch, and the
+same error for the same bad call from the C++ kernel, the fake kernel, the Triton kernel and
+the public function.
 
 Each runs once per (device, backend) of ``conftest.BACKENDS``. An op's own behaviour (ties,
 NaN order, in-place forms, ...) is tested in ``tests/test_<op>.py``.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import pytest
 import torch
@@ -119,9 +122,9 @@ def test_backward_matches_reference(device, spec, variant, layout):
             torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-9)
 
 
-@pytest.mark.parametrize(("spec", "variant"), DIFFERENTIABLE, ids=DIFF_IDS)
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-def test_gradcheck(device, spec, variant, layout):
+def _differentiable(spec, variant, device, layout):
+    """The public function of the op's differentiable inputs, and those inputs (float64
+    leaves of a gradcheck shape), for gradcheck and gradgradcheck."""
     args = list(spec.sample(gradcheck_shape(device, (2, 6, 3, 2)), dtype=torch.float64,
                             device=device, layout=layout, seed=21, **variant))  # fmt: skip
     for i in spec.grad_args:
@@ -133,8 +136,25 @@ def test_gradcheck(device, spec, variant, layout):
             full[i] = d
         return _outputs(spec, spec.public, tuple(full))
 
-    assert torch.autograd.gradcheck(fn, tuple(args[i] for i in spec.grad_args), eps=1e-6,
-                                    atol=1e-6)  # fmt: skip
+    return fn, tuple(args[i] for i in spec.grad_args)
+
+
+@pytest.mark.parametrize(("spec", "variant"), DIFFERENTIABLE, ids=DIFF_IDS)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_gradcheck(device, spec, variant, layout):
+    fn, inputs = _differentiable(spec, variant, device, layout)
+    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize(("spec", "variant"), DIFFERENTIABLE, ids=DIFF_IDS)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_gradgradcheck(device, spec, variant, layout):
+    """Second order (cprl_fast.ops.second_order: the backward op's autograd, from the
+    reference), with no warning: autograd's fallback warned and returned zeros."""
+    fn, inputs = _differentiable(spec, variant, device, layout)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.autograd.gradgradcheck(fn, inputs, eps=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize(("spec", "variant"), CASES, ids=CASE_IDS)

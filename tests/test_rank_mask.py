@@ -5,6 +5,8 @@ its spec in tests/test_op_specs.py."""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from op_testing import feature, gradcheck_shape
@@ -286,14 +288,26 @@ class TestAutogradRegistration:
         for a, b in zip(plain, again, strict=True):
             torch.testing.assert_close(a, b)
 
-    def test_second_order_is_flagged_not_silent(self):
-        # a plain backward calls the backward op below autograd; under create_graph it goes
-        # through autograd's fallback, which warns when the second backward reaches it
-        f = torch.randn(2, 4, 3, 3, dtype=torch.float64, requires_grad=True)
-        (g,) = torch.autograd.grad(ops.rank_mask(f, 0.4).sum(), f, create_graph=True)
-        assert g.requires_grad
-        with pytest.warns(UserWarning, match="autograd kernel was not registered"):
-            g.sum().backward()
+    @pytest.mark.parametrize("rank", ["hard", "soft"])
+    def test_input_gradient_penalty_matches_reference(self, rank):
+        # double backpropagation through a CA layer (the nt objective's penalty): autograd's
+        # fallback for the backward op used to warn and return zeros
+        torch.manual_seed(0)
+        conv = torch.nn.Conv2d(3, 6, 3).double()
+        act = CPRLActivation(6, rank=rank).double().eval()
+        x = torch.randn(2, 3, 6, 5, dtype=torch.float64, requires_grad=True)
+
+        def penalty(layer):
+            (g,) = torch.autograd.grad(layer(conv(x)).square().sum(), x, create_graph=True)
+            return torch.autograd.grad(g.square().sum(), [conv.weight, act.b])
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            got = penalty(act)  # the ca_activation op, its mask saved, not returned
+        want = penalty(lambda f: reference.rank_mask(f, act.b, rank=rank))
+        assert all(g.abs().sum() > 0 for g in got)
+        for g, w in zip(got, want, strict=True):
+            torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-9)
 
 
 class TestCAActivationOp:

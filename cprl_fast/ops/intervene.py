@@ -29,7 +29,7 @@ from cprl_fast.checks import (
     check_tensor,
     dense_format,
 )
-from cprl_fast.ops import _backend
+from cprl_fast.ops import _backend, second_order
 from cprl_fast.ops.spec import BadCall, OpSpec, feature, in_layout, like
 
 __all__ = ["SPEC", "intervene", "intervene_op"]
@@ -69,6 +69,17 @@ def _backward(ctx, grad, *, backend):
 
 
 _backend.register_autograd("intervene", _setup_context, _backward)
+
+
+def _first_order(grad, f, t, mask, mode):
+    """``intervene_backward``'s ``(grad_f, grad_t, grad_mask)`` from the reference, for the
+    second order (:mod:`cprl_fast.ops.second_order`)."""
+    return second_order.vjp(lambda f, t, mask: reference.intervene(f, t, mask, mode),
+                            (f, t, mask), (grad,))  # fmt: skip
+
+
+second_order.register("intervene_backward", _first_order, differentiable=(0, 1, 2, 3),
+                      grads_like=(1, 2, 3))  # fmt: skip
 
 
 def intervene(f: torch.Tensor, t: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
