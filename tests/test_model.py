@@ -9,6 +9,7 @@ import pytest
 import torch
 import torchvision
 from op_testing import feature
+from torchvision.models.resnet import BasicBlock
 
 import cprl_fast
 from cprl_fast import reference
@@ -184,6 +185,21 @@ class TestCPRLResNet:
             torch.testing.assert_close(converted(x), plain(x), rtol=0, atol=0)
             converted.layer4[1].ca.b.fill_(0.0)  # now channels are masked: outputs differ
             assert not torch.allclose(converted(x), plain(x))
+
+    def test_conversion_is_in_the_models_dtype_and_all_or_nothing(self):
+        model = torchvision.models.resnet18(weights=None).double().eval()
+        convert_resnet(model, ["layer4"])
+        assert {p.dtype for p in model.parameters()} == {torch.float64}
+        model.layer4[1].ca.set_mode("sf")  # its intervention network runs on float64 features
+        assert model(torch.rand(1, 3, 32, 32, dtype=torch.float64)).dtype == torch.float64
+        before = copy.deepcopy(model.state_dict())
+        refused = {"already ends in a CA module": ["layer1", "layer4"],
+                   "names block layer2.1 twice": ["layer2", "layer2.1"]}  # fmt: skip
+        for match, placement in refused.items():
+            with pytest.raises(ValueError, match=match):
+                convert_resnet(model, placement)
+            assert type(model.layer1[1]) is BasicBlock and type(model.layer2[1]) is BasicBlock
+            assert model.state_dict().keys() == before.keys()
 
     def test_ca_ranks_pre_activation_features(self):
         torch.manual_seed(0)

@@ -85,23 +85,28 @@ def convert_resnet(
     """Turns the final activation of the chosen blocks of ``resnet`` into CA modules, in place.
 
     Returns the names of the converted blocks. ``ca_options`` go to :class:`CPRLActivation`
-    (``b``, ``temperature``, ``rank``, ``tau``).
-    """
+    (``b``, ``temperature``, ``rank``, ``tau``); each CA module is made on its block's device and
+    in its dtype (a float64 or bfloat16 model gets CA modules of its own dtype)."""
     if not isinstance(resnet, ResNet):
         raise TypeError(f"resnet must be a torchvision ResNet, got {type(resnet).__name__}")
-    converted = []
+    plan = []  # every block checked before any changes: a refusal leaves the model as it was
     for name, block in _blocks(resnet, placement):
         if isinstance(block, (CABasicBlock, CABottleneck)):
             raise ValueError(f"block {name} already ends in a CA module")
+        if any(name == seen for seen, *_ in plan):
+            raise ValueError(f"placement names block {name} twice")
         if isinstance(block, Bottleneck):
-            block.__class__, channels = CABottleneck, block.bn3.num_features
+            plan.append((name, block, CABottleneck, block.bn3.num_features))
         elif isinstance(block, BasicBlock):
-            block.__class__, channels = CABasicBlock, block.bn2.num_features
+            plan.append((name, block, CABasicBlock, block.bn2.num_features))
         else:
             raise TypeError(f"block {name} is a {type(block).__name__}, not a torchvision block")
-        block.ca = CPRLActivation(channels, **ca_options).to(block.bn1.weight.device)
-        converted.append(name)
-    return converted
+    modules = [CPRLActivation(channels, **ca_options) for *_, channels in plan]
+    for (_, block, kind, _), ca in zip(plan, modules, strict=True):
+        # on the block's device and in its dtype, as if it had been there when the model moved
+        like = block.conv1.weight
+        block.__class__, block.ca = kind, ca.to(like.device, like.dtype)
+    return [name for name, *_ in plan]
 
 
 def imagenet_state(arch: str) -> dict:
