@@ -57,15 +57,18 @@ void refuse_forward_ad(const char* op, const Tensors&... tensors) {
               ": forward-mode AD is not supported");
 }
 
-// Runs a backward op's call. A plain backward (grad mode off) calls the kernel below the autograd
-// keys: going through autograd costs host time on every call. Under create_graph (grad mode on)
-// the call goes through the backward op's own autograd, registered from Python
-// (cprl_fast/ops/second_order.py: the second order, from the references).
-template <typename Call>
-auto below_autograd_unless_create_graph(Call call) {
-  if (at::GradMode::is_enabled()) return call();
+// A plain backward (grad mode off) calls the fused backward op below the autograd keys: the
+// backward ops have no autograd, and going through autograd's boxed fallback for them costs host
+// time on every call. Under create_graph (grad mode on: double backpropagation, torch.func's
+// transforms) the gradient must be differentiable again: the node calls cprl_fast::<op>_vjp
+// instead, the reference's gradient written out in ATen ops (cprl_fast/reference/, registered
+// from Python as CompositeImplicitAutograd), which autograd and functorch see through. Through
+// the fallback, a second-order gradient came out as zeros with a warning.
+template <typename Fused, typename Differentiable>
+auto fused_unless_create_graph(Fused fused, Differentiable differentiable) {
+  if (at::GradMode::is_enabled()) return differentiable();
   at::AutoDispatchBelowADInplaceOrView guard;
-  return call();
+  return fused();
 }
 
 using RankMaskSig = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
@@ -73,6 +76,9 @@ using RankMaskSig = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const 
 using RankMaskBackwardSig = std::tuple<at::Tensor, at::Tensor>(
     const at::Tensor&, const std::optional<at::Tensor>&, const at::Tensor&, const at::Tensor&,
     const at::Tensor&, double, bool, double);
+using RankMaskVjpSig = std::tuple<at::Tensor, at::Tensor>(
+    const at::Tensor&, const std::optional<at::Tensor>&, const at::Tensor&, const at::Tensor&,
+    double, bool, double);
 using InterveneSig = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                 c10::string_view);
 using InterveneBackwardSig = std::tuple<at::Tensor, at::Tensor, at::Tensor>(
@@ -86,6 +92,7 @@ using InterveneBackwardSig = std::tuple<at::Tensor, at::Tensor, at::Tensor>(
 struct RankMaskBackward : public Node {
   variable_list apply(variable_list&& grads) override {
     static const auto op = op_handle<RankMaskBackwardSig>("cprl_fast::rank_mask_backward");
+    static const auto vjp = op_handle<RankMaskVjpSig>("cprl_fast::rank_mask_vjp");
     std::lock_guard<std::mutex> lock(mutex_);
     const at::Tensor f = f_.unpack();
     const at::Tensor mask = mask_.unpack(getptr());
@@ -93,8 +100,9 @@ struct RankMaskBackward : public Node {
     const at::Tensor grad_y = grads[0].defined() ? grads[0] : at::zeros_like(f);
     std::optional<at::Tensor> grad_mask;  // ca_activation has no mask output: one grad
     if (grads.size() > 1 && grads[1].defined()) grad_mask = grads[1];
-    auto [grad_f, grad_b] = below_autograd_unless_create_graph(
-        [&] { return op.call(grad_y, grad_mask, f, mask, b, temperature, soft, tau); });
+    auto [grad_f, grad_b] = fused_unless_create_graph(
+        [&] { return op.call(grad_y, grad_mask, f, mask, b, temperature, soft, tau); },
+        [&] { return vjp.call(grad_y, grad_mask, f, b, temperature, soft, tau); });
     variable_list out(2);
     if (task_should_compute_output(0)) out[0] = std::move(grad_f);
     if (task_should_compute_output(1)) out[1] = std::move(grad_b);
@@ -117,10 +125,13 @@ struct RankMaskBackward : public Node {
 struct InterveneBackward : public Node {
   variable_list apply(variable_list&& grads) override {
     static const auto op = op_handle<InterveneBackwardSig>("cprl_fast::intervene_backward");
+    static const auto vjp = op_handle<InterveneBackwardSig>("cprl_fast::intervene_vjp");
     std::lock_guard<std::mutex> lock(mutex_);
     if (!grads[0].defined()) return variable_list(3);
-    auto [grad_f, grad_t, grad_mask] = below_autograd_unless_create_graph(
-        [&] { return op.call(grads[0], f_.unpack(), t_.unpack(), mask_.unpack(), mode); });
+    const at::Tensor f = f_.unpack(), t = t_.unpack(), mask = mask_.unpack();
+    auto [grad_f, grad_t, grad_mask] = fused_unless_create_graph(
+        [&] { return op.call(grads[0], f, t, mask, mode); },
+        [&] { return vjp.call(grads[0], f, t, mask, mode); });
     variable_list out(3);
     if (task_should_compute_output(0)) out[0] = std::move(grad_f);
     if (task_should_compute_output(1)) out[1] = std::move(grad_t);

@@ -21,9 +21,17 @@ TORCH_LIBRARY(cprl_fast, m) {
   m.def(
       "rank_mask_backward(Tensor grad_y, Tensor? grad_mask, Tensor f, Tensor mask, Tensor b, "
       "float temperature, bool soft, float tau) -> (Tensor, Tensor)");
+  // The backward under create_graph (autograd.cpp): the reference's gradient in differentiable
+  // ops, registered from Python (CompositeImplicitAutograd: cprl_fast/ops/rank_mask.py)
+  m.def(
+      "rank_mask_vjp(Tensor grad_y, Tensor? grad_mask, Tensor f, Tensor b, float temperature, "
+      "bool soft, float tau) -> (Tensor, Tensor)");
   m.def("intervene(Tensor f, Tensor t, Tensor mask, str mode) -> Tensor");
   m.def(
       "intervene_backward(Tensor grad, Tensor f, Tensor t, Tensor mask, str mode) -> "
+      "(Tensor, Tensor, Tensor)");
+  m.def(
+      "intervene_vjp(Tensor grad, Tensor f, Tensor t, Tensor mask, str mode) -> "
       "(Tensor, Tensor, Tensor)");
   m.def(
       "attack_step(Tensor x, Tensor grad, Tensor x0, float alpha, float eps, float lo, "

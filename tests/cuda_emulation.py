@@ -90,7 +90,7 @@ def rewrite(text: str) -> str:
 
 
 def schemas() -> list[str]:
-    """The op schemas of ``csrc/ops.cpp`` that have kernels (not ``cuda_built``)."""
+    """The op schemas of ``csrc/ops.cpp`` but ``cuda_built`` (a function of its own)."""
     text = (CSRC / "ops.cpp").read_text()
     found = ["".join(re.findall(r'"([^"]*)"', m.group(1))) for m in _SCHEMA.finditer(text)]
     return [s for s in found if not s.startswith("cuda_built")]

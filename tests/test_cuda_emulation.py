@@ -50,5 +50,6 @@ def test_no_launch_or_cuda_registration_is_left_in_the_kernels(path):
 
 def test_every_op_with_kernels_is_declared():
     names = [s.split("(")[0] for s in schemas()]
-    assert names == ["rank_mask", "ca_activation", "rank_mask_backward", "intervene",
-                     "intervene_backward", "attack_step", "attack_step_out"]  # fmt: skip
+    assert names == ["rank_mask", "ca_activation", "rank_mask_backward", "rank_mask_vjp",
+                     "intervene", "intervene_backward", "intervene_vjp", "attack_step",
+                     "attack_step_out"]  # fmt: skip

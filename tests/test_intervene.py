@@ -73,3 +73,18 @@ class TestInterveneBackward:
                 fn(*leaves, mode).mul(weight).sum().backward()
                 grads.append([v.grad for v in leaves])
             torch.testing.assert_close(grads[0], grads[1], rtol=1e-9, atol=1e-9)
+
+
+def test_vjp_is_autograd_through_the_reference():
+    # intervene_vjp (the backward under create_graph) written out: the same numbers, NaN too
+    f, t, mask = SPEC.sample((2, 5, 3, 4), dtype=torch.float64, seed=29)[:3]
+    f[0, 1, 2, 0] = float("nan")
+    for mode in ("sf", "nc"):
+        leaves = [v.clone().requires_grad_(True) for v in (f, t, mask)]
+        out = reference.intervene(*leaves, mode)
+        grad = torch.randn_like(out)
+        want = torch.autograd.grad(out, leaves, grad)
+        got = reference.intervene_vjp(grad, f, t, mask, mode)
+        for g, w in zip(got, want, strict=True):
+            assert g.dtype == w.dtype
+            torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12, equal_nan=True)

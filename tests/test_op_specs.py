@@ -149,8 +149,9 @@ def test_gradcheck(device, spec, variant, layout):
 @pytest.mark.parametrize(("spec", "variant"), DIFFERENTIABLE, ids=DIFF_IDS)
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_gradgradcheck(device, spec, variant, layout):
-    """Second order (cprl_fast.ops.second_order: the backward op's autograd, from the
-    reference), with no warning: autograd's fallback warned and returned zeros."""
+    """Second order (under create_graph the backward is cprl_fast::<op>_vjp, the reference's
+    gradient in differentiable ops), with no warning: autograd's fallback for the backward op
+    warned and returned zeros."""
     fn, inputs = _differentiable(spec, variant, device, layout)
     with warnings.catch_warnings():
         warnings.simplefilter("error")

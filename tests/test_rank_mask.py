@@ -288,6 +288,51 @@ class TestAutogradRegistration:
         for a, b in zip(plain, again, strict=True):
             torch.testing.assert_close(a, b)
 
+    @pytest.mark.parametrize("soft", [False, True])
+    @pytest.mark.parametrize("with_grad_mask", [False, True])
+    def test_vjp_is_autograd_through_the_reference(self, soft, with_grad_mask):
+        # rank_mask_vjp (the backward under create_graph) written out: the same numbers
+        f = feature((3, 7, 4, 5), dtype=torch.float64, seed=31)
+        f[1, 2, 0, 0] = float("nan")
+        b = torch.tensor([0.35], dtype=torch.float32)
+        leaves = [f.clone().requires_grad_(True), b.clone().requires_grad_(True)]
+        rank, tau = ("soft", 0.3) if soft else ("hard", None)
+        y, mask = reference.rank_mask(*leaves, temperature=0.8, rank=rank, tau=tau,
+                                      return_mask=True)  # fmt: skip
+        grad_y = feature(y.shape, dtype=y.dtype, seed=32)
+        grad_mask = feature(mask.shape, dtype=mask.dtype, seed=33) if with_grad_mask else None
+        outs, grads = ((y, mask), (grad_y, grad_mask)) if with_grad_mask else ((y,), (grad_y,))
+        want = torch.autograd.grad(outs, leaves, grads)
+        got = reference.rank_mask_vjp(grad_y, grad_mask, f, b, 0.8, soft, 0.3)
+        for g, w in zip(got, want, strict=True):
+            assert g.dtype == w.dtype and g.shape == w.shape
+            torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12, equal_nan=True)
+
+    # vmap (jacrev's too) runs a custom op without a batching rule in a loop, and says so
+    @pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")
+    def test_torch_func_transforms_match_the_reference(self):
+        # torch.func.grad runs the backward under create_graph: per-sample gradients (vmap of
+        # grad) and a Hessian by jacrev of jacrev, for the normal mode and an intervention
+        torch.manual_seed(0)
+        act = CPRLActivation(5, rank="soft").double().eval()
+        x = torch.randn(3, 5, 2, 3, dtype=torch.float64)
+        for mode in ("normal", "sf"):
+            act.set_mode(mode)
+
+            def fused(x):
+                return act(x[None]).square().sum()
+
+            per_sample = torch.func.vmap(torch.func.grad(fused))(x)
+            loop = torch.stack([torch.autograd.grad(fused(xi), xi)[0]
+                                for xi in x.clone().requires_grad_(True)])  # fmt: skip
+            torch.testing.assert_close(per_sample, loop, rtol=1e-10, atol=1e-10)
+            hessian = torch.func.jacrev(torch.func.jacrev(fused))(x[0])
+            assert hessian.shape == (5, 2, 3, 5, 2, 3) and hessian.abs().sum() > 0
+            if mode == "normal":
+                want = torch.func.jacrev(torch.func.jacrev(lambda x: reference.rank_mask(
+                    x[None], act.b.detach(), rank="soft").square().sum()))(x[0])  # fmt: skip
+                torch.testing.assert_close(hessian, want, rtol=1e-10, atol=1e-10)
+
     @pytest.mark.parametrize("rank", ["hard", "soft"])
     def test_input_gradient_penalty_matches_reference(self, rank):
         # double backpropagation through a CA layer (the nt objective's penalty): autograd's

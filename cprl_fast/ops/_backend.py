@@ -16,8 +16,10 @@ the other when one is not available; ``native`` or ``triton`` force one.
 Autograd: the native ops have theirs in C++ (``csrc/autograd.cpp``: no Python on a call's way
 through autograd); the Triton ops get theirs from Python (:func:`register_autograd`, read by
 :func:`load_triton_kernels`), with the same saved tensors and the same backward op schema. Either
-way the backward runs the backward op of the backend that ran the forward. The backward ops'
-own autograd (the second order, from the references) is :mod:`cprl_fast.ops.second_order`'s.
+way the backward runs the backward op of the backend that ran the forward, except under
+``create_graph`` (grad mode on in the backward: double backpropagation, ``torch.func``), where
+it calls ``cprl_fast::<op>_vjp``, the reference's gradient in differentiable ops
+(:func:`cprl_fast.reference.rank_mask_vjp`), so that the gradient has a gradient of its own.
 Everything the dispatch decision reads is a Python constant after import, so
 ``torch.compile(fullgraph=True)`` traces it (no op call that returns a non-tensor).
 """
@@ -209,8 +211,7 @@ _AUTOGRAD: dict[str, tuple[Callable, Callable]] = {}
 
 
 def register_autograd(op: str, setup_context: Callable, backward: Callable) -> None:
-    """Records the Python autograd of op ``op`` for its Triton twin (registered when the Triton
-    kernels load): both functions receive ``backend="triton"``. A forward op's backward calls
-    the Triton backward op; the native forward op's autograd is ``csrc/autograd.cpp``'s. A
-    backward op's (:mod:`cprl_fast.ops.second_order`) is the native backward op's too."""
+    """Records the Python autograd of op ``op`` for the Triton backend's forward op (registered
+    when the Triton kernels load): both functions receive ``backend="triton"``, and the backward
+    calls the Triton backward op. The native op's autograd is ``csrc/autograd.cpp``'s."""
     _AUTOGRAD[op] = (setup_context, backward)

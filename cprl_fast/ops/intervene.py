@@ -29,7 +29,7 @@ from cprl_fast.checks import (
     check_tensor,
     dense_format,
 )
-from cprl_fast.ops import _backend, second_order
+from cprl_fast.ops import _backend
 from cprl_fast.ops.spec import BadCall, OpSpec, feature, in_layout, like
 
 __all__ = ["SPEC", "intervene", "intervene_op"]
@@ -62,24 +62,18 @@ def _setup_context(ctx, inputs, output, *, backend):
 
 def _backward(ctx, grad, *, backend):
     f, t, mask = ctx.saved_tensors
-    grad_f, grad_t, grad_mask = _backend.BACKENDS.get(backend).kernel("intervene_backward")(
-        grad, f, t, mask, ctx.mode
-    )
-    return grad_f, grad_t, grad_mask, None
+    if torch.is_grad_enabled():  # create_graph: a gradient that is differentiable again
+        grads = torch.ops.cprl_fast.intervene_vjp(grad, f, t, mask, ctx.mode)
+    else:
+        grads = _backend.BACKENDS.get(backend).kernel("intervene_backward")(
+            grad, f, t, mask, ctx.mode
+        )
+    return *grads, None
 
 
 _backend.register_autograd("intervene", _setup_context, _backward)
-
-
-def _first_order(grad, f, t, mask, mode):
-    """``intervene_backward``'s ``(grad_f, grad_t, grad_mask)`` from the reference, for the
-    second order (:mod:`cprl_fast.ops.second_order`)."""
-    return second_order.vjp(lambda f, t, mask: reference.intervene(f, t, mask, mode),
-                            (f, t, mask), (grad,))  # fmt: skip
-
-
-second_order.register("intervene_backward", _first_order, differentiable=(0, 1, 2, 3),
-                      grads_like=(1, 2, 3))  # fmt: skip
+# the backward under create_graph, native and Triton alike (csrc/ops.cpp declares it)
+torch.library.impl("cprl_fast::intervene_vjp", "CompositeImplicitAutograd")(reference.intervene_vjp)
 
 
 def intervene(f: torch.Tensor, t: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:

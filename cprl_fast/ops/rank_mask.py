@@ -33,7 +33,7 @@ from cprl_fast.checks import (
     check_tensor,
     dense_format,
 )
-from cprl_fast.ops import _backend, second_order
+from cprl_fast.ops import _backend
 from cprl_fast.ops.spec import TOLERANCES, BadCall, OpSpec, feature, like
 from cprl_fast.reference.rank_mask import DEFAULT_TAU
 
@@ -72,27 +72,18 @@ def _setup_context(ctx, inputs, output, *, backend):
 
 def _backward(ctx, grad_y, grad_mask, *, backend):
     f, mask, b = ctx.saved_tensors
-    grad_f, grad_b = _backend.BACKENDS.get(backend).kernel("rank_mask_backward")(
-        grad_y, grad_mask, f, mask, b, *ctx.args
-    )
+    if torch.is_grad_enabled():  # create_graph: a gradient that is differentiable again
+        grad_f, grad_b = torch.ops.cprl_fast.rank_mask_vjp(grad_y, grad_mask, f, b, *ctx.args)
+    else:
+        grad_f, grad_b = _backend.BACKENDS.get(backend).kernel("rank_mask_backward")(
+            grad_y, grad_mask, f, mask, b, *ctx.args
+        )
     return grad_f, grad_b, None, None, None
 
 
 _backend.register_autograd("rank_mask", _setup_context, _backward)
-
-
-def _first_order(grad_y, grad_mask, f, mask, b, temperature, soft, tau):
-    """``rank_mask_backward``'s ``(grad_f, grad_b)`` from the reference, for the second order
-    (:mod:`cprl_fast.ops.second_order`): ``mask`` (None) is recomputed from ``f`` and ``b``."""
-    if grad_mask is None:
-        grad_mask = torch.zeros(f.shape[:2], dtype=acc_dtype(f.dtype), device=f.device)
-    settings = (temperature, soft, tau)
-    return second_order.vjp(lambda f, b: _call(reference.rank_mask, (f, b, *settings)), (f, b),
-                            (grad_y, grad_mask))  # fmt: skip
-
-
-second_order.register("rank_mask_backward", _first_order, differentiable=(0, 1, 2, 4),
-                      grads_like=(2, 4))  # fmt: skip
+# the backward under create_graph, native and Triton alike (csrc/ops.cpp declares it)
+torch.library.impl("cprl_fast::rank_mask_vjp", "CompositeImplicitAutograd")(reference.rank_mask_vjp)
 
 
 def rank_mask(
