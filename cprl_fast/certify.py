@@ -178,6 +178,19 @@ def noisy_scores(model: nn.Module, x: torch.Tensor, sigma: float, n: int, seed: 
     return out.cpu()  # one read of the scores per batch of images
 
 
+def check_noisy_scores(scores: np.ndarray, first: int, sigma: float) -> None:
+    """Refuses noisy scores ``[N, n]`` (of the images numbered from ``first``) of which any is
+    NaN or infinite: the quantiles would be taken over the finite ones alone (NaN sorts last),
+    and bounds from them are no certificate."""
+    bad = ~np.isfinite(scores)
+    if bad.any():
+        i = int(bad.any(axis=1).argmax())
+        raise ValueError(f"the model gave {int(bad[i].sum())} non-finite score(s) of "
+                         f"{scores.shape[1]} on noisy copies of image {first + i} "
+                         f"(sigma={sigma:g}): a certificate needs a finite score for every "
+                         "draw")  # fmt: skip
+
+
 def certify(model: nn.Module, images, sigma: float, n: int = 1000, alpha: float = 0.001,
             radius: Sequence[float] = (0.0,), batch_size: int = 16, device=None, seed: int = 0,
             score_range: tuple[float, float] | None = (0.0, 1.0),
@@ -244,6 +257,7 @@ def _smooth(model: nn.Module, front: nn.Module | None, images, sigma: float, n: 
             if draws is None or draws.shape != tuple(batch.shape[1:]):  # (sizes may vary)
                 draws = NoiseDraws(batch.shape[1:], n, seed, batch.device, batch.dtype)
             s = noisy_scores(model, batch, sigma, n, draws=draws).sort(dim=1).values.numpy()
+            check_noisy_scores(s, sum(map(len, medians)), sigma)
             medians.append(np.median(s, axis=1))
             lo, hi = np.empty((len(radius), len(s))), np.empty((len(radius), len(s)))
             for i in range(len(s)):

@@ -329,3 +329,17 @@ def test_feature_certificate_is_the_median_bound_at_the_scaled_radius():
     big = certify_features(model, x[:1], layer="layer2", sigma=2.0, n=10, lipschitz=1.0,
                            progress=False)  # fmt: skip
     assert big.sigma == 2.0 and np.all(big.lower <= big.upper)
+
+
+def test_non_finite_noisy_scores_are_refused_not_left_out():
+    # NaN sorts last: bounds over the finite scores alone would look like a certificate
+    class NaNOnBrightCopies(nn.Module):
+        def forward(self, x):
+            s = x.mean(dim=(1, 2, 3))  # noise std 0.25 / sqrt(48) = 0.036
+            return torch.where((s > 0.3) & (x[:, 0, 0, 0] > 0.6), torch.nan, s)
+
+    x = torch.full((3, 3, 4, 4), 0.5)
+    x[0] = 0.1  # image 0's copies are never NaN; about a third of image 1's are
+    with pytest.raises(ValueError, match=r"score\(s\) of 200 on noisy copies of image 1 "):
+        certify(NaNOnBrightCopies(), x, sigma=0.25, n=200, radius=(0.1,), batch_size=2,
+                progress=False)  # fmt: skip
