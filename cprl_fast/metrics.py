@@ -42,8 +42,11 @@ def logistic4(x: np.ndarray, b1: float, b2: float, b3: float, b4: float) -> np.n
 
 
 def fit_logistic(pred: ArrayLike, target: ArrayLike) -> np.ndarray:
-    """Parameters (b1, b2, b3, b4) of the 4-parameter logistic mapping pred to target."""
+    """Parameters (b1, b2, b3, b4) of the 4-parameter logistic mapping pred to target (at
+    least 4 scores: one per parameter)."""
     p, t = _arrays(pred, target)
+    if p.size < 4:
+        raise ValueError(f"the 4-parameter logistic fit needs at least 4 scores, got {p.size}")
     p0 = [t.max(), t.min(), float(np.median(p)), max(float(np.std(p)), 1e-3)]
     params, _ = optimize.curve_fit(logistic4, p, t, p0=p0, maxfev=20000)
     return params

@@ -29,6 +29,8 @@ def test_logistic_fit_recovers_a_known_curve():
     b1, b2, b3, b4 = metrics.fit_logistic(x, y)
     np.testing.assert_allclose([b1, b2, b3, abs(b4)], truth, atol=1e-4)
     assert metrics.plcc(x, y, logistic=True) == pytest.approx(1.0, abs=1e-8)
+    with pytest.raises(ValueError, match="needs at least 4 scores, got 3"):
+        metrics.plcc(x[:3], y[:3], logistic=True)  # scipy's TypeError before
     assert metrics.plcc(x, y) < 0.99
 
 
