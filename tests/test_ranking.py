@@ -120,6 +120,7 @@ def test_weights_file_loads_into_every_resnet_model(refs, tmp_path):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
+        ({"arch": "resnet152"}, "arch must be one of resnet18, .* got 'resnet152'"),
         ({"steps": 0}, "steps must be an integer >= 1"),
         ({"crops": 1.5}, "crops must be an integer >= 1"),
         ({"crop": 8}, "crop must be an integer side >= 16 px"),

@@ -62,7 +62,7 @@ class RankingConfig:
     """Settings of :func:`pretrain_by_ranking`.
 
     Attributes:
-        arch: the torchvision ResNet (``resnet18`` ... ``resnet152``).
+        arch: the torchvision ResNet, one of :data:`~cprl_fast.models.ARCHS`.
         input_norm: what the backbone reads (:mod:`cprl_fast.models.inputs`); train with the
             same value (``lcn`` for ``--recipe native``).
         steps: optimiser steps. crops: reference crops per step (each gives 5 images).
@@ -85,6 +85,10 @@ class RankingConfig:
     seed: int = 0
 
     def __post_init__(self):
+        from cprl_fast.models import ARCHS  # checked before any reference is read
+
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
         for name in ("steps", "crops"):
             check_count(getattr(self, name), name)
         check_seed(self.seed)
