@@ -89,24 +89,27 @@ def convert_resnet(
     in its dtype (a float64 or bfloat16 model gets CA modules of its own dtype)."""
     if not isinstance(resnet, ResNet):
         raise TypeError(f"resnet must be a torchvision ResNet, got {type(resnet).__name__}")
-    plan = []  # every block checked before any changes: a refusal leaves the model as it was
+    # every block checked, and its CA module made (bad ca_options refused), before any block
+    # changes: a refusal leaves the model as it was
+    plan: dict[str, tuple[nn.Module, type, CPRLActivation]] = {}
     for name, block in _blocks(resnet, placement):
         if isinstance(block, (CABasicBlock, CABottleneck)):
             raise ValueError(f"block {name} already ends in a CA module")
-        if any(name == seen for seen, *_ in plan):
+        if name in plan:
             raise ValueError(f"placement names block {name} twice")
         if isinstance(block, Bottleneck):
-            plan.append((name, block, CABottleneck, block.bn3.num_features))
+            kind, channels = CABottleneck, block.bn3.num_features
         elif isinstance(block, BasicBlock):
-            plan.append((name, block, CABasicBlock, block.bn2.num_features))
+            kind, channels = CABasicBlock, block.bn2.num_features
         else:
             raise TypeError(f"block {name} is a {type(block).__name__}, not a torchvision block")
-    modules = [CPRLActivation(channels, **ca_options) for *_, channels in plan]
-    for (_, block, kind, _), ca in zip(plan, modules, strict=True):
         # on the block's device and in its dtype, as if it had been there when the model moved
         like = block.conv1.weight
-        block.__class__, block.ca = kind, ca.to(like.device, like.dtype)
-    return [name for name, *_ in plan]
+        ca = CPRLActivation(channels, **ca_options).to(like.device, like.dtype)
+        plan[name] = block, kind, ca
+    for block, kind, ca in plan.values():
+        block.__class__, block.ca = kind, ca
+    return list(plan)
 
 
 def imagenet_state(arch: str) -> dict:
